@@ -1,0 +1,158 @@
+/**
+ * What the source holds: the tables a migration moves (with the columns COPY may name), their
+ * sequences and foreign keys. Read from the system catalogs, once, by preflight and start.
+ */
+import { Client } from "pg";
+import { qualified } from "./endpoint";
+
+export interface TableSelection {
+  /** Schemas to migrate; empty = every user schema. */
+  schemas: string[];
+  /** Only these tables ("schema.table" or "table"); empty = all tables of the schemas. */
+  include: string[];
+  /** Never these tables ("schema.table" or "table"). */
+  exclude: string[];
+}
+
+export interface TableInfo {
+  schema: string;
+  name: string;
+  /** "r" plain table or leaf partition, "p" partitioned table. */
+  kind: "r" | "p";
+  /** Set for partitions: the top-level partitioned table (schema.name) they belong to. */
+  partitionRoot?: { schema: string; name: string };
+  unlogged: boolean;
+  /** d(efault) / n(othing) / f(ull) / i(ndex) */
+  replicaIdentity: string;
+  hasPrimaryKey: boolean;
+  hasIdentityIndex: boolean;
+  /** Columns COPY and replication carry: not dropped, not generated. */
+  columns: string[];
+  /** Single-column integer primary key, usable to split a large table into ranges. */
+  splitKey?: string;
+  bytes: number;
+  estimatedRows: number;
+}
+
+export const CONTROL_SCHEMA = "pgferry";
+
+const SYSTEM_SCHEMA_FILTER = `n.nspname NOT IN ('pg_catalog', 'information_schema', '${CONTROL_SCHEMA}')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'`;
+
+/** "schema.table" → {schema, table}; a bare name matches that table in any selected schema. */
+function matches(patterns: string[], t: { schema: string; name: string }): boolean {
+  return patterns.some((p) => {
+    const dot = splitQualified(p);
+    return dot.schema === undefined ? dot.name === t.name : dot.schema === t.schema && dot.name === t.name;
+  });
+}
+
+/** Split "schema.table" (either part may be double-quoted) into its parts. */
+export function splitQualified(p: string): { schema?: string; name: string } {
+  const parts: string[] = [];
+  const re = /"((?:[^"]|"")*)"|([^.]+)/g;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(p))) parts.push(m[1] !== undefined ? m[1].replace(/""/g, '"') : m[2]);
+  return parts.length >= 2 ? { schema: parts[0], name: parts.slice(1).join(".") } : { name: parts[0] ?? p };
+}
+
+export async function userSchemas(c: Client): Promise<string[]> {
+  const r = await c.query(`SELECT n.nspname FROM pg_namespace n WHERE ${SYSTEM_SCHEMA_FILTER}
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid AND d.deptype = 'e')
+    ORDER BY 1`);
+  return r.rows.map((x) => x.nspname);
+}
+
+/** Every table of the selection: plain tables, partitioned tables and their leaf partitions. */
+export async function listTables(c: Client, sel: TableSelection): Promise<TableInfo[]> {
+  const schemas = sel.schemas.length ? sel.schemas : await userSchemas(c);
+  const r = await c.query(
+    `SELECT c.oid, n.nspname AS schema, c.relname AS name, c.relkind AS kind, c.relpersistence = 'u' AS unlogged,
+            c.relreplident AS ri, c.relispartition AS is_partition,
+            EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_pk,
+            EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) AS has_ri_index,
+            pg_relation_size(c.oid) AS bytes, greatest(c.reltuples, 0)::bigint AS est_rows,
+            (SELECT array_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a
+              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS columns,
+            (SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+              WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnatts = 1 AND a.atttypid IN (20, 21, 23)) AS split_key,
+            rn.nspname AS root_schema, rc.relname AS root_name
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       LEFT JOIN pg_class rc ON c.relispartition AND rc.oid = (SELECT a.relid FROM pg_partition_ancestors(c.oid) a
+             JOIN pg_class ac ON ac.oid = a.relid WHERE NOT ac.relispartition)
+       LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+      WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1)
+        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+      ORDER BY n.nspname, c.relname`,
+    [schemas],
+  );
+  const tables: TableInfo[] = r.rows.map((x) => ({
+    schema: x.schema, name: x.name, kind: x.kind, unlogged: x.unlogged, replicaIdentity: x.ri,
+    hasPrimaryKey: x.has_pk, hasIdentityIndex: x.has_ri_index, columns: x.columns ?? [],
+    splitKey: x.split_key ?? undefined, bytes: Number(x.bytes), estimatedRows: Number(x.est_rows),
+    partitionRoot: x.root_schema ? { schema: x.root_schema, name: x.root_name } : undefined,
+  }));
+  // include/exclude apply to a partitioned table as a whole: a partition follows its root.
+  const unit = (t: TableInfo) => t.partitionRoot ?? t;
+  return tables.filter((t) => (!sel.include.length || matches(sel.include, unit(t)) || matches(sel.include, t)) &&
+    !matches(sel.exclude, unit(t)) && !matches(sel.exclude, t));
+}
+
+/** Tables whose rows COPY reads and writes: plain tables and leaf partitions. */
+export function copyableTables(tables: TableInfo[]): TableInfo[] {
+  return tables.filter((t) => t.kind === "r");
+}
+
+/**
+ * Tables named in the publication: plain logged tables, and partitioned tables by their root
+ * (published with publish_via_partition_root, so the target may partition differently).
+ */
+export function publishedTables(tables: TableInfo[]): TableInfo[] {
+  return tables.filter((t) => !t.unlogged && !t.partitionRoot && (t.kind === "p" || t.kind === "r"));
+}
+
+/** UPDATE/DELETE on these tables cannot be replicated (and would fail on the source once published). */
+export function tablesWithoutReplicaIdentity(tables: TableInfo[]): TableInfo[] {
+  return tables.filter((t) => t.kind === "r" && !t.unlogged &&
+    (t.replicaIdentity === "n" || (t.replicaIdentity === "d" && !t.hasPrimaryKey) || (t.replicaIdentity === "i" && !t.hasIdentityIndex)));
+}
+
+export interface SequenceInfo { schema: string; name: string }
+
+export async function listSequences(c: Client, schemas: string[]): Promise<SequenceInfo[]> {
+  const r = await c.query(
+    `SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'S' AND n.nspname = ANY($1)
+        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+      ORDER BY 1, 2`, [schemas]);
+  return r.rows;
+}
+
+export interface ForeignKeyInfo {
+  schema: string; table: string; name: string;
+  /** pg_get_constraintdef with every name schema-qualified. */
+  definition: string;
+  validated: boolean; onPartitioned: boolean; refSchema: string; refTable: string;
+}
+
+/** Foreign keys of the given tables, as pg_get_constraintdef renders them (column order, actions, DEFERRABLE kept). */
+export async function listForeignKeys(c: Client, tables: TableInfo[]): Promise<ForeignKeyInfo[]> {
+  const names = tables.filter((t) => !t.partitionRoot).map((t) => qualified(t.schema, t.name));
+  if (!names.length) return [];
+  // An empty search_path makes pg_get_constraintdef qualify every name: the definition runs anywhere.
+  await c.query("SET search_path = pg_catalog");
+  const r = await c.query(
+    `SELECT n.nspname AS schema, t.relname AS table, con.conname AS name, pg_get_constraintdef(con.oid) AS definition,
+            con.convalidated AS validated, t.relkind = 'p' AS on_partitioned, rn.nspname AS ref_schema, rt.relname AS ref_table
+       FROM pg_constraint con JOIN pg_class t ON t.oid = con.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+       JOIN pg_class rt ON rt.oid = con.confrelid JOIN pg_namespace rn ON rn.oid = rt.relnamespace
+      WHERE con.contype = 'f' AND con.conparentid = 0 AND con.conrelid = ANY($1::regclass[])
+      ORDER BY 1, 2, 3`, [names]);
+  await c.query("RESET search_path");
+  return r.rows.map((x) => ({ schema: x.schema, table: x.table, name: x.name, definition: x.definition,
+    validated: x.validated, onPartitioned: x.on_partitioned, refSchema: x.ref_schema, refTable: x.ref_table }));
+}
+
+export async function serverVersionNum(c: Client): Promise<number> {
+  return Number((await c.query("SELECT current_setting('server_version_num') AS v")).rows[0].v);
+}

@@ -1,0 +1,202 @@
+/**
+ * Preflight: every reason a migration would fail or lose data, checked on both servers before
+ * anything is created, reported all at once, each with its fix.
+ */
+import { Client } from "pg";
+import {
+  copyableTables, listTables, publishedTables, serverVersionNum, TableInfo, TableSelection, tablesWithoutReplicaIdentity, userSchemas,
+} from "./catalog";
+import { Endpoint, qualified } from "./endpoint";
+import { Finding } from "./errors";
+import { findPgTools, rolesMissingOnTarget } from "./schema";
+
+export interface PreflightOptions {
+  selection: TableSelection;
+  /** Set REPLICA IDENTITY FULL on source tables that have no key, instead of refusing. */
+  replicaIdentityFull: boolean;
+  /** Resuming an existing migration: its own slot, publication and target tables are expected. */
+  resuming: boolean;
+  slotName: string;
+}
+
+export interface PreflightResult {
+  findings: Finding[];
+  ok: boolean;
+  sourceVersion: number;
+  targetVersion: number;
+  schemas: string[];
+  tables: TableInfo[];
+  /** Tables that need REPLICA IDENTITY FULL set on the source before publishing. */
+  needReplicaIdentityFull: TableInfo[];
+  /** Ownership and grants are kept only when every role they name exists on the target. */
+  keepOwnership: boolean;
+  pgDumpMajor?: number;
+}
+
+const major = (v: number) => Math.floor(v / 10000);
+const names = (ts: { schema: string; name: string }[]) => ts.map((t) => `${t.schema}.${t.name}`);
+const list = (xs: string[], n = 8) => (xs.length > n ? `${xs.slice(0, n).join(", ")} and ${xs.length - n} more` : xs.join(", "));
+
+export async function preflight(src: Client, tgt: Client, source: Endpoint, target: Endpoint, o: PreflightOptions): Promise<PreflightResult> {
+  const findings: Finding[] = [];
+  const add = (f: Omit<Finding, "severity"> & { severity?: Finding["severity"] }) => findings.push({ severity: "error", ...f });
+  const sourceVersion = await serverVersionNum(src);
+  const targetVersion = await serverVersionNum(tgt);
+
+  // --- versions
+  if (major(sourceVersion) < 13) {
+    add({ code: "source_version", server: "source", message: `source runs PostgreSQL ${major(sourceVersion)}; pgferry needs 13 or newer on the source`,
+      fix: "upgrade the source to 13+ in place first, or use pg_dump/pg_restore with downtime" });
+  }
+  if (major(targetVersion) < major(sourceVersion)) {
+    add({ code: "target_older", server: "target", message: `target runs PostgreSQL ${major(targetVersion)}, older than the source's ${major(sourceVersion)}`,
+      fix: `use a target running PostgreSQL ${major(sourceVersion)} or newer (downgrades are not supported)` });
+  }
+
+  // --- source replication settings
+  const s = (await src.query(`SELECT current_setting('wal_level') AS wal_level,
+      current_setting('max_replication_slots')::int AS max_slots,
+      (SELECT count(*) FROM pg_replication_slots)::int AS used_slots,
+      (SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1)::int AS own_slot,
+      current_setting('max_wal_senders')::int AS max_senders,
+      (SELECT count(*) FROM pg_stat_replication)::int AS used_senders,
+      (SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user) AS can_replicate,
+      (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,
+      has_database_privilege(current_database(), 'CREATE') AS can_create,
+      current_setting('server_encoding') AS encoding,
+      (SELECT count(*) FROM pg_largeobject_metadata)::bigint AS large_objects`, [o.slotName])).rows[0];
+  if (s.wal_level !== "logical") {
+    add({ code: "wal_level", server: "source", message: `wal_level is '${s.wal_level}' on the source; logical replication needs 'logical'`,
+      fix: "ALTER SYSTEM SET wal_level = logical; then restart the source (Azure: server parameter wal_level=logical + restart; " +
+        "pgferry's ServerParameters resource does both)" });
+  }
+  const freeSlots = s.max_slots - s.used_slots + (o.resuming ? s.own_slot : 0);
+  if (freeSlots < 1) {
+    add({ code: "replication_slots", server: "source", message: `no free replication slot on the source (max_replication_slots = ${s.max_slots}, ${s.used_slots} in use)`,
+      fix: `ALTER SYSTEM SET max_replication_slots = ${s.max_slots + 2}; then restart the source` });
+  }
+  if (s.max_senders - s.used_senders < 2) {
+    add({ code: "wal_senders", server: "source", message: `too few free WAL senders on the source (max_wal_senders = ${s.max_senders}, ${s.used_senders} in use; pgferry needs 2: snapshot and stream)`,
+      fix: `ALTER SYSTEM SET max_wal_senders = ${s.used_senders + 4}; then restart the source` });
+  }
+  if (!s.can_replicate) {
+    add({ code: "replication_privilege", server: "source", message: `role "${source.user}" may not use replication on the source`,
+      fix: `ALTER ROLE "${source.user}" WITH REPLICATION; (Azure Flexible Server: GRANT azure_pg_admin and set the REPLICATION attribute)` });
+  }
+  if (!s.can_create && !s.superuser) {
+    add({ code: "publication_privilege", server: "source", message: `role "${source.user}" cannot create a publication (needs CREATE on database "${source.database}")`,
+      fix: `GRANT CREATE ON DATABASE "${source.database}" TO "${source.user}";` });
+  }
+  if (Number(s.large_objects) > 0) {
+    add({ severity: "warning", code: "large_objects", server: "source", message: `${s.large_objects} large objects exist on the source; logical replication does not carry them and pgferry does not copy them`,
+      fix: "copy them separately at cutover (pg_dump --large-objects --data-only), or move the data into bytea columns" });
+  }
+
+  // --- tables
+  const schemas = o.selection.schemas.length ? o.selection.schemas : await userSchemas(src);
+  const tables = await listTables(src, { ...o.selection, schemas });
+  const missingSchemas = o.selection.schemas.filter((x) => !schemas.includes(x) || !tables.some((t) => t.schema === x));
+  if (o.selection.schemas.length) {
+    const have = new Set((await userSchemas(src)));
+    const absent = o.selection.schemas.filter((x) => !have.has(x));
+    if (absent.length) add({ code: "no_schema", server: "source", message: `schema(s) ${list(absent)} do not exist on the source`, fix: "correct --schema" });
+  }
+  if (!copyableTables(tables).length) {
+    add({ code: "no_tables", server: "source", message: `no tables selected on the source (schemas: ${list(schemas) || "none"})`,
+      fix: "check --schema/--include/--exclude" });
+  }
+  void missingSchemas;
+  const noKey = tablesWithoutReplicaIdentity(tables);
+  const needReplicaIdentityFull = o.replicaIdentityFull ? noKey : [];
+  if (noKey.length && !o.replicaIdentityFull) {
+    add({ code: "no_replica_identity", server: "source", objects: names(noKey),
+      message: `${noKey.length} table(s) have no primary key and no replica identity, so their UPDATEs and DELETEs cannot be replicated: ${list(names(noKey))}`,
+      fix: "add a primary key, or pass --replica-identity-full (pgferry sets REPLICA IDENTITY FULL on them), or --exclude them" });
+  }
+  const unlogged = tables.filter((t) => t.unlogged);
+  if (unlogged.length) {
+    add({ severity: "warning", code: "unlogged", server: "source", objects: names(unlogged),
+      message: `${unlogged.length} unlogged table(s) are copied once but their later changes are not replicated: ${list(names(unlogged))}`,
+      fix: "make them logged (ALTER TABLE … SET LOGGED) to replicate them, or --exclude them" });
+  }
+  const unreadable = (await src.query(`SELECT t FROM unnest($1::text[]) t WHERE NOT has_table_privilege(t::regclass, 'SELECT')`,
+    [copyableTables(tables).map((t) => qualified(t.schema, t.name))])).rows.map((x) => x.t);
+  if (unreadable.length) {
+    add({ code: "select_privilege", server: "source", objects: unreadable, message: `role "${source.user}" cannot read ${list(unreadable)}`,
+      fix: `GRANT SELECT ON ALL TABLES IN SCHEMA … TO "${source.user}";` });
+  }
+  if (!s.superuser) {
+    const notOwned = (await src.query(`SELECT t FROM unnest($1::text[]) t
+        WHERE NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = t::regclass), 'USAGE')`,
+      [publishedTables(tables).map((t) => qualified(t.schema, t.name))])).rows.map((x) => x.t);
+    if (notOwned.length) {
+      add({ code: "publication_owner", server: "source", objects: notOwned,
+        message: `a publication may only name tables the role owns; "${source.user}" does not own ${list(notOwned)}`,
+        fix: `connect to the source as the tables' owner or a superuser, or GRANT the owner role to "${source.user}"` });
+    }
+  }
+
+  // --- target
+  const t = (await tgt.query(`SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,
+      has_database_privilege(current_database(), 'CREATE') AS can_create,
+      EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_create_subscription'
+              AND pg_has_role(current_user, 'pg_create_subscription', 'USAGE')) AS can_subscribe,
+      current_setting('max_logical_replication_workers')::int AS max_workers,
+      pg_encoding_to_char(encoding) AS encoding FROM pg_database WHERE datname = current_database()`)).rows[0];
+  if (!t.superuser && !t.can_create) {
+    add({ code: "target_create", server: "target", message: `role "${target.user}" cannot create schemas in target database "${target.database}"`,
+      fix: `GRANT CREATE ON DATABASE "${target.database}" TO "${target.user}";` });
+  }
+  if (!t.superuser && !t.can_subscribe) {
+    add({ code: "subscription_privilege", server: "target", message: `role "${target.user}" may not create subscriptions on the target` +
+        (major(targetVersion) < 16 ? ` (PostgreSQL ${major(targetVersion)} requires a superuser)` : ""),
+      fix: major(targetVersion) >= 16 ? `GRANT pg_create_subscription TO "${target.user}";` : "connect to the target as a superuser, or use --mode stream" });
+  }
+  if (t.max_workers < 1) {
+    add({ code: "target_workers", server: "target", message: "max_logical_replication_workers is 0 on the target", fix: "ALTER SYSTEM SET max_logical_replication_workers = 4; then restart the target" });
+  }
+  if (t.encoding !== s.encoding) {
+    add({ severity: s.encoding === "SQL_ASCII" ? "error" : "warning", code: "encoding", server: "target",
+      message: `source encoding ${s.encoding} differs from target database encoding ${t.encoding}`,
+      fix: `create the target database with ENCODING '${s.encoding}' (CREATE DATABASE … TEMPLATE template0 ENCODING '${s.encoding}')` });
+  }
+  const ext = (await src.query(`SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1`)).rows.map((x) => x.extname);
+  if (ext.length) {
+    const avail = new Set((await tgt.query(`SELECT name FROM pg_available_extensions WHERE name = ANY($1)`, [ext])).rows.map((x) => x.name));
+    const missing = ext.filter((x: string) => !avail.has(x));
+    if (missing.length) {
+      add({ code: "extensions", server: "target", objects: missing, message: `extension(s) used on the source are not available on the target: ${list(missing)}`,
+        fix: "install them on the target server (Azure: allow-list them in azure.extensions), or drop them from the source" });
+    }
+  }
+  if (!o.resuming) {
+    const existing = (await tgt.query(`SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NOT NULL`,
+      [tables.map((x) => qualified(x.schema, x.name))])).rows.map((x) => x.t);
+    if (existing.length) {
+      add({ code: "target_not_empty", server: "target", objects: existing,
+        message: `${existing.length} selected table(s) already exist on the target: ${list(existing)}`,
+        fix: "migrate into an empty database (pgferry creates the schema), drop those tables on the target, or --exclude them" });
+    }
+  }
+  const missingRoles = await rolesMissingOnTarget(src, tgt, schemas);
+  if (missingRoles.length) {
+    add({ severity: "warning", code: "roles", server: "target", objects: missingRoles,
+      message: `role(s) ${list(missingRoles)} own or are granted objects on the source but do not exist on the target; objects will be owned by "${target.user}" and grants are not copied`,
+      fix: "create the roles on the target first (pg_dumpall --roles-only on the source, applied to the target) to keep ownership and grants" });
+  }
+
+  // --- local tools
+  const tools = await findPgTools();
+  if (!tools.pgDump) {
+    add({ code: "pg_dump_missing", server: "local", message: "pg_dump and pg_restore are not installed on this machine",
+      fix: "install the PostgreSQL client programs (apt-get install postgresql-client) or set PGFERRY_PG_BIN to their folder" });
+  } else if (tools.pgDump.major < major(sourceVersion)) {
+    add({ code: "pg_dump_old", server: "local", message: `the newest pg_dump here is ${tools.pgDump.major}, older than the source's PostgreSQL ${major(sourceVersion)}`,
+      fix: `install postgresql-client-${major(sourceVersion)} (or newer) or set PGFERRY_PG_BIN to the bin folder of pg_dump ${major(sourceVersion)}+` });
+  }
+
+  return {
+    findings, ok: !findings.some((f) => f.severity === "error"), sourceVersion, targetVersion, schemas, tables,
+    needReplicaIdentityFull, keepOwnership: missingRoles.length === 0, pgDumpMajor: tools.pgDump?.major,
+  };
+}

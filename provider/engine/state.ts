@@ -1,0 +1,132 @@
+/**
+ * The control schema `pgferry` on the target: one row per migration, per-table load progress, the
+ * schema entries already applied and the objects held back for cutover. Every step records its
+ * result here in the same transaction as its effect, so a killed step re-runs to the same result.
+ */
+import { Client } from "pg";
+import { CONTROL_SCHEMA } from "./catalog";
+
+export type Phase =
+  | "SchemaSync"      // pre-data being applied
+  | "Loading"         // slot + snapshot exist, COPY running
+  | "IndexBuild"      // post-data (indexes, PK/unique, triggers) being applied
+  | "ReadyToCutover"  // CDC streaming
+  | "CuttingOver"
+  | "Completed"
+  | "Failed"
+  | "Aborted";
+
+export interface MigrationRecord {
+  name: string;
+  phase: Phase;
+  mode: string;
+  slot: string;
+  publication: string;
+  subscription: string;
+  consistentPoint?: string;
+  fenceLsn?: string;
+  error?: string;
+  options: Record<string, unknown>;
+  createdAt: Date;
+  loadStartedAt?: Date;
+  loadFinishedAt?: Date;
+  streamingSince?: Date;
+  freezeStartedAt?: Date;
+  completedAt?: Date;
+  downtimeMs?: number;
+  sourceFrozen: boolean;
+}
+
+export interface TableProgress {
+  schema: string;
+  table: string;
+  status: "pending" | "copying" | "copied";
+  rows: number;
+  bytes: number;
+  estimatedRows: number;
+  estimatedBytes: number;
+  seconds: number;
+}
+
+const S = CONTROL_SCHEMA;
+
+export async function ensureControlSchema(c: Client): Promise<void> {
+  await c.query(`
+    CREATE SCHEMA IF NOT EXISTS ${S};
+    COMMENT ON SCHEMA ${S} IS 'pgferry migration state; safe to drop once every migration here is Completed or Aborted';
+    CREATE TABLE IF NOT EXISTS ${S}.migration (
+      name text PRIMARY KEY, phase text NOT NULL, mode text NOT NULL, slot_name text NOT NULL,
+      publication text NOT NULL, subscription text NOT NULL, consistent_point text, fence_lsn text, error text,
+      options jsonb NOT NULL DEFAULT '{}', created_at timestamptz NOT NULL DEFAULT now(),
+      load_started_at timestamptz, load_finished_at timestamptz, streaming_since timestamptz,
+      freeze_started_at timestamptz, completed_at timestamptz, downtime_ms double precision,
+      source_frozen boolean NOT NULL DEFAULT false, updated_at timestamptz NOT NULL DEFAULT now());
+    CREATE TABLE IF NOT EXISTS ${S}.table_progress (
+      migration text NOT NULL REFERENCES ${S}.migration ON DELETE CASCADE, schema_name text NOT NULL,
+      table_name text NOT NULL, status text NOT NULL DEFAULT 'pending', rows bigint NOT NULL DEFAULT 0,
+      bytes bigint NOT NULL DEFAULT 0, estimated_rows bigint NOT NULL DEFAULT 0, estimated_bytes bigint NOT NULL DEFAULT 0,
+      seconds double precision NOT NULL DEFAULT 0, PRIMARY KEY (migration, schema_name, table_name));
+    CREATE TABLE IF NOT EXISTS ${S}.schema_entry (
+      migration text NOT NULL REFERENCES ${S}.migration ON DELETE CASCADE, section text NOT NULL, ordinal int NOT NULL,
+      kind text NOT NULL, object text NOT NULL, sql text NOT NULL, parallel boolean NOT NULL DEFAULT false,
+      applied boolean NOT NULL DEFAULT false, PRIMARY KEY (migration, section, ordinal));`);
+}
+
+export async function controlSchemaExists(c: Client): Promise<boolean> {
+  const r = await c.query(`SELECT to_regclass('${S}.migration') IS NOT NULL AS ok`);
+  return r.rows[0].ok;
+}
+
+function toRecord(x: any): MigrationRecord {
+  return {
+    name: x.name, phase: x.phase, mode: x.mode, slot: x.slot_name, publication: x.publication,
+    subscription: x.subscription, consistentPoint: x.consistent_point ?? undefined, fenceLsn: x.fence_lsn ?? undefined,
+    error: x.error ?? undefined, options: x.options, createdAt: x.created_at, loadStartedAt: x.load_started_at ?? undefined,
+    loadFinishedAt: x.load_finished_at ?? undefined, streamingSince: x.streaming_since ?? undefined,
+    freezeStartedAt: x.freeze_started_at ?? undefined, completedAt: x.completed_at ?? undefined,
+    downtimeMs: x.downtime_ms ?? undefined, sourceFrozen: x.source_frozen,
+  };
+}
+
+export async function readMigration(c: Client, name: string): Promise<MigrationRecord | undefined> {
+  if (!(await controlSchemaExists(c))) return undefined;
+  const r = await c.query(`SELECT * FROM ${S}.migration WHERE name = $1`, [name]);
+  return r.rows[0] ? toRecord(r.rows[0]) : undefined;
+}
+
+export async function insertMigration(c: Client, m: Pick<MigrationRecord, "name" | "mode" | "slot" | "publication" | "subscription" | "options">): Promise<void> {
+  await c.query(`INSERT INTO ${S}.migration (name, phase, mode, slot_name, publication, subscription, options)
+                 VALUES ($1, 'SchemaSync', $2, $3, $4, $5, $6)`,
+    [m.name, m.mode, m.slot, m.publication, m.subscription, JSON.stringify(m.options)]);
+}
+
+const COLUMNS: Record<string, string> = {
+  phase: "phase", consistentPoint: "consistent_point", fenceLsn: "fence_lsn", error: "error",
+  loadStartedAt: "load_started_at", loadFinishedAt: "load_finished_at", streamingSince: "streaming_since",
+  freezeStartedAt: "freeze_started_at", completedAt: "completed_at", downtimeMs: "downtime_ms", sourceFrozen: "source_frozen",
+  options: "options",
+};
+
+/** Update some fields of a migration row; `null` clears a field. */
+export async function updateMigration(c: Client, name: string, fields: Partial<{ [K in keyof MigrationRecord]: MigrationRecord[K] | null }>): Promise<void> {
+  const keys = Object.keys(fields).filter((k) => COLUMNS[k]);
+  if (!keys.length) return;
+  const sets = keys.map((k, i) => `${COLUMNS[k]} = $${i + 2}`);
+  const vals = keys.map((k) => {
+    const v = (fields as Record<string, unknown>)[k];
+    return k === "options" ? JSON.stringify(v) : v;
+  });
+  await c.query(`UPDATE ${S}.migration SET ${sets.join(", ")}, updated_at = now() WHERE name = $1`, [name, ...vals]);
+}
+
+export async function readTableProgress(c: Client, name: string): Promise<TableProgress[]> {
+  const r = await c.query(`SELECT * FROM ${S}.table_progress WHERE migration = $1 ORDER BY schema_name, table_name`, [name]);
+  return r.rows.map((x) => ({ schema: x.schema_name, table: x.table_name, status: x.status, rows: Number(x.rows),
+    bytes: Number(x.bytes), estimatedRows: Number(x.estimated_rows), estimatedBytes: Number(x.estimated_bytes), seconds: x.seconds }));
+}
+
+/** Serialises pgferry processes working on the same migration (session-level advisory lock on the target). */
+export async function tryLockMigration(c: Client, name: string): Promise<boolean> {
+  const r = await c.query(`SELECT pg_try_advisory_lock(hashtext('pgferry'), hashtext($1)) AS ok`, [name]);
+  return r.rows[0].ok;
+}
