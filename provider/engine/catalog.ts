@@ -72,7 +72,7 @@ export async function listTables(c: Client, sel: TableSelection): Promise<TableI
             EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_pk,
             EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) AS has_ri_index,
             pg_relation_size(c.oid) AS bytes, greatest(c.reltuples, 0)::bigint AS est_rows,
-            (SELECT array_agg(a.attname ORDER BY a.attnum) FROM pg_attribute a
+            (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS columns,
             (SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
               WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnatts = 1 AND a.atttypid IN (20, 21, 23)) AS split_key,
@@ -155,4 +155,11 @@ export async function listForeignKeys(c: Client, tables: TableInfo[]): Promise<F
 
 export async function serverVersionNum(c: Client): Promise<number> {
   return Number((await c.query("SELECT current_setting('server_version_num') AS v")).rows[0].v);
+}
+
+/** Materialized views populated on the source, in creation order (dependencies come first). */
+export async function listPopulatedMatviews(c: Client, schemas: string[]): Promise<{ schema: string; name: string }[]> {
+  const r = await c.query(`SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind = 'm' AND c.relispopulated AND n.nspname = ANY($1) ORDER BY c.oid`, [schemas]);
+  return r.rows;
 }

@@ -28,8 +28,6 @@ export interface SchemaDump {
   preamble: string;
   preData: SchemaEntry[];
   postData: SchemaEntry[];
-  /** Materialized view refreshes (pg_dump "MATERIALIZED VIEW DATA"), applied at cutover. */
-  matviewData: SchemaEntry[];
 }
 
 export interface PgTool { path: string; major: number }
@@ -125,7 +123,6 @@ export async function dumpSchema(source: Endpoint, opts: DumpOptions): Promise<S
       preData: pre.entries.filter((e) => !SKIPPED_KINDS.has(e.kind)),
       postData: post.entries.filter((e) => !SKIPPED_KINDS.has(e.kind) && e.kind !== "MATERIALIZED VIEW DATA")
         .map((e) => ({ ...e, parallel: PARALLEL_KINDS.has(e.kind) })),
-      matviewData: post.entries.filter((e) => e.kind === "MATERIALIZED VIEW DATA"),
     };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -163,6 +160,12 @@ export function splitDump(sql: string): { preamble: string; entries: SchemaEntry
   }
   flush();
   return { preamble: preamble.filter((l) => l && !l.startsWith("--")).join("\n"), entries };
+}
+
+/** A schema-only dump has no materialized view data: refresh, at cutover, those populated on the source. */
+export function matviewEntries(views: { schema: string; name: string }[]): SchemaEntry[] {
+  return views.map((v) => ({ kind: "MATERIALIZED VIEW DATA", object: `${v.schema}.${v.name}`,
+    sql: `REFRESH MATERIALIZED VIEW ${qualified(v.schema, v.name)};` }));
 }
 
 /** Foreign keys as cutover entries: NOT VALID first (no long lock), then VALIDATE where the source had it validated. */

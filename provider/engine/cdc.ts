@@ -1,0 +1,69 @@
+/**
+ * Change data capture, mode `subscription`: the target's own logical replication worker consumes
+ * our slot from its consistent point (create_slot = false, copy_data = false). Applying inside
+ * PostgreSQL is exactly-once (the replication origin advances in the same transaction as the
+ * change), fast, runs with session_replication_role = replica (no user triggers, no FK checks),
+ * and survives pgferry exiting: `start` returns while the server keeps streaming.
+ */
+import { Client } from "pg";
+import { conninfo, Endpoint, quoteIdent, quoteLiteral } from "./endpoint";
+
+export interface SubscriptionInfo {
+  exists: boolean;
+  enabled: boolean;
+  workerPid?: number;
+  receivedLsn?: string;
+  latestEndLsn?: string;
+  lastMessageAt?: Date;
+  /** Replication origin progress: the source commit LSN applied last. */
+  appliedLsn?: string;
+  applyErrors?: number;
+}
+
+export async function createSubscription(tgt: Client, source: Endpoint, name: string, publication: string, slot: string): Promise<void> {
+  const exists = await tgt.query(`SELECT 1 FROM pg_subscription WHERE subname = $1`, [name]);
+  if (exists.rowCount) return;
+  // The connection string (with its password) is stored in pg_subscription, readable only by superusers.
+  await tgt.query(`CREATE SUBSCRIPTION ${quoteIdent(name)} CONNECTION ${quoteLiteral(conninfo(source))}
+    PUBLICATION ${quoteIdent(publication)}
+    WITH (create_slot = false, slot_name = ${quoteLiteral(slot)}, copy_data = false, enabled = true)`);
+}
+
+export async function subscriptionInfo(tgt: Client, name: string): Promise<SubscriptionInfo> {
+  const s = await tgt.query(`SELECT s.oid, s.subenabled, w.pid, w.received_lsn::text AS received, w.latest_end_lsn::text AS latest_end,
+      w.last_msg_receipt_time, pg_replication_origin_progress('pg_' || s.oid, false)::text AS applied
+    FROM pg_subscription s LEFT JOIN pg_stat_subscription w ON w.subid = s.oid AND w.relid IS NULL
+    WHERE s.subname = $1 AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`, [name]);
+  const x = s.rows[0];
+  if (!x) return { exists: false, enabled: false };
+  let applyErrors: number | undefined;
+  try {
+    applyErrors = Number((await tgt.query(`SELECT apply_error_count FROM pg_stat_subscription_stats WHERE subid = $1`, [x.oid])).rows[0]?.apply_error_count ?? 0);
+  } catch { /* PG < 15 has no pg_stat_subscription_stats */ }
+  return { exists: true, enabled: x.subenabled, workerPid: x.pid ?? undefined, receivedLsn: x.received ?? undefined,
+    latestEndLsn: x.latest_end ?? undefined, lastMessageAt: x.last_msg_receipt_time ?? undefined, appliedLsn: x.applied ?? undefined, applyErrors };
+}
+
+/** Wait until the apply worker runs (it starts asynchronously after CREATE SUBSCRIPTION). */
+export async function waitForWorker(tgt: Client, name: string, timeoutMs = 30000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if ((await subscriptionInfo(tgt, name)).workerPid) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return false;
+}
+
+/**
+ * Drop the subscription but not the slot through it: detaching first (slot_name = NONE) lets us
+ * drop the slot ourselves on the source even when the target cannot reach it any more.
+ */
+export async function dropSubscription(tgt: Client, name: string): Promise<boolean> {
+  const r = await tgt.query(`SELECT subenabled, subslotname FROM pg_subscription WHERE subname = $1`, [name]);
+  if (!r.rowCount) return false;
+  const q = quoteIdent(name);
+  await tgt.query(`ALTER SUBSCRIPTION ${q} DISABLE`);
+  await tgt.query(`ALTER SUBSCRIPTION ${q} SET (slot_name = NONE)`);
+  await tgt.query(`DROP SUBSCRIPTION ${q}`);
+  return true;
+}

@@ -1,0 +1,63 @@
+/**
+ * Cleanup / abort, at any phase: remove every replication object the migration made — subscription
+ * on the target, slot and publication on the source — undo a freeze left by an interrupted cutover,
+ * and forget the migration's state. Never drops or truncates target tables.
+ */
+import { Client } from "pg";
+import { dropSubscription } from "./cdc";
+import { connect, Endpoint, quoteLiteral } from "./endpoint";
+import { PgferryError } from "./errors";
+import { objectNames } from "./options";
+import { dropPublication, dropSlot } from "./snapshot";
+import { controlSchemaExists, readMigration } from "./state";
+import { unfreezeSource } from "./cutover";
+import { CONTROL_SCHEMA } from "./catalog";
+
+export interface CleanupResult {
+  name: string;
+  droppedSubscription: boolean;
+  droppedSlot: boolean;
+  droppedPublication: boolean;
+  unfrozeSource: boolean;
+  removedState: boolean;
+  /** Phase the migration was in (NotFound when the target had no record). */
+  previousPhase: string;
+}
+
+export async function cleanupMigration(source: Endpoint, target: Endpoint, name: string): Promise<CleanupResult> {
+  const names = objectNames(name);
+  const tgt = await connect(target);
+  let src: Client | undefined;
+  try {
+    const m = await readMigration(tgt, name);
+    const droppedSubscription = await dropSubscription(tgt, names.subscription);
+    try {
+      src = await connect(source);
+    } catch (e) {
+      throw new PgferryError("cleanup_incomplete", `the subscription was removed from the target, but the source is unreachable ` +
+        `(${(e as Error).message}); its replication slot keeps WAL until dropped — fix: rerun pgferry cleanup when the source is back, ` +
+        `or run there: SELECT pg_drop_replication_slot(${quoteLiteral(names.slot)}); DROP PUBLICATION IF EXISTS ${names.publication};`);
+    }
+    const droppedSlot = await dropSlot(src, names.slot);
+    const droppedPublication = await dropPublication(src, names.publication);
+    let unfrozeSource = false;
+    // A cutover that stopped half-way leaves the source frozen; a completed one keeps it read-only on purpose.
+    if (m && m.sourceFrozen && m.phase !== "Completed") {
+      await unfreezeSource(src, source);
+      unfrozeSource = true;
+    }
+    let removedState = false;
+    if (m) {
+      await tgt.query(`DELETE FROM ${CONTROL_SCHEMA}.migration WHERE name = $1`, [name]);
+      removedState = true;
+    }
+    if (await controlSchemaExists(tgt)) {
+      const left = (await tgt.query(`SELECT count(*)::int AS n FROM ${CONTROL_SCHEMA}.migration`)).rows[0].n;
+      if (left === 0) await tgt.query(`DROP SCHEMA ${CONTROL_SCHEMA} CASCADE`);
+    }
+    return { name, droppedSubscription, droppedSlot, droppedPublication, unfrozeSource, removedState, previousPhase: m?.phase ?? "NotFound" };
+  } finally {
+    await tgt.end().catch(() => undefined);
+    await src?.end().catch(() => undefined);
+  }
+}

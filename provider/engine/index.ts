@@ -1,0 +1,20 @@
+/** The Pulumi-free engine: plain async functions over explicit endpoints. */
+export * from "./errors";
+export * from "./endpoint";
+export * from "./lsn";
+export * from "./options";
+export { listTables, CONTROL_SCHEMA } from "./catalog";
+export type { TableInfo, TableSelection } from "./catalog";
+export { preflight } from "./preflight";
+export type { PreflightResult } from "./preflight";
+export { startMigration } from "./start";
+export type { StartResult, MigrationEvent } from "./start";
+export { migrationStatus } from "./status";
+export type { MigrationStatus } from "./status";
+export { cutoverMigration } from "./cutover";
+export type { CutoverOptions, CutoverResult } from "./cutover";
+export { cleanupMigration } from "./cleanup";
+export type { CleanupResult } from "./cleanup";
+export { verifyMigration } from "./verify";
+export type { VerifyOptions, VerifyReport } from "./verify";
+export type { Phase } from "./state";

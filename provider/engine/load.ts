@@ -1,0 +1,162 @@
+/**
+ * Consistent full load: N workers, every one inside the snapshot the replication slot exported,
+ * COPY source → target with explicit column lists (never generated columns). Large tables with a
+ * single-column integer key are split into key ranges so one table does not serialise the load.
+ * Target tables have no indexes, constraints or triggers yet (post-data comes after), which is what
+ * makes COPY fast; whole-table copies use COPY FREEZE so the target needs no anti-wraparound rewrite.
+ */
+import { pipeline } from "stream/promises";
+import { Transform } from "stream";
+import { Client } from "pg";
+import { from as copyFrom, to as copyTo } from "pg-copy-streams";
+import { TableInfo } from "./catalog";
+import { connect, Endpoint, qualified, quoteIdent } from "./endpoint";
+import { PgferryError } from "./errors";
+
+export interface CopyJob {
+  table: TableInfo;
+  /** Key range [lo, hi) for a split table; absent = the whole table. */
+  range?: { key: string; lo: bigint; hi: bigint; last: boolean };
+  estimatedBytes: number;
+}
+
+export interface TableLoadProgress {
+  /** "schema.name", for display */
+  table: string;
+  schema: string;
+  name: string;
+  /** Seconds from the first to the last byte of this table. */
+  seconds: number;
+  rows: number;
+  bytes: number;
+  estimatedRows: number;
+  estimatedBytes: number;
+  done: boolean;
+}
+
+export interface LoadResult { rows: number; bytes: number; seconds: number; tables: TableLoadProgress[] }
+
+function publicView(p: TableLoadProgress & { pending: number; startedAt: number }): TableLoadProgress {
+  const { pending: _pending, startedAt: _startedAt, ...rest } = p;
+  return { ...rest };
+}
+
+/** Tables above this size are split into key ranges (when they have a single integer key). */
+export const SPLIT_BYTES = 64 * 1024 * 1024;
+
+/** Open a source session inside the exported snapshot (REPEATABLE READ, read-only). */
+export async function snapshotSession(source: Endpoint, snapshot: string): Promise<Client> {
+  const c = await connect(source, { application_name: "pgferry load" });
+  await c.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+  await c.query(`SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "")}'`);
+  return c;
+}
+
+/** Split plan, biggest first so the last job to finish is a small one. */
+export async function planJobs(snap: Client, tables: TableInfo[], jobs: number): Promise<CopyJob[]> {
+  const out: CopyJob[] = [];
+  for (const t of tables) {
+    if (t.splitKey && t.bytes > SPLIT_BYTES && jobs > 1) {
+      const r = (await snap.query(`SELECT min(${quoteIdent(t.splitKey)})::text AS lo, max(${quoteIdent(t.splitKey)})::text AS hi FROM ONLY ${qualified(t.schema, t.name)}`)).rows[0];
+      if (r.lo !== null) {
+        const lo = BigInt(r.lo), hi = BigInt(r.hi) + 1n;
+        const parts = BigInt(Math.min(jobs * 4, Math.ceil(t.bytes / SPLIT_BYTES)));
+        const step = (hi - lo + parts - 1n) / parts;
+        for (let a = lo, i = 0n; a < hi; a += step, i++) {
+          const b = a + step >= hi ? hi : a + step;
+          out.push({ table: t, range: { key: t.splitKey, lo: a, hi: b, last: b >= hi }, estimatedBytes: t.bytes / Number(parts) });
+        }
+        continue;
+      }
+    }
+    out.push({ table: t, estimatedBytes: t.bytes });
+  }
+  return out.sort((a, b) => b.estimatedBytes - a.estimatedBytes);
+}
+
+function copySql(job: CopyJob): { out: string; inp: string } {
+  const t = job.table;
+  const cols = t.columns.map(quoteIdent).join(", ");
+  const name = qualified(t.schema, t.name);
+  if (!job.range) return { out: `COPY ${name} (${cols}) TO STDOUT`, inp: `COPY ${name} (${cols}) FROM STDIN WITH (FREEZE)` };
+  const k = quoteIdent(job.range.key);
+  return {
+    out: `COPY (SELECT ${cols} FROM ONLY ${name} WHERE ${k} >= ${job.range.lo} AND ${k} < ${job.range.hi}) TO STDOUT`,
+    inp: `COPY ${name} (${cols}) FROM STDIN`,
+  };
+}
+
+/**
+ * Copy every table with `jobs` workers. Each worker holds one source session in the snapshot and
+ * one target session. Any failure stops all workers and destroys their connections (a COPY TO
+ * cannot be cancelled in-band), then rejects.
+ */
+export async function runLoad(source: Endpoint, target: Endpoint, snapshot: string, tables: TableInfo[], jobs: number,
+  onProgress?: (p: TableLoadProgress) => void): Promise<LoadResult> {
+  const t0 = Date.now();
+  const progress = new Map<string, TableLoadProgress & { pending: number; startedAt: number }>();
+  const key = (t: TableInfo) => `${t.schema}.${t.name}`;
+  const plan = await (async () => {
+    const c = await snapshotSession(source, snapshot);
+    try { return await planJobs(c, tables, jobs); } finally { await c.end().catch(() => undefined); }
+  })();
+  for (const j of plan) {
+    const k = key(j.table);
+    const p = progress.get(k) ?? { table: k, schema: j.table.schema, name: j.table.name, seconds: 0, rows: 0, bytes: 0,
+      estimatedRows: j.table.estimatedRows, estimatedBytes: j.table.bytes, done: false, pending: 0, startedAt: 0 };
+    p.pending++;
+    progress.set(k, p);
+  }
+  // Whole tables first truncate inside the COPY's transaction (needed for FREEZE); split tables once, up front.
+  const split = [...new Set(plan.filter((j) => j.range).map((j) => j.table))];
+  if (split.length) {
+    const c = await connect(target);
+    try { await c.query(`TRUNCATE ${split.map((t) => `ONLY ${qualified(t.schema, t.name)}`).join(", ")}`); } finally { await c.end(); }
+  }
+
+  const queue = [...plan];
+  const clients = new Set<Client>();
+  let failure: unknown;
+  const worker = async () => {
+    const src = await snapshotSession(source, snapshot);
+    clients.add(src);
+    const dst = await connect(target, { application_name: "pgferry load" });
+    clients.add(dst);
+    // A crash mid-load restarts the load from a new snapshot, so durability per COPY buys nothing.
+    await dst.query("SET synchronous_commit = off");
+    for (let job; !failure && (job = queue.shift());) {
+      const p = progress.get(key(job.table))!;
+      const sql = copySql(job);
+      p.startedAt ||= Date.now();
+      const counter = new Transform({
+        transform(chunk: Buffer, _enc, cb) { p.bytes += chunk.length; cb(null, chunk); },
+      });
+      if (!job.range) { await dst.query("BEGIN"); await dst.query(`TRUNCATE ONLY ${qualified(job.table.schema, job.table.name)}`); }
+      const inp = dst.query(copyFrom(sql.inp));
+      await pipeline(src.query(copyTo(sql.out)), counter, inp);
+      if (!job.range) await dst.query("COMMIT");
+      p.rows += Number(inp.rowCount ?? 0);
+      p.seconds = (Date.now() - p.startedAt) / 1000;
+      if (--p.pending === 0) p.done = true;
+      onProgress?.(publicView(p));
+    }
+    await src.query("COMMIT");
+  };
+  const workers = Array.from({ length: Math.max(1, Math.min(jobs, plan.length)) }, () => worker().catch((e) => {
+    failure ??= e;
+    for (const c of clients) (c as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+  }));
+  const ticker = onProgress ? setInterval(() => { for (const p of progress.values()) if (!p.done && p.startedAt) onProgress(publicView(p)); }, 500) : undefined;
+  try {
+    await Promise.all(workers);
+  } finally {
+    if (ticker) clearInterval(ticker);
+    await Promise.all([...clients].map((c) => c.end().catch(() => undefined)));
+  }
+  if (failure) {
+    const msg = failure instanceof Error ? failure.message : String(failure);
+    throw new PgferryError("load_failed", `the full load failed: ${msg}`);
+  }
+  const tablesOut = [...progress.values()].map(publicView);
+  return { rows: tablesOut.reduce((a, b) => a + b.rows, 0), bytes: tablesOut.reduce((a, b) => a + b.bytes, 0), seconds: (Date.now() - t0) / 1000, tables: tablesOut };
+}

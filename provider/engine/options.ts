@@ -1,0 +1,39 @@
+/** Migration options shared by the CLI, the Pulumi resources and the tests, with their defaults. */
+import { TableSelection } from "./catalog";
+import { PgferryError } from "./errors";
+
+export type CdcMode = "subscription";
+export const CDC_MODES: CdcMode[] = ["subscription"];
+
+export interface MigrationOptions {
+  /** Identifies the migration; slot, publication and subscription names derive from it. */
+  name: string;
+  mode: CdcMode;
+  /** Parallel COPY workers and index builders. */
+  jobs: number;
+  selection: TableSelection;
+  replicaIdentityFull: boolean;
+}
+
+export const DEFAULT_NAME = "main";
+
+export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: string[]; include?: string[]; exclude?: string[] }): MigrationOptions {
+  const name = o.name ?? DEFAULT_NAME;
+  if (!/^[a-z0-9_]{1,40}$/.test(name)) {
+    throw new PgferryError("bad_name", `--name "${name}" must be 1-40 characters of a-z, 0-9 and _ (it names the replication slot)`);
+  }
+  const mode = o.mode ?? "subscription";
+  if (!CDC_MODES.includes(mode)) throw new PgferryError("bad_mode", `--mode must be one of ${CDC_MODES.join(", ")}`);
+  const jobs = o.jobs ?? 4;
+  if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64) throw new PgferryError("bad_jobs", "--jobs must be a whole number from 1 to 64");
+  return {
+    name, mode, jobs, replicaIdentityFull: !!o.replicaIdentityFull,
+    selection: o.selection ?? { schemas: o.schemas ?? [], include: o.include ?? [], exclude: o.exclude ?? [] },
+  };
+}
+
+/** Replication object names on the servers: deterministic, so a re-run finds what a killed run made. */
+export function objectNames(name: string): { slot: string; publication: string; subscription: string } {
+  const base = `pgferry_${name}`;
+  return { slot: base, publication: base, subscription: base };
+}

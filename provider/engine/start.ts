@@ -1,0 +1,206 @@
+/**
+ * `start`: preflight → schema (pre-data) → publication + slot + snapshot → parallel load →
+ * post-data → subscription streaming (phase ReadyToCutover). Every phase is recorded on the target;
+ * a re-run continues from the recorded phase, and a re-run once streaming is a no-op.
+ */
+import { Client } from "pg";
+import { copyableTables, listForeignKeys, listPopulatedMatviews, publishedTables } from "./catalog";
+import { createSubscription, waitForWorker } from "./cdc";
+import { connect, Endpoint, qualified } from "./endpoint";
+import { Finding, PgferryError } from "./errors";
+import { runLoad, TableLoadProgress } from "./load";
+import { MigrationOptions, objectNames } from "./options";
+import { preflight, PreflightResult } from "./preflight";
+import { applyEntries, dumpSchema, foreignKeyEntries, matviewEntries, storeEntries } from "./schema";
+import { createPublication, createSlotWithSnapshot, dropPublication, dropSlot } from "./snapshot";
+import {
+  ensureControlSchema, insertMigration, MigrationRecord, Phase, readMigration, tryLockMigration, updateMigration,
+} from "./state";
+
+export type MigrationEvent =
+  | { type: "phase"; phase: Phase; message: string }
+  | { type: "table"; progress: TableLoadProgress }
+  | { type: "finding"; finding: Finding }
+  | { type: "schema"; section: string; kind: string; object: string };
+
+export interface StartResult {
+  name: string;
+  phase: Phase;
+  /** True when the migration was already streaming (or further) and nothing was done. */
+  alreadyRunning: boolean;
+  findings: Finding[];
+  load?: { rows: number; bytes: number; seconds: number; tables: TableLoadProgress[] };
+  schema?: { preData: number; postData: number; heldBack: number };
+}
+
+export async function startMigration(source: Endpoint, target: Endpoint, o: MigrationOptions,
+  onEvent: (e: MigrationEvent) => void = () => undefined): Promise<StartResult> {
+  const names = objectNames(o.name);
+  const src = await connect(source);
+  let tgt: Client | undefined;
+  try {
+    tgt = await connect(target);
+    let m = await readMigration(tgt, o.name);
+    if (m && ["ReadyToCutover", "CuttingOver", "Completed"].includes(m.phase)) {
+      return { name: o.name, phase: m.phase, alreadyRunning: true, findings: [] };
+    }
+    if (!(await tryLockMigration(tgt, o.name))) {
+      throw new PgferryError("busy", `another pgferry process is working on migration "${o.name}" on this target; wait for it or stop it`);
+    }
+    // Past SchemaSync the target tables exist, created by this migration.
+    const resuming = !!m && m.phase !== "SchemaSync";
+    const pf = await preflight(src, tgt, source, target, {
+      selection: o.selection, replicaIdentityFull: o.replicaIdentityFull, resuming, slotName: names.slot,
+    });
+    pf.findings.forEach((finding) => onEvent({ type: "finding", finding }));
+    if (!pf.ok) {
+      throw new PgferryError("preflight", `preflight found ${pf.findings.filter((f) => f.severity === "error").length} problem(s); nothing was changed`, pf.findings);
+    }
+    if (!m) {
+      await ensureControlSchema(tgt);
+      await insertMigration(tgt, { name: o.name, mode: o.mode, ...names, options: { jobs: o.jobs, selection: o.selection, replicaIdentityFull: o.replicaIdentityFull } });
+      m = (await readMigration(tgt, o.name))!;
+    }
+    const result: StartResult = { name: o.name, phase: m.phase, alreadyRunning: false, findings: pf.findings };
+
+    if (m.phase === "SchemaSync") {
+      onEvent({ type: "phase", phase: "SchemaSync", message: "copying the schema (pg_dump pre-data)" });
+      result.schema = await syncPreData(src, source, target, o, pf);
+      m.phase = "Loading";
+    }
+    // Failed: an earlier run released its slot, so the load restarts from a new snapshot.
+    if (m.phase === "Loading" || m.phase === "Failed") {
+      result.load = await loadPhase(src, tgt, source, target, o, pf, onEvent);
+      m.phase = "IndexBuild";
+    }
+    if (m.phase === "IndexBuild") {
+      onEvent({ type: "phase", phase: "IndexBuild", message: "building indexes, keys and triggers (post-data)" });
+      await guarded(src, tgt, o.name, async () => {
+        await applyEntries(target, o.name, "post-data", (await preambleOf(tgt!, o.name)), o.jobs,
+          (e) => onEvent({ type: "schema", section: "post-data", kind: e.kind, object: e.object }));
+        onEvent({ type: "phase", phase: "ReadyToCutover", message: "starting change data capture (subscription on the target)" });
+        await createSubscription(tgt!, source, names.subscription, names.publication, names.slot);
+        if (!(await waitForWorker(tgt!, names.subscription))) {
+          throw new PgferryError("subscription_idle", `the subscription's apply worker did not start on the target; ` +
+            `check max_logical_replication_workers/max_worker_processes there and the target's log`);
+        }
+        await updateMigration(tgt!, o.name, { phase: "ReadyToCutover", streamingSince: new Date(), error: null });
+      });
+      result.phase = "ReadyToCutover";
+    }
+    return result;
+  } finally {
+    await src.end().catch(() => undefined);
+    await tgt?.end().catch(() => undefined);
+  }
+}
+
+/** Pre-data in one target transaction, together with the entries for later phases and the phase change. */
+async function syncPreData(src: Client, source: Endpoint, target: Endpoint, o: MigrationOptions, pf: PreflightResult) {
+  const selected = new Set(pf.tables.map((t) => `${t.schema}.${t.name}`));
+  const dump = await dumpSchema(source, {
+    schemas: pf.schemas, excludeTables: await excludedTables(src, pf, selected), keepOwnership: pf.keepOwnership,
+  });
+  const heldBack = [...matviewEntries(await listPopulatedMatviews(src, pf.schemas)),
+    ...foreignKeyEntries(await listForeignKeys(src, pf.tables), selected)];
+  const c = await connect(target);
+  try {
+    await c.query("BEGIN");
+    if (dump.preamble) await c.query(dump.preamble);
+    // public (and any schema that exists already) is not re-created; everything else must be new.
+    const existing = new Set((await c.query(`SELECT nspname FROM pg_namespace`)).rows.map((x) => x.nspname));
+    for (const e of dump.preData) {
+      if (e.kind === "SCHEMA" && existing.has(e.object)) continue;
+      try {
+        await c.query(e.sql);
+      } catch (err) {
+        throw new PgferryError("schema_apply_failed", `creating ${e.kind} ${e.object} on the target failed: ${(err as Error).message}`);
+      }
+    }
+    await storeEntries(c, o.name, "post-data", dump.postData);
+    await storeEntries(c, o.name, "cutover", heldBack);
+    await storeEntries(c, o.name, "preamble", [{ kind: "PREAMBLE", object: "-", sql: dump.preamble }]);
+    await c.query(`UPDATE pgferry.migration SET phase = 'Loading', updated_at = now() WHERE name = $1`, [o.name]);
+    await c.query("COMMIT");
+    return { preData: dump.preData.length, postData: dump.postData.length, heldBack: heldBack.length };
+  } catch (e) {
+    await c.query("ROLLBACK").catch(() => undefined);
+    throw e;
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+async function preambleOf(tgt: Client, name: string): Promise<string> {
+  const r = await tgt.query(`SELECT sql FROM pgferry.schema_entry WHERE migration = $1 AND section = 'preamble'`, [name]);
+  return r.rows[0]?.sql ?? "";
+}
+
+/** Tables in the selected schemas that the selection leaves out: pg_dump must not create them. */
+async function excludedTables(src: Client, pf: PreflightResult, selected: Set<string>) {
+  const r = await src.query(`SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY($1)`, [pf.schemas]);
+  return r.rows.filter((t) => !selected.has(`${t.schema}.${t.name}`)) as { schema: string; name: string }[];
+}
+
+async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: Endpoint, o: MigrationOptions, pf: PreflightResult,
+  onEvent: (e: MigrationEvent) => void) {
+  const names = objectNames(o.name);
+  const copyable = copyableTables(pf.tables);
+  return guarded(src, tgt, o.name, async () => {
+    onEvent({ type: "phase", phase: "Loading", message: `loading ${copyable.length} tables with ${o.jobs} workers` });
+    // Leftovers of a killed run: its slot and publication, and rows it copied (tables we created, verified empty then).
+    await dropSlot(src, names.slot);
+    await dropPublication(src, names.publication);
+    await tgt.query(`DELETE FROM pgferry.table_progress WHERE migration = $1`, [o.name]);
+    for (const t of pf.needReplicaIdentityFull) {
+      await src.query(`ALTER TABLE ${qualified(t.schema, t.name)} REPLICA IDENTITY FULL`);
+    }
+    for (const t of copyable) {
+      await tgt.query(`INSERT INTO pgferry.table_progress (migration, schema_name, table_name, estimated_rows, estimated_bytes)
+        VALUES ($1, $2, $3, $4, $5)`, [o.name, t.schema, t.name, t.estimatedRows, t.bytes]);
+    }
+    // Hold ACCESS SHARE locks, like pg_dump, for the whole load: TRUNCATE and DDL on the source wait
+    // instead of breaking the snapshot copy. Taken before the slot (no xid, so slot creation does not wait on it).
+    const guard = await connect(source, { application_name: "pgferry load guard" });
+    let snap: Awaited<ReturnType<typeof createSlotWithSnapshot>> | undefined;
+    try {
+      await guard.query("BEGIN");
+      const lockable = pf.tables.filter((t) => !t.partitionRoot).map((t) => qualified(t.schema, t.name));
+      await guard.query(`LOCK TABLE ${lockable.join(", ")} IN ACCESS SHARE MODE`);
+      await createPublication(src, names.publication, publishedTables(pf.tables));
+      snap = await createSlotWithSnapshot(source, names.slot);
+      await updateMigration(tgt, o.name, { consistentPoint: snap.consistentPoint, loadStartedAt: new Date(), error: null, phase: "Loading" });
+      const load = await runLoad(source, target, snap.snapshotName, copyable, o.jobs, (p) => onEvent({ type: "table", progress: p }));
+      for (const t of load.tables) {
+        await tgt.query(`UPDATE pgferry.table_progress SET status = 'copied', rows = $4, bytes = $5, seconds = $6
+          WHERE migration = $1 AND schema_name = $2 AND table_name = $3`, [o.name, t.schema, t.name, t.rows, t.bytes, t.seconds]);
+      }
+      await updateMigration(tgt, o.name, { phase: "IndexBuild", loadFinishedAt: new Date() });
+      return load;
+    } finally {
+      await snap?.connection.end().catch(() => undefined);
+      await guard.query("COMMIT").catch(() => undefined);
+      await guard.end().catch(() => undefined);
+    }
+  });
+}
+
+/**
+ * Run a phase; if it fails, release the slot and publication (a slot nobody consumes keeps WAL on
+ * the source until its disk fills) and record the failure. A re-run restarts the load.
+ */
+async function guarded<T>(src: Client, tgt: Client, name: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    const names = objectNames(name);
+    const msg = e instanceof Error ? e.message : String(e);
+    await dropSlot(src, names.slot).catch(() => undefined);
+    await dropPublication(src, names.publication).catch(() => undefined);
+    await updateMigration(tgt, name, { phase: "Failed", error: msg }).catch(() => undefined);
+    throw e;
+  }
+}
+
+export type { MigrationRecord };

@@ -1,0 +1,76 @@
+/**
+ * Status: what the DMS monitor shows — phase, per-table load progress, and during CDC the lag in
+ * bytes and seconds and whether anything is pending. Read-only on both servers.
+ */
+import { Client } from "pg";
+import { subscriptionInfo, SubscriptionInfo } from "./cdc";
+import { connect, Endpoint } from "./endpoint";
+import { lsnDiff } from "./lsn";
+import { objectNames } from "./options";
+import { slotInfo, SlotInfo } from "./snapshot";
+import { MigrationRecord, Phase, readMigration, readTableProgress, TableProgress } from "./state";
+
+export interface MigrationStatus {
+  name: string;
+  /** "NotFound" when the target has no record of the migration. */
+  phase: Phase | "NotFound";
+  mode?: string;
+  error?: string;
+  tables: TableProgress[];
+  rowsCopied: number;
+  bytesCopied: number;
+  /** Source WAL not yet confirmed by the consumer of our slot (bytes). */
+  lagBytes?: number;
+  /** Time since the last applied change was committed on the source, as the source's walsender measures it. */
+  lagSeconds?: number;
+  /** True when the consumer has confirmed everything written on the source so far. */
+  caughtUp?: boolean;
+  /** Source transactions decoded but not yet confirmed; 0 once caught up. Counted exactly only in stream mode. */
+  pendingChanges?: number;
+  sourceLsn?: string;
+  confirmedLsn?: string;
+  slot?: SlotInfo;
+  subscription?: SubscriptionInfo;
+  consistentPoint?: string;
+  fenceLsn?: string;
+  downtimeMs?: number;
+  sourceFrozen?: boolean;
+  timestamps: Pick<MigrationRecord, "createdAt" | "loadStartedAt" | "loadFinishedAt" | "streamingSince" | "completedAt">;
+}
+
+export async function migrationStatus(source: Endpoint | undefined, target: Endpoint, name: string): Promise<MigrationStatus> {
+  const tgt = await connect(target);
+  let src: Client | undefined;
+  try {
+    const m = await readMigration(tgt, name);
+    if (!m) return { name, phase: "NotFound", tables: [], rowsCopied: 0, bytesCopied: 0, timestamps: { createdAt: new Date(0) } };
+    const tables = await readTableProgress(tgt, name);
+    const st: MigrationStatus = {
+      name, phase: m.phase, mode: m.mode, error: m.error, tables,
+      rowsCopied: tables.reduce((a, t) => a + t.rows, 0), bytesCopied: tables.reduce((a, t) => a + t.bytes, 0),
+      consistentPoint: m.consistentPoint, fenceLsn: m.fenceLsn, downtimeMs: m.downtimeMs, sourceFrozen: m.sourceFrozen,
+      timestamps: { createdAt: m.createdAt, loadStartedAt: m.loadStartedAt, loadFinishedAt: m.loadFinishedAt, streamingSince: m.streamingSince, completedAt: m.completedAt },
+    };
+    if (m.phase === "Completed" || m.phase === "Aborted") return st;
+    const names = objectNames(name);
+    st.subscription = await subscriptionInfo(tgt, names.subscription);
+    if (source) {
+      src = await connect(source);
+      st.sourceLsn = (await src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l;
+      st.slot = await slotInfo(src, names.slot);
+      if (st.slot?.confirmedFlushLsn && st.sourceLsn) {
+        st.confirmedLsn = st.slot.confirmedFlushLsn;
+        st.lagBytes = lsnDiff(st.sourceLsn, st.slot.confirmedFlushLsn);
+        st.caughtUp = st.lagBytes === 0;
+        if (st.caughtUp) st.pendingChanges = 0;
+      }
+      const r = await src.query(`SELECT extract(epoch FROM coalesce(replay_lag, write_lag, '0'))::float8 AS lag
+        FROM pg_stat_replication WHERE application_name = $1`, [names.subscription]);
+      if (r.rowCount) st.lagSeconds = r.rows[0].lag;
+    }
+    return st;
+  } finally {
+    await tgt.end().catch(() => undefined);
+    await src?.end().catch(() => undefined);
+  }
+}
