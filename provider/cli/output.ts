@@ -1,0 +1,87 @@
+/**
+ * How the CLI talks: progress bars on a TTY, plain lines otherwise, one JSON document with --json.
+ * Errors are printed with their findings and fixes; nothing printed ever contains a password.
+ */
+import { MultiBar, Presets, SingleBar } from "cli-progress";
+import { formatFindings, PgferryError } from "../engine/errors";
+import type { MigrationEvent } from "../engine/start";
+import type { MigrationStatus } from "../engine/status";
+import type { TableLoadProgress } from "../engine/load";
+
+export function human(bytes: number): string {
+  const u = ["B", "kB", "MB", "GB", "TB"];
+  let i = 0;
+  while (bytes >= 1024 && i < u.length - 1) { bytes /= 1024; i++; }
+  return `${bytes.toFixed(i ? 1 : 0)} ${u[i]}`;
+}
+
+export interface Reporter {
+  event(e: MigrationEvent): void;
+  line(text: string): void;
+  done(): void;
+}
+
+/** Reporter for start: one bar per table while loading (TTY), else a line per finished table. */
+export function reporter(json: boolean): Reporter {
+  const tty = !json && process.stderr.isTTY;
+  let multi: MultiBar | undefined;
+  const bars = new Map<string, SingleBar>();
+  const write = (s: string) => { if (!json) process.stderr.write(s + "\n"); };
+  return {
+    event(e) {
+      if (json) return;
+      if (e.type === "phase") { multi?.stop(); multi = undefined; write(`▸ ${e.phase}: ${e.message}`); return; }
+      if (e.type === "finding") { write(formatFindings([e.finding])); return; }
+      if (e.type === "table") {
+        const p: TableLoadProgress = e.progress;
+        if (!tty) { if (p.done) write(`  copied ${p.table}: ${p.rows} rows, ${human(p.bytes)} in ${p.seconds.toFixed(1)}s`); return; }
+        multi ??= new MultiBar({ format: " {bar} {percentage}% | {table} | {rows} rows | {size}", hideCursor: true, clearOnComplete: false,
+          stream: process.stderr }, Presets.shades_classic);
+        let bar = bars.get(p.table);
+        const total = Math.max(p.estimatedBytes, p.bytes, 1);
+        if (!bar) { bar = multi.create(total, 0, { table: p.table, rows: 0, size: "0 B" }); bars.set(p.table, bar); }
+        bar.setTotal(p.done ? Math.max(p.bytes, 1) : total);
+        bar.update(p.done ? Math.max(p.bytes, 1) : Math.min(p.bytes, total), { table: p.table, rows: p.rows, size: human(p.bytes) });
+      }
+    },
+    line(text) { multi?.stop(); multi = undefined; write(text); },
+    done() { multi?.stop(); multi = undefined; },
+  };
+}
+
+export function printJson(doc: unknown): void {
+  process.stdout.write(JSON.stringify(doc, (_k, v) => (typeof v === "bigint" ? v.toString() : v), 2) + "\n");
+}
+
+/** Print an error (with findings) and return the process exit code. */
+export function reportError(e: unknown, json: boolean): number {
+  const err = e instanceof PgferryError ? e : undefined;
+  const message = e instanceof Error ? e.message : String(e);
+  if (json) {
+    printJson({ ok: false, error: { code: err?.code ?? "internal", message, findings: err?.findings ?? [] } });
+  } else {
+    process.stderr.write(`pgferry: ${message}\n`);
+    if (err?.findings.length) process.stderr.write(formatFindings(err.findings) + "\n");
+  }
+  return 1;
+}
+
+export function formatStatus(s: MigrationStatus): string {
+  const lines = [`migration ${s.name}: ${s.phase}${s.error ? ` (error: ${s.error})` : ""}`];
+  if (s.phase === "NotFound") return lines[0] + " — no such migration on the target";
+  lines.push(`  loaded ${s.rowsCopied} rows, ${human(s.bytesCopied)} in ${s.tables.length} tables`);
+  if (s.lagBytes !== undefined) {
+    lines.push(`  lag ${human(s.lagBytes)}${s.lagSeconds !== undefined ? `, ${s.lagSeconds.toFixed(1)} s` : ""}` +
+      `${s.caughtUp ? " — caught up, pending changes 0" : ""} (source ${s.sourceLsn}, confirmed ${s.confirmedLsn})`);
+  }
+  if (s.subscription?.exists) {
+    lines.push(`  subscription ${s.subscription.workerPid ? `running (pid ${s.subscription.workerPid})` : "not running"}` +
+      `${s.subscription.applyErrors ? `, ${s.subscription.applyErrors} apply errors — see the target's log` : ""}`);
+  }
+  if (s.downtimeMs !== undefined) lines.push(`  cutover downtime ${(s.downtimeMs / 1000).toFixed(2)} s`);
+  for (const t of s.tables) {
+    const pct = t.status === "copied" ? 100 : t.estimatedBytes ? Math.min(99, Math.round((100 * t.bytes) / t.estimatedBytes)) : 0;
+    lines.push(`  ${t.status.padEnd(7)} ${String(pct).padStart(3)}%  ${t.schema}.${t.table}  ${t.rows} rows  ${human(t.bytes)}`);
+  }
+  return lines.join("\n");
+}

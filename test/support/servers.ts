@@ -1,0 +1,64 @@
+/** Test helpers: real servers, a concurrent writer, and the leftovers check every test ends with. */
+import { spawnSync } from "child_process";
+import * as fs from "fs";
+import * as path from "path";
+import { Client } from "pg";
+import { EmbeddedMajor, LocalServer } from "../../provider/embedded/localServer";
+
+export const SHARED = path.resolve(__dirname, "../../../shared");
+export const VERIFY_SH = path.join(SHARED, "tools/verify.sh");
+export const PAGILA = path.join(SHARED, "datasets/pagila");
+
+export async function startServers(...majors: EmbeddedMajor[]): Promise<LocalServer[]> {
+  return Promise.all(majors.map((major) => LocalServer.start({ major })));
+}
+
+/** Replication objects left on either side: must be empty after cleanup. */
+export async function leftovers(source: LocalServer, target: LocalServer, db = "app"): Promise<string[]> {
+  const out: string[] = [];
+  for (const r of await source.query(`SELECT slot_name FROM pg_replication_slots`, db)) out.push(`slot ${r.slot_name}`);
+  for (const r of await source.query(`SELECT pubname FROM pg_publication`, db)) out.push(`publication ${r.pubname}`);
+  for (const r of await target.query(`SELECT subname FROM pg_subscription`, db)) out.push(`subscription ${r.subname}`);
+  return out;
+}
+
+/** Runs a SQL generator in a loop on its own connection until stopped; stops quietly once the source is read-only. */
+export class Writer {
+  private running = true;
+  private loop?: Promise<void>;
+  transactions = 0;
+  errors: string[] = [];
+  constructor(private uri: string, private sql: (i: number) => string) {}
+  start(): this {
+    this.loop = (async () => {
+      const c = new Client({ connectionString: this.uri });
+      c.on("error", () => undefined);
+      await c.connect();
+      for (let i = 0; this.running; i++) {
+        try {
+          await c.query(this.sql(i));
+          this.transactions++;
+        } catch (e) {
+          await c.query("ROLLBACK").catch(() => undefined);
+          const code = (e as { code?: string }).code;
+          if (code === "25006" || code === "57P01" || !(c as any)._connected) break; // read-only / terminated
+          this.errors.push((e as Error).message);
+        }
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      await c.end().catch(() => undefined);
+    })();
+    return this;
+  }
+  async stop(): Promise<void> { this.running = false; await this.loop; }
+}
+
+/** Run ../shared/tools/verify.sh; undefined (with a message) when the checkout has no ../shared. */
+export function runVerifySh(src: string, tgt: string, schemas: string[] = []): { code: number; output: string } | undefined {
+  if (!fs.existsSync(VERIFY_SH)) {
+    console.warn(`skipping verify.sh: ${VERIFY_SH} not found (a clone without ../shared)`);
+    return undefined;
+  }
+  const r = spawnSync("bash", [VERIFY_SH, src, tgt, ...schemas], { encoding: "utf8" });
+  return { code: r.status ?? -1, output: (r.stdout ?? "") + (r.stderr ?? "") };
+}
