@@ -139,8 +139,8 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
   // --- target
   const t = (await tgt.query(`SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,
       has_database_privilege(current_database(), 'CREATE') AS can_create,
-      EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_create_subscription'
-              AND pg_has_role(current_user, 'pg_create_subscription', 'USAGE')) AS can_subscribe,
+      CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_create_subscription')  -- PG 16+
+           THEN pg_has_role(current_user, 'pg_create_subscription', 'USAGE') ELSE false END AS can_subscribe,
       current_setting('max_logical_replication_workers')::int AS max_workers,
       pg_encoding_to_char(encoding) AS encoding FROM pg_database WHERE datname = current_database()`)).rows[0];
   if (!t.superuser && !t.can_create) {
