@@ -664,7 +664,7 @@ interface Bounds { customers: number; films: number; actors: number; inventory: 
 
 interface LoopCtx { client: Client; rnd: Rng; b: Bounds; count: () => void }
 
-/** A random moment in the payment year, as ISO text (UTC). */
+/** A random moment in the payment year (before 29 December, UTC). */
 function randomDate(rnd: Rng): Date {
   const start = Date.UTC(PAYMENT_YEAR, 0, 1);
   return new Date(start + Math.floor(rnd() * 362 * 86400) * 1000);
@@ -853,7 +853,7 @@ export class DemoWriteLoad {
     let dead = false;
     const onError = () => { dead = true; };
     client.on("error", onError);
-    client.on("end", onError);
+    client.on("end", onError); // listeners stay attached: an error after end() must not go unhandled
     try {
       let b: Bounds;
       try {

@@ -137,7 +137,8 @@ export interface ForeignKeyInfo {
 
 /** Foreign keys of the given tables, as pg_get_constraintdef renders them (column order, actions, DEFERRABLE kept). */
 export async function listForeignKeys(c: Client, tables: TableInfo[]): Promise<ForeignKeyInfo[]> {
-  const names = tables.filter((t) => !t.partitionRoot).map((t) => qualified(t.schema, t.name));
+  // Partitions too: a foreign key may be declared on one partition only (Pagila's payment_p2022_01…).
+  const names = tables.map((t) => qualified(t.schema, t.name));
   if (!names.length) return [];
   // An empty search_path makes pg_get_constraintdef qualify every name: the definition runs anywhere.
   await c.query("SET search_path = pg_catalog");
