@@ -149,9 +149,9 @@ export function splitDump(sql: string): { preamble: string; entries: SchemaEntry
   for (let i = 0; i < lines.length; i++) {
     const m = HEADER.exec(lines[i]);
     if (m && lines[i - 1] === "--") {
-      flush();
-      // drop the "--" line already pushed before the header
+      // drop the "--" line already pushed before the header, then close the previous entry
       if (current) current.body.pop(); else preamble.pop();
+      flush();
       current = { kind: m[2], object: m[3] === "-" ? m[1] : `${m[3]}.${m[1]}`, body: [] };
       if (lines[i + 1] === "--") i++;
       continue;

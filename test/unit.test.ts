@@ -1,0 +1,110 @@
+/** Pure logic: no servers. */
+import { splitQualified } from "../provider/engine/catalog";
+import { conninfo, parseEndpoint, redact } from "../provider/engine/endpoint";
+import { formatFindings } from "../provider/engine/errors";
+import { bigIntToLsn, lsnDiff, lsnToBigInt } from "../provider/engine/lsn";
+import { migrationOptions, objectNames } from "../provider/engine/options";
+import { foreignKeyEntries, matviewEntries, splitDump } from "../provider/engine/schema";
+
+test("LSN arithmetic", () => {
+  expect(lsnToBigInt("16/B374D848")).toBe((0x16n << 32n) | 0xb374d848n);
+  expect(bigIntToLsn(lsnToBigInt("0/12B8DE08"))).toBe("0/12B8DE08");
+  expect(lsnDiff("1/0", "0/FFFFFFFF")).toBe(1);
+  expect(lsnDiff("0/10", "0/20")).toBe(0);
+  expect(() => lsnToBigInt("nope")).toThrow();
+});
+
+test("endpoints: parsed, labelled without the password, redacted everywhere", () => {
+  const ep = parseEndpoint("postgresql://app:s%3Acret@db.example:6543/shop?sslmode=require", "source");
+  expect(ep).toMatchObject({ host: "db.example", port: 6543, user: "app", password: "s:cret", database: "shop", sslmode: "require" });
+  expect(ep.label).toBe("source app@db.example:6543/shop");
+  expect(redact("failed for s:cret at postgresql://app:s%3Acret@db.example/shop", ep)).toBe("failed for ******** at postgresql://app:********@db.example/shop");
+  expect(conninfo(ep)).toBe("host='db.example' port=6543 user='app' dbname='shop' password='s:cret' sslmode=require");
+  expect(conninfo(parseEndpoint("postgresql://o'neil:p\\w@h/d", "source"))).toContain("user='o\\'neil' dbname='d' password='p\\\\w'");
+  expect(() => parseEndpoint("postgresql://u@h/d?sslmode=sometimes", "target")).toThrow(/sslmode=sometimes/);
+});
+
+test("qualified names split on the dot outside quotes", () => {
+  expect(splitQualified("public.film")).toEqual({ schema: "public", name: "film" });
+  expect(splitQualified('"Edge Aux"."Mixed.Case"')).toEqual({ schema: "Edge Aux", name: "Mixed.Case" });
+  expect(splitQualified("film")).toEqual({ name: "film" });
+  expect(splitQualified('"a""b".c')).toEqual({ schema: 'a"b', name: "c" });
+});
+
+test("migration options: defaults, validation, deterministic object names", () => {
+  expect(migrationOptions({})).toMatchObject({ name: "main", mode: "subscription", jobs: 4, replicaIdentityFull: false,
+    selection: { schemas: [], include: [], exclude: [] } });
+  expect(objectNames("dvd_1")).toEqual({ slot: "pgferry_dvd_1", publication: "pgferry_dvd_1", subscription: "pgferry_dvd_1" });
+  expect(() => migrationOptions({ mode: "magic" as never })).toThrow(/--mode/);
+});
+
+const DUMP = `--
+-- PostgreSQL database dump
+--
+
+\\restrict abc123
+
+SET statement_timeout = 0;
+SELECT pg_catalog.set_config('search_path', '', false);
+
+--
+-- Name: film film_pkey; Type: CONSTRAINT; Schema: public; Owner: postgres
+--
+
+ALTER TABLE ONLY public.film
+    ADD CONSTRAINT film_pkey PRIMARY KEY (film_id);
+
+
+--
+-- Name: idx_title; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX idx_title ON public.film USING btree (title);
+
+
+--
+-- Name: film film_fulltext_trigger; Type: TRIGGER; Schema: public; Owner: postgres
+--
+
+CREATE TRIGGER film_fulltext_trigger BEFORE INSERT OR UPDATE ON public.film FOR EACH ROW EXECUTE FUNCTION tsvector_update_trigger('fulltext', 'pg_catalog.english', 'title', 'description');
+
+\\unrestrict abc123
+--
+-- PostgreSQL database dump complete
+--
+`;
+
+test("pg_restore output splits into TOC entries; psql-only lines are dropped", () => {
+  const { preamble, entries } = splitDump(DUMP);
+  expect(preamble).toBe("SET statement_timeout = 0;\nSELECT pg_catalog.set_config('search_path', '', false);");
+  expect(entries.map((e) => [e.kind, e.object])).toEqual([
+    ["CONSTRAINT", "public.film film_pkey"], ["INDEX", "public.idx_title"], ["TRIGGER", "public.film film_fulltext_trigger"],
+  ]);
+  expect(entries[0].sql).toBe("ALTER TABLE ONLY public.film\n    ADD CONSTRAINT film_pkey PRIMARY KEY (film_id);");
+  expect(entries.some((e) => e.sql.includes("\\"))).toBe(false);
+});
+
+test("foreign keys are held back NOT VALID then validated; partitioned ones added directly; excluded targets skipped", () => {
+  const fk = (o: Partial<Parameters<typeof foreignKeyEntries>[0][0]>) => ({
+    schema: "public", table: "rental", name: "rental_fk", definition: "FOREIGN KEY (a, b) REFERENCES public.inventory(a, b) ON DELETE CASCADE DEFERRABLE",
+    validated: true, onPartitioned: false, refSchema: "public", refTable: "inventory", ...o });
+  const entries = foreignKeyEntries([
+    fk({}), fk({ name: "never_checked", validated: false }), fk({ table: "payment", name: "pay_fk", onPartitioned: true }),
+    fk({ name: "to_excluded", refTable: "gone" }),
+  ], new Set(["public.inventory"]));
+  expect(entries.map((e) => e.sql)).toEqual([
+    'ALTER TABLE ONLY "public"."rental" ADD CONSTRAINT "rental_fk" FOREIGN KEY (a, b) REFERENCES public.inventory(a, b) ON DELETE CASCADE DEFERRABLE NOT VALID;',
+    'ALTER TABLE ONLY "public"."rental" VALIDATE CONSTRAINT "rental_fk";',
+    'ALTER TABLE ONLY "public"."rental" ADD CONSTRAINT "never_checked" FOREIGN KEY (a, b) REFERENCES public.inventory(a, b) ON DELETE CASCADE DEFERRABLE;',
+    'ALTER TABLE "public"."payment" ADD CONSTRAINT "pay_fk" FOREIGN KEY (a, b) REFERENCES public.inventory(a, b) ON DELETE CASCADE DEFERRABLE;',
+  ]);
+  expect(matviewEntries([{ schema: "s", name: "Mv" }])[0].sql).toBe('REFRESH MATERIALIZED VIEW "s"."Mv";');
+});
+
+test("findings print errors first, each with its fix", () => {
+  const text = formatFindings([
+    { code: "w", severity: "warning", server: "source", message: "unlogged", fix: "SET LOGGED" },
+    { code: "e", severity: "error", server: "source", message: "wal_level", fix: "ALTER SYSTEM" },
+  ]);
+  expect(text.split("\n")).toEqual(["  ✗ [source] wal_level", "      fix: ALTER SYSTEM", "  ! [source] unlogged", "      fix: SET LOGGED"]);
+});
