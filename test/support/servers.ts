@@ -14,11 +14,11 @@ export async function startServers(...majors: EmbeddedMajor[]): Promise<LocalSer
 }
 
 /** Replication objects left on either side: must be empty after cleanup. */
-export async function leftovers(source: LocalServer, target: LocalServer, db = "app"): Promise<string[]> {
+export async function leftovers(source: LocalServer, target: LocalServer, db = "app", targetDb = db): Promise<string[]> {
   const out: string[] = [];
   for (const r of await source.query(`SELECT slot_name FROM pg_replication_slots`, db)) out.push(`slot ${r.slot_name}`);
   for (const r of await source.query(`SELECT pubname FROM pg_publication`, db)) out.push(`publication ${r.pubname}`);
-  for (const r of await target.query(`SELECT subname FROM pg_subscription`, db)) out.push(`subscription ${r.subname}`);
+  for (const r of await target.query(`SELECT subname FROM pg_subscription`, targetDb)) out.push(`subscription ${r.subname}`);
   return out;
 }
 
