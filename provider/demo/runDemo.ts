@@ -24,8 +24,9 @@ export interface DemoReport {
   leftovers: string[];
 }
 
-export async function runDemo(o: { scale: number; json: boolean; streamSeconds?: number }): Promise<DemoReport> {
-  const log = (s: string) => { if (!o.json) process.stderr.write(s + "\n"); };
+/** json: print the report as one JSON document; silent: print nothing (tests). */
+export async function runDemo(o: { scale: number; json: boolean; silent?: boolean; streamSeconds?: number }): Promise<DemoReport> {
+  const log = (s: string) => { if (!o.json && !o.silent) process.stderr.write(s + "\n"); };
   log("▸ starting two embedded servers: PostgreSQL 13 (source) and 17 (target) on loopback");
   const [src, tgt] = await Promise.all([LocalServer.start({ major: 13 }), LocalServer.start({ major: 17 })]);
   const stopAll = () => Promise.all([src.stop(), tgt.stop()]);
@@ -48,7 +49,7 @@ export async function runDemo(o: { scale: number; json: boolean; streamSeconds?:
     load.start();
 
     const source = parseEndpoint(src.uri("dvdrental"), "source"), target = parseEndpoint(tgt.uri("dvdrental"), "target");
-    const r = reporter(o.json);
+    const r = reporter(o.json || !!o.silent);
     const started = await startMigration(source, target, migrationOptions({ name: "demo", jobs: 4 }), (e) => r.event(e)).finally(() => r.done());
     const loaded = started.load!;
     log(`▸ streaming changes while the application keeps writing (${o.streamSeconds ?? 3} s)`);
@@ -77,7 +78,7 @@ export async function runDemo(o: { scale: number; json: boolean; streamSeconds?:
       cutover: { downtimeMs: cut.downtimeMs, fenceLsn: cut.fenceLsn, sequencesSynced: cut.sequencesSynced, sessionsEnded: cut.endedSessions.length },
       verified: v.ok && left.length === 0, problems: v.problems, leftovers: left,
     };
-    if (o.json) printJson(report);
+    if (o.json && !o.silent) printJson(report);
     else {
       log("");
       log(`pgferry demo: ${report.source} → ${report.target}, scale ${o.scale}`);
