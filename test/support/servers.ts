@@ -41,7 +41,8 @@ export class Writer {
         } catch (e) {
           await c.query("ROLLBACK").catch(() => undefined);
           const code = (e as { code?: string }).code;
-          if (code === "25006" || code === "57P01" || !(c as any)._connected) break; // read-only / terminated
+          // Read-only or our session ended by the freeze: the application is fenced, stop writing.
+          if (code === "25006" || code === "57P01" || /terminat|not queryable|ECONNRESET/i.test((e as Error).message)) break;
           this.errors.push((e as Error).message);
         }
         await new Promise((r) => setTimeout(r, 2));
