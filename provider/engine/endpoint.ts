@@ -113,7 +113,9 @@ export function connectionError(ep: Endpoint, e: unknown, replication = false): 
     const kind = replication ? "replication" : ep.database;
     return new PgferryError("pg_hba", `the ${where} has no pg_hba.conf entry for ${replication ? "a replication" : "a"} connection ` +
       `from host "${client}", user "${user}"; fix: add "host ${kind} ${user} ${client}/32 scram-sha-256" to pg_hba.conf ` +
-      `and reload (SELECT pg_reload_conf()), or on Azure add a firewall rule named "<name>_replrule" for ${client}`);
+      `and reload (SELECT pg_reload_conf()); with Pulumi: new pgferry.FirewallRule("source_replrule", { server: <source admin URI>, ` +
+      `address: "${client}/32", user: "${user}"${replication ? ", replication: true" : ""} }) or autoReplicationRule: true on the Migration; ` +
+      `on Azure a firewall rule named "<name>_replrule" for ${client}`);
   }
   if (code === "3D000") {
     return new PgferryError("no_database", `database "${ep.database}" does not exist on the ${where}; fix: create it ` +

@@ -1,0 +1,76 @@
+/**
+ * `Migration`: an online PostgreSQL migration as a Pulumi resource. `pulumi up` starts it and returns
+ * once changes stream (status ReadyToCutover); setting `cutover: true` and running `pulumi up` again cuts
+ * over (Completed); `pulumi refresh` reports live status; `pulumi destroy` removes slots, publications
+ * and subscriptions, never target data.
+ */
+import * as pulumi from "@pulumi/pulumi";
+
+export interface MigrationArgs {
+  /** Source libpq URI. Pass a secret (pulumi.secret or `pulumi config set --secret`). */
+  source: pulumi.Input<string>;
+  /** Target libpq URI (secret). */
+  target: pulumi.Input<string>;
+  /** Migration name (a-z, 0-9, _): names the slot, publication and subscription. Default "main". */
+  name?: pulumi.Input<string>;
+  /** Change data capture mode. */
+  mode?: pulumi.Input<"subscription">;
+  /** Parallel COPY workers and index builders (default 4). */
+  jobs?: pulumi.Input<number>;
+  schemas?: pulumi.Input<pulumi.Input<string>[]>;
+  include?: pulumi.Input<pulumi.Input<string>[]>;
+  exclude?: pulumi.Input<pulumi.Input<string>[]>;
+  /** Set REPLICA IDENTITY FULL on source tables without a key instead of refusing them. */
+  replicaIdentityFull?: pulumi.Input<boolean>;
+  /** At cutover, make the source read-only for every role and end its other sessions. */
+  freezeWrites?: pulumi.Input<boolean>;
+  /** false: start and stream. true: cut over (false → true is the cutover; true → false is refused). */
+  cutover?: pulumi.Input<boolean>;
+  /** Seconds the cutover waits for the target to apply up to the fence (default 300). */
+  cutoverTimeoutSec?: pulumi.Input<number>;
+  /** On "no pg_hba.conf entry for replication connection", add the `<name>_replrule` rule on the source and retry. */
+  autoReplicationRule?: pulumi.Input<boolean>;
+}
+
+/**
+ * The provider the engine runs. Each method only requires the handlers by their published path, so
+ * what Pulumi serializes into state is a few lines that keep working across pgferry versions.
+ */
+export const migrationProvider: pulumi.dynamic.ResourceProvider = {
+  async check(olds: any, news: any) { return require("pgferry/dist/provider/resources/migrationHandlers").check(olds, news); },
+  async diff(id: string, olds: any, news: any) { return require("pgferry/dist/provider/resources/migrationHandlers").diff(id, olds, news); },
+  async create(inputs: any) { return require("pgferry/dist/provider/resources/migrationHandlers").create(inputs); },
+  async read(id: string, props: any) { return require("pgferry/dist/provider/resources/migrationHandlers").read(id, props); },
+  async update(id: string, olds: any, news: any) { return require("pgferry/dist/provider/resources/migrationHandlers").update(id, olds, news); },
+  async delete(id: string, props: any) { return require("pgferry/dist/provider/resources/migrationHandlers").remove(id, props); },
+};
+
+export class Migration extends pulumi.dynamic.Resource {
+  /** One line: phase and the figure that matters in it. */
+  declare public readonly status: pulumi.Output<string>;
+  /** SchemaSync | Loading | IndexBuild | ReadyToCutover | CuttingOver | Completed | Failed */
+  declare public readonly phase: pulumi.Output<string>;
+  declare public readonly lagBytes: pulumi.Output<number | null>;
+  declare public readonly lagSeconds: pulumi.Output<number | null>;
+  declare public readonly pendingChanges: pulumi.Output<number | null>;
+  declare public readonly rowsCopied: pulumi.Output<number>;
+  declare public readonly bytesCopied: pulumi.Output<number>;
+  declare public readonly tables: pulumi.Output<{ table: string; status: string; rows: number; bytes: number }[]>;
+  declare public readonly downtimeMs: pulumi.Output<number | null>;
+  declare public readonly fenceLsn: pulumi.Output<string | null>;
+  declare public readonly migrationName: pulumi.Output<string>;
+
+  constructor(name: string, args: MigrationArgs, opts?: pulumi.CustomResourceOptions) {
+    super(migrationProvider, name, {
+      ...args,
+      status: undefined, phase: undefined, lagBytes: undefined, lagSeconds: undefined, pendingChanges: undefined, rowsCopied: undefined,
+      bytesCopied: undefined, tables: undefined, downtimeMs: undefined, fenceLsn: undefined, migrationName: undefined, error: undefined,
+    }, {
+      ...opts,
+      // Connection strings stay secret in state even when the program passed plain strings.
+      additionalSecretOutputs: ["source", "target"],
+      // Slot, publication and subscription names are unique: the old one must go before the new one is made.
+      deleteBeforeReplace: true,
+    }, "pgferry", "Migration");
+  }
+}

@@ -1,0 +1,199 @@
+/**
+ * What the `Migration` dynamic resource does for each call of the Pulumi engine. Plain functions over
+ * the engine; the serialized provider in state only `require`s this file by its published path
+ * (pgferry/dist/provider/resources/…), so the code in users' state stays tiny and stable.
+ */
+import {
+  cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, MigrationStatus, parseEndpoint, PgferryError, startMigration,
+} from "../engine";
+import { formatFindings } from "../engine/errors";
+import { addReplicationRuleFor } from "./hbaHandlers";
+
+/** Inputs as the program declares them (source and target are secrets). */
+export interface MigrationInputs {
+  source: string;
+  target: string;
+  name?: string;
+  mode?: string;
+  jobs?: number;
+  schemas?: string[];
+  include?: string[];
+  exclude?: string[];
+  replicaIdentityFull?: boolean;
+  freezeWrites?: boolean;
+  cutover?: boolean;
+  cutoverTimeoutSec?: number;
+  autoReplicationRule?: boolean;
+}
+
+export interface TableOutput { table: string; status: string; rows: number; bytes: number }
+
+export interface MigrationOutputs extends MigrationInputs {
+  migrationName: string;
+  /** One line for humans: phase and the figure that matters in it. */
+  status: string;
+  phase: string;
+  lagBytes: number | null;
+  lagSeconds: number | null;
+  pendingChanges: number | null;
+  rowsCopied: number;
+  bytesCopied: number;
+  tables: TableOutput[];
+  downtimeMs: number | null;
+  fenceLsn: string | null;
+  error: string | null;
+}
+
+/** Inputs whose change means another migration (new slot, new target data): replace, never update. */
+export const REPLACE_ON = ["source", "target", "name", "mode", "schemas", "include", "exclude", "replicaIdentityFull"] as const;
+const INPUT_KEYS = [...REPLACE_ON, "jobs", "freezeWrites", "cutover", "cutoverTimeoutSec", "autoReplicationRule"] as const;
+/** What the Pulumi engine sends for a value not known yet (preview). */
+export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
+
+const nameOf = (i: MigrationInputs) => i.name ?? "main";
+export const migrationId = (i: MigrationInputs) => `pgferry-migration-${nameOf(i)}`;
+
+function options(i: MigrationInputs) {
+  return migrationOptions({ name: i.name, mode: i.mode as "subscription" | undefined, jobs: i.jobs, schemas: i.schemas ?? [],
+    include: i.include ?? [], exclude: i.exclude ?? [], replicaIdentityFull: !!i.replicaIdentityFull });
+}
+
+function endpoints(i: MigrationInputs) {
+  return { source: parseEndpoint(i.source, "source"), target: parseEndpoint(i.target, "target") };
+}
+
+/** Errors become one readable message with every finding and its fix (Pulumi prints only the message). */
+function explain(e: unknown): Error {
+  if (e instanceof PgferryError && e.findings.length) return new Error(`${e.message}\n${formatFindings(e.findings)}`);
+  return e instanceof Error ? e : new Error(String(e));
+}
+
+/** Defaults made explicit, so outputs show them and diff treats "unset" and "default" alike. */
+const DEFAULTS: Omit<Required<MigrationInputs>, "source" | "target"> = {
+  name: "main", mode: "subscription", jobs: 4, schemas: [], include: [], exclude: [], replicaIdentityFull: false,
+  freezeWrites: false, cutover: false, cutoverTimeoutSec: 300, autoReplicationRule: false,
+};
+
+export function pickInputs(props: Record<string, unknown>): MigrationInputs {
+  const out: Record<string, unknown> = {};
+  for (const k of INPUT_KEYS) {
+    const v = props[k];
+    out[k] = v === undefined || v === null ? (DEFAULTS as Record<string, unknown>)[k] : v;
+  }
+  return out as unknown as MigrationInputs;
+}
+
+function summary(s: MigrationStatus): string {
+  switch (s.phase) {
+    case "ReadyToCutover": return `ReadyToCutover: streaming, lag ${s.lagBytes ?? "?"} bytes${s.caughtUp ? ", caught up" : ""}`;
+    case "Completed": return `Completed: downtime ${((s.downtimeMs ?? 0) / 1000).toFixed(2)} s`;
+    case "Loading": return `Loading: ${s.rowsCopied} rows copied`;
+    case "Failed": return `Failed: ${s.error ?? "see the error"}`;
+    default: return s.phase;
+  }
+}
+
+/** Outputs: every input (so diff sees them), plus live status; nothing secret except the inputs themselves. */
+export function toOutputs(i: MigrationInputs, s: MigrationStatus): MigrationOutputs {
+  return {
+    ...pickInputs(i as unknown as Record<string, unknown>),
+    migrationName: nameOf(i), status: summary(s), phase: s.phase,
+    lagBytes: s.lagBytes ?? null, lagSeconds: s.lagSeconds ?? null, pendingChanges: s.pendingChanges ?? null,
+    rowsCopied: s.rowsCopied, bytesCopied: s.bytesCopied,
+    tables: s.tables.map((t) => ({ table: `${t.schema}.${t.table}`, status: t.status, rows: t.rows, bytes: t.bytes })),
+    downtimeMs: s.downtimeMs ?? null, fenceLsn: s.fenceLsn ?? null, error: s.error ?? null,
+  };
+}
+
+const isUnknown = (v: unknown) => v === UNKNOWN;
+
+export async function check(_olds: Record<string, unknown>, news: Record<string, unknown>) {
+  const failures: { property: string; reason: string }[] = [];
+  const i = news as unknown as MigrationInputs;
+  for (const k of ["source", "target"] as const) {
+    if (isUnknown(i[k])) continue;
+    try { parseEndpoint(i[k], k); } catch (e) { failures.push({ property: k, reason: (e as Error).message.replace(/--(source|target)/, "$1") }); }
+  }
+  if (![i.name, i.mode, i.jobs].some(isUnknown)) {
+    try { options(i); } catch (e) { failures.push({ property: "name", reason: (e as Error).message.replace(/--(\w+)/, "$1") }); }
+  }
+  if (i.cutover !== undefined && !isUnknown(i.cutover) && typeof i.cutover !== "boolean") {
+    failures.push({ property: "cutover", reason: "cutover must be true or false" });
+  }
+  return { inputs: news, failures };
+}
+
+export async function diff(_id: string, olds: Record<string, unknown>, news: Record<string, unknown>) {
+  if (olds.cutover === true && news.cutover !== true && !isUnknown(news.cutover)) {
+    // Refused here, before anything runs: pulumi preview already shows it.
+    throw new Error(`migration "${olds.migrationName ?? olds.name ?? "main"}" has been cut over; cutover cannot be set back to false. ` +
+      `The application now writes to the target; to move back, start a new migration in the other direction.`);
+  }
+  const o = pickInputs(olds) as unknown as Record<string, unknown>, n = pickInputs(news) as unknown as Record<string, unknown>;
+  const same = (k: string) => JSON.stringify(o[k]) === JSON.stringify(n[k]);
+  const replaces = REPLACE_ON.filter((k) => !same(k));
+  const changes = INPUT_KEYS.some((k) => !same(k));
+  return { changes, replaces, deleteBeforeReplace: true };
+}
+
+/** Start (or adopt: a re-run continues the recorded migration) and, if declared, cut over at once. */
+export async function create(inputs: Record<string, unknown>) {
+  const i = pickInputs(inputs);
+  const { source, target } = endpoints(i);
+  try {
+    await startWithHbaRetry(i);
+    if (i.cutover) await cutoverMigration(source, target, cutoverOptions(i));
+  } catch (e) {
+    throw explain(e);
+  }
+  return { id: migrationId(i), outs: toOutputs(i, await migrationStatus(source, target, nameOf(i))) };
+}
+
+async function startWithHbaRetry(i: MigrationInputs) {
+  const { source, target } = endpoints(i);
+  try {
+    return await startMigration(source, target, options(i));
+  } catch (e) {
+    if (!(e instanceof PgferryError && e.code === "pg_hba" && i.autoReplicationRule)) throw e;
+    await addReplicationRuleFor(i.source, e.message, nameOf(i));
+    return startMigration(source, target, options(i));
+  }
+}
+
+function cutoverOptions(i: MigrationInputs) {
+  return { name: nameOf(i), freezeWrites: !!i.freezeWrites, timeoutSec: i.cutoverTimeoutSec ?? 300, jobs: i.jobs ?? 4 };
+}
+
+/** refresh: live status. A migration whose record is gone (cleaned up outside Pulumi) is reported deleted. */
+export async function read(id: string, props: Record<string, unknown>) {
+  const i = pickInputs(props);
+  const { source, target } = endpoints(i);
+  const s = await migrationStatus(source, target, nameOf(i));
+  if (s.phase === "NotFound") return { id: "", props: {} };
+  return { id, props: toOutputs(i, s), inputs: i };
+}
+
+/** cutover false → true runs the cutover; anything else re-checks that the migration streams. */
+export async function update(_id: string, olds: Record<string, unknown>, news: Record<string, unknown>) {
+  const i = pickInputs(news);
+  const { source, target } = endpoints(i);
+  try {
+    const before = await migrationStatus(source, target, nameOf(i));
+    if (before.phase !== "Completed") await startWithHbaRetry(i);
+    if (i.cutover && !olds.cutover || i.cutover && before.phase === "CuttingOver") await cutoverMigration(source, target, cutoverOptions(i));
+  } catch (e) {
+    throw explain(e);
+  }
+  return { outs: toOutputs(i, await migrationStatus(source, target, nameOf(i))) };
+}
+
+/** destroy: remove slot, publication, subscription and state; target data stays. */
+export async function remove(_id: string, props: Record<string, unknown>) {
+  const i = pickInputs(props);
+  const { source, target } = endpoints(i);
+  try {
+    await cleanupMigration(source, target, nameOf(i));
+  } catch (e) {
+    throw explain(e);
+  }
+}
