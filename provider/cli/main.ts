@@ -52,11 +52,12 @@ export function buildProgram(): Command {
     .option("--include <table>", "only these tables, schema.table (repeatable)", collect, [])
     .option("--exclude <table>", "never these tables, schema.table (repeatable)", collect, [])
     .option("--replica-identity-full", "set REPLICA IDENTITY FULL on source tables without a key instead of refusing")
+    .option("--source-host-for-target <host[:port]>", "how the target server reaches the source, when not as pgferry does")
     .option("--json", "print one JSON document instead of progress")
     .action(action(async (o) => {
       const { source, target } = endpoints(o);
       const opts = migrationOptions({ name: o.name, mode: o.mode, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
-        replicaIdentityFull: !!o.replicaIdentityFull });
+        replicaIdentityFull: !!o.replicaIdentityFull, sourceHostForTarget: o.sourceHostForTarget });
       const r = reporter(!!o.json);
       const res = await startMigration(source, target, opts, (e) => r.event(e)).finally(() => r.done());
       if (o.json) printJson({ ok: true, ...res });

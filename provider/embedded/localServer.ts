@@ -17,8 +17,8 @@ export type EmbeddedMajor = (typeof SUPPORTED_EMBEDDED_MAJORS)[number];
 
 export interface LocalServerOptions {
   major: EmbeddedMajor;
-  /** Extra server settings (-c name=value), e.g. { wal_level: "logical" }. */
-  settings?: Record<string, string | number>;
+  /** Extra server settings (-c name=value), e.g. { wal_level: "logical" }; null leaves a setting to the config files. */
+  settings?: Record<string, string | number | null>;
   /** Called with each line the server logs (default: discarded, kept for error messages). */
   onLog?: (line: string) => void;
 }
@@ -80,7 +80,7 @@ export class LocalServer {
     private readonly root: string,
     private readonly binDir: string,
     private readonly owner: { uid: number; gid: number } | undefined,
-    private settings: Record<string, string | number>,
+    private settings: Record<string, string | number | null>,
     private readonly onLog?: (line: string) => void,
   ) {}
 
@@ -133,7 +133,7 @@ export class LocalServer {
   }
 
   /** Restart with changed settings (e.g. wal_level) — what a DBA does after ALTER SYSTEM. */
-  async restart(settings: Record<string, string | number> = {}): Promise<void> {
+  async restart(settings: Record<string, string | number | null> = {}): Promise<void> {
     await this.stopProcess();
     this.settings = { ...this.settings, ...settings };
     await this.startProcess();
@@ -154,7 +154,7 @@ export class LocalServer {
   private async startProcess(): Promise<void> {
     const args = ["-D", this.dataDir, "-p", String(this.port), "-c", "listen_addresses=127.0.0.1",
       "-c", `unix_socket_directories=${path.join(this.root, "sock")}`, "-c", "fsync=off", "-c", "max_connections=100"];
-    for (const [k, v] of Object.entries(this.settings)) args.push("-c", `${k}=${v}`);
+    for (const [k, v] of Object.entries(this.settings)) if (v !== null) args.push("-c", `${k}=${v}`);
     this.log = [];
     const proc = spawn(path.join(this.binDir, "postgres"), args, {
       uid: this.owner?.uid, gid: this.owner?.gid, stdio: ["ignore", "pipe", "pipe"],

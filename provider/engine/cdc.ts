@@ -6,7 +6,8 @@
  * and survives pgferry exiting: `start` returns while the server keeps streaming.
  */
 import { Client } from "pg";
-import { conninfo, Endpoint, quoteIdent, quoteLiteral } from "./endpoint";
+import { conninfo, Endpoint, quoteIdent, quoteLiteral, redact } from "./endpoint";
+import { PgferryError } from "./errors";
 
 export interface SubscriptionInfo {
   exists: boolean;
@@ -20,13 +21,49 @@ export interface SubscriptionInfo {
   applyErrors?: number;
 }
 
-export async function createSubscription(tgt: Client, source: Endpoint, name: string, publication: string, slot: string): Promise<void> {
+/**
+ * Create the subscription disabled, before the slot and the load: CREATE SUBSCRIPTION connects from
+ * the target to the source, so a target that cannot reach the source (pg_hba, firewall, DNS) is
+ * found before anything expensive happens. `enableSubscription` starts it after the load.
+ */
+export async function createSubscription(tgt: Client, source: Endpoint, name: string, publication: string, slot: string,
+  hostForTarget?: string): Promise<void> {
   const exists = await tgt.query(`SELECT 1 FROM pg_subscription WHERE subname = $1`, [name]);
   if (exists.rowCount) return;
-  // The connection string (with its password) is stored in pg_subscription, readable only by superusers.
-  await tgt.query(`CREATE SUBSCRIPTION ${quoteIdent(name)} CONNECTION ${quoteLiteral(conninfo(source))}
-    PUBLICATION ${quoteIdent(publication)}
-    WITH (create_slot = false, slot_name = ${quoteLiteral(slot)}, copy_data = false, enabled = true)`);
+  try {
+    // The connection string (with its password) is stored in pg_subscription, readable only by superusers.
+    await tgt.query(`CREATE SUBSCRIPTION ${quoteIdent(name)} CONNECTION ${quoteLiteral(conninfo(source, hostForTarget))}
+      PUBLICATION ${quoteIdent(publication)}
+      WITH (create_slot = false, slot_name = ${quoteLiteral(slot)}, copy_data = false, enabled = false)`);
+  } catch (e) {
+    throw subscriptionError(e, source, hostForTarget);
+  }
+}
+
+export async function enableSubscription(tgt: Client, name: string): Promise<void> {
+  await tgt.query(`ALTER SUBSCRIPTION ${quoteIdent(name)} ENABLE`);
+}
+
+/** The target's view of the source: what failed when the target connected, and the fix. */
+function subscriptionError(e: unknown, source: Endpoint, hostForTarget?: string): PgferryError {
+  const text = redact((e as Error).message ?? String(e), source);
+  const hba = /no pg_hba\.conf entry for (?:replication connection from )?host "([^"]+)", user "([^"]+)"/.exec(text);
+  const where = hostForTarget ?? `${source.host}:${source.port}`;
+  if (hba) {
+    const [, host, user] = hba;
+    const cidr = host.includes(":") ? `${host}/128` : `${host}/32`;
+    return new PgferryError("pg_hba", `the source refuses the target's replication connection: no pg_hba.conf entry for a ` +
+      `replication connection from host "${host}", user "${user}" (database "${source.database}"); fix: on the source add ` +
+      `"host ${source.database} ${user} ${cidr} scram-sha-256" to pg_hba.conf and reload; with Pulumi: new pgferry.FirewallRule(` +
+      `"source_replrule", { server: <source admin URI>, address: "${cidr}", user: "${user}", database: "${source.database}", replication: true }) ` +
+      `or autoReplicationRule: true on the Migration; on Azure a firewall rule named "<name>_replrule" for ${host}`);
+  }
+  if ((e as { code?: string }).code === "42501") {
+    return new PgferryError("subscription_privilege", `the target refused CREATE SUBSCRIPTION (${text}); fix: GRANT pg_create_subscription (16+) or use a superuser`);
+  }
+  return new PgferryError("target_cannot_reach_source", `the target could not connect to the source at ${where} for replication (${text}); ` +
+    `fix: make the source reachable from the target server (firewall, pg_hba, DNS), or pass the address the target should use ` +
+    `with --source-host-for-target`);
 }
 
 export async function subscriptionInfo(tgt: Client, name: string): Promise<SubscriptionInfo> {

@@ -152,9 +152,16 @@ export function libpqEnv(ep: Endpoint): NodeJS.ProcessEnv {
 }
 
 /** libpq keyword/value conninfo, for CREATE SUBSCRIPTION … CONNECTION. */
-export function conninfo(ep: Endpoint): string {
+export function conninfo(ep: Endpoint, hostOverride?: string): string {
   const q = (v: string) => `'${v.replace(/\\/g, "\\\\").replace(/'/g, "\\'")}'`;
-  const parts = [`host=${q(ep.host)}`, `port=${ep.port}`, `user=${q(ep.user)}`, `dbname=${q(ep.database)}`];
+  let host = ep.host, port = ep.port;
+  if (hostOverride) {
+    const m = /^(?:\[([^\]]+)\]|([^:]+)|([0-9a-fA-F:]+))(?::(\d+))?$/.exec(hostOverride);
+    const bare = /^[0-9a-fA-F:]+$/.test(hostOverride) && hostOverride.includes("::"); // IPv6 without brackets or port
+    host = bare ? hostOverride : m?.[1] ?? m?.[2] ?? m?.[3] ?? hostOverride;
+    if (!bare && m?.[4]) port = Number(m[4]);
+  }
+  const parts = [`host=${q(host)}`, `port=${port}`, `user=${q(ep.user)}`, `dbname=${q(ep.database)}`];
   const password = ep.password ?? process.env.PGPASSWORD;
   if (password) parts.push(`password=${q(password)}`);
   if (ep.sslmode) parts.push(`sslmode=${ep.sslmode}`);

@@ -11,7 +11,10 @@ import { PgferryError } from "./errors";
 export interface HbaRule {
   /** Identifies the rule; replication rules end in `_replrule` (Azure's naming, kept everywhere). */
   name: string;
-  /** "replication" for a replication rule, else a database name or "all". */
+  /**
+   * Database name or "all". Logical replication connections are matched by their database name:
+   * the `replication` keyword covers physical replication only (PostgreSQL 10+).
+   */
   database: string;
   user: string;
   /** CIDR, e.g. 10.1.2.3/32 */
@@ -30,7 +33,6 @@ export function ruleLine(r: HbaRule): string {
 export function validateRule(r: HbaRule): string[] {
   const problems: string[] = [];
   if (!/^[A-Za-z0-9_.-]{1,80}$/.test(r.name)) problems.push("name must be 1-80 characters of letters, digits, _ . -");
-  if (r.database === "replication" && !r.name.endsWith("_replrule")) problems.push(`a replication rule's name must end in "_replrule" (got "${r.name}")`);
   if (!/^[0-9a-fA-F:.]+\/\d{1,3}$/.test(r.address)) problems.push(`address must be a CIDR such as 10.0.0.5/32 (got "${r.address}")`);
   for (const [k, v] of [["database", r.database], ["user", r.user], ["method", r.method]] as const) {
     if (!/^[A-Za-z0-9_.+-]+$/.test(v)) problems.push(`${k} "${v}" must be a plain pg_hba word (no spaces or quotes)`);

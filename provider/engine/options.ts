@@ -13,6 +13,11 @@ export interface MigrationOptions {
   jobs: number;
   selection: TableSelection;
   replicaIdentityFull: boolean;
+  /**
+   * How the target reaches the source for the subscription ("host" or "host:port"), when that differs
+   * from how pgferry reaches it (other network, private endpoint). Default: the source URI's host.
+   */
+  sourceHostForTarget?: string;
 }
 
 export const DEFAULT_NAME = "main";
@@ -26,8 +31,11 @@ export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: stri
   if (!CDC_MODES.includes(mode)) throw new PgferryError("bad_mode", `--mode must be one of ${CDC_MODES.join(", ")}`);
   const jobs = o.jobs ?? 4;
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64) throw new PgferryError("bad_jobs", "--jobs must be a whole number from 1 to 64");
+  if (o.sourceHostForTarget !== undefined && !/^(\[[0-9a-fA-F:.]+\]|[^\s:/]+|[0-9a-fA-F:]+)(:\d{1,5})?$/.test(o.sourceHostForTarget)) {
+    throw new PgferryError("bad_host", `--source-host-for-target "${o.sourceHostForTarget}" must be a host name or address, optionally with :port`);
+  }
   return {
-    name, mode, jobs, replicaIdentityFull: !!o.replicaIdentityFull,
+    name, mode, jobs, replicaIdentityFull: !!o.replicaIdentityFull, sourceHostForTarget: o.sourceHostForTarget,
     selection: o.selection ?? { schemas: o.schemas ?? [], include: o.include ?? [], exclude: o.exclude ?? [] },
   };
 }

@@ -6,8 +6,8 @@ import { Client } from "pg";
 import {
   copyableTables, listTables, publishedTables, serverVersionNum, TableInfo, TableSelection, tablesWithoutReplicaIdentity, userSchemas,
 } from "./catalog";
-import { Endpoint, qualified } from "./endpoint";
-import { Finding } from "./errors";
+import { connectReplication, Endpoint, qualified } from "./endpoint";
+import { Finding, PgferryError } from "./errors";
 import { findPgTools, rolesMissingOnTarget } from "./schema";
 
 export interface PreflightOptions {
@@ -55,6 +55,7 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
 
   // --- source replication settings
   const s = (await src.query(`SELECT current_setting('wal_level') AS wal_level,
+      (SELECT pending_restart FROM pg_settings WHERE name = 'wal_level') AS wal_level_pending,
       current_setting('max_replication_slots')::int AS max_slots,
       (SELECT count(*) FROM pg_replication_slots)::int AS used_slots,
       (SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1)::int AS own_slot,
@@ -65,7 +66,10 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
       has_database_privilege(current_database(), 'CREATE') AS can_create,
       current_setting('server_encoding') AS encoding,
       (SELECT count(*) FROM pg_largeobject_metadata)::bigint AS large_objects`, [o.slotName])).rows[0];
-  if (s.wal_level !== "logical") {
+  if (s.wal_level !== "logical" && s.wal_level_pending) {
+    add({ code: "restart_pending", server: "source", message: `wal_level was changed on the source but the server has not been restarted (still '${s.wal_level}')`,
+      fix: "restart the source server (pg_ctl restart, systemctl restart postgresql, or the Azure restart), then run again" });
+  } else if (s.wal_level !== "logical") {
     add({ code: "wal_level", server: "source", message: `wal_level is '${s.wal_level}' on the source; logical replication needs 'logical'`,
       fix: "ALTER SYSTEM SET wal_level = logical; then restart the source (Azure: server parameter wal_level=logical + restart; " +
         "pgferry's ServerParameters resource does both)" });
@@ -90,6 +94,19 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
   if (Number(s.large_objects) > 0) {
     add({ severity: "warning", code: "large_objects", server: "source", message: `${s.large_objects} large objects exist on the source; logical replication does not carry them and pgferry does not copy them`,
       fix: "copy them separately at cutover (pg_dump --large-objects --data-only), or move the data into bytea columns" });
+  }
+
+  // The replication connection is a separate pg_hba entry ("replication" database): try it now, so a
+  // missing rule is reported before anything is created.
+  if (s.can_replicate) {
+    try {
+      const rc = await connectReplication(source);
+      await rc.end().catch(() => undefined);
+    } catch (e) {
+      const err = e as PgferryError;
+      add({ code: err.code === "pg_hba" ? "pg_hba" : "replication_connection", server: "source",
+        message: err.message.replace(/; fix: .*$/s, ""), fix: /; fix: (.*)$/s.exec(err.message)?.[1] ?? "check the source's pg_hba.conf for replication connections" });
+    }
   }
 
   // --- tables

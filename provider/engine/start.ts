@@ -5,7 +5,7 @@
  */
 import { Client } from "pg";
 import { copyableTables, listForeignKeys, listPopulatedMatviews, publishedTables } from "./catalog";
-import { createSubscription, waitForWorker } from "./cdc";
+import { createSubscription, dropSubscription, enableSubscription, waitForWorker } from "./cdc";
 import { connect, Endpoint, qualified } from "./endpoint";
 import { Finding, PgferryError } from "./errors";
 import { runLoad, TableLoadProgress } from "./load";
@@ -33,15 +33,19 @@ export interface StartResult {
   schema?: { preData: number; postData: number; heldBack: number };
 }
 
+/**
+ * `until: "SchemaSync"` stops once the schema is copied (what the SchemaSync resource does); the next
+ * call continues from there.
+ */
 export async function startMigration(source: Endpoint, target: Endpoint, o: MigrationOptions,
-  onEvent: (e: MigrationEvent) => void = () => undefined): Promise<StartResult> {
+  onEvent: (e: MigrationEvent) => void = () => undefined, until?: "SchemaSync"): Promise<StartResult> {
   const names = objectNames(o.name);
   const src = await connect(source);
   let tgt: Client | undefined;
   try {
     tgt = await connect(target);
     let m = await readMigration(tgt, o.name);
-    if (m && ["ReadyToCutover", "CuttingOver", "Completed"].includes(m.phase)) {
+    if (m && (["ReadyToCutover", "CuttingOver", "Completed"].includes(m.phase) || (until === "SchemaSync" && m.phase !== "SchemaSync"))) {
       return { name: o.name, phase: m.phase, alreadyRunning: true, findings: [] };
     }
     if (!(await tryLockMigration(tgt, o.name))) {
@@ -58,7 +62,7 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
     }
     if (!m) {
       await ensureControlSchema(tgt);
-      await insertMigration(tgt, { name: o.name, mode: o.mode, ...names, options: { jobs: o.jobs, selection: o.selection, replicaIdentityFull: o.replicaIdentityFull } });
+      await insertMigration(tgt, { name: o.name, mode: o.mode, ...names, options: { jobs: o.jobs, selection: o.selection, replicaIdentityFull: o.replicaIdentityFull, sourceHostForTarget: o.sourceHostForTarget } });
       m = (await readMigration(tgt, o.name))!;
     }
     const result: StartResult = { name: o.name, phase: m.phase, alreadyRunning: false, findings: pf.findings };
@@ -68,6 +72,7 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
       result.schema = await syncPreData(src, source, target, o, pf);
       m.phase = "Loading";
     }
+    if (until === "SchemaSync") return { ...result, phase: m.phase };
     // Failed: an earlier run released its slot, so the load restarts from a new snapshot.
     if (m.phase === "Loading" || m.phase === "Failed") {
       result.load = await loadPhase(src, tgt, source, target, o, pf, onEvent);
@@ -79,7 +84,8 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
         await applyEntries(target, o.name, "post-data", (await preambleOf(tgt!, o.name)), o.jobs,
           (e) => onEvent({ type: "schema", section: "post-data", kind: e.kind, object: e.object }));
         onEvent({ type: "phase", phase: "ReadyToCutover", message: "starting change data capture (subscription on the target)" });
-        await createSubscription(tgt!, source, names.subscription, names.publication, names.slot);
+        await createSubscription(tgt!, source, names.subscription, names.publication, names.slot, o.sourceHostForTarget);
+        await enableSubscription(tgt!, names.subscription);
         if (!(await waitForWorker(tgt!, names.subscription))) {
           throw new PgferryError("subscription_idle", `the subscription's apply worker did not start on the target; ` +
             `check max_logical_replication_workers/max_worker_processes there and the target's log`);
@@ -150,6 +156,7 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
   return guarded(src, tgt, o.name, async () => {
     onEvent({ type: "phase", phase: "Loading", message: `loading ${copyable.length} tables with ${o.jobs} workers` });
     // Leftovers of a killed run: its slot and publication, and rows it copied (tables we created, verified empty then).
+    await dropSubscription(tgt, names.subscription);
     await dropSlot(src, names.slot);
     await dropPublication(src, names.publication);
     await tgt.query(`DELETE FROM pgferry.table_progress WHERE migration = $1`, [o.name]);
@@ -169,6 +176,7 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
       const lockable = pf.tables.filter((t) => !t.partitionRoot).map((t) => qualified(t.schema, t.name));
       await guard.query(`LOCK TABLE ${lockable.join(", ")} IN ACCESS SHARE MODE`);
       await createPublication(src, names.publication, publishedTables(pf.tables));
+      await createSubscription(tgt, source, names.subscription, names.publication, names.slot, o.sourceHostForTarget);
       snap = await createSlotWithSnapshot(source, names.slot);
       await updateMigration(tgt, o.name, { consistentPoint: snap.consistentPoint, loadStartedAt: new Date(), error: null, phase: "Loading" });
       const load = await runLoad(source, target, snap.snapshotName, copyable, o.jobs, (p) => onEvent({ type: "table", progress: p }));
@@ -196,6 +204,7 @@ async function guarded<T>(src: Client, tgt: Client, name: string, fn: () => Prom
   } catch (e) {
     const names = objectNames(name);
     const msg = e instanceof Error ? e.message : String(e);
+    await dropSubscription(tgt, names.subscription).catch(() => undefined);
     await dropSlot(src, names.slot).catch(() => undefined);
     await dropPublication(src, names.publication).catch(() => undefined);
     await updateMigration(tgt, name, { phase: "Failed", error: msg }).catch(() => undefined);

@@ -14,7 +14,7 @@ export interface FirewallRuleArgs {
   /** CIDR allowed, e.g. 10.1.2.3/32. */
   address: pulumi.Input<string>;
   user?: pulumi.Input<string>;
-  /** Database name or "all" (ignored for replication rules). */
+  /** Database name or "all" (default). Logical replication connections match by database name. */
   database?: pulumi.Input<string>;
   /** Authentication method (default scram-sha-256). */
   method?: pulumi.Input<string>;

@@ -17,14 +17,17 @@ export interface FirewallRuleInputs {
   user?: string;
   database?: string;
   method?: string;
-  /** A replication rule (database "replication"): what logical replication connections need. */
+  /**
+   * The rule for a replication client (the target server, or pgferry): named `<name>_replrule`.
+   * Logical replication connections match pg_hba by database name, so `database` applies as usual.
+   */
   replication?: boolean;
 }
 
 export function ruleOf(i: FirewallRuleInputs): HbaRule {
   const replication = !!i.replication;
   const name = replication && !i.name.endsWith("_replrule") ? `${i.name}_replrule` : i.name;
-  return { name, database: replication ? "replication" : i.database ?? "all", user: i.user ?? "all", address: i.address,
+  return { name, database: i.database ?? "all", user: i.user ?? "all", address: i.address,
     method: i.method ?? "scram-sha-256" };
 }
 
@@ -92,5 +95,6 @@ export async function addReplicationRuleFor(sourceUri: string, message: string, 
   const m = /from host "([^"]+)", user "([^"]+)"/.exec(message);
   if (!m) throw new Error(`cannot tell the client address from: ${message}`);
   const address = m[1].includes(":") ? `${m[1]}/128` : `${m[1]}/32`;
-  await withServer(sourceUri, (c) => ensureHbaRule(c, ruleOf({ server: sourceUri, name: `${migration}_replrule`, address, user: m[2], replication: true })));
+  const database = parseEndpoint(sourceUri, "source").database;
+  await withServer(sourceUri, (c) => ensureHbaRule(c, ruleOf({ server: sourceUri, name: `${migration}_replrule`, address, user: m[2], database, replication: true })));
 }

@@ -30,6 +30,8 @@ export interface MigrationArgs {
   cutoverTimeoutSec?: pulumi.Input<number>;
   /** On "no pg_hba.conf entry for replication connection", add the `<name>_replrule` rule on the source and retry. */
   autoReplicationRule?: pulumi.Input<boolean>;
+  /** How the target reaches the source ("host" or "host:port") when that differs from the source URI's host. */
+  sourceHostForTarget?: pulumi.Input<string>;
 }
 
 /**

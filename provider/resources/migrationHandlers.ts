@@ -24,6 +24,7 @@ export interface MigrationInputs {
   cutover?: boolean;
   cutoverTimeoutSec?: number;
   autoReplicationRule?: boolean;
+  sourceHostForTarget?: string;
 }
 
 export interface TableOutput { table: string; status: string; rows: number; bytes: number }
@@ -45,7 +46,7 @@ export interface MigrationOutputs extends MigrationInputs {
 }
 
 /** Inputs whose change means another migration (new slot, new target data): replace, never update. */
-export const REPLACE_ON = ["source", "target", "name", "mode", "schemas", "include", "exclude", "replicaIdentityFull"] as const;
+export const REPLACE_ON = ["source", "target", "name", "mode", "schemas", "include", "exclude", "replicaIdentityFull", "sourceHostForTarget"] as const;
 const INPUT_KEYS = [...REPLACE_ON, "jobs", "freezeWrites", "cutover", "cutoverTimeoutSec", "autoReplicationRule"] as const;
 /** What the Pulumi engine sends for a value not known yet (preview). */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
@@ -55,7 +56,7 @@ export const migrationId = (i: MigrationInputs) => `pgferry-migration-${nameOf(i
 
 function options(i: MigrationInputs) {
   return migrationOptions({ name: i.name, mode: i.mode as "subscription" | undefined, jobs: i.jobs, schemas: i.schemas ?? [],
-    include: i.include ?? [], exclude: i.exclude ?? [], replicaIdentityFull: !!i.replicaIdentityFull });
+    include: i.include ?? [], exclude: i.exclude ?? [], replicaIdentityFull: !!i.replicaIdentityFull, sourceHostForTarget: i.sourceHostForTarget });
 }
 
 function endpoints(i: MigrationInputs) {
@@ -69,7 +70,7 @@ function explain(e: unknown): Error {
 }
 
 /** Defaults made explicit, so outputs show them and diff treats "unset" and "default" alike. */
-const DEFAULTS: Omit<Required<MigrationInputs>, "source" | "target"> = {
+const DEFAULTS: Omit<Required<MigrationInputs>, "source" | "target" | "sourceHostForTarget"> = {
   name: "main", mode: "subscription", jobs: 4, schemas: [], include: [], exclude: [], replicaIdentityFull: false,
   freezeWrites: false, cutover: false, cutoverTimeoutSec: 300, autoReplicationRule: false,
 };
@@ -78,7 +79,8 @@ export function pickInputs(props: Record<string, unknown>): MigrationInputs {
   const out: Record<string, unknown> = {};
   for (const k of INPUT_KEYS) {
     const v = props[k];
-    out[k] = v === undefined || v === null ? (DEFAULTS as Record<string, unknown>)[k] : v;
+    const value = v === undefined || v === null ? (DEFAULTS as Record<string, unknown>)[k] : v;
+    if (value !== undefined) out[k] = value;
   }
   return out as unknown as MigrationInputs;
 }
@@ -154,8 +156,9 @@ async function startWithHbaRetry(i: MigrationInputs) {
   try {
     return await startMigration(source, target, options(i));
   } catch (e) {
-    if (!(e instanceof PgferryError && e.code === "pg_hba" && i.autoReplicationRule)) throw e;
-    await addReplicationRuleFor(i.source, e.message, nameOf(i));
+    const hba = e instanceof PgferryError && (e.code === "pg_hba" ? e.message : e.findings.find((f) => f.code === "pg_hba")?.message);
+    if (!hba || !i.autoReplicationRule) throw e;
+    await addReplicationRuleFor(i.source, hba, nameOf(i));
     return startMigration(source, target, options(i));
   }
 }

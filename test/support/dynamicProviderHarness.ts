@@ -58,8 +58,8 @@ export class DynamicProviderHarness {
       (this.client as any)[method](req, (err: grpc.ServiceError | null, res: Res) => (err ? reject(err) : resolve(res))));
   }
   private urn(name: string) { return `urn:pulumi:test::proj::${this.type}::${name}`; }
-  /** Inputs as the engine sends them: program inputs plus the serialized provider. */
-  withProvider(inputs: Props): Props { return { ...inputs, __provider: this.providerText }; }
+  /** Inputs as the engine sends them: program inputs plus the serialized provider (added when missing). */
+  withProvider(inputs: Props): Props { return inputs.__provider ? inputs : { ...inputs, __provider: this.providerText }; }
 
   /** Engine sends stack config as a flat "project:key" -> string map (Config.get/require read it). */
   async configure(config: Props = {}) {
@@ -68,35 +68,35 @@ export class DynamicProviderHarness {
     return { acceptSecrets: res.getAcceptsecrets() };
   }
   async check(name: string, olds: Props, news: Props) {
-    const req = new provproto.CheckRequest().setUrn(this.urn(name)).setOlds(toStruct(olds)).setNews(toStruct(news));
+    const req = new provproto.CheckRequest().setUrn(this.urn(name)).setOlds(toStruct(this.withProvider(olds))).setNews(toStruct(this.withProvider(news)));
     const res = await this.call<provproto.CheckRequest, provproto.CheckResponse>("check", req);
     return { inputs: fromStruct(res.getInputs()),
              failures: res.getFailuresList().map((f) => ({ property: f.getProperty(), reason: f.getReason() })) };
   }
   async diff(name: string, id: string, olds: Props, news: Props) {
-    const req = new provproto.DiffRequest().setUrn(this.urn(name)).setId(id).setOlds(toStruct(olds)).setNews(toStruct(news));
+    const req = new provproto.DiffRequest().setUrn(this.urn(name)).setId(id).setOlds(toStruct(this.withProvider(olds))).setNews(toStruct(this.withProvider(news)));
     const res = await this.call<provproto.DiffRequest, provproto.DiffResponse>("diff", req);
     const C = provproto.DiffResponse.DiffChanges;
     return { changes: res.getChanges() === C.DIFF_SOME ? true : res.getChanges() === C.DIFF_NONE ? false : undefined,
              replaces: res.getReplacesList(), deleteBeforeReplace: res.getDeletebeforereplace() };
   }
   async create(name: string, inputs: Props, timeoutSec = 0) {
-    const req = new provproto.CreateRequest().setUrn(this.urn(name)).setProperties(toStruct(inputs)).setTimeout(timeoutSec);
+    const req = new provproto.CreateRequest().setUrn(this.urn(name)).setProperties(toStruct(this.withProvider(inputs))).setTimeout(timeoutSec);
     const res = await this.call<provproto.CreateRequest, provproto.CreateResponse>("create", req);
     return { id: res.getId(), outs: fromStruct(res.getProperties()) };
   }
   async read(name: string, id: string, state: Props) {
-    const req = new provproto.ReadRequest().setUrn(this.urn(name)).setId(id).setProperties(toStruct(state));
+    const req = new provproto.ReadRequest().setUrn(this.urn(name)).setId(id).setProperties(toStruct(this.withProvider(state)));
     const res = await this.call<provproto.ReadRequest, provproto.ReadResponse>("read", req);
     return { id: res.getId(), props: fromStruct(res.getProperties()), inputs: res.getInputs() && fromStruct(res.getInputs()) };
   }
   async update(name: string, id: string, olds: Props, news: Props) {
-    const req = new provproto.UpdateRequest().setUrn(this.urn(name)).setId(id).setOlds(toStruct(olds)).setNews(toStruct(news));
+    const req = new provproto.UpdateRequest().setUrn(this.urn(name)).setId(id).setOlds(toStruct(this.withProvider(olds))).setNews(toStruct(this.withProvider(news)));
     const res = await this.call<provproto.UpdateRequest, provproto.UpdateResponse>("update", req);
     return { outs: fromStruct(res.getProperties()) };
   }
   async delete(name: string, id: string, state: Props) {
-    const req = new provproto.DeleteRequest().setUrn(this.urn(name)).setId(id).setProperties(toStruct(state));
+    const req = new provproto.DeleteRequest().setUrn(this.urn(name)).setId(id).setProperties(toStruct(this.withProvider(state)));
     await this.call("delete", req);
   }
   async stop() {
