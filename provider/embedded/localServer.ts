@@ -158,7 +158,8 @@ export class LocalServer {
     this.log = [];
     const proc = spawn(path.join(this.binDir, "postgres"), args, {
       uid: this.owner?.uid, gid: this.owner?.gid, stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, LC_ALL: "C.UTF-8", LC_MESSAGES: "C" },
+      // HOME of its own: libpq inside the server (subscriptions) looks for ~/.postgresql/ client certificates.
+      env: { ...process.env, LC_ALL: "C.UTF-8", LC_MESSAGES: "C", HOME: this.root },
     });
     this.proc = proc;
     running.add(this);
