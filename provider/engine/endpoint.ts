@@ -107,7 +107,7 @@ export function connectionError(ep: Endpoint, e: unknown, replication = false): 
     return new PgferryError("auth_failed", `password authentication failed for user "${ep.user}" on the ${where}; ` +
       `fix: correct the password in --${ep.role} (or PGPASSWORD / ~/.pgpass)`);
   }
-  if (code === "28000" && /no encryption/.test(err.message ?? "") && !ep.sslmode) {
+  if (code === "28000" && /no encryption|SSL off/.test(err.message ?? "") && !ep.sslmode) {
     return new PgferryError("pg_hba", `the ${where} refused an unencrypted connection for user "${ep.user}" (its pg_hba.conf ` +
       `only allows TLS for this client); fix: add ?sslmode=require to --${ep.role}`);
   }
