@@ -3,8 +3,9 @@
  * same two throwaway servers in the same run. Each contender loads the same generated source
  * database into a fresh, empty target database (schema + data + indexes, wall clock end to end);
  * after each one the target is checked to hold every source table with the same row count and the
- * same number of indexes. Prints seconds, MB/s, rows/s, each contender's time relative to pgferry's,
- * and pgferry's peak RSS (this process). Not a test: jest never runs it.
+ * same number of indexes. Prints seconds, MB/s, rows/s, how busy the machine's cores were, each
+ * contender's time relative to pgferry's, and pgferry's peak RSS (this process). Not a test: jest
+ * never runs it (it lives outside test/ and is not named *.test.ts).
  *
  *   node dist/bench/load.js [--size-mb 1024] [--jobs 4] [--runs 1] [--source-major 13] [--target-major 17]
  *                           [--install-pgcopydb] [--json]
@@ -121,6 +122,18 @@ function runCmd(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Cm
 function onPath(cmd: string): string | undefined {
   const r = spawnSync("bash", ["-c", `command -v ${cmd}`], { encoding: "utf8" });
   return r.status === 0 ? r.stdout.trim() : undefined;
+}
+
+/** Machine-wide CPU jiffies from /proc/stat (Linux), to report how busy all cores were during a run. */
+function cpuTimes(): { busy: number; total: number } | undefined {
+  try {
+    const f = fs.readFileSync("/proc/stat", "utf8").split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    const idle = f[3] + (f[4] ?? 0);
+    const total = f.reduce((a, b) => a + b, 0);
+    return { busy: total - idle, total };
+  } catch {
+    return undefined;
+  }
 }
 
 // ---------------------------------------------------------------- data generation
@@ -274,7 +287,7 @@ async function verifyTarget(contender: string, source: LocalServer, target: Loca
 
 // ---------------------------------------------------------------- contenders
 
-interface RunOutcome { seconds: number; detail?: Record<string, unknown> }
+interface RunOutcome { seconds: number; detail?: Record<string, unknown>; cpuBusy?: number }
 
 interface Contender {
   key: string;
@@ -291,6 +304,8 @@ interface ContenderResult {
   runs: number[];
   best?: number;
   detail?: Record<string, unknown>;
+  /** Share of all cores' time that was busy (machine-wide) during the best run. */
+  cpuBusy?: number;
 }
 
 class RssSampler {
@@ -318,6 +333,7 @@ function pgferryContender(source: LocalServer, target: LocalServer, jobs: number
       const postData: { kind: string; object: string; at: number }[] = [];
       const sampler = new RssSampler();
       const start = now();
+      const cpu = process.cpuUsage();
       sampler.start();
       let result;
       try {
@@ -334,6 +350,7 @@ function pgferryContender(source: LocalServer, target: LocalServer, jobs: number
         await cleanupMigration(src, tgt, "bench").catch((e) => log(`pgferry cleanup failed: ${(e as Error).message}`));
       }
       const total = seconds(start);
+      const used = process.cpuUsage(cpu);
       if (result.phase !== "ReadyToCutover") throw new Error(`pgferry ended in phase ${result.phase}, expected ReadyToCutover`);
       // Phase breakdown from the event times: each phase lasts until the next one starts.
       const breakdown: Record<string, number> = {};
@@ -346,6 +363,8 @@ function pgferryContender(source: LocalServer, target: LocalServer, jobs: number
         seconds: total,
         detail: {
           phaseSeconds: breakdown,
+          // CPU of this node process (the COPY relay), excluding the servers and pg_dump.
+          nodeCpuSeconds: { user: used.user / 1e6, system: used.system / 1e6 },
           engineLoad: result.load ? { rows: result.load.rows, bytes: result.load.bytes, seconds: result.load.seconds } : undefined,
           tables: result.load?.tables.map((t) => ({ table: t.table, rows: t.rows, bytes: t.bytes, seconds: t.seconds })),
           postData: postData.map((p) => ({ ...p, at: Number(p.at.toFixed(2)) })),
@@ -440,6 +459,9 @@ async function resetTarget(source: LocalServer, target: LocalServer): Promise<vo
   }
   await source.query(`CHECKPOINT`);
   await target.query(`CHECKPOINT`);
+  // The servers run with fsync=off, so a checkpoint leaves the written data in the OS page cache;
+  // flush it now, or its write-back lands in the next contender's time (the first one's, after generation).
+  spawnSync("sync");
 }
 
 // ---------------------------------------------------------------- report
@@ -459,26 +481,33 @@ function render(o: BenchOptions, gen: Generated, results: ContenderResult[], pea
   lines.push(`  ${Object.entries(gen.tableBytes).sort((a, b) => b[1] - a[1])
     .map(([t, b]) => `${t} ${(b / MB).toFixed(0)} MB/${gen.rows[`public.${t}`]?.toLocaleString("en-US")} rows`).join(", ")}`);
   lines.push("");
-  const head = ["contender", "seconds", "MB/s", "rows/s", "vs pgferry"];
+  const head = ["contender", "seconds", "MB/s", "rows/s", "CPU busy", "vs pgferry"];
   const rows: string[][] = [];
   for (const r of results) {
-    if (r.best === undefined) { rows.push([r.label, "-", "-", "-", r.skipped ?? "failed"]); continue; }
+    if (r.best === undefined) { rows.push([r.label, "-", "-", "-", "-", r.skipped ? "skipped (below)" : "failed"]); continue; }
     const ratio = r.key === "pgferry" ? "1.00× (baseline)" : ferry ? `${fmtRatio(r.best / ferry)} pgferry's time` : "-";
-    rows.push([r.label, r.best.toFixed(1), (sizeMb / r.best).toFixed(1), Math.round(gen.totalRows / r.best).toLocaleString("en-US"), ratio]);
+    rows.push([r.label, r.best.toFixed(1), (sizeMb / r.best).toFixed(1), Math.round(gen.totalRows / r.best).toLocaleString("en-US"),
+      r.cpuBusy === undefined ? "-" : `${(r.cpuBusy * 100).toFixed(0)}%`, ratio]);
   }
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const fmt = (r: string[]) => r.map((c, i) => (i === 0 || i === 4 ? c.padEnd(w[i]) : c.padStart(w[i]))).join("  ").trimEnd();
+  const fmt = (r: string[]) => r.map((c, i) => (i === 0 || i === 5 ? c.padEnd(w[i]) : c.padStart(w[i]))).join("  ").trimEnd();
   lines.push(fmt(head));
   lines.push(w.map((n) => "-".repeat(n)).join("  "));
   for (const r of rows) lines.push(fmt(r));
+  lines.push(`(CPU busy: share of all ${os.cpus().length} cores busy during the run, any process on this machine — ` +
+    `other load on the machine shows up here and skews the times)`);
   lines.push("");
   for (const r of results) {
     if (r.runs.length > 1) lines.push(`${r.label}: runs ${r.runs.map((s) => s.toFixed(1)).join(", ")} s`);
   }
   const fr = results.find((r) => r.key === "pgferry");
-  const d = fr?.detail as { phaseSeconds?: Record<string, number>; engineLoad?: { rows: number; bytes: number; seconds: number } } | undefined;
+  const d = fr?.detail as { phaseSeconds?: Record<string, number>; engineLoad?: { rows: number; bytes: number; seconds: number };
+    nodeCpuSeconds?: { user: number; system: number } } | undefined;
   if (d?.phaseSeconds) {
     lines.push(`pgferry phases (best run): ${Object.entries(d.phaseSeconds).map(([k, v]) => `${k} ${v.toFixed(1)} s`).join(", ")}`);
+  }
+  if (d?.nodeCpuSeconds) {
+    lines.push(`pgferry node process CPU: ${d.nodeCpuSeconds.user.toFixed(1)} s user + ${d.nodeCpuSeconds.system.toFixed(1)} s system`);
   }
   if (d?.engineLoad) {
     const l = d.engineLoad;
@@ -549,6 +578,7 @@ async function main(): Promise<void> {
       pgcopydb = onPath("pgcopydb");
     }
 
+    if (toolSkip && !pgcopydb) throw new Error(`no contender can run here: ${toolSkip}; pgcopydb is not installed either`);
     log(`starting PostgreSQL ${o.sourceMajor} (source) and ${o.targetMajor} (target)`);
     const [source, target] = await Promise.all([
       LocalServer.start({ major: o.sourceMajor, settings: SERVER_SETTINGS }),
@@ -575,12 +605,15 @@ async function main(): Promise<void> {
         if (c.skip) continue;
         await resetTarget(source, target);
         log(`run ${run}/${o.runs}: ${c.label}`);
+        const cpu0 = cpuTimes();
         const out = await c.run();
+        const cpu1 = cpuTimes();
+        if (cpu0 && cpu1 && cpu1.total > cpu0.total) out.cpuBusy = (cpu1.busy - cpu0.busy) / (cpu1.total - cpu0.total);
         log(`${c.label}: ${out.seconds.toFixed(1)} s; verifying row counts`);
         await verifyTarget(c.label, source, target, gen.rows, expectedIndexes);
         const r = results[i];
         r.runs.push(out.seconds);
-        if (r.best === undefined || out.seconds < r.best) { r.best = out.seconds; r.detail = out.detail; }
+        if (r.best === undefined || out.seconds < r.best) { r.best = out.seconds; r.detail = out.detail; r.cpuBusy = out.cpuBusy; }
       }
     }
     await target.query(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`);
@@ -594,9 +627,9 @@ async function main(): Promise<void> {
           generationSeconds: gen.seconds },
         target: { major: o.targetMajor },
         results: results.map((r) => ({
-          contender: r.key, label: r.label, skipped: r.skipped, runs: r.runs, seconds: r.best,
-          mbPerSecond: r.best ? sizeMb / r.best : undefined, rowsPerSecond: r.best ? gen.totalRows / r.best : undefined,
-          ratioToPgferry: r.best && ferry ? r.best / ferry : undefined, detail: r.detail,
+          contender: r.key, label: r.label, skipped: r.skipped ?? null, runs: r.runs, seconds: r.best ?? null,
+          mbPerSecond: r.best ? sizeMb / r.best : null, rowsPerSecond: r.best ? gen.totalRows / r.best : null,
+          ratioToPgferry: r.best && ferry ? r.best / ferry : null, cpuBusy: r.cpuBusy ?? null, detail: r.detail ?? null,
         })),
         pgferryPeakRss: { sampledBytes: peak.sampledRss, maxRssKb: peak.maxRssKb },
       }, null, 2) + "\n");
