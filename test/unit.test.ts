@@ -108,3 +108,11 @@ test("findings print errors first, each with its fix", () => {
   ]);
   expect(text.split("\n")).toEqual(["  ✗ [source] wal_level", "      fix: ALTER SYSTEM", "  ! [source] unlogged", "      fix: SET LOGGED"]);
 });
+
+test("index and constraint entries name the table they build on", () => {
+  const { entryTable } = require("../provider/engine/schema") as typeof import("../provider/engine/schema");
+  expect(entryTable("CREATE INDEX idx_title ON public.film USING btree (title);")).toBe("public.film");
+  expect(entryTable('CREATE UNIQUE INDEX "Odd Idx" ON ONLY "Edge Aux"."Mixed Case Ü" USING btree ("Key");')).toBe('"Edge Aux"."Mixed Case Ü"');
+  expect(entryTable("ALTER TABLE ONLY public.film\n    ADD CONSTRAINT film_pkey PRIMARY KEY (film_id);")).toBe("public.film");
+  expect(entryTable("CREATE TRIGGER t BEFORE UPDATE ON public.film FOR EACH ROW EXECUTE FUNCTION f();")).toBeUndefined();
+});

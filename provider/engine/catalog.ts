@@ -30,6 +30,11 @@ export interface TableInfo {
   columns: string[];
   /** Single-column integer primary key, usable to split a large table into ranges. */
   splitKey?: string;
+  /**
+   * Every copied column has a built-in scalar type (no arrays, enums, domains, composites, extension
+   * types): binary COPY is then safe across major versions and much cheaper than text.
+   */
+  binaryCopySafe: boolean;
   bytes: number;
   estimatedRows: number;
 }
@@ -76,6 +81,9 @@ export async function listTables(c: Client, sel: TableSelection): Promise<TableI
               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') AS columns,
             (SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
               WHERE i.indrelid = c.oid AND i.indisprimary AND i.indnatts = 1 AND a.atttypid IN (20, 21, 23)) AS split_key,
+            NOT EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid
+              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+                AND (ty.oid >= 16384 OR ty.typtype <> 'b' OR ty.typcategory = 'A' OR ty.typelem <> 0)) AS binary_safe,
             rn.nspname AS root_schema, rc.relname AS root_name
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
        LEFT JOIN pg_class rc ON c.relispartition AND rc.oid = (SELECT a.relid FROM pg_partition_ancestors(c.oid) a
@@ -89,7 +97,7 @@ export async function listTables(c: Client, sel: TableSelection): Promise<TableI
   const tables: TableInfo[] = r.rows.map((x) => ({
     schema: x.schema, name: x.name, kind: x.kind, unlogged: x.unlogged, replicaIdentity: x.ri,
     hasPrimaryKey: x.has_pk, hasIdentityIndex: x.has_ri_index, columns: x.columns ?? [],
-    splitKey: x.split_key ?? undefined, bytes: Number(x.bytes), estimatedRows: Number(x.est_rows),
+    splitKey: x.split_key ?? undefined, binaryCopySafe: x.binary_safe, bytes: Number(x.bytes), estimatedRows: Number(x.est_rows),
     partitionRoot: x.root_schema ? { schema: x.root_schema, name: x.root_name } : undefined,
   }));
   // include/exclude apply to a partitioned table as a whole: a partition follows its root.

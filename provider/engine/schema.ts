@@ -230,7 +230,7 @@ export async function readEntries(c: Client, migration: string, section: string)
 export async function applyEntries(target: Endpoint, migration: string, section: string, preamble: string, jobs: number,
   onEntry?: (e: StoredEntry) => void): Promise<number> {
   const all = (await withControl(target, (c) => readEntries(c, migration, section))).filter((e) => !e.applied);
-  const parallel = all.filter((e) => e.parallel);
+  const parallel = await biggestTableFirst(target, all.filter((e) => e.parallel));
   const serial = all.filter((e) => !e.parallel);
   const worker = async (queue: StoredEntry[]) => {
     const c = await connect(target);
@@ -244,10 +244,32 @@ export async function applyEntries(target: Endpoint, migration: string, section:
       await c.end().catch(() => undefined);
     }
   };
-  // Biggest-first is unknowable here; dump order groups a table's indexes, which spreads tables across workers.
   await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, parallel.length)) }, () => worker(parallel)));
   await worker(serial);
   return all.length;
+}
+
+/** The table an index or constraint entry builds on, as pg_dump wrote it (schema-qualified). */
+export function entryTable(sql: string): string | undefined {
+  return /^CREATE (?:UNIQUE )?INDEX (?:"(?:[^"]|"")*"|\S+) ON (?:ONLY )?(.+?) USING /m.exec(sql)?.[1] ?? /^ALTER TABLE (?:ONLY )?(.+?)\s+ADD CONSTRAINT /ms.exec(sql)?.[1];
+}
+
+/**
+ * The longest builds start first so the last one to finish is short; within a table the key
+ * constraint (which locks the table exclusively) goes before its other indexes.
+ */
+async function biggestTableFirst(target: Endpoint, entries: StoredEntry[]): Promise<StoredEntry[]> {
+  if (entries.length < 2) return entries;
+  const tables = [...new Set(entries.map((e) => entryTable(e.sql)).filter(Boolean))] as string[];
+  const sizes = new Map<string, number>();
+  await withControl(target, async (c) => {
+    if (tables.length) {
+      const r = await c.query(`SELECT t, coalesce(pg_relation_size(to_regclass(t)), 0)::float8 AS b FROM unnest($1::text[]) t`, [tables]);
+      for (const x of r.rows) sizes.set(x.t, x.b);
+    }
+  });
+  const size = (e: StoredEntry) => sizes.get(entryTable(e.sql) ?? "") ?? 0;
+  return [...entries].sort((a, b) => size(b) - size(a) || (a.kind === "CONSTRAINT" ? 0 : 1) - (b.kind === "CONSTRAINT" ? 0 : 1) || a.ordinal - b.ordinal);
 }
 
 async function applyOne(c: Client, migration: string, section: string, e: StoredEntry): Promise<void> {
