@@ -7,7 +7,7 @@
  * contender's time relative to pgferry's, and pgferry's peak RSS (this process). Not a test: jest
  * never runs it (it lives outside test/ and is not named *.test.ts).
  *
- *   node dist/bench/load.js [--size-mb 1024] [--jobs 4] [--runs 1] [--source-major 13] [--target-major 17]
+ *   node dist/bench/load.js [--size-mb 1024] [--jobs 4] [--runs 1] [--source-major 15] [--target-major 17]
  *                           [--install-pgcopydb] [--json]
  */
 import { ChildProcess, spawn, spawnSync } from "child_process";
@@ -41,7 +41,7 @@ function intArg(name: string, min: number, max: number) {
 }
 
 function majorArg(v: string): EmbeddedMajor {
-  if (v !== "13" && v !== "17") throw new InvalidArgumentError("must be 13 or 17");
+  if (v !== "15" && v !== "17") throw new InvalidArgumentError("must be 15 or 17");
   return Number(v) as EmbeddedMajor;
 }
 
@@ -52,8 +52,8 @@ function parseOptions(argv: string[]): BenchOptions {
     .option("--size-mb <n>", "approximate size of the generated source database (MB)", intArg("--size-mb", 10, 1024 * 1024), 1024)
     .option("--jobs <n>", "parallel jobs for every contender (pgferry --jobs, pg_dump/pg_restore -j, pgcopydb)", intArg("--jobs", 1, 64), 4)
     .option("--runs <n>", "runs per contender; the best is reported", intArg("--runs", 1, 100), 1)
-    .option("--source-major <n>", "source PostgreSQL major (13|17)", majorArg, 13 as EmbeddedMajor)
-    .option("--target-major <n>", "target PostgreSQL major (13|17)", majorArg, 17 as EmbeddedMajor)
+    .option("--source-major <n>", "source PostgreSQL major (15|17)", majorArg, 15 as EmbeddedMajor)
+    .option("--target-major <n>", "target PostgreSQL major (15|17)", majorArg, 17 as EmbeddedMajor)
     .option("--install-pgcopydb", "apt-get install -y pgcopydb when it is not on PATH", false)
     .option("--json", "print one JSON document instead of the table", false)
     .parse(argv);
@@ -562,7 +562,7 @@ async function main(): Promise<void> {
     if (!bin) toolSkip = "pg_dump/pg_restore not installed";
     else if (toolsMajor! < o.sourceMajor) {
       toolSkip = `pg_dump here is ${toolsMajor}, older than the source's PostgreSQL ${o.sourceMajor}: it refuses to dump it; ` +
-        `use --source-major 13 or point PGFERRY_PG_BIN at pg_dump ${o.sourceMajor}+`;
+        `use --source-major 15 or point PGFERRY_PG_BIN at pg_dump ${o.sourceMajor}+`;
     }
     if (bin && !fs.existsSync(path.join(bin, "psql"))) toolSkip ??= `psql not found next to ${tools.pgDump!.path}`;
 

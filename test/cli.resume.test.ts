@@ -18,7 +18,7 @@ beforeAll(async () => {
     const b = spawnSync("npx", ["tsc", "-p", "."], { cwd: ROOT, encoding: "utf8" });
     if (b.status !== 0) throw new Error(`build failed: ${b.stdout}${b.stderr}`);
   }
-  [src, tgt] = await startServers(13, 17);
+  [src, tgt] = await startServers(15, 17);
   await src.createDatabase("app");
   await tgt.createDatabase("app");
   // Big enough (~150 MB) that the load is still running when we kill it.

@@ -26,7 +26,7 @@ beforeAll(async () => {
   const tarball = run("npm", ["pack", "--silent", "--pack-destination", dir], ROOT).trim().split("\n").pop()!;
   fs.writeFileSync(path.join(dir, "package.json"), JSON.stringify({ name: "consumer", private: true }));
   run("npm", ["install", "--prefer-offline", "--no-package-lock", path.join(dir, tarball), "@pulumi/pulumi@3.248.0"], dir);
-  [src, tgt] = await startServers(13, 17);
+  [src, tgt] = await startServers(15, 17);
   await src.createDatabase("app");
   await tgt.createDatabase("app");
   await src.query(`CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 500) g`, "app");

@@ -7,7 +7,7 @@ describe("DVD rental demo database", () => {
   let client: Client | undefined;
 
   beforeAll(async () => {
-    server = await LocalServer.start({ major: 13 });
+    server = await LocalServer.start({ major: 15 });
     await server.createDatabase("demo");
     client = await server.client("demo");
   });

@@ -1,5 +1,5 @@
 /**
- * Pagila (the real DVD Rental sample, ../shared/datasets/pagila) migrated 13 → 17 under concurrent
+ * Pagila (the real DVD Rental sample, ../shared/datasets/pagila) migrated 15 → 17 under concurrent
  * writes, cut over the "application stopped" way (no freeze), verified equal. Skipped with a message
  * when ../shared is absent (a user's clone).
  */
@@ -19,7 +19,7 @@ const maybe = present ? test : test.skip;
 let src: LocalServer, tgt: LocalServer;
 beforeAll(async () => {
   if (!present) return;
-  [src, tgt] = await startServers(13, 17);
+  [src, tgt] = await startServers(15, 17);
   await src.createDatabase("pagila");
   await tgt.createDatabase("pagila");
   for (const f of ["pagila-schema.sql", "pagila-data.sql"]) {
@@ -42,7 +42,7 @@ const pagilaTraffic = (i: number) => `BEGIN;
   UPDATE payment SET payment_date = payment_date + interval '1 month' WHERE payment_id = (SELECT payment_id FROM payment WHERE payment_date < '2022-06-01' ORDER BY payment_id OFFSET ${i % 100} LIMIT 1);
   COMMIT;`;
 
-maybe("Pagila 13 → 17 under writes, cutover after the application stops, verified equal", async () => {
+maybe("Pagila 15 → 17 under writes, cutover after the application stops, verified equal", async () => {
   const source = parseEndpoint(src.uri("pagila"), "source"), target = parseEndpoint(tgt.uri("pagila"), "target");
   const writer = new Writer(src.uri("pagila"), pagilaTraffic).start();
   const started = await startMigration(source, target, migrationOptions({ name: "pagila", jobs: 4 }));

@@ -11,7 +11,7 @@ import { leftovers, startServers } from "./support/servers";
 
 let src: LocalServer, tgt: LocalServer;
 beforeAll(async () => {
-  [src, tgt] = await startServers(13, 17);
+  [src, tgt] = await startServers(15, 17);
   await src.createDatabase("app");
   await tgt.createDatabase("app");
   await src.query(`
@@ -52,7 +52,7 @@ test("schema + exclude + replica identity full + unlogged", async () => {
   expect(await leftovers(src, tgt)).toEqual([]);
 });
 
-test("the demo: DVD rental 13 → 17 under live writes, verified equal", async () => {
+test("the demo: DVD rental 15 → 17 under live writes, verified equal", async () => {
   const report = await runDemo({ scale: 1, json: false, silent: true, streamSeconds: 1 });
   expect(report.problems).toEqual([]);
   expect(report.leftovers).toEqual([]);

@@ -1,5 +1,5 @@
 /**
- * End to end on real servers, PostgreSQL 13 → 17, mode subscription: start under concurrent writes of
+ * End to end on real servers, PostgreSQL 15 → 17, mode subscription: start under concurrent writes of
  * every change kind, re-run start (no-op), status, TRUNCATE while streaming, frozen cutover, verify with
  * our verifier and ../shared/tools/verify.sh, cleanup, and nothing left behind.
  */
@@ -13,14 +13,14 @@ import { leftovers, runVerifySh, startServers, Writer } from "./support/servers"
 let src: LocalServer, tgt: LocalServer;
 
 beforeAll(async () => {
-  [src, tgt] = await startServers(13, 17);
+  [src, tgt] = await startServers(15, 17);
   await src.createDatabase("app");
   await tgt.createDatabase("app");
   await src.query(EDGE_SCHEMA, "app");
 });
 afterAll(async () => { await src?.stop(); await tgt?.stop(); });
 
-test("13 → 17 under concurrent writes: start, stream, cutover, verify equal, nothing left", async () => {
+test("15 → 17 under concurrent writes: start, stream, cutover, verify equal, nothing left", async () => {
   const source = parseEndpoint(src.uri("app"), "source"), target = parseEndpoint(tgt.uri("app"), "target");
   const opts = migrationOptions({ name: "e2e", jobs: 3 });
   const writer = new Writer(src.uri("app"), edgeChanges).start();

@@ -33,7 +33,7 @@ beforeAll(async () => {
     fs.chownSync(key, uid, gid); fs.chownSync(crt, uid, gid);
   }
   [src, tgt] = await Promise.all([
-    LocalServer.start({ major: 13, settings: { ssl: "on", ssl_cert_file: crt, ssl_key_file: key } }),
+    LocalServer.start({ major: 15, settings: { ssl: "on", ssl_cert_file: crt, ssl_key_file: key } }),
     LocalServer.start({ major: 17 }),
   ]);
   await src.createDatabase("app");

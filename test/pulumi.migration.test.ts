@@ -1,6 +1,6 @@
 /**
  * The Migration resource through the real dynamic-provider plugin (gRPC), the way `pulumi up` drives it,
- * against real servers (13 → 17): check → create (streams) → read → diff (no-op, then cutover) → update
+ * against real servers (15 → 17): check → create (streams) → read → diff (no-op, then cutover) → update
  * (cutover) → refused un-cutover → delete; an interrupted create adopted by the next one; secrets.
  * The provider text comes from a setMocks registration, exactly what a program would store in state.
  */
@@ -30,7 +30,7 @@ beforeAll(async () => {
     const b = spawnSync("npx", ["tsc", "-p", "."], { cwd: ROOT, encoding: "utf8" });
     if (b.status !== 0) throw new Error(`build failed: ${b.stdout}`);
   }
-  [src, tgt] = await startServers(13, 17);
+  [src, tgt] = await startServers(15, 17);
   await src.createDatabase("app");
   await tgt.createDatabase("app");
   await src.query(EDGE_SCHEMA, "app");

@@ -32,7 +32,7 @@ beforeAll(async () => {
     if (b.status !== 0) throw new Error(`build failed: ${b.stdout}`);
   }
   // wal_level left to the configuration files: the server starts with the default, replica.
-  [src, tgt] = await Promise.all([LocalServer.start({ major: 13, settings: { wal_level: null, listen_addresses: "127.0.0.1,::1" } }),
+  [src, tgt] = await Promise.all([LocalServer.start({ major: 15, settings: { wal_level: null, listen_addresses: "127.0.0.1,::1" } }),
     LocalServer.start({ major: 17 })]);
   await src.createDatabase("app");
   await tgt.createDatabase("app");

@@ -1,5 +1,5 @@
 /**
- * verifyMigration against real servers (source PostgreSQL 13, target 17): identical databases verify
+ * verifyMigration against real servers (source PostgreSQL 15, target 17): identical databases verify
  * clean (and the independent tools/verify.sh agrees, hash for hash); then each kind of damage done
  * to the target is reported by name.
  */
@@ -78,7 +78,7 @@ describe("verifyMigration", () => {
   let target: LocalServer | undefined;
 
   beforeAll(async () => {
-    [source, target] = await Promise.all([LocalServer.start({ major: 13 }), LocalServer.start({ major: 17 })]);
+    [source, target] = await Promise.all([LocalServer.start({ major: 15 }), LocalServer.start({ major: 17 })]);
     for (const s of [source, target]) {
       await s.createDatabase(DB);
       await s.query(SCHEMA, DB);

@@ -5,6 +5,7 @@
  * azure-native has no restart resource (pulumi-azure-native #3618), hence this dynamic resource.
  */
 import * as pulumi from "@pulumi/pulumi";
+import { handlerProvider } from "../resources/handlerProvider";
 
 export interface ServerRestartArgs {
   subscriptionId: pulumi.Input<string>;
@@ -30,14 +31,7 @@ export interface ServerRestartArgs {
  * The provider the engine runs. Each method only requires the handlers by their published path, so
  * what Pulumi serializes into state is a few lines that keep working across pgferry versions.
  */
-export const serverRestartProvider: pulumi.dynamic.ResourceProvider = {
-  async check(olds: any, news: any) { return require("pgferry/dist/provider/azure/serverRestartHandlers").check(olds, news); },
-  async diff(id: string, olds: any, news: any) { return require("pgferry/dist/provider/azure/serverRestartHandlers").diff(id, olds, news); },
-  async create(inputs: any) { return require("pgferry/dist/provider/azure/serverRestartHandlers").create(inputs); },
-  async read(id: string, props: any) { return require("pgferry/dist/provider/azure/serverRestartHandlers").read(id, props); },
-  async update(id: string, olds: any, news: any) { return require("pgferry/dist/provider/azure/serverRestartHandlers").update(id, olds, news); },
-  async delete(id: string, props: any) { return require("pgferry/dist/provider/azure/serverRestartHandlers").remove(id, props); },
-};
+export const serverRestartProvider = handlerProvider("pgferry/dist/provider/azure/serverRestartHandlers");
 
 export class ServerRestart extends pulumi.dynamic.Resource {
   /** ISO time the last restart finished. */

@@ -133,7 +133,7 @@ export function buildProgram(): Command {
       return rep.ok ? 0 : 1;
     }));
 
-  program.command("demo").description("two embedded servers (PostgreSQL 13 → 17), a DVD-rental database under live writes: start, stream, cut over, verify")
+  program.command("demo").description("two embedded servers (PostgreSQL 15 → 17), a DVD-rental database under live writes: start, stream, cut over, verify")
     .option("--scale <n>", "data size (1 ≈ 50k rows)", int("--scale"), 1)
     .option("--json", "print the report as JSON")
     .action(action(async (o) => {

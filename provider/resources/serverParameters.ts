@@ -5,6 +5,7 @@
  * while the restart is pending. (Azure Flexible Server: use `azure.FlexibleServerPrerequisites`.)
  */
 import * as pulumi from "@pulumi/pulumi";
+import { handlerProvider } from "./handlerProvider";
 
 export interface ServerParametersArgs {
   /** Admin (superuser) URI of the server (secret). */
@@ -20,14 +21,7 @@ export interface ServerParametersArgs {
   settings?: pulumi.Input<Record<string, pulumi.Input<string>>>;
 }
 
-export const serverParametersProvider: pulumi.dynamic.ResourceProvider = {
-  async check(olds: any, news: any) { return require("pgferry/dist/provider/resources/serverParametersHandlers").check(olds, news); },
-  async diff(id: string, olds: any, news: any) { return require("pgferry/dist/provider/resources/serverParametersHandlers").diff(id, olds, news); },
-  async create(inputs: any) { return require("pgferry/dist/provider/resources/serverParametersHandlers").create(inputs); },
-  async read(id: string, props: any) { return require("pgferry/dist/provider/resources/serverParametersHandlers").read(id, props); },
-  async update(id: string, olds: any, news: any) { return require("pgferry/dist/provider/resources/serverParametersHandlers").update(id, olds, news); },
-  async delete() { return require("pgferry/dist/provider/resources/serverParametersHandlers").remove(); },
-};
+export const serverParametersProvider = handlerProvider("pgferry/dist/provider/resources/serverParametersHandlers");
 
 export class ServerParameters extends pulumi.dynamic.Resource {
   /** Values in force now, by parameter name. */
