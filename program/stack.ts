@@ -58,7 +58,7 @@ export function declareMigrationStack(config = new pulumi.Config("pgferry")) {
   const schema = new SchemaSync("schema", { source, target, ...selection }, { dependsOn: prerequisites });
   const migration = new Migration("migration", {
     source, target, ...selection,
-    mode: (config.get("mode") as "subscription" | undefined) ?? "subscription",
+    mode: (config.get("mode") as "subscription" | "stream" | undefined) ?? "subscription",
     jobs: config.getNumber("jobs") ?? 4,
     freezeWrites: config.getBoolean("freezeWrites") ?? false,
     cutover: config.getBoolean("cutover") ?? false,

@@ -46,7 +46,7 @@ export function buildProgram(): Command {
 
   program.command("start").description("preflight, copy the schema, load every table consistently, then stream changes (returns once ReadyToCutover)")
     .addOption(sourceOpt()).addOption(targetOpt()).addOption(nameOpt())
-    .addOption(new Option("--mode <mode>", "change data capture mode").choices(["subscription"]).default("subscription"))
+    .addOption(new Option("--mode <mode>", "change data capture: subscription (the target applies) or stream (pgferry applies)").choices(["subscription", "stream"]).default("subscription"))
     .option("--jobs <n>", "parallel COPY workers and index builders", int("--jobs"), 4)
     .option("--schema <schema>", "migrate this schema (repeatable; default: all user schemas)", collect, [])
     .option("--include <table>", "only these tables, schema.table (repeatable)", collect, [])

@@ -12,6 +12,7 @@ import { connect, Endpoint, qualified, quoteIdent } from "./endpoint";
 import { PgferryError } from "./errors";
 import { lsnToBigInt } from "./lsn";
 import { objectNames } from "./options";
+import { readAppliedLsn, StreamApplier } from "./stream";
 import { applyEntries } from "./schema";
 import { dropPublication, dropSlot, slotInfo } from "./snapshot";
 import { MigrationRecord, readMigration, tryLockMigration, updateMigration } from "./state";
@@ -62,8 +63,10 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
     src = await connect(source);
     let endedSessions: EndedSession[] = [];
     let frozenAt = m.freezeStartedAt;
-    const sub = await subscriptionInfo(tgt, names.subscription);
-    if (sub.exists) {
+    const stream = m.mode === "stream";
+    // Still replicating: the subscription exists (subscription mode) or the slot does (stream mode).
+    const replicating = stream ? !!(await slotInfo(src, names.slot)) : (await subscriptionInfo(tgt, names.subscription)).exists;
+    if (replicating) {
       await updateMigration(tgt, o.name, { phase: "CuttingOver" });
       if (!frozenAt) {
         frozenAt = new Date();
@@ -77,7 +80,8 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       await updateMigration(tgt, o.name, { fenceLsn: fence });
       say(`waiting for the target to apply everything up to ${fence}`);
       try {
-        await waitForFence(src, tgt, names.slot, names.subscription, fence, o.timeoutSec);
+        if (stream) await drainStream(source, target, src, tgt, o.name, fence, o.timeoutSec);
+        else await waitForFence(src, tgt, names.slot, names.subscription, fence, o.timeoutSec);
       } catch (e) {
         // Roll back to streaming: unfreeze what we froze; the application may write again.
         if (o.freezeWrites || m.sourceFrozen) await unfreezeSource(src, source).catch(() => undefined);
@@ -126,6 +130,33 @@ export async function freezeSource(src: Client, source: Endpoint): Promise<Ended
 
 export async function unfreezeSource(src: Client, source: Endpoint): Promise<void> {
   await src.query(`ALTER DATABASE ${quoteIdent(source.database)} RESET default_transaction_read_only`);
+}
+
+/**
+ * Stream mode: when an agent holds the slot (its single active consumer), wait for it to apply up to
+ * the fence; otherwise apply up to the fence here.
+ */
+async function drainStream(source: Endpoint, target: Endpoint, src: Client, tgt: Client, name: string, fence: string, timeoutSec: number): Promise<void> {
+  const names = objectNames(name);
+  const want = lsnToBigInt(fence);
+  const deadline = Date.now() + timeoutSec * 1000;
+  for (;;) {
+    if ((await readAppliedLsn(tgt, name)) >= want) return;
+    const slot = await slotInfo(src, names.slot);
+    if (!slot) throw new PgferryError("slot_missing", `the replication slot "${names.slot}" is gone from the source; run pgferry cleanup and start again`);
+    if (!slot.active) {
+      const applier = new StreamApplier(source, target, { migration: name, slot: names.slot, publication: names.publication, until: want });
+      const timer = setTimeout(() => void applier.stop(), Math.max(0, deadline - Date.now()));
+      try { await applier.run(); } finally { clearTimeout(timer); }
+      if ((await readAppliedLsn(tgt, name)) >= want) return;
+    } else {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    if (Date.now() > deadline) {
+      throw new PgferryError("drain_timeout", `the target had not applied up to the fence ${fence} after ${timeoutSec}s; writes were unfrozen ` +
+        `and the migration keeps streaming; fix: retry cutover, with a larger --timeout if it was still catching up`);
+    }
+  }
 }
 
 /** Wait until the slot's consumer has confirmed the fence (it confirms only what it applied and flushed). */

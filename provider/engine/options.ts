@@ -2,8 +2,9 @@
 import { TableSelection } from "./catalog";
 import { PgferryError } from "./errors";
 
-export type CdcMode = "subscription";
-export const CDC_MODES: CdcMode[] = ["subscription"];
+/** subscription: the target's own apply worker consumes the slot. stream: pgferry reads and applies it. */
+export type CdcMode = "subscription" | "stream";
+export const CDC_MODES: CdcMode[] = ["subscription", "stream"];
 
 export interface MigrationOptions {
   /** Identifies the migration; slot, publication and subscription names derive from it. */

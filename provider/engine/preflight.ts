@@ -17,6 +17,7 @@ export interface PreflightOptions {
   /** Resuming an existing migration: its own slot, publication and target tables are expected. */
   resuming: boolean;
   slotName: string;
+  mode?: "subscription" | "stream";
 }
 
 export interface PreflightResult {
@@ -164,12 +165,23 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
     add({ code: "target_create", server: "target", message: `role "${target.user}" cannot create schemas in target database "${target.database}"`,
       fix: `GRANT CREATE ON DATABASE "${target.database}" TO "${target.user}";` });
   }
-  if (!t.superuser && !t.can_subscribe) {
+  if (o.mode === "stream" && !t.superuser) {
+    try {
+      await tgt.query("BEGIN");
+      await tgt.query("SET LOCAL session_replication_role = replica");
+    } catch {
+      add({ code: "replica_role", server: "target", message: `role "${target.user}" may not set session_replication_role, which stream mode applies changes with`,
+        fix: `GRANT SET ON PARAMETER session_replication_role TO "${target.user}"; (PostgreSQL 15+) or use a superuser on the target` });
+    } finally {
+      await tgt.query("ROLLBACK").catch(() => undefined);
+    }
+  }
+  if (o.mode !== "stream" && !t.superuser && !t.can_subscribe) {
     add({ code: "subscription_privilege", server: "target", message: `role "${target.user}" may not create subscriptions on the target` +
         (major(targetVersion) < 16 ? ` (PostgreSQL ${major(targetVersion)} requires a superuser)` : ""),
       fix: major(targetVersion) >= 16 ? `GRANT pg_create_subscription TO "${target.user}";` : "connect to the target as a superuser, or use --mode stream" });
   }
-  if (t.max_workers < 1) {
+  if (o.mode !== "stream" && t.max_workers < 1) {
     add({ code: "target_workers", server: "target", message: "max_logical_replication_workers is 0 on the target", fix: "ALTER SYSTEM SET max_logical_replication_workers = 4; then restart the target" });
   }
   if (t.encoding !== s.encoding) {

@@ -9,7 +9,9 @@ import { createSubscription, dropSubscription, enableSubscription, waitForWorker
 import { connect, Endpoint, qualified } from "./endpoint";
 import { Finding, PgferryError } from "./errors";
 import { runLoad, TableLoadProgress } from "./load";
+import { lsnToBigInt } from "./lsn";
 import { MigrationOptions, objectNames } from "./options";
+import { StreamApplier } from "./stream";
 import { preflight, PreflightResult } from "./preflight";
 import { applyEntries, dumpSchema, foreignKeyEntries, matviewEntries, storeEntries } from "./schema";
 import { createPublication, createSlotWithSnapshot, dropPublication, dropSlot } from "./snapshot";
@@ -54,7 +56,7 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
     // Past SchemaSync the target tables exist, created by this migration.
     const resuming = !!m && m.phase !== "SchemaSync";
     const pf = await preflight(src, tgt, source, target, {
-      selection: o.selection, replicaIdentityFull: o.replicaIdentityFull, resuming, slotName: names.slot,
+      selection: o.selection, replicaIdentityFull: o.replicaIdentityFull, resuming, slotName: names.slot, mode: o.mode,
     });
     pf.findings.forEach((finding) => onEvent({ type: "finding", finding }));
     if (!pf.ok) {
@@ -83,12 +85,19 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
       await guarded(src, tgt, o.name, async () => {
         await applyEntries(target, o.name, "post-data", (await preambleOf(tgt!, o.name)), o.jobs,
           (e) => onEvent({ type: "schema", section: "post-data", kind: e.kind, object: e.object }));
-        onEvent({ type: "phase", phase: "ReadyToCutover", message: "starting change data capture (subscription on the target)" });
-        await createSubscription(tgt!, source, names.subscription, names.publication, names.slot, o.sourceHostForTarget);
-        await enableSubscription(tgt!, names.subscription);
-        if (!(await waitForWorker(tgt!, names.subscription))) {
-          throw new PgferryError("subscription_idle", `the subscription's apply worker did not start on the target; ` +
-            `check max_logical_replication_workers/max_worker_processes there and the target's log`);
+        if (o.mode === "stream") {
+          // Apply what accumulated during the load; afterwards `pgferry agent` (or the cutover) keeps applying.
+          onEvent({ type: "phase", phase: "ReadyToCutover", message: "applying the changes made during the load (stream mode)" });
+          const upTo = lsnToBigInt((await src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l);
+          await new StreamApplier(source, target, { migration: o.name, slot: names.slot, publication: names.publication, until: upTo }).run();
+        } else {
+          onEvent({ type: "phase", phase: "ReadyToCutover", message: "starting change data capture (subscription on the target)" });
+          await createSubscription(tgt!, source, names.subscription, names.publication, names.slot, o.sourceHostForTarget);
+          await enableSubscription(tgt!, names.subscription);
+          if (!(await waitForWorker(tgt!, names.subscription))) {
+            throw new PgferryError("subscription_idle", `the subscription's apply worker did not start on the target; ` +
+              `check max_logical_replication_workers/max_worker_processes there and the target's log`);
+          }
         }
         await updateMigration(tgt!, o.name, { phase: "ReadyToCutover", streamingSince: new Date(), error: null });
       });
@@ -176,7 +185,7 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
       const lockable = pf.tables.filter((t) => !t.partitionRoot).map((t) => qualified(t.schema, t.name));
       await guard.query(`LOCK TABLE ${lockable.join(", ")} IN ACCESS SHARE MODE`);
       await createPublication(src, names.publication, publishedTables(pf.tables));
-      await createSubscription(tgt, source, names.subscription, names.publication, names.slot, o.sourceHostForTarget);
+      if (o.mode === "subscription") await createSubscription(tgt, source, names.subscription, names.publication, names.slot, o.sourceHostForTarget);
       snap = await createSlotWithSnapshot(source, names.slot);
       await updateMigration(tgt, o.name, { consistentPoint: snap.consistentPoint, loadStartedAt: new Date(), error: null, phase: "Loading" });
       const load = await runLoad(source, target, snap.snapshotName, copyable, o.jobs, (p) => onEvent({ type: "table", progress: p }));

@@ -69,7 +69,13 @@ export async function ensureControlSchema(c: Client): Promise<void> {
     CREATE TABLE IF NOT EXISTS ${S}.schema_entry (
       migration text NOT NULL REFERENCES ${S}.migration ON DELETE CASCADE, section text NOT NULL, ordinal int NOT NULL,
       kind text NOT NULL, object text NOT NULL, sql text NOT NULL, parallel boolean NOT NULL DEFAULT false,
-      applied boolean NOT NULL DEFAULT false, PRIMARY KEY (migration, section, ordinal));`);
+      applied boolean NOT NULL DEFAULT false, PRIMARY KEY (migration, section, ordinal));
+    -- stream mode: the applied position, written in the same transaction as the changes it covers
+    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS applied_lsn text;
+    CREATE TABLE IF NOT EXISTS ${S}.apply_stats (
+      migration text NOT NULL REFERENCES ${S}.migration ON DELETE CASCADE, table_name text NOT NULL,
+      inserts bigint NOT NULL DEFAULT 0, updates bigint NOT NULL DEFAULT 0, deletes bigint NOT NULL DEFAULT 0,
+      truncates bigint NOT NULL DEFAULT 0, PRIMARY KEY (migration, table_name));`);
 }
 
 export async function controlSchemaExists(c: Client): Promise<boolean> {

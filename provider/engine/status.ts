@@ -5,7 +5,8 @@
 import { Client } from "pg";
 import { subscriptionInfo, SubscriptionInfo } from "./cdc";
 import { connect, Endpoint } from "./endpoint";
-import { lsnDiff } from "./lsn";
+import { bigIntToLsn, lsnDiff } from "./lsn";
+import { readAppliedLsn } from "./stream";
 import { objectNames } from "./options";
 import { slotInfo, SlotInfo } from "./snapshot";
 import { MigrationRecord, Phase, readMigration, readTableProgress, TableProgress } from "./state";
@@ -29,6 +30,10 @@ export interface MigrationStatus {
   pendingChanges?: number;
   sourceLsn?: string;
   confirmedLsn?: string;
+  /** Stream mode: the source position applied on the target (stored with the changes). */
+  appliedLsn?: string;
+  /** Stream mode: changes applied per table. */
+  applied?: { table: string; inserts: number; updates: number; deletes: number; truncates: number }[];
   slot?: SlotInfo;
   subscription?: SubscriptionInfo;
   consistentPoint?: string;
@@ -53,14 +58,22 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
     };
     if (m.phase === "Completed" || m.phase === "Aborted") return st;
     const names = objectNames(name);
-    st.subscription = await subscriptionInfo(tgt, names.subscription);
+    if (m.mode === "stream") {
+      st.appliedLsn = bigIntToLsn(await readAppliedLsn(tgt, name));
+      st.applied = (await tgt.query(`SELECT table_name AS table, inserts::float8, updates::float8, deletes::float8, truncates::float8
+        FROM pgferry.apply_stats WHERE migration = $1 ORDER BY 1`, [name])).rows;
+    } else {
+      st.subscription = await subscriptionInfo(tgt, names.subscription);
+    }
     if (source) {
       src = await connect(source);
       st.sourceLsn = (await src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l;
       st.slot = await slotInfo(src, names.slot);
       if (st.slot?.confirmedFlushLsn && st.sourceLsn) {
         st.confirmedLsn = st.slot.confirmedFlushLsn;
-        st.lagBytes = lsnDiff(st.sourceLsn, st.slot.confirmedFlushLsn);
+        // Stream mode confirms only what it applied, and the WAL end when idle: the later of the two is the position.
+        const done = st.appliedLsn && lsnDiff(st.appliedLsn, st.confirmedLsn) > 0 ? st.appliedLsn : st.confirmedLsn;
+        st.lagBytes = lsnDiff(st.sourceLsn, done);
         st.caughtUp = st.lagBytes === 0;
         if (st.caughtUp) st.pendingChanges = 0;
       }

@@ -15,7 +15,7 @@ export interface MigrationArgs {
   /** Migration name (a-z, 0-9, _): names the slot, publication and subscription. Default "main". */
   name?: pulumi.Input<string>;
   /** Change data capture mode. */
-  mode?: pulumi.Input<"subscription">;
+  mode?: pulumi.Input<"subscription" | "stream">;
   /** Parallel COPY workers and index builders (default 4). */
   jobs?: pulumi.Input<number>;
   schemas?: pulumi.Input<pulumi.Input<string>[]>;

@@ -55,7 +55,7 @@ const nameOf = (i: MigrationInputs) => i.name ?? "main";
 export const migrationId = (i: MigrationInputs) => `pgferry-migration-${nameOf(i)}`;
 
 function options(i: MigrationInputs) {
-  return migrationOptions({ name: i.name, mode: i.mode as "subscription" | undefined, jobs: i.jobs, schemas: i.schemas ?? [],
+  return migrationOptions({ name: i.name, mode: i.mode as "subscription" | "stream" | undefined, jobs: i.jobs, schemas: i.schemas ?? [],
     include: i.include ?? [], exclude: i.exclude ?? [], replicaIdentityFull: !!i.replicaIdentityFull, sourceHostForTarget: i.sourceHostForTarget });
 }
 
