@@ -6,7 +6,7 @@
  */
 import { Command, InvalidArgumentError, Option } from "commander";
 import {
-  cleanupMigration, cutoverMigration, DEFAULT_NAME, migrationOptions, migrationStatus, parseEndpoint, startMigration, verifyMigration,
+  cleanupMigration, cutoverMigration, DEFAULT_NAME, migrationOptions, migrationStatus, parseEndpoint, runAgent, startMigration, verifyMigration,
 } from "../engine";
 import { formatStatus, printJson, reportError, reporter } from "./output";
 
@@ -113,6 +113,20 @@ export function buildProgram(): Command {
       else process.stderr.write(`cleaned up ${res.name} (was ${res.previousPhase}): subscription ${res.droppedSubscription ? "dropped" : "none"}, ` +
         `slot ${res.droppedSlot ? "dropped" : "none"}, publication ${res.droppedPublication ? "dropped" : "none"}` +
         `${res.unfrozeSource ? ", source writable again" : ""}\n`);
+    }));
+
+  program.command("agent").description("stream mode: apply changes from the slot continuously (reconnects; SIGTERM stops after the current transaction)")
+    .addOption(sourceOpt()).addOption(targetOpt()).addOption(nameOpt()).option("--json", "log JSON lines")
+    .action(action(async (o) => {
+      const { source, target } = endpoints(o);
+      const stop = new AbortController();
+      const onSignal = () => stop.abort();
+      process.once("SIGTERM", onSignal);
+      process.once("SIGINT", onSignal);
+      const log = (message: string) => process.stderr.write(o.json ? JSON.stringify({ time: new Date().toISOString(), message }) + "\n"
+        : `${new Date().toISOString()} ${message}\n`);
+      const res = await runAgent(source, target, { name: o.name, signal: stop.signal, log });
+      log(`agent ${res.reason}: ${res.appliedChanges} changes applied${res.conflicts ? `, ${res.conflicts} updates/deletes found no row` : ""}`);
     }));
 
   program.command("verify").description("compare source and target: row counts, content hashes, sequences, constraints, triggers")

@@ -92,7 +92,8 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       await dropSubscription(tgt, names.subscription);
     }
     // Idempotent tail: also what a re-run after a kill past the subscription drop continues with.
-    await dropSlot(src, names.slot);
+    // Stream mode: everything up to the fence is applied, so an agent still holding the slot is ended now.
+    await dropSlot(src, names.slot, stream ? 0 : 10000);
     await dropPublication(src, names.publication);
     say("syncing sequences");
     const sequencesSynced = await syncSequences(src, tgt, m);

@@ -14,6 +14,8 @@ export type { MigrationStatus } from "./status";
 export { cutoverMigration } from "./cutover";
 export type { CutoverOptions, CutoverResult } from "./cutover";
 export { cleanupMigration } from "./cleanup";
+export { runAgent } from "./agent";
+export type { AgentOptions, AgentResult } from "./agent";
 export type { CleanupResult } from "./cleanup";
 export { verifyMigration } from "./verify";
 export type { VerifyOptions, VerifyReport } from "./verify";

@@ -133,11 +133,14 @@ export class StreamApplier {
       if (this.stopped) return;
       const idle = !this.inTarget && this.queueEmpty();
       try {
-        if (idle && this.o.until !== undefined && lsnToBigInt(lsn) >= this.o.until && this.applied < this.o.until) {
-          // Nothing left to apply below the fence: the server is past it with no more of our changes.
-          await this.storeApplied(this.o.until);
-        }
-        if (reply || idle) await this.ack(idle ? maxLsn(this.applied, lsnToBigInt(lsn)) : this.applied);
+        // A keepalive carries the position the walsender has decoded and sent up to. Idle here means
+        // every change before it is applied: record that position (throttled), so the fence check and
+        // status see "caught up" even when the last WAL records are not ours (e.g. the freeze itself).
+        const sent = lsnToBigInt(lsn);
+        // (The walsender pings only while our confirmed position is behind what it sent, so this is one
+        // small UPDATE per idle period, not one per keepalive.)
+        if (idle && sent > this.applied) await this.storeApplied(sent);
+        if (reply || idle) await this.ack(this.applied);
         if (this.o.until !== undefined && this.applied >= this.o.until && idle) await this.finish();
       } catch (e) { await this.fail(e); }
     });
@@ -153,9 +156,14 @@ export class StreamApplier {
     await this.finish();
   }
 
+  /** No parsed message waits behind the one in hand (inside a data handler the library is always "processing"). */
+  private nothingQueued(): boolean {
+    return (this.svc as unknown as { _messageQueue: unknown[] })._messageQueue.length === 0;
+  }
+
+  /** Outside the data handler: no message is being applied or waiting. */
   private queueEmpty(): boolean {
-    const s = this.svc as unknown as { _processing: boolean; _messageQueue: unknown[] };
-    return !s._processing && s._messageQueue.length === 0;
+    return !(this.svc as unknown as { _processing: boolean })._processing && this.nothingQueued();
   }
 
   private async ack(lsn: bigint): Promise<void> {
@@ -196,7 +204,8 @@ export class StreamApplier {
         if (this.skipping) { this.skipping = false; return; }
         this.pendingLsn = lsnToBigInt(m.commitEndLsn ?? "0/0");
         const atFence = this.o.until !== undefined && this.pendingLsn >= this.o.until;
-        if (this.statements + this.sql.length >= (this.o.batchStatements ?? 5000) || this.queueEmpty() || atFence) await this.commitTarget();
+        // Several source transactions share a target transaction while more are queued; commit when none is.
+        if (this.statements + this.sql.length >= (this.o.batchStatements ?? 5000) || this.nothingQueued() || atFence) await this.commitTarget();
         if (atFence) await this.finish();
         return;
       }
@@ -275,4 +284,3 @@ export class StreamApplier {
   }
 }
 
-const maxLsn = (a: bigint, b: bigint) => (a > b ? a : b);

@@ -1,0 +1,77 @@
+/**
+ * `pgferry agent`: the long-lived stream-mode applier. Applies changes from the slot as they come,
+ * reconnects with backoff when either server goes away, stops cleanly (after committing what it
+ * holds) when asked, and exits once the migration is cut over. The slot admits one consumer at a
+ * time, which is the lock: a second agent (or a cutover draining inline) waits its turn.
+ */
+import { connect, Endpoint } from "./endpoint";
+import { PgferryError } from "./errors";
+import { objectNames } from "./options";
+import { readMigration } from "./state";
+import { StreamApplier } from "./stream";
+
+export interface AgentOptions {
+  name: string;
+  /** Aborting stops the agent after the transaction in hand is committed. */
+  signal?: AbortSignal;
+  log?: (message: string) => void;
+  /** Longest pause between reconnect attempts (ms). */
+  maxBackoffMs?: number;
+}
+
+export interface AgentResult { reason: "stopped" | "completed"; appliedChanges: number; conflicts: number }
+
+export async function runAgent(source: Endpoint, target: Endpoint, o: AgentOptions): Promise<AgentResult> {
+  const log = o.log ?? (() => undefined);
+  const names = objectNames(o.name);
+  let backoff = 500, changes = 0, conflicts = 0;
+  let current: StreamApplier | undefined;
+  const onAbort = () => { void current?.stop(); };
+  o.signal?.addEventListener("abort", onAbort);
+  try {
+    while (!o.signal?.aborted) {
+      let phase: string | undefined;
+      try {
+        const c = await connect(target);
+        try { const m = await readMigration(c, o.name); phase = m?.phase; if (m && m.mode !== "stream") {
+          throw new PgferryError("not_stream", `migration "${o.name}" runs in mode ${m.mode}; the agent serves mode stream only`);
+        } } finally { await c.end().catch(() => undefined); }
+      } catch (e) {
+        if (e instanceof PgferryError && e.code === "not_stream") throw e;
+        log(`target unavailable (${(e as Error).message}); retrying in ${backoff} ms`);
+        await sleep(backoff, o.signal); backoff = Math.min(backoff * 2, o.maxBackoffMs ?? 30000);
+        continue;
+      }
+      if (!phase) throw new PgferryError("not_found", `no migration "${o.name}" on the ${target.label}; run pgferry start --mode stream first`);
+      if (phase === "Completed" || phase === "Aborted") return { reason: "completed", appliedChanges: changes, conflicts };
+      if (!["ReadyToCutover", "CuttingOver"].includes(phase)) {
+        log(`migration is ${phase}; waiting for start to finish the load`);
+        await sleep(2000, o.signal);
+        continue;
+      }
+      current = new StreamApplier(source, target, { migration: o.name, slot: names.slot, publication: names.publication });
+      const started = Date.now();
+      try {
+        log("streaming");
+        await current.run();
+      } catch (e) {
+        log(`stream interrupted: ${(e as Error).message}; reconnecting in ${backoff} ms`);
+        if (Date.now() - started > 10000) backoff = 500; // it ran a while: start the backoff over
+        await sleep(backoff, o.signal); backoff = Math.min(backoff * 2, o.maxBackoffMs ?? 30000);
+      } finally {
+        changes += current.changes;
+        conflicts += current.conflicts;
+      }
+    }
+    return { reason: "stopped", appliedChanges: changes, conflicts };
+  } finally {
+    o.signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => { clearTimeout(t); resolve(); }, { once: true });
+  });
+}

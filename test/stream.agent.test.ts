@@ -1,0 +1,92 @@
+/**
+ * Stream mode's long-lived applier, `pgferry agent`, as a real process: kill -9 mid-stream under writes
+ * and restart it, a source restart mid-stream (it reconnects), one source transaction larger than
+ * the applier's batches, a second agent refused while the first holds the slot, cutover while the agent
+ * runs (it waits for the fence, then the agent exits by itself) — and source = target at the end.
+ */
+import { ChildProcess, spawn, spawnSync } from "child_process";
+import * as fs from "fs";
+import * as path from "path";
+import { LocalServer } from "../provider/embedded/localServer";
+import {
+  cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, startMigration, verifyMigration,
+} from "../provider/engine";
+import { EDGE_SCHEMA, edgeChanges } from "./support/fixtures";
+import { leftovers, startServers, Writer } from "./support/servers";
+
+const ROOT = path.resolve(__dirname, "..");
+const CLI = path.join(ROOT, "dist/provider/cli/main.js");
+let src: LocalServer, tgt: LocalServer;
+
+beforeAll(async () => {
+  if (!fs.existsSync(CLI)) {
+    const b = spawnSync("npx", ["tsc", "-p", "."], { cwd: ROOT, encoding: "utf8" });
+    if (b.status !== 0) throw new Error(`build failed: ${b.stdout}`);
+  }
+  [src, tgt] = await startServers(15, 17);
+  await src.createDatabase("app");
+  await tgt.createDatabase("app");
+  await src.query(EDGE_SCHEMA + `CREATE TABLE bulk (id int PRIMARY KEY, payload text);`, "app");
+});
+afterAll(async () => { await src?.stop(); await tgt?.stop(); });
+
+function agent(): { proc: ChildProcess; log: () => string; exit: Promise<number | null> } {
+  let out = "";
+  const proc = spawn(process.execPath, [CLI, "agent", "--name", "ag"], {
+    env: { ...process.env, PGFERRY_SOURCE: src.uri("app"), PGFERRY_TARGET: tgt.uri("app") }, stdio: ["ignore", "ignore", "pipe"],
+  });
+  proc.stderr!.on("data", (d) => { out += d; });
+  const exit = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
+  return { proc, log: () => out, exit };
+}
+
+async function until(what: string, f: () => Promise<boolean>, ms = 60000) {
+  const deadline = Date.now() + ms;
+  while (!(await f())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+test("agent: kill -9, source restart, big transaction, single consumer, cutover while running", async () => {
+  const source = parseEndpoint(src.uri("app"), "source"), target = parseEndpoint(tgt.uri("app"), "target");
+  expect((await startMigration(source, target, migrationOptions({ name: "ag", mode: "stream", jobs: 2 }))).phase).toBe("ReadyToCutover");
+
+  let writer = new Writer(src.uri("app"), (i) => edgeChanges(i)).start();
+  let a = agent();
+  await until("the agent to apply changes", async () => (await tgt.query(`SELECT count(*)::int AS n FROM parent WHERE a >= 100000`, "app"))[0].n > 20);
+  a.proc.kill("SIGKILL"); // mid-stream, possibly mid-transaction
+  await a.exit;
+
+  // A second consumer while one holds the slot is refused by the server and retries: the slot is the lock.
+  a = agent();
+  const second = agent();
+  await new Promise((r) => setTimeout(r, 2000));
+  expect(second.log() + a.log()).toMatch(/is active for PID|being used/i);
+  second.proc.kill("SIGTERM");
+  expect(await second.exit).toBe(0);
+
+  // The source restarts under the agent: it reconnects and goes on.
+  await writer.stop();
+  await src.restart();
+  writer = new Writer(src.uri("app"), (i) => edgeChanges(10000 + i)).start();
+  // One transaction far larger than a batch of statements.
+  await src.query(`INSERT INTO bulk SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 100000) g`, "app");
+  await until("the big transaction to arrive", async () => (await tgt.query(`SELECT count(*)::int AS n FROM bulk`, "app"))[0].n === 100000, 120000);
+  const st = await migrationStatus(source, target, "ag");
+  expect(st.applied!.find((t) => t.table === "public.bulk")).toMatchObject({ inserts: 100000 });
+  expect(a.log()).toMatch(/reconnecting/);
+
+  // Cutover while the agent runs: it waits for the agent to pass the fence, then ends it.
+  const cut = await cutoverMigration(source, target, { name: "ag", freezeWrites: true, timeoutSec: 120, jobs: 2 });
+  await writer.stop();
+  expect(writer.errors).toEqual([]);
+  expect(cut.phase).toBe("Completed");
+  expect(await a.exit).toBe(0);
+  expect(a.log()).toMatch(/agent completed/);
+
+  const report = await verifyMigration(source, target);
+  expect(report.problems).toEqual([]);
+  await cleanupMigration(source, target, "ag");
+  expect(await leftovers(src, tgt)).toEqual([]);
+});
