@@ -16,7 +16,10 @@ beforeAll(async () => {
   [src, tgt] = await startServers(15, 17);
   await src.createDatabase("app");
   await tgt.createDatabase("app");
-  await src.query(EDGE_SCHEMA, "app");
+  await src.query(EDGE_SCHEMA + `
+    CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+    CREATE TABLE typed (id int PRIMARY KEY, ts timestamptz, j jsonb, jn jsonb, arr int[], n numeric, f float8, d date, b bytea,
+      m mood, p posint, iv interval, t text);`, "app");
 });
 afterAll(async () => { await src?.stop(); await tgt?.stop(); });
 
@@ -36,6 +39,12 @@ test("stream mode, 15 → 17 under concurrent writes: start, apply, cutover, ver
 
   // Changes made while streaming, including a TRUNCATE and rows moving between partitions.
   await new Promise((r) => setTimeout(r, 1500));
+  // Values that lossy parsing would change: µs, big and trailing-zero jsonb numbers, JSON null vs SQL NULL, NaN, infinities.
+  await src.query(`INSERT INTO typed VALUES
+    (1, '2024-01-01 00:00:00.123456+00', '{"x": 12345678901234567890, "y": 2.50}', 'null', '{1,NULL,3}', 'NaN', 'Infinity', 'infinity',
+     '\\x00ff10', 'happy', 5, '1 day 00:00:00.000001', E'tab\\there ''quote'' \\\\ backslash'),
+    (2, '-infinity', NULL, NULL, '{}', '-0.000000000000000000001', '-Infinity', '-infinity', '\\x', 'sad', 1, '-3 years', NULL);
+    UPDATE typed SET n = n, f = 1e-300 WHERE id = 2;`, "app");
   await src.query(`TRUNCATE "Edge Aux"."Mixed Case Ü"; INSERT INTO "Edge Aux"."Mixed Case Ü" SELECT g, 'again ' || g FROM generate_series(1, 50) g`, "app");
   const status = await migrationStatus(source, target, "e2e");
   expect(status.phase).toBe("ReadyToCutover");
@@ -53,6 +62,8 @@ test("stream mode, 15 → 17 under concurrent writes: start, apply, cutover, ver
   expect(cut.endedSessions.length).toBeGreaterThanOrEqual(1);
   expect(await src.query(`SELECT current_setting('default_transaction_read_only') AS ro`, "app")).toEqual([{ ro: "on" }]);
 
+  expect(await tgt.query(`SELECT jn IS NULL AS sql_null, jn::text AS jn, j::text AS j, ts::text AS ts FROM typed WHERE id = 1`, "app"))
+    .toEqual([{ sql_null: false, jn: "null", j: '{"x": 12345678901234567890, "y": 2.50}', ts: "2024-01-01 00:00:00.123456+00" }]);
   const report = await verifyMigration(source, target);
   expect(report.problems).toEqual([]);
   expect(report.ok).toBe(true);
