@@ -190,7 +190,7 @@ export class StreamApplier {
         this.sql.push(changeSql(c, m, this.identity.get(tableOf(m.relation))));
         this.count(m.relation, m.tag === "insert" ? "inserts" : m.tag === "update" ? "updates" : "deletes");
         this.changes++;
-        if (this.sql.length >= 200) await this.flush();
+        if (this.sql.length >= 500) await this.flush();
         return;
       case "truncate":
         if (this.skipping) return;
