@@ -116,3 +116,28 @@ test("index and constraint entries name the table they build on", () => {
   expect(entryTable("ALTER TABLE ONLY public.film\n    ADD CONSTRAINT film_pkey PRIMARY KEY (film_id);")).toBe("public.film");
   expect(entryTable("CREATE TRIGGER t BEFORE UPDATE ON public.film FOR EACH ROW EXECUTE FUNCTION f();")).toBeUndefined();
 });
+
+test("stream batches: grouped by table in order, consecutive changes merged, unsafe ones kept apart", () => {
+  const { batchSql } = require("../provider/engine/stream") as typeof import("../provider/engine/stream");
+  const { Client } = require("pg");
+  const c = new Client();
+  const rel = (name: string, ri = "default") => ({ tag: "relation", schema: "public", name, replicaIdentity: ri, keyColumns: ["id"], columns: [] }) as any;
+  const acc = rel("acc"), log = rel("log"), full = rel("nokey", "full");
+  const meta = () => ({ types: new Map([["id", "integer"], ["bal", "integer"], ["note", "text"]]), alwaysIdentity: new Set<string>() });
+  const upd = (id: number, bal: number, r = acc, key?: object) => ({ tag: "update", relation: r, key: key ?? null, old: null, new: { id: String(id), bal: String(bal) } });
+  const ins = (id: number) => ({ tag: "insert", relation: log, new: { id: String(id), note: `n'${id}` } });
+  const del = (id: number) => ({ tag: "delete", relation: acc, key: { id: String(id) }, old: null });
+  const out = batchSql(c, [upd(1, 10), ins(1), upd(2, 20), ins(2), upd(1, 11), del(3), del(4),
+    upd(5, 50, acc, { id: "4" }), { tag: "delete", relation: full, old: { id: "1", note: null }, key: null }] as any, meta);
+  expect(out).toEqual([
+    // acc: updates of 1 and 2 merged; the second update of 1 starts a new run; deletes merged; a key change alone
+    { sql: `UPDATE "public"."acc" t SET "bal" = v.s0::integer FROM (VALUES ('1', '10'), ('2', '20')) AS v(k0, s0) WHERE t."id" = v.k0::integer`, expect: 2 },
+    { sql: `UPDATE "public"."acc" SET "id" = '1', "bal" = '11' WHERE "id" = '1'`, expect: 1 },
+    { sql: `DELETE FROM "public"."acc" t USING (VALUES ('3'), ('4')) AS v(k0) WHERE t."id" = v.k0::integer`, expect: 2 },
+    { sql: `UPDATE "public"."acc" SET "id" = '5', "bal" = '50' WHERE "id" = '4'`, expect: 1 },
+    // log: inserts merged into one multi-row INSERT
+    { sql: `INSERT INTO "public"."log" ("id", "note") VALUES ('1', 'n''1'), ('2', 'n''2')`, expect: null },
+    // REPLICA IDENTITY FULL: one physical row per change
+    { sql: `DELETE FROM "public"."nokey" WHERE ctid = (SELECT ctid FROM "public"."nokey" WHERE "id"::text = '1'::text AND "note" IS NULL LIMIT 1)`, expect: 1 },
+  ]);
+});

@@ -70,6 +70,88 @@ export function changeSql(c: Client, m: Pgoutput.MessageInsert | Pgoutput.Messag
   return `UPDATE ${tableOf(r)} SET ${set.map((k) => `${quoteIdent(k)} = ${lit(c, m.new[k])}`).join(", ")} WHERE ${where}`;
 }
 
+type RowChange = Pgoutput.MessageInsert | Pgoutput.MessageUpdate | Pgoutput.MessageDelete;
+
+/** Per target table: column types (for casts in merged statements) and GENERATED ALWAYS identity columns. */
+export interface TableMeta { types: Map<string, string>; alwaysIdentity: Set<string> }
+
+export interface BatchStatement { sql: string; /** rows an UPDATE/DELETE must touch; null for INSERT */ expect: number | null }
+
+const keyOf = (m: RowChange): Record<string, unknown> => m.tag === "insert" ? {}
+  : m.tag === "update" ? (m.old ?? m.key ?? Object.fromEntries(m.relation.keyColumns.map((k) => [k, m.new[k]])))
+  : ((m.old ?? m.key) as Record<string, unknown>);
+
+/**
+ * The SQL for a batch of row changes inside one target transaction. Changes are grouped by table
+ * (each table's own order kept: with no triggers or FK checks during apply, changes to different
+ * tables commute), and consecutive changes of one kind are merged: multi-row INSERT, and UPDATE/DELETE
+ * joined to a VALUES list on the key. Merging stops at a repeated key, a key change, a different column
+ * set, or REPLICA IDENTITY FULL, which keep one statement per change.
+ */
+export function batchSql(c: Client, changes: RowChange[], meta: (table: string) => TableMeta | undefined): BatchStatement[] {
+  const byTable = new Map<string, RowChange[]>();
+  for (const m of changes) {
+    const t = tableOf(m.relation);
+    (byTable.get(t) ?? byTable.set(t, []).get(t)!).push(m);
+  }
+  const out: BatchStatement[] = [];
+  for (const [table, list] of byTable) {
+    const info = meta(table);
+    const single = (m: RowChange) => out.push({ sql: changeSql(c, m, info?.alwaysIdentity), expect: m.tag === "insert" ? null : 1 });
+    const setCols = (m: Pgoutput.MessageUpdate) => Object.keys(m.new).filter((k) => m.new[k] !== undefined && !m.relation.keyColumns.includes(k)
+      && !info?.alwaysIdentity.has(k));
+    const signature = (m: RowChange): string | undefined => {
+      if (m.tag === "insert") return "i:" + Object.keys(m.new).filter((k) => m.new[k] !== undefined).join("");
+      if (m.relation.replicaIdentity === "full" || !info) return undefined;
+      const key = keyOf(m);
+      if (m.tag === "delete") return "d";
+      if (m.relation.keyColumns.some((k) => String(key[k]) !== String(m.new[k]))) return undefined; // key change
+      const cols = setCols(m);
+      return cols.length && cols.every((k) => info.types.has(k)) ? "u:" + cols.join("") : undefined;
+    };
+    for (let i = 0; i < list.length;) {
+      const sig = signature(list[i]);
+      let j = i + 1;
+      const seen = new Set<string>();
+      const keyText = (m: RowChange) => JSON.stringify(m.relation.keyColumns.map((k) => keyOf(m)[k]));
+      if (sig && sig !== "i") {
+        if (!sig.startsWith("i:")) seen.add(keyText(list[i]));
+        while (j < list.length && signature(list[j]) === sig && (sig.startsWith("i:") || !seen.has(keyText(list[j])))) {
+          if (!sig.startsWith("i:")) seen.add(keyText(list[j]));
+          j++;
+        }
+      }
+      const run = list.slice(i, j);
+      i = j;
+      if (run.length === 1 || !sig) { run.forEach(single); continue; }
+      const first = run[0];
+      const r = first.relation;
+      if (first.tag === "insert") {
+        const cols = Object.keys(first.new).filter((k) => first.new[k] !== undefined);
+        out.push({ sql: `INSERT INTO ${table} (${cols.map(quoteIdent).join(", ")})${info?.alwaysIdentity.size ? " OVERRIDING SYSTEM VALUE" : ""} VALUES ` +
+          run.map((m) => `(${cols.map((k) => lit(c, (m as Pgoutput.MessageInsert).new[k])).join(", ")})`).join(", "), expect: null });
+        continue;
+      }
+      const keys = r.keyColumns;
+      const cast = (col: string, alias: string) => `v.${alias}::${info!.types.get(col) ?? "text"}`;
+      const keyJoin = keys.map((k, n) => `t.${quoteIdent(k)} = ${cast(k, `k${n}`)}`).join(" AND ");
+      if (first.tag === "delete") {
+        const rows = run.map((m) => `(${keys.map((k) => lit(c, keyOf(m)[k])).join(", ")})`).join(", ");
+        out.push({ sql: `DELETE FROM ${table} t USING (VALUES ${rows}) AS v(${keys.map((_, n) => `k${n}`).join(", ")}) WHERE ${keyJoin}`, expect: run.length });
+        continue;
+      }
+      const cols = setCols(first as Pgoutput.MessageUpdate);
+      const rows = run.map((m) => {
+        const u = m as Pgoutput.MessageUpdate;
+        return `(${[...keys.map((k) => lit(c, keyOf(u)[k])), ...cols.map((k) => lit(c, u.new[k]))].join(", ")})`;
+      }).join(", ");
+      out.push({ sql: `UPDATE ${table} t SET ${cols.map((k, n) => `${quoteIdent(k)} = ${cast(k, `s${n}`)}`).join(", ")} FROM (VALUES ${rows}) ` +
+        `AS v(${[...keys.map((_, n) => `k${n}`), ...cols.map((_, n) => `s${n}`)].join(", ")}) WHERE ${keyJoin}`, expect: run.length });
+    }
+  }
+  return out;
+}
+
 /**
  * One stream session: connect, stream from the stored position, apply, until `until` is applied,
  * stop() is called, or an error. Resolves with the last applied LSN.
@@ -81,11 +163,11 @@ export class StreamApplier {
   private pendingLsn = 0n;
   private inTarget = false;
   private skipping = false;
-  private sql: string[] = [];
+  private pending: RowChange[] = [];
   private statements = 0;
   private stats = new Map<string, ApplyCounters>();
-  /** GENERATED ALWAYS identity columns per target table, read when the relation is announced. */
-  private identity = new Map<string, Set<string>>();
+  /** Column types and GENERATED ALWAYS identity columns per target table, read when the relation is announced. */
+  private meta = new Map<string, TableMeta>();
   private done!: Promise<bigint>;
   private resolveDone!: (l: bigint) => void;
   private rejectDone!: (e: unknown) => void;
@@ -187,10 +269,10 @@ export class StreamApplier {
         return;
       case "insert": case "update": case "delete":
         if (this.skipping) return;
-        this.sql.push(changeSql(c, m, this.identity.get(tableOf(m.relation))));
+        this.pending.push(m);
         this.count(m.relation, m.tag === "insert" ? "inserts" : m.tag === "update" ? "updates" : "deletes");
         this.changes++;
-        if (this.sql.length >= 500) await this.flush();
+        if (this.pending.length >= 2000) await this.flush();
         return;
       case "truncate":
         if (this.skipping) return;
@@ -205,13 +287,16 @@ export class StreamApplier {
         this.pendingLsn = lsnToBigInt(m.commitEndLsn ?? "0/0");
         const atFence = this.o.until !== undefined && this.pendingLsn >= this.o.until;
         // Several source transactions share a target transaction while more are queued; commit when none is.
-        if (this.statements + this.sql.length >= (this.o.batchStatements ?? 5000) || this.nothingQueued() || atFence) await this.commitTarget();
+        if (this.statements + this.pending.length >= (this.o.batchStatements ?? 5000) || this.nothingQueued() || atFence) await this.commitTarget();
         if (atFence) await this.finish();
         return;
       }
       case "relation": {
-        const r = await c.query(`SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attidentity = 'a'`, [tableOf(m)]);
-        this.identity.set(tableOf(m), new Set(r.rows.map((x) => x.attname)));
+        await this.flush(); // a changed relation (new columns, new replica identity) applies to what follows
+        const r = await c.query(`SELECT attname, format_type(atttypid, atttypmod) AS type, attidentity = 'a' AS always
+          FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, [tableOf(m)]);
+        this.meta.set(tableOf(m), { types: new Map(r.rows.map((x) => [x.attname, x.type])),
+          alwaysIdentity: new Set(r.rows.filter((x) => x.always).map((x) => x.attname)) });
         return;
       }
       default:
@@ -220,14 +305,16 @@ export class StreamApplier {
   }
 
   private async flush(): Promise<void> {
-    if (!this.sql.length) return;
-    const batch = this.sql;
-    this.sql = [];
-    this.statements += batch.length;
-    const res = await this.target!.query(batch.join(";\n"));
-    for (const r of Array.isArray(res) ? res : [res]) {
-      if ((r.command === "UPDATE" || r.command === "DELETE") && r.rowCount !== 1) this.conflicts++;
-    }
+    if (!this.pending.length) return;
+    const batch = batchSql(this.target!, this.pending, (t) => this.meta.get(t));
+    this.statements += this.pending.length;
+    this.pending = [];
+    const res = await this.target!.query(batch.map((b) => b.sql).join(";\n"));
+    const results = Array.isArray(res) ? res : [res];
+    results.forEach((r, n) => {
+      const want = batch[n]?.expect;
+      if (want !== null && want !== undefined && r.rowCount !== want) this.conflicts += Math.abs(want - (r.rowCount ?? 0));
+    });
   }
 
   /** Commit the open target transaction with the applied position in it, then acknowledge it. */
