@@ -14,14 +14,12 @@ import { leftovers, PAGILA, runVerifySh, startServers, Writer } from "./support/
 
 const present = fs.existsSync(path.join(PAGILA, "pagila-data.sql"));
 if (!present) console.warn(`skipping the Pagila test: ${PAGILA} not found (a clone without ../shared)`);
-const maybe = present ? test : test.skip;
 
 let src: LocalServer, tgt: LocalServer;
 beforeAll(async () => {
   if (!present) return;
   [src, tgt] = await startServers(15, 17);
   await src.createDatabase("pagila");
-  await tgt.createDatabase("pagila");
   for (const f of ["pagila-schema.sql", "pagila-data.sql"]) {
     const r = spawnSync("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", src.uri("pagila"), "-f", path.join(PAGILA, f)], { encoding: "utf8" });
     if (r.status !== 0) throw new Error(`loading ${f} failed: ${r.stderr}`);
@@ -42,25 +40,28 @@ const pagilaTraffic = (i: number) => `BEGIN;
   UPDATE payment SET payment_date = payment_date + interval '1 month' WHERE payment_id = (SELECT payment_id FROM payment WHERE payment_date < '2022-06-01' ORDER BY payment_id OFFSET ${i % 100} LIMIT 1);
   COMMIT;`;
 
-maybe("Pagila 15 → 17 under writes, cutover after the application stops, verified equal", async () => {
-  const source = parseEndpoint(src.uri("pagila"), "source"), target = parseEndpoint(tgt.uri("pagila"), "target");
-  const writer = new Writer(src.uri("pagila"), pagilaTraffic).start();
-  const started = await startMigration(source, target, migrationOptions({ name: "pagila", jobs: 4 }));
+const each = present ? test.each : test.skip.each;
+each(["subscription", "stream"] as const)("Pagila 15 → 17 in mode %s under writes, cutover after the application stops, verified equal", async (mode) => {
+  await tgt.createDatabase(`pagila_${mode}`);
+  const source = parseEndpoint(src.uri("pagila"), "source"), target = parseEndpoint(tgt.uri(`pagila_${mode}`), "target");
+  const name = `pagila_${mode}`;
+  const writer = new Writer(src.uri("pagila"), (i) => pagilaTraffic(i + (mode === "stream" ? 100000 : 0))).start();
+  const started = await startMigration(source, target, migrationOptions({ name, jobs: 4, mode }));
   expect(started.phase).toBe("ReadyToCutover");
   await new Promise((r) => setTimeout(r, 2000));
   await writer.stop(); // the application stops; no freeze
   expect(writer.errors).toEqual([]);
   expect(writer.transactions).toBeGreaterThan(20);
 
-  const cut = await cutoverMigration(source, target, { name: "pagila", freezeWrites: false, timeoutSec: 120, jobs: 4 });
+  const cut = await cutoverMigration(source, target, { name, freezeWrites: false, timeoutSec: 120, jobs: 4 });
   expect(cut).toMatchObject({ phase: "Completed", sourceLeftReadOnly: false });
   expect(cut.sequencesSynced).toBeGreaterThanOrEqual(13);
 
   const report = await verifyMigration(source, target);
   expect(report.problems).toEqual([]);
   expect(report.tables.length).toBeGreaterThanOrEqual(21);
-  await cleanupMigration(source, target, "pagila");
-  expect(await leftovers(src, tgt, "pagila")).toEqual([]);
-  const sh = runVerifySh(src.uri("pagila"), tgt.uri("pagila"));
+  await cleanupMigration(source, target, name);
+  expect(await leftovers(src, tgt, "pagila", `pagila_${mode}`)).toEqual([]);
+  const sh = runVerifySh(src.uri("pagila"), tgt.uri(`pagila_${mode}`));
   if (sh) expect({ code: sh.code, output: sh.code === 0 ? "" : sh.output }).toEqual({ code: 0, output: "" });
 });
