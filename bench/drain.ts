@@ -75,10 +75,12 @@ END;
     const nativeSec = (Date.now() - n0) / 1000;
 
     log("draining with pgferry's stream applier");
-    const s0 = Date.now();
+    const s0 = Date.now(), cpu0 = process.cpuUsage();
     await new StreamApplier(source, parseEndpoint(tgt.uri("stream"), "target"),
       { migration: "stream", slot: "pgferry_stream", publication: "pgferry_stream", until: lsnToBigInt(end) }).run();
     const streamSec = (Date.now() - s0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    const streamCpuSec = (cpu.user + cpu.system) / 1e6;
 
     const check = async (db: string) => (await tgt.query(`SELECT count(*)::int AS n, sum(abalance)::bigint AS s FROM accounts`, db))[0];
     const want = (await src.query(`SELECT count(*)::int AS n, sum(abalance)::bigint AS s FROM accounts`, "bench"))[0];
@@ -92,14 +94,14 @@ END;
     const result = {
       backlog: { transactions, changes },
       native: { seconds: nativeSec, changesPerSecond: Math.round(changes / nativeSec) },
-      stream: { seconds: streamSec, changesPerSecond: Math.round(changes / streamSec) },
+      stream: { seconds: streamSec, changesPerSecond: Math.round(changes / streamSec), nodeCpuSeconds: streamCpuSec },
       streamVsNative: nativeSec / streamSec,
     };
     if (opts.json) process.stdout.write(JSON.stringify(result, null, 2) + "\n");
     else {
       process.stdout.write(`backlog: ${transactions} transactions, ${changes} row changes (PostgreSQL 15 → 17)\n` +
         `native subscription  ${nativeSec.toFixed(2)} s  ${result.native.changesPerSecond} changes/s\n` +
-        `pgferry stream       ${streamSec.toFixed(2)} s  ${result.stream.changesPerSecond} changes/s\n` +
+        `pgferry stream       ${streamSec.toFixed(2)} s  ${result.stream.changesPerSecond} changes/s (pgferry process CPU ${streamCpuSec.toFixed(2)} s)\n` +
         `stream drains at ${result.streamVsNative.toFixed(2)}× the native subscription's rate\n`);
     }
   } finally {
