@@ -1,7 +1,7 @@
 /**
  * Stream mode's long-lived applier, `pgferry agent`, as a real process: kill -9 mid-stream under writes
  * and restart it, a source restart mid-stream (it reconnects), one source transaction larger than
- * the applier's batches, a second agent refused while the first holds the slot, cutover while the agent
+ * the applier's batches and than its whole heap, SIGTERM, a second agent refused while the first holds the slot, cutover while the agent
  * runs (it waits for the fence, then the agent exits by itself) — and source = target at the end.
  */
 import { ChildProcess, spawn, spawnSync } from "child_process";
@@ -30,9 +30,9 @@ beforeAll(async () => {
 });
 afterAll(async () => { await src?.stop(); await tgt?.stop(); });
 
-function agent(): { proc: ChildProcess; log: () => string; exit: Promise<number | null> } {
+function agent(nodeArgs: string[] = []): { proc: ChildProcess; log: () => string; exit: Promise<number | null> } {
   let out = "";
-  const proc = spawn(process.execPath, [CLI, "agent", "--name", "ag"], {
+  const proc = spawn(process.execPath, [...nodeArgs, CLI, "agent", "--name", "ag"], {
     env: { ...process.env, PGFERRY_SOURCE: src.uri("app"), PGFERRY_TARGET: tgt.uri("app") }, stdio: ["ignore", "ignore", "pipe"],
   });
   proc.stderr!.on("data", (d) => { out += d; });
@@ -70,12 +70,19 @@ test("agent: kill -9, source restart, big transaction, single consumer, cutover 
   await writer.stop();
   await src.restart();
   writer = new Writer(src.uri("app"), (i) => edgeChanges(10000 + i)).start();
-  // One transaction far larger than a batch of statements.
-  await src.query(`INSERT INTO bulk SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 100000) g`, "app");
-  await until("the big transaction to arrive", async () => (await tgt.query(`SELECT count(*)::int AS n FROM bulk`, "app"))[0].n === 100000, 120000);
+  await until("the agent to reconnect", async () => /reconnecting/.test(a.log()) && /streaming[\s\S]*streaming/.test(a.log()));
+  // SIGTERM: a clean stop after committing what it holds.
+  a.proc.kill("SIGTERM");
+  expect(await a.exit).toBe(0);
+  expect(a.log()).toMatch(/agent stopped/);
+
+  // One source transaction (~100 MB of changes) larger than the agent's whole heap (48 MB): the stream
+  // pauses while the target applies, so the agent never holds the transaction in memory.
+  a = agent(["--max-old-space-size=48"]);
+  await src.query(`INSERT INTO bulk SELECT g, repeat(md5(g::text), 16) FROM generate_series(1, 200000) g`, "app");
+  await until("the big transaction to arrive", async () => (await tgt.query(`SELECT count(*)::int AS n FROM bulk`, "app"))[0].n === 200000, 180000);
   const st = await migrationStatus(source, target, "ag");
-  expect(st.applied!.find((t) => t.table === "public.bulk")).toMatchObject({ inserts: 100000 });
-  expect(a.log()).toMatch(/reconnecting/);
+  expect(st.applied!.find((t) => t.table === "public.bulk")).toMatchObject({ inserts: 200000 });
 
   // Cutover while the agent runs: it waits for the agent to pass the fence, then ends it.
   const cut = await cutoverMigration(source, target, { name: "ag", freezeWrites: true, timeoutSec: 120, jobs: 2 });
