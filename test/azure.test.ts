@@ -6,11 +6,10 @@
  */
 import * as http from "http";
 import * as path from "path";
-import * as fs from "fs";
 import { AddressInfo } from "net";
-import { spawnSync } from "child_process";
 import * as pulumi from "@pulumi/pulumi";
 import { DynamicProviderHarness, unwrapSecrets } from "./support/dynamicProviderHarness";
+import { ensureBuilt, ROOT } from "./support/build";
 
 const SUB = "00000000-0000-0000-0000-000000000001";
 const FAKE_TOKEN = "fake-arm-token-from-getClientToken";
@@ -358,15 +357,11 @@ describe("ServerRestart handlers (fake ARM on 127.0.0.1)", () => {
 });
 
 describe("ServerRestart through the real dynamic-provider plugin", () => {
-  const ROOT = path.resolve(__dirname, "..");
-  let h: DynamicProviderHarness | undefined;
+    let h: DynamicProviderHarness | undefined;
   afterAll(async () => { await h?.stop(); });
 
   test("the serialized provider requires the published handlers and restarts via the fake ARM", async () => {
-    if (!fs.existsSync(path.join(ROOT, "dist/provider/azure/serverRestartHandlers.js"))) {
-      const b = spawnSync("npx", ["tsc", "-p", "."], { cwd: ROOT, encoding: "utf8" });
-      if (b.status !== 0) throw new Error(`build failed: ${b.stdout}`);
-    }
+    ensureBuilt();
     const arm = await fakeArm({ states: ["Updating", "Ready"], ops: ["InProgress", "Succeeded"] });
     try {
       const r = new azure.ServerRestart("plug", { subscriptionId: SUB, resourceGroupName: "rg-mig", serverName: "pg-source",

@@ -4,20 +4,14 @@
  * load cleanly and converges; cutover, verify and cleanup finish with nothing left behind.
  */
 import { spawn, spawnSync } from "child_process";
-import * as fs from "fs";
-import * as path from "path";
 import { LocalServer } from "../provider/embedded/localServer";
 import { leftovers, startServers } from "./support/servers";
+import { CLI, ensureBuilt } from "./support/build";
 
-const ROOT = path.resolve(__dirname, "..");
-const CLI = path.join(ROOT, "dist/provider/cli/main.js");
 
 let src: LocalServer, tgt: LocalServer;
 beforeAll(async () => {
-  if (!fs.existsSync(CLI)) {
-    const b = spawnSync("npx", ["tsc", "-p", "."], { cwd: ROOT, encoding: "utf8" });
-    if (b.status !== 0) throw new Error(`build failed: ${b.stdout}${b.stderr}`);
-  }
+  ensureBuilt();
   [src, tgt] = await startServers(15, 17);
   await src.createDatabase("app");
   await tgt.createDatabase("app");

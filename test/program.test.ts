@@ -3,10 +3,8 @@
  * The resource graph, dependencies (parameters and firewall rules before the schema, schema before the
  * migration), stack config → resource inputs, and secrets kept secret.
  */
-import * as fs from "fs";
-import * as path from "path";
-import { spawnSync } from "child_process";
 import * as pulumi from "@pulumi/pulumi";
+import { ensureBuilt } from "./support/build";
 
 const SECRET_SIG = "4dabf18193072939515e22adb298388d";
 const resources: pulumi.runtime.MockResourceArgs[] = [];
@@ -28,7 +26,6 @@ monitor.registerResource = (req: any, cb: any) => {
   return register(req, cb);
 };
 
-const ROOT = path.resolve(__dirname, "..");
 const find = (type: string, name: string) => {
   const r = resources.find((x) => x.type === type && x.name === name);
   if (!r) throw new Error(`no ${type} named ${name}; have ${resources.map((x) => `${x.type}/${x.name}`).join(", ")}`);
@@ -39,10 +36,7 @@ const T = (t: string) => `pulumi-nodejs:dynamic/pgferry:${t}`;
 
 beforeAll(() => {
   // The examples import "pgferry" as users do: the package's built entry.
-  if (!fs.existsSync(path.join(ROOT, "dist/provider/index.js"))) {
-    const b = spawnSync("npx", ["tsc", "-p", "."], { cwd: ROOT, encoding: "utf8" });
-    if (b.status !== 0) throw new Error(`build failed: ${b.stdout}`);
-  }
+  ensureBuilt();
 });
 
 test("root program: config → inputs, prerequisites before schema before migration, secrets", async () => {

@@ -5,14 +5,12 @@
  * The provider text comes from a setMocks registration, exactly what a program would store in state.
  */
 import * as pulumi from "@pulumi/pulumi";
-import { spawnSync } from "child_process";
-import * as fs from "fs";
-import * as path from "path";
 import { LocalServer } from "../provider/embedded/localServer";
 import { parseEndpoint, verifyMigration } from "../provider/engine";
 import { DynamicProviderHarness, unwrapSecrets } from "./support/dynamicProviderHarness";
 import { EDGE_SCHEMA, edgeChanges } from "./support/fixtures";
 import { leftovers, startServers } from "./support/servers";
+import { ensureBuilt, ROOT } from "./support/build";
 
 const registered: pulumi.runtime.MockResourceArgs[] = [];
 pulumi.runtime.setMocks({
@@ -22,14 +20,10 @@ pulumi.runtime.setMocks({
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const { Migration } = require("../provider/resources/migration") as typeof import("../provider/resources/migration");
 
-const ROOT = path.resolve(__dirname, "..");
 let src: LocalServer, tgt: LocalServer, h: DynamicProviderHarness;
 
 beforeAll(async () => {
-  if (!fs.existsSync(path.join(ROOT, "dist/provider/resources/migrationHandlers.js"))) {
-    const b = spawnSync("npx", ["tsc", "-p", "."], { cwd: ROOT, encoding: "utf8" });
-    if (b.status !== 0) throw new Error(`build failed: ${b.stdout}`);
-  }
+  ensureBuilt();
   [src, tgt] = await startServers(15, 17);
   await src.createDatabase("app");
   await tgt.createDatabase("app");

@@ -4,7 +4,6 @@
  * entry for replication connection" refusal naming host, user and the fixing rule, the `_replrule` rule
  * written/checked/removed, autoReplicationRule, and SchemaSync followed by the Migration.
  */
-import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { LocalServer } from "../provider/embedded/localServer";
@@ -14,8 +13,8 @@ import { schemaSyncProvider } from "../provider/resources/schemaSync";
 import { serverParametersProvider } from "../provider/resources/serverParameters";
 import { DynamicProviderHarness } from "./support/dynamicProviderHarness";
 import { leftovers } from "./support/servers";
+import { ensureBuilt, ROOT } from "./support/build";
 
-const ROOT = path.resolve(__dirname, "..");
 let src: LocalServer, tgt: LocalServer;
 const plugins: DynamicProviderHarness[] = [];
 
@@ -27,10 +26,7 @@ async function plugin(provider: Parameters<typeof DynamicProviderHarness.start>[
 }
 
 beforeAll(async () => {
-  if (!fs.existsSync(path.join(ROOT, "dist/provider/resources/serverParametersHandlers.js"))) {
-    const b = spawnSync("npx", ["tsc", "-p", "."], { cwd: ROOT, encoding: "utf8" });
-    if (b.status !== 0) throw new Error(`build failed: ${b.stdout}`);
-  }
+  ensureBuilt();
   // wal_level left to the configuration files: the server starts with the default, replica.
   [src, tgt] = await Promise.all([LocalServer.start({ major: 15, settings: { wal_level: null, listen_addresses: "127.0.0.1,::1" } }),
     LocalServer.start({ major: 17 })]);

@@ -4,25 +4,19 @@
  * the applier's batches and than its whole heap, SIGTERM, a second agent refused while the first holds the slot, cutover while the agent
  * runs (it waits for the fence, then the agent exits by itself) — and source = target at the end.
  */
-import { ChildProcess, spawn, spawnSync } from "child_process";
-import * as fs from "fs";
-import * as path from "path";
+import { ChildProcess, spawn } from "child_process";
 import { LocalServer } from "../provider/embedded/localServer";
 import {
   cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, startMigration, verifyMigration,
 } from "../provider/engine";
 import { EDGE_SCHEMA, edgeChanges } from "./support/fixtures";
 import { leftovers, startServers, Writer } from "./support/servers";
+import { CLI, ensureBuilt } from "./support/build";
 
-const ROOT = path.resolve(__dirname, "..");
-const CLI = path.join(ROOT, "dist/provider/cli/main.js");
 let src: LocalServer, tgt: LocalServer;
 
 beforeAll(async () => {
-  if (!fs.existsSync(CLI)) {
-    const b = spawnSync("npx", ["tsc", "-p", "."], { cwd: ROOT, encoding: "utf8" });
-    if (b.status !== 0) throw new Error(`build failed: ${b.stdout}`);
-  }
+  ensureBuilt();
   [src, tgt] = await startServers(15, 17);
   await src.createDatabase("app");
   await tgt.createDatabase("app");

@@ -1,6 +1,7 @@
 /**
- * End to end on real servers, PostgreSQL 15 → 17, mode stream (pgferry applies the changes itself): start under concurrent writes of
- * every change kind, re-run start (no-op), status, TRUNCATE while streaming, frozen cutover, verify with
+ * End to end on real servers, PostgreSQL 15 → 17, in both CDC modes (subscription: the target applies;
+ * stream: pgferry applies), each in its own database: start under concurrent writes of every change kind,
+ * values lossy parsing would change, re-run start (no-op), status, TRUNCATE while streaming, frozen cutover, verify with
  * our verifier and ../shared/tools/verify.sh, cleanup, and nothing left behind.
  */
 import { LocalServer } from "../provider/embedded/localServer";
@@ -12,21 +13,26 @@ import { leftovers, runVerifySh, startServers, Writer } from "./support/servers"
 
 let src: LocalServer, tgt: LocalServer;
 
+const MODES = ["subscription", "stream"] as const;
+
 beforeAll(async () => {
   [src, tgt] = await startServers(15, 17);
-  await src.createDatabase("app");
-  await tgt.createDatabase("app");
-  await src.query(EDGE_SCHEMA + `
+  for (const mode of MODES) {
+    await src.createDatabase(`app_${mode}`);
+    await tgt.createDatabase(`app_${mode}`);
+    await src.query(EDGE_SCHEMA + `
     CREATE DOMAIN posint AS int CHECK (VALUE > 0);
     CREATE TABLE typed (id int PRIMARY KEY, ts timestamptz, j jsonb, jn jsonb, arr int[], n numeric, f float8, d date, b bytea,
-      m mood, p posint, iv interval, t text);`, "app");
+      m mood, p posint, iv interval, t text);`, `app_${mode}`);
+  }
 });
 afterAll(async () => { await src?.stop(); await tgt?.stop(); });
 
-test("stream mode, 15 → 17 under concurrent writes: start, apply, cutover, verify equal, nothing left", async () => {
-  const source = parseEndpoint(src.uri("app"), "source"), target = parseEndpoint(tgt.uri("app"), "target");
-  const opts = migrationOptions({ name: "e2e", jobs: 3, mode: "stream" });
-  const writer = new Writer(src.uri("app"), edgeChanges).start();
+test.each(MODES)("mode %s, 15 → 17 under concurrent writes: start, stream, cutover, verify equal, nothing left", async (mode) => {
+  const db = `app_${mode}`;
+  const source = parseEndpoint(src.uri(db), "source"), target = parseEndpoint(tgt.uri(db), "target");
+  const opts = migrationOptions({ name: "e2e", jobs: 3, mode });
+  const writer = new Writer(src.uri(db), edgeChanges).start();
   const phases: string[] = [];
   const started = await startMigration(source, target, opts, (e) => { if (e.type === "phase") phases.push(e.phase); });
   expect(started.phase).toBe("ReadyToCutover");
@@ -44,11 +50,12 @@ test("stream mode, 15 → 17 under concurrent writes: start, apply, cutover, ver
     (1, '2024-01-01 00:00:00.123456+00', '{"x": 12345678901234567890, "y": 2.50}', 'null', '{1,NULL,3}', 'NaN', 'Infinity', 'infinity',
      '\\x00ff10', 'happy', 5, '1 day 00:00:00.000001', E'tab\\there ''quote'' \\\\ backslash'),
     (2, '-infinity', NULL, NULL, '{}', '-0.000000000000000000001', '-Infinity', '-infinity', '\\x', 'sad', 1, '-3 years', NULL);
-    UPDATE typed SET n = n, f = 1e-300 WHERE id = 2;`, "app");
-  await src.query(`TRUNCATE "Edge Aux"."Mixed Case Ü"; INSERT INTO "Edge Aux"."Mixed Case Ü" SELECT g, 'again ' || g FROM generate_series(1, 50) g`, "app");
+    UPDATE typed SET n = n, f = 1e-300 WHERE id = 2;`, db);
+  await src.query(`TRUNCATE "Edge Aux"."Mixed Case Ü"; INSERT INTO "Edge Aux"."Mixed Case Ü" SELECT g, 'again ' || g FROM generate_series(1, 50) g`, db);
   const status = await migrationStatus(source, target, "e2e");
   expect(status.phase).toBe("ReadyToCutover");
-  expect(status.appliedLsn).toBeDefined();
+  if (mode === "stream") expect(status.appliedLsn).toBeDefined();
+  else expect(status.subscription?.workerPid).toBeGreaterThan(0);
   expect(status.tables.every((t) => t.status === "copied")).toBe(true);
   expect(status.lagBytes).toBeGreaterThanOrEqual(0);
 
@@ -60,9 +67,9 @@ test("stream mode, 15 → 17 under concurrent writes: start, apply, cutover, ver
   expect(cut.phase).toBe("Completed");
   expect(cut.sequencesSynced).toBe(4);
   expect(cut.endedSessions.length).toBeGreaterThanOrEqual(1);
-  expect(await src.query(`SELECT current_setting('default_transaction_read_only') AS ro`, "app")).toEqual([{ ro: "on" }]);
+  expect(await src.query(`SELECT current_setting('default_transaction_read_only') AS ro`, db)).toEqual([{ ro: "on" }]);
 
-  expect(await tgt.query(`SELECT jn IS NULL AS sql_null, jn::text AS jn, j::text AS j, ts::text AS ts FROM typed WHERE id = 1`, "app"))
+  expect(await tgt.query(`SELECT jn IS NULL AS sql_null, jn::text AS jn, j::text AS j, ts::text AS ts FROM typed WHERE id = 1`, db))
     .toEqual([{ sql_null: false, jn: "null", j: '{"x": 12345678901234567890, "y": 2.50}', ts: "2024-01-01 00:00:00.123456+00" }]);
   const report = await verifyMigration(source, target);
   expect(report.problems).toEqual([]);
@@ -71,9 +78,9 @@ test("stream mode, 15 → 17 under concurrent writes: start, apply, cutover, ver
   // Cutover again is a no-op; cleanup removes the state (and the control schema with it).
   expect((await cutoverMigration(source, target, { name: "e2e", freezeWrites: true, timeoutSec: 10, jobs: 1 })).alreadyCompleted).toBe(true);
   await cleanupMigration(source, target, "e2e");
-  expect(await leftovers(src, tgt)).toEqual([]);
-  expect(await tgt.query(`SELECT nspname FROM pg_namespace WHERE nspname = 'pgferry'`, "app")).toEqual([]);
+  expect(await leftovers(src, tgt, db)).toEqual([]);
+  expect(await tgt.query(`SELECT nspname FROM pg_namespace WHERE nspname = 'pgferry'`, db)).toEqual([]);
 
-  const sh = runVerifySh(src.uri("app"), tgt.uri("app"));
+  const sh = runVerifySh(src.uri(db), tgt.uri(db));
   if (sh) expect({ code: sh.code, output: sh.code === 0 ? "" : sh.output }).toEqual({ code: 0, output: "" });
 });
