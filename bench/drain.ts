@@ -9,6 +9,7 @@ import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
+import { Session } from "inspector";
 import { Command } from "commander";
 import { LocalServer } from "../provider/embedded/localServer";
 import { cleanupMigration, lsnToBigInt, migrationOptions, parseEndpoint, startMigration } from "../provider/engine";
@@ -19,6 +20,7 @@ const opts = new Command("drain")
   .option("--transactions <n>", "backlog transactions (each: 3 updates + 1 insert)", (v) => Number(v), 20000)
   .option("--clients <n>", "pgbench clients writing the backlog", (v) => Number(v), 4)
   .option("--json", "print JSON")
+  .option("--profile <file>", "write a V8 CPU profile of the stream drain (open in Chrome DevTools)")
   .parse(process.argv).opts();
 
 const log = (s: string) => { if (!opts.json) process.stderr.write(`[drain] ${s}\n`); };
@@ -75,12 +77,14 @@ END;
     const nativeSec = (Date.now() - n0) / 1000;
 
     log("draining with pgferry's stream applier");
+    const profiler = opts.profile ? await startProfile() : undefined;
     const s0 = Date.now(), cpu0 = process.cpuUsage();
     await new StreamApplier(source, parseEndpoint(tgt.uri("stream"), "target"),
       { migration: "stream", slot: "pgferry_stream", publication: "pgferry_stream", until: lsnToBigInt(end) }).run();
     const streamSec = (Date.now() - s0) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const streamCpuSec = (cpu.user + cpu.system) / 1e6;
+    if (profiler) fs.writeFileSync(opts.profile, JSON.stringify(await profiler()));
 
     const check = async (db: string) => (await tgt.query(`SELECT count(*)::int AS n, sum(abalance)::bigint AS s FROM accounts`, db))[0];
     const want = (await src.query(`SELECT count(*)::int AS n, sum(abalance)::bigint AS s FROM accounts`, "bench"))[0];
@@ -108,6 +112,16 @@ END;
     fs.rmSync(dir, { recursive: true, force: true });
     await stopAll();
   }
+}
+
+/** CPU profile of one phase only (node --cpu-prof would mix in the load and both servers' setup). */
+async function startProfile(): Promise<() => Promise<unknown>> {
+  const session = new Session();
+  session.connect();
+  const post = (method: string) => new Promise<unknown>((res, rej) => session.post(method, (e, r) => (e ? rej(e) : res(r))));
+  await post("Profiler.enable");
+  await post("Profiler.start");
+  return async () => ((await post("Profiler.stop")) as { profile: unknown }).profile;
 }
 
 main().catch((e) => { console.error(e); process.exitCode = 1; });

@@ -34,6 +34,13 @@ function agent(nodeArgs: string[] = []): { proc: ChildProcess; log: () => string
   return { proc, log: () => out, exit };
 }
 
+/** The agent's exit code; fails with its log if it has not exited within `ms`. */
+async function exited(a: ReturnType<typeof agent>, what: string, ms = 60000): Promise<number | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, rej) => { timer = setTimeout(() => rej(new Error(`${what}: the agent did not exit within ${ms} ms; its log:\n${a.log()}`)), ms); });
+  try { return await Promise.race([a.exit, late]); } finally { clearTimeout(timer); }
+}
+
 async function until(what: string, f: () => Promise<boolean>, ms = 60000) {
   const deadline = Date.now() + ms;
   while (!(await f())) {
@@ -50,7 +57,7 @@ test("agent: kill -9, source restart, big transaction, single consumer, cutover 
   let a = agent();
   await until("the agent to apply changes", async () => (await tgt.query(`SELECT count(*)::int AS n FROM parent WHERE a >= 100000`, "app"))[0].n > 20);
   a.proc.kill("SIGKILL"); // mid-stream, possibly mid-transaction
-  await a.exit;
+  await exited(a, "kill -9");
 
   // A second consumer while one holds the slot is refused by the server and retries: the slot is the lock.
   a = agent();
@@ -58,7 +65,7 @@ test("agent: kill -9, source restart, big transaction, single consumer, cutover 
   await new Promise((r) => setTimeout(r, 2000));
   expect(second.log() + a.log()).toMatch(/is active for PID|being used/i);
   second.proc.kill("SIGTERM");
-  expect(await second.exit).toBe(0);
+  expect(await exited(second, "SIGTERM of the refused second agent")).toBe(0);
 
   // The source restarts under the agent: it reconnects and goes on.
   await writer.stop();
@@ -67,7 +74,7 @@ test("agent: kill -9, source restart, big transaction, single consumer, cutover 
   await until("the agent to reconnect", async () => /reconnecting/.test(a.log()) && /streaming[\s\S]*streaming/.test(a.log()));
   // SIGTERM: a clean stop after committing what it holds.
   a.proc.kill("SIGTERM");
-  expect(await a.exit).toBe(0);
+  expect(await exited(a, "SIGTERM")).toBe(0);
   expect(a.log()).toMatch(/agent stopped/);
 
   // One source transaction far larger than a batch: the stream pauses while the target applies.
@@ -82,7 +89,7 @@ test("agent: kill -9, source restart, big transaction, single consumer, cutover 
   await writer.stop();
   expect(writer.errors).toEqual([]);
   expect(cut.phase).toBe("Completed");
-  expect(await a.exit).toBe(0);
+  expect(await exited(a, "cutover while the agent runs")).toBe(0);
   expect(a.log()).toMatch(/agent completed/);
 
   const report = await verifyMigration(source, target);

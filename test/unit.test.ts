@@ -130,9 +130,8 @@ test("stream batches: grouped by table in order, consecutive changes merged, uns
   const out = batchSql(c, [upd(1, 10), ins(1), upd(2, 20), ins(2), upd(1, 11), del(3), del(4),
     upd(5, 50, acc, { id: "4" }), { tag: "delete", relation: full, old: { id: "1", note: null }, key: null }] as any, meta);
   expect(out).toEqual([
-    // acc: updates of 1 and 2 merged; the second update of 1 starts a new run; deletes merged; a key change alone
-    { sql: `UPDATE "public"."acc" t SET "bal" = v.s0::integer FROM (VALUES ('1', '10'), ('2', '20')) AS v(k0, s0) WHERE t."id" = v.k0::integer`, expect: 2 },
-    { sql: `UPDATE "public"."acc" SET "id" = '1', "bal" = '11' WHERE "id" = '1'`, expect: 1 },
+    // acc: updates of 1 and 2 merged, the second update of 1 replacing the first; deletes merged; a key change alone
+    { sql: `UPDATE "public"."acc" t SET "bal" = v.s0::integer FROM (VALUES ('2', '20'), ('1', '11')) AS v(k0, s0) WHERE t."id" = v.k0::integer`, expect: 2 },
     { sql: `DELETE FROM "public"."acc" t USING (VALUES ('3'), ('4')) AS v(k0) WHERE t."id" = v.k0::integer`, expect: 2 },
     { sql: `UPDATE "public"."acc" SET "id" = '5', "bal" = '50' WHERE "id" = '4'`, expect: 1 },
     // log: inserts merged into one multi-row INSERT

@@ -13,7 +13,7 @@
  * Exactly once: the applied position is written on the target in the same transaction as the
  * changes it covers; source transactions at or below it are skipped after a restart.
  */
-import { Client } from "pg";
+import { Client, QueryResult } from "pg";
 import { LogicalReplicationService, Pgoutput, PgoutputPlugin } from "pg-logical-replication";
 import { CONTROL_SCHEMA } from "./catalog";
 import { clientConfig, connect, Endpoint, qualified, quoteIdent } from "./endpoint";
@@ -85,8 +85,10 @@ const keyOf = (m: RowChange): Record<string, unknown> => m.tag === "insert" ? {}
  * The SQL for a batch of row changes inside one target transaction. Changes are grouped by table
  * (each table's own order kept: with no triggers or FK checks during apply, changes to different
  * tables commute), and consecutive changes of one kind are merged: multi-row INSERT, and UPDATE/DELETE
- * joined to a VALUES list on the key. Merging stops at a repeated key, a key change, a different column
- * set, or REPLICA IDENTITY FULL, which keep one statement per change.
+ * joined to a VALUES list on the key. Consecutive updates of one key with the same columns collapse
+ * to the last one (its new row is the row's final state). A run ends at a different kind or column
+ * set, a repeated key in a DELETE run, a key change, or REPLICA IDENTITY FULL, which keep one
+ * statement per change.
  */
 export function batchSql(c: Client, changes: RowChange[], meta: (table: string) => TableMeta | undefined): BatchStatement[] {
   const byTable = new Map<string, RowChange[]>();
@@ -97,81 +99,104 @@ export function batchSql(c: Client, changes: RowChange[], meta: (table: string) 
   const out: BatchStatement[] = [];
   for (const [table, list] of byTable) {
     const info = meta(table);
-    const single = (m: RowChange) => out.push({ sql: changeSql(c, m, info?.alwaysIdentity), expect: m.tag === "insert" ? null : 1 });
-    const setCols = (m: Pgoutput.MessageUpdate) => Object.keys(m.new).filter((k) => m.new[k] !== undefined && !m.relation.keyColumns.includes(k)
+    const keys = list[0].relation.keyColumns;
+    const setCols = (m: Pgoutput.MessageUpdate) => Object.keys(m.new).filter((k) => m.new[k] !== undefined && !keys.includes(k)
       && !info?.alwaysIdentity.has(k));
+    const keyText = (key: Record<string, unknown>) => keys.length === 1 ? String(key[keys[0]]) : JSON.stringify(keys.map((k) => key[k]));
+    /** The merge class of a change: undefined when it must be applied alone. */
     const signature = (m: RowChange): string | undefined => {
-      if (m.tag === "insert") return "i:" + Object.keys(m.new).filter((k) => m.new[k] !== undefined).join("");
-      if (m.relation.replicaIdentity === "full" || !info) return undefined;
-      const key = keyOf(m);
+      if (m.tag === "insert") return "i:" + Object.keys(m.new).filter((k) => m.new[k] !== undefined).join("\0");
+      if (m.relation.replicaIdentity === "full" || !info || !keys.length) return undefined;
       if (m.tag === "delete") return "d";
-      if (m.relation.keyColumns.some((k) => String(key[k]) !== String(m.new[k]))) return undefined; // key change
+      const key = keyOf(m);
+      if (keys.some((k) => String(key[k]) !== String(m.new[k]))) return undefined; // key change
       const cols = setCols(m);
-      return cols.length && cols.every((k) => info.types.has(k)) ? "u:" + cols.join("") : undefined;
+      return cols.length && cols.every((k) => info.types.has(k)) ? "u:" + cols.join("\0") : undefined;
     };
-    for (let i = 0; i < list.length;) {
-      const sig = signature(list[i]);
-      let j = i + 1;
-      const seen = new Set<string>();
-      const keyText = (m: RowChange) => JSON.stringify(m.relation.keyColumns.map((k) => keyOf(m)[k]));
-      if (sig && sig !== "i") {
-        if (!sig.startsWith("i:")) seen.add(keyText(list[i]));
-        while (j < list.length && signature(list[j]) === sig && (sig.startsWith("i:") || !seen.has(keyText(list[j])))) {
-          if (!sig.startsWith("i:")) seen.add(keyText(list[j]));
-          j++;
-        }
-      }
-      const run = list.slice(i, j);
-      i = j;
-      if (run.length === 1 || !sig) { run.forEach(single); continue; }
+    const cast = (col: string, alias: string) => `v.${alias}::${info!.types.get(col) ?? "text"}`;
+    const keyJoin = () => keys.map((k, n) => `t.${quoteIdent(k)} = ${cast(k, `k${n}`)}`).join(" AND ");
+    const row = (values: unknown[]) => `(${values.map((v) => lit(c, v)).join(", ")})`;
+
+    let sig: string | undefined;
+    let run: RowChange[] = [];
+    const byKey = new Map<string, Pgoutput.MessageUpdate>(); // update runs: last change per key
+    const emit = () => {
+      if (!run.length) return;
       const first = run[0];
-      const r = first.relation;
-      if (first.tag === "insert") {
+      if (run.length === 1 || !sig) {
+        for (const m of run) out.push({ sql: changeSql(c, m, info?.alwaysIdentity), expect: m.tag === "insert" ? null : 1 });
+      } else if (first.tag === "insert") {
         const cols = Object.keys(first.new).filter((k) => first.new[k] !== undefined);
         out.push({ sql: `INSERT INTO ${table} (${cols.map(quoteIdent).join(", ")})${info?.alwaysIdentity.size ? " OVERRIDING SYSTEM VALUE" : ""} VALUES ` +
-          run.map((m) => `(${cols.map((k) => lit(c, (m as Pgoutput.MessageInsert).new[k])).join(", ")})`).join(", "), expect: null });
-        continue;
+          run.map((m) => row(cols.map((k) => (m as Pgoutput.MessageInsert).new[k]))).join(", "), expect: null });
+      } else if (first.tag === "delete") {
+        out.push({ sql: `DELETE FROM ${table} t USING (VALUES ${run.map((m) => row(keys.map((k) => keyOf(m)[k]))).join(", ")}) ` +
+          `AS v(${keys.map((_, n) => `k${n}`).join(", ")}) WHERE ${keyJoin()}`, expect: run.length });
+      } else {
+        const cols = setCols(first as Pgoutput.MessageUpdate);
+        const last = [...byKey.values()];
+        if (last.length === 1) out.push({ sql: changeSql(c, last[0], info?.alwaysIdentity), expect: 1 });
+        else out.push({ sql: `UPDATE ${table} t SET ${cols.map((k, n) => `${quoteIdent(k)} = ${cast(k, `s${n}`)}`).join(", ")} FROM (VALUES ` +
+          `${last.map((u) => row([...keys.map((k) => keyOf(u)[k]), ...cols.map((k) => u.new[k])])).join(", ")}) ` +
+          `AS v(${[...keys.map((_, n) => `k${n}`), ...cols.map((_, n) => `s${n}`)].join(", ")}) WHERE ${keyJoin()}`, expect: last.length });
       }
-      const keys = r.keyColumns;
-      const cast = (col: string, alias: string) => `v.${alias}::${info!.types.get(col) ?? "text"}`;
-      const keyJoin = keys.map((k, n) => `t.${quoteIdent(k)} = ${cast(k, `k${n}`)}`).join(" AND ");
-      if (first.tag === "delete") {
-        const rows = run.map((m) => `(${keys.map((k) => lit(c, keyOf(m)[k])).join(", ")})`).join(", ");
-        out.push({ sql: `DELETE FROM ${table} t USING (VALUES ${rows}) AS v(${keys.map((_, n) => `k${n}`).join(", ")}) WHERE ${keyJoin}`, expect: run.length });
-        continue;
-      }
-      const cols = setCols(first as Pgoutput.MessageUpdate);
-      const rows = run.map((m) => {
-        const u = m as Pgoutput.MessageUpdate;
-        return `(${[...keys.map((k) => lit(c, keyOf(u)[k])), ...cols.map((k) => lit(c, u.new[k]))].join(", ")})`;
-      }).join(", ");
-      out.push({ sql: `UPDATE ${table} t SET ${cols.map((k, n) => `${quoteIdent(k)} = ${cast(k, `s${n}`)}`).join(", ")} FROM (VALUES ${rows}) ` +
-        `AS v(${[...keys.map((_, n) => `k${n}`), ...cols.map((_, n) => `s${n}`)].join(", ")}) WHERE ${keyJoin}`, expect: run.length });
+      run = [];
+      byKey.clear();
+    };
+    for (const m of list) {
+      const s = signature(m);
+      if (!s || s !== sig) { emit(); sig = s; }
+      else if (m.tag === "delete" && byKey.has(keyText(keyOf(m)))) emit();
+      run.push(m);
+      // Deletes use byKey only to see repeats; updates keep the latest change per key (Map keeps first-seen order).
+      const k = m.tag === "insert" || !s ? undefined : keyText(keyOf(m));
+      if (k !== undefined) { byKey.delete(k); byKey.set(k, m as Pgoutput.MessageUpdate); }
+      if (!s) { emit(); sig = undefined; }
     }
+    emit();
   }
   return out;
 }
 
+/** Most target statements queued on the connection before decoding waits (backpressure: the socket pauses). */
+const MAX_IN_FLIGHT = 4;
+
 /**
  * One stream session: connect, stream from the stored position, apply, until `until` is applied,
  * stop() is called, or an error. Resolves with the last applied LSN.
+ *
+ * Decoding and applying overlap: statements are queued on the target connection without waiting
+ * (pg sends them one after another, in order), so the target executes batch N while batch N+1 is
+ * decoded. At most MAX_IN_FLIGHT are queued; then the data handler waits, which pauses the source
+ * socket. Nothing is acknowledged before the COMMIT that contains it has returned "COMMIT".
  */
 export class StreamApplier {
   private svc?: LogicalReplicationService;
   private target?: Client;
+  /** Highest source position whose target transaction has committed (and been acknowledged). */
   private applied = 0n;
+  /** End LSN of the last source transaction added to the open target transaction. */
   private pendingLsn = 0n;
+  /** A target transaction is open (BEGIN queued) and holds source transactions not yet committed. */
   private inTarget = false;
+  /** The last source message handled was a COMMIT: the open target transaction may be committed now. */
+  private atBoundary = true;
   private skipping = false;
   private pending: RowChange[] = [];
   private statements = 0;
   private stats = new Map<string, ApplyCounters>();
   /** Column types and GENERATED ALWAYS identity columns per target table, read when the relation is announced. */
   private meta = new Map<string, TableMeta>();
+  /** Target queries sent and not yet settled, oldest first (they settle in order). */
+  private inFlight: Promise<unknown>[] = [];
+  private broken?: unknown;
   private done!: Promise<bigint>;
   private resolveDone!: (l: bigint) => void;
   private rejectDone!: (e: unknown) => void;
   private stopped = false;
+  /** stop() was called mid-transaction: finish at the next source COMMIT. */
+  private stopRequested = false;
+  private finishing = false;
   private timer?: NodeJS.Timeout;
   conflicts = 0;
   changes = 0;
@@ -208,22 +233,21 @@ export class StreamApplier {
       client.query(`START_REPLICATION SLOT ${quoteIdent(slot)} LOGICAL ${lsn} (proto_version '1', publication_names '"${pub}"')`);
 
     svc.on("data", async (_lsn: string, m: Pgoutput.Message) => {
-      if (this.stopped) return;
+      if (this.stopped || this.finishing) return;
       try { await this.handle(m); } catch (e) { await this.fail(e); }
     });
     svc.on("heartbeat", async (lsn: string, _ts: number, reply: boolean) => {
       if (this.stopped) return;
-      const idle = !this.inTarget && this.queueEmpty();
       try {
         // A keepalive carries the position the walsender has decoded and sent up to. Idle here means
-        // every change before it is applied: record that position (throttled), so the fence check and
-        // status see "caught up" even when the last WAL records are not ours (e.g. the freeze itself).
-        const sent = lsnToBigInt(lsn);
-        // (The walsender pings only while our confirmed position is behind what it sent, so this is one
+        // every change before it is applied: record that position, so the fence check and status see
+        // "caught up" even when the last WAL records are not ours (e.g. the freeze itself). (The
+        // walsender pings only while our confirmed position is behind what it sent, so this is one
         // small UPDATE per idle period, not one per keepalive.)
-        if (idle && sent > this.applied) await this.storeApplied(sent);
-        if (reply || idle) await this.ack(this.applied);
-        if (this.o.until !== undefined && this.applied >= this.o.until && idle) await this.finish();
+        const sent = lsnToBigInt(lsn);
+        if (this.idle() && sent > this.applied) await this.storeApplied(sent);
+        if (reply || this.idle()) await this.ack(this.applied);
+        if (this.o.until !== undefined && this.applied >= this.o.until && this.idle()) await this.finish();
       } catch (e) { await this.fail(e); }
     });
     svc.on("error", (e: Error) => { void this.fail(e); });
@@ -232,10 +256,27 @@ export class StreamApplier {
     return this.done;
   }
 
-  /** Stop after the current transaction: what was applied stays applied and acknowledged. */
-  async stop(): Promise<void> {
+  /**
+   * Stop at the end of the source transaction in hand (its changes share the open target
+   * transaction): commit what is complete, then end. If that transaction does not end within
+   * `graceMs` (a huge one still streaming), the open target transaction is rolled back instead:
+   * nothing partial is ever committed, and a restart resumes from the last committed position.
+   */
+  async stop(graceMs = 10000): Promise<void> {
     if (this.stopped) return;
-    await this.finish();
+    if (this.atBoundary) return this.finish();
+    this.stopRequested = true;
+    const timer = setTimeout(() => void this.abandon(), graceMs);
+    await this.done.catch(() => undefined).finally(() => clearTimeout(timer));
+  }
+
+  /** End now without committing the open target transaction (it holds part of a source transaction). */
+  private async abandon(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    await this.rollback();
+    await this.close();
+    this.resolveDone(this.applied);
   }
 
   /** No parsed message waits behind the one in hand (inside a data handler the library is always "processing"). */
@@ -243,9 +284,9 @@ export class StreamApplier {
     return (this.svc as unknown as { _messageQueue: unknown[] })._messageQueue.length === 0;
   }
 
-  /** Outside the data handler: no message is being applied or waiting. */
-  private queueEmpty(): boolean {
-    return !(this.svc as unknown as { _processing: boolean })._processing && this.nothingQueued();
+  /** Nothing decoded waits to be applied, no target transaction is open and no target query is running. */
+  private idle(): boolean {
+    return !this.inTarget && !this.inFlight.length && !(this.svc as unknown as { _processing: boolean })._processing && this.nothingQueued();
   }
 
   private async ack(lsn: bigint): Promise<void> {
@@ -259,44 +300,81 @@ export class StreamApplier {
     this.stats.set(key, s);
   }
 
-  private async handle(m: Pgoutput.Message): Promise<void> {
+  /**
+   * Queue a simple-protocol query on the target without waiting for it. A failure marks the session
+   * broken (checked before anything is acknowledged) and stops it.
+   */
+  private send(sql: string, params?: unknown[]): Promise<QueryResult | QueryResult[]> {
+    // Chained rather than handed to pg's own queue (deprecated in pg 8, gone in 9); same order, same effect.
     const c = this.target!;
+    const prev = this.inFlight[this.inFlight.length - 1];
+    const run = () => c.query(sql, params) as unknown as Promise<QueryResult | QueryResult[]>;
+    const p = prev ? prev.then(run, run) : run();
+    this.inFlight.push(p);
+    p.then(() => undefined, (e) => { this.broken ??= e; void this.fail(e); })
+      .finally(() => { this.inFlight.shift(); this.maybeCommitIdle(); });
+    return p;
+  }
+
+  /** Wait until at most `max` target queries are queued; throw if one of them failed. */
+  private async settle(max: number): Promise<void> {
+    while (this.inFlight.length > max) await this.inFlight[this.inFlight.length - max - 1].catch(() => undefined);
+    if (this.broken) throw this.broken;
+  }
+
+  /**
+   * The target went idle at a transaction boundary with nothing more decoded: commit now instead of
+   * waiting for more source transactions (keeps lag low when the stream is quiet).
+   */
+  private maybeCommitIdle(): void {
+    if (this.stopped || this.finishing || this.inFlight.length || !this.inTarget || !this.atBoundary || !this.nothingQueued()) return;
+    this.commitTarget();
+  }
+
+  private async handle(m: Pgoutput.Message): Promise<void> {
     switch (m.tag) {
       case "begin":
         // Already applied before a restart (crash between target COMMIT and ack): skip the whole transaction.
         this.skipping = lsnToBigInt(m.commitLsn ?? "0/0") < this.applied;
-        if (!this.skipping && !this.inTarget) { await c.query("BEGIN"); this.inTarget = true; }
+        this.atBoundary = false;
+        if (!this.skipping && !this.inTarget) { this.send("BEGIN"); this.inTarget = true; }
         return;
       case "insert": case "update": case "delete":
         if (this.skipping) return;
         this.pending.push(m);
         this.count(m.relation, m.tag === "insert" ? "inserts" : m.tag === "update" ? "updates" : "deletes");
         this.changes++;
-        if (this.pending.length >= 2000) await this.flush();
+        if (this.pending.length >= 2000) { this.flush(); await this.settle(MAX_IN_FLIGHT); }
         return;
       case "truncate":
         if (this.skipping) return;
-        await this.flush();
+        this.flush();
         // The message already lists every table the source's CASCADE reached: no CASCADE here.
-        await c.query(`TRUNCATE ${m.relations.map(tableOf).join(", ")}${m.restartIdentity ? " RESTART IDENTITY" : ""}`);
+        this.send(`TRUNCATE ${m.relations.map(tableOf).join(", ")}${m.restartIdentity ? " RESTART IDENTITY" : ""}`);
         m.relations.forEach((r) => this.count(r, "truncates"));
         this.changes++;
         return;
       case "commit": {
+        this.atBoundary = true;
         if (this.skipping) { this.skipping = false; return; }
         this.pendingLsn = lsnToBigInt(m.commitEndLsn ?? "0/0");
-        const atFence = this.o.until !== undefined && this.pendingLsn >= this.o.until;
-        // Several source transactions share a target transaction while more are queued; commit when none is.
-        if (this.statements + this.pending.length >= (this.o.batchStatements ?? 5000) || this.nothingQueued() || atFence) await this.commitTarget();
+        const atFence = (this.o.until !== undefined && this.pendingLsn >= this.o.until) || this.stopRequested;
+        // Several source transactions share a target transaction while the target is busy or more are
+        // decoded; commit when the batch is big, at the fence, or when the target has nothing to do.
+        if (this.statements + this.pending.length >= (this.o.batchStatements ?? 5000) || atFence || (this.nothingQueued() && !this.inFlight.length)) {
+          this.commitTarget();
+          await this.settle(MAX_IN_FLIGHT);
+        }
         if (atFence) await this.finish();
         return;
       }
       case "relation": {
-        await this.flush(); // a changed relation (new columns, new replica identity) applies to what follows
-        const r = await c.query(`SELECT attname, format_type(atttypid, atttypmod) AS type, attidentity = 'a' AS always
-          FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, [tableOf(m)]);
+        this.flush(); // a changed relation (new columns, new replica identity) applies to what follows
+        const r = await this.send(`SELECT attname, format_type(atttypid, atttypmod) AS type, attidentity = 'a' AS always
+          FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, [tableOf(m)]) as QueryResult;
         this.meta.set(tableOf(m), { types: new Map(r.rows.map((x) => [x.attname, x.type])),
           alwaysIdentity: new Set(r.rows.filter((x) => x.always).map((x) => x.attname)) });
+        if (this.broken) throw this.broken;
         return;
       }
       default:
@@ -304,53 +382,74 @@ export class StreamApplier {
     }
   }
 
-  private async flush(): Promise<void> {
+  /** Queue the pending row changes as merged statements (one simple query). */
+  private flush(): void {
     if (!this.pending.length) return;
     const batch = batchSql(this.target!, this.pending, (t) => this.meta.get(t));
     this.statements += this.pending.length;
     this.pending = [];
-    const res = await this.target!.query(batch.map((b) => b.sql).join(";\n"));
-    const results = Array.isArray(res) ? res : [res];
-    results.forEach((r, n) => {
-      const want = batch[n]?.expect;
-      if (want !== null && want !== undefined && r.rowCount !== want) this.conflicts += Math.abs(want - (r.rowCount ?? 0));
-    });
+    this.send(batch.map((b) => b.sql).join(";\n")).then((res) => {
+      const results = Array.isArray(res) ? res : [res];
+      results.forEach((r, n) => {
+        const want = batch[n]?.expect;
+        if (want !== null && want !== undefined && r.rowCount !== want) this.conflicts += Math.abs(want - (r.rowCount ?? 0));
+      });
+    }, () => undefined);
   }
 
-  /** Commit the open target transaction with the applied position in it, then acknowledge it. */
-  private async commitTarget(): Promise<void> {
+  /**
+   * Queue the commit of the open target transaction, with the applied position and counters in it;
+   * once the target answers COMMIT (not ROLLBACK: a transaction aborted by an earlier error answers
+   * COMMIT with ROLLBACK), the position counts as applied and is acknowledged.
+   */
+  private commitTarget(): void {
     if (!this.inTarget) return;
-    await this.flush();
+    this.flush();
     const c = this.target!;
     const lsn = this.pendingLsn;
-    await c.query(`UPDATE ${CONTROL_SCHEMA}.migration SET applied_lsn = $2, updated_at = now() WHERE name = $1`, [this.o.migration, bigIntToLsn(lsn)]);
-    for (const [table, s] of this.stats) {
-      await c.query(`INSERT INTO ${CONTROL_SCHEMA}.apply_stats AS a (migration, table_name, inserts, updates, deletes, truncates)
-        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (migration, table_name) DO UPDATE SET inserts = a.inserts + $3,
-        updates = a.updates + $4, deletes = a.deletes + $5, truncates = a.truncates + $6`, [this.o.migration, table, s.inserts, s.updates, s.deletes, s.truncates]);
+    const stats = [...this.stats];
+    const sql = [`UPDATE ${CONTROL_SCHEMA}.migration SET applied_lsn = ${lit(c, bigIntToLsn(lsn))}, updated_at = now() WHERE name = ${lit(c, this.o.migration)}`];
+    if (stats.length) {
+      sql.push(`INSERT INTO ${CONTROL_SCHEMA}.apply_stats AS a (migration, table_name, inserts, updates, deletes, truncates) VALUES ` +
+        stats.map(([t, s]) => `(${lit(c, this.o.migration)}, ${lit(c, t)}, ${s.inserts}, ${s.updates}, ${s.deletes}, ${s.truncates})`).join(", ") +
+        ` ON CONFLICT (migration, table_name) DO UPDATE SET inserts = a.inserts + excluded.inserts, updates = a.updates + excluded.updates,
+        deletes = a.deletes + excluded.deletes, truncates = a.truncates + excluded.truncates`);
     }
-    await c.query("COMMIT");
+    sql.push("COMMIT");
     this.stats.clear();
     this.inTarget = false;
     this.statements = 0;
-    this.applied = lsn;
-    this.o.onApplied?.(lsn);
-    await this.ack(lsn);
+    this.send(sql.join(";\n")).then((res) => {
+      const last = Array.isArray(res) ? res[res.length - 1] : res;
+      if (last.command !== "COMMIT") {
+        this.broken ??= new Error("the target rolled back a transaction of changes (an earlier statement in it failed)");
+        void this.fail(this.broken);
+        return;
+      }
+      if (this.broken || lsn <= this.applied) return;
+      this.applied = lsn;
+      this.o.onApplied?.(lsn);
+      void this.ack(lsn);
+    }, () => undefined);
   }
 
   private async storeApplied(lsn: bigint): Promise<void> {
-    await this.target!.query(`UPDATE ${CONTROL_SCHEMA}.migration SET applied_lsn = $2, updated_at = now() WHERE name = $1`, [this.o.migration, bigIntToLsn(lsn)]);
+    await this.send(`UPDATE ${CONTROL_SCHEMA}.migration SET applied_lsn = $2, updated_at = now() WHERE name = $1`, [this.o.migration, bigIntToLsn(lsn)]);
     this.applied = lsn;
   }
 
+  /** Commit what is open, wait for every queued statement, then end the session. */
   private async finish(): Promise<void> {
-    if (this.stopped) return;
+    if (this.stopped || this.finishing) return;
+    this.finishing = true; // messages decoded from here on are neither applied nor acknowledged
     try {
-      await this.commitTarget();
+      this.commitTarget();
+      await this.settle(0);
     } catch (e) {
       await this.fail(e);
       return;
     }
+    if (this.stopped) return;
     this.stopped = true;
     await this.close();
     this.resolveDone(this.applied);
@@ -359,9 +458,16 @@ export class StreamApplier {
   private async fail(e: unknown): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    await this.target?.query("ROLLBACK").catch(() => undefined);
+    await this.rollback();
     await this.close();
     this.rejectDone(e instanceof PgferryError ? e : new PgferryError("apply_failed", `stream apply stopped: ${(e as Error).message ?? e}`));
+  }
+
+  /** Roll back the open target transaction once every queued statement has settled. */
+  private async rollback(): Promise<void> {
+    if (!this.target) return;
+    await Promise.all(this.inFlight.map((p) => p.catch(() => undefined)));
+    await this.target.query("ROLLBACK").catch(() => undefined);
   }
 
   private async close(): Promise<void> {
@@ -370,4 +476,3 @@ export class StreamApplier {
     await this.target?.end().catch(() => undefined);
   }
 }
-
