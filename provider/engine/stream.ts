@@ -218,7 +218,12 @@ export class StreamApplier {
     }
     await this.target.query(`SET synchronous_commit = on`);
     this.applied = await readAppliedLsn(this.target, this.o.migration);
-    if (this.o.until !== undefined && this.applied >= this.o.until) { await this.close(); return this.applied; }
+    // stop() may have come while connecting: it found nothing to close, so close here (an open
+    // connection would keep the process alive, and a stream started now would hold the slot).
+    if ((this.o.until !== undefined && this.applied >= this.o.until) || this.stopped || this.finishing) {
+      await this.close();
+      return this.stopped || this.finishing ? this.done : this.applied;
+    }
 
     const svc = new LogicalReplicationService(
       { ...clientConfig(this.source, { application_name: `pgferry_${this.o.migration}` }) } as never,
