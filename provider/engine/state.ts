@@ -131,6 +131,40 @@ export async function readTableProgress(c: Client, name: string): Promise<TableP
     bytes: Number(x.bytes), estimatedRows: Number(x.estimated_rows), estimatedBytes: Number(x.estimated_bytes), seconds: x.seconds }));
 }
 
+/**
+ * Writes the load's per-table progress to table_progress while the load runs, so another process
+ * (`pgferry status --watch`, `--serve`) sees tables move. The load reports every 500 ms and after each
+ * COPY; the reports of one moment go out as one UPDATE, and while one is being written newer reports
+ * wait and replace older ones, so the target sees at most one small write in flight.
+ * Recording is advisory: a failed write is ignored, since a broken target connection fails the load
+ * on its own.
+ */
+export function tableProgressRecorder(c: Client, name: string) {
+  type Row = { schema: string; name: string; rows: number; bytes: number; seconds: number; done: boolean };
+  const latest = new Map<string, Row>();
+  let writing: Promise<void> | undefined;
+  const write = async () => {
+    while (latest.size) {
+      const rows = [...latest.values()];
+      latest.clear();
+      await c.query(`UPDATE ${S}.table_progress p SET status = v.status, rows = v.rows, bytes = v.bytes, seconds = v.seconds
+        FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::float8[]) AS v(s, t, status, rows, bytes, seconds)
+        WHERE p.migration = $1 AND p.schema_name = v.s AND p.table_name = v.t`,
+        [name, rows.map((r) => r.schema), rows.map((r) => r.name), rows.map((r) => (r.done ? "copied" : "copying")),
+          rows.map((r) => r.rows), rows.map((r) => r.bytes), rows.map((r) => r.seconds)]).catch(() => undefined);
+    }
+    writing = undefined;
+  };
+  return {
+    note(p: Row) {
+      latest.set(`${p.schema}.${p.name}`, { schema: p.schema, name: p.name, rows: p.rows, bytes: p.bytes, seconds: p.seconds, done: p.done });
+      // setImmediate: the reports of one ticker round are collected before the write starts.
+      writing ??= new Promise<void>((r) => setImmediate(r)).then(write);
+    },
+    async close() { await writing; },
+  };
+}
+
 /** Serialises pgferry processes working on the same migration (session-level advisory lock on the target). */
 export async function tryLockMigration(c: Client, name: string): Promise<boolean> {
   const r = await c.query(`SELECT pg_try_advisory_lock(hashtext('pgferry'), hashtext($1)) AS ok`, [name]);
