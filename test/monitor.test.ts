@@ -87,7 +87,7 @@ function parseMetrics(text: string): Map<string, number> {
 test("status --watch without a terminal appends snapshots that follow the load to streaming", async () => {
   const source = parseEndpoint(src.uri("app"), "source"), target = parseEndpoint(tgt.uri("app"), "target");
   // Watching before the migration exists: the watcher must keep going through every phase.
-  const watch = cli(["status", "--watch", "--interval", "0.3", "--name", NAME]);
+  const watch = cli(["status", "--watch", "--interval", "0.2", "--name", NAME]);
   await until("a first snapshot", () => watch.out().includes("no such migration"));
   const started = await startMigration(source, target, migrationOptions({ name: NAME, mode: "stream", jobs: 2 }));
   expect(started.phase).toBe("ReadyToCutover");
