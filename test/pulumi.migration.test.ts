@@ -67,6 +67,11 @@ test("pulumi up / refresh / config cutover / destroy through the real plugin", a
   expect(refreshed.id).toBe(id);
   expect(refreshed.props.phase).toBe("ReadyToCutover");
   expect(typeof refreshed.props.lagBytes).toBe("number");
+  // The monitor's summary: caught up or not, the confirmed position, estimates per table; no applied counts from a native subscription.
+  expect(typeof refreshed.props.caughtUp).toBe("boolean");
+  expect(refreshed.props.confirmedLsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+  expect(refreshed.props.appliedChanges).toBeNull();
+  expect(refreshed.props.tables.every((t: { estimatedRows: unknown }) => typeof t.estimatedRows === "number")).toBe(true);
   expect(refreshed.inputs).toMatchObject({ name: "pl", jobs: 2 });
 
   // A second `pulumi up` with nothing changed: no diff. Changing the source would replace.

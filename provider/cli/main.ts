@@ -8,9 +8,26 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import {
   cleanupMigration, cutoverMigration, DEFAULT_NAME, migrationOptions, migrationStatus, parseEndpoint, runAgent, startMigration, verifyMigration,
 } from "../engine";
-import { formatStatus, printJson, reportError, reporter } from "./output";
+import { Monitor, serveMonitor } from "./monitor";
+import { formatStatus, formatWatch, printJson, reportError, reporter } from "./output";
 
 const collect = (v: string, prev: string[]) => [...prev, v];
+const port = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError("--serve needs a port number (0 picks a free one)");
+  return n;
+};
+const seconds = (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0.2) throw new InvalidArgumentError("--interval must be a number of seconds, at least 0.2");
+  return n;
+};
+/** A sleep that an abort (SIGINT/SIGTERM) ends early. */
+const sleep = (ms: number, signal: AbortSignal) => new Promise<void>((resolve) => {
+  const t = setTimeout(done, ms);
+  function done() { clearTimeout(t); signal.removeEventListener("abort", done); resolve(); }
+  signal.addEventListener("abort", done);
+});
 const int = (name: string) => (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive whole number`);
@@ -66,20 +83,55 @@ export function buildProgram(): Command {
         (res.load ? ` (loaded ${res.load.rows} rows in ${res.load.seconds.toFixed(1)} s)` : ""));
     }));
 
-  program.command("status").description("phase, per-table progress, lag and pending changes")
+  program.command("status").description("phase, per-table progress, lag and pending changes; --watch to follow, --serve for a web monitor")
     .addOption(sourceOpt()).addOption(targetOpt()).addOption(nameOpt())
-    .option("--json", "print JSON").option("--watch", "refresh every 2 seconds until interrupted")
+    .option("--json", "print JSON").option("--watch", "redraw every --interval seconds until interrupted (without a terminal: append snapshots)")
+    .option("--serve <port>", "serve a web monitor, /api/status and Prometheus /metrics on 127.0.0.1:PORT (0: any free port) until interrupted", port)
+    .option("--interval <sec>", "seconds between status reads with --watch or --serve", seconds, 2)
     .action(action(async (o) => {
       const target = parseEndpoint(o.target ?? process.env.PGFERRY_TARGET, "target");
       const src = o.source ?? process.env.PGFERRY_SOURCE;
       const source = src ? parseEndpoint(src, "source") : undefined;
-      for (;;) {
-        const s = await migrationStatus(source, target, o.name);
-        if (o.json) printJson(s);
-        else process.stdout.write((o.watch && process.stdout.isTTY ? "\x1b[2J\x1b[H" : "") + formatStatus(s) + "\n");
-        if (!o.watch) return s.phase === "NotFound" || s.phase === "Failed" ? 1 : 0;
-        await new Promise((r) => setTimeout(r, 2000));
+      const follow = !!o.watch || o.serve !== undefined;
+      const monitor = new Monitor([source, target]);
+      // A first read that fails (wrong URI, password) is a usage error: exit; later failures are shown and retried.
+      let s = await migrationStatus(source, target, o.name);
+      let view = monitor.add(s);
+      if (!follow) {
+        if (o.json) printJson(s); else process.stdout.write(formatStatus(s) + "\n");
+        return s.phase === "NotFound" || s.phase === "Failed" ? 1 : 0;
       }
+      const stop = new AbortController();
+      const onSignal = () => stop.abort();
+      process.once("SIGINT", onSignal);
+      process.once("SIGTERM", onSignal);
+      const server = o.serve !== undefined ? await serveMonitor(monitor, o.serve, o.interval * 1000) : undefined;
+      if (server) process.stderr.write(`pgferry monitor for ${o.name}: ${server.url} (JSON ${server.url}api/status, Prometheus ${server.url}metrics)\n`);
+      const tty = !!process.stdout.isTTY && !o.json;
+      let frames = 0;
+      try {
+        while (!stop.signal.aborted) {
+          if (o.watch) {
+            if (o.json) printJson(s);
+            // A terminal gets a redraw in place (home, each line cleared to its end, the rest cleared); a pipe or log gets snapshots.
+            else if (tty) process.stdout.write((frames++ ? "\x1b[H" : "\x1b[2J\x1b[H") + formatWatch(view, true).split("\n").join("\x1b[K\n") + "\x1b[K\n\x1b[J");
+            else process.stdout.write(formatWatch(view, false) + "\n\n");
+          }
+          await sleep(o.interval * 1000, stop.signal);
+          if (stop.signal.aborted) break;
+          try {
+            s = await migrationStatus(source, target, o.name);
+            view = monitor.add(s);
+          } catch (e) {
+            view = monitor.fail(e) ?? view;
+          }
+        }
+      } finally {
+        process.off("SIGINT", onSignal);
+        process.off("SIGTERM", onSignal);
+        await server?.close();
+      }
+      return 0;
     }));
 
   program.command("cutover").description("stop writes, wait for the fence, sync sequences, add foreign keys, end replication")

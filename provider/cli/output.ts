@@ -2,11 +2,12 @@
  * How the CLI talks: progress bars on a TTY, plain lines otherwise, one JSON document with --json.
  * Errors are printed with their findings and fixes; nothing printed ever contains a password.
  */
-import { MultiBar, Presets, SingleBar } from "cli-progress";
+import { Format, MultiBar, Presets, SingleBar } from "cli-progress";
 import { formatFindings, PgferryError } from "../engine/errors";
 import type { MigrationEvent } from "../engine/start";
 import type { MigrationStatus } from "../engine/status";
 import type { TableLoadProgress } from "../engine/load";
+import type { MonitorView } from "./monitor";
 
 export function human(bytes: number): string {
   const u = ["B", "kB", "MB", "GB", "TB"];
@@ -83,5 +84,55 @@ export function formatStatus(s: MigrationStatus): string {
     const pct = t.status === "copied" ? 100 : t.estimatedBytes ? Math.min(99, Math.round((100 * t.bytes) / t.estimatedBytes)) : 0;
     lines.push(`  ${t.status.padEnd(7)} ${String(pct).padStart(3)}%  ${t.schema}.${t.table}  ${t.rows} rows  ${human(t.bytes)}`);
   }
+  return lines.join("\n");
+}
+
+/** A bar drawn by cli-progress's own formatter; `fancy` (a TTY) uses block characters, logs get plain ASCII. */
+function bar(fraction: number, size: number, fancy: boolean): string {
+  const [full, empty] = fancy ? ["\u2588", "\u2591"] : ["#", "-"];
+  return Format.BarFormat(Math.max(0, Math.min(1, fraction)), { barsize: size, barCompleteString: full.repeat(size),
+    barIncompleteString: empty.repeat(size), barGlue: "" });
+}
+
+const eta = (s?: number) => (s === undefined || !Number.isFinite(s) ? "" : `ETA ${Format.TimeFormat(Math.round(s), { autopaddingChar: "0" }, 1)}`);
+const rate = (bytesPerSec?: number, rowsPerSec?: number) =>
+  bytesPerSec === undefined ? "" : `${human(bytesPerSec)}/s ${Math.round(rowsPerSec ?? 0)} rows/s`;
+
+/**
+ * One frame of `status --watch`: phase, the load (overall and per table: bar, rows and bytes, rate, ETA),
+ * then CDC (lag, pending, positions, stream-mode applied counts). Plain text so it reads the same in a
+ * terminal over SSH and in a log file; `fancy` only changes the bar characters.
+ */
+export function formatWatch(v: MonitorView, fancy: boolean): string {
+  const s = v.status;
+  const lines = [`pgferry ${s.name} · ${s.phase}${s.mode ? ` · mode ${s.mode}` : ""} · ${v.updatedAt.replace("T", " ").replace(/\.\d+Z$/, "Z")}` +
+    (v.up ? "" : ` · status read failed, figures from the last read: ${v.error}`)];
+  if (s.error) lines.push(`  error: ${s.error}`);
+  if (s.phase === "NotFound") return lines.concat("  no such migration on the target").join("\n");
+  const l = v.load;
+  lines.push(`load  ${bar(l.fraction, 20, fancy)} ${String(Math.floor(100 * l.fraction)).padStart(3)}%  ${l.rows} rows` +
+    `${l.estimatedRows ? ` of ~${l.estimatedRows}` : ""}  ${human(l.bytes)}  ${[rate(l.bytesPerSec, l.rowsPerSec), eta(l.etaSeconds)].filter(Boolean).join("  ")}`.trimEnd());
+  const width = Math.min(40, Math.max(5, ...v.tables.map((t) => t.name.length)));
+  for (const t of v.tables) {
+    const name = t.name.length > width ? t.name.slice(0, width - 1) + "…" : t.name.padEnd(width);
+    lines.push(`  ${t.status.padEnd(7)} ${bar(t.fraction, 12, fancy)} ${String(Math.floor(100 * t.fraction)).padStart(3)}%  ${name}  ` +
+      `${String(t.rows).padStart(9)} rows  ${human(t.bytes).padStart(9)}  ${[rate(t.bytesPerSec, t.rowsPerSec), eta(t.etaSeconds)].filter(Boolean).join("  ")}`.trimEnd());
+  }
+  if (s.lagBytes !== undefined || s.lagSeconds !== undefined) {
+    lines.push(`cdc   lag ${s.lagBytes !== undefined ? human(s.lagBytes) : "?"}${s.lagSeconds !== undefined ? `, ${s.lagSeconds.toFixed(1)} s` : ""}` +
+      ` · pending changes ${s.pendingChanges !== undefined ? s.pendingChanges : "not known until caught up"}${s.caughtUp ? " (caught up)" : ""}`);
+    lines.push(`      source ${s.sourceLsn ?? "?"} · confirmed ${s.confirmedLsn ?? "?"}${s.appliedLsn ? ` · applied ${s.appliedLsn}` : ""}`);
+  } else if (s.phase === "ReadyToCutover") {
+    lines.push(`cdc   lag not measured (give --source or PGFERRY_SOURCE)`);
+  }
+  if (s.subscription?.exists) {
+    lines.push(`      subscription ${s.subscription.workerPid ? `running (pid ${s.subscription.workerPid})` : "not running"}` +
+      `${s.subscription.applyErrors ? `, ${s.subscription.applyErrors} apply errors — see the target's log` : ""}`);
+  }
+  if (s.applied?.length) {
+    lines.push(`      applied ${"inserts".padStart(9)} ${"updates".padStart(9)} ${"deletes".padStart(9)}  table`);
+    for (const a of s.applied) lines.push(`              ${String(a.inserts).padStart(9)} ${String(a.updates).padStart(9)} ${String(a.deletes).padStart(9)}  ${a.table}`);
+  }
+  if (s.downtimeMs !== undefined) lines.push(`cutover downtime ${(s.downtimeMs / 1000).toFixed(2)} s${s.fenceLsn ? `, fence ${s.fenceLsn}` : ""}`);
   return lines.join("\n");
 }

@@ -29,6 +29,8 @@ export interface TableLoadProgress {
   seconds: number;
   rows: number;
   bytes: number;
+  /** Bytes of the COPYs that have finished (`bytes` also counts running ones): what the load records for other processes. */
+  copiedBytes: number;
   estimatedRows: number;
   estimatedBytes: number;
   done: boolean;
@@ -107,7 +109,7 @@ export async function runLoad(source: Endpoint, target: Endpoint, snapshot: stri
   })();
   for (const j of plan) {
     const k = key(j.table);
-    const p = progress.get(k) ?? { table: k, schema: j.table.schema, name: j.table.name, seconds: 0, rows: 0, bytes: 0,
+    const p = progress.get(k) ?? { table: k, schema: j.table.schema, name: j.table.name, seconds: 0, rows: 0, bytes: 0, copiedBytes: 0,
       estimatedRows: j.table.estimatedRows, estimatedBytes: j.table.bytes, done: false, pending: 0, startedAt: 0 };
     p.pending++;
     progress.set(k, p);
@@ -133,14 +135,16 @@ export async function runLoad(source: Endpoint, target: Endpoint, snapshot: stri
       const p = progress.get(key(job.table))!;
       const sql = copySql(job);
       p.startedAt ||= Date.now();
+      let jobBytes = 0;
       const counter = new Transform({
-        transform(chunk: Buffer, _enc, cb) { p.bytes += chunk.length; cb(null, chunk); },
+        transform(chunk: Buffer, _enc, cb) { p.bytes += chunk.length; jobBytes += chunk.length; cb(null, chunk); },
       });
       if (!job.range) { await dst.query("BEGIN"); await dst.query(`TRUNCATE ONLY ${qualified(job.table.schema, job.table.name)}`); }
       const inp = dst.query(copyFrom(sql.inp));
       await pipeline(src.query(copyTo(sql.out)), counter, inp);
       if (!job.range) await dst.query("COMMIT");
       p.rows += Number(inp.rowCount ?? 0);
+      p.copiedBytes += jobBytes;
       p.seconds = (Date.now() - p.startedAt) / 1000;
       if (--p.pending === 0) p.done = true;
       onProgress?.(publicView(p));

@@ -16,7 +16,7 @@ import { preflight, PreflightResult } from "./preflight";
 import { applyEntries, dumpSchema, foreignKeyEntries, matviewEntries, storeEntries } from "./schema";
 import { createPublication, createSlotWithSnapshot, dropPublication, dropSlot } from "./snapshot";
 import {
-  ensureControlSchema, insertMigration, MigrationRecord, Phase, readMigration, tryLockMigration, updateMigration,
+  ensureControlSchema, insertMigration, MigrationRecord, Phase, readMigration, tableProgressRecorder, tryLockMigration, updateMigration,
 } from "./state";
 
 export type MigrationEvent =
@@ -188,7 +188,9 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
       if (o.mode === "subscription") await createSubscription(tgt, source, names.subscription, names.publication, names.slot, o.sourceHostForTarget);
       snap = await createSlotWithSnapshot(source, names.slot);
       await updateMigration(tgt, o.name, { consistentPoint: snap.consistentPoint, loadStartedAt: new Date(), error: null, phase: "Loading" });
-      const load = await runLoad(source, target, snap.snapshotName, copyable, o.jobs, (p) => onEvent({ type: "table", progress: p }));
+      const recorder = tableProgressRecorder(tgt, o.name);
+      const load = await runLoad(source, target, snap.snapshotName, copyable, o.jobs, (p) => { recorder.note(p); onEvent({ type: "table", progress: p }); })
+        .finally(() => recorder.close());
       for (const t of load.tables) {
         await tgt.query(`UPDATE pgferry.table_progress SET status = 'copied', rows = $4, bytes = $5, seconds = $6
           WHERE migration = $1 AND schema_name = $2 AND table_name = $3`, [o.name, t.schema, t.name, t.rows, t.bytes, t.seconds]);

@@ -131,6 +131,45 @@ export async function readTableProgress(c: Client, name: string): Promise<TableP
     bytes: Number(x.bytes), estimatedRows: Number(x.estimated_rows), estimatedBytes: Number(x.estimated_bytes), seconds: x.seconds }));
 }
 
+/**
+ * Records the load's finished work in table_progress as it happens (each finished COPY: its table's rows
+ * and bytes so far, status copying, or copied with its last COPY), so another process (`pgferry status
+ * --watch`, `--serve`) sees tables move during the load; the COPYs still running are read from the
+ * target's pg_stat_progress_copy by status. Only finished COPYs are recorded, so the two never count
+ * the same rows. Reports arriving together go out as one UPDATE, one write in flight at a time.
+ * Recording is advisory: a failed write is ignored, since a broken target connection fails the load
+ * on its own.
+ */
+export function tableProgressRecorder(c: Client, name: string) {
+  type Row = { schema: string; name: string; rows: number; copiedBytes: number; seconds: number; done: boolean };
+  const latest = new Map<string, Row>();
+  const recorded = new Map<string, string>();
+  let writing: Promise<void> | undefined;
+  const write = async () => {
+    while (latest.size) {
+      const rows = [...latest.values()];
+      latest.clear();
+      await c.query(`UPDATE ${S}.table_progress p SET status = v.status, rows = v.rows, bytes = v.bytes, seconds = v.seconds
+        FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::float8[]) AS v(s, t, status, rows, bytes, seconds)
+        WHERE p.migration = $1 AND p.schema_name = v.s AND p.table_name = v.t`,
+        [name, rows.map((r) => r.schema), rows.map((r) => r.name), rows.map((r) => (r.done ? "copied" : "copying")),
+          rows.map((r) => r.rows), rows.map((r) => r.copiedBytes), rows.map((r) => r.seconds)]).catch(() => undefined);
+    }
+    writing = undefined;
+  };
+  return {
+    note(p: Row) {
+      const key = `${p.schema}.${p.name}`, finished = `${p.rows}/${p.copiedBytes}/${p.done}`;
+      if (recorded.get(key) === finished) return;   // a periodic report of running COPYs: nothing finished since
+      recorded.set(key, finished);
+      latest.set(key, { schema: p.schema, name: p.name, rows: p.rows, copiedBytes: p.copiedBytes, seconds: p.seconds, done: p.done });
+      // setImmediate: reports of the same moment are collected before the write starts.
+      writing ??= new Promise<void>((r) => setImmediate(r)).then(write);
+    },
+    async close() { await writing; },
+  };
+}
+
 /** Serialises pgferry processes working on the same migration (session-level advisory lock on the target). */
 export async function tryLockMigration(c: Client, name: string): Promise<boolean> {
   const r = await c.query(`SELECT pg_try_advisory_lock(hashtext('pgferry'), hashtext($1)) AS ok`, [name]);

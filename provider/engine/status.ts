@@ -50,6 +50,7 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
     const m = await readMigration(tgt, name);
     if (!m) return { name, phase: "NotFound", tables: [], rowsCopied: 0, bytesCopied: 0, timestamps: { createdAt: new Date(0) } };
     const tables = await readTableProgress(tgt, name);
+    if (m.phase === "Loading") await addInFlight(tgt, tables);
     const st: MigrationStatus = {
       name, phase: m.phase, mode: m.mode, error: m.error, tables,
       rowsCopied: tables.reduce((a, t) => a + t.rows, 0), bytesCopied: tables.reduce((a, t) => a + t.bytes, 0),
@@ -85,5 +86,24 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
   } finally {
     await tgt.end().catch(() => undefined);
     await src?.end().catch(() => undefined);
+  }
+}
+
+/**
+ * table_progress holds what finished COPYs copied; the COPYs still running are in the target's
+ * pg_stat_progress_copy (PostgreSQL 14+; older targets show progress per finished COPY only). Its
+ * bytes_processed counts the same COPY data bytes as the load's own counter.
+ */
+async function addInFlight(tgt: Client, tables: TableProgress[]): Promise<void> {
+  const r = await tgt.query(`SELECT n.nspname AS schema, c.relname AS name, sum(p.tuples_processed)::float8 AS rows,
+      sum(p.bytes_processed)::float8 AS bytes
+    FROM pg_stat_progress_copy p JOIN pg_class c ON c.oid = p.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE p.datname = current_database() AND p.command = 'COPY FROM' GROUP BY 1, 2`).catch((e) => {
+    if (e.code === "42P01") return { rows: [] as { schema: string; name: string; rows: number; bytes: number }[] };   // no such view before 14
+    throw e;
+  });
+  for (const x of r.rows) {
+    const t = tables.find((t) => t.schema === x.schema && t.table === x.name && t.status !== "copied");
+    if (t) { t.rows += x.rows; t.bytes += x.bytes; t.status = "copying"; }
   }
 }

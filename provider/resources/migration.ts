@@ -45,9 +45,14 @@ export class Migration extends pulumi.dynamic.Resource {
   declare public readonly lagBytes: pulumi.Output<number | null>;
   declare public readonly lagSeconds: pulumi.Output<number | null>;
   declare public readonly pendingChanges: pulumi.Output<number | null>;
+  /** True once the target has confirmed everything written on the source. */
+  declare public readonly caughtUp: pulumi.Output<boolean | null>;
+  declare public readonly confirmedLsn: pulumi.Output<string | null>;
+  /** Stream mode: changes applied per table; null with a native subscription (it does not count them). */
+  declare public readonly appliedChanges: pulumi.Output<{ table: string; inserts: number; updates: number; deletes: number; truncates: number }[] | null>;
   declare public readonly rowsCopied: pulumi.Output<number>;
   declare public readonly bytesCopied: pulumi.Output<number>;
-  declare public readonly tables: pulumi.Output<{ table: string; status: string; rows: number; bytes: number }[]>;
+  declare public readonly tables: pulumi.Output<{ table: string; status: string; rows: number; bytes: number; estimatedRows: number }[]>;
   declare public readonly downtimeMs: pulumi.Output<number | null>;
   declare public readonly fenceLsn: pulumi.Output<string | null>;
   declare public readonly migrationName: pulumi.Output<string>;
@@ -56,6 +61,7 @@ export class Migration extends pulumi.dynamic.Resource {
     super(migrationProvider, name, {
       ...args,
       status: undefined, phase: undefined, lagBytes: undefined, lagSeconds: undefined, pendingChanges: undefined, rowsCopied: undefined,
+      caughtUp: undefined, confirmedLsn: undefined, appliedChanges: undefined,
       bytesCopied: undefined, tables: undefined, downtimeMs: undefined, fenceLsn: undefined, migrationName: undefined, error: undefined,
     }, {
       ...opts,

@@ -27,7 +27,8 @@ export interface MigrationInputs {
   sourceHostForTarget?: string;
 }
 
-export interface TableOutput { table: string; status: string; rows: number; bytes: number }
+export interface TableOutput { table: string; status: string; rows: number; bytes: number; estimatedRows: number }
+export interface AppliedOutput { table: string; inserts: number; updates: number; deletes: number; truncates: number }
 
 export interface MigrationOutputs extends MigrationInputs {
   migrationName: string;
@@ -37,6 +38,11 @@ export interface MigrationOutputs extends MigrationInputs {
   lagBytes: number | null;
   lagSeconds: number | null;
   pendingChanges: number | null;
+  /** True once the target has confirmed everything written on the source (null without a slot to measure). */
+  caughtUp: boolean | null;
+  confirmedLsn: string | null;
+  /** Stream mode: changes applied per table (a native subscription does not count them: null). */
+  appliedChanges: AppliedOutput[] | null;
   rowsCopied: number;
   bytesCopied: number;
   tables: TableOutput[];
@@ -101,8 +107,9 @@ export function toOutputs(i: MigrationInputs, s: MigrationStatus): MigrationOutp
     ...pickInputs(i as unknown as Record<string, unknown>),
     migrationName: nameOf(i), status: summary(s), phase: s.phase,
     lagBytes: s.lagBytes ?? null, lagSeconds: s.lagSeconds ?? null, pendingChanges: s.pendingChanges ?? null,
+    caughtUp: s.caughtUp ?? null, confirmedLsn: s.confirmedLsn ?? null, appliedChanges: s.applied ?? null,
     rowsCopied: s.rowsCopied, bytesCopied: s.bytesCopied,
-    tables: s.tables.map((t) => ({ table: `${t.schema}.${t.table}`, status: t.status, rows: t.rows, bytes: t.bytes })),
+    tables: s.tables.map((t) => ({ table: `${t.schema}.${t.table}`, status: t.status, rows: t.rows, bytes: t.bytes, estimatedRows: t.estimatedRows })),
     downtimeMs: s.downtimeMs ?? null, fenceLsn: s.fenceLsn ?? null, error: s.error ?? null,
   };
 }
