@@ -377,9 +377,19 @@ export async function freezeSource(src: Client, tgt: Client, source: Endpoint, n
       `or stop the application yourself and omit --freeze-writes`);
   }
   if (neutralisedRoles.length) say(`made ${neutralisedRoles.join(", ")} read-only in this database (their own setting overrode the database's)`);
-  // Grace: sessions inside a transaction may finish it; idle ones lose nothing by being ended.
+  // Grace: the transactions open now may finish (up to graceMs); then every session is ended. Only those
+  // transactions are waited for — an application that keeps starting short ones does not hold the freeze up,
+  // and idle sessions lose nothing by being ended.
   const deadline = Date.now() + graceMs;
-  while (Date.now() < deadline && (await otherSessions(src)).some((s) => s.state !== "idle")) await sleep(100);
+  const openXacts = async () => new Map((await src.query(`SELECT pid, xact_start::text AS x FROM pg_stat_activity
+    WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND xact_start IS NOT NULL`)).rows
+    .map((r) => [r.pid as number, r.x as string]));
+  const atFreeze = await openXacts();
+  while (Date.now() < deadline) {
+    const now = await openXacts();
+    if (![...atFreeze].some(([pid, x]) => now.get(pid) === x)) break;
+    await sleep(50);
+  }
   const { ended, notEnded } = await endSessions(src);
   return { ended, neutralisedRoles, notEnded };
 }
