@@ -7,7 +7,9 @@
  *  - the verification gate: a difference injected on the target stops the cutover naming the table, the source
  *    stays frozen with the slot kept, a retry re-verifies, --abort unfreezes and streaming resumes, nothing lost;
  *  - DDL on the source mid-migration is reported by status and refused by cutover until the target matches;
- *  - a drain timeout (an agent SIGSTOPped while it holds the slot; a disabled subscription) rolls the freeze back.
+ *  - a drain timeout (an agent SIGSTOPped while it holds the slot; a disabled subscription) rolls the freeze back;
+ *  - the grace period lets a transaction open at the freeze commit; a cutover killed mid-drain is aborted
+ *    (settings restored exactly) and re-run over the CLI.
  * Every test ends with cleanup and no slot, publication or subscription left.
  */
 import { ChildProcess, spawn, spawnSync } from "child_process";
@@ -351,6 +353,32 @@ test.each(MODES)("mode %s: a drain timeout rolls the freeze back and the migrati
   expect((await verifyMigration(source, target)).problems).toEqual([]);
   await src.query(cut.undoFreezeSql.join("\n"), db);
   await cleanupMigration(source, target, `drain_${mode}`);
+  expect(await leftovers(src, tgt, db)).toEqual([]);
+});
+
+test("grace period: a transaction open at the freeze commits before sessions are ended, and its row is migrated", async () => {
+  const db = "grace";
+  const { source, target } = await makeDb(db);
+  expect((await startMigration(source, target, migrationOptions({ name: "grace", jobs: 2 }))).phase).toBe("ReadyToCutover");
+  const app = new Client({ connectionString: src.uri(db, "app_writer", "pw_writer") });
+  await app.connect();
+  const pid = (await app.query(`SELECT pg_backend_pid() AS p`)).rows[0].p;
+  await app.query(`BEGIN; INSERT INTO quiet VALUES (4242, 'in flight at the freeze')`);
+  const finishing = (async () => {
+    await new Promise((r) => setTimeout(r, 800));
+    await app.query("COMMIT");
+    await app.end();
+  })();
+  const cut = await cutoverMigration(source, target, { name: "grace", freezeWrites: true, timeoutSec: 60, jobs: 2, graceSec: 10 });
+  await finishing; // its COMMIT succeeded: not ended mid-transaction
+  // It may have been ended between its COMMIT and its disconnect, but only once idle.
+  expect(cut.endedSessions.filter((s) => s.pid === pid).every((s) => s.state === "idle")).toBe(true);
+  expect(cut.timings!.freezeMs!).toBeGreaterThanOrEqual(500);
+  expect(cut.timings!.freezeMs!).toBeLessThan(10000); // the grace ended when the transaction did
+  expect(await tgt.query(`SELECT v FROM quiet WHERE id = 4242`, db)).toEqual([{ v: "in flight at the freeze" }]);
+  expect((await verifyMigration(source, target)).problems).toEqual([]);
+  await src.query(cut.undoFreezeSql.join("\n"), db);
+  await cleanupMigration(source, target, "grace");
   expect(await leftovers(src, tgt, db)).toEqual([]);
 });
 

@@ -83,6 +83,7 @@ export function formatStatus(s: MigrationStatus): string {
     lines.push(`  schema changed on the source — cutover refuses until the target matches (${s.schemaDifferences.length}):`);
     for (const d of s.schemaDifferences) lines.push(`    ✗ ${d.problem}${d.fix ? `\n        fix on the target: ${d.fix}` : ""}`);
   }
+  if (s.sourceFrozen && s.phase !== "Completed") lines.push(`  the source is frozen (read-only) by this cutover`);
   if (s.replicationPaused) lines.push(`  replication paused by the cutover (resume: pgferry cutover to retry, or pgferry cutover --abort)`);
   if (s.downtimeMs !== undefined) lines.push(`  cutover downtime ${(s.downtimeMs / 1000).toFixed(2)} s${s.cutoverTimings ? ` (${formatTimings(s.cutoverTimings)})` : ""}`);
   for (const t of s.tables) {
