@@ -63,6 +63,8 @@ export function declareMigrationStack(config = new pulumi.Config("pgferry")) {
     freezeWrites: config.getBoolean("freezeWrites") ?? false,
     cutover: config.getBoolean("cutover") ?? false,
     cutoverTimeoutSec: config.getNumber("cutoverTimeoutSec") ?? 300,
+    verify: (config.get("verify") as "counts" | "hashes" | undefined) ?? "counts",
+    cutoverGraceSec: config.getNumber("cutoverGraceSec") ?? 5,
     autoReplicationRule: config.getBoolean("autoReplicationRule") ?? false,
     sourceHostForTarget: config.get("sourceHostForTarget"),
   }, { dependsOn: [schema] });

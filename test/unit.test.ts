@@ -1,5 +1,7 @@
 /** Pure logic: no servers. */
+import { formatTimings } from "../provider/cli/output";
 import { splitQualified } from "../provider/engine/catalog";
+import { undoSql } from "../provider/engine/cutover";
 import { conninfo, parseEndpoint, redact } from "../provider/engine/endpoint";
 import { formatFindings } from "../provider/engine/errors";
 import { bigIntToLsn, lsnDiff, lsnToBigInt } from "../provider/engine/lsn";
@@ -139,4 +141,23 @@ test("stream batches: grouped by table in order, consecutive changes merged, uns
     // REPLICA IDENTITY FULL: one physical row per change
     { sql: `DELETE FROM "public"."nokey" WHERE ctid = (SELECT ctid FROM "public"."nokey" WHERE "id"::text = '1'::text AND "note" IS NULL LIMIT 1)`, expect: 1 },
   ]);
+});
+
+test("unfreeze SQL restores exactly the recorded settings, in one read-write transaction", () => {
+  const ep = parseEndpoint("postgresql://u@h/Shop", "source");
+  expect(undoSql(ep, [{ role: null, previous: null }, { role: "app", previous: null }, { role: "Ops Team", previous: "off" }])).toEqual([
+    "BEGIN READ WRITE;",
+    `ALTER DATABASE "Shop" RESET default_transaction_read_only;`,
+    `ALTER ROLE "app" IN DATABASE "Shop" RESET default_transaction_read_only;`,
+    `ALTER ROLE "Ops Team" IN DATABASE "Shop" SET default_transaction_read_only = 'off';`,
+    "COMMIT;",
+  ]);
+  // A database that had its own setting gets it back; nothing recorded (older state) resets the database's.
+  expect(undoSql(ep, [{ role: null, previous: "off" }])[1]).toBe(`ALTER DATABASE "Shop" SET default_transaction_read_only = 'off';`);
+  expect(undoSql(ep, undefined)).toEqual(["BEGIN READ WRITE;", `ALTER DATABASE "Shop" RESET default_transaction_read_only;`, "COMMIT;"]);
+});
+
+test("downtime breakdown reads in step order and skips steps that did not run", () => {
+  expect(formatTimings({ freezeMs: 1234, drainMs: 50, verifyMs: 800, heldBackMs: 10 }))
+    .toBe("freeze 1.23 s, drain 0.05 s, verify 0.80 s, held-back objects 0.01 s");
 });

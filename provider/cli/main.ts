@@ -6,10 +6,11 @@
  */
 import { Command, InvalidArgumentError, Option } from "commander";
 import {
-  cleanupMigration, cutoverMigration, DEFAULT_NAME, migrationOptions, migrationStatus, parseEndpoint, runAgent, startMigration, verifyMigration,
+  abortCutover, cleanupMigration, cutoverMigration, DEFAULT_NAME, migrationOptions, migrationStatus, parseEndpoint, runAgent, startMigration, verifyMigration,
 } from "../engine";
 import { Monitor, serveMonitor } from "./monitor";
-import { formatStatus, formatWatch, printJson, reportError, reporter } from "./output";
+import { formatStatus, formatTimings, formatWatch, printJson, reportError, reporter } from "./output";
+import { describeSessions } from "../engine/cutover";
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 const port = (v: string) => {
@@ -31,6 +32,12 @@ const sleep = (ms: number, signal: AbortSignal) => new Promise<void>((resolve) =
 const int = (name: string) => (v: string) => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive whole number`);
+  return n;
+};
+
+const nonNegative = (name: string) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a number of seconds, 0 or more`);
   return n;
 };
 
@@ -134,25 +141,41 @@ export function buildProgram(): Command {
       return 0;
     }));
 
-  program.command("cutover").description("stop writes, wait for the fence, sync sequences, add foreign keys, end replication")
+  program.command("cutover").description("stop writes, wait for the fence, verify, end replication, sync sequences, add foreign keys")
     .addOption(sourceOpt()).addOption(targetOpt()).addOption(nameOpt())
     .option("--freeze-writes", "make the source read-only for every role and end other sessions (default: the application has stopped)")
     .option("--timeout <sec>", "seconds to wait for the target to apply up to the fence", int("--timeout"), 300)
-    .option("--jobs <n>", "parallel foreign key validation", int("--jobs"), 4)
+    .option("--grace <sec>", "with --freeze-writes: seconds sessions get to finish their transaction before they are ended; " +
+      "without: seconds to wait for writes to stop", nonNegative("--grace"), 5)
+    .addOption(new Option("--verify <mode>", "gate before Completed: row counts, or counts and content hashes").choices(["counts", "hashes"]).default("counts"))
+    .option("--abort", "give up a cutover that stopped (VerifyFailed, or killed): unfreeze the source and go back to streaming")
+    .option("--jobs <n>", "parallel verification and foreign key validation", int("--jobs"), 4)
     .option("--json", "print JSON")
     .action(action(async (o) => {
       const { source, target } = endpoints(o);
       const r = reporter(!!o.json);
+      if (o.abort) {
+        const res = await abortCutover(source, target, o.name);
+        if (o.json) printJson({ ok: true, ...res });
+        else r.line(`cutover of ${res.name} aborted (was ${res.previousPhase}): ${res.unfroze ? "source writable again, " : ""}` +
+          `${res.resumedReplication ? "replication resumed, " : ""}phase ReadyToCutover`);
+        return;
+      }
       const res = await cutoverMigration(source, target, { name: o.name, freezeWrites: !!o.freezeWrites, timeoutSec: o.timeout, jobs: o.jobs,
-        onProgress: (m) => r.line(`▸ ${m}`) });
+        graceSec: o.grace, verify: o.verify, onProgress: (m) => r.line(`▸ ${m}`) });
       if (o.json) printJson({ ok: true, ...res });
       else {
-        r.line(res.alreadyCompleted ? `migration ${res.name} was already Completed` :
-          `migration ${res.name} Completed: fence ${res.fenceLsn}, ${res.sequencesSynced} sequences synced, ` +
-          `${res.heldBackApplied} held-back objects applied, downtime ${((res.downtimeMs ?? 0) / 1000).toFixed(2)} s`);
-        if (res.endedSessions.length) r.line(`ended ${res.endedSessions.length} source session(s): ` +
-          res.endedSessions.map((s) => `${s.user}/${s.application || "-"} (pid ${s.pid})`).join(", "));
-        if (res.sourceLeftReadOnly) r.line(`the source database stays read-only; undo with ALTER DATABASE … RESET default_transaction_read_only`);
+        r.line(res.alreadyCompleted ? `migration ${res.name} was already Completed (downtime ${((res.downtimeMs ?? 0) / 1000).toFixed(2)} s)` :
+          `migration ${res.name} Completed: fence ${res.fenceLsn}${res.fenceAttempts > 1 ? ` (after ${res.fenceAttempts} fences)` : ""}, ` +
+          `${res.verification ? `${res.verification.tables} tables verified (${res.verification.mode}), ` : ""}` +
+          `${res.sequencesSynced} sequences synced, ${res.heldBackApplied} held-back objects applied, downtime ${((res.downtimeMs ?? 0) / 1000).toFixed(2)} s`);
+        if (res.timings && !res.alreadyCompleted) r.line(`  downtime breakdown: ${formatTimings(res.timings)}`);
+        if (res.neutralisedRoles.length) r.line(`  made read-only in this database (their own setting overrode the database's): ${res.neutralisedRoles.join(", ")}`);
+        if (res.endedSessions.length) r.line(`  ended ${res.endedSessions.length} source session(s): ` +
+          res.endedSessions.map((s) => `${s.user}${s.superuser ? " (superuser)" : ""}/${s.application || "-"} (pid ${s.pid}${s.state ? `, ${s.state}` : ""})`).join(", "));
+        if (res.stillConnected.length) r.line(`  still connected to the source: ${describeSessions(res.stillConnected)}` +
+          (res.stillConnected.some((s) => s.superuser) ? " — superusers can lift read-only; make sure they write to the target now" : ""));
+        if (res.sourceLeftReadOnly) r.line(`  the source database stays read-only; to undo: ${res.undoFreezeSql.join(" ")}`);
       }
     }));
 

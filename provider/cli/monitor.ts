@@ -133,7 +133,7 @@ export function redactDeep<T>(v: T, eps: (Endpoint | undefined)[]): T {
   return v;
 }
 
-const PHASES = ["SchemaSync", "Loading", "IndexBuild", "ReadyToCutover", "CuttingOver", "Completed", "Failed", "Aborted", "NotFound"];
+const PHASES = ["SchemaSync", "Loading", "IndexBuild", "ReadyToCutover", "CuttingOver", "VerifyFailed", "Completed", "Failed", "Aborted", "NotFound"];
 
 /** Prometheus text exposition format 0.0.4. Figures that are not known are left out rather than reported as 0. */
 export function metricsText(status: Omit<MigrationStatus, "tables"> & { tables: TableProgress[] }, up = true): string {

@@ -6,6 +6,7 @@ import { Format, MultiBar, Presets, SingleBar } from "cli-progress";
 import { formatFindings, PgferryError } from "../engine/errors";
 import type { MigrationEvent } from "../engine/start";
 import type { MigrationStatus } from "../engine/status";
+import type { CutoverTimings } from "../engine/state";
 import type { TableLoadProgress } from "../engine/load";
 import type { MonitorView } from "./monitor";
 
@@ -79,7 +80,13 @@ export function formatStatus(s: MigrationStatus): string {
     lines.push(`  subscription ${s.subscription.workerPid ? `running (pid ${s.subscription.workerPid})` : "not running"}` +
       `${s.subscription.applyErrors ? `, ${s.subscription.applyErrors} apply errors — see the target's log` : ""}`);
   }
-  if (s.downtimeMs !== undefined) lines.push(`  cutover downtime ${(s.downtimeMs / 1000).toFixed(2)} s`);
+  if (s.schemaDifferences?.length) {
+    lines.push(`  schema changed on the source — cutover refuses until the target matches (${s.schemaDifferences.length}):`);
+    for (const d of s.schemaDifferences) lines.push(`    ✗ ${d.problem}${d.fix ? `\n        fix on the target: ${d.fix}` : ""}`);
+  }
+  if (s.sourceFrozen && s.phase !== "Completed") lines.push(`  the source is frozen (read-only) by this cutover`);
+  if (s.replicationPaused) lines.push(`  replication paused by the cutover (resume: pgferry cutover to retry, or pgferry cutover --abort)`);
+  if (s.downtimeMs !== undefined) lines.push(`  cutover downtime ${(s.downtimeMs / 1000).toFixed(2)} s${s.cutoverTimings ? ` (${formatTimings(s.cutoverTimings)})` : ""}`);
   for (const t of s.tables) {
     const pct = t.status === "copied" ? 100 : t.estimatedBytes ? Math.min(99, Math.round((100 * t.bytes) / t.estimatedBytes)) : 0;
     lines.push(`  ${t.status.padEnd(7)} ${String(pct).padStart(3)}%  ${t.schema}.${t.table}  ${t.rows} rows  ${human(t.bytes)}`);
@@ -135,4 +142,11 @@ export function formatWatch(v: MonitorView, fancy: boolean): string {
   }
   if (s.downtimeMs !== undefined) lines.push(`cutover downtime ${(s.downtimeMs / 1000).toFixed(2)} s${s.fenceLsn ? `, fence ${s.fenceLsn}` : ""}`);
   return lines.join("\n");
+}
+
+/** "freeze 0.41 s, drain 0.20 s, …": where the cutover's downtime went. */
+export function formatTimings(t: CutoverTimings): string {
+  const parts: [string, number | undefined][] = [["freeze", t.freezeMs], ["drain", t.drainMs], ["fence check", t.fenceCheckMs], ["verify", t.verifyMs],
+    ["end replication", t.endReplicationMs], ["sequences", t.sequencesMs], ["held-back objects", t.heldBackMs]];
+  return parts.filter(([, v]) => v !== undefined).map(([k, v]) => `${k} ${(v! / 1000).toFixed(2)} s`).join(", ");
 }

@@ -24,16 +24,16 @@ export interface AgentResult { reason: "stopped" | "completed"; appliedChanges: 
 export async function runAgent(source: Endpoint, target: Endpoint, o: AgentOptions): Promise<AgentResult> {
   const log = o.log ?? (() => undefined);
   const names = objectNames(o.name);
-  let backoff = 500, changes = 0, conflicts = 0;
+  let backoff = 500, changes = 0, conflicts = 0, saidPaused = false;
   let current: StreamApplier | undefined;
   const onAbort = () => { void current?.stop(); };
   o.signal?.addEventListener("abort", onAbort);
   try {
     while (!o.signal?.aborted) {
-      let phase: string | undefined;
+      let phase: string | undefined, paused = false;
       try {
         const c = await connect(target);
-        try { const m = await readMigration(c, o.name); phase = m?.phase; if (m && m.mode !== "stream") {
+        try { const m = await readMigration(c, o.name); phase = m?.phase; paused = !!m?.replicationPaused; if (m && m.mode !== "stream") {
           throw new PgferryError("not_stream", `migration "${o.name}" runs in mode ${m.mode}; the agent serves mode stream only`);
         } } finally { await c.end().catch(() => undefined); }
       } catch (e) {
@@ -44,6 +44,14 @@ export async function runAgent(source: Endpoint, target: Endpoint, o: AgentOptio
       }
       if (!phase) throw new PgferryError("not_found", `no migration "${o.name}" on the ${target.label}; run pgferry start --mode stream first`);
       if (phase === "Completed" || phase === "Aborted") return { reason: "completed", appliedChanges: changes, conflicts };
+      if (paused || phase === "VerifyFailed") {
+        // Cutover holds the slot still (post-fence check, verification gate); it resumes us or completes.
+        if (!saidPaused) log(`replication paused by cutover (${phase}); waiting`);
+        saidPaused = true;
+        await sleep(1000, o.signal);
+        continue;
+      }
+      saidPaused = false;
       if (!["ReadyToCutover", "CuttingOver"].includes(phase)) {
         log(`migration is ${phase}; waiting for start to finish the load`);
         await sleep(2000, o.signal);

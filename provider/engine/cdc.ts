@@ -28,7 +28,8 @@ export interface SubscriptionInfo {
  */
 export async function createSubscription(tgt: Client, source: Endpoint, name: string, publication: string, slot: string,
   hostForTarget?: string): Promise<void> {
-  const exists = await tgt.query(`SELECT 1 FROM pg_subscription WHERE subname = $1`, [name]);
+  const exists = await tgt.query(`SELECT 1 FROM pg_subscription WHERE subname = $1
+    AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`, [name]);
   if (exists.rowCount) return;
   try {
     // The connection string (with its password) is stored in pg_subscription, readable only by superusers.
@@ -96,7 +97,9 @@ export async function waitForWorker(tgt: Client, name: string, timeoutMs = 30000
  * drop the slot ourselves on the source even when the target cannot reach it any more.
  */
 export async function dropSubscription(tgt: Client, name: string): Promise<boolean> {
-  const r = await tgt.query(`SELECT subenabled, subslotname FROM pg_subscription WHERE subname = $1`, [name]);
+  // pg_subscription is shared by every database of the server: only ours (another database may have a migration of the same name).
+  const r = await tgt.query(`SELECT subenabled, subslotname FROM pg_subscription WHERE subname = $1
+    AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`, [name]);
   if (!r.rowCount) return false;
   const q = quoteIdent(name);
   await tgt.query(`ALTER SUBSCRIPTION ${q} DISABLE`);

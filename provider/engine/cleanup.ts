@@ -10,7 +10,7 @@ import { PgferryError } from "./errors";
 import { objectNames } from "./options";
 import { dropPublication, dropSlot } from "./snapshot";
 import { controlSchemaExists, readMigration } from "./state";
-import { unfreezeSource } from "./cutover";
+import { connectWritable, unfreezeSource } from "./cutover";
 import { CONTROL_SCHEMA } from "./catalog";
 
 export interface CleanupResult {
@@ -32,7 +32,7 @@ export async function cleanupMigration(source: Endpoint, target: Endpoint, name:
     const m = await readMigration(tgt, name);
     const droppedSubscription = await dropSubscription(tgt, names.subscription);
     try {
-      src = await connect(source);
+      src = await connectWritable(source); // a frozen source is read-only for new sessions; DROP PUBLICATION must still work
     } catch (e) {
       throw new PgferryError("cleanup_incomplete", `the subscription was removed from the target, but the source is unreachable ` +
         `(${(e as Error).message}); its replication slot keeps WAL until dropped — fix: rerun pgferry cleanup when the source is back, ` +
@@ -43,7 +43,7 @@ export async function cleanupMigration(source: Endpoint, target: Endpoint, name:
     let unfrozeSource = false;
     // A cutover that stopped half-way leaves the source frozen; a completed one keeps it read-only on purpose.
     if (m && m.sourceFrozen && m.phase !== "Completed") {
-      await unfreezeSource(src, source);
+      await unfreezeSource(src, source, m.freezeSaved);
       unfrozeSource = true;
     }
     let removedState = false;

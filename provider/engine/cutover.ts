@@ -1,21 +1,33 @@
 /**
  * Cutover: stop writes on the source (pgferry freezes it, or the application has stopped), take the
- * fence LSN, wait until the target has applied everything up to it, sync every sequence, end CDC
- * (subscription, slot, publication), then apply what was held back: materialized view data and
- * foreign keys (NOT VALID, then VALIDATE). Each step is recorded, so a killed cutover re-runs to the
- * same result; a drain timeout rolls the freeze back and leaves the migration streaming.
+ * fence LSN, wait until the target has applied everything up to it, pause the slot's consumer and check
+ * that nothing committed after the fence, verify the target against the frozen source (the gate), and
+ * only then end CDC (subscription, slot, publication), sync every sequence and apply what was held
+ * back: materialized view data and foreign keys (NOT VALID, then VALIDATE).
+ *
+ * Every step is recorded on the target, so a killed cutover re-runs to the same result. Until the gate
+ * passes nothing is dropped: a drain timeout or writes that keep arriving roll the freeze back and leave
+ * the migration streaming; a failed gate leaves it frozen in phase VerifyFailed, from where `cutover`
+ * re-verifies and `abortCutover` (`pgferry cutover --abort`) unfreezes and resumes streaming.
  */
 import { Client } from "pg";
-import { listSequences, userSchemas } from "./catalog";
+import { listSequences, listTables, TableSelection, userSchemas } from "./catalog";
 import { dropSubscription, subscriptionInfo } from "./cdc";
-import { connect, Endpoint, qualified, quoteIdent } from "./endpoint";
+import { connect, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS } from "./endpoint";
+import { describeDifferences, schemaDifferences } from "./drift";
 import { PgferryError } from "./errors";
 import { lsnToBigInt } from "./lsn";
 import { objectNames } from "./options";
 import { readAppliedLsn, StreamApplier } from "./stream";
 import { applyEntries } from "./schema";
 import { dropPublication, dropSlot, slotInfo } from "./snapshot";
-import { MigrationRecord, readMigration, tryLockMigration, updateMigration } from "./state";
+import {
+  CutoverTimings, ensureControlSchema, MigrationRecord, readMigration, SavedSetting, tryLockMigration, updateMigration,
+} from "./state";
+import { verifyMigration } from "./verify";
+
+export type VerifyMode = "counts" | "hashes";
+export const VERIFY_MODES: VerifyMode[] = ["counts", "hashes"];
 
 export interface CutoverOptions {
   name: string;
@@ -24,88 +36,234 @@ export interface CutoverOptions {
   /** Seconds to wait for the target to apply everything up to the fence. */
   timeoutSec: number;
   jobs: number;
+  /** The gate before Completed: row counts per table (default), or counts and content hashes. */
+  verify?: VerifyMode;
+  /**
+   * Seconds (default 5). With freezeWrites: how long sessions in a transaction get to finish before they
+   * are ended. Without: how long the application gets to stop writing before cutover refuses.
+   */
+  graceSec?: number;
   onProgress?: (message: string) => void;
 }
 
-export interface EndedSession { pid: number; user: string; application: string; clientAddr?: string }
+export interface SessionInfo {
+  pid: number;
+  user: string;
+  application: string;
+  clientAddr?: string;
+  superuser: boolean;
+  /** What it was doing: idle, in a transaction, active. */
+  state?: string;
+}
+/** A session the freeze ended. */
+export type EndedSession = SessionInfo;
 
 export interface CutoverResult {
   name: string;
   phase: "Completed";
   alreadyCompleted: boolean;
   fenceLsn?: string;
+  /** Writes stopped → Completed (the application's downtime), verification included. */
   downtimeMs?: number;
+  timings?: CutoverTimings;
   sequencesSynced: number;
   heldBackApplied: number;
   endedSessions: EndedSession[];
+  /** Sessions still connected to the source at the end (superusers can lift read-only; see README). */
+  stillConnected: SessionInfo[];
+  /** Roles whose own default_transaction_read_only setting would have overridden the freeze, made read-only in this database. */
+  neutralisedRoles: string[];
+  /** Fences taken: more than one when writes arrived after a fence and the cutover went round again. */
+  fenceAttempts: number;
+  verification?: { mode: VerifyMode; tables: number; seconds: number };
   /** The source stays read-only after a frozen cutover, so nothing writes to the old server by mistake. */
   sourceLeftReadOnly: boolean;
+  /** SQL that makes the source writable again, exactly as it was before the freeze. */
+  undoFreezeSql: string[];
+}
+
+export interface AbortResult {
+  name: string;
+  phase: "ReadyToCutover";
+  /** The phase the cutover was stopped in. */
+  previousPhase: string;
+  unfroze: boolean;
+  resumedReplication: boolean;
+}
+
+const MAX_FENCES = 3;
+const ms = (since: number) => Date.now() - since;
+
+/**
+ * A source session that may write whatever the database's default says: pgferry's own DDL (DROP
+ * PUBLICATION, unfreeze) must work on a frozen source, including in a re-run after a kill.
+ */
+export function connectWritable(source: Endpoint): Promise<Client> {
+  return connect(source, { options: `${SESSION_GUCS} -c default_transaction_read_only=off` } as never);
 }
 
 export async function cutoverMigration(source: Endpoint, target: Endpoint, o: CutoverOptions): Promise<CutoverResult> {
   const say = o.onProgress ?? (() => undefined);
+  const verifyMode = o.verify ?? "counts";
+  if (!VERIFY_MODES.includes(verifyMode)) throw new PgferryError("bad_verify", `--verify must be one of ${VERIFY_MODES.join(", ")}`);
+  const graceMs = Math.max(0, (o.graceSec ?? 5) * 1000);
   const names = objectNames(o.name);
   const tgt = await connect(target);
   let src: Client | undefined;
   try {
-    const m = await readMigration(tgt, o.name);
+    let m = await readMigration(tgt, o.name);
     if (!m) throw new PgferryError("not_found", `no migration "${o.name}" on the ${target.label}; run pgferry start first`);
     if (m.phase === "Completed") {
-      return { name: o.name, phase: "Completed", alreadyCompleted: true, fenceLsn: m.fenceLsn, downtimeMs: m.downtimeMs,
-        sequencesSynced: 0, heldBackApplied: 0, endedSessions: [], sourceLeftReadOnly: m.sourceFrozen };
+      return { name: o.name, phase: "Completed", alreadyCompleted: true, fenceLsn: m.fenceLsn, downtimeMs: m.downtimeMs, timings: m.cutoverTimings,
+        sequencesSynced: 0, heldBackApplied: 0, endedSessions: [], stillConnected: [], neutralisedRoles: [], fenceAttempts: 0,
+        sourceLeftReadOnly: m.sourceFrozen, undoFreezeSql: m.sourceFrozen ? undoSql(source, m.freezeSaved) : [] };
     }
-    if (m.phase !== "ReadyToCutover" && m.phase !== "CuttingOver") {
+    if (!["ReadyToCutover", "CuttingOver", "VerifyFailed"].includes(m.phase)) {
       throw new PgferryError("not_ready", `migration "${o.name}" is in phase ${m.phase}; cutover needs ReadyToCutover (run pgferry start until it streams)`);
     }
     if (!(await tryLockMigration(tgt, o.name))) {
       throw new PgferryError("busy", `another pgferry process is working on migration "${o.name}"; wait for it or stop it`);
     }
-    src = await connect(source);
-    let endedSessions: EndedSession[] = [];
-    let frozenAt = m.freezeStartedAt;
+    await ensureControlSchema(tgt); // adds the cutover columns to a control schema an older pgferry made
+    m = (await readMigration(tgt, o.name))!;
+    src = await connectWritable(source);
     const stream = m.mode === "stream";
+    const timings: CutoverTimings = { ...(m.cutoverTimings ?? {}) };
+    const saveTimings = () => updateMigration(tgt, o.name, { cutoverTimings: timings });
+    let endedSessions: EndedSession[] = [];
+    let neutralisedRoles: string[] = [];
+    let fenceAttempts = 0;
+    let verification: CutoverResult["verification"];
     // Still replicating: the subscription exists (subscription mode) or the slot does (stream mode).
     const replicating = stream ? !!(await slotInfo(src, names.slot)) : (await subscriptionInfo(tgt, names.subscription)).exists;
     if (replicating) {
-      await updateMigration(tgt, o.name, { phase: "CuttingOver" });
-      if (!frozenAt) {
-        frozenAt = new Date();
-        if (o.freezeWrites) {
-          say("freezing writes on the source");
-          endedSessions = await freezeSource(src, source);
-        }
-        await updateMigration(tgt, o.name, { freezeStartedAt: frozenAt, sourceFrozen: o.freezeWrites });
+      // DDL gate, before anything is frozen: replication does not carry DDL.
+      const drift = await schemaDifferences(src, tgt, o.name);
+      if (drift.length) {
+        throw new PgferryError("schema_drift", `the source's schema changed during the migration and the target does not match ` +
+          `(${drift.length} difference(s)): ${describeDifferences(drift)}. Nothing was ${m.sourceFrozen ? "changed (the source stays frozen)" : "frozen"}; ` +
+          `apply the same DDL on the target, then run pgferry cutover again (pgferry status lists what still differs)`);
       }
-      const fence = (await src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l as string;
-      await updateMigration(tgt, o.name, { fenceLsn: fence });
-      say(`waiting for the target to apply everything up to ${fence}`);
+      const freeze = o.freezeWrites || m.sourceFrozen;
+      const ctx: Ctx = { src, tgt, source, target, name: o.name, stream, freeze };
+      // Recorded before the freeze itself, so an interrupted freeze is known to a re-run, --abort and cleanup.
+      // The previous settings are recorded with sourceFrozen, before anything changes on the source.
+      const frozenAt = m.freezeStartedAt ?? new Date();
+      const freezeSaved = freeze ? m.freezeSaved ?? await readFreezeSettings(src) : null;
+      await updateMigration(tgt, o.name, { phase: "CuttingOver", error: null, freezeStartedAt: frozenAt, sourceFrozen: freeze, freezeSaved });
+      const tFreeze = Date.now();
       try {
-        if (stream) await drainStream(source, target, src, tgt, o.name, fence, o.timeoutSec);
-        else await waitForFence(src, tgt, names.slot, names.subscription, fence, o.timeoutSec);
+        if (freeze) {
+          say("freezing writes on the source");
+          const f = await freezeSource(src, tgt, source, o.name, graceMs, say);
+          endedSessions = f.ended;
+          neutralisedRoles = f.neutralisedRoles;
+        } else {
+          say("waiting for writes on the source to stop");
+          await waitForQuiet(src, graceMs);
+        }
       } catch (e) {
-        // Roll back to streaming: unfreeze what we froze; the application may write again.
-        if (o.freezeWrites || m.sourceFrozen) await unfreezeSource(src, source).catch(() => undefined);
-        await updateMigration(tgt, o.name, { phase: "ReadyToCutover", freezeStartedAt: null, sourceFrozen: false, fenceLsn: null });
+        await rollbackToStreaming(ctx, e);
         throw e;
       }
+      timings.freezeMs = ms(tFreeze);
+      timings.drainMs = 0;
+      timings.fenceCheckMs = 0;
+      await saveTimings();
+
+      // Fence → drain → pause the consumer → nothing committed after the fence? Else round again.
+      for (;;) {
+        fenceAttempts++;
+        if ((await readMigration(tgt, o.name))!.replicationPaused) await resumeReplication(ctx);
+        const fence = (await src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l as string;
+        await updateMigration(tgt, o.name, { fenceLsn: fence });
+        say(`waiting for the target to apply everything up to ${fence}`);
+        const tDrain = Date.now();
+        try {
+          if (stream) await drainStream(source, target, src, tgt, o.name, fence, o.timeoutSec);
+          else await waitForFence(src, tgt, names.slot, names.subscription, fence, o.timeoutSec);
+        } catch (e) {
+          await rollbackToStreaming(ctx, e);
+          throw e;
+        }
+        timings.drainMs += ms(tDrain);
+        const tCheck = Date.now();
+        say("pausing replication and checking that nothing was written after the fence");
+        await pauseReplication(ctx);
+        const late = await changesAfterFence(src, names.slot, names.publication, fence);
+        timings.fenceCheckMs += ms(tCheck);
+        await saveTimings();
+        if (!late.length) break;
+        const who = await otherSessions(src);
+        const detail = `${late.map((l) => `${l.changes} change(s) to ${l.table}`).join(", ")} committed after the fence ${fence}` +
+          (who.length ? `; sessions connected to the source: ${describeSessions(who)}` : "");
+        if (fenceAttempts >= MAX_FENCES) {
+          const err = new PgferryError("writes_after_fence", `writes kept arriving on the source after ${fenceAttempts} fences: ${detail}. ` +
+            `${freeze ? "A session lifted read-only itself (SET default_transaction_read_only = off, BEGIN READ WRITE) or is a superuser's" :
+              "The application has not stopped writing"}; the freeze was rolled back and the migration keeps streaming, nothing is lost. ` +
+            `Fix: stop that writer (the sessions above), then run pgferry cutover again${freeze ? "" : ", or use --freeze-writes"}`);
+          await rollbackToStreaming(ctx, err);
+          throw err;
+        }
+        say(`writes arrived after the fence (${detail}); ${freeze ? "ending sessions again" : "waiting for writes to stop"} and taking a new fence`);
+        try {
+          if (freeze) endedSessions.push(...(await endSessions(src)).ended);
+          else await waitForQuiet(src, graceMs);
+        } catch (e) {
+          await rollbackToStreaming(ctx, e);
+          throw e;
+        }
+      }
+
+      // The gate: the target must equal the (frozen) source before anything is dropped.
+      say(`verifying the target against the source (${verifyMode === "hashes" ? "row counts and content hashes" : "row counts"})`);
+      const tVerify = Date.now();
+      const sel = ((m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
+      const tables = (await listTables(src, sel)).map((t) => `${t.schema}.${t.name}`);
+      const report = await verifyMigration(source, target, { onlyTables: tables, hashes: verifyMode === "hashes", jobs: o.jobs });
+      timings.verifyMs = ms(tVerify);
+      await saveTimings();
+      if (!report.ok) {
+        const bad = report.tables.filter((t) => !t.ok).map((t) => t.table);
+        const msg = `verification before completing the cutover found ${report.problems.length} difference(s) in ${bad.length ? bad.join(", ") : "the migrated tables"}: ` +
+          `${report.problems.join("; ")}. Nothing was dropped: ${freeze ? "the source stays frozen" : "writes must stay stopped"}, replication is paused ` +
+          `and the slot kept (phase VerifyFailed). Fix: repair the target (e.g. copy the differing rows from the source) and run pgferry cutover ` +
+          `again, which re-verifies; or run pgferry cutover --abort to ${freeze ? "unfreeze the source and " : ""}go back to streaming`;
+        await updateMigration(tgt, o.name, { phase: "VerifyFailed", error: msg });
+        throw new PgferryError("verify_failed", msg);
+      }
+      verification = { mode: verifyMode, tables: report.tables.length, seconds: report.seconds };
       say("ending change data capture");
+      const tEnd = Date.now();
       await dropSubscription(tgt, names.subscription);
+      timings.endReplicationMs = ms(tEnd);
     }
     // Idempotent tail: also what a re-run after a kill past the subscription drop continues with.
-    // Stream mode: everything up to the fence is applied, so an agent still holding the slot is ended now.
+    // Stream mode: everything up to the fence is applied and checked, so a consumer still holding the slot is ended now.
+    const tEnd = Date.now();
     await dropSlot(src, names.slot, stream ? 0 : 10000);
     await dropPublication(src, names.publication);
+    timings.endReplicationMs = (timings.endReplicationMs ?? 0) + ms(tEnd);
     say("syncing sequences");
+    const tSeq = Date.now();
     const sequencesSynced = await syncSequences(src, tgt, m);
+    timings.sequencesMs = ms(tSeq);
+    await saveTimings();
     say("adding foreign keys and refreshing materialized views");
+    const tHeld = Date.now();
     const preamble = (await tgt.query(`SELECT sql FROM pgferry.schema_entry WHERE migration = $1 AND section = 'preamble'`, [o.name])).rows[0]?.sql ?? "";
     const heldBackApplied = await applyEntries(target, o.name, "cutover", preamble, o.jobs);
+    timings.heldBackMs = ms(tHeld);
+    const stillConnected = await otherSessions(src);
     const completedAt = new Date();
+    const frozenAt = (await readMigration(tgt, o.name))!.freezeStartedAt;
     const downtimeMs = frozenAt ? completedAt.getTime() - new Date(frozenAt).getTime() : undefined;
-    await updateMigration(tgt, o.name, { phase: "Completed", completedAt, downtimeMs: downtimeMs ?? null });
+    await updateMigration(tgt, o.name, { phase: "Completed", completedAt, downtimeMs: downtimeMs ?? null, cutoverTimings: timings, error: null,
+      replicationPaused: false });
     const after = (await readMigration(tgt, o.name))!;
-    return { name: o.name, phase: "Completed", alreadyCompleted: false, fenceLsn: after.fenceLsn, downtimeMs, sequencesSynced,
-      heldBackApplied, endedSessions, sourceLeftReadOnly: after.sourceFrozen };
+    return { name: o.name, phase: "Completed", alreadyCompleted: false, fenceLsn: after.fenceLsn, downtimeMs, timings, sequencesSynced,
+      heldBackApplied, endedSessions, stillConnected, neutralisedRoles, fenceAttempts, verification, sourceLeftReadOnly: after.sourceFrozen,
+      undoFreezeSql: after.sourceFrozen ? undoSql(source, after.freezeSaved) : [] };
   } finally {
     await tgt.end().catch(() => undefined);
     await src?.end().catch(() => undefined);
@@ -113,24 +271,278 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
 }
 
 /**
- * Read-only for every new session (database-level default), and end the sessions already open —
- * except walsenders (ours streams the last changes) and this one.
+ * `pgferry cutover --abort`: give up this cutover attempt before the point of no return — unfreeze the
+ * source (restoring exactly the settings the freeze changed), resume replication, back to ReadyToCutover.
+ * Once replication has ended (the gate passed and the slot is dropped) there is nothing to go back to.
  */
-export async function freezeSource(src: Client, source: Endpoint): Promise<EndedSession[]> {
+export async function abortCutover(source: Endpoint, target: Endpoint, name: string): Promise<AbortResult> {
+  const names = objectNames(name);
+  const tgt = await connect(target);
+  let src: Client | undefined;
   try {
-    await src.query(`ALTER DATABASE ${quoteIdent(source.database)} SET default_transaction_read_only = on`);
-  } catch (e) {
-    throw new PgferryError("freeze_failed", `cannot make the source database read-only (${(e as Error).message}); ` +
-      `fix: run cutover as the database owner or a superuser, or stop the application yourself and omit --freeze-writes`);
+    const m = await readMigration(tgt, name);
+    if (!m) throw new PgferryError("not_found", `no migration "${name}" on the ${target.label}`);
+    if (m.phase === "Completed") {
+      throw new PgferryError("already_completed", `migration "${name}" is Completed: the cutover cannot be aborted any more; ` +
+        `to move back, migrate in the other direction`);
+    }
+    if (!["ReadyToCutover", "CuttingOver", "VerifyFailed"].includes(m.phase)) {
+      throw new PgferryError("not_cutting_over", `migration "${name}" is in phase ${m.phase}; there is no cutover to abort`);
+    }
+    if (!(await tryLockMigration(tgt, name))) {
+      throw new PgferryError("busy", `another pgferry process is working on migration "${name}" (a cutover in progress?); stop it first, then abort`);
+    }
+    await ensureControlSchema(tgt);
+    src = await connectWritable(source);
+    const stream = m.mode === "stream";
+    const replicating = stream ? !!(await slotInfo(src, names.slot)) : (await subscriptionInfo(tgt, names.subscription)).exists;
+    if (!replicating && m.phase !== "ReadyToCutover") {
+      throw new PgferryError("past_point_of_no_return", `replication of migration "${name}" has already ended (the verification passed and the ` +
+        `slot was dropped); the cutover can only be finished: run pgferry cutover`);
+    }
+    const unfroze = m.sourceFrozen;
+    const resumed = m.replicationPaused;
+    const full = (await readMigration(tgt, name))!;
+    await rollbackToStreaming({ src, tgt, source, target, name, stream, freeze: full.sourceFrozen }, undefined);
+    return { name, phase: "ReadyToCutover", previousPhase: m.phase, unfroze, resumedReplication: resumed };
+  } finally {
+    await tgt.end().catch(() => undefined);
+    await src?.end().catch(() => undefined);
   }
-  const r = await src.query(`SELECT pid, usename AS user, application_name AS app, client_addr::text AS addr,
-      pg_terminate_backend(pid) AS ended
-    FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`);
-  return r.rows.filter((x) => x.ended).map((x) => ({ pid: x.pid, user: x.user, application: x.app, clientAddr: x.addr ?? undefined }));
 }
 
-export async function unfreezeSource(src: Client, source: Endpoint): Promise<void> {
-  await src.query(`ALTER DATABASE ${quoteIdent(source.database)} RESET default_transaction_read_only`);
+interface Ctx { src: Client; tgt: Client; source: Endpoint; target: Endpoint; name: string; stream: boolean; freeze: boolean }
+
+/** Back to streaming: consumer resumed, source unfrozen exactly as it was, phase ReadyToCutover. Nothing is lost: the slot was kept. */
+async function rollbackToStreaming(c: Ctx, why: unknown): Promise<void> {
+  const m = (await readMigration(c.tgt, c.name))!;
+  if (m.replicationPaused) await resumeReplication(c);
+  if (m.sourceFrozen) await unfreezeSource(c.src, c.source, m.freezeSaved);
+  await updateMigration(c.tgt, c.name, { phase: "ReadyToCutover", freezeStartedAt: null, sourceFrozen: false, freezeSaved: null, fenceLsn: null,
+    error: why ? `last cutover attempt: ${(why as Error).message ?? why}` : null });
+}
+
+/**
+ * The default_transaction_read_only settings the freeze will change, with their current values: the
+ * database's own, and each role whose own setting (ALTER ROLE r SET, or r IN DATABASE d SET) would
+ * override the database's default with something other than on. ALTER ROLE ALL SET ranks below the
+ * database's setting and needs nothing.
+ */
+export async function readFreezeSettings(src: Client): Promise<SavedSetting[]> {
+  const r = await src.query(`SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END AS role, s.setdatabase <> 0 AS in_db,
+      (SELECT substr(x, length('default_transaction_read_only=') + 1) FROM unnest(s.setconfig) x
+        WHERE x LIKE 'default\\_transaction\\_read\\_only=%') AS value
+    FROM pg_db_role_setting s
+    WHERE s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database())) AND NOT (s.setrole = 0 AND s.setdatabase = 0)`);
+  const dbLevel = r.rows.find((x) => x.role === null && x.in_db);
+  const saved: SavedSetting[] = [{ role: null, previous: dbLevel?.value ?? null }];
+  const roles = new Set(r.rows.filter((x) => x.role !== null && x.value !== null).map((x) => x.role as string));
+  for (const role of [...roles].sort()) {
+    const inDb = r.rows.find((x) => x.role === role && x.in_db && x.value !== null);
+    const global = r.rows.find((x) => x.role === role && !x.in_db && x.value !== null);
+    if (truthy(inDb ? inDb.value : global.value)) continue; // already read-only here
+    saved.push({ role, previous: inDb ? inDb.value : null });
+  }
+  return saved;
+}
+
+const truthy = (v: string | null | undefined) => !!v && /^(on|true|yes|1|t|y)$/i.test(v.trim());
+
+/**
+ * Read-only for every new session of the database — including roles whose own setting (ALTER ROLE r
+ * SET …, ALTER ROLE r IN DATABASE d SET … = off) would override the database default: those get a
+ * role-in-this-database setting, the most specific level, so other databases of the server are not
+ * touched. The previous values are recorded on the target before anything changes, and all settings
+ * change in one source transaction. Then sessions get the grace period to finish their transaction,
+ * and every other client session is ended (existing sessions keep the settings they started with).
+ */
+export async function freezeSource(src: Client, tgt: Client, source: Endpoint, name: string, graceMs: number,
+  say: (m: string) => void = () => undefined): Promise<{ ended: EndedSession[]; neutralisedRoles: string[]; notEnded: SessionInfo[] }> {
+  const db = quoteIdent(source.database);
+  const saved = (await readMigration(tgt, name))!.freezeSaved ?? [];
+  const neutralisedRoles = saved.filter((s) => s.role !== null).map((s) => s.role!);
+  try {
+    await src.query("BEGIN");
+    for (const s of saved) {
+      if (s.role !== null) await src.query(`ALTER ROLE ${quoteIdent(s.role)} IN DATABASE ${db} SET default_transaction_read_only = on`);
+    }
+    await src.query(`ALTER DATABASE ${db} SET default_transaction_read_only = on`);
+    await src.query("COMMIT");
+  } catch (e) {
+    await src.query("ROLLBACK").catch(() => undefined);
+    await updateMigration(tgt, name, { freezeSaved: null, sourceFrozen: false }); // nothing was changed: nothing to undo
+    const roles = neutralisedRoles.length ? ` (and the roles ${neutralisedRoles.join(", ")}, whose own default_transaction_read_only setting overrides the database's)` : "";
+    throw new PgferryError("freeze_failed", `cannot make the source database read-only${roles}: ${(e as Error).message}; ` +
+      `fix: run cutover as the database owner with CREATEROLE, or a superuser; or remove the role overrides (ALTER ROLE … RESET default_transaction_read_only); ` +
+      `or stop the application yourself and omit --freeze-writes`);
+  }
+  if (neutralisedRoles.length) say(`made ${neutralisedRoles.join(", ")} read-only in this database (their own setting overrode the database's)`);
+  // Grace: the transactions open now may finish (up to graceMs); then every session is ended. Only those
+  // transactions are waited for — an application that keeps starting short ones does not hold the freeze up,
+  // and idle sessions lose nothing by being ended.
+  const deadline = Date.now() + graceMs;
+  const openXacts = async () => new Map((await src.query(`SELECT pid, xact_start::text AS x FROM pg_stat_activity
+    WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND xact_start IS NOT NULL`)).rows
+    .map((r) => [r.pid as number, r.x as string]));
+  const atFreeze = await openXacts();
+  while (Date.now() < deadline) {
+    const now = await openXacts();
+    if (![...atFreeze].some(([pid, x]) => now.get(pid) === x)) break;
+    await sleep(50);
+  }
+  const { ended, notEnded } = await endSessions(src);
+  return { ended, neutralisedRoles, notEnded };
+}
+
+/** Undo a freeze: the database's and each neutralised role's previous setting, in one transaction. */
+export async function unfreezeSource(src: Client, source: Endpoint, saved?: SavedSetting[] | null): Promise<void> {
+  const sql = undoSql(source, saved);
+  try {
+    for (const q of sql) await src.query(q);
+  } catch (e) {
+    await src.query("ROLLBACK").catch(() => undefined);
+    throw new PgferryError("unfreeze_failed", `could not make the source writable again: ${(e as Error).message}; fix: run as a superuser: ` +
+      `${sql.join(" ")}`);
+  }
+}
+
+/**
+ * The statements that restore exactly the settings recorded before the freeze, as one transaction. It is
+ * begun READ WRITE: on the frozen database every new transaction is read-only, and ALTER DATABASE in a
+ * read-only transaction is refused.
+ */
+export function undoSql(source: Endpoint, saved?: SavedSetting[] | null): string[] {
+  const db = quoteIdent(source.database);
+  const list = saved?.length ? saved : [{ role: null, previous: null }];
+  return ["BEGIN READ WRITE;", ...list.map((s) => {
+    const on = s.role === null ? `ALTER DATABASE ${db}` : `ALTER ROLE ${quoteIdent(s.role)} IN DATABASE ${db}`;
+    return s.previous === null ? `${on} RESET default_transaction_read_only;` : `${on} SET default_transaction_read_only = ${quoteLiteral(s.previous)};`;
+  }), "COMMIT;"];
+}
+
+const SESSIONS_SQL = `SELECT a.pid, a.usename AS user, a.application_name AS app, a.client_addr::text AS addr, coalesce(r.rolsuper, false) AS superuser,
+    a.state, a.backend_xid IS NOT NULL AS writing, left(a.query, 80) AS query
+  FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
+  WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.backend_type = 'client backend'`;
+
+const toSession = (x: any): SessionInfo => ({ pid: x.pid, user: x.user, application: x.app, clientAddr: x.addr ?? undefined, superuser: x.superuser,
+  state: x.state ?? undefined });
+
+/** Client sessions of the source database other than ours (walsenders and background workers excepted). */
+async function otherSessions(src: Client): Promise<SessionInfo[]> {
+  return (await src.query(SESSIONS_SQL)).rows.map(toSession);
+}
+
+export function describeSessions(s: SessionInfo[]): string {
+  return s.map((x) => `${x.user}${x.superuser ? " (superuser)" : ""}/${x.application || "-"} pid ${x.pid}${x.clientAddr ? ` from ${x.clientAddr}` : ""}` +
+    `${x.state ? `, ${x.state}` : ""}`).join(", ");
+}
+
+/**
+ * End every other client session, one by one: a role without superuser may not end a superuser's
+ * session (nor, without pg_signal_backend, another role's); those are returned as not ended.
+ */
+async function endSessions(src: Client): Promise<{ ended: EndedSession[]; notEnded: SessionInfo[] }> {
+  const ended: EndedSession[] = [], notEnded: SessionInfo[] = [];
+  for (const s of await otherSessions(src)) {
+    try {
+      const r = await src.query(`SELECT pg_terminate_backend($1) AS ok`, [s.pid]);
+      (r.rows[0].ok ? ended : notEnded).push(s);
+    } catch {
+      notEnded.push(s);
+    }
+  }
+  return { ended, notEnded };
+}
+
+/**
+ * Without --freeze-writes: wait (up to graceMs) until the source database has been quiet for a second,
+ * else refuse, naming the sessions that write. Polled every 100 ms: a session of this database is writing
+ * when it holds a transaction id (an open transaction that wrote), or when it ran a statement since the
+ * previous poll while a transaction that wrote completed in between (the xid horizon moved). Transaction
+ * ids are cluster-wide, so writes in other databases of the server move the horizon too; they count only
+ * together with activity in this database, and readers alone never count. Commits that slip between polls
+ * are caught exactly by the slot check after the fence.
+ */
+async function waitForQuiet(src: Client, graceMs: number, settleMs = 1000): Promise<void> {
+  const deadline = Date.now() + Math.max(graceMs, settleMs);
+  const poll = async (since: string | null) => {
+    const r = await src.query(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xmax, clock_timestamp()::text AS at`);
+    const sessions = (await src.query(SESSIONS_SQL.replace("a.state,", "a.state, a.state = 'active' OR a.state_change > $1::timestamptz AS busy,"),
+      [since ?? "infinity"])).rows;
+    return { xmax: r.rows[0].xmax as string, at: r.rows[0].at as string, sessions };
+  };
+  let prev = await poll(null);
+  let quietSince = Date.now();
+  const writers = new Map<number, SessionInfo & { query?: string }>();
+  for (;;) {
+    await sleep(100);
+    const now = await poll(prev.at);
+    const moved = now.xmax !== prev.xmax;
+    const busy = now.sessions.filter((x) => x.writing || (moved && x.busy));
+    if (busy.length) {
+      quietSince = Date.now();
+      for (const x of busy) writers.set(x.pid, { ...toSession(x), query: x.query });
+    }
+    prev = now;
+    if (Date.now() - quietSince >= settleMs) return;
+    if (Date.now() > deadline) {
+      const list = [...writers.values()];
+      throw new PgferryError("writes_active", `the source is still being written to after waiting ${(graceMs / 1000).toFixed(0)} s; ` +
+        `writing sessions: ${list.map((w) => `${describeSessions([w])}${w.query ? ` running "${w.query.replace(/\s+/g, " ")}"` : ""}`).join("; ")}. ` +
+        `Nothing was changed and the migration keeps streaming. Fix: stop the application (or those sessions), or let pgferry freeze the ` +
+        `source with --freeze-writes, then run pgferry cutover again`);
+    }
+  }
+}
+
+/**
+ * Pause the slot's consumer so the slot can be inspected and the target compared with a still source:
+ * the subscription is disabled; a stream agent is told to wait (recorded state) and its walsender ended.
+ * The intent is recorded first, so a re-run or --abort resumes it.
+ */
+async function pauseReplication(c: Ctx): Promise<void> {
+  const names = objectNames(c.name);
+  await updateMigration(c.tgt, c.name, { replicationPaused: true });
+  if (!c.stream) await c.tgt.query(`ALTER SUBSCRIPTION ${quoteIdent(names.subscription)} DISABLE`);
+  const deadline = Date.now() + 30000;
+  for (let inactiveChecks = 0; inactiveChecks < 2;) {
+    const s = await slotInfo(c.src, names.slot);
+    if (!s) throw new PgferryError("slot_missing", `the replication slot "${names.slot}" is gone from the source; run pgferry cleanup and start again`);
+    if (!s.active) { inactiveChecks++; await sleep(150); continue; }
+    inactiveChecks = 0;
+    // A disabled subscription's walsender exits by itself within moments; an agent's is ended.
+    if ((c.stream || Date.now() > deadline - 20000) && s.activePid) await c.src.query(`SELECT pg_terminate_backend($1)`, [s.activePid]);
+    if (Date.now() > deadline) throw new PgferryError("slot_busy", `the slot "${names.slot}" is still in use by pid ${s.activePid}; stop that consumer and run pgferry cutover again`);
+    await sleep(200);
+  }
+}
+
+async function resumeReplication(c: Ctx): Promise<void> {
+  const names = objectNames(c.name);
+  if (!c.stream && (await subscriptionInfo(c.tgt, names.subscription)).exists) {
+    await c.tgt.query(`ALTER SUBSCRIPTION ${quoteIdent(names.subscription)} ENABLE`);
+  }
+  await updateMigration(c.tgt, c.name, { replicationPaused: false });
+}
+
+/**
+ * Changes to migrated tables that committed at or after the fence and were not applied: read from the
+ * slot itself (peeked, not consumed), so only changes that would be replicated count — our own records,
+ * autovacuum and checkpoints do not. Empty = the fence held.
+ */
+export async function changesAfterFence(src: Client, slot: string, publication: string, fence: string): Promise<{ table: string; changes: number }[]> {
+  // pgoutput messages: B(egin) C(ommit) I U D (relation oid in bytes 2-5) T(runcate: first oid in bytes 7-10).
+  const r = await src.query(`
+    WITH c AS (SELECT lsn, xid, data FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, 'proto_version', '1', 'publication_names', $2)),
+    late AS (SELECT DISTINCT xid FROM c WHERE get_byte(data, 0) = 67 AND lsn >= $3::pg_lsn),
+    ch AS (SELECT CASE WHEN get_byte(data, 0) = 84 THEN substring(data FROM 7 FOR 4) ELSE substring(data FROM 2 FOR 4) END AS rel
+      FROM c WHERE get_byte(data, 0) IN (73, 85, 68, 84) AND xid IN (SELECT xid FROM late))
+    SELECT coalesce(n.nspname || '.' || k.relname, 'relation ' || x.oid) AS table, count(*)::int AS changes
+    FROM (SELECT ('x' || lpad(encode(rel, 'hex'), 16, '0'))::bit(64)::bigint::oid AS oid FROM ch) x
+    LEFT JOIN pg_class k ON k.oid = x.oid LEFT JOIN pg_namespace n ON n.oid = k.relnamespace
+    GROUP BY 1 ORDER BY 1`, [slot, publication, fence]);
+  return r.rows;
 }
 
 /**
@@ -151,10 +563,11 @@ async function drainStream(source: Endpoint, target: Endpoint, src: Client, tgt:
       try { await applier.run(); } finally { clearTimeout(timer); }
       if ((await readAppliedLsn(tgt, name)) >= want) return;
     } else {
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
     }
     if (Date.now() > deadline) {
-      throw new PgferryError("drain_timeout", `the target had not applied up to the fence ${fence} after ${timeoutSec}s; writes were unfrozen ` +
+      throw new PgferryError("drain_timeout", `the target had not applied up to the fence ${fence} after ${timeoutSec}s` +
+        `${slot.active ? ` (the slot is held by pid ${slot.activePid}: a pgferry agent that is not making progress?)` : ""}; writes were unfrozen ` +
         `and the migration keeps streaming; fix: retry cutover, with a larger --timeout if it was still catching up`);
     }
   }
@@ -171,10 +584,11 @@ async function waitForFence(src: Client, tgt: Client, slot: string, subscription
     if (Date.now() > deadline) {
       const sub = await subscriptionInfo(tgt, subscription);
       throw new PgferryError("drain_timeout", `the target had not applied up to the fence ${fence} after ${timeoutSec}s ` +
-        `(confirmed ${s.confirmedFlushLsn ?? "nothing"}${sub.workerPid ? "" : "; the subscription's apply worker is not running — see the target's log"}); ` +
+        `(confirmed ${s.confirmedFlushLsn ?? "nothing"}${sub.enabled ? "" : "; the subscription is disabled — ALTER SUBSCRIPTION … ENABLE on the target"}` +
+        `${sub.enabled && !sub.workerPid ? "; the subscription's apply worker is not running — see the target's log" : ""}); ` +
         `writes were unfrozen and the migration keeps streaming; fix: retry cutover, with a larger --timeout if it was still catching up`);
     }
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
   }
 }
 
@@ -192,4 +606,8 @@ async function syncSequences(src: Client, tgt: Client, m: MigrationRecord): Prom
     n++;
   }
   return n;
+}
+
+function sleep(msec: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, msec));
 }

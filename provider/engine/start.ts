@@ -47,7 +47,7 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
   try {
     tgt = await connect(target);
     let m = await readMigration(tgt, o.name);
-    if (m && (["ReadyToCutover", "CuttingOver", "Completed"].includes(m.phase) || (until === "SchemaSync" && m.phase !== "SchemaSync"))) {
+    if (m && (["ReadyToCutover", "CuttingOver", "VerifyFailed", "Completed"].includes(m.phase) || (until === "SchemaSync" && m.phase !== "SchemaSync"))) {
       return { name: o.name, phase: m.phase, alreadyRunning: true, findings: [] };
     }
     if (!(await tryLockMigration(tgt, o.name))) {

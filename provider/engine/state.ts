@@ -11,7 +11,8 @@ export type Phase =
   | "Loading"         // slot + snapshot exist, COPY running
   | "IndexBuild"      // post-data (indexes, PK/unique, triggers) being applied
   | "ReadyToCutover"  // CDC streaming
-  | "CuttingOver"
+  | "CuttingOver"     // writes stopped (frozen or by the application), draining to the fence
+  | "VerifyFailed"    // the verification gate found differences: source still frozen, replication paused, slot kept
   | "Completed"
   | "Failed"
   | "Aborted";
@@ -35,6 +36,35 @@ export interface MigrationRecord {
   completedAt?: Date;
   downtimeMs?: number;
   sourceFrozen: boolean;
+  /**
+   * Settings the freeze changed on the source, with their previous values, so unfreezing restores exactly
+   * them (recorded before anything is changed: a killed cutover's re-run or --abort finds them here).
+   */
+  freezeSaved?: SavedSetting[];
+  /** Cutover paused the slot's consumer (subscription disabled / agent told to wait) for the post-fence checks and the gate. */
+  replicationPaused: boolean;
+  /** Where the cutover's time went (ms), recorded as each step finishes. */
+  cutoverTimings?: CutoverTimings;
+}
+
+/**
+ * One default_transaction_read_only setting on the source as it was before the freeze: the database's own
+ * (role null) or a role's setting in this database (pg_db_role_setting). `previous` null = not set then.
+ */
+export interface SavedSetting { role: string | null; previous: string | null }
+
+export interface CutoverTimings {
+  /** Freeze (settings, grace period, ending sessions) or, without --freeze-writes, waiting for writes to stop. */
+  freezeMs?: number;
+  /** Fence to everything applied, over all attempts. */
+  drainMs?: number;
+  /** Pausing replication and checking that nothing changed after the fence. */
+  fenceCheckMs?: number;
+  verifyMs?: number;
+  /** Ending replication: subscription, slot, publication. */
+  endReplicationMs?: number;
+  sequencesMs?: number;
+  heldBackMs?: number;
 }
 
 export interface TableProgress {
@@ -75,7 +105,11 @@ export async function ensureControlSchema(c: Client): Promise<void> {
     CREATE TABLE IF NOT EXISTS ${S}.apply_stats (
       migration text NOT NULL REFERENCES ${S}.migration ON DELETE CASCADE, table_name text NOT NULL,
       inserts bigint NOT NULL DEFAULT 0, updates bigint NOT NULL DEFAULT 0, deletes bigint NOT NULL DEFAULT 0,
-      truncates bigint NOT NULL DEFAULT 0, PRIMARY KEY (migration, table_name));`);
+      truncates bigint NOT NULL DEFAULT 0, PRIMARY KEY (migration, table_name));
+    -- cutover: settings the freeze changed (restored exactly by unfreeze), the consumer paused for the gate, timings
+    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS freeze_saved jsonb;
+    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS replication_paused boolean NOT NULL DEFAULT false;
+    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS cutover_timings jsonb;`);
 }
 
 export async function controlSchemaExists(c: Client): Promise<boolean> {
@@ -91,6 +125,9 @@ function toRecord(x: any): MigrationRecord {
     loadFinishedAt: x.load_finished_at ?? undefined, streamingSince: x.streaming_since ?? undefined,
     freezeStartedAt: x.freeze_started_at ?? undefined, completedAt: x.completed_at ?? undefined,
     downtimeMs: x.downtime_ms ?? undefined, sourceFrozen: x.source_frozen,
+    // Absent on a control schema made by an older pgferry until cutover adds the columns.
+    freezeSaved: x.freeze_saved ?? undefined, replicationPaused: x.replication_paused ?? false,
+    cutoverTimings: x.cutover_timings ?? undefined,
   };
 }
 
@@ -110,8 +147,9 @@ const COLUMNS: Record<string, string> = {
   phase: "phase", consistentPoint: "consistent_point", fenceLsn: "fence_lsn", error: "error",
   loadStartedAt: "load_started_at", loadFinishedAt: "load_finished_at", streamingSince: "streaming_since",
   freezeStartedAt: "freeze_started_at", completedAt: "completed_at", downtimeMs: "downtime_ms", sourceFrozen: "source_frozen",
-  options: "options",
+  options: "options", freezeSaved: "freeze_saved", replicationPaused: "replication_paused", cutoverTimings: "cutover_timings",
 };
+const JSON_COLUMNS = new Set(["options", "freezeSaved", "cutoverTimings"]);
 
 /** Update some fields of a migration row; `null` clears a field. */
 export async function updateMigration(c: Client, name: string, fields: Partial<{ [K in keyof MigrationRecord]: MigrationRecord[K] | null }>): Promise<void> {
@@ -120,7 +158,7 @@ export async function updateMigration(c: Client, name: string, fields: Partial<{
   const sets = keys.map((k, i) => `${COLUMNS[k]} = $${i + 2}`);
   const vals = keys.map((k) => {
     const v = (fields as Record<string, unknown>)[k];
-    return k === "options" ? JSON.stringify(v) : v;
+    return JSON_COLUMNS.has(k) && v !== null ? JSON.stringify(v) : v;
   });
   await c.query(`UPDATE ${S}.migration SET ${sets.join(", ")}, updated_at = now() WHERE name = $1`, [name, ...vals]);
 }

@@ -9,7 +9,8 @@ import { bigIntToLsn, lsnDiff } from "./lsn";
 import { readAppliedLsn } from "./stream";
 import { objectNames } from "./options";
 import { slotInfo, SlotInfo } from "./snapshot";
-import { MigrationRecord, Phase, readMigration, readTableProgress, TableProgress } from "./state";
+import { CutoverTimings, MigrationRecord, Phase, readMigration, readTableProgress, TableProgress } from "./state";
+import { SchemaDifference, schemaDifferences } from "./drift";
 
 export interface MigrationStatus {
   name: string;
@@ -38,8 +39,18 @@ export interface MigrationStatus {
   subscription?: SubscriptionInfo;
   consistentPoint?: string;
   fenceLsn?: string;
+  /** Writes stopped → Completed, verification included. */
   downtimeMs?: number;
+  /** Where the cutover's time went (freeze, drain, fence check, verify, end of replication, sequences, held-back objects). */
+  cutoverTimings?: CutoverTimings;
   sourceFrozen?: boolean;
+  /** Cutover has paused the slot's consumer (post-fence check, verification gate). */
+  replicationPaused?: boolean;
+  /**
+   * DDL made on the source during the migration that the target lacks (or the reverse), per object; cutover
+   * refuses while this is not empty. Computed when the source is given and the migration streams.
+   */
+  schemaDifferences?: SchemaDifference[];
   timestamps: Pick<MigrationRecord, "createdAt" | "loadStartedAt" | "loadFinishedAt" | "streamingSince" | "completedAt">;
 }
 
@@ -55,6 +66,7 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
       name, phase: m.phase, mode: m.mode, error: m.error, tables,
       rowsCopied: tables.reduce((a, t) => a + t.rows, 0), bytesCopied: tables.reduce((a, t) => a + t.bytes, 0),
       consistentPoint: m.consistentPoint, fenceLsn: m.fenceLsn, downtimeMs: m.downtimeMs, sourceFrozen: m.sourceFrozen,
+      cutoverTimings: m.cutoverTimings, replicationPaused: m.replicationPaused,
       timestamps: { createdAt: m.createdAt, loadStartedAt: m.loadStartedAt, loadFinishedAt: m.loadFinishedAt, streamingSince: m.streamingSince, completedAt: m.completedAt },
     };
     if (m.phase === "Completed" || m.phase === "Aborted") return st;
@@ -81,6 +93,7 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
       const r = await src.query(`SELECT extract(epoch FROM coalesce(replay_lag, write_lag, '0'))::float8 AS lag
         FROM pg_stat_replication WHERE application_name = $1`, [names.subscription]);
       if (r.rowCount) st.lagSeconds = r.rows[0].lag;
+      if (["ReadyToCutover", "CuttingOver", "VerifyFailed"].includes(m.phase)) st.schemaDifferences = await schemaDifferences(src, tgt, name);
     }
     return st;
   } finally {

@@ -30,6 +30,11 @@ export interface VerifyOptions {
   hashes?: boolean;
   /** Parallel table checks (default 4), each job with its own pair of connections. */
   jobs?: number;
+  /**
+   * Only these relations ("schema.name", unquoted), and no sequence/constraint/trigger checks: the
+   * cutover's gate, which runs before sequences are synced and held-back keys are added.
+   */
+  onlyTables?: string[];
 }
 
 export interface TableCheck {
@@ -257,7 +262,8 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
   const jobs = Math.max(1, Math.floor(opts.jobs ?? 4));
   const schemas = opts.schemas && opts.schemas.length ? opts.schemas : null;
   const excluded = new Set(opts.excludeTables ?? []);
-  const isExcluded = (schema: string, name: string) => excluded.has(display(schema, name));
+  const only = opts.onlyTables ? new Set(opts.onlyTables) : undefined;
+  const isExcluded = (schema: string, name: string) => excluded.has(display(schema, name)) || (!!only && !only.has(display(schema, name)));
 
   // 1. Catalogs, one snapshot per side; then sequences on the same sessions.
   let src: Catalog, tgt: Catalog;
@@ -270,7 +276,7 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
       for (const s of sessions) if (s.status === "rejected") throw s.reason;
       const [sc, tc] = clients;
       [src, tgt] = await Promise.all([readCatalog(sc, schemas), readCatalog(tc, schemas)]);
-      const seqsOf = (cat: Catalog) => [...cat.seqs.values()].filter((s) => !isExcluded(s.schema, s.name));
+      const seqsOf = (cat: Catalog) => [...cat.seqs.values()].filter((s) => !only && !isExcluded(s.schema, s.name));
       [srcSeq, tgtSeq] = await Promise.all([readSequences(sc, seqsOf(src), source), readSequences(tc, seqsOf(tgt), target)]);
     } finally {
       await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
@@ -346,7 +352,7 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
 
   // 3. Sequences.
   const sequences: SequenceCheck[] = [];
-  for (const k of [...new Set([...src.seqs.keys(), ...tgt.seqs.keys()])].sort()) {
+  for (const k of only ? [] : [...new Set([...src.seqs.keys(), ...tgt.seqs.keys()])].sort()) {
     const info = (src.seqs.get(k) ?? tgt.seqs.get(k))!;
     if (isExcluded(info.schema, info.name)) continue;
     const sequence = display(info.schema, info.name);
@@ -369,7 +375,7 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
 
   // 4. Constraints and triggers.
   const objects: ObjectCheck[] = [];
-  for (const k of [...new Set([...src.cons.keys(), ...tgt.cons.keys()])].sort()) {
+  for (const k of only ? [] : [...new Set([...src.cons.keys(), ...tgt.cons.keys()])].sort()) {
     const s = src.cons.get(k), t = tgt.cons.get(k);
     const info = (s ?? t)!;
     if (isExcluded(info.schema, info.table)) continue;
@@ -383,7 +389,7 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
     if (check.problem) check.ok = false;
     objects.push(check);
   }
-  for (const k of [...new Set([...src.trgs.keys(), ...tgt.trgs.keys()])].sort()) {
+  for (const k of only ? [] : [...new Set([...src.trgs.keys(), ...tgt.trgs.keys()])].sort()) {
     const s = src.trgs.get(k), t = tgt.trgs.get(k);
     const info = (s ?? t)!;
     if (isExcluded(info.schema, info.table)) continue;
@@ -399,7 +405,7 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
     if (check.problem) check.ok = false;
     objects.push(check);
   }
-  for (const k of [...tgt.internalDisabled.keys()].sort()) {
+  for (const k of only ? [] : [...tgt.internalDisabled.keys()].sort()) {
     const td = tgt.internalDisabled.get(k) ?? 0, sd = src.internalDisabled.get(k) ?? 0;
     const [schema, name] = k.split(SEP);
     if (isExcluded(schema, name) || td <= sd) continue;

@@ -29,6 +29,10 @@ export interface MigrationArgs {
   cutover?: pulumi.Input<boolean>;
   /** Seconds the cutover waits for the target to apply up to the fence (default 300). */
   cutoverTimeoutSec?: pulumi.Input<number>;
+  /** The gate before Completed: "counts" (row counts per table, default) or "hashes" (counts and content hashes). */
+  verify?: pulumi.Input<"counts" | "hashes">;
+  /** Seconds sessions get to finish at the freeze (without freezeWrites: for writes to stop) before cutover acts; default 5. */
+  cutoverGraceSec?: pulumi.Input<number>;
   /** On "no pg_hba.conf entry for replication connection", add the `<name>_replrule` rule on the source and retry. */
   autoReplicationRule?: pulumi.Input<boolean>;
   /** How the target reaches the source ("host" or "host:port") when that differs from the source URI's host. */
@@ -40,7 +44,7 @@ export const migrationProvider = handlerProvider("pgferry/dist/provider/resource
 export class Migration extends pulumi.dynamic.Resource {
   /** One line: phase and the figure that matters in it. */
   declare public readonly status: pulumi.Output<string>;
-  /** SchemaSync | Loading | IndexBuild | ReadyToCutover | CuttingOver | Completed | Failed */
+  /** SchemaSync | Loading | IndexBuild | ReadyToCutover | CuttingOver | VerifyFailed | Completed | Failed */
   declare public readonly phase: pulumi.Output<string>;
   declare public readonly lagBytes: pulumi.Output<number | null>;
   declare public readonly lagSeconds: pulumi.Output<number | null>;
@@ -54,6 +58,10 @@ export class Migration extends pulumi.dynamic.Resource {
   declare public readonly bytesCopied: pulumi.Output<number>;
   declare public readonly tables: pulumi.Output<{ table: string; status: string; rows: number; bytes: number; estimatedRows: number }[]>;
   declare public readonly downtimeMs: pulumi.Output<number | null>;
+  /** Where the downtime went (ms): freezeMs, drainMs, fenceCheckMs, verifyMs, endReplicationMs, sequencesMs, heldBackMs. */
+  declare public readonly cutoverTimings: pulumi.Output<Record<string, number> | null>;
+  /** DDL made on the source that the target lacks; cutover refuses while not empty. */
+  declare public readonly schemaDifferences: pulumi.Output<string[]>;
   declare public readonly fenceLsn: pulumi.Output<string | null>;
   declare public readonly migrationName: pulumi.Output<string>;
 
@@ -62,7 +70,7 @@ export class Migration extends pulumi.dynamic.Resource {
       ...args,
       status: undefined, phase: undefined, lagBytes: undefined, lagSeconds: undefined, pendingChanges: undefined, rowsCopied: undefined,
       caughtUp: undefined, confirmedLsn: undefined, appliedChanges: undefined,
-      bytesCopied: undefined, tables: undefined, downtimeMs: undefined, fenceLsn: undefined, migrationName: undefined, error: undefined,
+      bytesCopied: undefined, tables: undefined, downtimeMs: undefined, cutoverTimings: undefined, schemaDifferences: undefined, fenceLsn: undefined, migrationName: undefined, error: undefined,
     }, {
       ...opts,
       // Connection strings stay secret in state even when the program passed plain strings.

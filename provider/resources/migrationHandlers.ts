@@ -4,7 +4,7 @@
  * (pgferry/dist/provider/resources/…), so the code in users' state stays tiny and stable.
  */
 import {
-  cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, MigrationStatus, parseEndpoint, PgferryError, startMigration,
+  cleanupMigration, cutoverMigration, migrationOptions, VERIFY_MODES, VerifyMode, migrationStatus, MigrationStatus, parseEndpoint, PgferryError, startMigration,
 } from "../engine";
 import { formatFindings } from "../engine/errors";
 import { addReplicationRuleFor } from "./hbaHandlers";
@@ -23,6 +23,10 @@ export interface MigrationInputs {
   freezeWrites?: boolean;
   cutover?: boolean;
   cutoverTimeoutSec?: number;
+  /** Cutover's gate before Completed: "counts" (default) or "hashes". */
+  verify?: string;
+  /** Seconds sessions get to finish at the freeze (or, without freezeWrites, for writes to stop); default 5. */
+  cutoverGraceSec?: number;
   autoReplicationRule?: boolean;
   sourceHostForTarget?: string;
 }
@@ -47,13 +51,17 @@ export interface MigrationOutputs extends MigrationInputs {
   bytesCopied: number;
   tables: TableOutput[];
   downtimeMs: number | null;
+  /** Where the downtime went: freezeMs, drainMs, fenceCheckMs, verifyMs, endReplicationMs, sequencesMs, heldBackMs. */
+  cutoverTimings: Record<string, number> | null;
+  /** DDL made on the source that the target lacks (one line each); cutover refuses while not empty. */
+  schemaDifferences: string[];
   fenceLsn: string | null;
   error: string | null;
 }
 
 /** Inputs whose change means another migration (new slot, new target data): replace, never update. */
 export const REPLACE_ON = ["source", "target", "name", "mode", "schemas", "include", "exclude", "replicaIdentityFull", "sourceHostForTarget"] as const;
-const INPUT_KEYS = [...REPLACE_ON, "jobs", "freezeWrites", "cutover", "cutoverTimeoutSec", "autoReplicationRule"] as const;
+const INPUT_KEYS = [...REPLACE_ON, "jobs", "freezeWrites", "cutover", "cutoverTimeoutSec", "verify", "cutoverGraceSec", "autoReplicationRule"] as const;
 /** What the Pulumi engine sends for a value not known yet (preview). */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 
@@ -78,7 +86,7 @@ function explain(e: unknown): Error {
 /** Defaults made explicit, so outputs show them and diff treats "unset" and "default" alike. */
 const DEFAULTS: Omit<Required<MigrationInputs>, "source" | "target" | "sourceHostForTarget"> = {
   name: "main", mode: "subscription", jobs: 4, schemas: [], include: [], exclude: [], replicaIdentityFull: false,
-  freezeWrites: false, cutover: false, cutoverTimeoutSec: 300, autoReplicationRule: false,
+  freezeWrites: false, cutover: false, cutoverTimeoutSec: 300, verify: "counts", cutoverGraceSec: 5, autoReplicationRule: false,
 };
 
 export function pickInputs(props: Record<string, unknown>): MigrationInputs {
@@ -95,6 +103,7 @@ function summary(s: MigrationStatus): string {
   switch (s.phase) {
     case "ReadyToCutover": return `ReadyToCutover: streaming, lag ${s.lagBytes ?? "?"} bytes${s.caughtUp ? ", caught up" : ""}`;
     case "Completed": return `Completed: downtime ${((s.downtimeMs ?? 0) / 1000).toFixed(2)} s`;
+    case "VerifyFailed": return `VerifyFailed: ${s.error ?? "the target differs from the source"}`;
     case "Loading": return `Loading: ${s.rowsCopied} rows copied`;
     case "Failed": return `Failed: ${s.error ?? "see the error"}`;
     default: return s.phase;
@@ -111,6 +120,8 @@ export function toOutputs(i: MigrationInputs, s: MigrationStatus): MigrationOutp
     rowsCopied: s.rowsCopied, bytesCopied: s.bytesCopied,
     tables: s.tables.map((t) => ({ table: `${t.schema}.${t.table}`, status: t.status, rows: t.rows, bytes: t.bytes, estimatedRows: t.estimatedRows })),
     downtimeMs: s.downtimeMs ?? null, fenceLsn: s.fenceLsn ?? null, error: s.error ?? null,
+    cutoverTimings: (s.cutoverTimings as Record<string, number> | undefined) ?? null,
+    schemaDifferences: (s.schemaDifferences ?? []).map((d) => d.problem),
   };
 }
 
@@ -125,6 +136,9 @@ export async function check(_olds: Record<string, unknown>, news: Record<string,
   }
   if (![i.name, i.mode, i.jobs].some(isUnknown)) {
     try { options(i); } catch (e) { failures.push({ property: "name", reason: (e as Error).message.replace(/--(\w+)/, "$1") }); }
+  }
+  if (i.verify !== undefined && !isUnknown(i.verify) && !(VERIFY_MODES as string[]).includes(i.verify)) {
+    failures.push({ property: "verify", reason: `verify must be one of ${VERIFY_MODES.join(", ")}` });
   }
   if (i.cutover !== undefined && !isUnknown(i.cutover) && typeof i.cutover !== "boolean") {
     failures.push({ property: "cutover", reason: "cutover must be true or false" });
@@ -171,7 +185,8 @@ async function startWithHbaRetry(i: MigrationInputs) {
 }
 
 function cutoverOptions(i: MigrationInputs) {
-  return { name: nameOf(i), freezeWrites: !!i.freezeWrites, timeoutSec: i.cutoverTimeoutSec ?? 300, jobs: i.jobs ?? 4 };
+  return { name: nameOf(i), freezeWrites: !!i.freezeWrites, timeoutSec: i.cutoverTimeoutSec ?? 300, jobs: i.jobs ?? 4,
+    verify: (i.verify ?? "counts") as VerifyMode, graceSec: i.cutoverGraceSec ?? 5 };
 }
 
 /** refresh: live status. A migration whose record is gone (cleaned up outside Pulumi) is reported deleted. */
@@ -190,7 +205,7 @@ export async function update(_id: string, olds: Record<string, unknown>, news: R
   try {
     const before = await migrationStatus(source, target, nameOf(i));
     if (before.phase !== "Completed") await startWithHbaRetry(i);
-    if (i.cutover && !olds.cutover || i.cutover && before.phase === "CuttingOver") await cutoverMigration(source, target, cutoverOptions(i));
+    if (i.cutover && !olds.cutover || i.cutover && ["CuttingOver", "VerifyFailed"].includes(before.phase)) await cutoverMigration(source, target, cutoverOptions(i));
   } catch (e) {
     throw explain(e);
   }
