@@ -175,15 +175,16 @@ export async function probeWal2json(src: Client, timeoutMs = 20000): Promise<Wal
     // upto_lsn 0/1: the startup callback (option check) runs, nothing is decoded.
     const peek = (opts: [string, string][]) => src.query(`SELECT count(*) FROM pg_logical_slot_peek_changes(${quoteLiteral(slot)}, '0/1', NULL
       ${opts.map(([k, v]) => `, ${quoteLiteral(k)}, ${quoteLiteral(v)}`).join("")})`);
+    await peek(wal2jsonOptions([], false));
+    // An error drops a temporary slot, so the option only wal2json 2.6+ knows is tried last.
     let numericAsString = true;
     try {
       await peek(wal2jsonOptions([], true));
     } catch (e) {
       if (!/numeric-data-types-as-string/.test((e as Error).message)) throw e;
       numericAsString = false;
-      await peek(wal2jsonOptions([], false));
     }
-    await src.query(`SELECT pg_drop_replication_slot($1)`, [slot]);
+    await src.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
     return { available: true, numericAsString };
   } finally {
     await src.query(`RESET statement_timeout`).catch(() => undefined);
