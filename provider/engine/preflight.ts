@@ -9,6 +9,7 @@ import {
 import { connectReplication, Endpoint, qualified } from "./endpoint";
 import { Finding, PgferryError } from "./errors";
 import { findPgTools, rolesMissingOnTarget } from "./schema";
+import { probeWal2json, readWal2jsonTables, unresolvableTables, wal2jsonInstallFix, Wal2jsonProbe } from "./wal2json";
 
 export interface PreflightOptions {
   selection: TableSelection;
@@ -18,6 +19,8 @@ export interface PreflightOptions {
   resuming: boolean;
   slotName: string;
   mode?: "subscription" | "stream";
+  /** Stream mode's output plugin; wal2json needs no publication but must be installed on the source. */
+  plugin?: "pgoutput" | "wal2json";
 }
 
 export interface PreflightResult {
@@ -32,6 +35,8 @@ export interface PreflightResult {
   /** Ownership and grants are kept only when every role they name exists on the target. */
   keepOwnership: boolean;
   pgDumpMajor?: number;
+  /** With --plugin wal2json: whether the source loads it, and whether it can quote numbers (2.6+). */
+  wal2json?: Wal2jsonProbe;
 }
 
 const major = (v: number) => Math.floor(v / 10000);
@@ -88,7 +93,8 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
     add({ code: "replication_privilege", server: "source", message: `role "${source.user}" may not use replication on the source`,
       fix: `ALTER ROLE "${source.user}" WITH REPLICATION; (Azure Flexible Server: GRANT azure_pg_admin and set the REPLICATION attribute)` });
   }
-  if (!s.can_create && !s.superuser) {
+  const wal2json = o.plugin === "wal2json";
+  if (!s.can_create && !s.superuser && !wal2json) {
     add({ code: "publication_privilege", server: "source", message: `role "${source.user}" cannot create a publication (needs CREATE on database "${source.database}")`,
       fix: `GRANT CREATE ON DATABASE "${source.database}" TO "${source.user}";` });
   }
@@ -143,7 +149,7 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
     add({ code: "select_privilege", server: "source", objects: unreadable, message: `role "${source.user}" cannot read ${list(unreadable)}`,
       fix: `GRANT SELECT ON ALL TABLES IN SCHEMA … TO "${source.user}";` });
   }
-  if (!s.superuser) {
+  if (!s.superuser && !wal2json) {
     const notOwned = (await src.query(`SELECT t FROM unnest($1::text[]) t
         WHERE NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = t::regclass), 'USAGE')`,
       [publishedTables(tables).map((t) => qualified(t.schema, t.name))])).rows.map((x) => x.t);
@@ -151,6 +157,35 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
       add({ code: "publication_owner", server: "source", objects: notOwned,
         message: `a publication may only name tables the role owns; "${source.user}" does not own ${list(notOwned)}`,
         fix: `connect to the source as the tables' owner or a superuser, or GRANT the owner role to "${source.user}"` });
+    }
+  }
+
+  // --- wal2json (stream mode without a publication): the plugin must load on the source. Only a
+  // slot shows that (it is a shared library, not an extension), so a temporary one is made and dropped.
+  let wal2jsonProbe: Wal2jsonProbe | undefined;
+  if (wal2json && s.wal_level === "logical" && s.can_replicate) {
+    try {
+      wal2jsonProbe = await probeWal2json(src);
+    } catch (e) {
+      const err = e as { code?: string; message: string };
+      add({ code: "wal2json_check", server: "source", message: `could not check the wal2json plugin on the source: ${err.message}`,
+        fix: err.code === "57014" ? "creating a logical slot waits for running transactions: end long-running transactions on the source and run again"
+          : err.code === "53400" ? `free a replication slot on the source (max_replication_slots = ${s.max_slots}) for the check, or raise max_replication_slots`
+          : "check the source's log for the reason and run again" });
+    }
+    if (wal2jsonProbe && !wal2jsonProbe.available) {
+      add({ code: "wal2json_missing", server: "source", message: `the source cannot load the wal2json output plugin (${wal2jsonProbe.error})`,
+        fix: wal2jsonInstallFix(major(sourceVersion)) });
+    } else if (wal2jsonProbe && !wal2jsonProbe.numericAsString && copyableTables(tables).length) {
+      const facts = await readWal2jsonTables(src, copyableTables(tables).map((x) => ({ schema: x.schema, name: x.name })));
+      const bad = unresolvableTables(facts.values());
+      if (bad.length) {
+        add({ code: "wal2json_numeric", server: "source", objects: bad,
+          message: `this wal2json (before 2.6) writes float/numeric NaN and Infinity as null, like SQL NULL; pgferry reads such values ` +
+            `back by the row's key, which ${list(bad)} cannot offer (no primary key or replica identity index, or a float/numeric key column)`,
+          fix: "upgrade wal2json on the source to 2.6+ (numeric-data-types-as-string), add a primary key to those tables, " +
+            "--exclude them, or use --plugin pgoutput" });
+      }
     }
   }
 
@@ -226,6 +261,6 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
 
   return {
     findings, ok: !findings.some((f) => f.severity === "error"), sourceVersion, targetVersion, schemas, tables,
-    needReplicaIdentityFull, keepOwnership: missingRoles.length === 0, pgDumpMajor: tools.pgDump?.major,
+    needReplicaIdentityFull, keepOwnership: missingRoles.length === 0, pgDumpMajor: tools.pgDump?.major, wal2json: wal2jsonProbe,
   };
 }

@@ -30,11 +30,12 @@ export async function dropPublication(src: Client, name: string): Promise<boolea
   return true;
 }
 
-export async function createSlotWithSnapshot(source: Endpoint, slot: string): Promise<SlotSnapshot> {
+/** `plugin`: pgoutput (with the publication), or wal2json for stream mode on sources without one. */
+export async function createSlotWithSnapshot(source: Endpoint, slot: string, plugin: "pgoutput" | "wal2json" = "pgoutput"): Promise<SlotSnapshot> {
   const connection = await connectReplication(source);
   try {
     // The pre-15 syntax: PG 13/14 do not accept the (SNAPSHOT 'export') option list.
-    const r = await connection.query(`CREATE_REPLICATION_SLOT ${quoteIdent(slot)} LOGICAL pgoutput EXPORT_SNAPSHOT`);
+    const r = await connection.query(`CREATE_REPLICATION_SLOT ${quoteIdent(slot)} LOGICAL ${plugin === "wal2json" ? "wal2json" : "pgoutput"} EXPORT_SNAPSHOT`);
     const row = r.rows[0];
     return { connection, consistentPoint: row.consistent_point, snapshotName: row.snapshot_name };
   } catch (e) {

@@ -56,7 +56,7 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
     // Past SchemaSync the target tables exist, created by this migration.
     const resuming = !!m && m.phase !== "SchemaSync";
     const pf = await preflight(src, tgt, source, target, {
-      selection: o.selection, replicaIdentityFull: o.replicaIdentityFull, resuming, slotName: names.slot, mode: o.mode,
+      selection: o.selection, replicaIdentityFull: o.replicaIdentityFull, resuming, slotName: names.slot, mode: o.mode, plugin: o.plugin,
     });
     pf.findings.forEach((finding) => onEvent({ type: "finding", finding }));
     if (!pf.ok) {
@@ -67,6 +67,10 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
       await insertMigration(tgt, { name: o.name, mode: o.mode, ...names, options: { jobs: o.jobs, selection: o.selection, replicaIdentityFull: o.replicaIdentityFull, sourceHostForTarget: o.sourceHostForTarget } });
       m = (await readMigration(tgt, o.name))!;
     }
+    // What the stream applier (start, agent, cutover) reads back: the output plugin and, for wal2json,
+    // whether it quotes numbers. Also set when a SchemaSync made the record with default options.
+    await tgt.query(`UPDATE pgferry.migration SET options = options || $2::jsonb WHERE name = $1`,
+      [o.name, JSON.stringify({ plugin: o.plugin, wal2jsonNumericAsString: pf.wal2json?.numericAsString ?? false })]);
     const result: StartResult = { name: o.name, phase: m.phase, alreadyRunning: false, findings: pf.findings };
 
     if (m.phase === "SchemaSync") {
@@ -184,9 +188,10 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
       await guard.query("BEGIN");
       const lockable = pf.tables.filter((t) => !t.partitionRoot).map((t) => qualified(t.schema, t.name));
       await guard.query(`LOCK TABLE ${lockable.join(", ")} IN ACCESS SHARE MODE`);
-      await createPublication(src, names.publication, publishedTables(pf.tables));
+      // wal2json decodes every table of the database (filtered by add-tables): no publication.
+      if (o.plugin !== "wal2json") await createPublication(src, names.publication, publishedTables(pf.tables));
       if (o.mode === "subscription") await createSubscription(tgt, source, names.subscription, names.publication, names.slot, o.sourceHostForTarget);
-      snap = await createSlotWithSnapshot(source, names.slot);
+      snap = await createSlotWithSnapshot(source, names.slot, o.plugin);
       await updateMigration(tgt, o.name, { consistentPoint: snap.consistentPoint, loadStartedAt: new Date(), error: null, phase: "Loading" });
       const recorder = tableProgressRecorder(tgt, o.name);
       const load = await runLoad(source, target, snap.snapshotName, copyable, o.jobs, (p) => { recorder.note(p); onEvent({ type: "table", progress: p }); })

@@ -19,6 +19,7 @@ import { CONTROL_SCHEMA } from "./catalog";
 import { clientConfig, connect, Endpoint, qualified, quoteIdent } from "./endpoint";
 import { PgferryError } from "./errors";
 import { bigIntToLsn, lsnToBigInt } from "./lsn";
+import { openStreamDecoder, Wal2jsonDecoder } from "./wal2json";
 
 export interface ApplyCounters { inserts: number; updates: number; deletes: number; truncates: number }
 
@@ -198,6 +199,8 @@ export class StreamApplier {
   private stopRequested = false;
   private finishing = false;
   private timer?: NodeJS.Timeout;
+  /** Set when the migration streams with wal2json (./wal2json.ts): turns its messages into pgoutput's. */
+  private decoder?: Wal2jsonDecoder;
   conflicts = 0;
   changes = 0;
 
@@ -225,8 +228,14 @@ export class StreamApplier {
       return this.stopped || this.finishing ? this.done : this.applied;
     }
 
+    try {
+      this.decoder = await openStreamDecoder(this.source, this.target, this.o.migration);
+    } catch (e) {
+      await this.close();
+      throw e;
+    }
     const svc = new LogicalReplicationService(
-      { ...clientConfig(this.source, { application_name: `pgferry_${this.o.migration}` }) } as never,
+      { ...clientConfig(this.source, { application_name: `pgferry_${this.o.migration}`, ...this.decoder?.connection }) } as never,
       { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } });
     this.svc = svc;
     const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [this.o.publication] });
@@ -239,7 +248,10 @@ export class StreamApplier {
 
     svc.on("data", async (_lsn: string, m: Pgoutput.Message) => {
       if (this.stopped || this.finishing) return;
-      try { await this.handle(m); } catch (e) { await this.fail(e); }
+      try {
+        if (!this.decoder) await this.handle(m);
+        else for (const x of await this.decoder.prepare(m as never)) await this.handle(x);
+      } catch (e) { await this.fail(e); }
     });
     svc.on("heartbeat", async (lsn: string, _ts: number, reply: boolean) => {
       if (this.stopped) return;
@@ -257,7 +269,7 @@ export class StreamApplier {
     });
     svc.on("error", (e: Error) => { void this.fail(e); });
     this.timer = setInterval(() => { if (!this.stopped) void this.ack(this.applied).catch(() => undefined); }, 5000);
-    svc.subscribe(plugin, this.o.slot, bigIntToLsn(this.applied)).catch((e) => this.fail(e));
+    svc.subscribe(this.decoder?.plugin ?? plugin, this.o.slot, bigIntToLsn(this.applied)).catch((e) => this.fail(e));
     return this.done;
   }
 
@@ -479,5 +491,6 @@ export class StreamApplier {
     if (this.timer) clearInterval(this.timer);
     await this.svc?.destroy().catch(() => undefined);
     await this.target?.end().catch(() => undefined);
+    await this.decoder?.close();
   }
 }

@@ -16,6 +16,11 @@ export interface MigrationArgs {
   name?: pulumi.Input<string>;
   /** Change data capture mode. */
   mode?: pulumi.Input<"subscription" | "stream">;
+  /**
+   * Stream mode's logical decoding plugin: "pgoutput" (default; needs a publication on the source) or
+   * "wal2json" (for sources where no publication can be created; the plugin must be installed there).
+   */
+  plugin?: pulumi.Input<"pgoutput" | "wal2json">;
   /** Parallel COPY workers and index builders (default 4). */
   jobs?: pulumi.Input<number>;
   schemas?: pulumi.Input<pulumi.Input<string>[]>;

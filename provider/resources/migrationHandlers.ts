@@ -15,6 +15,8 @@ export interface MigrationInputs {
   target: string;
   name?: string;
   mode?: string;
+  /** Stream mode's output plugin: pgoutput (default) or wal2json. */
+  plugin?: string;
   jobs?: number;
   schemas?: string[];
   include?: string[];
@@ -60,7 +62,7 @@ export interface MigrationOutputs extends MigrationInputs {
 }
 
 /** Inputs whose change means another migration (new slot, new target data): replace, never update. */
-export const REPLACE_ON = ["source", "target", "name", "mode", "schemas", "include", "exclude", "replicaIdentityFull", "sourceHostForTarget"] as const;
+export const REPLACE_ON = ["source", "target", "name", "mode", "plugin", "schemas", "include", "exclude", "replicaIdentityFull", "sourceHostForTarget"] as const;
 const INPUT_KEYS = [...REPLACE_ON, "jobs", "freezeWrites", "cutover", "cutoverTimeoutSec", "verify", "cutoverGraceSec", "autoReplicationRule"] as const;
 /** What the Pulumi engine sends for a value not known yet (preview). */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
@@ -69,7 +71,8 @@ const nameOf = (i: MigrationInputs) => i.name ?? "main";
 export const migrationId = (i: MigrationInputs) => `pgferry-migration-${nameOf(i)}`;
 
 function options(i: MigrationInputs) {
-  return migrationOptions({ name: i.name, mode: i.mode as "subscription" | "stream" | undefined, jobs: i.jobs, schemas: i.schemas ?? [],
+  return migrationOptions({ name: i.name, mode: i.mode as "subscription" | "stream" | undefined,
+    plugin: i.plugin as "pgoutput" | "wal2json" | undefined, jobs: i.jobs, schemas: i.schemas ?? [],
     include: i.include ?? [], exclude: i.exclude ?? [], replicaIdentityFull: !!i.replicaIdentityFull, sourceHostForTarget: i.sourceHostForTarget });
 }
 
@@ -85,7 +88,7 @@ function explain(e: unknown): Error {
 
 /** Defaults made explicit, so outputs show them and diff treats "unset" and "default" alike. */
 const DEFAULTS: Omit<Required<MigrationInputs>, "source" | "target" | "sourceHostForTarget"> = {
-  name: "main", mode: "subscription", jobs: 4, schemas: [], include: [], exclude: [], replicaIdentityFull: false,
+  name: "main", mode: "subscription", plugin: "pgoutput", jobs: 4, schemas: [], include: [], exclude: [], replicaIdentityFull: false,
   freezeWrites: false, cutover: false, cutoverTimeoutSec: 300, verify: "counts", cutoverGraceSec: 5, autoReplicationRule: false,
 };
 
@@ -134,7 +137,7 @@ export async function check(_olds: Record<string, unknown>, news: Record<string,
     if (isUnknown(i[k])) continue;
     try { parseEndpoint(i[k], k); } catch (e) { failures.push({ property: k, reason: (e as Error).message.replace(/--(source|target)/, "$1") }); }
   }
-  if (![i.name, i.mode, i.jobs].some(isUnknown)) {
+  if (![i.name, i.mode, i.plugin, i.jobs].some(isUnknown)) {
     try { options(i); } catch (e) { failures.push({ property: "name", reason: (e as Error).message.replace(/--(\w+)/, "$1") }); }
   }
   if (i.verify !== undefined && !isUnknown(i.verify) && !(VERIFY_MODES as string[]).includes(i.verify)) {

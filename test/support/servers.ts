@@ -3,7 +3,7 @@ import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { Client } from "pg";
-import { EmbeddedMajor, LocalServer } from "../../provider/embedded/localServer";
+import { EmbeddedMajor, LocalServer, pkgLibDir } from "../../provider/embedded/localServer";
 
 export const SHARED = path.resolve(__dirname, "../../../shared");
 export const VERIFY_SH = path.join(SHARED, "tools/verify.sh");
@@ -62,4 +62,20 @@ export function runVerifySh(src: string, tgt: string, schemas: string[] = []): {
   }
   const r = spawnSync("bash", [VERIFY_SH, src, tgt, ...schemas], { encoding: "utf8" });
   return { code: r.status ?? -1, output: (r.stdout ?? "") + (r.stderr ?? "") };
+}
+
+/** Debian's PostgreSQL 15 server binaries, where postgresql-15-wal2json installs the plugin (.ci/run installs both). */
+export const SYSTEM_PG15 = "/usr/lib/postgresql/15/bin";
+
+/** Why a wal2json source cannot be started here (undefined when it can). */
+export function wal2jsonMissing(): string | undefined {
+  if (!fs.existsSync(path.join(SYSTEM_PG15, "postgres"))) return `no PostgreSQL 15 server binaries in ${SYSTEM_PG15} (apt-get install postgresql-15)`;
+  const lib = pkgLibDir(SYSTEM_PG15);
+  if (!lib || !fs.existsSync(path.join(lib, "wal2json.so"))) return `wal2json is not installed for ${SYSTEM_PG15} (apt-get install postgresql-15-wal2json)`;
+  return undefined;
+}
+
+/** A source server (system PostgreSQL 15) that can load wal2json. */
+export function startWal2jsonSource(): Promise<LocalServer> {
+  return LocalServer.start({ major: 15, binDir: SYSTEM_PG15 });
 }

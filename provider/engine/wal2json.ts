@@ -1,0 +1,403 @@
+/**
+ * Stream mode with the `wal2json` output plugin: for sources where a publication cannot be created
+ * (pgoutput needs one), e.g. a role that may replicate but not CREATE in the database, or a managed
+ * source that offers wal2json. One applier serves both plugins: this module turns wal2json's
+ * format-version 2 output into the same messages pg-logical-replication's pgoutput parser produces
+ * (begin / relation / insert / update / delete / truncate / commit), so StreamApplier applies them
+ * unchanged, with the same exactly-once and ack rules.
+ *
+ * What wal2json 2.x emits (wal2json.c, checked against real output of 2.5 in the unit tests):
+ *  - one JSON object per XLogData: {"action":"B"|"C", "xid", "timestamp", "lsn", "nextlsn"} with
+ *    include-lsn: B/C "lsn" is the commit record's start (pgoutput's commitLsn), "nextlsn" its end
+ *    (commitEndLsn: what we store as applied and acknowledge);
+ *  - I/U/D: "schema", "table" (the leaf partition), "columns" [{name, typeoid, value}] (new tuple),
+ *    "identity" [{name, typeoid, value}] (UPDATE/DELETE: the old replica identity; for an UPDATE that
+ *    kept its key, taken from the new tuple). Unchanged TOAST values are left out of both: they stay
+ *    `undefined` here, which the applier leaves alone. Generated columns are included (pgoutput leaves
+ *    them out): dropped here, the target computes them;
+ *  - T: one object per truncated table, without CASCADE / RESTART IDENTITY flags (sequences are
+ *    synced at cutover anyway);
+ *  - values: int/float/numeric as bare JSON numbers (parsed losslessly here: raw text, never a JS
+ *    number), booleans as true/false, bytea as hex without the leading \x, NULL as null, everything
+ *    else as the type's text output in a JSON string (jsonb text, arrays, enums, domains, timestamps
+ *    with µs and infinity stay exact);
+ *  - float4/float8/numeric NaN and ±Infinity are written as null, like SQL NULL, unless the plugin has
+ *    `numeric-data-types-as-string` (wal2json 2.6+), which quotes every number. Without that option, a
+ *    null in such a column is ambiguous: it is resolved by reading the row's current value on the
+ *    source by its key (see `resolve`). Exact once the source stops changing, which is what cutover
+ *    and verification compare; tables that cannot be read by a key are refused by preflight.
+ * wal2json sends no relation messages: replica identity, key and generated columns come from the
+ * source catalog, read once per session for the migrated tables, and a synthetic `relation` message
+ * is handed to the applier before a table's first change (that is how it learns column types).
+ */
+import { parse as losslessParse } from "lossless-json";
+import { Client } from "pg";
+import { Pgoutput } from "pg-logical-replication";
+import { CONTROL_SCHEMA, copyableTables, listTables, TableInfo, TableSelection } from "./catalog";
+import { connect, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS } from "./endpoint";
+import { PgferryError } from "./errors";
+import { OutputPlugin } from "./options";
+
+
+/** Type OIDs wal2json prints as bare numbers; of these, float4, float8 and numeric can be NaN/±Infinity. */
+const AMBIGUOUS_NULL_TYPES = new Set([700, 701, 1700]);
+const BYTEA = 17;
+
+/** The fix named whenever the plugin is missing on the source. */
+export function wal2jsonInstallFix(sourceMajor?: number): string {
+  const v = sourceMajor ?? "NN";
+  return `install the wal2json output plugin on the source server (Debian/Ubuntu: apt-get install postgresql-${v}-wal2json; ` +
+    `RHEL: dnf install wal2json_${v}; no restart needed), or use --plugin pgoutput (the default) where a publication can be created`;
+}
+
+/** One change of wal2json format-version 2 as parsed: numbers stay raw text. */
+export interface Wal2jsonColumn { name: string; typeoid?: string | number; value: string | boolean | null }
+export interface Wal2jsonMessage {
+  action: "B" | "C" | "I" | "U" | "D" | "T" | "M";
+  xid?: string | number;
+  timestamp?: string;
+  lsn?: string;
+  nextlsn?: string;
+  schema?: string;
+  table?: string;
+  columns?: Wal2jsonColumn[];
+  identity?: Wal2jsonColumn[];
+}
+
+/**
+ * Parse one wal2json message. JSON.parse would turn 12345678901234567890.120 into 12345678901234567000;
+ * lossless-json hands every number to us as its source text instead.
+ */
+export function parseWal2json(text: string): Wal2jsonMessage {
+  return losslessParse(text, null, (raw: string) => raw) as Wal2jsonMessage;
+}
+
+/** START_REPLICATION options (wal2json's option names; values in SQL string literals). */
+export function wal2jsonOptions(tables: { schema: string; name: string }[], numericAsString: boolean): [string, string][] {
+  const opts: [string, string][] = [
+    ["format-version", "2"], ["include-transaction", "1"], ["include-xids", "1"], ["include-timestamp", "1"],
+    ["include-lsn", "1"], ["include-types", "0"], ["include-type-oids", "1"], ["include-pk", "0"],
+    ["actions", "insert,update,delete,truncate"],
+    ["add-tables", tables.map((t) => `${addTablesEscape(t.schema)}.${addTablesEscape(t.name)}`).join(",")],
+  ];
+  if (numericAsString) opts.push(["numeric-data-types-as-string", "1"]);
+  return opts;
+}
+
+/** add-tables / filter-tables syntax: space, comma, period, asterisk, quote and backslash are escaped with \. */
+export function addTablesEscape(ident: string): string {
+  return ident.replace(/[^A-Za-z0-9_\u0080-\uffff]/g, (ch) => `\\${ch}`);
+}
+
+/** What the decoder knows about one source table (a plain table or a leaf partition). */
+export interface Wal2jsonTable {
+  /** The table wal2json names (a leaf for partitions). */
+  schema: string;
+  name: string;
+  /** Where its rows are applied: the partition root (so target partitioning may differ), else itself. */
+  applyTo: { schema: string; name: string };
+  replicaIdentity: Pgoutput.MessageRelation["replicaIdentity"];
+  /** Replica identity columns; every column under REPLICA IDENTITY FULL (as pgoutput reports them). */
+  keyColumns: string[];
+  columns: { name: string; typeOid: number }[];
+  generated: Set<string>;
+}
+
+const RI: Record<string, Pgoutput.MessageRelation["replicaIdentity"]> = { d: "default", n: "nothing", f: "full", i: "index" };
+
+/** Catalog facts for the given tables (leaves and plain tables), on the source. */
+export async function readWal2jsonTables(src: Client, tables: { schema: string; name: string }[]): Promise<Map<string, Wal2jsonTable>> {
+  const r = await src.query(`SELECT n.nspname AS schema, c.relname AS name, c.relreplident AS ri,
+      rn.nspname AS root_schema, rc.relname AS root_name,
+      (SELECT coalesce(json_agg(json_build_object('name', a.attname, 'type', a.atttypid::int, 'generated', a.attgenerated <> '')
+         ORDER BY a.attnum), '[]') FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
+      (SELECT coalesce(array_agg(a.attname::text ORDER BY k.ord), '{}') FROM pg_index i
+         CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+         WHERE i.indrelid = c.oid AND k.ord <= i.indnkeyatts
+           AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident))) AS key_columns
+    FROM unnest($1::text[]) AS t(q) JOIN pg_class c ON c.oid = t.q::regclass JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_class rc ON rc.oid = CASE WHEN c.relispartition THEN pg_partition_root(c.oid) END
+    LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace`, [tables.map((t) => qualified(t.schema, t.name))]);
+  const out = new Map<string, Wal2jsonTable>();
+  for (const x of r.rows) {
+    const cols = x.columns as { name: string; type: number; generated: boolean }[];
+    const stored = cols.filter((c) => !c.generated);
+    const replicaIdentity = RI[x.ri] ?? "default";
+    out.set(`${x.schema}.${x.name}`, {
+      schema: x.schema, name: x.name,
+      applyTo: x.root_name ? { schema: x.root_schema, name: x.root_name } : { schema: x.schema, name: x.name },
+      replicaIdentity,
+      keyColumns: replicaIdentity === "full" ? stored.map((c) => c.name) : x.key_columns,
+      columns: stored.map((c) => ({ name: c.name, typeOid: c.type })),
+      generated: new Set(cols.filter((c) => c.generated).map((c) => c.name)),
+    });
+  }
+  return out;
+}
+
+/**
+ * Tables whose rows could not be read back by a key, while they have float/numeric columns whose
+ * NaN/±Infinity an older wal2json (without numeric-data-types-as-string) writes as null: replica
+ * identity FULL or NOTHING, or a key column of such a type.
+ */
+export function unresolvableTables(tables: Iterable<Wal2jsonTable>): string[] {
+  const out: string[] = [];
+  for (const t of tables) {
+    const ambiguous = t.columns.filter((c) => AMBIGUOUS_NULL_TYPES.has(c.typeOid)).map((c) => c.name);
+    if (!ambiguous.length) continue;
+    const keyed = (t.replicaIdentity === "default" || t.replicaIdentity === "index") && t.keyColumns.length > 0;
+    if (!keyed || t.keyColumns.some((k) => ambiguous.includes(k))) out.push(`${t.schema}.${t.name}`);
+  }
+  return out;
+}
+
+export interface Wal2jsonProbe { available: boolean; numericAsString: boolean; error?: string }
+
+/**
+ * Is wal2json loadable on the source, and does it know numeric-data-types-as-string (2.6+)? A
+ * temporary slot is the only reliable test (the plugin is a shared library, not an extension):
+ * creating it loads the library; peeking with our options runs its startup, which rejects unknown
+ * options. The slot disappears with the session. Creating a slot waits for running transactions,
+ * so the wait is bounded by `timeoutMs`.
+ */
+export async function probeWal2json(src: Client, timeoutMs = 20000): Promise<Wal2jsonProbe> {
+  const slot = `pgferry_probe_${process.pid}_${Date.now() % 100000}`;
+  await src.query(`SET statement_timeout = ${Math.round(timeoutMs)}`);
+  try {
+    try {
+      await src.query(`SELECT pg_create_logical_replication_slot($1, 'wal2json', true)`, [slot]);
+    } catch (e) {
+      const err = e as { code?: string; message: string };
+      if (err.code === "58P01" || /could not access file|wal2json/i.test(err.message)) return { available: false, numericAsString: false, error: err.message };
+      throw e;
+    }
+    // upto_lsn 0/1: the startup callback (option check) runs, nothing is decoded.
+    const peek = (opts: [string, string][]) => src.query(`SELECT count(*) FROM pg_logical_slot_peek_changes(${quoteLiteral(slot)}, '0/1', NULL
+      ${opts.map(([k, v]) => `, ${quoteLiteral(k)}, ${quoteLiteral(v)}`).join("")})`);
+    await peek(wal2jsonOptions([], false));
+    // An error drops a temporary slot, so the option only wal2json 2.6+ knows is tried last.
+    let numericAsString = true;
+    try {
+      await peek(wal2jsonOptions([], true));
+    } catch (e) {
+      if (!/numeric-data-types-as-string/.test((e as Error).message)) throw e;
+      numericAsString = false;
+    }
+    await src.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+    return { available: true, numericAsString };
+  } finally {
+    await src.query(`RESET statement_timeout`).catch(() => undefined);
+  }
+}
+
+type Relation = Pgoutput.MessageRelation;
+type RowChange = Pgoutput.MessageInsert | Pgoutput.MessageUpdate | Pgoutput.MessageDelete;
+
+/** Columns whose null may stand for NaN/±Infinity, per converted change. */
+const ambiguousOf = new WeakMap<RowChange, string[]>();
+
+/**
+ * Converts wal2json messages for one stream session. `tables` is keyed by "schema.name" of the
+ * tables wal2json names (leaves).
+ */
+export class Wal2jsonConverter {
+  private relations = new Map<string, Relation>();
+  private announced = new Set<string>();
+  private truncateRelations = new Map<string, Relation>();
+
+  constructor(private tables: Map<string, Wal2jsonTable>, private numericAsString: boolean) {}
+
+  private table(m: Wal2jsonMessage): Wal2jsonTable {
+    const key = `${m.schema}.${m.table}`;
+    const t = this.tables.get(key);
+    if (!t) {
+      throw new PgferryError("wal2json_unknown_table", `wal2json sent a change for ${qualified(m.schema ?? "?", m.table ?? "?")}, ` +
+        `which is not one of the migrated tables (created or renamed on the source after start?); DDL is not replicated: ` +
+        `fix: run pgferry cleanup and start again, or undo the change on the source`);
+    }
+    return t;
+  }
+
+  private relation(t: Wal2jsonTable): Relation {
+    const key = `${t.schema}.${t.name}`;
+    let r = this.relations.get(key);
+    if (!r) {
+      r = {
+        tag: "relation", relationOid: 0, schema: t.applyTo.schema, name: t.applyTo.name, replicaIdentity: t.replicaIdentity,
+        keyColumns: t.keyColumns,
+        columns: t.columns.map((c) => ({ name: c.name, flags: t.keyColumns.includes(c.name) ? 1 : 0, typeOid: c.typeOid, typeMod: -1,
+          typeSchema: null, typeName: null, parser: (x: unknown) => x })),
+      };
+      this.relations.set(key, r);
+    }
+    return r;
+  }
+
+  /** Column values as the text the applier writes; `ambiguous` collects float/numeric nulls. */
+  private values(t: Wal2jsonTable, cols: Wal2jsonColumn[], ambiguous?: string[]): Record<string, string | null> {
+    const out: Record<string, string | null> = {};
+    for (const c of cols) {
+      if (t.generated.has(c.name)) continue;
+      const oid = Number(c.typeoid);
+      const v = c.value;
+      if (v === null) {
+        out[c.name] = null;
+        if (!this.numericAsString && AMBIGUOUS_NULL_TYPES.has(oid)) ambiguous?.push(c.name);
+      } else if (typeof v === "boolean") out[c.name] = v ? "t" : "f";
+      else if (oid === BYTEA) out[c.name] = `\\x${v}`;
+      else out[c.name] = String(v);
+    }
+    return out;
+  }
+
+  /** The pgoutput-shaped messages for one wal2json message (a relation message first, once per table). */
+  convert(m: Wal2jsonMessage): Pgoutput.Message[] {
+    switch (m.action) {
+      case "B":
+        return [{ tag: "begin", commitLsn: m.lsn ?? null, commitTime: micros(m.timestamp), xid: Number(m.xid ?? 0) }];
+      case "C":
+        if (!m.nextlsn) throw new PgferryError("wal2json_no_lsn", "wal2json sent a commit without nextlsn (include-lsn is required)");
+        return [{ tag: "commit", flags: 0, commitLsn: m.lsn ?? null, commitEndLsn: m.nextlsn, commitTime: micros(m.timestamp) }];
+      case "T": {
+        // Truncate exactly the table the source truncated (a leaf stays a leaf: truncating the root would empty every partition).
+        const t = this.table(m);
+        const key = `${t.schema}.${t.name}`;
+        const r = this.truncateRelations.get(key) ?? { ...this.relation(t), schema: t.schema, name: t.name };
+        this.truncateRelations.set(key, r);
+        return [{ tag: "truncate", cascade: false, restartIdentity: false, relations: [r] }];
+      }
+      case "I": case "U": case "D": {
+        const t = this.table(m);
+        const relation = this.relation(t);
+        const out: Pgoutput.Message[] = [];
+        const key = `${t.schema}.${t.name}`;
+        if (!this.announced.has(key)) { this.announced.add(key); out.push(relation); }
+        const ambiguous: string[] = [];
+        const identityAmbiguous: string[] = [];
+        let change: RowChange;
+        if (m.action === "I") {
+          change = { tag: "insert", relation, new: this.values(t, m.columns ?? [], ambiguous) };
+        } else {
+          const ident = this.values(t, m.identity ?? [], identityAmbiguous);
+          const full = t.replicaIdentity === "full";
+          if (identityAmbiguous.length) {
+            throw new PgferryError("wal2json_ambiguous_key", `wal2json wrote null for ${identityAmbiguous.join(", ")} in the key of a row of ` +
+              `${qualified(t.schema, t.name)}: NaN, Infinity and NULL cannot be told apart without numeric-data-types-as-string; ` +
+              `fix: upgrade wal2json on the source to 2.6+, or use --plugin pgoutput`);
+          }
+          change = m.action === "U"
+            ? { tag: "update", relation, key: full ? null : ident, old: full ? ident : null, new: this.values(t, m.columns ?? [], ambiguous) }
+            : { tag: "delete", relation, key: full ? null : ident, old: full ? ident : null };
+        }
+        if (ambiguous.length) ambiguousOf.set(change, ambiguous);
+        out.push(change);
+        return out;
+      }
+      default:
+        return []; // "M" (logical decoding messages): nothing to apply
+    }
+  }
+
+  /**
+   * Replace ambiguous nulls (NaN/±Infinity written as null by wal2json < 2.6) with the row's current
+   * value on the source, read by its key. If the row is gone or re-keyed, a later change of the
+   * stream rewrites it (every UPDATE carries the whole new row), so the target converges on the
+   * source; a genuine NULL reads back as NULL.
+   */
+  async resolve(src: Client, m: Pgoutput.Message): Promise<void> {
+    if (m.tag !== "insert" && m.tag !== "update") return;
+    const cols = ambiguousOf.get(m);
+    if (!cols?.length) return;
+    const r = m.relation;
+    if (!(r.replicaIdentity === "default" || r.replicaIdentity === "index") || !r.keyColumns.length) {
+      throw new PgferryError("wal2json_ambiguous_value", `wal2json wrote null for ${cols.join(", ")} of ${qualified(r.schema, r.name)}, ` +
+        `which has no key to read the real value back by (NaN, Infinity and NULL look alike without numeric-data-types-as-string); ` +
+        `fix: upgrade wal2json on the source to 2.6+, add a primary key, or use --plugin pgoutput`);
+    }
+    const keys = r.keyColumns.map((k) => m.new[k]);
+    const q = await src.query(`SELECT ${cols.map((c) => `${quoteIdent(c)}::text AS ${quoteIdent(c)}`).join(", ")} FROM ${qualified(r.schema, r.name)}
+      WHERE ${r.keyColumns.map((k, n) => `${quoteIdent(k)} = $${n + 1}`).join(" AND ")}`, keys);
+    const row = q.rows[0];
+    if (row) for (const c of cols) m.new[c] = row[c];
+  }
+}
+
+function micros(ts: string | undefined): bigint {
+  if (!ts) return 0n;
+  const ms = Date.parse(ts.replace(" ", "T").replace(/([+-]\d\d)$/, "$1:00"));
+  return Number.isNaN(ms) ? 0n : BigInt(ms) * 1000n;
+}
+
+/**
+ * A plugin object for pg-logical-replication's LogicalReplicationService (its AbstractPlugin shape:
+ * name, start, parse). parse() only parses losslessly; conversion needs the catalog and happens in
+ * Wal2jsonDecoder.prepare (async), before the applier sees the messages.
+ */
+export class Wal2jsonPlugin {
+  readonly name = "wal2json";
+  constructor(readonly options: { tables: { schema: string; name: string }[]; numericAsString: boolean }) {}
+  start(client: Client, slot: string, lsn: string): Promise<unknown> {
+    const opts = wal2jsonOptions(this.options.tables, this.options.numericAsString).map(([k, v]) => `${quoteIdent(k)} ${quoteLiteral(v)}`);
+    return client.query(`START_REPLICATION SLOT ${quoteIdent(slot)} LOGICAL ${lsn} (${opts.join(", ")})`);
+  }
+  parse(buffer: Buffer): Wal2jsonMessage {
+    return parseWal2json(buffer.toString("utf8"));
+  }
+}
+
+/**
+ * Everything stream.ts needs for a wal2json session: the plugin for the replication service, the
+ * connection settings for it, and prepare() turning each parsed message into applier messages.
+ */
+export class Wal2jsonDecoder {
+  /** bytea_output=hex: wal2json strips the first two characters ("\x") of bytea's text output. */
+  readonly connection = { options: `${SESSION_GUCS} -c bytea_output=hex` };
+  private constructor(private src: Client, private converter: Wal2jsonConverter, readonly plugin: Wal2jsonPlugin) {}
+
+  /**
+   * Open for the tables of a migration: reads their catalog facts once, on a source session of its own
+   * (also used to resolve ambiguous nulls). `numericAsString`: what preflight found the plugin supports.
+   */
+  static async open(source: Endpoint, setup: StreamSetup): Promise<Wal2jsonDecoder> {
+    const src = await connect(source, { application_name: "pgferry wal2json catalog" });
+    try {
+      const leaves = copyableTables(await listTables(src, setup.selection)).map((t: TableInfo) => ({ schema: t.schema, name: t.name }));
+      const tables = await readWal2jsonTables(src, leaves);
+      return new Wal2jsonDecoder(src, new Wal2jsonConverter(tables, setup.numericAsString),
+        new Wal2jsonPlugin({ tables: leaves, numericAsString: setup.numericAsString }));
+    } catch (e) {
+      await src.end().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  async prepare(m: Wal2jsonMessage): Promise<Pgoutput.Message[]> {
+    const out = this.converter.convert(m);
+    for (const x of out) await this.converter.resolve(this.src, x);
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.src.end().catch(() => undefined);
+  }
+}
+
+export interface StreamSetup { plugin: OutputPlugin; selection: TableSelection; numericAsString: boolean }
+
+/**
+ * The output plugin, table selection and wal2json capability a migration was started with (stored in
+ * its options by start; pgoutput for records made before the option existed).
+ */
+export async function readStreamSetup(tgt: Client, migration: string): Promise<StreamSetup> {
+  const r = await tgt.query(`SELECT options FROM ${CONTROL_SCHEMA}.migration WHERE name = $1`, [migration]);
+  const o = (r.rows[0]?.options ?? {}) as { plugin?: OutputPlugin; selection?: TableSelection; wal2jsonNumericAsString?: boolean };
+  return { plugin: o.plugin ?? "pgoutput", selection: o.selection ?? { schemas: [], include: [], exclude: [] },
+    numericAsString: o.wal2jsonNumericAsString === true };
+}
+
+/** The wal2json decoder for a migration started with --plugin wal2json, else undefined (pgoutput). */
+export async function openStreamDecoder(source: Endpoint, tgt: Client, migration: string): Promise<Wal2jsonDecoder | undefined> {
+  const setup = await readStreamSetup(tgt, migration);
+  return setup.plugin === "wal2json" ? Wal2jsonDecoder.open(source, setup) : undefined;
+}
