@@ -1,11 +1,16 @@
 /**
- * CDC drain benchmark (not a test): the same backlog of pgbench-style transactions, applied once by a
- * native subscription (mode subscription) and once by pgferry's stream applier (mode stream), into two
- * target databases on the same servers, in the same run. Prints changes/s for each and the ratio.
+ * CDC benchmark (not a test), both CDC modes side by side on the same servers, in the same run:
+ *  (a) drain: the same backlog of pgbench-style transactions, applied once by a native subscription
+ *      (mode subscription) and once by pgferry's stream applier (mode stream), into two target
+ *      databases; changes/s for each and the ratio;
+ *  (b) steady state: pgbench writes at a fixed rate while the subscription and a `pgferry agent`
+ *      process follow; a heartbeat row updated every 100 ms on the source is polled on each target,
+ *      so the lag is what a reader of the target sees (seconds), beside the slot's lag in bytes.
  *
- *   node dist/bench/drain.js [--accounts 200000] [--transactions 20000] [--clients 4] [--json]
+ *   node dist/bench/drain.js [--accounts 200000] [--transactions 20000] [--clients 4]
+ *                            [--rate 1000] [--seconds 20] [--json] [--profile FILE]
  */
-import { spawnSync } from "child_process";
+import { spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
@@ -19,6 +24,8 @@ const opts = new Command("drain")
   .option("--accounts <n>", "rows in the accounts table", (v) => Number(v), 200000)
   .option("--transactions <n>", "backlog transactions (each: 3 updates + 1 insert)", (v) => Number(v), 20000)
   .option("--clients <n>", "pgbench clients writing the backlog", (v) => Number(v), 4)
+  .option("--rate <tps>", "steady-state part: pgbench transactions per second (0 skips the part)", (v) => Number(v), 1000)
+  .option("--seconds <n>", "steady-state part: how long the load runs", (v) => Number(v), 20)
   .option("--json", "print JSON")
   .option("--profile <file>", "write a V8 CPU profile of the stream drain (open in Chrome DevTools)")
   .parse(process.argv).opts();
@@ -38,6 +45,8 @@ async function main() {
       CREATE TABLE tellers (tid int PRIMARY KEY, bid int NOT NULL, tbalance int NOT NULL DEFAULT 0);
       CREATE TABLE accounts (aid int PRIMARY KEY, bid int NOT NULL, abalance int NOT NULL DEFAULT 0, filler char(84));
       CREATE TABLE history (hid bigserial PRIMARY KEY, tid int, bid int, aid int, delta int, mtime timestamptz);
+      CREATE TABLE heartbeat (id int PRIMARY KEY, ts timestamptz NOT NULL);
+      INSERT INTO heartbeat VALUES (1, clock_timestamp());
       INSERT INTO branches SELECT g FROM generate_series(1, 10) g;
       INSERT INTO tellers SELECT g, 1 + g % 10 FROM generate_series(1, 100) g;
       INSERT INTO accounts (aid, bid) SELECT g, 1 + g % 10 FROM generate_series(1, ${opts.accounts}) g;`, "bench");
@@ -86,6 +95,8 @@ END;
     const streamCpuSec = (cpu.user + cpu.system) / 1e6;
     if (profiler) fs.writeFileSync(opts.profile, JSON.stringify(await profiler()));
 
+    const steady = opts.rate > 0 ? await steadyState(src, tgt, script) : undefined;
+
     const check = async (db: string) => (await tgt.query(`SELECT count(*)::int AS n, sum(abalance)::bigint AS s FROM accounts`, db))[0];
     const want = (await src.query(`SELECT count(*)::int AS n, sum(abalance)::bigint AS s FROM accounts`, "bench"))[0];
     const [nat, str] = [await check("native"), await check("stream")];
@@ -100,6 +111,7 @@ END;
       native: { seconds: nativeSec, changesPerSecond: Math.round(changes / nativeSec) },
       stream: { seconds: streamSec, changesPerSecond: Math.round(changes / streamSec), nodeCpuSeconds: streamCpuSec },
       streamVsNative: nativeSec / streamSec,
+      steadyState: steady,
     };
     if (opts.json) process.stdout.write(JSON.stringify(result, null, 2) + "\n");
     else {
@@ -107,10 +119,82 @@ END;
         `native subscription  ${nativeSec.toFixed(2)} s  ${result.native.changesPerSecond} changes/s\n` +
         `pgferry stream       ${streamSec.toFixed(2)} s  ${result.stream.changesPerSecond} changes/s (pgferry process CPU ${streamCpuSec.toFixed(2)} s)\n` +
         `stream drains at ${result.streamVsNative.toFixed(2)}× the native subscription's rate\n`);
+      if (steady) {
+        const row = (k: string, l: LagStats) => `${k.padEnd(21)}lag p50 ${l.p50Sec.toFixed(2)} s  p95 ${l.p95Sec.toFixed(2)} s  max ${l.maxSec.toFixed(2)} s  ` +
+          `slot max ${(l.maxBytes / 1024).toFixed(0)} kB\n`;
+        process.stdout.write(`steady state: pgbench at ${steady.targetTps} tps for ${steady.seconds} s (achieved ${steady.achievedTps.toFixed(0)} tps, ` +
+          `${Math.round(steady.achievedTps * 4)} changes/s), both consumers following at once\n` + row("native subscription", steady.native) + row("pgferry agent", steady.stream));
+      }
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
     await stopAll();
+  }
+}
+
+export interface LagStats { p50Sec: number; p95Sec: number; maxSec: number; maxBytes: number }
+
+/**
+ * Part (b): a fixed-rate write load while both consumers follow it. The stream side runs as a real
+ * `pgferry agent` process, as a user would run it. Lag in seconds is measured as a reader sees it:
+ * a source row updated to clock_timestamp() every 100 ms, read on each target every 100 ms.
+ */
+async function steadyState(src: LocalServer, tgt: LocalServer, script: string) {
+  const agent = spawn(process.execPath, [path.join(__dirname, "../provider/cli/main.js"), "agent", "--name", "stream"], {
+    env: { ...process.env, PGFERRY_SOURCE: src.uri("bench"), PGFERRY_TARGET: tgt.uri("stream") }, stdio: ["ignore", "ignore", "pipe"],
+  });
+  let agentLog = "";
+  agent.stderr!.on("data", (d) => { agentLog += d; });
+  const agentExit = new Promise<number | null>((r) => agent.once("exit", (c) => r(c)));
+  const lag: Record<"native" | "stream", number[]> = { native: [], stream: [] };
+  const bytes: Record<"native" | "stream", number[]> = { native: [], stream: [] };
+  let running = true;
+  const beat = (async () => {
+    while (running) {
+      await src.query(`UPDATE heartbeat SET ts = clock_timestamp() WHERE id = 1`, "bench");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  const sample = (async () => {
+    while (running) {
+      for (const db of ["native", "stream"] as const) {
+        const r = await tgt.query(`SELECT extract(epoch FROM clock_timestamp() - ts)::float8 AS s FROM heartbeat`, db);
+        lag[db].push(r[0].s);
+      }
+      const r = await src.query(`SELECT slot_name, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::float8 AS b
+        FROM pg_replication_slots WHERE slot_name IN ('pgferry_native', 'pgferry_stream')`, "bench");
+      for (const x of r) bytes[x.slot_name === "pgferry_native" ? "native" : "stream"].push(x.b);
+      await new Promise((res) => setTimeout(res, 100));
+    }
+  })();
+  try {
+    log(`steady state: pgbench at ${opts.rate} tps for ${opts.seconds} s while the subscription and a pgferry agent follow`);
+    const pb = spawnSync("pgbench", ["-n", "-c", String(opts.clients), "-j", "2", "-R", String(opts.rate), "-T", String(opts.seconds), "-f", script,
+      "-h", "127.0.0.1", "-p", String(src.port), "-U", "postgres", "bench"], { encoding: "utf8", env: { ...process.env, PGPASSWORD: src.password } });
+    if (pb.status !== 0) throw new Error(`pgbench failed: ${pb.stderr}`);
+    const tps = Number(/tps = ([\d.]+)/.exec(pb.stdout)?.[1] ?? NaN);
+    running = false;
+    await Promise.all([beat, sample]);
+    // Both consumers must still be caught up with everything at the end (the load was applied, not skipped).
+    const end = (await src.query(`SELECT pg_current_wal_lsn()::text AS l`, "bench"))[0].l as string;
+    const deadline = Date.now() + 120000;
+    for (;;) {
+      const r = await src.query(`SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name IN ('pgferry_native', 'pgferry_stream')
+        AND confirmed_flush_lsn >= '${end}'::pg_lsn`, "bench");
+      if (r[0].n === 2) break;
+      if (Date.now() > deadline) throw new Error(`a consumer did not catch up after the load; agent log:\n${agentLog}`);
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    const stats = (k: "native" | "stream"): LagStats => {
+      const v = [...lag[k]].sort((a, b) => a - b);
+      const q = (p: number) => v[Math.min(v.length - 1, Math.floor(p * v.length))];
+      return { p50Sec: q(0.5), p95Sec: q(0.95), maxSec: v[v.length - 1], maxBytes: Math.max(0, ...bytes[k]) };
+    };
+    return { targetTps: opts.rate, seconds: opts.seconds, achievedTps: tps, native: stats("native"), stream: stats("stream") };
+  } finally {
+    running = false;
+    agent.kill("SIGTERM");
+    await agentExit;
   }
 }
 

@@ -11,7 +11,7 @@
  * re-verifies and `abortCutover` (`pgferry cutover --abort`) unfreezes and resumes streaming.
  */
 import { Client } from "pg";
-import { listSequences, listTables, TableSelection, userSchemas } from "./catalog";
+import { copyableTables, listSequences, listTables, TableSelection, userSchemas } from "./catalog";
 import { dropSubscription, subscriptionInfo } from "./cdc";
 import { connect, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS } from "./endpoint";
 import { describeDifferences, schemaDifferences } from "./drift";
@@ -25,6 +25,7 @@ import {
   CutoverTimings, ensureControlSchema, MigrationRecord, readMigration, SavedSetting, tryLockMigration, updateMigration,
 } from "./state";
 import { verifyMigration } from "./verify";
+import { readStreamSetup, wal2jsonOptions } from "./wal2json";
 
 export type VerifyMode = "counts" | "hashes";
 export const VERIFY_MODES: VerifyMode[] = ["counts", "hashes"];
@@ -190,7 +191,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
         const tCheck = Date.now();
         say("pausing replication and checking that nothing was written after the fence");
         await pauseReplication(ctx);
-        const late = await changesAfterFence(src, names.slot, names.publication, fence);
+        const late = await changesAfterFence(src, names.slot, names.publication, fence, await wal2jsonPeekOptions(src, tgt, o.name));
         timings.fenceCheckMs += ms(tCheck);
         await saveTimings();
         if (!late.length) break;
@@ -501,6 +502,14 @@ async function waitForQuiet(src: Client, graceMs: number, settleMs = 1000): Prom
  * the subscription is disabled; a stream agent is told to wait (recorded state) and its walsender ended.
  * The intent is recorded first, so a re-run or --abort resumes it.
  */
+/** The slot's wal2json options (as the applier streams with them), or undefined for pgoutput. */
+async function wal2jsonPeekOptions(src: Client, tgt: Client, name: string): Promise<string[] | undefined> {
+  const setup = await readStreamSetup(tgt, name);
+  if (setup.plugin !== "wal2json") return undefined;
+  const tables = copyableTables(await listTables(src, setup.selection)).map((t) => ({ schema: t.schema, name: t.name }));
+  return wal2jsonOptions(tables, setup.numericAsString).flat();
+}
+
 async function pauseReplication(c: Ctx): Promise<void> {
   const names = objectNames(c.name);
   await updateMigration(c.tgt, c.name, { replicationPaused: true });
@@ -531,7 +540,17 @@ async function resumeReplication(c: Ctx): Promise<void> {
  * slot itself (peeked, not consumed), so only changes that would be replicated count — our own records,
  * autovacuum and checkpoints do not. Empty = the fence held.
  */
-export async function changesAfterFence(src: Client, slot: string, publication: string, fence: string): Promise<{ table: string; changes: number }[]> {
+export async function changesAfterFence(src: Client, slot: string, publication: string, fence: string,
+  wal2json?: string[]): Promise<{ table: string; changes: number }[]> {
+  if (wal2json) {
+    // wal2json format-version 2: one JSON object per row; B/C carry the transaction, I/U/D/T name the table.
+    const r = await src.query(`
+      WITH c AS (SELECT lsn, xid, data::json AS j FROM pg_logical_slot_peek_changes($1, NULL, NULL, VARIADIC $2::text[])),
+      late AS (SELECT DISTINCT xid FROM c WHERE j->>'action' = 'C' AND lsn >= $3::pg_lsn)
+      SELECT (j->>'schema') || '.' || (j->>'table') AS table, count(*)::int AS changes
+      FROM c WHERE j->>'action' IN ('I', 'U', 'D', 'T') AND xid IN (SELECT xid FROM late) GROUP BY 1 ORDER BY 1`, [slot, wal2json, fence]);
+    return r.rows;
+  }
   // pgoutput messages: B(egin) C(ommit) I U D (relation oid in bytes 2-5) T(runcate: first oid in bytes 7-10).
   const r = await src.query(`
     WITH c AS (SELECT lsn, xid, data FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, 'proto_version', '1', 'publication_names', $2)),
