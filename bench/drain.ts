@@ -16,6 +16,7 @@ import * as os from "os";
 import * as path from "path";
 import { Session } from "inspector";
 import { Command } from "commander";
+import { Client } from "pg";
 import { LocalServer } from "../provider/embedded/localServer";
 import { cleanupMigration, lsnToBigInt, migrationOptions, parseEndpoint, startMigration } from "../provider/engine";
 import { StreamApplier } from "../provider/engine/stream";
@@ -149,30 +150,47 @@ async function steadyState(src: LocalServer, tgt: LocalServer, script: string) {
   const lag: Record<"native" | "stream", number[]> = { native: [], stream: [] };
   const bytes: Record<"native" | "stream", number[]> = { native: [], stream: [] };
   let running = true;
+  // One connection each, opened once: a connection per probe would cost more than the 100 ms period.
+  const [beatConn, slotConn, nativeConn, streamConn] = [src.uri("bench"), src.uri("bench"), tgt.uri("native"), tgt.uri("stream")]
+    .map((u) => new Client({ connectionString: u }));
+  await Promise.all([beatConn, slotConn, nativeConn, streamConn].map((c) => c.connect()));
   const beat = (async () => {
     while (running) {
-      await src.query(`UPDATE heartbeat SET ts = clock_timestamp() WHERE id = 1`, "bench");
+      await beatConn.query(`UPDATE heartbeat SET ts = clock_timestamp() WHERE id = 1`);
       await new Promise((r) => setTimeout(r, 100));
     }
   })();
   const sample = (async () => {
     while (running) {
-      for (const db of ["native", "stream"] as const) {
-        const r = await tgt.query(`SELECT extract(epoch FROM clock_timestamp() - ts)::float8 AS s FROM heartbeat`, db);
-        lag[db].push(r[0].s);
+      for (const [db, c] of [["native", nativeConn], ["stream", streamConn]] as const) {
+        lag[db].push((await c.query(`SELECT extract(epoch FROM clock_timestamp() - ts)::float8 AS s FROM heartbeat`)).rows[0].s);
       }
-      const r = await src.query(`SELECT slot_name, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::float8 AS b
-        FROM pg_replication_slots WHERE slot_name IN ('pgferry_native', 'pgferry_stream')`, "bench");
-      for (const x of r) bytes[x.slot_name === "pgferry_native" ? "native" : "stream"].push(x.b);
+      const r = await slotConn.query(`SELECT slot_name, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::float8 AS b
+        FROM pg_replication_slots WHERE slot_name IN ('pgferry_native', 'pgferry_stream')`);
+      for (const x of r.rows) bytes[x.slot_name === "pgferry_native" ? "native" : "stream"].push(x.b);
       await new Promise((res) => setTimeout(res, 100));
     }
   })();
   try {
+    // Measure only once both consumers follow the heartbeat (the agent process needs a moment to start).
+    const warm = Date.now() + 60000;
+    for (;;) {
+      const recent = (k: "native" | "stream") => lag[k].length > 0 && lag[k][lag[k].length - 1] < 0.5;
+      if (recent("native") && recent("stream")) break;
+      if (Date.now() > warm) throw new Error(`the consumers did not start following within 60 s; agent log:\n${agentLog}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    for (const k of ["native", "stream"] as const) { lag[k].length = 0; bytes[k].length = 0; }
     log(`steady state: pgbench at ${opts.rate} tps for ${opts.seconds} s while the subscription and a pgferry agent follow`);
-    const pb = spawnSync("pgbench", ["-n", "-c", String(opts.clients), "-j", "2", "-R", String(opts.rate), "-T", String(opts.seconds), "-f", script,
-      "-h", "127.0.0.1", "-p", String(src.port), "-U", "postgres", "bench"], { encoding: "utf8", env: { ...process.env, PGPASSWORD: src.password } });
-    if (pb.status !== 0) throw new Error(`pgbench failed: ${pb.stderr}`);
-    const tps = Number(/tps = ([\d.]+)/.exec(pb.stdout)?.[1] ?? NaN);
+    // Asynchronous: the heartbeat and the sampler must run while pgbench does (spawnSync would block them).
+    const pb = spawn("pgbench", ["-n", "-c", String(opts.clients), "-j", "2", "-R", String(opts.rate), "-T", String(opts.seconds), "-f", script,
+      "-h", "127.0.0.1", "-p", String(src.port), "-U", "postgres", "bench"], { env: { ...process.env, PGPASSWORD: src.password } });
+    let pbOut = "", pbErr = "";
+    pb.stdout.on("data", (d) => { pbOut += d; });
+    pb.stderr.on("data", (d) => { pbErr += d; });
+    const code = await new Promise<number | null>((r) => pb.once("exit", (c) => r(c)));
+    if (code !== 0) throw new Error(`pgbench failed: ${pbErr}`);
+    const tps = Number(/tps = ([\d.]+)/.exec(pbOut)?.[1] ?? NaN);
     running = false;
     await Promise.all([beat, sample]);
     // Both consumers must still be caught up with everything at the end (the load was applied, not skipped).
@@ -190,9 +208,12 @@ async function steadyState(src: LocalServer, tgt: LocalServer, script: string) {
       const q = (p: number) => v[Math.min(v.length - 1, Math.floor(p * v.length))];
       return { p50Sec: q(0.5), p95Sec: q(0.95), maxSec: v[v.length - 1], maxBytes: Math.max(0, ...bytes[k]) };
     };
-    return { targetTps: opts.rate, seconds: opts.seconds, achievedTps: tps, native: stats("native"), stream: stats("stream") };
+    if (process.env.PGFERRY_BENCH_SERIES) fs.writeFileSync(process.env.PGFERRY_BENCH_SERIES, JSON.stringify({ lag, bytes }));
+    return { targetTps: opts.rate, seconds: opts.seconds, achievedTps: tps, samples: lag.native.length, native: stats("native"), stream: stats("stream") };
   } finally {
     running = false;
+    await Promise.all([beat, sample]).catch(() => undefined);
+    await Promise.all([beatConn, slotConn, nativeConn, streamConn].map((c) => c.end().catch(() => undefined)));
     agent.kill("SIGTERM");
     await agentExit;
   }
