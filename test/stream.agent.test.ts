@@ -1,6 +1,6 @@
 /**
  * Stream mode's long-lived applier, `pgferry agent`, as a real process: kill -9 mid-stream under writes
- * and restart it, a source restart mid-stream (it reconnects), one source transaction larger than
+ * and restart it, kill -9 inside a big transaction, a source restart mid-stream (it reconnects), one source transaction larger than
  * the applier's batches, SIGTERM, a second agent refused while the first holds the slot, cutover while the agent
  * runs (it waits for the fence, then the agent exits by itself) — and source = target at the end.
  */
@@ -77,9 +77,17 @@ test("agent: kill -9, source restart, big transaction, single consumer, cutover 
   expect(await exited(a, "SIGTERM")).toBe(0);
   expect(a.log()).toMatch(/agent stopped/);
 
-  // One source transaction far larger than a batch: the stream pauses while the target applies.
-  a = agent();
+  // One source transaction (~55 MB of row data, over 100 MB as JS strings) larger than the agent's whole
+  // heap (48 MB): the stream pauses while the target applies, so memory stays bounded.
+  a = agent(["--max-old-space-size=48"]);
   await src.query(`INSERT INTO bulk SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 200000) g`, "app");
+  // kill -9 mid-transaction: while the agent's target transaction holds part of the big one, uncommitted.
+  await until("the agent to be inside the big transaction", async () => (await tgt.query(`SELECT count(*)::int AS n FROM pg_stat_activity
+    WHERE application_name = 'pgferry stream' AND xact_start IS NOT NULL AND query LIKE 'INSERT INTO "public"."bulk"%'`, "app"))[0].n > 0, 60000);
+  expect((await tgt.query(`SELECT count(*)::int AS n FROM bulk`, "app"))[0].n).toBe(0);
+  a.proc.kill("SIGKILL");
+  await exited(a, "kill -9 mid-transaction");
+  a = agent(["--max-old-space-size=48"]);
   await until("the big transaction to arrive", async () => (await tgt.query(`SELECT count(*)::int AS n FROM bulk`, "app"))[0].n === 200000, 180000);
   const st = await migrationStatus(source, target, "ag");
   expect(st.applied!.find((t) => t.table === "public.bulk")).toMatchObject({ inserts: 200000 });
