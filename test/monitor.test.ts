@@ -1,3 +1,4 @@
+/// <reference lib="dom" />
 /**
  * The monitor on a real migration (15 → 17, stream mode): `status --watch` without a terminal follows a
  * load table by table, then `status --serve 0` under live writes with the agent applying them: /metrics and
@@ -57,6 +58,9 @@ function cli(args: string[]) {
   const exit = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
   return { proc, out: () => out, err: () => err, exit };
 }
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const apiStatus = async (): Promise<any> => (await fetch(url + "api/status")).json();
 
 async function until<T>(what: string, f: () => Promise<T | undefined | false> | T | undefined | false, ms = 120000): Promise<T> {
   const deadline = Date.now() + ms;
@@ -120,7 +124,7 @@ test("status --serve: /api/status and /metrics carry the live migration's real f
   serve = cli(["status", "--serve", "0", "--interval", "0.5", "--name", NAME]);
   url = (await until("the monitor's URL", () => /(http:\/\/127\.0\.0\.1:\d+\/) /.exec(serve!.err())?.[1]));
   await until("lag samples while writes stream", async () => {
-    const v = await (await fetch(url + "api/status")).json();
+    const v = await apiStatus();
     return v.samples.length >= 4 && (v.status.applied ?? []).length > 0;
   });
   await writer.stop();
@@ -130,7 +134,7 @@ test("status --serve: /api/status and /metrics carry the live migration's real f
 
   // Once the agent has applied everything, the applied counts are exactly what the writer did.
   const v = await until("the applied counts to catch up", async () => {
-    const x = await (await fetch(url + "api/status")).json();
+    const x = await apiStatus();
     const o = x.status.applied?.find((a: { table: string }) => a.table === "shop.orders");
     return x.status.caughtUp && o?.inserts === 2 * n && o.deletes === n ? x : undefined;
   });

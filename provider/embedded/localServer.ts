@@ -16,7 +16,8 @@ export const SUPPORTED_EMBEDDED_MAJORS = [15, 17] as const;
 export type EmbeddedMajor = (typeof SUPPORTED_EMBEDDED_MAJORS)[number];
 
 export interface LocalServerOptions {
-  major: EmbeddedMajor;
+  /** A major of the embedded packages (15, 17), or any major whose binaries `binDir` holds. */
+  major: number;
   /** Extra server settings (-c name=value), e.g. { wal_level: "logical" }; null leaves a setting to the config files. */
   settings?: Record<string, string | number | null>;
   /** Called with each line the server logs (default: discarded, kept for error messages). */
@@ -98,7 +99,7 @@ export class LocalServer {
   private log: string[] = [];
 
   private constructor(
-    public readonly major: EmbeddedMajor,
+    public readonly major: number,
     public readonly port: number,
     public readonly password: string,
     private readonly root: string,
@@ -109,7 +110,10 @@ export class LocalServer {
   ) {}
 
   static async start(opts: LocalServerOptions): Promise<LocalServer> {
-    const binDir = opts.binDir ?? embeddedBinDir(opts.major);
+    if (!opts.binDir && !(SUPPORTED_EMBEDDED_MAJORS as readonly number[]).includes(opts.major)) {
+      throw new Error(`PostgreSQL ${opts.major} is not among the embedded packages (${SUPPORTED_EMBEDDED_MAJORS.join(", ")}); pass binDir with its binaries`);
+    }
+    const binDir = opts.binDir ?? embeddedBinDir(opts.major as EmbeddedMajor);
     if (opts.binDir) checkSystemBinaries(opts.binDir, opts.major);
     const owner = runAsUser();
     const root = fs.mkdtempSync(path.join(os.tmpdir(), `pgferry-pg${opts.major}-`));

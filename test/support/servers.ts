@@ -3,14 +3,25 @@ import { spawnSync } from "child_process";
 import * as fs from "fs";
 import * as path from "path";
 import { Client } from "pg";
-import { EmbeddedMajor, LocalServer, pkgLibDir } from "../../provider/embedded/localServer";
+import { EmbeddedMajor, LocalServer, LocalServerOptions, pkgLibDir } from "../../provider/embedded/localServer";
 
 export const SHARED = path.resolve(__dirname, "../../../shared");
 export const VERIFY_SH = path.join(SHARED, "tools/verify.sh");
 export const PAGILA = path.join(SHARED, "datasets/pagila");
 
 export async function startServers(...majors: EmbeddedMajor[]): Promise<LocalServer[]> {
-  return Promise.all(majors.map((major) => LocalServer.start({ major })));
+  return startServerSet(majors.map((major) => ({ major })));
+}
+
+/** Start several servers; if one fails, stop the others (a leaked server keeps jest from exiting) and rethrow. */
+export async function startServerSet(options: LocalServerOptions[]): Promise<LocalServer[]> {
+  const results = await Promise.allSettled(options.map((o) => LocalServer.start(o)));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+  if (failed) {
+    await Promise.all(results.map((r) => (r.status === "fulfilled" ? r.value.stop() : undefined)));
+    throw failed.reason;
+  }
+  return results.map((r) => (r as PromiseFulfilledResult<LocalServer>).value);
 }
 
 /** Replication objects left on either side: must be empty after cleanup. */
