@@ -18,7 +18,8 @@ import { Session } from "inspector";
 import { Command } from "commander";
 import { Client } from "pg";
 import { LocalServer } from "../provider/embedded/localServer";
-import { cleanupMigration, lsnToBigInt, migrationOptions, parseEndpoint, startMigration } from "../provider/engine";
+import { cleanupMigration, cutoverMigration, lsnToBigInt, migrationOptions, parseEndpoint, startMigration } from "../provider/engine";
+import { formatTimings } from "../provider/cli/output";
 import { StreamApplier } from "../provider/engine/stream";
 
 const opts = new Command("drain")
@@ -104,6 +105,9 @@ END;
     if (JSON.stringify(nat) !== JSON.stringify(want) || JSON.stringify(str) !== JSON.stringify(want)) {
       throw new Error(`drained targets differ from the source: source ${JSON.stringify(want)}, native ${JSON.stringify(nat)}, stream ${JSON.stringify(str)}`);
     }
+    // Part (c): each mode cut over while pgbench writes (stream first: its cutover leaves the source
+    // frozen, which is undone before the native one, whose subscription kept following).
+    const downtime = opts.rate > 0 ? { stream: await cutoverUnderLoad(src, tgt, script, "stream"), native: await cutoverUnderLoad(src, tgt, script, "native") } : undefined;
     await cleanupMigration(source, parseEndpoint(tgt.uri("native"), "target"), "native");
     await cleanupMigration(source, parseEndpoint(tgt.uri("stream"), "target"), "stream");
 
@@ -113,6 +117,7 @@ END;
       stream: { seconds: streamSec, changesPerSecond: Math.round(changes / streamSec), nodeCpuSeconds: streamCpuSec },
       streamVsNative: nativeSec / streamSec,
       steadyState: steady,
+      cutoverUnderLoad: downtime,
     };
     if (opts.json) process.stdout.write(JSON.stringify(result, null, 2) + "\n");
     else {
@@ -126,10 +131,48 @@ END;
         process.stdout.write(`steady state: pgbench at ${steady.targetTps} tps for ${steady.seconds} s (achieved ${steady.achievedTps.toFixed(0)} tps, ` +
           `${Math.round(steady.achievedTps * 4)} changes/s), both consumers following at once\n` + row("native subscription", steady.native) + row("pgferry agent", steady.stream));
       }
+      if (downtime) {
+        const row = (k: string, d: CutoverUnderLoad) => `${k.padEnd(21)}downtime ${(d.downtimeMs / 1000).toFixed(2)} s (${d.breakdown}); ${d.endedSessions} sessions ended\n`;
+        process.stdout.write(`cutover under pgbench at ${opts.rate} tps (--freeze-writes, verify counts):\n` +
+          row("native subscription", downtime.native) + row("pgferry stream+agent", downtime.stream));
+      }
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
     await stopAll();
+  }
+}
+
+export interface CutoverUnderLoad { downtimeMs: number; breakdown: string; timings: unknown; endedSessions: number }
+
+/**
+ * Part (c): `pgferry cutover --freeze-writes` while pgbench writes at the steady-state rate; stream mode
+ * with an agent following, as in production. Downtime is pgferry's own figure: freeze → Completed.
+ */
+async function cutoverUnderLoad(src: LocalServer, tgt: LocalServer, script: string, mode: "native" | "stream"): Promise<CutoverUnderLoad> {
+  const source = parseEndpoint(src.uri("bench"), "source"), target = parseEndpoint(tgt.uri(mode), "target");
+  const agent = mode === "stream" ? spawn(process.execPath, [path.join(__dirname, "../provider/cli/main.js"), "agent", "--name", "stream"], {
+    env: { ...process.env, PGFERRY_SOURCE: src.uri("bench"), PGFERRY_TARGET: tgt.uri("stream") }, stdio: "ignore",
+  }) : undefined;
+  const agentExit = agent ? new Promise((r) => agent.once("exit", r)) : undefined;
+  const pb = spawn("pgbench", ["-n", "-c", String(opts.clients), "-j", "2", "-R", String(opts.rate), "-T", "300", "-f", script,
+    "-h", "127.0.0.1", "-p", String(src.port), "-U", "postgres", "bench"], { env: { ...process.env, PGPASSWORD: src.password }, stdio: "ignore" });
+  const pbExit = new Promise((r) => pb.once("exit", r));
+  try {
+    log(`cutover of ${mode} under pgbench at ${opts.rate} tps`);
+    await new Promise((r) => setTimeout(r, 3000));
+    const res = await cutoverMigration(source, target, { name: mode, freezeWrites: true, timeoutSec: 120, jobs: 2, verify: "counts" });
+    // The next part needs a writable source: undo the freeze exactly as the cutover reports it.
+    if (res.undoFreezeSql.length) await src.query(res.undoFreezeSql.join("\n"), "bench");
+    return { downtimeMs: res.downtimeMs ?? NaN, breakdown: res.timings ? formatTimings(res.timings) : "", timings: res.timings, endedSessions: res.endedSessions.length };
+  } finally {
+    pb.kill("SIGINT");
+    await pbExit;
+    if (agent) {
+      const t = setTimeout(() => agent.kill("SIGTERM"), 30000); // it exits by itself once the cutover is done
+      await agentExit;
+      clearTimeout(t);
+    }
   }
 }
 
