@@ -127,7 +127,7 @@ export function formatWatch(v: MonitorView, fancy: boolean): string {
   }
   if (s.lagBytes !== undefined || s.lagSeconds !== undefined) {
     lines.push(`cdc   lag ${s.lagBytes !== undefined ? human(s.lagBytes) : "?"}${s.lagSeconds !== undefined ? `, ${s.lagSeconds.toFixed(1)} s` : ""}` +
-      ` · pending changes ${s.pendingChanges !== undefined ? s.pendingChanges : "not known until caught up"}${s.caughtUp ? " (caught up)" : ""}`);
+      ` · pending changes ${s.pendingChanges !== undefined ? s.pendingChanges : "unknown while a consumer runs"}${s.caughtUp ? " (caught up)" : ""}`);
     lines.push(`      source ${s.sourceLsn ?? "?"} · confirmed ${s.confirmedLsn ?? "?"}${s.appliedLsn ? ` · applied ${s.appliedLsn}` : ""}`);
   } else if (s.phase === "ReadyToCutover") {
     lines.push(`cdc   lag not measured (give --source or PGFERRY_SOURCE)`);

@@ -11,6 +11,7 @@ import { objectNames } from "./options";
 import { slotInfo, SlotInfo } from "./snapshot";
 import { CutoverTimings, MigrationRecord, Phase, readMigration, readTableProgress, TableProgress } from "./state";
 import { SchemaDifference, schemaDifferences } from "./drift";
+import { changesAfterFence, wal2jsonPeekOptions } from "./cutover";
 
 export interface MigrationStatus {
   name: string;
@@ -27,8 +28,12 @@ export interface MigrationStatus {
   lagSeconds?: number;
   /** True when the consumer has confirmed everything written on the source so far. */
   caughtUp?: boolean;
-  /** Source transactions decoded but not yet confirmed; 0 once caught up. Counted exactly only in stream mode. */
+  /**
+   * Row changes waiting in the slot: 0 once caught up; counted by decoding the slot when nobody consumes it
+   * (stream mode without an agent; up to PENDING_PEEK_LIMIT decoded messages); unknown while a consumer runs.
+   */
   pendingChanges?: number;
+  pendingByTable?: { table: string; changes: number }[];
   sourceLsn?: string;
   confirmedLsn?: string;
   /** Stream mode: the source position applied on the target (stored with the changes). */
@@ -53,6 +58,9 @@ export interface MigrationStatus {
   schemaDifferences?: SchemaDifference[];
   timestamps: Pick<MigrationRecord, "createdAt" | "loadStartedAt" | "loadFinishedAt" | "streamingSince" | "completedAt">;
 }
+
+/** Most slot messages decoded to count pending changes (beyond it the count is a lower bound). */
+export const PENDING_PEEK_LIMIT = 200000;
 
 export async function migrationStatus(source: Endpoint | undefined, target: Endpoint, name: string): Promise<MigrationStatus> {
   const tgt = await connect(target);
@@ -89,6 +97,16 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
         st.lagBytes = lsnDiff(st.sourceLsn, done);
         st.caughtUp = st.lagBytes === 0;
         if (st.caughtUp) st.pendingChanges = 0;
+        else if (!st.slot.active && m.phase === "ReadyToCutover") {
+          // Nobody consumes the slot (stream mode without an agent, a disabled subscription): count what waits
+          // in it exactly, by decoding without consuming — bounded, since a large backlog is slow to decode.
+          const pending = await changesAfterFence(src, names.slot, names.publication, done, await wal2jsonPeekOptions(src, tgt, name),
+            PENDING_PEEK_LIMIT).catch(() => undefined); // the slot may be taken by an agent meanwhile: leave unknown
+          if (pending) {
+            st.pendingChanges = pending.reduce((a, t) => a + t.changes, 0);
+            st.pendingByTable = pending;
+          }
+        }
       }
       const r = await src.query(`SELECT extract(epoch FROM coalesce(replay_lag, write_lag, '0'))::float8 AS lag
         FROM pg_stat_replication WHERE application_name = $1`, [names.subscription]);
