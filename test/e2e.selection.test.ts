@@ -52,8 +52,8 @@ test("schema + exclude + replica identity full + unlogged", async () => {
   expect(await leftovers(src, tgt)).toEqual([]);
 });
 
-test("the demo: DVD rental 15 → 17 under live writes, verified equal", async () => {
-  const report = await runDemo({ scale: 1, json: false, silent: true, streamSeconds: 1 });
+test.each(["subscription", "stream"] as const)("the demo in mode %s: DVD rental 15 → 17 under live writes, verified equal", async (mode) => {
+  const report = await runDemo({ scale: 1, json: false, silent: true, streamSeconds: 1, mode });
   expect(report.problems).toEqual([]);
   expect(report.leftovers).toEqual([]);
   expect(report.verified).toBe(true);

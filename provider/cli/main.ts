@@ -225,10 +225,11 @@ export function buildProgram(): Command {
 
   program.command("demo").description("two embedded servers (PostgreSQL 15 → 17), a DVD-rental database under live writes: start, stream, cut over, verify")
     .option("--scale <n>", "data size (1 ≈ 50k rows)", int("--scale"), 1)
+    .addOption(new Option("--mode <mode>", "change data capture: subscription (the target applies) or stream (pgferry's agent applies)").choices(["subscription", "stream"]).default("subscription"))
     .option("--json", "print the report as JSON")
     .action(action(async (o) => {
       const { runDemo } = await import("../demo/runDemo");
-      const report = await runDemo({ scale: o.scale, json: !!o.json });
+      const report = await runDemo({ scale: o.scale, json: !!o.json, mode: o.mode });
       return report.verified ? 0 : 1;
     }));
 

@@ -6,7 +6,7 @@
 import { LocalServer } from "../embedded/localServer";
 import { human, printJson, reporter } from "../cli/output";
 import {
-  cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, startMigration, verifyMigration,
+  CdcMode, cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, runAgent, startMigration, verifyMigration,
 } from "../engine";
 import { DemoWriteLoad, DemoWriteStats, demoSchemaSql, populateDemo } from "./dvdrental";
 
@@ -25,7 +25,8 @@ export interface DemoReport {
 }
 
 /** json: print the report as one JSON document; silent: print nothing (tests). */
-export async function runDemo(o: { scale: number; json: boolean; silent?: boolean; streamSeconds?: number }): Promise<DemoReport> {
+export async function runDemo(o: { scale: number; json: boolean; silent?: boolean; streamSeconds?: number; mode?: CdcMode }): Promise<DemoReport> {
+  const mode = o.mode ?? "subscription";
   const log = (s: string) => { if (!o.json && !o.silent) process.stderr.write(s + "\n"); };
   log("▸ starting two embedded servers: PostgreSQL 15 (source) and 17 (target) on loopback");
   const [src, tgt] = await Promise.all([LocalServer.start({ major: 15 }), LocalServer.start({ major: 17 })]);
@@ -33,6 +34,8 @@ export async function runDemo(o: { scale: number; json: boolean; silent?: boolea
   const onSignal = () => { void stopAll().finally(() => process.exit(130)); };
   process.once("SIGINT", onSignal);
   let load: DemoWriteLoad | undefined;
+  const agentStop = new AbortController();
+  let agent: Promise<unknown> | undefined;
   try {
     await src.createDatabase("dvdrental");
     await tgt.createDatabase("dvdrental");
@@ -50,8 +53,14 @@ export async function runDemo(o: { scale: number; json: boolean; silent?: boolea
 
     const source = parseEndpoint(src.uri("dvdrental"), "source"), target = parseEndpoint(tgt.uri("dvdrental"), "target");
     const r = reporter(o.json || !!o.silent);
-    const started = await startMigration(source, target, migrationOptions({ name: "demo", jobs: 4 }), (e) => r.event(e)).finally(() => r.done());
+    const started = await startMigration(source, target, migrationOptions({ name: "demo", jobs: 4, mode }), (e) => r.event(e)).finally(() => r.done());
     const loaded = started.load!;
+    // Stream mode: an agent applies changes as they come, as `pgferry agent` would (here in-process); it ends by
+    // itself once the cutover is done.
+    if (mode === "stream") {
+      log("▸ stream mode: an agent applies the changes");
+      agent = runAgent(source, target, { name: "demo", signal: agentStop.signal });
+    }
     log(`▸ streaming changes while the application keeps writing (${o.streamSeconds ?? 3} s)`);
     await new Promise((res) => setTimeout(res, (o.streamSeconds ?? 3) * 1000));
     const st = await migrationStatus(source, target, "demo");
@@ -61,6 +70,8 @@ export async function runDemo(o: { scale: number; json: boolean; silent?: boolea
     const cut = await cutoverMigration(source, target, { name: "demo", freezeWrites: true, timeoutSec: 120, jobs: 4 });
     const writes = await load.stop();
     load = undefined;
+    await agent;
+    agent = undefined;
     log("▸ verifying: row counts, content hashes, sequences, constraints, triggers");
     const v = await verifyMigration(source, target, { jobs: 4 });
     await cleanupMigration(source, target, "demo");
@@ -81,7 +92,7 @@ export async function runDemo(o: { scale: number; json: boolean; silent?: boolea
     if (o.json && !o.silent) printJson(report);
     else {
       log("");
-      log(`pgferry demo: ${report.source} → ${report.target}, scale ${o.scale}`);
+      log(`pgferry demo: ${report.source} → ${report.target}, scale ${o.scale}, mode ${mode}`);
       log(`  full load     ${report.load.rows} rows, ${human(report.load.bytes)} in ${report.load.seconds.toFixed(2)} s (${report.load.mbPerSecond.toFixed(1)} MB/s)`);
       log(`  live writes   ${writes.transactions} transactions (${writes.statements} statements) during the migration, ${writes.errors} failed`);
       log(`  lag           ${human(st.lagBytes ?? 0)} before cutover`);
@@ -92,6 +103,8 @@ export async function runDemo(o: { scale: number; json: boolean; silent?: boolea
     return report;
   } finally {
     await load?.stop().catch(() => undefined);
+    agentStop.abort();
+    await agent?.catch(() => undefined);
     process.off("SIGINT", onSignal);
     await stopAll();
   }
