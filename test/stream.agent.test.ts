@@ -62,8 +62,7 @@ test("agent: kill -9, source restart, big transaction, single consumer, cutover 
   // A second consumer while one holds the slot is refused by the server and retries: the slot is the lock.
   a = agent();
   const second = agent();
-  await new Promise((r) => setTimeout(r, 2000));
-  expect(second.log() + a.log()).toMatch(/is active for PID|being used/i);
+  await until("the server to refuse one of the two agents", async () => /is active for PID|being used/i.test(second.log() + a.log()), 30000);
   second.proc.kill("SIGTERM");
   expect(await exited(second, "SIGTERM of the refused second agent")).toBe(0);
 
