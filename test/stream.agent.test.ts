@@ -22,7 +22,12 @@ beforeAll(async () => {
   await tgt.createDatabase("app");
   await src.query(EDGE_SCHEMA + `CREATE TABLE bulk (id int PRIMARY KEY, payload text);`, "app");
 });
-afterAll(async () => { await src?.stop(); await tgt?.stop(); });
+/** Agents still running when the test ends (it failed midway) are killed: they would keep jest from exiting. */
+const spawned = new Set<ChildProcess>();
+afterAll(async () => {
+  for (const p of spawned) p.kill("SIGKILL");
+  await src?.stop(); await tgt?.stop();
+});
 
 function agent(nodeArgs: string[] = []): { proc: ChildProcess; log: () => string; exit: Promise<number | null> } {
   let out = "";
@@ -30,7 +35,8 @@ function agent(nodeArgs: string[] = []): { proc: ChildProcess; log: () => string
     env: { ...process.env, PGFERRY_SOURCE: src.uri("app"), PGFERRY_TARGET: tgt.uri("app") }, stdio: ["ignore", "ignore", "pipe"],
   });
   proc.stderr!.on("data", (d) => { out += d; });
-  const exit = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
+  spawned.add(proc);
+  const exit = new Promise<number | null>((r) => proc.once("exit", (code) => { spawned.delete(proc); r(code); }));
   return { proc, log: () => out, exit };
 }
 
