@@ -52,6 +52,26 @@ test("schema + exclude + replica identity full + unlogged", async () => {
   expect(await leftovers(src, tgt)).toEqual([]);
 });
 
+test("a schema sync recorded before the CDC mode was chosen continues in the mode start asks for; later the mode is fixed", async () => {
+  await src.createDatabase("modes");
+  await tgt.createDatabase("modes");
+  await src.query(`CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' FROM generate_series(1, 100) g;`, "modes");
+  const source = parseEndpoint(src.uri("modes"), "source"), target = parseEndpoint(tgt.uri("modes"), "target");
+  // What the SchemaSync resource does: schema only, with default options (mode subscription).
+  expect((await startMigration(source, target, migrationOptions({ name: "late" }), undefined, "SchemaSync")).phase).toBe("Loading");
+  const started = await startMigration(source, target, migrationOptions({ name: "late", mode: "stream" }));
+  expect(started.phase).toBe("ReadyToCutover");
+  expect(await tgt.query(`SELECT mode FROM pgferry.migration WHERE name = 'late'`, "modes")).toEqual([{ mode: "stream" }]);
+  expect(await tgt.query(`SELECT subname FROM pg_subscription`, "modes")).toEqual([]);
+  await expect(startMigration(source, target, migrationOptions({ name: "late", mode: "subscription" })))
+    .rejects.toThrow(/started in mode stream .* cannot continue in mode subscription.*cleanup/);
+  await src.query(`INSERT INTO t VALUES (101, 'late')`, "modes");
+  expect((await cutoverMigration(source, target, { name: "late", freezeWrites: true, timeoutSec: 60, jobs: 2 })).phase).toBe("Completed");
+  expect(await tgt.query(`SELECT count(*)::int AS n FROM t`, "modes")).toEqual([{ n: 101 }]);
+  await cleanupMigration(source, target, "late");
+  expect(await leftovers(src, tgt, "modes")).toEqual([]);
+});
+
 test.each(["subscription", "stream"] as const)("the demo in mode %s: DVD rental 15 → 17 under live writes, verified equal", async (mode) => {
   const report = await runDemo({ scale: 1, json: false, silent: true, streamSeconds: 1, mode });
   expect(report.problems).toEqual([]);

@@ -48,6 +48,7 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
     tgt = await connect(target);
     let m = await readMigration(tgt, o.name);
     if (m && (["ReadyToCutover", "CuttingOver", "VerifyFailed", "Completed"].includes(m.phase) || (until === "SchemaSync" && m.phase !== "SchemaSync"))) {
+      if (until !== "SchemaSync" && m.mode !== o.mode) throw modeMismatch(o, m);
       return { name: o.name, phase: m.phase, alreadyRunning: true, findings: [] };
     }
     if (!(await tryLockMigration(tgt, o.name))) {
@@ -66,6 +67,14 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
       await ensureControlSchema(tgt);
       await insertMigration(tgt, { name: o.name, mode: o.mode, ...names, options: { jobs: o.jobs, selection: o.selection, replicaIdentityFull: o.replicaIdentityFull, sourceHostForTarget: o.sourceHostForTarget } });
       m = (await readMigration(tgt, o.name))!;
+    }
+    if (m.mode !== o.mode) {
+      // A SchemaSync resource records the migration before the Migration resource says which CDC mode it
+      // wants. Until the load has finished the mode is free: a (re)started load first drops whatever
+      // replication objects an earlier run left, and makes its own.
+      if (!["SchemaSync", "Loading", "Failed"].includes(m.phase)) throw modeMismatch(o, m);
+      await updateMigration(tgt, o.name, { mode: o.mode });
+      m.mode = o.mode;
     }
     // What the stream applier (start, agent, cutover) reads back: the output plugin and, for wal2json,
     // whether it quotes numbers. Also set when a SchemaSync made the record with default options.
@@ -160,6 +169,11 @@ async function excludedTables(src: Client, pf: PreflightResult, selected: Set<st
   const r = await src.query(`SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY($1)`, [pf.schemas]);
   return r.rows.filter((t) => !selected.has(`${t.schema}.${t.name}`)) as { schema: string; name: string }[];
+}
+
+function modeMismatch(o: MigrationOptions, m: MigrationRecord): PgferryError {
+  return new PgferryError("mode_mismatch", `migration "${o.name}" was started in mode ${m.mode} and is in phase ${m.phase}; ` +
+    `it cannot continue in mode ${o.mode}. Fix: keep mode ${m.mode}, or run pgferry cleanup and start again in mode ${o.mode}`);
 }
 
 async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: Endpoint, o: MigrationOptions, pf: PreflightResult,

@@ -144,7 +144,7 @@ export async function insertMigration(c: Client, m: Pick<MigrationRecord, "name"
 }
 
 const COLUMNS: Record<string, string> = {
-  phase: "phase", consistentPoint: "consistent_point", fenceLsn: "fence_lsn", error: "error",
+  phase: "phase", mode: "mode", consistentPoint: "consistent_point", fenceLsn: "fence_lsn", error: "error",
   loadStartedAt: "load_started_at", loadFinishedAt: "load_finished_at", streamingSince: "streaming_since",
   freezeStartedAt: "freeze_started_at", completedAt: "completed_at", downtimeMs: "downtime_ms", sourceFrozen: "source_frozen",
   options: "options", freezeSaved: "freeze_saved", replicationPaused: "replication_paused", cutoverTimings: "cutover_timings",
