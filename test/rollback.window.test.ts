@@ -7,11 +7,14 @@
  * (subscription mode forward) closes its window through the CLI without any agent: changes waited in the slot.
  */
 import { ChildProcess, spawn, spawnSync } from "child_process";
+import { Client } from "pg";
 import { LocalServer } from "../provider/embedded/localServer";
 import {
   cleanupMigration, cutoverMigration, Endpoint, finishRollbackWindow, migrationOptions, migrationStatus, parseEndpoint, rollbackMigration,
   startMigration, verifyMigration,
 } from "../provider/engine";
+import { openRollbackWindow } from "../provider/engine/rollback";
+import { readMigration } from "../provider/engine/state";
 import { EDGE_SCHEMA, edgeChanges } from "./support/fixtures";
 import { leftovers, startServers, Writer } from "./support/servers";
 import { CLI, ensureBuilt } from "./support/build";
@@ -171,6 +174,20 @@ test("finish through the CLI with no reverse agent: the window closes, nothing l
   expect({ code: cut.status, err: cut.stderr }).toMatchObject({ code: 0 });
   expect(cut.stdout + cut.stderr).toMatch(/pgferry agent --reverse --name cli/);
   expect(cut.stdout + cut.stderr).toMatch(/pgferry finish --name cli/);
+
+  // Opening is idempotent (what a cutover re-run after a kill mid-way does): same slot, same start, one record.
+  const [newC, oldC] = [new Client({ connectionString: tgt.uri(db) }), new Client({ connectionString: src.uri(db) })];
+  await Promise.all([newC.connect(), oldC.connect()]);
+  try {
+    await oldC.query(`SET default_transaction_read_only = off`);
+    const first = (await src.query(`SELECT consistent_point FROM pgferry.migration WHERE name = 'cli_rev'`, db))[0].consistent_point;
+    const again = await openRollbackWindow(oldC, newC, (await readMigration(newC, "cli"))!);
+    expect(again.consistentPoint).toBe(first);
+    expect((await src.query(`SELECT count(*)::int AS n FROM pgferry.migration`, db))[0].n).toBe(1);
+    expect((await tgt.query(`SELECT count(*)::int AS n FROM pg_replication_slots`, db))[0].n).toBe(1);
+  } finally {
+    await Promise.all([newC.end(), oldC.end()]);
+  }
 
   // No agent: the new server's writes wait in the reverse slot, and status says so.
   for (let i = 0; i < 10; i++) await tgt.query(edgeChanges(70000 + i), db);

@@ -309,7 +309,7 @@ export async function abortCutover(source: Endpoint, target: Endpoint, name: str
     if (!m) throw new PgferryError("not_found", `no migration "${name}" on the ${target.label}`);
     if (m.phase === "Completed") {
       throw new PgferryError("already_completed", `migration "${name}" is Completed: the cutover cannot be aborted any more; ` +
-        `to move back, migrate in the other direction`);
+        `to move back, use the rollback window if the cutover opened one (pgferry rollback), or migrate in the other direction`);
     }
     if (!["ReadyToCutover", "CuttingOver", "VerifyFailed"].includes(m.phase)) {
       throw new PgferryError("not_cutting_over", `migration "${name}" is in phase ${m.phase}; there is no cutover to abort`);

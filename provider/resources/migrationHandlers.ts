@@ -163,7 +163,8 @@ export async function diff(_id: string, olds: Record<string, unknown>, news: Rec
   if (olds.cutover === true && news.cutover !== true && !isUnknown(news.cutover)) {
     // Refused here, before anything runs: pulumi preview already shows it.
     throw new Error(`migration "${olds.migrationName ?? olds.name ?? "main"}" has been cut over; cutover cannot be set back to false. ` +
-      `The application now writes to the target; to move back, start a new migration in the other direction.`);
+      `The application now writes to the target; to move back, use its rollback window if reverseReplication was set (pgferry rollback), ` +
+      `or start a new migration in the other direction.`);
   }
   const o = pickInputs(olds) as unknown as Record<string, unknown>, n = pickInputs(news) as unknown as Record<string, unknown>;
   const name = olds.migrationName ?? olds.name ?? "main";
