@@ -30,13 +30,16 @@ beforeAll(async () => {
     await src.query(EDGE_SCHEMA, db);
   }
 });
-afterAll(async () => { await src?.stop(); await tgt?.stop(); });
+const agents: ChildProcess[] = [];
+// A failed expectation must not leave an agent running (it would keep jest, and a slot, busy).
+afterAll(async () => { for (const a of agents) a.kill("SIGKILL"); await src?.stop(); await tgt?.stop(); });
 
 function reverseAgent(db: string, name: string): { proc: ChildProcess; log: () => string; exit: Promise<number | null> } {
   let out = "";
   const proc = spawn(process.execPath, [CLI, "agent", "--reverse", "--name", name], {
     env: { ...process.env, PGFERRY_SOURCE: src.uri(db), PGFERRY_TARGET: tgt.uri(db) }, stdio: ["ignore", "ignore", "pipe"],
   });
+  agents.push(proc);
   proc.stderr!.on("data", (d) => { out += d; });
   const exit = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
   return { proc, log: () => out, exit };
@@ -59,7 +62,7 @@ async function until(what: string, f: () => Promise<boolean>, ms = 60000) {
 /** Replication objects and pgferry state on both servers: the forward leftovers() plus what the reverse direction could leave. */
 async function everythingLeft(db: string): Promise<string[]> {
   const out = await leftovers(src, tgt, db);
-  for (const r of await tgt.query(`SELECT slot_name FROM pg_replication_slots`, db)) out.push(`new-server slot ${r.slot_name}`);
+  for (const r of await tgt.query(`SELECT slot_name FROM pg_replication_slots WHERE database = current_database()`, db)) out.push(`new-server slot ${r.slot_name}`);
   for (const r of await tgt.query(`SELECT pubname FROM pg_publication`, db)) out.push(`new-server publication ${r.pubname}`);
   for (const r of await src.query(`SELECT nspname FROM pg_namespace WHERE nspname = 'pgferry'`, db)) out.push(`old-server schema ${r.nspname}`);
   return out;
@@ -96,7 +99,7 @@ test("rollback window: writes on the new server appear on the old one, then the 
   expect(oldWriter.errors).toEqual([]);
   expect(cut.phase).toBe("Completed");
   expect(cut.rollbackWindow).toMatchObject({ reverseMigration: "rw_rev", slot: "pgferry_rw_rev", publication: "pgferry_rw_rev" });
-  expect(await tgt.query(`SELECT slot_name, plugin FROM pg_replication_slots`, db)).toEqual([{ slot_name: "pgferry_rw_rev", plugin: "pgoutput" }]);
+  expect(await tgt.query(`SELECT slot_name, plugin FROM pg_replication_slots WHERE database = current_database()`, db)).toEqual([{ slot_name: "pgferry_rw_rev", plugin: "pgoutput" }]);
   expect(await src.query(`SELECT name, phase, mode FROM pgferry.migration`, db)).toEqual([{ name: "rw_rev", phase: "ReadyToCutover", mode: "stream" }]);
   // The forward slot is gone from the old server; a cutover re-run is a no-op and keeps the window.
   expect(await leftovers(src, tgt, db)).toEqual([]);
@@ -130,6 +133,20 @@ test("rollback window: writes on the new server appear on the old one, then the 
   const mid = await verifyMigration(revSource, revTarget, { onlyTables: tables, hashes: true });
   expect(mid.problems).toEqual([]);
   expect((await src.query(`SELECT count(*)::int AS n FROM "Edge Aux"."Mixed Case Ü" WHERE "Wert ä" LIKE 'refill%'`, db))[0].n).toBe(100);
+
+  // A rollback whose gate fails stops with the new server frozen (VerifyFailed); finish refuses meanwhile (it would lose
+  // writes); rollback --abort unfreezes the new server and the window stays open, the agent resuming.
+  await src.query(`BEGIN READ WRITE; INSERT INTO "Edge Aux"."Mixed Case Ü" VALUES (-5, 'only on the old server'); COMMIT`, db);
+  await expect(rollbackMigration(source, target, { name: "rw", timeoutSec: 60, jobs: 2 })).rejects.toThrow(/verification .*found 1 difference.*Mixed Case/);
+  expect(await tgt.query(`SELECT current_setting('default_transaction_read_only') AS ro`, db)).toEqual([{ ro: "on" }]);
+  expect((await migrationStatus(source, target, "rw")).rollbackWindow?.state).toBe("rollingBack");
+  await expect(finishRollbackWindow(source, target, "rw")).rejects.toThrow(/rollback .* did not finish.*pgferry rollback again/);
+  const abort = spawnSync(process.execPath, [CLI, "rollback", "--abort", "--name", "rw"], {
+    env: { ...process.env, PGFERRY_SOURCE: src.uri(db), PGFERRY_TARGET: tgt.uri(db) }, encoding: "utf8" });
+  expect({ code: abort.status, out: abort.stdout + abort.stderr }).toMatchObject({ code: 0, out: expect.stringMatching(/target is writable again, the rollback window stays open/) });
+  expect(await tgt.query(`SELECT current_setting('default_transaction_read_only') AS ro`, db)).toEqual([{ ro: "off" }]);
+  expect((await migrationStatus(source, target, "rw")).rollbackWindow?.state).toBe("open");
+  await src.query(`BEGIN READ WRITE; DELETE FROM "Edge Aux"."Mixed Case Ü" WHERE "Key" = -5; COMMIT`, db);
 
   // Rollback under a live writer on the new server: frozen, drained to the fence, verified, sequences synced, old server writable.
   const lateWriter = new Writer(tgt.uri(db), (i) => edgeChanges(90000 + i)).start();
@@ -184,7 +201,7 @@ test("finish through the CLI with no reverse agent: the window closes, nothing l
     const again = await openRollbackWindow(oldC, newC, (await readMigration(newC, "cli"))!);
     expect(again.consistentPoint).toBe(first);
     expect((await src.query(`SELECT count(*)::int AS n FROM pgferry.migration`, db))[0].n).toBe(1);
-    expect((await tgt.query(`SELECT count(*)::int AS n FROM pg_replication_slots`, db))[0].n).toBe(1);
+    expect((await tgt.query(`SELECT count(*)::int AS n FROM pg_replication_slots WHERE database = current_database()`, db))[0].n).toBe(1);
   } finally {
     await Promise.all([newC.end(), oldC.end()]);
   }

@@ -19,7 +19,7 @@ import { PgferryError } from "./errors";
 import { lsnToBigInt } from "./lsn";
 import { objectNames } from "./options";
 import { readAppliedLsn, StreamApplier } from "./stream";
-import { openRollbackWindow, RollbackWindowOpened } from "./rollback";
+import { abandonRollbackWindow, openRollbackWindow, rollbackWindowPreflight, RollbackWindowOpened } from "./rollback";
 import { applyEntries } from "./schema";
 import { dropPublication, dropSlot, slotInfo } from "./snapshot";
 import {
@@ -155,6 +155,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
     let verification: CutoverResult["verification"];
     // Still replicating: the subscription exists (subscription mode) or the slot does (stream mode).
     const replicating = stream ? !!(await slotInfo(src, names.slot)) : (await subscriptionInfo(tgt, names.subscription)).exists;
+    if (o.reverseReplication && !o.reverse) await rollbackWindowPreflight(tgt, o.name);
     if (replicating) {
       // DDL gate, before anything is frozen: replication does not carry DDL.
       const drift = await schemaDifferences(src, tgt, o.name);
@@ -277,7 +278,15 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
     let rollbackWindow: RollbackWindowOpened | undefined;
     if (o.reverseReplication && !o.reverse) {
       say("opening the rollback window: reverse slot on the target, reverse migration record on the source");
-      rollbackWindow = await openRollbackWindow(src, tgt, (await readMigration(tgt, o.name))!);
+      try {
+        rollbackWindow = await openRollbackWindow(src, tgt, (await readMigration(tgt, o.name))!);
+      } catch (e) {
+        throw new PgferryError("rollback_window_failed", `replication has ended and the target is complete, but the rollback window could not ` +
+          `be opened: ${(e as Error).message}. The migration is not Completed yet${m.sourceFrozen ? " and the source stays frozen" : ""}; fix that and ` +
+          `run pgferry cutover --reverse-replication again, or finish without a window: pgferry cutover (without --reverse-replication)`);
+      }
+    } else if (!o.reverse && (await readMigration(tgt, o.name))!.rollbackWindow === "opening") {
+      await abandonRollbackWindow(src, tgt, o.name);
     }
     const stillConnected = await otherSessions(src);
     const completedAt = new Date();

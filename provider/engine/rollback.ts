@@ -75,6 +75,37 @@ export async function openRollbackWindow(oldSrv: Client, newSrv: Client, m: Migr
   return { reverseMigration: rev, slot: names.slot, publication: names.publication, consistentPoint };
 }
 
+/**
+ * Checked by cutover before anything is frozen: everything the window needs on the new server, so that
+ * opening it — after the point of no return — does not fail for a reason known in advance.
+ */
+export async function rollbackWindowPreflight(newSrv: Client, name: string): Promise<void> {
+  const r = (await newSrv.query(`SELECT current_setting('wal_level') AS wal_level, current_setting('max_replication_slots')::int AS max_slots,
+      (SELECT count(*)::int FROM pg_replication_slots) AS used_slots,
+      (SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user) AS can_replicate,
+      EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1) AS has_slot`, [objectNames(reverseName(name)).slot])).rows[0];
+  const problems: string[] = [];
+  if (r.wal_level !== "logical") problems.push(`wal_level is '${r.wal_level}' on the target; the reverse slot needs 'logical' (ALTER SYSTEM SET wal_level = logical, then restart the target)`);
+  if (!r.has_slot && r.used_slots >= r.max_slots) problems.push(`no free replication slot on the target (max_replication_slots = ${r.max_slots}, all in use)`);
+  if (!r.can_replicate) problems.push(`the target role may not create replication slots (ALTER ROLE … REPLICATION, or use a superuser)`);
+  if (problems.length) {
+    throw new PgferryError("rollback_window_unavailable", `a rollback window needs a logical replication slot on the target: ${problems.join("; ")}. ` +
+      `Nothing was frozen or changed. Fix that and run pgferry cutover --reverse-replication again, or cut over without --reverse-replication`);
+  }
+}
+
+/**
+ * A window that began opening and is not wanted any more (cutover completed without --reverse-replication
+ * after an opening failed): remove what was created, so no slot is left on the new server.
+ */
+export async function abandonRollbackWindow(oldSrv: Client, newSrv: Client, name: string): Promise<void> {
+  const rev = reverseName(name);
+  await dropSlot(newSrv, objectNames(rev).slot, 0);
+  await dropPublication(newSrv, objectNames(rev).publication);
+  await removeReverseState(oldSrv, rev);
+  await updateMigration(newSrv, name, { rollbackWindow: null });
+}
+
 export interface RollbackWindowStatus {
   state: RollbackWindowState;
   openedAt?: Date;
