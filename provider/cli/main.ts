@@ -230,7 +230,8 @@ export function buildProgram(): Command {
       else process.stderr.write(res.droppedSlot || res.droppedPublication || res.removedReverseState
         ? `rollback window of ${res.name} closed: reverse slot ${res.droppedSlot ? "dropped" : "none"}, publication ${res.droppedPublication ? "dropped" : "none"}, ` +
           `state on the source ${res.removedReverseState ? "removed" : "none"}${res.discardedBytes ? ` (${res.discardedBytes} bytes not applied to the source were discarded)` : ""}\n`
-        : `rollback window of ${res.name} already closed (was ${res.previousState ?? "never opened"}); nothing to do\n`);
+        : res.previousState ? `rollback window of ${res.name} already closed (was ${res.previousState}); nothing to do\n`
+          : `migration ${res.name} has no rollback window (its cutover ran without --reverse-replication); nothing to do\n`);
     }));
 
   program.command("cleanup").description("remove the migration's slot, publication, subscription and state (never target data)")
