@@ -143,6 +143,7 @@ export function formatWatch(v: MonitorView, fancy: boolean): string {
     for (const a of s.applied) lines.push(`              ${String(a.inserts).padStart(9)} ${String(a.updates).padStart(9)} ${String(a.deletes).padStart(9)}  ${a.table}`);
   }
   if (s.downtimeMs !== undefined) lines.push(`cutover downtime ${(s.downtimeMs / 1000).toFixed(2)} s${s.fenceLsn ? `, fence ${s.fenceLsn}` : ""}`);
+  if (s.rollbackWindow) lines.push(describeRollbackWindow(s.rollbackWindow));
   return lines.join("\n");
 }
 
