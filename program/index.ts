@@ -11,4 +11,5 @@ export const pendingChanges = migration.pendingChanges;
 export const rowsCopied = migration.rowsCopied;
 export const tables = migration.tables;
 export const downtimeMs = migration.downtimeMs;
+export const rollbackWindow = migration.rollbackWindowStatus;
 export const heldBackForCutover = schema.heldBack;

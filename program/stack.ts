@@ -4,6 +4,8 @@
  *   pulumi config set --secret pgferry:source postgresql://…   # and pgferry:target
  *   pulumi up                                                  # starts; returns when streaming
  *   pulumi config set pgferry:cutover true && pulumi up        # cuts over
+ *     (with pgferry:reverseReplication true: opens a rollback window;
+ *      pulumi config set pgferry:rollbackWindow false && pulumi up ends it)
  *   pulumi refresh                                             # live status in the outputs
  *   pulumi destroy                                             # removes slots etc., never target data
  *
@@ -67,6 +69,8 @@ export function declareMigrationStack(config = new pulumi.Config("pgferry")) {
     cutoverGraceSec: config.getNumber("cutoverGraceSec") ?? 5,
     autoReplicationRule: config.getBoolean("autoReplicationRule") ?? false,
     sourceHostForTarget: config.get("sourceHostForTarget"),
+    reverseReplication: config.getBoolean("reverseReplication") ?? false,
+    rollbackWindow: config.getBoolean("rollbackWindow") ?? true,
   }, { dependsOn: [schema] });
 
   return { prerequisites, schema, migration };

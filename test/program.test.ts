@@ -43,7 +43,7 @@ test("root program: config → inputs, prerequisites before schema before migrat
   pulumi.runtime.setAllConfig({
     "pgferry:source": "postgresql://migrator:src-pw@old:5432/shop", "pgferry:target": "postgresql://postgres:tgt-pw@new:5432/shop",
     "pgferry:sourceAdmin": "postgresql://postgres:admin-pw@old:5432/postgres", "pgferry:replicationClients": '["10.0.0.7"]',
-    "pgferry:cutover": "true", "pgferry:name": "shop", "pgferry:jobs": "6", "pgferry:schemas": '["public","sales"]',
+    "pgferry:cutover": "true", "pgferry:reverseReplication": "true", "pgferry:rollbackWindow": "false", "pgferry:name": "shop", "pgferry:jobs": "6", "pgferry:schemas": '["public","sales"]',
     "pgferry:azure": JSON.stringify({ resourceGroupName: "rg", serverName: "pg13", replicationClientIps: ["20.1.2.3"] }),
   }, ["pgferry:source", "pgferry:target", "pgferry:sourceAdmin"]);
   const { declareMigrationStack } = require("../program/stack") as typeof import("../program/stack");
@@ -51,7 +51,8 @@ test("root program: config → inputs, prerequisites before schema before migrat
   await settle();
 
   const mig = find(T("Migration"), "migration");
-  expect(mig.inputs).toMatchObject({ name: "shop", cutover: true, jobs: 6, schemas: ["public", "sales"], mode: "subscription", freezeWrites: false });
+  expect(mig.inputs).toMatchObject({ name: "shop", cutover: true, jobs: 6, schemas: ["public", "sales"], mode: "subscription", freezeWrites: false,
+    reverseReplication: true, rollbackWindow: false });
   expect(JSON.stringify(mig.inputs.source)).toContain(SECRET_SIG);
   expect(JSON.stringify(mig.inputs.source)).toContain("src-pw"); // inside the secret envelope only
   expect(mig.inputs.__provider).not.toContain("pw");

@@ -1,7 +1,7 @@
 /**
  * The Migration resource through the real dynamic-provider plugin (gRPC), the way `pulumi up` drives it,
  * against real servers (15 → 17): check → create (streams) → read → diff (no-op, then cutover) → update
- * (cutover) → refused un-cutover → delete; an interrupted create adopted by the next one; secrets.
+ * (cutover, opening a rollback window) → refused un-cutover → update (rollbackWindow false: finish) → delete; an interrupted create adopted by the next one; secrets.
  * The provider text comes from a setMocks registration, exactly what a program would store in state.
  */
 import * as pulumi from "@pulumi/pulumi";
@@ -78,21 +78,32 @@ test("pulumi up / refresh / config cutover / destroy through the real plugin", a
   expect(await h.diff("mig", id, refreshed.props, inputs)).toEqual({ changes: false, replaces: [], deleteBeforeReplace: true });
   expect((await h.diff("mig", id, refreshed.props, { ...inputs, source: src.uri("postgres") })).replaces).toEqual(["source"]);
 
-  // pulumi config set pgferry:cutover true && pulumi up
-  const cutInputs = { ...inputs, cutover: true, freezeWrites: true };
+  // pulumi config set pgferry:cutover true (and pgferry:reverseReplication true) && pulumi up
+  const cutInputs = { ...inputs, cutover: true, freezeWrites: true, reverseReplication: true };
   expect(await h.diff("mig", id, refreshed.props, cutInputs)).toEqual({ changes: true, replaces: [], deleteBeforeReplace: true });
   const updated = await h.update("mig", id, refreshed.props, cutInputs);
   expect(updated.outs).toMatchObject({ phase: "Completed", cutover: true });
   expect(updated.outs.downtimeMs).toBeGreaterThan(0);
   expect(updated.outs.status).toMatch(/^Completed: downtime/);
+  // The rollback window is open: a reverse slot on the target, the state of the reverse direction on the source.
+  expect(updated.outs.rollbackWindowStatus).toMatch(/^rollback window open: the old server is \d+ bytes behind/);
+  expect(await tgt.query(`SELECT slot_name FROM pg_replication_slots`, "app")).toEqual([{ slot_name: "pgferry_pl_rev" }]);
 
   // cutover true → false is refused with a clear message.
   await expect(h.diff("mig", id, updated.outs, { ...cutInputs, cutover: false })).rejects.toThrow(/cannot be set back to false/);
 
+  // pulumi config set pgferry:rollbackWindow false && pulumi up: finish, in place.
+  const closeInputs = { ...cutInputs, rollbackWindow: false };
+  expect(await h.diff("mig", id, updated.outs, closeInputs)).toEqual({ changes: true, replaces: [], deleteBeforeReplace: true });
+  const closed = await h.update("mig", id, updated.outs, closeInputs);
+  expect(closed.outs).toMatchObject({ phase: "Completed", rollbackWindow: false, rollbackWindowStatus: "rollback window closed" });
+  expect(await tgt.query(`SELECT slot_name FROM pg_replication_slots`, "app")).toEqual([]);
+  expect(await src.query(`SELECT nspname FROM pg_namespace WHERE nspname = 'pgferry'`, "app")).toEqual([]);
+
   const v = await verifyMigration(parseEndpoint(src.uri("app"), "source"), parseEndpoint(tgt.uri("app"), "target"));
   expect(v.problems).toEqual([]);
 
-  await h.delete("mig", id, updated.outs);
+  await h.delete("mig", id, closed.outs);
   expect(await leftovers(src, tgt)).toEqual([]);
   expect((await h.read("mig", id, updated.outs)).id).toBe("");
   // Target data stays after destroy.

@@ -177,3 +177,19 @@ test("downtime breakdown reads in step order and skips steps that did not run", 
   expect(formatTimings({ freezeMs: 1234, drainMs: 50, verifyMs: 800, heldBackMs: 10 }))
     .toBe("freeze 1.23 s, drain 0.05 s, verify 0.80 s, held-back objects 0.01 s");
 });
+
+test("Migration resource: rollbackWindow true → false is an in-place update; reopening or adding reverse replication after cutover is refused", async () => {
+  const { diff, pickInputs } = await import("../provider/resources/migrationHandlers");
+  const base = { source: "postgresql://u@old/db", target: "postgresql://u@new/db", name: "m", cutover: true, freezeWrites: true };
+  const open = { ...base, reverseReplication: true };
+  // Defaults: no reverse replication; the window, once there, stays open.
+  expect(pickInputs(base)).toMatchObject({ reverseReplication: false, rollbackWindow: true });
+  // Closing the window (pulumi config set pgferry:rollbackWindow false): an update, never a replace (the migration is the same).
+  expect(await diff("id", open, { ...open, rollbackWindow: false })).toEqual({ changes: true, replaces: [], deleteBeforeReplace: true });
+  expect(await diff("id", open, { ...open, rollbackWindow: true })).toEqual({ changes: false, replaces: [], deleteBeforeReplace: true });
+  // Before cutover, reverse replication may be switched on or off freely.
+  expect((await diff("id", { ...base, cutover: false }, { ...open, cutover: false })).changes).toBe(true);
+  // After cutover: a window cannot be added (the application may have written already) nor reopened once closed.
+  await expect(diff("id", base, open)).rejects.toThrow(/cut over without reverseReplication/);
+  await expect(diff("id", { ...open, rollbackWindow: false }, open)).rejects.toThrow(/was closed .* cannot be reopened/);
+});

@@ -6,7 +6,8 @@
  */
 import { Command, InvalidArgumentError, Option } from "commander";
 import {
-  abortCutover, cleanupMigration, cutoverMigration, DEFAULT_NAME, migrationOptions, migrationStatus, parseEndpoint, runAgent, startMigration, verifyMigration,
+  abortCutover, cleanupMigration, cutoverMigration, DEFAULT_NAME, finishRollbackWindow, migrationOptions, migrationStatus, parseEndpoint, reverseName,
+  rollbackMigration, runAgent, startMigration, updateRollbackState, verifyMigration,
 } from "../engine";
 import { Monitor, serveMonitor } from "./monitor";
 import { formatStatus, formatTimings, formatWatch, printJson, reportError, reporter } from "./output";
@@ -150,6 +151,7 @@ export function buildProgram(): Command {
       "without: seconds to wait for writes to stop", nonNegative("--grace"), 5)
     .addOption(new Option("--verify <mode>", "gate before Completed: row counts, or counts and content hashes").choices(["counts", "hashes"]).default("counts"))
     .option("--abort", "give up a cutover that stopped (VerifyFailed, or killed): unfreeze the source and go back to streaming")
+    .option("--reverse-replication", "open a rollback window: the target's changes are replicated back to the source until pgferry finish")
     .option("--jobs <n>", "parallel verification and foreign key validation", int("--jobs"), 4)
     .option("--json", "print JSON")
     .action(action(async (o) => {
@@ -163,7 +165,7 @@ export function buildProgram(): Command {
         return;
       }
       const res = await cutoverMigration(source, target, { name: o.name, freezeWrites: !!o.freezeWrites, timeoutSec: o.timeout, jobs: o.jobs,
-        graceSec: o.grace, verify: o.verify, onProgress: (m) => r.line(`▸ ${m}`) });
+        graceSec: o.grace, verify: o.verify, reverseReplication: !!o.reverseReplication, onProgress: (m) => r.line(`▸ ${m}`) });
       if (o.json) printJson({ ok: true, ...res });
       else {
         r.line(res.alreadyCompleted ? `migration ${res.name} was already Completed (downtime ${((res.downtimeMs ?? 0) / 1000).toFixed(2)} s)` :
@@ -176,8 +178,60 @@ export function buildProgram(): Command {
           res.endedSessions.map((s) => `${s.user}${s.superuser ? " (superuser)" : ""}/${s.application || "-"} (pid ${s.pid}${s.state ? `, ${s.state}` : ""})`).join(", "));
         if (res.stillConnected.length) r.line(`  still connected to the source: ${describeSessions(res.stillConnected)}` +
           (res.stillConnected.some((s) => s.superuser) ? " — superusers can lift read-only; make sure they write to the target now" : ""));
-        if (res.sourceLeftReadOnly) r.line(`  the source database stays read-only; to undo: ${res.undoFreezeSql.join(" ")}`);
+        if (res.rollbackWindow) {
+          r.line(`  rollback window open: the target's changes wait in slot ${res.rollbackWindow.slot} (on the target) from ${res.rollbackWindow.consistentPoint}.`);
+          r.line(`    apply them to the source continuously:  pgferry agent --reverse --name ${res.name}   (same --source/--target as now)`);
+          r.line(`    move the application back:              pgferry rollback --name ${res.name}`);
+          r.line(`    end the window (drops the reverse slot): pgferry finish --name ${res.name}`);
+        } else if (res.sourceLeftReadOnly) r.line(`  the source database stays read-only; to undo: ${res.undoFreezeSql.join(" ")}`);
       }
+    }));
+
+  program.command("rollback").description("rollback window: move the application back to the source — freeze the target, drain its changes to the source, verify, sync sequences, unfreeze the source")
+    .addOption(sourceOpt()).addOption(targetOpt()).addOption(nameOpt())
+    .option("--timeout <sec>", "seconds to wait for the source to apply the target's changes up to the fence", int("--timeout"), 300)
+    .option("--grace <sec>", "seconds sessions on the target get to finish their transaction before they are ended", nonNegative("--grace"), 5)
+    .addOption(new Option("--verify <mode>", "gate before the source is unfrozen: row counts, or counts and content hashes").choices(["counts", "hashes"]).default("counts"))
+    .option("--abort", "give up a rollback that stopped (VerifyFailed, or killed): unfreeze the target and keep the window open")
+    .option("--jobs <n>", "parallel verification", int("--jobs"), 4)
+    .option("--json", "print JSON")
+    .action(action(async (o) => {
+      const { source, target } = endpoints(o);
+      const r = reporter(!!o.json);
+      if (o.abort) {
+        // The reverse migration's cutover, aborted: the target unfrozen, the reverse stream resumed.
+        const res = await abortCutover(target, source, reverseName(o.name), { reverse: true });
+        await updateRollbackState(target, o.name, "open");
+        if (o.json) printJson({ ok: true, ...res });
+        else r.line(`rollback of ${o.name} aborted: ${res.unfroze ? "the target is writable again, " : ""}the rollback window stays open`);
+        return;
+      }
+      const res = await rollbackMigration(source, target, { name: o.name, timeoutSec: o.timeout, graceSec: o.grace, verify: o.verify, jobs: o.jobs,
+        onProgress: (m) => r.line(`▸ ${m}`) });
+      if (o.json) printJson({ ok: true, ...res });
+      else {
+        const c = res.cutover;
+        r.line(res.alreadyRolledBack ? `migration ${res.name} was already rolled back to the source` :
+          `migration ${res.name} rolled back: the source is writable again${c ? `, fence ${c.fenceLsn}, ${c.verification ? `${c.verification.tables} tables verified ` +
+          `(${c.verification.mode}), ` : ""}${c.sequencesSynced} sequences synced, downtime ${((c.downtimeMs ?? 0) / 1000).toFixed(2)} s` : ""}`);
+        if (c?.timings && !res.alreadyRolledBack) r.line(`  downtime breakdown: ${formatTimings(c.timings)}`);
+        if (c?.endedSessions.length) r.line(`  ended ${c.endedSessions.length} target session(s): ${describeSessions(c.endedSessions)}`);
+        if (res.undoNewServerFreezeSql.length) r.line(`  the target database stays read-only; to undo: ${res.undoNewServerFreezeSql.join(" ")}`);
+        r.line(`  point the application at the source; then pgferry finish --name ${res.name} removes the reverse slot and state`);
+      }
+    }));
+
+  program.command("finish").description("end the rollback window: drop the reverse slot and publication on the target and pgferry's state on the source")
+    .addOption(sourceOpt()).addOption(targetOpt()).addOption(nameOpt()).option("--json", "print JSON")
+    .action(action(async (o) => {
+      const { source, target } = endpoints(o);
+      const res = await finishRollbackWindow(source, target, o.name);
+      if (o.json) printJson({ ok: true, ...res });
+      else process.stderr.write(res.droppedSlot || res.droppedPublication || res.removedReverseState
+        ? `rollback window of ${res.name} closed: reverse slot ${res.droppedSlot ? "dropped" : "none"}, publication ${res.droppedPublication ? "dropped" : "none"}, ` +
+          `state on the source ${res.removedReverseState ? "removed" : "none"}${res.discardedBytes ? ` (${res.discardedBytes} bytes not applied to the source were discarded)` : ""}\n`
+        : res.previousState ? `rollback window of ${res.name} already closed (was ${res.previousState}); nothing to do\n`
+          : `migration ${res.name} has no rollback window (its cutover ran without --reverse-replication); nothing to do\n`);
     }));
 
   program.command("cleanup").description("remove the migration's slot, publication, subscription and state (never target data)")
@@ -193,15 +247,20 @@ export function buildProgram(): Command {
 
   program.command("agent").description("stream mode: apply changes from the slot continuously (reconnects; SIGTERM stops after the current transaction)")
     .addOption(sourceOpt()).addOption(targetOpt()).addOption(nameOpt()).option("--json", "log JSON lines")
+    .option("--reverse", "rollback window: apply the target's changes to the source (give --source/--target as for the migration)")
     .action(action(async (o) => {
-      const { source, target } = endpoints(o);
+      const given = endpoints(o);
+      // Reverse: the new server (target) is read, the old one (source) written; the reverse migration is <name>_rev.
+      const [source, target] = o.reverse ? [given.target, given.source] : [given.source, given.target];
       const stop = new AbortController();
       const onSignal = () => stop.abort();
       process.once("SIGTERM", onSignal);
       process.once("SIGINT", onSignal);
       const log = (message: string) => process.stderr.write(o.json ? JSON.stringify({ time: new Date().toISOString(), message }) + "\n"
         : `${new Date().toISOString()} ${message}\n`);
-      const res = await runAgent(source, target, { name: o.name, signal: stop.signal, log });
+      const res = await runAgent(source, target, o.reverse ? { name: reverseName(o.name), signal: stop.signal, log, writeThroughFreeze: true,
+        notFound: `migration "${o.name}" has no rollback window on the ${given.source.label} (nothing to apply in reverse); open one with ` +
+          `pgferry cutover --reverse-replication, or check --name` } : { name: o.name, signal: stop.signal, log });
       log(`agent ${res.reason}: ${res.appliedChanges} changes applied${res.conflicts ? `, ${res.conflicts} updates/deletes found no row` : ""}`);
     }));
 

@@ -6,6 +6,7 @@ import { Format, MultiBar, Presets, SingleBar } from "cli-progress";
 import { formatFindings, PgferryError } from "../engine/errors";
 import type { MigrationEvent } from "../engine/start";
 import type { MigrationStatus } from "../engine/status";
+import { describeRollbackWindow } from "../engine/rollback";
 import type { CutoverTimings } from "../engine/state";
 import type { TableLoadProgress } from "../engine/load";
 import type { MonitorView } from "./monitor";
@@ -86,6 +87,7 @@ export function formatStatus(s: MigrationStatus): string {
   }
   if (s.sourceFrozen && s.phase !== "Completed") lines.push(`  the source is frozen (read-only) by this cutover`);
   if (s.replicationPaused) lines.push(`  replication paused by the cutover (resume: pgferry cutover to retry, or pgferry cutover --abort)`);
+  if (s.rollbackWindow) lines.push(`  ${describeRollbackWindow(s.rollbackWindow)}`);
   if (s.downtimeMs !== undefined) lines.push(`  cutover downtime ${(s.downtimeMs / 1000).toFixed(2)} s${s.cutoverTimings ? ` (${formatTimings(s.cutoverTimings)})` : ""}`);
   for (const t of s.tables) {
     const pct = t.status === "copied" ? 100 : t.estimatedBytes ? Math.min(99, Math.round((100 * t.bytes) / t.estimatedBytes)) : 0;
@@ -141,6 +143,7 @@ export function formatWatch(v: MonitorView, fancy: boolean): string {
     for (const a of s.applied) lines.push(`              ${String(a.inserts).padStart(9)} ${String(a.updates).padStart(9)} ${String(a.deletes).padStart(9)}  ${a.table}`);
   }
   if (s.downtimeMs !== undefined) lines.push(`cutover downtime ${(s.downtimeMs / 1000).toFixed(2)} s${s.fenceLsn ? `, fence ${s.fenceLsn}` : ""}`);
+  if (s.rollbackWindow) lines.push(describeRollbackWindow(s.rollbackWindow));
   return lines.join("\n");
 }
 

@@ -17,6 +17,10 @@ export interface AgentOptions {
   log?: (message: string) => void;
   /** Longest pause between reconnect attempts (ms). */
   maxBackoffMs?: number;
+  /** Passed to the applier: the target is frozen by pgferry (the reverse direction of a rollback window). */
+  writeThroughFreeze?: boolean;
+  /** What to say when the target has no record of the migration (the reverse agent names the flag that opens the window). */
+  notFound?: string;
 }
 
 export interface AgentResult { reason: "stopped" | "completed"; appliedChanges: number; conflicts: number }
@@ -24,7 +28,7 @@ export interface AgentResult { reason: "stopped" | "completed"; appliedChanges: 
 export async function runAgent(source: Endpoint, target: Endpoint, o: AgentOptions): Promise<AgentResult> {
   const log = o.log ?? (() => undefined);
   const names = objectNames(o.name);
-  let backoff = 500, changes = 0, conflicts = 0, saidPaused = false;
+  let backoff = 500, changes = 0, conflicts = 0, saidPaused = false, seen = false;
   let current: StreamApplier | undefined;
   const onAbort = () => { void current?.stop(); };
   o.signal?.addEventListener("abort", onAbort);
@@ -42,7 +46,10 @@ export async function runAgent(source: Endpoint, target: Endpoint, o: AgentOptio
         await sleep(backoff, o.signal); backoff = Math.min(backoff * 2, o.maxBackoffMs ?? 30000);
         continue;
       }
-      if (!phase) throw new PgferryError("not_found", `no migration "${o.name}" on the ${target.label}; run pgferry start --mode stream first`);
+      // The record vanished while we served it: cleanup (or, for a reverse agent, finish) removed the migration.
+      if (!phase && seen) { log("the migration's record was removed (cleanup or finish); nothing left to apply"); return { reason: "completed", appliedChanges: changes, conflicts }; }
+      if (!phase) throw new PgferryError("not_found", o.notFound ?? `no migration "${o.name}" on the ${target.label}; run pgferry start --mode stream first`);
+      seen = true;
       if (phase === "Completed" || phase === "Aborted") return { reason: "completed", appliedChanges: changes, conflicts };
       if (paused || phase === "VerifyFailed") {
         // Cutover holds the slot still (post-fence check, verification gate); it resumes us or completes.
@@ -57,7 +64,8 @@ export async function runAgent(source: Endpoint, target: Endpoint, o: AgentOptio
         await sleep(2000, o.signal);
         continue;
       }
-      current = new StreamApplier(source, target, { migration: o.name, slot: names.slot, publication: names.publication });
+      current = new StreamApplier(source, target, { migration: o.name, slot: names.slot, publication: names.publication,
+        writeThroughFreeze: o.writeThroughFreeze });
       const started = Date.now();
       try {
         log("streaming");

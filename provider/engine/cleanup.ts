@@ -1,11 +1,14 @@
 /**
  * Cleanup / abort, at any phase: remove every replication object the migration made — subscription
  * on the target, slot and publication on the source — undo a freeze left by an interrupted cutover,
- * and forget the migration's state. Never drops or truncates target tables.
+ * and forget the migration's state. A rollback window's objects go too: the reverse slot and
+ * publication on the target (a slot left there would keep the new server's WAL until its disk fills)
+ * and the reverse record on the source. Never drops or truncates target tables.
  */
 import { Client } from "pg";
 import { dropSubscription } from "./cdc";
-import { connect, Endpoint, quoteLiteral } from "./endpoint";
+import { Endpoint, quoteLiteral } from "./endpoint";
+import { removeReverseState, reverseName } from "./rollback";
 import { PgferryError } from "./errors";
 import { objectNames } from "./options";
 import { dropPublication, dropSlot } from "./snapshot";
@@ -18,6 +21,9 @@ export interface CleanupResult {
   droppedSubscription: boolean;
   droppedSlot: boolean;
   droppedPublication: boolean;
+  /** The rollback window's slot / publication on the target (./rollback.ts). */
+  droppedReverseSlot: boolean;
+  droppedReversePublication: boolean;
   unfrozeSource: boolean;
   removedState: boolean;
   /** Phase the migration was in (NotFound when the target had no record). */
@@ -26,11 +32,15 @@ export interface CleanupResult {
 
 export async function cleanupMigration(source: Endpoint, target: Endpoint, name: string): Promise<CleanupResult> {
   const names = objectNames(name);
-  const tgt = await connect(target);
+  const rev = objectNames(reverseName(name));
+  // Writable: after a rollback (./rollback.ts) the target is the frozen side.
+  const tgt = await connectWritable(target);
   let src: Client | undefined;
   try {
     const m = await readMigration(tgt, name);
     const droppedSubscription = await dropSubscription(tgt, names.subscription);
+    const droppedReverseSlot = await dropSlot(tgt, rev.slot, 0);
+    const droppedReversePublication = await dropPublication(tgt, rev.publication);
     try {
       src = await connectWritable(source); // a frozen source is read-only for new sessions; DROP PUBLICATION must still work
     } catch (e) {
@@ -40,6 +50,7 @@ export async function cleanupMigration(source: Endpoint, target: Endpoint, name:
     }
     const droppedSlot = await dropSlot(src, names.slot);
     const droppedPublication = await dropPublication(src, names.publication);
+    await removeReverseState(src, reverseName(name));
     let unfrozeSource = false;
     // A cutover that stopped half-way leaves the source frozen; a completed one keeps it read-only on purpose.
     if (m && m.sourceFrozen && m.phase !== "Completed") {
@@ -55,7 +66,7 @@ export async function cleanupMigration(source: Endpoint, target: Endpoint, name:
       const left = (await tgt.query(`SELECT count(*)::int AS n FROM ${CONTROL_SCHEMA}.migration`)).rows[0].n;
       if (left === 0) await tgt.query(`DROP SCHEMA ${CONTROL_SCHEMA} CASCADE`);
     }
-    return { name, droppedSubscription, droppedSlot, droppedPublication, unfrozeSource, removedState, previousPhase: m?.phase ?? "NotFound" };
+    return { name, droppedSubscription, droppedSlot, droppedPublication, droppedReverseSlot, droppedReversePublication, unfrozeSource, removedState, previousPhase: m?.phase ?? "NotFound" };
   } finally {
     await tgt.end().catch(() => undefined);
     await src?.end().catch(() => undefined);

@@ -19,6 +19,7 @@ import { PgferryError } from "./errors";
 import { lsnToBigInt } from "./lsn";
 import { objectNames } from "./options";
 import { readAppliedLsn, StreamApplier } from "./stream";
+import { abandonRollbackWindow, openRollbackWindow, rollbackWindowPreflight, RollbackWindowOpened } from "./rollback";
 import { applyEntries } from "./schema";
 import { dropPublication, dropSlot, slotInfo } from "./snapshot";
 import {
@@ -45,6 +46,16 @@ export interface CutoverOptions {
    */
   graceSec?: number;
   onProgress?: (message: string) => void;
+  /**
+   * Open the rollback window (./rollback.ts): before Completed, a reverse slot and publication on the
+   * target and the reverse migration's record on the source, so the target's changes can flow back.
+   */
+  reverseReplication?: boolean;
+  /**
+   * This is the cutover of a reverse migration (`pgferry rollback`): its target is the old server, which the
+   * forward cutover froze, so pgferry's sessions there (state, inline drain) lift read-only for themselves.
+   */
+  reverse?: boolean;
 }
 
 export interface SessionInfo {
@@ -81,6 +92,8 @@ export interface CutoverResult {
   sourceLeftReadOnly: boolean;
   /** SQL that makes the source writable again, exactly as it was before the freeze. */
   undoFreezeSql: string[];
+  /** With reverseReplication: the window this cutover opened (or found open). */
+  rollbackWindow?: RollbackWindowOpened;
 }
 
 export interface AbortResult {
@@ -109,11 +122,16 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
   if (!VERIFY_MODES.includes(verifyMode)) throw new PgferryError("bad_verify", `--verify must be one of ${VERIFY_MODES.join(", ")}`);
   const graceMs = Math.max(0, (o.graceSec ?? 5) * 1000);
   const names = objectNames(o.name);
-  const tgt = await connect(target);
+  const tgt = o.reverse ? await connectWritable(target) : await connect(target);
   let src: Client | undefined;
   try {
     let m = await readMigration(tgt, o.name);
     if (!m) throw new PgferryError("not_found", `no migration "${o.name}" on the ${target.label}; run pgferry start first`);
+    if (m.phase === "Completed" && o.reverseReplication && !m.rollbackWindow) {
+      // Too late: the application may have written to the target since, and those writes are not in any slot.
+      throw new PgferryError("rollback_window_too_late", `migration "${o.name}" was cut over without reverse replication; a rollback window can ` +
+        `only be opened by the cutover itself, before the application writes to the target. To move back now, start a new migration in the other direction`);
+    }
     if (m.phase === "Completed") {
       return { name: o.name, phase: "Completed", alreadyCompleted: true, fenceLsn: m.fenceLsn, downtimeMs: m.downtimeMs, timings: m.cutoverTimings,
         sequencesSynced: 0, heldBackApplied: 0, endedSessions: [], stillConnected: [], neutralisedRoles: [], fenceAttempts: 0,
@@ -137,6 +155,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
     let verification: CutoverResult["verification"];
     // Still replicating: the subscription exists (subscription mode) or the slot does (stream mode).
     const replicating = stream ? !!(await slotInfo(src, names.slot)) : (await subscriptionInfo(tgt, names.subscription)).exists;
+    if (o.reverseReplication && !o.reverse) await rollbackWindowPreflight(tgt, o.name);
     if (replicating) {
       // DDL gate, before anything is frozen: replication does not carry DDL.
       const drift = await schemaDifferences(src, tgt, o.name);
@@ -181,7 +200,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
         say(`waiting for the target to apply everything up to ${fence}`);
         const tDrain = Date.now();
         try {
-          if (stream) await drainStream(source, target, src, tgt, o.name, fence, o.timeoutSec);
+          if (stream) await drainStream(source, target, src, tgt, o.name, fence, o.timeoutSec, !!o.reverse);
           else await waitForFence(src, tgt, names.slot, names.subscription, fence, o.timeoutSec);
         } catch (e) {
           await rollbackToStreaming(ctx, e);
@@ -255,6 +274,20 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
     const preamble = (await tgt.query(`SELECT sql FROM pgferry.schema_entry WHERE migration = $1 AND section = 'preamble'`, [o.name])).rows[0]?.sql ?? "";
     const heldBackApplied = await applyEntries(target, o.name, "cutover", preamble, o.jobs);
     timings.heldBackMs = ms(tHeld);
+    // After everything above, before Completed: nothing has written to the target yet that the reverse slot would miss.
+    let rollbackWindow: RollbackWindowOpened | undefined;
+    if (o.reverseReplication && !o.reverse) {
+      say("opening the rollback window: reverse slot on the target, reverse migration record on the source");
+      try {
+        rollbackWindow = await openRollbackWindow(src, tgt, (await readMigration(tgt, o.name))!);
+      } catch (e) {
+        throw new PgferryError("rollback_window_failed", `replication has ended and the target is complete, but the rollback window could not ` +
+          `be opened: ${(e as Error).message}. The migration is not Completed yet${m.sourceFrozen ? " and the source stays frozen" : ""}; fix that and ` +
+          `run pgferry cutover --reverse-replication again, or finish without a window: pgferry cutover (without --reverse-replication)`);
+      }
+    } else if (!o.reverse && (await readMigration(tgt, o.name))!.rollbackWindow === "opening") {
+      await abandonRollbackWindow(src, tgt, o.name);
+    }
     const stillConnected = await otherSessions(src);
     const completedAt = new Date();
     const frozenAt = (await readMigration(tgt, o.name))!.freezeStartedAt;
@@ -264,7 +297,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
     const after = (await readMigration(tgt, o.name))!;
     return { name: o.name, phase: "Completed", alreadyCompleted: false, fenceLsn: after.fenceLsn, downtimeMs, timings, sequencesSynced,
       heldBackApplied, endedSessions, stillConnected, neutralisedRoles, fenceAttempts, verification, sourceLeftReadOnly: after.sourceFrozen,
-      undoFreezeSql: after.sourceFrozen ? undoSql(source, after.freezeSaved) : [] };
+      undoFreezeSql: after.sourceFrozen ? undoSql(source, after.freezeSaved) : [], rollbackWindow };
   } finally {
     await tgt.end().catch(() => undefined);
     await src?.end().catch(() => undefined);
@@ -276,16 +309,16 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
  * source (restoring exactly the settings the freeze changed), resume replication, back to ReadyToCutover.
  * Once replication has ended (the gate passed and the slot is dropped) there is nothing to go back to.
  */
-export async function abortCutover(source: Endpoint, target: Endpoint, name: string): Promise<AbortResult> {
+export async function abortCutover(source: Endpoint, target: Endpoint, name: string, o: { reverse?: boolean } = {}): Promise<AbortResult> {
   const names = objectNames(name);
-  const tgt = await connect(target);
+  const tgt = o.reverse ? await connectWritable(target) : await connect(target);
   let src: Client | undefined;
   try {
     const m = await readMigration(tgt, name);
     if (!m) throw new PgferryError("not_found", `no migration "${name}" on the ${target.label}`);
     if (m.phase === "Completed") {
       throw new PgferryError("already_completed", `migration "${name}" is Completed: the cutover cannot be aborted any more; ` +
-        `to move back, migrate in the other direction`);
+        `to move back, use the rollback window if the cutover opened one (pgferry rollback), or migrate in the other direction`);
     }
     if (!["ReadyToCutover", "CuttingOver", "VerifyFailed"].includes(m.phase)) {
       throw new PgferryError("not_cutting_over", `migration "${name}" is in phase ${m.phase}; there is no cutover to abort`);
@@ -568,7 +601,8 @@ export async function changesAfterFence(src: Client, slot: string, publication: 
  * Stream mode: when an agent holds the slot (its single active consumer), wait for it to apply up to
  * the fence; otherwise apply up to the fence here.
  */
-async function drainStream(source: Endpoint, target: Endpoint, src: Client, tgt: Client, name: string, fence: string, timeoutSec: number): Promise<void> {
+async function drainStream(source: Endpoint, target: Endpoint, src: Client, tgt: Client, name: string, fence: string, timeoutSec: number,
+  writeThroughFreeze = false): Promise<void> {
   const names = objectNames(name);
   const want = lsnToBigInt(fence);
   const deadline = Date.now() + timeoutSec * 1000;
@@ -577,7 +611,7 @@ async function drainStream(source: Endpoint, target: Endpoint, src: Client, tgt:
     const slot = await slotInfo(src, names.slot);
     if (!slot) throw new PgferryError("slot_missing", `the replication slot "${names.slot}" is gone from the source; run pgferry cleanup and start again`);
     if (!slot.active) {
-      const applier = new StreamApplier(source, target, { migration: name, slot: names.slot, publication: names.publication, until: want });
+      const applier = new StreamApplier(source, target, { migration: name, slot: names.slot, publication: names.publication, until: want, writeThroughFreeze });
       const timer = setTimeout(() => void applier.stop(), Math.max(0, deadline - Date.now()));
       try { await applier.run(); } finally { clearTimeout(timer); }
       if ((await readAppliedLsn(tgt, name)) >= want) return;

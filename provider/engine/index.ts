@@ -22,3 +22,5 @@ export type { CleanupResult } from "./cleanup";
 export { verifyMigration } from "./verify";
 export type { VerifyOptions, VerifyReport } from "./verify";
 export type { CutoverTimings, Phase } from "./state";
+export { finishRollbackWindow, rollbackMigration, reverseName, updateRollbackState } from "./rollback";
+export type { FinishResult, RollbackOptions, RollbackResult, RollbackWindowStatus } from "./rollback";

@@ -45,7 +45,16 @@ export interface MigrationRecord {
   replicationPaused: boolean;
   /** Where the cutover's time went (ms), recorded as each step finishes. */
   cutoverTimings?: CutoverTimings;
+  /**
+   * The rollback window (./rollback.ts), on the forward record: opening (cutover is creating the reverse
+   * slot), open (new-server changes flow back to the old server), rollingBack, rolledBack, closed (finish).
+   */
+  rollbackWindow?: RollbackWindowState;
+  rollbackOpenedAt?: Date;
+  rollbackClosedAt?: Date;
 }
+
+export type RollbackWindowState = "opening" | "open" | "rollingBack" | "rolledBack" | "closed";
 
 /**
  * One default_transaction_read_only setting on the source as it was before the freeze: the database's own
@@ -109,7 +118,11 @@ export async function ensureControlSchema(c: Client): Promise<void> {
     -- cutover: settings the freeze changed (restored exactly by unfreeze), the consumer paused for the gate, timings
     ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS freeze_saved jsonb;
     ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS replication_paused boolean NOT NULL DEFAULT false;
-    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS cutover_timings jsonb;`);
+    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS cutover_timings jsonb;
+    -- rollback window: state and times, on the forward migration's record
+    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS rollback_window text;
+    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS rollback_opened_at timestamptz;
+    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS rollback_closed_at timestamptz;`);
 }
 
 export async function controlSchemaExists(c: Client): Promise<boolean> {
@@ -127,7 +140,8 @@ function toRecord(x: any): MigrationRecord {
     downtimeMs: x.downtime_ms ?? undefined, sourceFrozen: x.source_frozen,
     // Absent on a control schema made by an older pgferry until cutover adds the columns.
     freezeSaved: x.freeze_saved ?? undefined, replicationPaused: x.replication_paused ?? false,
-    cutoverTimings: x.cutover_timings ?? undefined,
+    cutoverTimings: x.cutover_timings ?? undefined, rollbackWindow: x.rollback_window ?? undefined,
+    rollbackOpenedAt: x.rollback_opened_at ?? undefined, rollbackClosedAt: x.rollback_closed_at ?? undefined,
   };
 }
 
@@ -148,6 +162,7 @@ const COLUMNS: Record<string, string> = {
   loadStartedAt: "load_started_at", loadFinishedAt: "load_finished_at", streamingSince: "streaming_since",
   freezeStartedAt: "freeze_started_at", completedAt: "completed_at", downtimeMs: "downtime_ms", sourceFrozen: "source_frozen",
   options: "options", freezeSaved: "freeze_saved", replicationPaused: "replication_paused", cutoverTimings: "cutover_timings",
+  rollbackWindow: "rollback_window", rollbackOpenedAt: "rollback_opened_at", rollbackClosedAt: "rollback_closed_at",
 };
 const JSON_COLUMNS = new Set(["options", "freezeSaved", "cutoverTimings"]);
 

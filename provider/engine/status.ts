@@ -12,6 +12,7 @@ import { slotInfo, SlotInfo } from "./snapshot";
 import { CutoverTimings, MigrationRecord, Phase, readMigration, readTableProgress, TableProgress } from "./state";
 import { SchemaDifference, schemaDifferences } from "./drift";
 import { changesAfterFence, wal2jsonPeekOptions } from "./cutover";
+import { rollbackWindowStatus, RollbackWindowStatus } from "./rollback";
 
 export interface MigrationStatus {
   name: string;
@@ -56,6 +57,8 @@ export interface MigrationStatus {
    * refuses while this is not empty. Computed when the source is given and the migration streams.
    */
   schemaDifferences?: SchemaDifference[];
+  /** After a cutover with reverseReplication: the rollback window (state; while open, the reverse lag and applied position). */
+  rollbackWindow?: RollbackWindowStatus;
   timestamps: Pick<MigrationRecord, "createdAt" | "loadStartedAt" | "loadFinishedAt" | "streamingSince" | "completedAt">;
 }
 
@@ -77,6 +80,11 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
       cutoverTimings: m.cutoverTimings, replicationPaused: m.replicationPaused,
       timestamps: { createdAt: m.createdAt, loadStartedAt: m.loadStartedAt, loadFinishedAt: m.loadFinishedAt, streamingSince: m.streamingSince, completedAt: m.completedAt },
     };
+    if (m.rollbackWindow) {
+      // The old server (the source) holds the reverse applied position; status without --source shows the slot's view only.
+      if (source) src = await connect(source);
+      st.rollbackWindow = await rollbackWindowStatus(tgt, src, m);
+    }
     if (m.phase === "Completed" || m.phase === "Aborted") return st;
     const names = objectNames(name);
     if (m.mode === "stream") {
@@ -87,7 +95,7 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
       st.subscription = await subscriptionInfo(tgt, names.subscription);
     }
     if (source) {
-      src = await connect(source);
+      src ??= await connect(source);
       st.sourceLsn = (await src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l;
       st.slot = await slotInfo(src, names.slot);
       if (st.slot?.confirmedFlushLsn && st.sourceLsn) {

@@ -32,6 +32,11 @@ export interface StreamOptions {
   /** Most statements in one target transaction before it commits (several source transactions per target one). */
   batchStatements?: number;
   onApplied?: (lsn: bigint) => void;
+  /**
+   * The target is a database pgferry froze (the old server during a rollback window): this session lifts
+   * read-only for itself. Only the reverse direction sets it; a forward target is never frozen.
+   */
+  writeThroughFreeze?: boolean;
 }
 
 type Relation = Pgoutput.MessageRelation;
@@ -220,6 +225,7 @@ export class StreamApplier {
         `GRANT SET ON PARAMETER session_replication_role TO "${this.targetEp.user}" (PostgreSQL 15+)`);
     }
     await this.target.query(`SET synchronous_commit = on`);
+    if (this.o.writeThroughFreeze) await this.target.query(`SET default_transaction_read_only = off`);
     this.applied = await readAppliedLsn(this.target, this.o.migration);
     // stop() may have come while connecting: it found nothing to close, so close here (an open
     // connection would keep the process alive, and a stream started now would hold the slot).

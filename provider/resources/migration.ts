@@ -42,6 +42,14 @@ export interface MigrationArgs {
   autoReplicationRule?: pulumi.Input<boolean>;
   /** How the target reaches the source ("host" or "host:port") when that differs from the source URI's host. */
   sourceHostForTarget?: pulumi.Input<string>;
+  /**
+   * At cutover, open a rollback window: changes on the target (the new server) are replicated back to the
+   * source, so the application can return to it without losing writes. Run `pgferry agent --reverse` to apply
+   * them continuously, `pgferry rollback` to move back. Must be set when cutover happens (cannot be added after).
+   */
+  reverseReplication?: pulumi.Input<boolean>;
+  /** With reverseReplication: true (default) keeps the window open; setting it to false ends the window (`pgferry finish`). */
+  rollbackWindow?: pulumi.Input<boolean>;
 }
 
 export const migrationProvider = handlerProvider("pgferry/dist/provider/resources/migrationHandlers");
@@ -69,6 +77,8 @@ export class Migration extends pulumi.dynamic.Resource {
   declare public readonly schemaDifferences: pulumi.Output<string[]>;
   declare public readonly fenceLsn: pulumi.Output<string | null>;
   declare public readonly migrationName: pulumi.Output<string>;
+  /** The rollback window in one line: open (with how far the old server is behind), rolledBack, closed; null without one. */
+  declare public readonly rollbackWindowStatus: pulumi.Output<string | null>;
 
   constructor(name: string, args: MigrationArgs, opts?: pulumi.CustomResourceOptions) {
     super(migrationProvider, name, {
@@ -76,6 +86,7 @@ export class Migration extends pulumi.dynamic.Resource {
       status: undefined, phase: undefined, lagBytes: undefined, lagSeconds: undefined, pendingChanges: undefined, rowsCopied: undefined,
       caughtUp: undefined, confirmedLsn: undefined, appliedChanges: undefined,
       bytesCopied: undefined, tables: undefined, downtimeMs: undefined, cutoverTimings: undefined, schemaDifferences: undefined, fenceLsn: undefined, migrationName: undefined, error: undefined,
+      rollbackWindowStatus: undefined,
     }, {
       ...opts,
       // Connection strings stay secret in state even when the program passed plain strings.

@@ -4,10 +4,11 @@
  * (pgferry/dist/provider/resources/…), so the code in users' state stays tiny and stable.
  */
 import {
-  cleanupMigration, cutoverMigration, migrationOptions, VERIFY_MODES, VerifyMode, migrationStatus, MigrationStatus, parseEndpoint, PgferryError, startMigration,
+  cleanupMigration, cutoverMigration, finishRollbackWindow, migrationOptions, VERIFY_MODES, VerifyMode, migrationStatus, MigrationStatus, parseEndpoint, PgferryError, startMigration,
 } from "../engine";
 import { formatFindings } from "../engine/errors";
 import { addReplicationRuleFor } from "./hbaHandlers";
+import { describeRollbackWindow } from "../engine/rollback";
 
 /** Inputs as the program declares them (source and target are secrets). */
 export interface MigrationInputs {
@@ -31,6 +32,10 @@ export interface MigrationInputs {
   cutoverGraceSec?: number;
   autoReplicationRule?: boolean;
   sourceHostForTarget?: string;
+  /** At cutover, open a rollback window: the target's changes are replicated back to the source. */
+  reverseReplication?: boolean;
+  /** While reverseReplication is set: true (default) keeps the window open; true → false ends it (finish). */
+  rollbackWindow?: boolean;
 }
 
 export interface TableOutput { table: string; status: string; rows: number; bytes: number; estimatedRows: number }
@@ -59,11 +64,14 @@ export interface MigrationOutputs extends MigrationInputs {
   schemaDifferences: string[];
   fenceLsn: string | null;
   error: string | null;
+  /** The rollback window in one line ("open: the old server is 0 B behind…", "closed"); null without one. */
+  rollbackWindowStatus: string | null;
 }
 
 /** Inputs whose change means another migration (new slot, new target data): replace, never update. */
 export const REPLACE_ON = ["source", "target", "name", "mode", "plugin", "schemas", "include", "exclude", "replicaIdentityFull", "sourceHostForTarget"] as const;
-const INPUT_KEYS = [...REPLACE_ON, "jobs", "freezeWrites", "cutover", "cutoverTimeoutSec", "verify", "cutoverGraceSec", "autoReplicationRule"] as const;
+const INPUT_KEYS = [...REPLACE_ON, "jobs", "freezeWrites", "cutover", "cutoverTimeoutSec", "verify", "cutoverGraceSec", "autoReplicationRule",
+  "reverseReplication", "rollbackWindow"] as const;
 /** What the Pulumi engine sends for a value not known yet (preview). */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 
@@ -90,6 +98,7 @@ function explain(e: unknown): Error {
 const DEFAULTS: Omit<Required<MigrationInputs>, "source" | "target" | "sourceHostForTarget"> = {
   name: "main", mode: "subscription", plugin: "pgoutput", jobs: 4, schemas: [], include: [], exclude: [], replicaIdentityFull: false,
   freezeWrites: false, cutover: false, cutoverTimeoutSec: 300, verify: "counts", cutoverGraceSec: 5, autoReplicationRule: false,
+  reverseReplication: false, rollbackWindow: true,
 };
 
 export function pickInputs(props: Record<string, unknown>): MigrationInputs {
@@ -125,6 +134,7 @@ export function toOutputs(i: MigrationInputs, s: MigrationStatus): MigrationOutp
     downtimeMs: s.downtimeMs ?? null, fenceLsn: s.fenceLsn ?? null, error: s.error ?? null,
     cutoverTimings: (s.cutoverTimings as Record<string, number> | undefined) ?? null,
     schemaDifferences: (s.schemaDifferences ?? []).map((d) => d.problem),
+    rollbackWindowStatus: s.rollbackWindow ? describeRollbackWindow(s.rollbackWindow) : null,
   };
 }
 
@@ -153,9 +163,19 @@ export async function diff(_id: string, olds: Record<string, unknown>, news: Rec
   if (olds.cutover === true && news.cutover !== true && !isUnknown(news.cutover)) {
     // Refused here, before anything runs: pulumi preview already shows it.
     throw new Error(`migration "${olds.migrationName ?? olds.name ?? "main"}" has been cut over; cutover cannot be set back to false. ` +
-      `The application now writes to the target; to move back, start a new migration in the other direction.`);
+      `The application now writes to the target; to move back, use its rollback window if reverseReplication was set (pgferry rollback), ` +
+      `or start a new migration in the other direction.`);
   }
   const o = pickInputs(olds) as unknown as Record<string, unknown>, n = pickInputs(news) as unknown as Record<string, unknown>;
+  const name = olds.migrationName ?? olds.name ?? "main";
+  if (o.cutover === true && o.reverseReplication !== true && n.reverseReplication === true && !isUnknown(news.reverseReplication)) {
+    throw new Error(`migration "${name}" was cut over without reverseReplication; a rollback window can only be opened by the cutover itself, ` +
+      `before the application writes to the target. To move back, start a new migration in the other direction.`);
+  }
+  if (o.cutover === true && o.reverseReplication === true && o.rollbackWindow === false && n.rollbackWindow === true && !isUnknown(news.rollbackWindow)) {
+    throw new Error(`the rollback window of migration "${name}" was closed (its reverse slot is gone); it cannot be reopened. ` +
+      `To move back, start a new migration in the other direction.`);
+  }
   const same = (k: string) => JSON.stringify(o[k]) === JSON.stringify(n[k]);
   const replaces = REPLACE_ON.filter((k) => !same(k));
   const changes = INPUT_KEYS.some((k) => !same(k));
@@ -189,7 +209,9 @@ async function startWithHbaRetry(i: MigrationInputs) {
 
 function cutoverOptions(i: MigrationInputs) {
   return { name: nameOf(i), freezeWrites: !!i.freezeWrites, timeoutSec: i.cutoverTimeoutSec ?? 300, jobs: i.jobs ?? 4,
-    verify: (i.verify ?? "counts") as VerifyMode, graceSec: i.cutoverGraceSec ?? 5 };
+    verify: (i.verify ?? "counts") as VerifyMode, graceSec: i.cutoverGraceSec ?? 5,
+    // Declared closed already (rollbackWindow false) at cutover: no window is opened at all.
+    reverseReplication: !!i.reverseReplication && i.rollbackWindow !== false };
 }
 
 /** refresh: live status. A migration whose record is gone (cleaned up outside Pulumi) is reported deleted. */
@@ -201,7 +223,10 @@ export async function read(id: string, props: Record<string, unknown>) {
   return { id, props: toOutputs(i, s), inputs: i };
 }
 
-/** cutover false → true runs the cutover; anything else re-checks that the migration streams. */
+/**
+ * cutover false → true runs the cutover; rollbackWindow true → false (with reverseReplication) ends the
+ * window (finish); anything else re-checks that the migration streams.
+ */
 export async function update(_id: string, olds: Record<string, unknown>, news: Record<string, unknown>) {
   const i = pickInputs(news);
   const { source, target } = endpoints(i);
@@ -209,13 +234,16 @@ export async function update(_id: string, olds: Record<string, unknown>, news: R
     const before = await migrationStatus(source, target, nameOf(i));
     if (before.phase !== "Completed") await startWithHbaRetry(i);
     if (i.cutover && !olds.cutover || i.cutover && ["CuttingOver", "VerifyFailed"].includes(before.phase)) await cutoverMigration(source, target, cutoverOptions(i));
+    // Idempotent: an open window (or one a killed finish left half-closed) is closed; a closed one is left alone.
+    const w = before.rollbackWindow?.state;
+    if (i.cutover && i.rollbackWindow === false && w && w !== "closed" && w !== "rolledBack") await finishRollbackWindow(source, target, nameOf(i));
   } catch (e) {
     throw explain(e);
   }
   return { outs: toOutputs(i, await migrationStatus(source, target, nameOf(i))) };
 }
 
-/** destroy: remove slot, publication, subscription and state; target data stays. */
+/** destroy: remove slot, publication, subscription and state (a rollback window's too); target data stays. */
 export async function remove(_id: string, props: Record<string, unknown>) {
   const i = pickInputs(props);
   const { source, target } = endpoints(i);
