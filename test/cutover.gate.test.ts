@@ -365,6 +365,14 @@ test("grace period: a transaction open at the freeze commits before sessions are
   const pid = (await app.query(`SELECT pg_backend_pid() AS p`)).rows[0].p;
   await app.query(`BEGIN; INSERT INTO quiet VALUES (4242, 'in flight at the freeze')`);
   const finishing = (async () => {
+    // Commit 800 ms after the freeze is in place (not after a fixed delay: under load the cutover may
+    // take longer than that to reach the freeze, and the transaction would no longer be open at it).
+    for (;;) {
+      const r = await src.query(`SELECT count(*)::int AS n FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+        WHERE d.datname = '${db}' AND s.setrole = 0 AND 'default_transaction_read_only=on' = ANY(s.setconfig)`, db);
+      if (r[0].n > 0) break;
+      await new Promise((res) => setTimeout(res, 20));
+    }
     await new Promise((r) => setTimeout(r, 800));
     await app.query("COMMIT");
     await app.end();
