@@ -12,7 +12,7 @@
  *    (settings restored exactly) and re-run over the CLI.
  * Every test ends with cleanup and no slot, publication or subscription left.
  */
-import { ChildProcess, spawn, spawnSync } from "child_process";
+import { spawn, spawnSync } from "child_process";
 import { Client } from "pg";
 import { LocalServer } from "../provider/embedded/localServer";
 import {
@@ -20,6 +20,7 @@ import {
 } from "../provider/engine";
 import { CLI, ensureBuilt } from "./support/build";
 import { leftovers, startServers, Writer } from "./support/servers";
+import { killAgents, spawnAgent } from "./support/agents";
 
 let src: LocalServer, tgt: LocalServer;
 const MODES = ["subscription", "stream"] as const;
@@ -33,7 +34,7 @@ beforeAll(async () => {
   // The override that beats ALTER DATABASE … SET default_transaction_read_only = on, for every database of the server.
   await src.query(`ALTER ROLE app_writer SET default_transaction_read_only = off`);
 });
-afterAll(async () => { await src?.stop(); await tgt?.stop(); });
+afterAll(async () => { killAgents(); await src?.stop(); await tgt?.stop(); });
 
 /** A small schema with a held-back FK, a sequence and a matview; app_local overrides read-only in this database only. */
 async function makeDb(db: string): Promise<{ source: ReturnType<typeof parseEndpoint>; target: ReturnType<typeof parseEndpoint> }> {
@@ -309,12 +310,7 @@ test.each(MODES)("mode %s: DDL on the source is reported by status and refused b
   expect(await leftovers(src, tgt, db)).toEqual([]);
 });
 
-function agent(db: string, name: string): { proc: ChildProcess; exit: Promise<number | null> } {
-  const proc = spawn(process.execPath, [CLI, "agent", "--name", name], {
-    env: { ...process.env, PGFERRY_SOURCE: src.uri(db), PGFERRY_TARGET: tgt.uri(db) }, stdio: ["ignore", "ignore", "ignore"],
-  });
-  return { proc, exit: new Promise((r) => proc.once("exit", (code) => r(code))) };
-}
+const agent = (db: string, name: string) => spawnAgent(["--name", name], { source: src.uri(db), target: tgt.uri(db) });
 
 test.each(MODES)("mode %s: a drain timeout rolls the freeze back and the migration keeps streaming", async (mode) => {
   const db = `drain_${mode}`;

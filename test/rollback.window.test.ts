@@ -7,7 +7,7 @@
  * (subscription mode forward) lets changes wait in the reverse slot with no agent, then closes its window through
  * the CLI while a late agent runs (which then stops by itself).
  */
-import { ChildProcess, spawn, spawnSync } from "child_process";
+import { spawnSync } from "child_process";
 import { Client } from "pg";
 import { LocalServer } from "../provider/embedded/localServer";
 import {
@@ -19,6 +19,7 @@ import { readMigration } from "../provider/engine/state";
 import { EDGE_SCHEMA, edgeChanges } from "./support/fixtures";
 import { leftovers, startServers, Writer } from "./support/servers";
 import { CLI, ensureBuilt } from "./support/build";
+import { exited, killAgents, spawnAgent, until } from "./support/agents";
 
 let src: LocalServer, tgt: LocalServer;
 
@@ -31,34 +32,10 @@ beforeAll(async () => {
     await src.query(EDGE_SCHEMA, db);
   }
 });
-const agents: ChildProcess[] = [];
 // A failed expectation must not leave an agent running (it would keep jest, and a slot, busy).
-afterAll(async () => { for (const a of agents) a.kill("SIGKILL"); await src?.stop(); await tgt?.stop(); });
+afterAll(async () => { killAgents(); await src?.stop(); await tgt?.stop(); });
 
-function reverseAgent(db: string, name: string): { proc: ChildProcess; log: () => string; exit: Promise<number | null> } {
-  let out = "";
-  const proc = spawn(process.execPath, [CLI, "agent", "--reverse", "--name", name], {
-    env: { ...process.env, PGFERRY_SOURCE: src.uri(db), PGFERRY_TARGET: tgt.uri(db) }, stdio: ["ignore", "ignore", "pipe"],
-  });
-  agents.push(proc);
-  proc.stderr!.on("data", (d) => { out += d; });
-  const exit = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
-  return { proc, log: () => out, exit };
-}
-
-async function exited(a: ReturnType<typeof reverseAgent>, what: string, ms = 60000): Promise<number | null> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, rej) => { timer = setTimeout(() => rej(new Error(`${what}: the agent did not exit within ${ms} ms; its log:\n${a.log()}`)), ms); });
-  try { return await Promise.race([a.exit, late]); } finally { clearTimeout(timer); }
-}
-
-async function until(what: string, f: () => Promise<boolean>, ms = 60000) {
-  const deadline = Date.now() + ms;
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const reverseAgent = (db: string, name: string) => spawnAgent(["--reverse", "--name", name], { source: src.uri(db), target: tgt.uri(db) });
 
 /** Replication objects and pgferry state on both servers: the forward leftovers() plus what the reverse direction could leave. */
 async function everythingLeft(db: string): Promise<string[]> {

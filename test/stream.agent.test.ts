@@ -4,14 +4,14 @@
  * the applier's batches, SIGTERM, a second agent refused while the first holds the slot, cutover while the agent
  * runs (it waits for the fence, then the agent exits by itself) — and source = target at the end.
  */
-import { ChildProcess, spawn } from "child_process";
 import { LocalServer } from "../provider/embedded/localServer";
 import {
   cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, startMigration, verifyMigration,
 } from "../provider/engine";
 import { EDGE_SCHEMA, edgeChanges } from "./support/fixtures";
 import { leftovers, startServers, Writer } from "./support/servers";
-import { CLI, ensureBuilt } from "./support/build";
+import { ensureBuilt } from "./support/build";
+import { exited, killAgents, spawnAgent, until } from "./support/agents";
 
 let src: LocalServer, tgt: LocalServer;
 
@@ -22,38 +22,12 @@ beforeAll(async () => {
   await tgt.createDatabase("app");
   await src.query(EDGE_SCHEMA + `CREATE TABLE bulk (id int PRIMARY KEY, payload text);`, "app");
 });
-/** Agents still running when the test ends (it failed midway) are killed: they would keep jest from exiting. */
-const spawned = new Set<ChildProcess>();
 afterAll(async () => {
-  for (const p of spawned) p.kill("SIGKILL");
+  killAgents();
   await src?.stop(); await tgt?.stop();
 });
 
-function agent(nodeArgs: string[] = []): { proc: ChildProcess; log: () => string; exit: Promise<number | null> } {
-  let out = "";
-  const proc = spawn(process.execPath, [...nodeArgs, CLI, "agent", "--name", "ag"], {
-    env: { ...process.env, PGFERRY_SOURCE: src.uri("app"), PGFERRY_TARGET: tgt.uri("app") }, stdio: ["ignore", "ignore", "pipe"],
-  });
-  proc.stderr!.on("data", (d) => { out += d; });
-  spawned.add(proc);
-  const exit = new Promise<number | null>((r) => proc.once("exit", (code) => { spawned.delete(proc); r(code); }));
-  return { proc, log: () => out, exit };
-}
-
-/** The agent's exit code; fails with its log if it has not exited within `ms`. */
-async function exited(a: ReturnType<typeof agent>, what: string, ms = 60000): Promise<number | null> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, rej) => { timer = setTimeout(() => rej(new Error(`${what}: the agent did not exit within ${ms} ms; its log:\n${a.log()}`)), ms); });
-  try { return await Promise.race([a.exit, late]); } finally { clearTimeout(timer); }
-}
-
-async function until(what: string, f: () => Promise<boolean>, ms = 60000) {
-  const deadline = Date.now() + ms;
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const agent = (nodeArgs: string[] = []) => spawnAgent(["--name", "ag"], { source: src.uri("app"), target: tgt.uri("app") }, nodeArgs);
 
 test("agent: kill -9, source restart, big transaction, single consumer, cutover while running", async () => {
   const source = parseEndpoint(src.uri("app"), "source"), target = parseEndpoint(tgt.uri("app"), "target");
