@@ -37,6 +37,10 @@ export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: stri
   if (!/^[a-z0-9_]{1,40}$/.test(name)) {
     throw new PgferryError("bad_name", `--name "${name}" must be 1-40 characters of a-z, 0-9 and _ (it names the replication slot)`);
   }
+  if (name.endsWith("_rev")) {
+    // <name>_rev is the reverse migration of a rollback window (rollback.ts): a forward one may not take it.
+    throw new PgferryError("bad_name", `--name "${name}": names ending in _rev are reserved for rollback windows; choose another name`);
+  }
   const mode = o.mode ?? "subscription";
   if (!CDC_MODES.includes(mode)) throw new PgferryError("bad_mode", `--mode must be one of ${CDC_MODES.join(", ")}`);
   const plugin = o.plugin ?? "pgoutput";
