@@ -37,11 +37,9 @@ afterAll(async () => { killAgents(); await src?.stop(); await tgt?.stop(); });
 
 const reverseAgent = (db: string, name: string) => spawnAgent(["--reverse", "--name", name], { source: src.uri(db), target: tgt.uri(db) });
 
-/** Replication objects and pgferry state on both servers: the forward leftovers() plus what the reverse direction could leave. */
+/** Replication objects on both servers (leftovers() covers the new server's too) and the reverse state on the old one. */
 async function everythingLeft(db: string): Promise<string[]> {
   const out = await leftovers(src, tgt, db);
-  for (const r of await tgt.query(`SELECT slot_name FROM pg_replication_slots WHERE database = current_database()`, db)) out.push(`new-server slot ${r.slot_name}`);
-  for (const r of await tgt.query(`SELECT pubname FROM pg_publication`, db)) out.push(`new-server publication ${r.pubname}`);
   for (const r of await src.query(`SELECT nspname FROM pg_namespace WHERE nspname = 'pgferry'`, db)) out.push(`old-server schema ${r.nspname}`);
   return out;
 }
@@ -217,4 +215,28 @@ test("changes wait in the reverse slot without an agent; finish through the CLI 
   await expect(src.query(`INSERT INTO parent VALUES (-1, 1, 'x')`, db)).rejects.toThrow(/read-only transaction/);
   await cleanupMigration(source, target, "cli");
   expect(await everythingLeft(db)).toEqual([]);
+});
+
+test("a rollback window the target cannot host (wal_level = replica) is refused before anything is frozen", async () => {
+  const db = "app3";
+  await src.createDatabase(db);
+  await tgt.createDatabase(db);
+  await src.query(`CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'v' FROM generate_series(1, 50) g;`, db);
+  await tgt.restart({ wal_level: "replica" }); // a subscriber needs no logical WAL; the reverse slot does
+  try {
+    const source = parseEndpoint(src.uri(db), "source"), target = parseEndpoint(tgt.uri(db), "target");
+    expect((await startMigration(source, target, migrationOptions({ name: "nowal", jobs: 1 }))).phase).toBe("ReadyToCutover");
+    await expect(cutoverMigration(source, target, { name: "nowal", freezeWrites: true, timeoutSec: 30, jobs: 1, reverseReplication: true }))
+      .rejects.toThrow(/wal_level is 'replica' on the target[\s\S]*Nothing was frozen or changed/);
+    // Nothing frozen, still streaming: the source takes writes and they arrive.
+    await src.query(`INSERT INTO t VALUES (51, 'after the refusal')`, db);
+    await until("the write to stream", async () => (await tgt.query(`SELECT count(*)::int AS n FROM t`, db))[0].n === 51);
+    expect((await migrationStatus(source, target, "nowal")).phase).toBe("ReadyToCutover");
+    // Without the window the cutover goes through.
+    expect((await cutoverMigration(source, target, { name: "nowal", freezeWrites: true, timeoutSec: 30, jobs: 1 })).phase).toBe("Completed");
+    await cleanupMigration(source, target, "nowal");
+    expect(await everythingLeft(db)).toEqual([]);
+  } finally {
+    await tgt.restart({ wal_level: "logical" });
+  }
 });

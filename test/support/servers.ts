@@ -24,12 +24,15 @@ export async function startServerSet(options: LocalServerOptions[]): Promise<Loc
   return results.map((r) => (r as PromiseFulfilledResult<LocalServer>).value);
 }
 
-/** Replication objects left on either side: must be empty after cleanup. */
+/** Replication objects left on either side (slots of every database): must be empty after cleanup. */
 export async function leftovers(source: LocalServer, target: LocalServer, db = "app", targetDb = db): Promise<string[]> {
   const out: string[] = [];
   for (const r of await source.query(`SELECT slot_name FROM pg_replication_slots`, db)) out.push(`slot ${r.slot_name}`);
   for (const r of await source.query(`SELECT pubname FROM pg_publication`, db)) out.push(`publication ${r.pubname}`);
   for (const r of await target.query(`SELECT subname FROM pg_subscription`, targetDb)) out.push(`subscription ${r.subname}`);
+  // A rollback window puts a slot and a publication on the target; none may outlive it either.
+  for (const r of await target.query(`SELECT slot_name FROM pg_replication_slots`, targetDb)) out.push(`target slot ${r.slot_name}`);
+  for (const r of await target.query(`SELECT pubname FROM pg_publication`, targetDb)) out.push(`target publication ${r.pubname}`);
   return out;
 }
 
