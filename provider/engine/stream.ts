@@ -110,11 +110,10 @@ export function batchSql(c: Client, changes: RowChange[], meta: (table: string) 
       && !info?.alwaysIdentity.has(k));
     const keyText = (key: Record<string, unknown>) => keys.length === 1 ? String(key[keys[0]]) : JSON.stringify(keys.map((k) => key[k]));
     /** The merge class of a change: undefined when it must be applied alone. */
-    const signature = (m: RowChange): string | undefined => {
+    const signature = (m: RowChange, key: Record<string, unknown>): string | undefined => {
       if (m.tag === "insert") return "i:" + Object.keys(m.new).filter((k) => m.new[k] !== undefined).join("\0");
       if (m.relation.replicaIdentity === "full" || !info || !keys.length) return undefined;
       if (m.tag === "delete") return "d";
-      const key = keyOf(m);
       if (keys.some((k) => String(key[k]) !== String(m.new[k]))) return undefined; // key change
       const cols = setCols(m);
       return cols.length && cols.every((k) => info.types.has(k)) ? "u:" + cols.join("\0") : undefined;
@@ -125,7 +124,9 @@ export function batchSql(c: Client, changes: RowChange[], meta: (table: string) 
 
     let sig: string | undefined;
     let run: RowChange[] = [];
-    const byKey = new Map<string, Pgoutput.MessageUpdate>(); // update runs: last change per key
+    // The run's keys: an update run keeps the latest change per key (a Map keeps first-seen order); a delete
+    // run only looks for a repeat.
+    const byKey = new Map<string, RowChange>();
     const emit = () => {
       if (!run.length) return;
       const first = run[0];
@@ -140,7 +141,7 @@ export function batchSql(c: Client, changes: RowChange[], meta: (table: string) 
           `AS v(${keys.map((_, n) => `k${n}`).join(", ")}) WHERE ${keyJoin()}`, expect: run.length });
       } else {
         const cols = setCols(first as Pgoutput.MessageUpdate);
-        const last = [...byKey.values()];
+        const last = [...byKey.values()] as Pgoutput.MessageUpdate[];
         if (last.length === 1) out.push({ sql: changeSql(c, last[0], info?.alwaysIdentity), expect: 1 });
         else out.push({ sql: `UPDATE ${table} t SET ${cols.map((k, n) => `${quoteIdent(k)} = ${cast(k, `s${n}`)}`).join(", ")} FROM (VALUES ` +
           `${last.map((u) => row([...keys.map((k) => keyOf(u)[k]), ...cols.map((k) => u.new[k])])).join(", ")}) ` +
@@ -150,14 +151,13 @@ export function batchSql(c: Client, changes: RowChange[], meta: (table: string) 
       byKey.clear();
     };
     for (const m of list) {
-      const s = signature(m);
-      if (!s || s !== sig) { emit(); sig = s; }
-      else if (m.tag === "delete" && byKey.has(keyText(keyOf(m)))) emit();
+      const key = keyOf(m); // once per change: it builds an object for updates that kept their key
+      const s = signature(m, key);
+      const k = s && m.tag !== "insert" ? keyText(key) : undefined;
+      if (!s || s !== sig || (m.tag === "delete" && byKey.has(k!))) { emit(); sig = s; }
       run.push(m);
-      // Deletes use byKey only to see repeats; updates keep the latest change per key (Map keeps first-seen order).
-      const k = m.tag === "insert" || !s ? undefined : keyText(keyOf(m));
-      if (k !== undefined) { byKey.delete(k); byKey.set(k, m as Pgoutput.MessageUpdate); }
-      if (!s) { emit(); sig = undefined; }
+      if (k !== undefined) { byKey.delete(k); byKey.set(k, m); }
+      if (!s) emit(); // applied alone
     }
     emit();
   }
