@@ -104,7 +104,8 @@ export function buildProgram(): Command {
       const follow = !!o.watch || o.serve !== undefined;
       const monitor = new Monitor([source, target]);
       // A first read that fails (wrong URI, password) is a usage error: exit; later failures are shown and retried.
-      let s = await migrationStatus(source, target, o.name);
+      // A monitor polls: it does not decode the slot to count pending changes (one-shot status does).
+      let s = await migrationStatus(source, target, o.name, { countPending: !follow });
       let view = monitor.add(s);
       if (!follow) {
         if (o.json) printJson(s); else process.stdout.write(formatStatus(s) + "\n");
@@ -129,7 +130,7 @@ export function buildProgram(): Command {
           await sleep(o.interval * 1000, stop.signal);
           if (stop.signal.aborted) break;
           try {
-            s = await migrationStatus(source, target, o.name);
+            s = await migrationStatus(source, target, o.name, { countPending: false });
             view = monitor.add(s);
           } catch (e) {
             view = monitor.fail(e) ?? view;

@@ -65,7 +65,13 @@ export interface MigrationStatus {
 /** Most slot messages decoded to count pending changes (beyond it the count is a lower bound). */
 export const PENDING_PEEK_LIMIT = 200000;
 
-export async function migrationStatus(source: Endpoint | undefined, target: Endpoint, name: string): Promise<MigrationStatus> {
+/**
+ * `countPending`: decode an unconsumed slot to count what waits in it (the default, for one-shot reads).
+ * A monitor polling every few seconds passes false: decoding a large backlog on every poll would load
+ * the source and keep taking the slot from an agent that is starting.
+ */
+export async function migrationStatus(source: Endpoint | undefined, target: Endpoint, name: string,
+  { countPending = true }: { countPending?: boolean } = {}): Promise<MigrationStatus> {
   const tgt = await connect(target);
   let src: Client | undefined;
   try {
@@ -105,7 +111,7 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
         st.lagBytes = lsnDiff(st.sourceLsn, done);
         st.caughtUp = st.lagBytes === 0;
         if (st.caughtUp) st.pendingChanges = 0;
-        else if (!st.slot.active && m.phase === "ReadyToCutover") {
+        else if (countPending && !st.slot.active && m.phase === "ReadyToCutover") {
           // Nobody consumes the slot (stream mode without an agent, a disabled subscription): count what waits
           // in it exactly, by decoding without consuming — bounded, since a large backlog is slow to decode.
           const pending = await changesAfterFence(src, names.slot, names.publication, done, await wal2jsonPeekOptions(src, tgt, name),
