@@ -11,7 +11,7 @@
  * re-verifies and `abortCutover` (`pgferry cutover --abort`) unfreezes and resumes streaming.
  */
 import { Client } from "pg";
-import { copyableTables, listSequences, listTables, TableSelection, userSchemas } from "./catalog";
+import { listSequences, listTables, TableSelection, userSchemas } from "./catalog";
 import { dropSubscription, subscriptionInfo } from "./cdc";
 import { connect, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS } from "./endpoint";
 import { describeDifferences, schemaDifferences } from "./drift";
@@ -21,12 +21,11 @@ import { objectNames } from "./options";
 import { readAppliedLsn, StreamApplier } from "./stream";
 import { abandonRollbackWindow, openRollbackWindow, rollbackWindowPreflight, RollbackWindowOpened } from "./rollback";
 import { applyEntries } from "./schema";
-import { dropPublication, dropSlot, slotInfo } from "./snapshot";
+import { changesAfterFence, dropPublication, dropSlot, slotInfo, wal2jsonPeekOptions } from "./snapshot";
 import {
   CutoverTimings, ensureControlSchema, MigrationRecord, readMigration, SavedSetting, tryLockMigration, updateMigration,
 } from "./state";
 import { verifyMigration } from "./verify";
-import { readStreamSetup, wal2jsonOptions } from "./wal2json";
 
 export type VerifyMode = "counts" | "hashes";
 export const VERIFY_MODES: VerifyMode[] = ["counts", "hashes"];
@@ -535,14 +534,6 @@ async function waitForQuiet(src: Client, graceMs: number, settleMs = 1000): Prom
  * the subscription is disabled; a stream agent is told to wait (recorded state) and its walsender ended.
  * The intent is recorded first, so a re-run or --abort resumes it.
  */
-/** The slot's wal2json options (as the applier streams with them), or undefined for pgoutput. */
-export async function wal2jsonPeekOptions(src: Client, tgt: Client, name: string): Promise<string[] | undefined> {
-  const setup = await readStreamSetup(tgt, name);
-  if (setup.plugin !== "wal2json") return undefined;
-  const tables = copyableTables(await listTables(src, setup.selection)).map((t) => ({ schema: t.schema, name: t.name }));
-  return wal2jsonOptions(tables, setup.numericAsString).flat();
-}
-
 async function pauseReplication(c: Ctx): Promise<void> {
   const names = objectNames(c.name);
   await updateMigration(c.tgt, c.name, { replicationPaused: true });
@@ -566,35 +557,6 @@ async function resumeReplication(c: Ctx): Promise<void> {
     await c.tgt.query(`ALTER SUBSCRIPTION ${quoteIdent(names.subscription)} ENABLE`);
   }
   await updateMigration(c.tgt, c.name, { replicationPaused: false });
-}
-
-/**
- * Changes to migrated tables that committed at or after the fence and were not applied: read from the
- * slot itself (peeked, not consumed), so only changes that would be replicated count — our own records,
- * autovacuum and checkpoints do not. Empty = the fence held.
- */
-export async function changesAfterFence(src: Client, slot: string, publication: string, fence: string,
-  wal2json?: string[], uptoChanges?: number): Promise<{ table: string; changes: number }[]> {
-  if (wal2json) {
-    // wal2json format-version 2: one JSON object per row; B/C carry the transaction, I/U/D/T name the table.
-    const r = await src.query(`
-      WITH c AS (SELECT lsn, xid, data::json AS j FROM pg_logical_slot_peek_changes($1, NULL, $4::int, VARIADIC $2::text[])),
-      late AS (SELECT DISTINCT xid FROM c WHERE j->>'action' = 'C' AND lsn >= $3::pg_lsn)
-      SELECT (j->>'schema') || '.' || (j->>'table') AS table, count(*)::int AS changes
-      FROM c WHERE j->>'action' IN ('I', 'U', 'D', 'T') AND xid IN (SELECT xid FROM late) GROUP BY 1 ORDER BY 1`, [slot, wal2json, fence, uptoChanges ?? null]);
-    return r.rows;
-  }
-  // pgoutput messages: B(egin) C(ommit) I U D (relation oid in bytes 2-5) T(runcate: first oid in bytes 7-10).
-  const r = await src.query(`
-    WITH c AS (SELECT lsn, xid, data FROM pg_logical_slot_peek_binary_changes($1, NULL, $4::int, 'proto_version', '1', 'publication_names', $2)),
-    late AS (SELECT DISTINCT xid FROM c WHERE get_byte(data, 0) = 67 AND lsn >= $3::pg_lsn),
-    ch AS (SELECT CASE WHEN get_byte(data, 0) = 84 THEN substring(data FROM 7 FOR 4) ELSE substring(data FROM 2 FOR 4) END AS rel
-      FROM c WHERE get_byte(data, 0) IN (73, 85, 68, 84) AND xid IN (SELECT xid FROM late))
-    SELECT coalesce(n.nspname || '.' || k.relname, 'relation ' || x.oid) AS table, count(*)::int AS changes
-    FROM (SELECT ('x' || lpad(encode(rel, 'hex'), 16, '0'))::bit(64)::bigint::oid AS oid FROM ch) x
-    LEFT JOIN pg_class k ON k.oid = x.oid LEFT JOIN pg_namespace n ON n.oid = k.relnamespace
-    GROUP BY 1 ORDER BY 1`, [slot, publication, fence, uptoChanges ?? null]);
-  return r.rows;
 }
 
 /**

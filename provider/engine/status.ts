@@ -8,10 +8,9 @@ import { connect, Endpoint } from "./endpoint";
 import { bigIntToLsn, lsnDiff } from "./lsn";
 import { readAppliedLsn } from "./stream";
 import { objectNames } from "./options";
-import { slotInfo, SlotInfo } from "./snapshot";
+import { changesAfterFence, slotInfo, SlotInfo, wal2jsonPeekOptions } from "./snapshot";
 import { CutoverTimings, MigrationRecord, Phase, readMigration, readTableProgress, TableProgress } from "./state";
 import { SchemaDifference, schemaDifferences } from "./drift";
-import { changesAfterFence, wal2jsonPeekOptions } from "./cutover";
 import { rollbackWindowStatus, RollbackWindowStatus } from "./rollback";
 
 export interface MigrationStatus {
