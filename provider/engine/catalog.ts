@@ -119,9 +119,13 @@ export function publishedTables(tables: TableInfo[]): TableInfo[] {
   return tables.filter((t) => !t.unlogged && !t.partitionRoot && (t.kind === "p" || t.kind === "r"));
 }
 
-/** UPDATE/DELETE on these tables cannot be replicated (and would fail on the source once published). */
+/**
+ * UPDATE/DELETE on these tables cannot be replicated (and would fail on the source once published).
+ * Partitioned tables count too: changes are published through the root (publish_via_partition_root),
+ * so the root's replica identity is the one the changes carry — FULL on the leaves alone is not enough.
+ */
 export function tablesWithoutReplicaIdentity(tables: TableInfo[]): TableInfo[] {
-  return tables.filter((t) => t.kind === "r" && !t.unlogged &&
+  return tables.filter((t) => (t.kind === "r" || t.kind === "p") && !t.unlogged &&
     (t.replicaIdentity === "n" || (t.replicaIdentity === "d" && !t.hasPrimaryKey) || (t.replicaIdentity === "i" && !t.hasIdentityIndex)));
 }
 
