@@ -613,10 +613,21 @@ async function drainStream(source: Endpoint, target: Endpoint, src: Client, tgt:
 async function waitForFence(src: Client, tgt: Client, slot: string, subscription: string, fence: string, timeoutSec: number): Promise<void> {
   const deadline = Date.now() + timeoutSec * 1000;
   const want = lsnToBigInt(fence);
+  // The apply worker's error count (PostgreSQL 15+): it retries a failing transaction every few seconds, so
+  // two new errors while the fence is not reached mean it is stuck — say so now instead of waiting out the timeout.
+  const errorsAtStart = (await subscriptionInfo(tgt, subscription)).applyErrors;
   for (;;) {
     const s = await slotInfo(src, slot);
     if (!s) throw new PgferryError("slot_missing", `the replication slot "${slot}" is gone from the source; the migration cannot be finished — run pgferry cleanup and start again`);
     if (s.confirmedFlushLsn && lsnToBigInt(s.confirmedFlushLsn) >= want) return;
+    const errors = (await subscriptionInfo(tgt, subscription)).applyErrors;
+    if (errorsAtStart !== undefined && errors !== undefined && errors >= errorsAtStart + 2) {
+      throw new PgferryError("apply_failed", `the subscription's apply worker on the target keeps failing (${errors} apply errors in ` +
+        `pg_stat_subscription_stats, ${errors - errorsAtStart} since this cutover began) before reaching the fence ${fence}, confirmed ` +
+        `${s.confirmedFlushLsn ?? "nothing"}; PostgreSQL reports the error text only in the target's server log (lines "logical replication ` +
+        `worker" / "apply worker" ... "ERROR"). Writes were unfrozen and the migration keeps streaming; fix the cause there (e.g. a row or ` +
+        `constraint on the target the source's change conflicts with), then run pgferry cutover again`);
+    }
     if (Date.now() > deadline) {
       const sub = await subscriptionInfo(tgt, subscription);
       throw new PgferryError("drain_timeout", `the target had not applied up to the fence ${fence} after ${timeoutSec}s ` +

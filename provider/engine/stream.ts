@@ -72,7 +72,8 @@ export class DivergenceError extends PgferryError {
     super("divergence", `divergence on ${table}: the source's ${kind.toUpperCase()} of the row ${keyText} ${found === 0 ? "found no such row" :
       `matched ${found} rows (expected ${want})`} on the target, so the target no longer equals the source. Nothing after it was applied or ` +
       `acknowledged (the change is retried from the slot). Fix: repair that row on the target (copy it from the source), then run the agent ` +
-      `(or cutover) again; or run pgferry cleanup and start again`);
+      `again: it retries the change and, once it applies, clears this record (cutover refuses while it is recorded); or run pgferry ` +
+      `cleanup and start again`);
   }
 }
 
@@ -138,7 +139,8 @@ export function changeSql(c: Client, m: Pgoutput.MessageInsert | Pgoutput.Messag
     // A GENERATED ALWAYS identity column can only be SET to DEFAULT (UPDATE has no OVERRIDING clause): move the
     // row instead — delete it and insert it with its new values in one statement. Unchanged TOAST values
     // (undefined) are taken from the deleted row. No trigger or FK check fires (session_replication_role).
-    const cols = Object.keys(m.new);
+    // Every column the relation has (wal2json leaves unchanged TOAST columns out of the row entirely).
+    const cols = [...new Set([...r.columns.map((x) => x.name), ...Object.keys(m.new)])];
     return `WITH d AS (DELETE FROM ${tableOf(r)} WHERE ${where} RETURNING *) INSERT INTO ${tableOf(r)} (${cols.map(quoteIdent).join(", ")}) ` +
       `OVERRIDING SYSTEM VALUE SELECT ${cols.map((k) => m.new[k] === undefined ? `d.${quoteIdent(k)}` : lit(c, m.new[k])).join(", ")} FROM d`;
   }
@@ -528,7 +530,8 @@ export class StreamApplier {
         // index can serve REPLICA IDENTITY FULL lookups (arrays are left to the text comparison: their `=` needs the element's).
         const r = await this.send(`SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attidentity = 'a' AS always,
             EXISTS (SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod JOIN pg_type bt ON bt.oid = b.base
-              WHERE am.amname = 'btree' AND oc.opcdefault AND (oc.opcintype = b.base OR (oc.opcintype = 'anyenum'::regtype AND bt.typtype = 'e'))) AS eq
+              WHERE am.amname = 'btree' AND oc.opcdefault AND (oc.opcintype = b.base OR (oc.opcintype = 'anyenum'::regtype AND bt.typtype = 'e')
+                OR EXISTS (SELECT 1 FROM pg_cast ca WHERE ca.castsource = b.base AND ca.casttarget = oc.opcintype AND ca.castmethod = 'b'))) AS eq
           FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
           CROSS JOIN LATERAL (SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END AS base) b
           WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, [tableOf(m)]) as QueryResult;
