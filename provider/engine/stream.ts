@@ -81,7 +81,8 @@ export class DivergenceError extends PgferryError {
 export function describeKey(ident: Record<string, unknown>, cols: string[]): string {
   const shown = cols.filter((k) => ident[k] !== undefined).map((k) => {
     const v = ident[k];
-    const t = v === null ? "NULL" : String(v);
+    if (v === null) return `${k}=NULL`;
+    const t = String(v);
     return `${k}=${t.length > 60 ? JSON.stringify(t.slice(0, 60)) + "…" : JSON.stringify(t)}`;
   });
   return `(${shown.join(", ")})`;
