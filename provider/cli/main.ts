@@ -171,7 +171,8 @@ export function buildProgram(): Command {
       else {
         r.line(res.alreadyCompleted ? `migration ${res.name} was already Completed (downtime ${((res.downtimeMs ?? 0) / 1000).toFixed(2)} s)` :
           `migration ${res.name} Completed: fence ${res.fenceLsn}${res.fenceAttempts > 1 ? ` (after ${res.fenceAttempts} fences)` : ""}, ` +
-          `${res.verification ? `${res.verification.tables} tables verified (${res.verification.mode}), ` : ""}` +
+          `${res.verification ? `${res.verification.tables} tables verified (${res.verification.mode}` +
+            `${res.verification.mode === "counts" ? `; ${res.verification.hashedTables} changed during replication also hashed` : ""}), ` : ""}` +
           `${res.sequencesSynced} sequences synced, ${res.heldBackApplied} held-back objects applied, downtime ${((res.downtimeMs ?? 0) / 1000).toFixed(2)} s`);
         if (res.timings && !res.alreadyCompleted) r.line(`  downtime breakdown: ${formatTimings(res.timings)}`);
         if (res.neutralisedRoles.length) r.line(`  made read-only in this database (their own setting overrode the database's): ${res.neutralisedRoles.join(", ")}`);
@@ -262,7 +263,7 @@ export function buildProgram(): Command {
       const res = await runAgent(source, target, o.reverse ? { name: reverseName(o.name), signal: stop.signal, log, writeThroughFreeze: true,
         notFound: `migration "${o.name}" has no rollback window on the ${given.source.label} (nothing to apply in reverse); open one with ` +
           `pgferry cutover --reverse-replication, or check --name` } : { name: o.name, signal: stop.signal, log });
-      log(`agent ${res.reason}: ${res.appliedChanges} changes applied${res.conflicts ? `, ${res.conflicts} updates/deletes found no row` : ""}`);
+      log(`agent ${res.reason}: ${res.appliedChanges} changes applied`);
     }));
 
   program.command("verify").description("compare source and target: row counts, content hashes, sequences, constraints, triggers")

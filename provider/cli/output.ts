@@ -81,6 +81,8 @@ export function formatStatus(s: MigrationStatus): string {
     lines.push(`  subscription ${s.subscription.workerPid ? `running (pid ${s.subscription.workerPid})` : "not running"}` +
       `${s.subscription.applyErrors ? `, ${s.subscription.applyErrors} apply errors — see the target's log` : ""}`);
   }
+  if (s.applyError) lines.push(`  ✗ ${s.applyError.kind === "divergence" ? "DIVERGENCE — cutover refuses until it is repaired" : "apply failing"} ` +
+    `(since ${s.applyError.at}): ${s.applyError.message}`);
   if (s.schemaDifferences?.length) {
     lines.push(`  schema changed on the source — cutover refuses until the target matches (${s.schemaDifferences.length}):`);
     for (const d of s.schemaDifferences) lines.push(`    ✗ ${d.problem}${d.fix ? `\n        fix on the target: ${d.fix}` : ""}`);

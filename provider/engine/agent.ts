@@ -23,12 +23,12 @@ export interface AgentOptions {
   notFound?: string;
 }
 
-export interface AgentResult { reason: "stopped" | "completed"; appliedChanges: number; conflicts: number }
+export interface AgentResult { reason: "stopped" | "completed"; appliedChanges: number }
 
 export async function runAgent(source: Endpoint, target: Endpoint, o: AgentOptions): Promise<AgentResult> {
   const log = o.log ?? (() => undefined);
   const names = objectNames(o.name);
-  let backoff = 500, changes = 0, conflicts = 0, saidPaused = false, seen = false;
+  let backoff = 500, changes = 0, saidPaused = false, seen = false;
   let current: StreamApplier | undefined;
   const onAbort = () => { void current?.stop(); };
   o.signal?.addEventListener("abort", onAbort);
@@ -47,10 +47,10 @@ export async function runAgent(source: Endpoint, target: Endpoint, o: AgentOptio
         continue;
       }
       // The record vanished while we served it: cleanup (or, for a reverse agent, finish) removed the migration.
-      if (!phase && seen) { log("the migration's record was removed (cleanup or finish); nothing left to apply"); return { reason: "completed", appliedChanges: changes, conflicts }; }
+      if (!phase && seen) { log("the migration's record was removed (cleanup or finish); nothing left to apply"); return { reason: "completed", appliedChanges: changes }; }
       if (!phase) throw new PgferryError("not_found", o.notFound ?? `no migration "${o.name}" on the ${target.label}; run pgferry start --mode stream first`);
       seen = true;
-      if (phase === "Completed" || phase === "Aborted") return { reason: "completed", appliedChanges: changes, conflicts };
+      if (phase === "Completed" || phase === "Aborted") return { reason: "completed", appliedChanges: changes };
       if (paused || phase === "VerifyFailed") {
         // Cutover holds the slot still (post-fence check, verification gate); it resumes us or completes.
         if (!saidPaused) log(`replication paused by cutover (${phase}); waiting`);
@@ -71,15 +71,16 @@ export async function runAgent(source: Endpoint, target: Endpoint, o: AgentOptio
         log("streaming");
         await current.run();
       } catch (e) {
+        // A divergence does not go away by retrying: stop, with the error (recorded for status and cutover).
+        if (e instanceof PgferryError && e.code === "divergence") throw e;
         log(`stream interrupted: ${(e as Error).message}; reconnecting in ${backoff} ms`);
         if (Date.now() - started > 10000) backoff = 500; // it ran a while: start the backoff over
         await sleep(backoff, o.signal); backoff = Math.min(backoff * 2, o.maxBackoffMs ?? 30000);
       } finally {
         changes += current.changes;
-        conflicts += current.conflicts;
       }
     }
-    return { reason: "stopped", appliedChanges: changes, conflicts };
+    return { reason: "stopped", appliedChanges: changes };
   } finally {
     o.signal?.removeEventListener("abort", onAbort);
   }

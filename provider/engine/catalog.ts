@@ -119,9 +119,13 @@ export function publishedTables(tables: TableInfo[]): TableInfo[] {
   return tables.filter((t) => !t.unlogged && !t.partitionRoot && (t.kind === "p" || t.kind === "r"));
 }
 
-/** UPDATE/DELETE on these tables cannot be replicated (and would fail on the source once published). */
+/**
+ * UPDATE/DELETE on these tables cannot be replicated (and would fail on the source once published).
+ * Partitioned tables count too: changes are published through the root (publish_via_partition_root),
+ * so the root's replica identity is the one the changes carry — FULL on the leaves alone is not enough.
+ */
 export function tablesWithoutReplicaIdentity(tables: TableInfo[]): TableInfo[] {
-  return tables.filter((t) => t.kind === "r" && !t.unlogged &&
+  return tables.filter((t) => (t.kind === "r" || t.kind === "p") && !t.unlogged &&
     (t.replicaIdentity === "n" || (t.replicaIdentity === "d" && !t.hasPrimaryKey) || (t.replicaIdentity === "i" && !t.hasIdentityIndex)));
 }
 
@@ -171,4 +175,36 @@ export async function listPopulatedMatviews(c: Client, schemas: string[]): Promi
   const r = await c.query(`SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind = 'm' AND c.relispopulated AND n.nspname = ANY($1) ORDER BY c.oid`, [schemas]);
   return r.rows;
+}
+
+/**
+ * Columns ("schema.table.column (type)") of the given tables whose type has no equality a native
+ * subscription can use to find a REPLICA IDENTITY FULL row: the apply worker looks up the type's default
+ * btree or hash opclass (a domain's base type's; an array's element type's) and, without one, fails on
+ * every UPDATE/DELETE of the table ("could not identify an equality operator for type point"): json,
+ * point, xml, and the like. Enums, ranges and composites have generic ones.
+ */
+export async function columnsWithoutEquality(c: Client, tables: { schema: string; name: string }[]): Promise<string[]> {
+  if (!tables.length) return [];
+  const cols = (await c.query(`SELECT n.nspname AS schema, cl.relname AS name, a.attname AS col, a.atttypid::int AS typ,
+      format_type(a.atttypid, a.atttypmod) AS type
+    FROM pg_attribute a JOIN pg_class cl ON cl.oid = a.attrelid JOIN pg_namespace n ON n.oid = cl.relnamespace
+    WHERE a.attrelid = ANY($1::regclass[]) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+    ORDER BY 1, 2, a.attnum`, [tables.map((t) => qualified(t.schema, t.name))])).rows;
+  const types = new Map((await c.query(`SELECT t.oid::int AS oid, t.typtype, t.typbasetype::int AS base, t.typelem::int AS elem,
+      t.typcategory = 'A' AS is_array,
+      EXISTS (SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
+        WHERE am.amname IN ('btree', 'hash') AND oc.opcdefault AND (oc.opcintype = t.oid
+          -- binary-coercible, as the type cache finds them (varchar uses text's)
+          OR EXISTS (SELECT 1 FROM pg_cast ca WHERE ca.castsource = t.oid AND ca.casttarget = oc.opcintype AND ca.castmethod = 'b'))) AS direct
+    FROM pg_type t`)).rows.map((x) => [x.oid as number, x]));
+  const hasEq = (oid: number, depth = 0): boolean => {
+    const t = types.get(oid);
+    if (!t || depth > 10) return false;
+    if (t.direct || t.typtype === "e" || t.typtype === "r" || t.typtype === "m" || t.typtype === "c") return true;
+    if (t.typtype === "d") return hasEq(t.base, depth + 1);
+    if (t.is_array && t.elem) return hasEq(t.elem, depth + 1);
+    return false;
+  };
+  return cols.filter((x) => !hasEq(x.typ)).map((x) => `${x.schema}.${x.name}.${x.col} (${x.type})`);
 }

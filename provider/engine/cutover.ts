@@ -25,6 +25,7 @@ import { changesAfterFence, dropPublication, dropSlot, slotInfo, wal2jsonPeekOpt
 import {
   CutoverTimings, ensureControlSchema, MigrationRecord, readMigration, SavedSetting, tryLockMigration, updateMigration,
 } from "./state";
+import { touchedTables } from "./touched";
 import { verifyMigration } from "./verify";
 
 export type VerifyMode = "counts" | "hashes";
@@ -86,7 +87,8 @@ export interface CutoverResult {
   neutralisedRoles: string[];
   /** Fences taken: more than one when writes arrived after a fence and the cutover went round again. */
   fenceAttempts: number;
-  verification?: { mode: VerifyMode; tables: number; seconds: number };
+  /** hashedTables: tables whose contents were hashed (all with hashes; with counts, those changed during replication). */
+  verification?: { mode: VerifyMode; tables: number; hashedTables: number; seconds: number };
   /** The source stays read-only after a frozen cutover, so nothing writes to the old server by mistake. */
   sourceLeftReadOnly: boolean;
   /** SQL that makes the source writable again, exactly as it was before the freeze. */
@@ -155,6 +157,12 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
     // Still replicating: the subscription exists (subscription mode) or the slot does (stream mode).
     const replicating = stream ? !!(await slotInfo(src, names.slot)) : (await subscriptionInfo(tgt, names.subscription)).exists;
     if (o.reverseReplication && !o.reverse) await rollbackWindowPreflight(tgt, o.name);
+    if (replicating && m.applyError?.kind === "divergence") {
+      // The target lost a change: no gate would pass, and the freeze would only cost the application downtime.
+      throw new PgferryError("divergence", `the stream applier stopped at a divergence (recorded ${m.applyError.at}): ${m.applyError.message}. ` +
+        `Nothing was ${m.sourceFrozen ? "changed (the source stays frozen)" : "frozen"}. Cutover refuses while it is recorded; once the row is ` +
+        `repaired, run the agent (pgferry agent --name ${o.name}) until it applies past it (pgferry status no longer shows it), then cutover again`);
+    }
     if (replicating) {
       // DDL gate, before anything is frozen: replication does not carry DDL.
       const drift = await schemaDifferences(src, tgt, o.name);
@@ -235,11 +243,15 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       }
 
       // The gate: the target must equal the (frozen) source before anything is dropped.
-      say(`verifying the target against the source (${verifyMode === "hashes" ? "row counts and content hashes" : "row counts"})`);
       const tVerify = Date.now();
       const sel = ((m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
-      const tables = (await listTables(src, sel)).map((t) => `${t.schema}.${t.name}`);
-      const report = await verifyMigration(source, target, { onlyTables: tables, hashes: verifyMode === "hashes", jobs: o.jobs });
+      const listed = await listTables(src, sel);
+      const tables = listed.map((t) => `${t.schema}.${t.name}`);
+      // counts: row counts of every table, and content hashes of the tables changed during CDC (a lost UPDATE keeps the count).
+      const touched = verifyMode === "hashes" ? [] : [...await touchedTables(src, tgt, o.name, listed)];
+      say(`verifying the target against the source (${verifyMode === "hashes" ? "row counts and content hashes" :
+        `row counts, and content hashes of the ${touched.length} table(s) changed during replication`})`);
+      const report = await verifyMigration(source, target, { onlyTables: tables, hashes: verifyMode === "hashes", hashTables: touched, jobs: o.jobs });
       timings.verifyMs = ms(tVerify);
       await saveTimings();
       if (!report.ok) {
@@ -251,7 +263,8 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
         await updateMigration(tgt, o.name, { phase: "VerifyFailed", error: msg });
         throw new PgferryError("verify_failed", msg);
       }
-      verification = { mode: verifyMode, tables: report.tables.length, seconds: report.seconds };
+      verification = { mode: verifyMode, tables: report.tables.length, hashedTables: report.tables.filter((t) => t.sourceHash !== undefined).length,
+        seconds: report.seconds };
       say("ending change data capture");
       const tEnd = Date.now();
       await dropSubscription(tgt, names.subscription);
@@ -568,8 +581,16 @@ async function drainStream(source: Endpoint, target: Endpoint, src: Client, tgt:
   const names = objectNames(name);
   const want = lsnToBigInt(fence);
   const deadline = Date.now() + timeoutSec * 1000;
+  const since = new Date().toISOString();
   for (;;) {
     if ((await readAppliedLsn(tgt, name)) >= want) return;
+    // The agent failed since the drain began (it records every failure): say why now instead of waiting out the timeout.
+    const failure = (await readMigration(tgt, name))?.applyError;
+    if (failure && failure.at >= since) {
+      throw new PgferryError(failure.kind === "divergence" ? "divergence" : "apply_failed", `the stream applier (pgferry agent) is failing to apply ` +
+        `the changes before the fence ${fence}: ${failure.message}. Writes were unfrozen and the migration keeps streaming (nothing after the failing ` +
+        `change was applied); fix the cause, then run pgferry cutover again`);
+    }
     const slot = await slotInfo(src, names.slot);
     if (!slot) throw new PgferryError("slot_missing", `the replication slot "${names.slot}" is gone from the source; run pgferry cleanup and start again`);
     if (!slot.active) {
@@ -592,10 +613,21 @@ async function drainStream(source: Endpoint, target: Endpoint, src: Client, tgt:
 async function waitForFence(src: Client, tgt: Client, slot: string, subscription: string, fence: string, timeoutSec: number): Promise<void> {
   const deadline = Date.now() + timeoutSec * 1000;
   const want = lsnToBigInt(fence);
+  // The apply worker's error count (PostgreSQL 15+): it retries a failing transaction every few seconds, so
+  // two new errors while the fence is not reached mean it is stuck — say so now instead of waiting out the timeout.
+  const errorsAtStart = (await subscriptionInfo(tgt, subscription)).applyErrors;
   for (;;) {
     const s = await slotInfo(src, slot);
     if (!s) throw new PgferryError("slot_missing", `the replication slot "${slot}" is gone from the source; the migration cannot be finished — run pgferry cleanup and start again`);
     if (s.confirmedFlushLsn && lsnToBigInt(s.confirmedFlushLsn) >= want) return;
+    const errors = (await subscriptionInfo(tgt, subscription)).applyErrors;
+    if (errorsAtStart !== undefined && errors !== undefined && errors >= errorsAtStart + 2) {
+      throw new PgferryError("apply_failed", `the subscription's apply worker on the target keeps failing (${errors} apply errors in ` +
+        `pg_stat_subscription_stats, ${errors - errorsAtStart} since this cutover began) before reaching the fence ${fence}, confirmed ` +
+        `${s.confirmedFlushLsn ?? "nothing"}; PostgreSQL reports the error text only in the target's server log (lines "logical replication ` +
+        `worker" / "apply worker" ... "ERROR"). Writes were unfrozen and the migration keeps streaming; fix the cause there (e.g. a row or ` +
+        `constraint on the target the source's change conflicts with), then run pgferry cutover again`);
+    }
     if (Date.now() > deadline) {
       const sub = await subscriptionInfo(tgt, subscription);
       throw new PgferryError("drain_timeout", `the target had not applied up to the fence ${fence} after ${timeoutSec}s ` +

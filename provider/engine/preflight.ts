@@ -4,7 +4,7 @@
  */
 import { Client } from "pg";
 import {
-  copyableTables, listTables, publishedTables, serverVersionNum, TableInfo, TableSelection, tablesWithoutReplicaIdentity, userSchemas,
+  columnsWithoutEquality, copyableTables, listTables, publishedTables, serverVersionNum, TableInfo, TableSelection, tablesWithoutReplicaIdentity, userSchemas,
 } from "./catalog";
 import { connectReplication, Endpoint, qualified } from "./endpoint";
 import { Finding, PgferryError } from "./errors";
@@ -137,6 +137,19 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
       message: `${noKey.length} table(s) have no primary key and no replica identity, so their UPDATEs and DELETEs cannot be replicated: ${list(names(noKey))}`,
       fix: "add a primary key, or pass --replica-identity-full (pgferry sets REPLICA IDENTITY FULL on them), or --exclude them" });
   }
+  if (o.mode !== "stream") {
+    // A subscription finds REPLICA IDENTITY FULL rows with each column's equality operator; a type without one
+    // fails every UPDATE/DELETE of the table in the apply worker. (Stream mode compares such values exactly itself.)
+    const full = tables.filter((t) => t.kind === "r" && !t.unlogged && (t.replicaIdentity === "f" || needReplicaIdentityFull.includes(t)));
+    const noEq = await columnsWithoutEquality(src, full);
+    if (noEq.length) {
+      add({ code: "full_identity_no_equality", server: "source", objects: noEq,
+        message: `${noEq.length} column(s) of tables replicated with REPLICA IDENTITY FULL have a type without an equality operator, so a ` +
+          `subscription cannot find their rows for UPDATE/DELETE (its apply worker would fail): ${list(noEq)}`,
+        fix: "give those tables a primary key, or a unique index on NOT NULL columns and ALTER TABLE … REPLICA IDENTITY USING INDEX …; " +
+          "or use --mode stream (it matches such values exactly); or --exclude them" });
+    }
+  }
   const unlogged = tables.filter((t) => t.unlogged);
   if (unlogged.length) {
     add({ severity: "warning", code: "unlogged", server: "source", objects: names(unlogged),
@@ -175,7 +188,10 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
     }
     if (wal2jsonProbe && !wal2jsonProbe.available) {
       add({ code: "wal2json_missing", server: "source", message: `the source cannot load the wal2json output plugin (${wal2jsonProbe.error})`,
-        fix: wal2jsonInstallFix(major(sourceVersion)) });
+        fix: /may not be used as an output plugin/.test(wal2jsonProbe.error ?? "")
+          ? "the source restricts which libraries may decode a slot: add wal2json to output_plugin_libraries on the source (ALTER SYSTEM SET " +
+            "output_plugin_libraries = 'pgoutput, wal2json'; SELECT pg_reload_conf()), or use --plugin pgoutput"
+          : wal2jsonInstallFix(major(sourceVersion)) });
     } else if (wal2jsonProbe && !wal2jsonProbe.numericAsString && copyableTables(tables).length) {
       const facts = await readWal2jsonTables(src, copyableTables(tables).map((x) => ({ schema: x.schema, name: x.name })));
       const bad = unresolvableTables(facts.values());

@@ -13,6 +13,7 @@ import { lsnToBigInt } from "./lsn";
 import { MigrationOptions, objectNames } from "./options";
 import { StreamApplier } from "./stream";
 import { preflight, PreflightResult } from "./preflight";
+import { recordActivityBaseline } from "./touched";
 import { applyEntries, dumpSchema, foreignKeyEntries, matviewEntries, storeEntries } from "./schema";
 import { createPublication, createSlotWithSnapshot, dropPublication, dropSlot } from "./snapshot";
 import {
@@ -202,6 +203,8 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
       await guard.query("BEGIN");
       const lockable = pf.tables.filter((t) => !t.partitionRoot).map((t) => qualified(t.schema, t.name));
       await guard.query(`LOCK TABLE ${lockable.join(", ")} IN ACCESS SHARE MODE`);
+      // Before the slot: the cutover gate hashes the tables whose source counters moved since (./touched.ts).
+      await recordActivityBaseline(src, tgt, o.name);
       // wal2json decodes every table of the database (filtered by add-tables): no publication.
       if (o.plugin !== "wal2json") await createPublication(src, names.publication, publishedTables(pf.tables));
       if (o.mode === "subscription") await createSubscription(tgt, source, names.subscription, names.publication, names.slot, o.sourceHostForTarget);

@@ -52,6 +52,18 @@ export interface MigrationRecord {
   rollbackWindow?: RollbackWindowState;
   rollbackOpenedAt?: Date;
   rollbackClosedAt?: Date;
+  /** Stream mode: the applier's last failure; a divergence blocks cutover until a later commit clears it. */
+  applyError?: ApplyError;
+}
+
+export interface ApplyError {
+  /** divergence: an UPDATE/DELETE did not find exactly its row; error: anything else that stopped the applier. */
+  kind: "divergence" | "error";
+  code: string;
+  message: string;
+  at: string;
+  /** The position applied before it (the failing change lies after it). */
+  appliedLsn: string;
 }
 
 export type RollbackWindowState = "opening" | "open" | "rollingBack" | "rolledBack" | "closed";
@@ -122,7 +134,9 @@ export async function ensureControlSchema(c: Client): Promise<void> {
     -- rollback window: state and times, on the forward migration's record
     ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS rollback_window text;
     ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS rollback_opened_at timestamptz;
-    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS rollback_closed_at timestamptz;`);
+    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS rollback_closed_at timestamptz;
+    -- stream mode: the applier's last failure (a divergence, or an error it keeps retrying); cleared by its next commit
+    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS apply_error jsonb;`);
 }
 
 export async function controlSchemaExists(c: Client): Promise<boolean> {
@@ -142,6 +156,7 @@ function toRecord(x: any): MigrationRecord {
     freezeSaved: x.freeze_saved ?? undefined, replicationPaused: x.replication_paused ?? false,
     cutoverTimings: x.cutover_timings ?? undefined, rollbackWindow: x.rollback_window ?? undefined,
     rollbackOpenedAt: x.rollback_opened_at ?? undefined, rollbackClosedAt: x.rollback_closed_at ?? undefined,
+    applyError: x.apply_error ?? undefined,
   };
 }
 

@@ -43,15 +43,76 @@ type Relation = Pgoutput.MessageRelation;
 const lit = (c: Client, v: unknown) => (v === null ? "NULL" : c.escapeLiteral(String(v)));
 const tableOf = (r: Relation) => qualified(r.schema, r.name);
 
+/** The column the applier records its failure in (a control schema made by an older pgferry lacks it). */
+export async function ensureApplyErrorColumn(c: Client): Promise<void> {
+  const r = await c.query(`SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('${CONTROL_SCHEMA}.migration') AND attname = 'apply_error'`);
+  if (!r.rowCount) await c.query(`ALTER TABLE ${CONTROL_SCHEMA}.migration ADD COLUMN IF NOT EXISTS apply_error jsonb`);
+}
+
 export async function readAppliedLsn(c: Client, migration: string): Promise<bigint> {
   const r = await c.query(`SELECT applied_lsn, consistent_point FROM ${CONTROL_SCHEMA}.migration WHERE name = $1`, [migration]);
   const row = r.rows[0];
   return lsnToBigInt(row?.applied_lsn ?? row?.consistent_point ?? "0/0");
 }
 
-/** SQL for one change. Keys use `=` (index usable); REPLICA IDENTITY FULL rows match one physical row by text. */
+/**
+ * How a REPLICA IDENTITY FULL row is found on the target, per column. `type` is format_type of the
+ * target column (typmod included): the value pgoutput/wal2json sent is read back through that type's
+ * own input function, then compared as the type's canonical text output in the same session
+ * (`col::text = ('v'::type)::text`, byte-wise): exact for every type, including those without an
+ * equality operator (json, xml, point), blank-padded char(n), numeric scale (1.0 vs 1.00), -0 vs 0,
+ * NaN, arrays, domains, enums, and independent of the session's TimeZone/DateStyle. Where the base type
+ * has a default btree opclass (`eq`), `col = 'v'::type` is added too, so an index on the column is used.
+ */
+export interface ColumnMeta { type: string; eq: boolean }
+
+/** A change whose UPDATE or DELETE did not touch exactly the row(s) it should: the target no longer matches the source. */
+export class DivergenceError extends PgferryError {
+  constructor(readonly table: string, readonly keyText: string, readonly kind: "update" | "delete", readonly found: number, readonly want: number) {
+    super("divergence", `divergence on ${table}: the source's ${kind.toUpperCase()} of the row ${keyText} ${found === 0 ? "found no such row" :
+      `matched ${found} rows (expected ${want})`} on the target, so the target no longer equals the source. Nothing after it was applied or ` +
+      `acknowledged (the change is retried from the slot). Fix: repair that row on the target (copy it from the source), then run the agent ` +
+      `again: it retries the change and, once it applies, clears this record (cutover refuses while it is recorded); or run pgferry ` +
+      `cleanup and start again`);
+  }
+}
+
+/** The row a change identifies, as text for errors: key columns, or every column under REPLICA IDENTITY FULL. */
+export function describeKey(ident: Record<string, unknown>, cols: string[]): string {
+  const shown = cols.filter((k) => ident[k] !== undefined).map((k) => {
+    const v = ident[k];
+    if (v === null) return `${k}=NULL`;
+    const t = String(v);
+    return `${k}=${t.length > 60 ? JSON.stringify(t.slice(0, 60)) + "…" : JSON.stringify(t)}`;
+  });
+  return `(${shown.join(", ")})`;
+}
+
+function identOf(m: Pgoutput.MessageUpdate | Pgoutput.MessageDelete): Record<string, unknown> {
+  return m.tag === "update"
+    ? (m.old ?? m.key ?? Object.fromEntries(m.relation.keyColumns.map((k) => [k, m.new[k]])))
+    : ((m.old ?? m.key) as Record<string, unknown>);
+}
+
+/** The condition on one REPLICA IDENTITY FULL column (NULL matches NULL: IS NOT DISTINCT FROM semantics). */
+function fullMatch(c: Client, col: string, v: unknown, meta: ColumnMeta | undefined, table: string): string {
+  if (v === null) return `${quoteIdent(col)} IS NULL`;
+  if (!meta) {
+    throw new PgferryError("column_missing", `the target table ${table} has no column "${col}", which the source sent; DDL is not ` +
+      `replicated: fix: apply the same DDL on the target, then run the agent (or cutover) again`);
+  }
+  const typed = `${lit(c, v)}::${meta.type}`;
+  const text = `${quoteIdent(col)}::text COLLATE "C" = (${typed})::text COLLATE "C"`;
+  return meta.eq ? `${quoteIdent(col)} = ${typed} AND ${text}` : text;
+}
+
+/**
+ * SQL for one change. Keys use `=` (index usable); REPLICA IDENTITY FULL rows match exactly one
+ * physical row (tableoid too: ctids repeat across the partitions of a root) by every column's value.
+ * `columns` (target column types) is required for FULL identity.
+ */
 export function changeSql(c: Client, m: Pgoutput.MessageInsert | Pgoutput.MessageUpdate | Pgoutput.MessageDelete,
-  alwaysIdentity: Set<string> = new Set()): string {
+  alwaysIdentity: Set<string> = new Set(), columns?: Map<string, ColumnMeta>): string {
   const r = m.relation;
   if (m.tag === "insert") {
     const cols = Object.keys(m.new).filter((k) => m.new[k] !== undefined);
@@ -60,32 +121,89 @@ export function changeSql(c: Client, m: Pgoutput.MessageInsert | Pgoutput.Messag
       `VALUES (${cols.map((k) => lit(c, m.new[k])).join(", ")})`;
   }
   const full = r.replicaIdentity === "full";
-  const ident: Record<string, unknown> = m.tag === "update"
-    ? (m.old ?? m.key ?? Object.fromEntries(r.keyColumns.map((k) => [k, m.new[k]])))
-    : ((m.old ?? m.key) as Record<string, unknown>);
-  const keyCols = full ? Object.keys(ident) : r.keyColumns;
+  const ident = identOf(m);
+  const keyCols = full ? Object.keys(ident).filter((k) => ident[k] !== undefined) : r.keyColumns;
+  if (!keyCols.length) {
+    throw new PgferryError("no_replica_identity", `the source sent an ${m.tag.toUpperCase()} of ${tableOf(r)} without any key column ` +
+      `(replica identity ${r.replicaIdentity}${r.replicaIdentity === "default" ? " and no primary key" : ""}; for a partitioned table the root's ` +
+      `replica identity counts, since changes are published through the root): fix: add a primary key on the source, or ALTER TABLE … ` +
+      `REPLICA IDENTITY FULL on the table (on a partitioned table: on the root as well), then run pgferry cleanup and start again`);
+  }
   const where = full
-    ? `ctid = (SELECT ctid FROM ${tableOf(r)} WHERE ${keyCols.map((k) => ident[k] === undefined || ident[k] === null
-        ? `${quoteIdent(k)} IS NULL` : `${quoteIdent(k)}::text = ${lit(c, ident[k])}::${"text"}`).join(" AND ")} LIMIT 1)`
+    ? `(tableoid, ctid) = (SELECT tableoid, ctid FROM ${tableOf(r)} WHERE ${keyCols.map((k) => fullMatch(c, k, ident[k], columns?.get(k), tableOf(r)))
+        .join(" AND ")} LIMIT 1)`
     : keyCols.map((k) => `${quoteIdent(k)} = ${lit(c, ident[k])}`).join(" AND ");
   if (m.tag === "delete") return `DELETE FROM ${tableOf(r)} WHERE ${where}`;
+  const keyChanged = (k: string) => keyCols.includes(k) && ident[k] !== undefined && String(ident[k]) !== String(m.new[k]);
+  const changedAlways = [...alwaysIdentity].filter((k) => m.new[k] !== undefined && keyChanged(k));
+  if (changedAlways.length) {
+    // A GENERATED ALWAYS identity column can only be SET to DEFAULT (UPDATE has no OVERRIDING clause): move the
+    // row instead — delete it and insert it with its new values in one statement. Unchanged TOAST values
+    // (undefined) are taken from the deleted row. No trigger or FK check fires (session_replication_role).
+    // Every column the relation has (wal2json leaves unchanged TOAST columns out of the row entirely).
+    const cols = [...new Set([...r.columns.map((x) => x.name), ...Object.keys(m.new)])];
+    return `WITH d AS (DELETE FROM ${tableOf(r)} WHERE ${where} RETURNING *) INSERT INTO ${tableOf(r)} (${cols.map(quoteIdent).join(", ")}) ` +
+      `OVERRIDING SYSTEM VALUE SELECT ${cols.map((k) => m.new[k] === undefined ? `d.${quoteIdent(k)}` : lit(c, m.new[k])).join(", ")} FROM d`;
+  }
   // undefined = unchanged TOAST value: leave it as it is, never write NULL. GENERATED ALWAYS identity
-  // columns cannot be SET; they change only with the key (then the key change is applied and fails loudly).
-  const keyChanged = (k: string) => keyCols.includes(k) && String(ident[k]) !== String(m.new[k]);
-  const set = Object.keys(m.new).filter((k) => m.new[k] !== undefined && (!alwaysIdentity.has(k) || keyChanged(k)));
+  // columns cannot be SET; they are left out unless they changed (handled above).
+  const set = Object.keys(m.new).filter((k) => m.new[k] !== undefined && !alwaysIdentity.has(k));
+  if (!set.length) {
+    // Nothing to write (only unchanged TOAST / identity columns): the row must still exist.
+    return `SELECT 1 FROM ${tableOf(r)} WHERE ${where}`;
+  }
   return `UPDATE ${tableOf(r)} SET ${set.map((k) => `${quoteIdent(k)} = ${lit(c, m.new[k])}`).join(", ")} WHERE ${where}`;
 }
 
 type RowChange = Pgoutput.MessageInsert | Pgoutput.MessageUpdate | Pgoutput.MessageDelete;
 
-/** Per target table: column types (for casts in merged statements) and GENERATED ALWAYS identity columns. */
-export interface TableMeta { types: Map<string, string>; alwaysIdentity: Set<string> }
+/**
+ * Per target table: column types (for casts in merged statements and REPLICA IDENTITY FULL matching)
+ * and GENERATED ALWAYS identity columns.
+ */
+export interface TableMeta { types: Map<string, string>; alwaysIdentity: Set<string>; columns?: Map<string, ColumnMeta> }
 
-export interface BatchStatement { sql: string; /** rows an UPDATE/DELETE must touch; null for INSERT */ expect: number | null }
+/**
+ * One statement of a batch and how its result is checked. An UPDATE/DELETE must touch exactly one row
+ * per change: `one` names the single change's row; a merged statement returns the keys it touched
+ * (RETURNING the VALUES list's own key texts), each of which must come back exactly once.
+ */
+export interface BatchStatement {
+  sql: string;
+  /** rows an UPDATE/DELETE must touch; null for INSERT */
+  expect: number | null;
+  table?: string;
+  kind?: "update" | "delete";
+  /** A single change: its row, as text for the error. */
+  one?: string;
+  /** A merged statement: the key text of each change, in the order of its VALUES list (= RETURNING's columns joined by keyText). */
+  keys?: string[];
+}
 
-const keyOf = (m: RowChange): Record<string, unknown> => m.tag === "insert" ? {}
-  : m.tag === "update" ? (m.old ?? m.key ?? Object.fromEntries(m.relation.keyColumns.map((k) => [k, m.new[k]])))
-  : ((m.old ?? m.key) as Record<string, unknown>);
+const keyOf = (m: RowChange): Record<string, unknown> => m.tag === "insert" ? {} : identOf(m);
+
+/**
+ * Throws DivergenceError unless the statement touched exactly the rows it must. `rows` are the RETURNING
+ * rows of a merged statement (their values are the key texts sent).
+ */
+export function checkStatement(b: BatchStatement, rowCount: number | null, rows: Record<string, unknown>[] = []): void {
+  if (b.expect === null || !b.kind || !b.table) return;
+  if (!b.keys) {
+    if (rowCount !== b.expect) throw new DivergenceError(b.table, b.one ?? "?", b.kind, rowCount ?? 0, b.expect);
+    return;
+  }
+  const seen = new Map<string, number>();
+  for (const r of rows) {
+    const vals = Object.values(r);
+    const k = vals.length === 1 ? String(vals[0]) : JSON.stringify(vals);
+    seen.set(k, (seen.get(k) ?? 0) + 1);
+  }
+  for (const k of b.keys) {
+    const n = seen.get(k) ?? 0;
+    if (n !== 1) throw new DivergenceError(b.table, `with key ${k}`, b.kind, n, 1);
+  }
+  if (rows.length !== b.keys.length) throw new DivergenceError(b.table, `of a batch of ${b.keys.length} keys`, b.kind, rows.length, b.keys.length);
+}
 
 /**
  * The SQL for a batch of row changes inside one target transaction. Changes are grouped by table
@@ -108,6 +226,7 @@ export function batchSql(c: Client, changes: RowChange[], meta: (table: string) 
     const keys = list[0].relation.keyColumns;
     const setCols = (m: Pgoutput.MessageUpdate) => Object.keys(m.new).filter((k) => m.new[k] !== undefined && !keys.includes(k)
       && !info?.alwaysIdentity.has(k));
+    // JSON.stringify of the key texts as RETURNING gives them back (null stays null: keys are NOT NULL anyway).
     const keyText = (key: Record<string, unknown>) => keys.length === 1 ? String(key[keys[0]]) : JSON.stringify(keys.map((k) => key[k]));
     /** The merge class of a change: undefined when it must be applied alone. */
     const signature = (m: RowChange, key: Record<string, unknown>): string | undefined => {
@@ -121,6 +240,12 @@ export function batchSql(c: Client, changes: RowChange[], meta: (table: string) 
     const cast = (col: string, alias: string) => `v.${alias}::${info!.types.get(col) ?? "text"}`;
     const keyJoin = () => keys.map((k, n) => `t.${quoteIdent(k)} = ${cast(k, `k${n}`)}`).join(" AND ");
     const row = (values: unknown[]) => `(${values.map((v) => lit(c, v)).join(", ")})`;
+    // The VALUES list's key columns exactly as sent (untyped literals resolve to text): compared with keyText.
+    const returning = () => keys.map((_, n) => `v.k${n} AS k${n}`).join(", ");
+    const single = (m: RowChange): BatchStatement => m.tag === "insert"
+      ? { sql: changeSql(c, m, info?.alwaysIdentity, info?.columns), expect: null }
+      : { sql: changeSql(c, m, info?.alwaysIdentity, info?.columns), expect: 1, table, kind: m.tag,
+          one: describeKey(keyOf(m), m.relation.replicaIdentity === "full" ? Object.keys(keyOf(m)) : m.relation.keyColumns) };
 
     let sig: string | undefined;
     let run: RowChange[] = [];
@@ -131,21 +256,23 @@ export function batchSql(c: Client, changes: RowChange[], meta: (table: string) 
       if (!run.length) return;
       const first = run[0];
       if (run.length === 1 || !sig) {
-        for (const m of run) out.push({ sql: changeSql(c, m, info?.alwaysIdentity), expect: m.tag === "insert" ? null : 1 });
+        for (const m of run) out.push(single(m));
       } else if (first.tag === "insert") {
         const cols = Object.keys(first.new).filter((k) => first.new[k] !== undefined);
         out.push({ sql: `INSERT INTO ${table} (${cols.map(quoteIdent).join(", ")})${info?.alwaysIdentity.size ? " OVERRIDING SYSTEM VALUE" : ""} VALUES ` +
           run.map((m) => row(cols.map((k) => (m as Pgoutput.MessageInsert).new[k]))).join(", "), expect: null });
       } else if (first.tag === "delete") {
         out.push({ sql: `DELETE FROM ${table} t USING (VALUES ${run.map((m) => row(keys.map((k) => keyOf(m)[k]))).join(", ")}) ` +
-          `AS v(${keys.map((_, n) => `k${n}`).join(", ")}) WHERE ${keyJoin()}`, expect: run.length });
+          `AS v(${keys.map((_, n) => `k${n}`).join(", ")}) WHERE ${keyJoin()} RETURNING ${returning()}`, expect: run.length,
+          table, kind: "delete", keys: run.map((m) => keyText(keyOf(m))) });
       } else {
         const cols = setCols(first as Pgoutput.MessageUpdate);
         const last = [...byKey.values()] as Pgoutput.MessageUpdate[];
-        if (last.length === 1) out.push({ sql: changeSql(c, last[0], info?.alwaysIdentity), expect: 1 });
+        if (last.length === 1) out.push(single(last[0]));
         else out.push({ sql: `UPDATE ${table} t SET ${cols.map((k, n) => `${quoteIdent(k)} = ${cast(k, `s${n}`)}`).join(", ")} FROM (VALUES ` +
           `${last.map((u) => row([...keys.map((k) => keyOf(u)[k]), ...cols.map((k) => u.new[k])])).join(", ")}) ` +
-          `AS v(${[...keys.map((_, n) => `k${n}`), ...cols.map((_, n) => `s${n}`)].join(", ")}) WHERE ${keyJoin()}`, expect: last.length });
+          `AS v(${[...keys.map((_, n) => `k${n}`), ...cols.map((_, n) => `s${n}`)].join(", ")}) WHERE ${keyJoin()} RETURNING ${returning()}`,
+          expect: last.length, table, kind: "update", keys: last.map((u) => keyText(keyOf(u))) });
       }
       run = [];
       byKey.clear();
@@ -206,7 +333,6 @@ export class StreamApplier {
   private timer?: NodeJS.Timeout;
   /** Set when the migration streams with wal2json (./wal2json.ts): turns its messages into pgoutput's. */
   private decoder?: Wal2jsonDecoder;
-  conflicts = 0;
   changes = 0;
 
   constructor(private source: Endpoint, private targetEp: Endpoint, private o: StreamOptions) {
@@ -227,6 +353,7 @@ export class StreamApplier {
     await this.target.query(`SET synchronous_commit = on`);
     if (this.o.writeThroughFreeze) await this.target.query(`SET default_transaction_read_only = off`);
     this.applied = await readAppliedLsn(this.target, this.o.migration);
+    await ensureApplyErrorColumn(this.target);
     // stop() may have come while connecting: it found nothing to close, so close here (an open
     // connection would keep the process alive, and a stream started now would hold the slot).
     if ((this.o.until !== undefined && this.applied >= this.o.until) || this.stopped || this.finishing) {
@@ -327,11 +454,18 @@ export class StreamApplier {
    * Queue a simple-protocol query on the target without waiting for it. A failure marks the session
    * broken (checked before anything is acknowledged) and stops it.
    */
-  private send(sql: string, params?: unknown[]): Promise<QueryResult | QueryResult[]> {
+  private send(sql: string, params?: unknown[], check?: (res: QueryResult | QueryResult[]) => void): Promise<QueryResult | QueryResult[]> {
     // Chained rather than handed to pg's own queue (deprecated in pg 8, gone in 9); same order, same effect.
     const c = this.target!;
     const prev = this.inFlight[this.inFlight.length - 1];
-    const run = () => c.query(sql, params) as unknown as Promise<QueryResult | QueryResult[]>;
+    // Once a query failed or a result check found a divergence, nothing more is sent (above all not the
+    // COMMIT queued behind it): the session rolls back and stops. The check runs before the next query starts.
+    const run = async () => {
+      if (this.broken) throw this.broken;
+      const res = await (c.query(sql, params) as unknown as Promise<QueryResult | QueryResult[]>);
+      try { check?.(res); } catch (e) { this.broken ??= e; throw e; }
+      return res;
+    };
     const p = prev ? prev.then(run, run) : run();
     this.inFlight.push(p);
     p.then(() => undefined, (e) => { this.broken ??= e; void this.fail(e); })
@@ -393,10 +527,18 @@ export class StreamApplier {
       }
       case "relation": {
         this.flush(); // a changed relation (new columns, new replica identity) applies to what follows
-        const r = await this.send(`SELECT attname, format_type(atttypid, atttypmod) AS type, attidentity = 'a' AS always
-          FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, [tableOf(m)]) as QueryResult;
+        // eq: the column's type (a domain's base type) has a default btree opclass of its own, so `=` exists and an
+        // index can serve REPLICA IDENTITY FULL lookups (arrays are left to the text comparison: their `=` needs the element's).
+        const r = await this.send(`SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attidentity = 'a' AS always,
+            EXISTS (SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod JOIN pg_type bt ON bt.oid = b.base
+              WHERE am.amname = 'btree' AND oc.opcdefault AND (oc.opcintype = b.base OR (oc.opcintype = 'anyenum'::regtype AND bt.typtype = 'e')
+                OR EXISTS (SELECT 1 FROM pg_cast ca WHERE ca.castsource = b.base AND ca.casttarget = oc.opcintype AND ca.castmethod = 'b'))) AS eq
+          FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+          CROSS JOIN LATERAL (SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END AS base) b
+          WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, [tableOf(m)]) as QueryResult;
         this.meta.set(tableOf(m), { types: new Map(r.rows.map((x) => [x.attname, x.type])),
-          alwaysIdentity: new Set(r.rows.filter((x) => x.always).map((x) => x.attname)) });
+          alwaysIdentity: new Set(r.rows.filter((x) => x.always).map((x) => x.attname)),
+          columns: new Map(r.rows.map((x) => [x.attname, { type: x.type, eq: x.eq }])) });
         if (this.broken) throw this.broken;
         return;
       }
@@ -411,13 +553,12 @@ export class StreamApplier {
     const batch = batchSql(this.target!, this.pending, (t) => this.meta.get(t));
     this.statements += this.pending.length;
     this.pending = [];
-    this.send(batch.map((b) => b.sql).join(";\n")).then((res) => {
+    // Every UPDATE/DELETE must touch exactly its row(s); anything else stops the session (DivergenceError),
+    // checked before the transaction's COMMIT can be sent.
+    this.send(batch.map((b) => b.sql).join(";\n"), undefined, (res) => {
       const results = Array.isArray(res) ? res : [res];
-      results.forEach((r, n) => {
-        const want = batch[n]?.expect;
-        if (want !== null && want !== undefined && r.rowCount !== want) this.conflicts += Math.abs(want - (r.rowCount ?? 0));
-      });
-    }, () => undefined);
+      results.forEach((r, n) => { if (batch[n]) checkStatement(batch[n], r.rowCount, r.rows); });
+    }).catch(() => undefined);
   }
 
   /**
@@ -431,7 +572,9 @@ export class StreamApplier {
     const c = this.target!;
     const lsn = this.pendingLsn;
     const stats = [...this.stats];
-    const sql = [`UPDATE ${CONTROL_SCHEMA}.migration SET applied_lsn = ${lit(c, bigIntToLsn(lsn))}, updated_at = now() WHERE name = ${lit(c, this.o.migration)}`];
+    // A commit clears the failure recorded by an earlier session (the change it stopped at applied now).
+    const sql = [`UPDATE ${CONTROL_SCHEMA}.migration SET applied_lsn = ${lit(c, bigIntToLsn(lsn))}, apply_error = NULL, updated_at = now() ` +
+      `WHERE name = ${lit(c, this.o.migration)}`];
     if (stats.length) {
       sql.push(`INSERT INTO ${CONTROL_SCHEMA}.apply_stats AS a (migration, table_name, inserts, updates, deletes, truncates) VALUES ` +
         stats.map(([t, s]) => `(${lit(c, this.o.migration)}, ${lit(c, t)}, ${s.inserts}, ${s.updates}, ${s.deletes}, ${s.truncates})`).join(", ") +
@@ -482,8 +625,24 @@ export class StreamApplier {
     if (this.stopped) return;
     this.stopped = true;
     await this.rollback();
+    const err = e instanceof PgferryError ? e : new PgferryError("apply_failed", `stream apply stopped: ${(e as Error).message ?? e}`);
+    await this.recordError(err);
     await this.close();
-    this.rejectDone(e instanceof PgferryError ? e : new PgferryError("apply_failed", `stream apply stopped: ${(e as Error).message ?? e}`));
+    this.rejectDone(err);
+  }
+
+  /**
+   * The failure, on the target's record (after the rollback, outside any change transaction), so `status`
+   * and `cutover` show it — whoever ran the applier. The next target commit clears it. Best effort: the
+   * target may be the thing that failed.
+   */
+  private async recordError(err: PgferryError): Promise<void> {
+    const c = this.target;
+    if (!c) return;
+    const value = { kind: err instanceof DivergenceError ? "divergence" : "error", code: err.code, message: err.message,
+      at: new Date().toISOString(), appliedLsn: bigIntToLsn(this.applied) };
+    await c.query(`UPDATE ${CONTROL_SCHEMA}.migration SET apply_error = $2 WHERE name = $1`, [this.o.migration, JSON.stringify(value)])
+      .catch(() => undefined);
   }
 
   /** Roll back the open target transaction once every queued statement has settled. */

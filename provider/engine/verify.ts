@@ -35,6 +35,8 @@ export interface VerifyOptions {
    * cutover's gate, which runs before sequences are synced and held-back keys are added.
    */
   onlyTables?: string[];
+  /** With hashes false: content hashes for these relations ("schema.name") anyway (the cutover gate: tables changed during CDC). */
+  hashTables?: string[];
 }
 
 export interface TableCheck {
@@ -263,6 +265,7 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
   const schemas = opts.schemas && opts.schemas.length ? opts.schemas : null;
   const excluded = new Set(opts.excludeTables ?? []);
   const only = opts.onlyTables ? new Set(opts.onlyTables) : undefined;
+  const hashAnyway = new Set(opts.hashTables ?? []);
   const isExcluded = (schema: string, name: string) => excluded.has(display(schema, name)) || (!!only && !only.has(display(schema, name)));
 
   // 1. Catalogs, one snapshot per side; then sequences on the same sessions.
@@ -320,7 +323,7 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
       while (next < work.length) {
         const w = work[next++];
         const check = tableChecks.get(w.k)!;
-        const withHash = hashes && columnsMatch(w);
+        const withHash = (hashes || hashAnyway.has(check.table)) && columnsMatch(w);
         const [sp, tp] = await Promise.all([probe(sc, source, w.s, w.cols, withHash, true), probe(tc, target, w.t, w.cols, withHash)]);
         check.sourceRows = sp.rows;
         check.targetRows = tp.rows;

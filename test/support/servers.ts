@@ -91,5 +91,8 @@ export function wal2jsonMissing(): string | undefined {
 
 /** A source server (system PostgreSQL 15) that can load wal2json. */
 export function startWal2jsonSource(): Promise<LocalServer> {
-  return LocalServer.start({ major: 15, binDir: SYSTEM_PG15 });
+  // Newer minor releases (e.g. Debian's 15.20) only let libraries listed in output_plugin_libraries decode a slot.
+  const config = spawnSync(path.join(SYSTEM_PG15, "postgres"), ["--describe-config"], { encoding: "utf8" }).stdout ?? "";
+  const settings = /^output_plugin_libraries\t/m.test(config) ? { output_plugin_libraries: "pgoutput, test_decoding, wal2json" } : undefined;
+  return LocalServer.start({ major: 15, binDir: SYSTEM_PG15, settings });
 }
