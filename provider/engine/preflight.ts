@@ -21,6 +21,8 @@ export interface PreflightOptions {
   mode?: "subscription" | "stream";
   /** Stream mode's output plugin; wal2json needs no publication but must be installed on the source. */
   plugin?: "pgoutput" | "wal2json";
+  /** Unlogged tables: copied again at cutover (default) or skipped by the gate and verify. */
+  unlogged?: "copy" | "skip";
 }
 
 export interface PreflightResult {
@@ -138,10 +140,17 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
       fix: "add a primary key, or pass --replica-identity-full (pgferry sets REPLICA IDENTITY FULL on them), or --exclude them" });
   }
   const unlogged = tables.filter((t) => t.unlogged);
+  const copyUnlogged = unlogged.length > 0 && o.unlogged !== "skip";
   if (unlogged.length) {
-    add({ severity: "warning", code: "unlogged", server: "source", objects: names(unlogged),
-      message: `${unlogged.length} unlogged table(s) are copied once but their later changes are not replicated: ${list(names(unlogged))}`,
-      fix: "make them logged (ALTER TABLE … SET LOGGED) to replicate them, or --exclude them" });
+    add(o.unlogged === "skip"
+      ? { severity: "warning", code: "unlogged", server: "source", objects: names(unlogged),
+        message: `${unlogged.length} unlogged table(s) are loaded once and then not carried (--unlogged skip: logical replication cannot see their ` +
+          `changes; the cutover gate and verify skip them): ${list(names(unlogged))}`,
+        fix: "omit --unlogged skip to copy them again at cutover, or make them logged (ALTER TABLE … SET LOGGED) to stream them" }
+      : { severity: "warning", code: "unlogged", server: "source", objects: names(unlogged),
+        message: `${unlogged.length} unlogged table(s): logical replication cannot see their changes, so the cutover copies them again while ` +
+          `the source is frozen (their copy time adds to the downtime): ${list(names(unlogged))}`,
+        fix: "make them logged (ALTER TABLE … SET LOGGED) to stream them instead, or pass --unlogged skip to leave their content out, or --exclude them" });
   }
   const unreadable = (await src.query(`SELECT t FROM unnest($1::text[]) t WHERE NOT has_table_privilege(t::regclass, 'SELECT')`,
     [copyableTables(tables).map((t) => qualified(t.schema, t.name))])).rows.map((x) => x.t);
@@ -200,12 +209,13 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
     add({ code: "target_create", server: "target", message: `role "${target.user}" cannot create schemas in target database "${target.database}"`,
       fix: `GRANT CREATE ON DATABASE "${target.database}" TO "${target.user}";` });
   }
-  if (o.mode === "stream" && !t.superuser) {
+  if ((o.mode === "stream" || copyUnlogged) && !t.superuser) {
     try {
       await tgt.query("BEGIN");
       await tgt.query("SET LOCAL session_replication_role = replica");
     } catch {
-      add({ code: "replica_role", server: "target", message: `role "${target.user}" may not set session_replication_role, which stream mode applies changes with`,
+      add({ code: "replica_role", server: "target", message: `role "${target.user}" may not set session_replication_role, which ` +
+        `${o.mode === "stream" ? "stream mode applies changes with" : "the cutover's copy of unlogged tables runs with (no user triggers)"}`,
         fix: `GRANT SET ON PARAMETER session_replication_role TO "${target.user}"; (PostgreSQL 15+) or use a superuser on the target` });
     } finally {
       await tgt.query("ROLLBACK").catch(() => undefined);
