@@ -55,6 +55,8 @@ export function changeSql(c: Client, m: Pgoutput.MessageInsert | Pgoutput.Messag
   const r = m.relation;
   if (m.tag === "insert") {
     const cols = Object.keys(m.new).filter((k) => m.new[k] !== undefined);
+    // A table without columns (or with generated ones only, which pgoutput leaves out) still gains a row.
+    if (!cols.length) return `INSERT INTO ${tableOf(r)} DEFAULT VALUES`;
     // The source's value for GENERATED ALWAYS identity columns wins, as in a native subscription.
     return `INSERT INTO ${tableOf(r)} (${cols.map(quoteIdent).join(", ")})${alwaysIdentity.size ? " OVERRIDING SYSTEM VALUE" : ""} ` +
       `VALUES (${cols.map((k) => lit(c, m.new[k])).join(", ")})`;
@@ -66,13 +68,15 @@ export function changeSql(c: Client, m: Pgoutput.MessageInsert | Pgoutput.Messag
   const keyCols = full ? Object.keys(ident) : r.keyColumns;
   const where = full
     ? `ctid = (SELECT ctid FROM ${tableOf(r)} WHERE ${keyCols.map((k) => ident[k] === undefined || ident[k] === null
-        ? `${quoteIdent(k)} IS NULL` : `${quoteIdent(k)}::text = ${lit(c, ident[k])}::${"text"}`).join(" AND ")} LIMIT 1)`
+        ? `${quoteIdent(k)} IS NULL` : `${quoteIdent(k)}::text = ${lit(c, ident[k])}::${"text"}`).join(" AND ") || "true"} LIMIT 1)`
     : keyCols.map((k) => `${quoteIdent(k)} = ${lit(c, ident[k])}`).join(" AND ");
   if (m.tag === "delete") return `DELETE FROM ${tableOf(r)} WHERE ${where}`;
   // undefined = unchanged TOAST value: leave it as it is, never write NULL. GENERATED ALWAYS identity
   // columns cannot be SET; they change only with the key (then the key change is applied and fails loudly).
   const keyChanged = (k: string) => keyCols.includes(k) && String(ident[k]) !== String(m.new[k]);
   const set = Object.keys(m.new).filter((k) => m.new[k] !== undefined && (!alwaysIdentity.has(k) || keyChanged(k)));
+  // Nothing to set (a row of generated columns only, UPDATE … SET g = DEFAULT): the row must exist, nothing changes.
+  if (!set.length) return `SELECT FROM ${tableOf(r)} WHERE ${where}`;
   return `UPDATE ${tableOf(r)} SET ${set.map((k) => `${quoteIdent(k)} = ${lit(c, m.new[k])}`).join(", ")} WHERE ${where}`;
 }
 
@@ -134,7 +138,8 @@ export function batchSql(c: Client, changes: RowChange[], meta: (table: string) 
         for (const m of run) out.push({ sql: changeSql(c, m, info?.alwaysIdentity), expect: m.tag === "insert" ? null : 1 });
       } else if (first.tag === "insert") {
         const cols = Object.keys(first.new).filter((k) => first.new[k] !== undefined);
-        out.push({ sql: `INSERT INTO ${table} (${cols.map(quoteIdent).join(", ")})${info?.alwaysIdentity.size ? " OVERRIDING SYSTEM VALUE" : ""} VALUES ` +
+        if (!cols.length) out.push({ sql: `INSERT INTO ${table} SELECT FROM generate_series(1, ${run.length})`, expect: null });
+        else out.push({ sql: `INSERT INTO ${table} (${cols.map(quoteIdent).join(", ")})${info?.alwaysIdentity.size ? " OVERRIDING SYSTEM VALUE" : ""} VALUES ` +
           run.map((m) => row(cols.map((k) => (m as Pgoutput.MessageInsert).new[k]))).join(", "), expect: null });
       } else if (first.tag === "delete") {
         out.push({ sql: `DELETE FROM ${table} t USING (VALUES ${run.map((m) => row(keys.map((k) => keyOf(m)[k]))).join(", ")}) ` +
