@@ -11,7 +11,7 @@
 import { spawnSync } from "child_process";
 import { LocalServer } from "../provider/embedded/localServer";
 import {
-  cleanupMigration, cutoverMigration, migrationOptions, parseEndpoint, startMigration, verifyMigration,
+  cleanupMigration, cutoverMigration, finishRollbackWindow, migrationOptions, parseEndpoint, rollbackMigration, startMigration, verifyMigration,
 } from "../provider/engine";
 import { CLI, ensureBuilt } from "./support/build";
 import { leftovers, startServers, startWal2jsonSource, wal2jsonMissing } from "./support/servers";
@@ -172,5 +172,27 @@ test("a start that fails in its load restores the source's replica identities an
   expect((await verifyMigration(source, target)).problems).toEqual([]);
   expect(await identities(src, db)).toEqual(ORIGINAL);
   await cleanupMigration(source, target, "fl");
+  expect(await leftovers(src, tgt, db)).toEqual([]);
+});
+
+test("rollback window: the new server's unlogged table is copied back to the old server during the rollback", async () => {
+  const db = "unlogged_rollback";
+  await src.createDatabase(db);
+  await tgt.createDatabase(db);
+  await src.query(`CREATE TABLE keyed (id int PRIMARY KEY, v text); INSERT INTO keyed SELECT g, 'k' FROM generate_series(1, 50) g;
+    CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY, v text); INSERT INTO scratch SELECT g, 's' FROM generate_series(1, 50) g;`, db);
+  const source = parseEndpoint(src.uri(db), "source"), target = parseEndpoint(tgt.uri(db), "target");
+  expect((await startMigration(source, target, migrationOptions({ name: "rb", mode: "stream", jobs: 2 }))).phase).toBe("ReadyToCutover");
+  const cut = await cutoverMigration(source, target, { name: "rb", freezeWrites: true, timeoutSec: 60, jobs: 2, reverseReplication: true });
+  expect(cut.unlogged).toEqual({ action: "copied", tables: ["public.scratch"], rows: 50 });
+  // The application writes on the new server, then moves back.
+  await tgt.query(`INSERT INTO keyed VALUES (51, 'new'); DELETE FROM scratch WHERE id > 40; UPDATE scratch SET v = 'new' WHERE id <= 3`, db);
+  const back = await rollbackMigration(source, target, { name: "rb", timeoutSec: 60, jobs: 2 });
+  expect(back.cutover!.unlogged).toEqual({ action: "copied", tables: ["public.scratch"], rows: 40 });
+  expect(await src.query(`SELECT count(*)::int AS n, count(*) FILTER (WHERE v = 'new')::int AS changed FROM scratch`, db)).toEqual([{ n: 40, changed: 3 }]);
+  const report = await verifyMigration(parseEndpoint(tgt.uri(db), "source"), parseEndpoint(src.uri(db), "target"));
+  expect(report.problems).toEqual([]);
+  await finishRollbackWindow(source, target, "rb");
+  await cleanupMigration(source, target, "rb");
   expect(await leftovers(src, tgt, db)).toEqual([]);
 });
