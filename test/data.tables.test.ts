@@ -196,3 +196,18 @@ test("rollback window: the new server's unlogged table is copied back to the old
   await cleanupMigration(source, target, "rb");
   expect(await leftovers(src, tgt, db)).toEqual([]);
 });
+
+test("a load error names its table", async () => {
+  const db = "load_error";
+  await src.createDatabase(db);
+  await tgt.createDatabase(db);
+  await src.query(SCHEMA, db);
+  const source = parseEndpoint(src.uri(db), "source"), target = parseEndpoint(tgt.uri(db), "target");
+  const opts = migrationOptions({ name: "le", jobs: 2, replicaIdentityFull: true });
+  expect((await startMigration(source, target, opts, undefined, "SchemaSync")).phase).toBe("Loading");
+  await tgt.query(`ALTER TABLE keyed DROP COLUMN v`, db);
+  await expect(startMigration(source, target, opts)).rejects.toThrow(/loading table public\.keyed failed: column "v" of relation "keyed" does not exist/);
+  await cleanupMigration(source, target, "le");
+  expect(await identities(src, db)).toEqual(ORIGINAL);
+  expect(await leftovers(src, tgt, db)).toEqual([]);
+});

@@ -60,7 +60,7 @@ export interface MigrationOutputs extends MigrationInputs {
   bytesCopied: number;
   tables: TableOutput[];
   downtimeMs: number | null;
-  /** Where the downtime went: freezeMs, drainMs, fenceCheckMs, verifyMs, endReplicationMs, sequencesMs, heldBackMs. */
+  /** Where the downtime went: freezeMs, drainMs, fenceCheckMs, unloggedCopyMs, verifyMs, endReplicationMs, sequencesMs, heldBackMs. */
   cutoverTimings: Record<string, number> | null;
   /** DDL made on the source that the target lacks (one line each); cutover refuses while not empty. */
   schemaDifferences: string[];
