@@ -76,7 +76,7 @@ export class Migration extends pulumi.dynamic.Resource {
   declare public readonly bytesCopied: pulumi.Output<number>;
   declare public readonly tables: pulumi.Output<{ table: string; status: string; rows: number; bytes: number; estimatedRows: number }[]>;
   declare public readonly downtimeMs: pulumi.Output<number | null>;
-  /** Where the downtime went (ms): freezeMs, drainMs, fenceCheckMs, verifyMs, endReplicationMs, sequencesMs, heldBackMs. */
+  /** Where the downtime went (ms): freezeMs, drainMs, fenceCheckMs, unloggedCopyMs, verifyMs, endReplicationMs, sequencesMs, heldBackMs. */
   declare public readonly cutoverTimings: pulumi.Output<Record<string, number> | null>;
   /** DDL made on the source that the target lacks; cutover refuses while not empty. */
   declare public readonly schemaDifferences: pulumi.Output<string[]>;
