@@ -82,6 +82,7 @@ test.each(CASES)("mode %s (%s): columnless, generated-only and unlogged tables c
   await s.query(`INSERT INTO nocols DEFAULT VALUES; INSERT INTO nocols DEFAULT VALUES; INSERT INTO nocols DEFAULT VALUES;
     DELETE FROM nocols WHERE ctid = (SELECT min(ctid) FROM nocols);
     INSERT INTO genonly DEFAULT VALUES; DELETE FROM genonly WHERE ctid = (SELECT min(ctid) FROM genonly);
+    UPDATE genonly SET g = DEFAULT WHERE ctid = (SELECT min(ctid) FROM genonly);
     UPDATE nothing_t SET b = 'changed' WHERE a <= 3; DELETE FROM nothing_t WHERE a = 20;
     UPDATE keyed SET v = 'u' WHERE id <= 10;
     INSERT INTO scratch SELECT g, 'late' FROM generate_series(101, 130) g; UPDATE scratch SET v = 'changed' WHERE id <= 5; DELETE FROM scratch WHERE id = 50;`, db);
