@@ -6,7 +6,7 @@ import { Client } from "pg";
 import {
   copyableTables, listTables, publishedTables, serverVersionNum, TableInfo, TableSelection, tablesWithoutReplicaIdentity, userSchemas,
 } from "./catalog";
-import { connectReplication, Endpoint, qualified } from "./endpoint";
+import { connectReplication, Endpoint, qualified, quoteLiteral } from "./endpoint";
 import { Finding, PgferryError } from "./errors";
 import { findPgTools, rolesMissingOnTarget } from "./schema";
 import { probeWal2json, readWal2jsonTables, unresolvableTables, wal2jsonInstallFix, Wal2jsonProbe } from "./wal2json";
@@ -182,7 +182,15 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
           : err.code === "53400" ? `free a replication slot on the source (max_replication_slots = ${s.max_slots}) for the check, or raise max_replication_slots`
           : "check the source's log for the reason and run again" });
     }
-    if (wal2jsonProbe && !wal2jsonProbe.available) {
+    if (wal2jsonProbe && !wal2jsonProbe.available && /may not be used as an output plugin/.test(wal2jsonProbe.error ?? "")) {
+      // Installed, but the server only lets the output plugins listed in output_plugin_libraries be used.
+      const allowed = (await src.query(`SELECT current_setting('output_plugin_libraries', true) AS v`)).rows[0].v as string | null;
+      // A list setting: each library quoted on its own ('a, b' would be one name).
+      const list = [...(allowed ?? "").split(",").map((x) => x.trim().replace(/^"|"$/g, "")).filter(Boolean), "wal2json"].map(quoteLiteral).join(", ");
+      add({ code: "wal2json_not_trusted", server: "source", message: `the source has wal2json but does not allow it as an output plugin ` +
+        `(output_plugin_libraries = '${allowed ?? ""}')`,
+        fix: `on the source: ALTER SYSTEM SET output_plugin_libraries = ${list}; SELECT pg_reload_conf(); (no restart needed)` });
+    } else if (wal2jsonProbe && !wal2jsonProbe.available) {
       add({ code: "wal2json_missing", server: "source", message: `the source cannot load the wal2json output plugin (${wal2jsonProbe.error})`,
         fix: wal2jsonInstallFix(major(sourceVersion)) });
     } else if (wal2jsonProbe && !wal2jsonProbe.numericAsString && copyableTables(tables).length) {

@@ -89,7 +89,13 @@ export function wal2jsonMissing(): string | undefined {
   return undefined;
 }
 
-/** A source server (system PostgreSQL 15) that can load wal2json. */
+/**
+ * A source server (system PostgreSQL 15) that can load wal2json. Newer Debian builds (15.20) only let the
+ * output plugins listed in output_plugin_libraries be used (default pgoutput, test_decoding): wal2json is added
+ * when the server has that setting.
+ */
 export function startWal2jsonSource(): Promise<LocalServer> {
-  return LocalServer.start({ major: 15, binDir: SYSTEM_PG15 });
+  const d = spawnSync(path.join(SYSTEM_PG15, "postgres"), ["--describe-config"], { encoding: "utf8" });
+  const trusted = /^output_plugin_libraries\t/m.test(d.stdout ?? "");
+  return LocalServer.start({ major: 15, binDir: SYSTEM_PG15, settings: trusted ? { output_plugin_libraries: "pgoutput, test_decoding, wal2json" } : {} });
 }
