@@ -46,6 +46,9 @@ test("migration options: defaults, validation, deterministic object names", () =
   expect(migrationOptions({ mode: "stream", plugin: "wal2json" })).toMatchObject({ mode: "stream", plugin: "wal2json" });
   expect(() => migrationOptions({ plugin: "wal2json" })).toThrow(/--plugin wal2json needs --mode stream/);
   expect(() => migrationOptions({ mode: "stream", plugin: "test_decoding" as never })).toThrow(/--plugin must be one of pgoutput, wal2json/);
+  expect(migrationOptions({}).unlogged).toBe("copy");
+  expect(migrationOptions({ unlogged: "skip" }).unlogged).toBe("skip");
+  expect(() => migrationOptions({ unlogged: "ignore" as never })).toThrow(/--unlogged must be one of copy, skip/);
 });
 
 test("wal2json options: add-tables escapes what its parser treats specially, numbers quoted only when asked", () => {
@@ -209,4 +212,12 @@ test("Migration resource: rollbackWindow true → false is an in-place update; r
   // After cutover: a window cannot be added (the application may have written already) nor reopened once closed.
   await expect(diff("id", base, open)).rejects.toThrow(/cut over without reverseReplication/);
   await expect(diff("id", { ...open, rollbackWindow: false }, open)).rejects.toThrow(/was closed .* cannot be reopened/);
+});
+
+test("Migration resource: unlogged defaults to copy, skip flows through, and changing it is an update (it only matters at cutover)", async () => {
+  const { diff, pickInputs } = await import("../provider/resources/migrationHandlers");
+  const base = { source: "postgresql://u@old/db", target: "postgresql://u@new/db", name: "m" };
+  expect(pickInputs(base)).toMatchObject({ unlogged: "copy" });
+  expect(pickInputs({ ...base, unlogged: "skip" })).toMatchObject({ unlogged: "skip" });
+  expect(await diff("id", base, { ...base, unlogged: "skip" })).toMatchObject({ changes: true, replaces: [] });
 });

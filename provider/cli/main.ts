@@ -12,6 +12,8 @@ import {
 import { Monitor, serveMonitor } from "./monitor";
 import { formatStatus, formatTimings, formatWatch, printJson, reportError, reporter } from "./output";
 import { describeSessions } from "../engine/cutover";
+import { connect } from "../engine/endpoint";
+import { readMigration } from "../engine/state";
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 const port = (v: string) => {
@@ -79,11 +81,12 @@ export function buildProgram(): Command {
     .option("--exclude <table>", "never these tables, schema.table (repeatable)", collect, [])
     .option("--replica-identity-full", "set REPLICA IDENTITY FULL on source tables without a key instead of refusing")
     .option("--source-host-for-target <host[:port]>", "how the target server reaches the source, when not as pgferry does")
+    .addOption(new Option("--unlogged <how>", "unlogged tables (logical replication cannot see their changes): copy them again at cutover while the source is frozen, or skip them in the cutover gate and verify").choices(["copy", "skip"]).default("copy"))
     .option("--json", "print one JSON document instead of progress")
     .action(action(async (o) => {
       const { source, target } = endpoints(o);
       const opts = migrationOptions({ name: o.name, mode: o.mode, plugin: o.plugin, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
-        replicaIdentityFull: !!o.replicaIdentityFull, sourceHostForTarget: o.sourceHostForTarget });
+        replicaIdentityFull: !!o.replicaIdentityFull, unlogged: o.unlogged, sourceHostForTarget: o.sourceHostForTarget });
       const r = reporter(!!o.json);
       const res = await startMigration(source, target, opts, (e) => r.event(e)).finally(() => r.done());
       if (o.json) printJson({ ok: true, ...res });
@@ -167,6 +170,8 @@ export function buildProgram(): Command {
       }
       const res = await cutoverMigration(source, target, { name: o.name, freezeWrites: !!o.freezeWrites, timeoutSec: o.timeout, jobs: o.jobs,
         graceSec: o.grace, verify: o.verify, reverseReplication: !!o.reverseReplication, onProgress: (m) => r.line(`▸ ${m}`) });
+      if (!o.json && res.unlogged) r.line(res.unlogged.action === "copied" ? `  copied ${res.unlogged.tables.length} unlogged table(s) again while writes were stopped (${res.unlogged.rows} rows)` :
+        `  ! not carried and not verified (unlogged skip): ${res.unlogged.tables.join(", ")}`);
       if (o.json) printJson({ ok: true, ...res });
       else {
         r.line(res.alreadyCompleted ? `migration ${res.name} was already Completed (downtime ${((res.downtimeMs ?? 0) / 1000).toFixed(2)} s)` :
@@ -244,7 +249,8 @@ export function buildProgram(): Command {
       if (o.json) printJson({ ok: true, ...res });
       else process.stderr.write(`cleaned up ${res.name} (was ${res.previousPhase}): subscription ${res.droppedSubscription ? "dropped" : "none"}, ` +
         `slot ${res.droppedSlot ? "dropped" : "none"}, publication ${res.droppedPublication ? "dropped" : "none"}` +
-        `${res.unfrozeSource ? ", source writable again" : ""}\n`);
+        `${res.unfrozeSource ? ", source writable again" : ""}\n` +
+        res.restoredSourceChanges.map((c) => `restored on the source: ${c.object} ${c.change.replace(/^.*\(was (.*)\)$/, "back to $1")} (${c.undoSql})\n`).join(""));
     }));
 
   program.command("agent").description("stream mode: apply changes from the slot continuously (reconnects; SIGTERM stops after the current transaction)")
@@ -271,12 +277,22 @@ export function buildProgram(): Command {
     .option("--schema <schema>", "only this schema (repeatable)", collect, [])
     .option("--counts-only", "row counts without content hashes")
     .option("--jobs <n>", "tables checked in parallel", int("--jobs"), 4)
+    .addOption(new Option("--unlogged <how>", "skip: do not compare unlogged tables (default: what migration --name was started with, else compare them)").choices(["copy", "skip"]))
+    .addOption(nameOpt())
     .option("--json", "print JSON")
     .action(action(async (o) => {
       const { source, target } = endpoints(o);
-      const rep = await verifyMigration(source, target, { schemas: o.schema.length ? o.schema : undefined, hashes: !o.countsOnly, jobs: o.jobs });
+      let unlogged = o.unlogged as string | undefined;
+      if (!unlogged) {
+        // A migration started with --unlogged skip does not carry their content: comparing them would only report that.
+        const c = await connect(target);
+        try { unlogged = ((await readMigration(c, o.name))?.options as { unlogged?: string } | undefined)?.unlogged; } finally { await c.end().catch(() => undefined); }
+      }
+      const rep = await verifyMigration(source, target, { schemas: o.schema.length ? o.schema : undefined, hashes: !o.countsOnly, jobs: o.jobs,
+        skipUnlogged: unlogged === "skip" });
       if (o.json) printJson(rep);
       else {
+        for (const w of rep.warnings) process.stdout.write(`  ! ${w}\n`);
         process.stdout.write(`${rep.tables.length} tables, ${rep.sequences.length} sequences, ${rep.objects.length} constraints/triggers checked in ${rep.seconds.toFixed(1)} s: ` +
           `${rep.ok ? "source and target are equal" : `${rep.problems.length} difference(s)`}\n`);
         for (const p of rep.problems) process.stdout.write(`  ✗ ${p}\n`);

@@ -35,6 +35,16 @@ export function reporter(json: boolean): Reporter {
       if (json) return;
       if (e.type === "phase") { multi?.stop(); multi = undefined; write(`▸ ${e.phase}: ${e.message}`); return; }
       if (e.type === "finding") { write(formatFindings([e.finding])); return; }
+      if (e.type === "sourceChange") {
+        if (e.action === "changed") {
+          write(`  changed on the source (recorded on the target with its undo; restored by pgferry cleanup, a completed cutover or a failed load):`);
+          for (const c of e.changes) write(`    ${c.object}: ${c.change}; undo: ${c.undoSql};`);
+        } else {
+          write(`  restored on the source:`);
+          for (const c of e.changes) write(`    ${c.object}: ${c.undoSql};`);
+        }
+        return;
+      }
       if (e.type === "table") {
         const p: TableLoadProgress = e.progress;
         if (!tty) { if (p.done) write(`  copied ${p.table}: ${p.rows} rows, ${human(p.bytes)} in ${p.seconds.toFixed(1)}s`); return; }
@@ -151,7 +161,7 @@ export function formatWatch(v: MonitorView, fancy: boolean): string {
 
 /** "freeze 0.41 s, drain 0.20 s, …": where the cutover's downtime went. */
 export function formatTimings(t: CutoverTimings): string {
-  const parts: [string, number | undefined][] = [["freeze", t.freezeMs], ["drain", t.drainMs], ["fence check", t.fenceCheckMs], ["verify", t.verifyMs],
+  const parts: [string, number | undefined][] = [["freeze", t.freezeMs], ["drain", t.drainMs], ["fence check", t.fenceCheckMs], ["unlogged tables", t.unloggedCopyMs], ["verify", t.verifyMs],
     ["end replication", t.endReplicationMs], ["sequences", t.sequencesMs], ["held-back objects", t.heldBackMs]];
   return parts.filter(([, v]) => v !== undefined).map(([k, v]) => `${k} ${(v! / 1000).toFixed(2)} s`).join(", ");
 }

@@ -91,6 +91,46 @@ function runAsUser(): { uid: number; gid: number } | undefined {
   return { uid: Number(r.stdout.trim()), gid: Number(g.stdout.trim()) };
 }
 
+/** Whether `owner` can run this folder's initdb (it must be able to enter every parent folder). */
+function canRun(binDir: string, owner: { uid: number; gid: number }): boolean {
+  return spawnSync(path.join(binDir, "initdb"), ["--version"], { uid: owner.uid, gid: owner.gid, encoding: "utf8" }).status === 0;
+}
+
+/**
+ * As root the servers run as the OS user postgres, which must reach the binaries: a checkout in a folder
+ * it cannot enter (a clone in /root, mode 0700) holds node_modules' binaries out of its reach, and initdb
+ * fails with EACCES. Then the installation (bin, lib and share side by side, as the embedded packages and
+ * scripts/fetch-pg13.sh lay them out) is copied once into the temporary folder, world-readable and keyed
+ * by its path and build, and run from there. Copied to a temporary name and renamed, so concurrent
+ * starts do not see a half-copied tree.
+ */
+export function binariesReachableBy(binDir: string, owner: { uid: number; gid: number }, major: number): string {
+  if (canRun(binDir, owner)) return binDir;
+  const install = fs.realpathSync(path.dirname(binDir));
+  const build = fs.statSync(path.join(install, "bin", "postgres"));
+  const id = crypto.createHash("sha256").update(`${install}\0${build.size}\0${build.mtimeMs}`).digest("hex").slice(0, 12);
+  const dest = path.join(os.tmpdir(), `pgferry-pg${major}-bin-${id}`);
+  if (!fs.existsSync(path.join(dest, "bin", "postgres"))) {
+    const tmp = fs.mkdtempSync(`${dest}.tmp-`);
+    try {
+      fs.cpSync(install, tmp, { recursive: true, verbatimSymlinks: true });
+      fs.chmodSync(tmp, 0o755);
+      fs.renameSync(tmp, dest);
+    } catch (e) {
+      fs.rmSync(tmp, { recursive: true, force: true });
+      if (!fs.existsSync(path.join(dest, "bin", "postgres"))) throw e; // not a concurrent start that won the rename
+    }
+  }
+  const copied = path.join(dest, "bin");
+  if (!canRun(copied, owner)) {
+    throw new Error(`running as root, the PostgreSQL ${major} servers run as the OS user postgres, which can neither run the binaries in ` +
+      `${binDir} (a folder it cannot enter, such as a checkout under /root with mode 0700) nor their copy in ${dest}. Fix: run as a ` +
+      `non-root user, or put the pgferry checkout in a folder every user can enter (chmod o+x on it and its parents), or set TMPDIR ` +
+      `to such a folder`);
+  }
+  return copied;
+}
+
 const running = new Set<LocalServer>();
 process.once("exit", () => { for (const s of running) s.killNow(); });
 
@@ -113,9 +153,10 @@ export class LocalServer {
     if (!opts.binDir && !(SUPPORTED_EMBEDDED_MAJORS as readonly number[]).includes(opts.major)) {
       throw new Error(`PostgreSQL ${opts.major} is not among the embedded packages (${SUPPORTED_EMBEDDED_MAJORS.join(", ")}); pass binDir with its binaries`);
     }
-    const binDir = opts.binDir ?? embeddedBinDir(opts.major as EmbeddedMajor);
+    const installedBinDir = opts.binDir ?? embeddedBinDir(opts.major as EmbeddedMajor);
     if (opts.binDir) checkSystemBinaries(opts.binDir, opts.major);
     const owner = runAsUser();
+    const binDir = owner ? binariesReachableBy(installedBinDir, owner, opts.major) : installedBinDir;
     const root = fs.mkdtempSync(path.join(os.tmpdir(), `pgferry-pg${opts.major}-`));
     const password = crypto.randomBytes(12).toString("base64url");
     const pwfile = path.join(root, "pwfile");
@@ -129,7 +170,9 @@ export class LocalServer {
     fs.rmSync(pwfile, { force: true });
     if (init.status !== 0) {
       fs.rmSync(root, { recursive: true, force: true });
-      throw new Error(`initdb (PostgreSQL ${opts.major}) failed: ${init.stderr || init.stdout || init.error}`);
+      const denied = /EACCES|Permission denied/i.test(`${init.stderr}${init.stdout}${init.error}`);
+      throw new Error(`initdb (PostgreSQL ${opts.major}) failed: ${init.stderr || init.stdout || init.error}` + (denied && owner
+        ? `; the OS user postgres (which runs the servers when pgferry runs as root) cannot reach ${root}: set TMPDIR to a folder every user can enter` : ""));
     }
     const server = new LocalServer(opts.major, await freePort(), password, root, binDir, owner,
       { wal_level: "logical", ...opts.settings }, opts.onLog);

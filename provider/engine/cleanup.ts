@@ -15,6 +15,7 @@ import { dropPublication, dropSlot } from "./snapshot";
 import { controlSchemaExists, readMigration } from "./state";
 import { connectWritable, unfreezeSource } from "./cutover";
 import { CONTROL_SCHEMA } from "./catalog";
+import { describeSourceChanges, restoreSourceChanges, SourceChange } from "./sourceChanges";
 
 export interface CleanupResult {
   name: string;
@@ -26,6 +27,8 @@ export interface CleanupResult {
   droppedReversePublication: boolean;
   unfrozeSource: boolean;
   removedState: boolean;
+  /** Source schema changes pgferry had made (REPLICA IDENTITY FULL), undone now: each with the SQL that was run. */
+  restoredSourceChanges: SourceChange[];
   /** Phase the migration was in (NotFound when the target had no record). */
   previousPhase: string;
 }
@@ -57,6 +60,13 @@ export async function cleanupMigration(source: Endpoint, target: Endpoint, name:
       await unfreezeSource(src, source, m.freezeSaved);
       unfrozeSource = true;
     }
+    // Before the state goes: the records of what pgferry changed on the source are in it.
+    const undo = await restoreSourceChanges(src, tgt, name);
+    if (undo.failed.length) {
+      throw new PgferryError("cleanup_incomplete", `the replication objects were removed, but pgferry could not restore what it changed on the ` +
+        `source: ${undo.failed.map((f) => `${f.object} (${f.error})`).join(", ")}; the records are kept. Fix: run as the tables' owner or a ` +
+        `superuser and rerun pgferry cleanup, or run on the source: ${describeSourceChanges(undo.failed)}`);
+    }
     let removedState = false;
     if (m) {
       await tgt.query(`DELETE FROM ${CONTROL_SCHEMA}.migration WHERE name = $1`, [name]);
@@ -66,7 +76,8 @@ export async function cleanupMigration(source: Endpoint, target: Endpoint, name:
       const left = (await tgt.query(`SELECT count(*)::int AS n FROM ${CONTROL_SCHEMA}.migration`)).rows[0].n;
       if (left === 0) await tgt.query(`DROP SCHEMA ${CONTROL_SCHEMA} CASCADE`);
     }
-    return { name, droppedSubscription, droppedSlot, droppedPublication, droppedReverseSlot, droppedReversePublication, unfrozeSource, removedState, previousPhase: m?.phase ?? "NotFound" };
+    return { name, droppedSubscription, droppedSlot, droppedPublication, droppedReverseSlot, droppedReversePublication, unfrozeSource, removedState,
+      restoredSourceChanges: undo.restored, previousPhase: m?.phase ?? "NotFound" };
   } finally {
     await tgt.end().catch(() => undefined);
     await src?.end().catch(() => undefined);

@@ -11,7 +11,8 @@
  * re-verifies and `abortCutover` (`pgferry cutover --abort`) unfreezes and resumes streaming.
  */
 import { Client } from "pg";
-import { listSequences, listTables, TableSelection, userSchemas } from "./catalog";
+import { copyableTables, listSequences, listTables, TableSelection, userSchemas } from "./catalog";
+import { runLoad } from "./load";
 import { dropSubscription, subscriptionInfo } from "./cdc";
 import { connect, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS } from "./endpoint";
 import { describeDifferences, schemaDifferences } from "./drift";
@@ -27,6 +28,7 @@ import {
 } from "./state";
 import { touchedTables } from "./touched";
 import { verifyMigration } from "./verify";
+import { describeSourceChanges, restoreSourceChanges, SourceChange } from "./sourceChanges";
 
 export type VerifyMode = "counts" | "hashes";
 export const VERIFY_MODES: VerifyMode[] = ["counts", "hashes"];
@@ -56,6 +58,11 @@ export interface CutoverOptions {
    * forward cutover froze, so pgferry's sessions there (state, inline drain) lift read-only for themselves.
    */
   reverse?: boolean;
+  /**
+   * Unlogged tables (logical replication cannot see their changes): "copy" them again now, while writes are
+   * stopped, or "skip" them in the gate (with a warning). Default: what start recorded, else copy.
+   */
+  unlogged?: "copy" | "skip";
 }
 
 export interface SessionInfo {
@@ -95,6 +102,10 @@ export interface CutoverResult {
   undoFreezeSql: string[];
   /** With reverseReplication: the window this cutover opened (or found open). */
   rollbackWindow?: RollbackWindowOpened;
+  /** Unlogged tables copied again during the freeze (unlogged copy), or left out of the gate (unlogged skip). */
+  unlogged?: { action: "copied" | "skipped"; tables: string[]; rows?: number };
+  /** What pgferry had changed on the source (REPLICA IDENTITY FULL), undone once replication ended. */
+  restoredSourceChanges?: SourceChange[];
 }
 
 export interface AbortResult {
@@ -154,6 +165,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
     let neutralisedRoles: string[] = [];
     let fenceAttempts = 0;
     let verification: CutoverResult["verification"];
+    let unloggedResult: CutoverResult["unlogged"];
     // Still replicating: the subscription exists (subscription mode) or the slot does (stream mode).
     const replicating = stream ? !!(await slotInfo(src, names.slot)) : (await subscriptionInfo(tgt, names.subscription)).exists;
     if (o.reverseReplication && !o.reverse) await rollbackWindowPreflight(tgt, o.name);
@@ -242,13 +254,31 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
         }
       }
 
+      // Unlogged tables: no slot sees their changes, but writes are stopped now, so a copy is exact.
+      const sel = ((m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
+      const selected = await listTables(src, sel);
+      const unloggedTables = copyableTables(selected).filter((t) => t.unlogged);
+      const unloggedHow = o.unlogged ?? (m.options as { unlogged?: "copy" | "skip" }).unlogged ?? "copy";
+      if (unloggedTables.length) {
+        const list = unloggedTables.map((t) => `${t.schema}.${t.name}`);
+        if (unloggedHow === "skip") {
+          say(`warning: ${list.length} unlogged table(s) are not carried and not verified (unlogged: skip): ${list.join(", ")}`);
+          unloggedResult = { action: "skipped", tables: list };
+        } else {
+          say(`copying ${list.length} unlogged table(s) again (logical replication cannot see their changes): ${list.join(", ")}`);
+          const tCopy = Date.now();
+          const copied = await runLoad(source, target, undefined, unloggedTables, o.jobs);
+          timings.unloggedCopyMs = ms(tCopy);
+          await saveTimings();
+          unloggedResult = { action: "copied", tables: list, rows: copied.rows };
+        }
+      }
+
       // The gate: the target must equal the (frozen) source before anything is dropped.
       const tVerify = Date.now();
-      const sel = ((m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
-      const listed = await listTables(src, sel);
-      const tables = listed.map((t) => `${t.schema}.${t.name}`);
+      const tables = selected.filter((t) => !(unloggedHow === "skip" && t.unlogged && t.kind === "r")).map((t) => `${t.schema}.${t.name}`);
       // counts: row counts of every table, and content hashes of the tables changed during CDC (a lost UPDATE keeps the count).
-      const touched = verifyMode === "hashes" ? [] : [...await touchedTables(src, tgt, o.name, listed)];
+      const touched = verifyMode === "hashes" ? [] : [...await touchedTables(src, tgt, o.name, selected)];
       say(`verifying the target against the source (${verifyMode === "hashes" ? "row counts and content hashes" :
         `row counts, and content hashes of the ${touched.length} table(s) changed during replication`})`);
       const report = await verifyMigration(source, target, { onlyTables: tables, hashes: verifyMode === "hashes", hashTables: touched, jobs: o.jobs });
@@ -275,6 +305,14 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
     const tEnd = Date.now();
     await dropSlot(src, names.slot, stream ? 0 : 10000);
     await dropPublication(src, names.publication);
+    // Without the publication the source needs none of what pgferry changed there (REPLICA IDENTITY FULL): undone now.
+    const undo = await restoreSourceChanges(src, tgt, o.name);
+    if (undo.failed.length) {
+      throw new PgferryError("restore_failed", `replication has ended, but pgferry could not restore what it changed on the source: ` +
+        `${undo.failed.map((f) => `${f.object} (${f.error})`).join(", ")}; fix: run pgferry cutover again as the tables' owner or a superuser, ` +
+        `or run on the source: ${describeSourceChanges(undo.failed)}`);
+    }
+    if (undo.restored.length) say(`restored on the source: ${describeSourceChanges(undo.restored)}`);
     timings.endReplicationMs = (timings.endReplicationMs ?? 0) + ms(tEnd);
     say("syncing sequences");
     const tSeq = Date.now();
@@ -309,7 +347,8 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
     const after = (await readMigration(tgt, o.name))!;
     return { name: o.name, phase: "Completed", alreadyCompleted: false, fenceLsn: after.fenceLsn, downtimeMs, timings, sequencesSynced,
       heldBackApplied, endedSessions, stillConnected, neutralisedRoles, fenceAttempts, verification, sourceLeftReadOnly: after.sourceFrozen,
-      undoFreezeSql: after.sourceFrozen ? undoSql(source, after.freezeSaved) : [], rollbackWindow };
+      undoFreezeSql: after.sourceFrozen ? undoSql(source, after.freezeSaved) : [], rollbackWindow,
+      restoredSourceChanges: undo.restored, unlogged: unloggedResult };
   } finally {
     await tgt.end().catch(() => undefined);
     await src?.end().catch(() => undefined);

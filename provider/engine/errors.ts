@@ -33,3 +33,14 @@ export function formatFindings(findings: Finding[]): string {
     .map((f) => `  ${f.severity === "error" ? "✗" : "!"} [${f.server}] ${f.message}\n      fix: ${f.fix}`)
     .join("\n");
 }
+
+/**
+ * Test-only fault injection: throws when the environment variable PGFERRY_TEST_FAIL_AT names this point
+ * (preflight, pre-data, load, post-data, cdc-setup). Used by test/start.resume.test.ts where no real cause
+ * can fail that phase on demand; unset in normal use, when this does nothing.
+ */
+export function testFailpoint(point: string): void {
+  if (process.env.PGFERRY_TEST_FAIL_AT === point) {
+    throw new PgferryError("test_failpoint", `injected failure at ${point} (PGFERRY_TEST_FAIL_AT=${point}, a test setting)`);
+  }
+}

@@ -46,11 +46,14 @@ function publicView(p: TableLoadProgress & { pending: number; startedAt: number 
 /** Tables above this size are split into key ranges (when they have a single integer key). */
 export const SPLIT_BYTES = 64 * 1024 * 1024;
 
-/** Open a source session inside the exported snapshot (REPEATABLE READ, read-only). */
-export async function snapshotSession(source: Endpoint, snapshot: string): Promise<Client> {
+/**
+ * Open a source session inside the exported snapshot (REPEATABLE READ, read-only). Without a snapshot
+ * (the cutover's copy of unlogged tables, while the source is frozen) each session takes its own.
+ */
+export async function snapshotSession(source: Endpoint, snapshot: string | undefined): Promise<Client> {
   const c = await connect(source, { application_name: "pgferry load" });
   await c.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-  await c.query(`SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "")}'`);
+  if (snapshot !== undefined) await c.query(`SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "")}'`);
   return c;
 }
 
@@ -94,11 +97,23 @@ function copySql(job: CopyJob): { out: string; inp: string } {
 }
 
 /**
+ * A table with no columns COPY can name — none at all, or only generated ones — still holds rows (a
+ * zero-column table can hold any number of them), and `COPY t () …` is a syntax error. Its content is
+ * exactly its row count: count in the snapshot, insert that many rows of defaults (generated columns
+ * compute themselves).
+ */
+async function copyRowsWithoutColumns(src: Client, dst: Client, name: string): Promise<number> {
+  const n = Number((await src.query(`SELECT count(*)::bigint AS n FROM ONLY ${name}`)).rows[0].n);
+  if (n > 0) await dst.query(`INSERT INTO ${name} SELECT FROM generate_series(1, $1::bigint)`, [n]);
+  return n;
+}
+
+/**
  * Copy every table with `jobs` workers. Each worker holds one source session in the snapshot and
  * one target session. Any failure stops all workers and destroys their connections (a COPY TO
  * cannot be cancelled in-band), then rejects.
  */
-export async function runLoad(source: Endpoint, target: Endpoint, snapshot: string, tables: TableInfo[], jobs: number,
+export async function runLoad(source: Endpoint, target: Endpoint, snapshot: string | undefined, tables: TableInfo[], jobs: number,
   onProgress?: (p: TableLoadProgress) => void): Promise<LoadResult> {
   const t0 = Date.now();
   const progress = new Map<string, TableLoadProgress & { pending: number; startedAt: number }>();
@@ -114,10 +129,17 @@ export async function runLoad(source: Endpoint, target: Endpoint, snapshot: stri
     p.pending++;
     progress.set(k, p);
   }
+  const openTarget = async () => {
+    const c = await connect(target, { application_name: "pgferry load" });
+    // The cutover's copy (no snapshot): post-data exists, so user and TRUNCATE triggers must not fire; and a
+    // rollback's target is the frozen old server, which pgferry's own sessions write through.
+    if (snapshot === undefined) await c.query("SET session_replication_role = replica; SET default_transaction_read_only = off").catch(async (e) => { await c.end(); throw e; });
+    return c;
+  };
   // Whole tables first truncate inside the COPY's transaction (needed for FREEZE); split tables once, up front.
   const split = [...new Set(plan.filter((j) => j.range).map((j) => j.table))];
   if (split.length) {
-    const c = await connect(target);
+    const c = await openTarget();
     try { await c.query(`TRUNCATE ${split.map((t) => `ONLY ${qualified(t.schema, t.name)}`).join(", ")}`); } finally { await c.end(); }
   }
 
@@ -127,7 +149,7 @@ export async function runLoad(source: Endpoint, target: Endpoint, snapshot: stri
   const worker = async () => {
     const src = await snapshotSession(source, snapshot);
     clients.add(src);
-    const dst = await connect(target, { application_name: "pgferry load" });
+    const dst = await openTarget();
     clients.add(dst);
     // A crash mid-load restarts the load from a new snapshot, so durability per COPY buys nothing.
     await dst.query("SET synchronous_commit = off");
@@ -139,11 +161,23 @@ export async function runLoad(source: Endpoint, target: Endpoint, snapshot: stri
       const counter = new Transform({
         transform(chunk: Buffer, _enc, cb) { p.bytes += chunk.length; jobBytes += chunk.length; cb(null, chunk); },
       });
-      if (!job.range) { await dst.query("BEGIN"); await dst.query(`TRUNCATE ONLY ${qualified(job.table.schema, job.table.name)}`); }
-      const inp = dst.query(copyFrom(sql.inp));
-      await pipeline(src.query(copyTo(sql.out)), counter, inp);
-      if (!job.range) await dst.query("COMMIT");
-      p.rows += Number(inp.rowCount ?? 0);
+      const name = qualified(job.table.schema, job.table.name);
+      let rows: number;
+      try {
+        if (!job.range) { await dst.query("BEGIN"); await dst.query(`TRUNCATE ONLY ${name}`); }
+        if (!job.table.columns.length) {
+          rows = await copyRowsWithoutColumns(src, dst, name);
+        } else {
+          const inp = dst.query(copyFrom(sql.inp));
+          await pipeline(src.query(copyTo(sql.out)), counter, inp);
+          rows = Number(inp.rowCount ?? 0);
+        }
+        if (!job.range) await dst.query("COMMIT");
+      } catch (e) {
+        // Every load error names its table: which one broke is the first thing the user needs.
+        throw new PgferryError("load_failed", `loading table ${job.table.schema}.${job.table.name} failed: ${(e as Error).message ?? e}`);
+      }
+      p.rows += rows;
       p.copiedBytes += jobBytes;
       p.seconds = (Date.now() - p.startedAt) / 1000;
       if (--p.pending === 0) p.done = true;
@@ -163,6 +197,7 @@ export async function runLoad(source: Endpoint, target: Endpoint, snapshot: stri
     await Promise.all([...clients].map((c) => c.end().catch(() => undefined)));
   }
   if (failure) {
+    if (failure instanceof PgferryError) throw failure;
     const msg = failure instanceof Error ? failure.message : String(failure);
     throw new PgferryError("load_failed", `the full load failed: ${msg}`);
   }

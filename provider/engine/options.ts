@@ -13,6 +13,14 @@ export const CDC_MODES: CdcMode[] = ["subscription", "stream"];
 export type OutputPlugin = "pgoutput" | "wal2json";
 export const OUTPUT_PLUGINS: OutputPlugin[] = ["pgoutput", "wal2json"];
 
+/**
+ * Unlogged tables: logical replication cannot see their changes. copy (default): loaded with the rest and
+ * copied again at cutover, while the source is frozen; skip: loaded once, then ignored by the cutover
+ * gate and verify (with a warning naming them).
+ */
+export type UnloggedHandling = "copy" | "skip";
+export const UNLOGGED_HANDLING: UnloggedHandling[] = ["copy", "skip"];
+
 export interface MigrationOptions {
   /** Identifies the migration; slot, publication and subscription names derive from it. */
   name: string;
@@ -23,6 +31,7 @@ export interface MigrationOptions {
   jobs: number;
   selection: TableSelection;
   replicaIdentityFull: boolean;
+  unlogged: UnloggedHandling;
   /**
    * How the target reaches the source for the subscription ("host" or "host:port"), when that differs
    * from how pgferry reaches it (other network, private endpoint). Default: the source URI's host.
@@ -48,13 +57,15 @@ export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: stri
   if (plugin === "wal2json" && mode !== "stream") {
     throw new PgferryError("bad_plugin", `--plugin wal2json needs --mode stream (a subscription always decodes with pgoutput)`);
   }
+  const unlogged = o.unlogged ?? "copy";
+  if (!UNLOGGED_HANDLING.includes(unlogged)) throw new PgferryError("bad_unlogged", `--unlogged must be one of ${UNLOGGED_HANDLING.join(", ")}`);
   const jobs = o.jobs ?? 4;
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64) throw new PgferryError("bad_jobs", "--jobs must be a whole number from 1 to 64");
   if (o.sourceHostForTarget !== undefined && !/^(\[[0-9a-fA-F:.]+\]|[^\s:/]+|[0-9a-fA-F:]+)(:\d{1,5})?$/.test(o.sourceHostForTarget)) {
     throw new PgferryError("bad_host", `--source-host-for-target "${o.sourceHostForTarget}" must be a host name or address, optionally with :port`);
   }
   return {
-    name, mode, plugin, jobs, replicaIdentityFull: !!o.replicaIdentityFull, sourceHostForTarget: o.sourceHostForTarget,
+    name, mode, plugin, jobs, replicaIdentityFull: !!o.replicaIdentityFull, unlogged, sourceHostForTarget: o.sourceHostForTarget,
     selection: o.selection ?? { schemas: o.schemas ?? [], include: o.include ?? [], exclude: o.exclude ?? [] },
   };
 }

@@ -6,7 +6,7 @@ import { Client } from "pg";
 import {
   columnsWithoutEquality, copyableTables, listTables, publishedTables, serverVersionNum, TableInfo, TableSelection, tablesWithoutReplicaIdentity, userSchemas,
 } from "./catalog";
-import { connectReplication, Endpoint, qualified } from "./endpoint";
+import { connectReplication, Endpoint, qualified, quoteLiteral } from "./endpoint";
 import { Finding, PgferryError } from "./errors";
 import { findPgTools, rolesMissingOnTarget } from "./schema";
 import { probeWal2json, readWal2jsonTables, unresolvableTables, wal2jsonInstallFix, Wal2jsonProbe } from "./wal2json";
@@ -21,6 +21,8 @@ export interface PreflightOptions {
   mode?: "subscription" | "stream";
   /** Stream mode's output plugin; wal2json needs no publication but must be installed on the source. */
   plugin?: "pgoutput" | "wal2json";
+  /** Unlogged tables: copied again at cutover (default) or skipped by the gate and verify. */
+  unlogged?: "copy" | "skip";
 }
 
 export interface PreflightResult {
@@ -151,10 +153,17 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
     }
   }
   const unlogged = tables.filter((t) => t.unlogged);
+  const copyUnlogged = unlogged.length > 0 && o.unlogged !== "skip";
   if (unlogged.length) {
-    add({ severity: "warning", code: "unlogged", server: "source", objects: names(unlogged),
-      message: `${unlogged.length} unlogged table(s) are copied once but their later changes are not replicated: ${list(names(unlogged))}`,
-      fix: "make them logged (ALTER TABLE … SET LOGGED) to replicate them, or --exclude them" });
+    add(o.unlogged === "skip"
+      ? { severity: "warning", code: "unlogged", server: "source", objects: names(unlogged),
+        message: `${unlogged.length} unlogged table(s) are loaded once and then not carried (--unlogged skip: logical replication cannot see their ` +
+          `changes; the cutover gate and verify skip them): ${list(names(unlogged))}`,
+        fix: "omit --unlogged skip to copy them again at cutover, or make them logged (ALTER TABLE … SET LOGGED) to stream them" }
+      : { severity: "warning", code: "unlogged", server: "source", objects: names(unlogged),
+        message: `${unlogged.length} unlogged table(s): logical replication cannot see their changes, so the cutover copies them again while ` +
+          `the source is frozen (their copy time adds to the downtime): ${list(names(unlogged))}`,
+        fix: "make them logged (ALTER TABLE … SET LOGGED) to stream them instead, or pass --unlogged skip to leave their content out, or --exclude them" });
   }
   const unreadable = (await src.query(`SELECT t FROM unnest($1::text[]) t WHERE NOT has_table_privilege(t::regclass, 'SELECT')`,
     [copyableTables(tables).map((t) => qualified(t.schema, t.name))])).rows.map((x) => x.t);
@@ -186,7 +195,15 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
           : err.code === "53400" ? `free a replication slot on the source (max_replication_slots = ${s.max_slots}) for the check, or raise max_replication_slots`
           : "check the source's log for the reason and run again" });
     }
-    if (wal2jsonProbe && !wal2jsonProbe.available) {
+    if (wal2jsonProbe && !wal2jsonProbe.available && /may not be used as an output plugin/.test(wal2jsonProbe.error ?? "")) {
+      // Installed, but the server only lets the output plugins listed in output_plugin_libraries be used.
+      const allowed = (await src.query(`SELECT current_setting('output_plugin_libraries', true) AS v`)).rows[0].v as string | null;
+      // A list setting: each library quoted on its own ('a, b' would be one name).
+      const list = [...(allowed ?? "").split(",").map((x) => x.trim().replace(/^"|"$/g, "")).filter(Boolean), "wal2json"].map(quoteLiteral).join(", ");
+      add({ code: "wal2json_not_trusted", server: "source", message: `the source has wal2json but does not allow it as an output plugin ` +
+        `(output_plugin_libraries = '${allowed ?? ""}')`,
+        fix: `on the source: ALTER SYSTEM SET output_plugin_libraries = ${list}; SELECT pg_reload_conf(); (no restart needed)` });
+    } else if (wal2jsonProbe && !wal2jsonProbe.available) {
       add({ code: "wal2json_missing", server: "source", message: `the source cannot load the wal2json output plugin (${wal2jsonProbe.error})`,
         fix: /may not be used as an output plugin/.test(wal2jsonProbe.error ?? "")
           ? "the source restricts which libraries may decode a slot: add wal2json to output_plugin_libraries on the source (ALTER SYSTEM SET " +
@@ -216,12 +233,13 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
     add({ code: "target_create", server: "target", message: `role "${target.user}" cannot create schemas in target database "${target.database}"`,
       fix: `GRANT CREATE ON DATABASE "${target.database}" TO "${target.user}";` });
   }
-  if (o.mode === "stream" && !t.superuser) {
+  if ((o.mode === "stream" || copyUnlogged) && !t.superuser) {
     try {
       await tgt.query("BEGIN");
       await tgt.query("SET LOCAL session_replication_role = replica");
     } catch {
-      add({ code: "replica_role", server: "target", message: `role "${target.user}" may not set session_replication_role, which stream mode applies changes with`,
+      add({ code: "replica_role", server: "target", message: `role "${target.user}" may not set session_replication_role, which ` +
+        `${o.mode === "stream" ? "stream mode applies changes with" : "the cutover's copy of unlogged tables runs with (no user triggers)"}`,
         fix: `GRANT SET ON PARAMETER session_replication_role TO "${target.user}"; (PostgreSQL 15+) or use a superuser on the target` });
     } finally {
       await tgt.query("ROLLBACK").catch(() => undefined);

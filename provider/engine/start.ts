@@ -7,15 +7,16 @@ import { Client } from "pg";
 import { copyableTables, listForeignKeys, listPopulatedMatviews, publishedTables } from "./catalog";
 import { createSubscription, dropSubscription, enableSubscription, waitForWorker } from "./cdc";
 import { connect, Endpoint, qualified } from "./endpoint";
-import { Finding, PgferryError } from "./errors";
+import { Finding, PgferryError, testFailpoint } from "./errors";
 import { runLoad, TableLoadProgress } from "./load";
 import { lsnToBigInt } from "./lsn";
 import { MigrationOptions, objectNames } from "./options";
 import { StreamApplier } from "./stream";
+import { describeSourceChanges, listSourceChanges, restoreSourceChanges, setReplicaIdentityFull, SourceChange } from "./sourceChanges";
 import { preflight, PreflightResult } from "./preflight";
 import { recordActivityBaseline } from "./touched";
 import { applyEntries, dumpSchema, foreignKeyEntries, matviewEntries, storeEntries } from "./schema";
-import { createPublication, createSlotWithSnapshot, dropPublication, dropSlot } from "./snapshot";
+import { createPublication, createSlotWithSnapshot, dropPublication, dropSlot, slotInfo } from "./snapshot";
 import {
   ensureControlSchema, insertMigration, MigrationRecord, Phase, readMigration, tableProgressRecorder, tryLockMigration, updateMigration,
 } from "./state";
@@ -24,7 +25,9 @@ export type MigrationEvent =
   | { type: "phase"; phase: Phase; message: string }
   | { type: "table"; progress: TableLoadProgress }
   | { type: "finding"; finding: Finding }
-  | { type: "schema"; section: string; kind: string; object: string };
+  | { type: "schema"; section: string; kind: string; object: string }
+  /** Source schema changes pgferry made (recorded with their undo on the target) or undid. */
+  | { type: "sourceChange"; action: "changed" | "restored"; changes: SourceChange[] };
 
 export interface StartResult {
   name: string;
@@ -34,6 +37,8 @@ export interface StartResult {
   findings: Finding[];
   load?: { rows: number; bytes: number; seconds: number; tables: TableLoadProgress[] };
   schema?: { preData: number; postData: number; heldBack: number };
+  /** What this run changed on the source, each with the SQL that undoes it (run by cleanup and a completed cutover). */
+  sourceChanges?: SourceChange[];
 }
 
 /**
@@ -59,8 +64,10 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
     const resuming = !!m && m.phase !== "SchemaSync";
     const pf = await preflight(src, tgt, source, target, {
       selection: o.selection, replicaIdentityFull: o.replicaIdentityFull, resuming, slotName: names.slot, mode: o.mode, plugin: o.plugin,
+      unlogged: o.unlogged,
     });
     pf.findings.forEach((finding) => onEvent({ type: "finding", finding }));
+    testFailpoint("preflight");
     if (!pf.ok) {
       throw new PgferryError("preflight", `preflight found ${pf.findings.filter((f) => f.severity === "error").length} problem(s); nothing was changed`, pf.findings);
     }
@@ -80,7 +87,7 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
     // What the stream applier (start, agent, cutover) reads back: the output plugin and, for wal2json,
     // whether it quotes numbers. Also set when a SchemaSync made the record with default options.
     await tgt.query(`UPDATE pgferry.migration SET options = options || $2::jsonb WHERE name = $1`,
-      [o.name, JSON.stringify({ plugin: o.plugin, wal2jsonNumericAsString: pf.wal2json?.numericAsString ?? false })]);
+      [o.name, JSON.stringify({ plugin: o.plugin, wal2jsonNumericAsString: pf.wal2json?.numericAsString ?? false, unlogged: o.unlogged })]);
     const result: StartResult = { name: o.name, phase: m.phase, alreadyRunning: false, findings: pf.findings };
 
     if (m.phase === "SchemaSync") {
@@ -95,10 +102,17 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
       m.phase = "IndexBuild";
     }
     if (m.phase === "IndexBuild") {
+      if (!result.load && !(await slotInfo(src, names.slot))) {
+        throw new PgferryError("slot_missing", `migration "${o.name}" stopped after its load (phase IndexBuild), but its replication slot ` +
+          `"${names.slot}" is gone from the source, so the changes made since the load cannot be streamed; the target's tables already have ` +
+          `post-data objects (indexes, constraints, triggers), so they cannot simply be reloaded. Fix: run pgferry cleanup, empty the target ` +
+          `(drop the migrated schemas, or use a new database), and start again`);
+      }
       onEvent({ type: "phase", phase: "IndexBuild", message: "building indexes, keys and triggers (post-data)" });
-      await guarded(src, tgt, o.name, async () => {
+      await keepingLoad(tgt, o.name, names.slot, async () => {
         await applyEntries(target, o.name, "post-data", (await preambleOf(tgt!, o.name)), o.jobs,
           (e) => onEvent({ type: "schema", section: "post-data", kind: e.kind, object: e.object }));
+        testFailpoint("post-data");
         if (o.mode === "stream") {
           // Apply what accumulated during the load; afterwards `pgferry agent` (or the cutover) keeps applying.
           onEvent({ type: "phase", phase: "ReadyToCutover", message: "applying the changes made during the load (stream mode)" });
@@ -113,10 +127,12 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
               `check max_logical_replication_workers/max_worker_processes there and the target's log`);
           }
         }
+        testFailpoint("cdc-setup");
         await updateMigration(tgt!, o.name, { phase: "ReadyToCutover", streamingSince: new Date(), error: null });
       });
       result.phase = "ReadyToCutover";
     }
+    result.sourceChanges = await listSourceChanges(tgt, o.name);
     return result;
   } finally {
     await src.end().catch(() => undefined);
@@ -146,6 +162,7 @@ async function syncPreData(src: Client, source: Endpoint, target: Endpoint, o: M
         throw new PgferryError("schema_apply_failed", `creating ${e.kind} ${e.object} on the target failed: ${(err as Error).message}`);
       }
     }
+    testFailpoint("pre-data");
     await storeEntries(c, o.name, "post-data", dump.postData);
     await storeEntries(c, o.name, "cutover", heldBack);
     await storeEntries(c, o.name, "preamble", [{ kind: "PREAMBLE", object: "-", sql: dump.preamble }]);
@@ -181,16 +198,24 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
   onEvent: (e: MigrationEvent) => void) {
   const names = objectNames(o.name);
   const copyable = copyableTables(pf.tables);
-  return guarded(src, tgt, o.name, async () => {
+  // A load goes into tables without post-data objects: once some were built (a run that failed after its
+  // load, recorded by an older pgferry as Failed), reloading would meet their constraints and triggers.
+  const built = (await tgt.query(`SELECT count(*)::int AS n FROM pgferry.schema_entry WHERE migration = $1 AND section = 'post-data' AND applied`,
+    [o.name])).rows[0].n;
+  if (built > 0) {
+    throw new PgferryError("reload_after_post_data", `migration "${o.name}" must reload its tables, but ${built} post-data object(s) (indexes, ` +
+      `constraints, triggers) were already built on the target, and a reload into them can fail or fire triggers. Fix: run pgferry cleanup, ` +
+      `empty the target (drop the migrated schemas, or use a new database), and start again`);
+  }
+  return guarded(src, tgt, o.name, onEvent, async () => {
     onEvent({ type: "phase", phase: "Loading", message: `loading ${copyable.length} tables with ${o.jobs} workers` });
     // Leftovers of a killed run: its slot and publication, and rows it copied (tables we created, verified empty then).
     await dropSubscription(tgt, names.subscription);
     await dropSlot(src, names.slot);
     await dropPublication(src, names.publication);
     await tgt.query(`DELETE FROM pgferry.table_progress WHERE migration = $1`, [o.name]);
-    for (const t of pf.needReplicaIdentityFull) {
-      await src.query(`ALTER TABLE ${qualified(t.schema, t.name)} REPLICA IDENTITY FULL`);
-    }
+    const changed = await setReplicaIdentityFull(src, tgt, o.name, pf.needReplicaIdentityFull);
+    if (changed.length) onEvent({ type: "sourceChange", action: "changed", changes: changed });
     for (const t of copyable) {
       await tgt.query(`INSERT INTO pgferry.table_progress (migration, schema_name, table_name, estimated_rows, estimated_bytes)
         VALUES ($1, $2, $3, $4, $5)`, [o.name, t.schema, t.name, t.estimatedRows, t.bytes]);
@@ -211,6 +236,7 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
       snap = await createSlotWithSnapshot(source, names.slot, o.plugin);
       await updateMigration(tgt, o.name, { consistentPoint: snap.consistentPoint, loadStartedAt: new Date(), error: null, phase: "Loading" });
       const recorder = tableProgressRecorder(tgt, o.name);
+      testFailpoint("load");
       const load = await runLoad(source, target, snap.snapshotName, copyable, o.jobs, (p) => { recorder.note(p); onEvent({ type: "table", progress: p }); })
         .finally(() => recorder.close());
       for (const t of load.tables) {
@@ -228,20 +254,50 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
 }
 
 /**
- * Run a phase; if it fails, release the slot and publication (a slot nobody consumes keeps WAL on
- * the source until its disk fills) and record the failure. A re-run restarts the load.
+ * Run the load; if it fails, release the slot and publication (a slot nobody consumes keeps WAL on
+ * the source until its disk fills), undo what pgferry changed on the source (nothing needs it without
+ * the publication) and record the failure. A re-run restarts the load into the still index-less tables.
  */
-async function guarded<T>(src: Client, tgt: Client, name: string, fn: () => Promise<T>): Promise<T> {
+async function guarded<T>(src: Client, tgt: Client, name: string, onEvent: (e: MigrationEvent) => void, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (e) {
     const names = objectNames(name);
-    const msg = e instanceof Error ? e.message : String(e);
+    let msg = e instanceof Error ? e.message : String(e);
     await dropSubscription(tgt, names.subscription).catch(() => undefined);
     await dropSlot(src, names.slot).catch(() => undefined);
     await dropPublication(src, names.publication).catch(() => undefined);
+    const undo = await restoreSourceChanges(src, tgt, name).catch((x) => ({ restored: [], failed: [], error: (x as Error).message }));
+    if (undo.restored.length) {
+      onEvent({ type: "sourceChange", action: "restored", changes: undo.restored });
+      msg += `; the source was restored as it was: ${describeSourceChanges(undo.restored)}`;
+    }
+    if (undo.failed.length || "error" in undo) {
+      msg += `; pgferry could not restore everything it changed on the source${"error" in undo ? ` (${undo.error})` : ""}: ` +
+        `${describeSourceChanges(undo.failed)} fix: run pgferry cleanup, or that undo SQL on the source`;
+    }
     await updateMigration(tgt, name, { phase: "Failed", error: msg }).catch(() => undefined);
-    throw e;
+    if (e instanceof PgferryError) throw new PgferryError(e.code, msg, e.findings);
+    throw new PgferryError("load_failed", msg);
+  }
+}
+
+/**
+ * Run post-data and the start of CDC; if they fail, keep the load: the slot, publication and subscription
+ * stay (the slot holds every change since the load's snapshot), the phase stays IndexBuild with the error,
+ * and a re-run continues with the post-data entries not yet built, then CDC. Reloading instead would copy
+ * into tables that already have some of their constraints and triggers. The slot retains WAL on the
+ * source until then, which the error says.
+ */
+async function keepingLoad<T>(tgt: Client, name: string, slot: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    const msg = `${e instanceof Error ? e.message : String(e)}. The load is kept: the replication slot "${slot}" stays on the source ` +
+      `with every change since the load (it retains WAL there until used). Fix the cause, then run pgferry start again: it continues ` +
+      `where this run stopped (post-data, then change data capture); or run pgferry cleanup to give the migration up`;
+    await updateMigration(tgt, name, { phase: "IndexBuild", error: msg }).catch(() => undefined);
+    throw e instanceof PgferryError ? new PgferryError(e.code, msg, e.findings) : new PgferryError("post_data_failed", msg);
   }
 }
 

@@ -81,6 +81,8 @@ export interface CutoverTimings {
   drainMs?: number;
   /** Pausing replication and checking that nothing changed after the fence. */
   fenceCheckMs?: number;
+  /** Copying unlogged tables again while writes are stopped (unlogged: copy). */
+  unloggedCopyMs?: number;
   verifyMs?: number;
   /** Ending replication: subscription, slot, publication. */
   endReplicationMs?: number;

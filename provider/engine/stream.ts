@@ -116,6 +116,8 @@ export function changeSql(c: Client, m: Pgoutput.MessageInsert | Pgoutput.Messag
   const r = m.relation;
   if (m.tag === "insert") {
     const cols = Object.keys(m.new).filter((k) => m.new[k] !== undefined);
+    // A table without columns (or with generated ones only, which pgoutput leaves out) still gains a row.
+    if (!cols.length) return `INSERT INTO ${tableOf(r)} DEFAULT VALUES`;
     // The source's value for GENERATED ALWAYS identity columns wins, as in a native subscription.
     return `INSERT INTO ${tableOf(r)} (${cols.map(quoteIdent).join(", ")})${alwaysIdentity.size ? " OVERRIDING SYSTEM VALUE" : ""} ` +
       `VALUES (${cols.map((k) => lit(c, m.new[k])).join(", ")})`;
@@ -123,7 +125,10 @@ export function changeSql(c: Client, m: Pgoutput.MessageInsert | Pgoutput.Messag
   const full = r.replicaIdentity === "full";
   const ident = identOf(m);
   const keyCols = full ? Object.keys(ident).filter((k) => ident[k] !== undefined) : r.keyColumns;
-  if (!keyCols.length) {
+  // A table without columns (or with generated ones only, which pgoutput leaves out) under FULL identity: every
+  // row is alike, so any one row is the row.
+  const columnless = full && r.columns.length === 0;
+  if (!keyCols.length && !columnless) {
     throw new PgferryError("no_replica_identity", `the source sent an ${m.tag.toUpperCase()} of ${tableOf(r)} without any key column ` +
       `(replica identity ${r.replicaIdentity}${r.replicaIdentity === "default" ? " and no primary key" : ""}; for a partitioned table the root's ` +
       `replica identity counts, since changes are published through the root): fix: add a primary key on the source, or ALTER TABLE … ` +
@@ -131,7 +136,7 @@ export function changeSql(c: Client, m: Pgoutput.MessageInsert | Pgoutput.Messag
   }
   const where = full
     ? `(tableoid, ctid) = (SELECT tableoid, ctid FROM ${tableOf(r)} WHERE ${keyCols.map((k) => fullMatch(c, k, ident[k], columns?.get(k), tableOf(r)))
-        .join(" AND ")} LIMIT 1)`
+        .join(" AND ") || "true"} LIMIT 1)`
     : keyCols.map((k) => `${quoteIdent(k)} = ${lit(c, ident[k])}`).join(" AND ");
   if (m.tag === "delete") return `DELETE FROM ${tableOf(r)} WHERE ${where}`;
   const keyChanged = (k: string) => keyCols.includes(k) && ident[k] !== undefined && String(ident[k]) !== String(m.new[k]);
@@ -259,7 +264,8 @@ export function batchSql(c: Client, changes: RowChange[], meta: (table: string) 
         for (const m of run) out.push(single(m));
       } else if (first.tag === "insert") {
         const cols = Object.keys(first.new).filter((k) => first.new[k] !== undefined);
-        out.push({ sql: `INSERT INTO ${table} (${cols.map(quoteIdent).join(", ")})${info?.alwaysIdentity.size ? " OVERRIDING SYSTEM VALUE" : ""} VALUES ` +
+        if (!cols.length) out.push({ sql: `INSERT INTO ${table} SELECT FROM generate_series(1, ${run.length})`, expect: null });
+        else out.push({ sql: `INSERT INTO ${table} (${cols.map(quoteIdent).join(", ")})${info?.alwaysIdentity.size ? " OVERRIDING SYSTEM VALUE" : ""} VALUES ` +
           run.map((m) => row(cols.map((k) => (m as Pgoutput.MessageInsert).new[k]))).join(", "), expect: null });
       } else if (first.tag === "delete") {
         out.push({ sql: `DELETE FROM ${table} t USING (VALUES ${run.map((m) => row(keys.map((k) => keyOf(m)[k]))).join(", ")}) ` +

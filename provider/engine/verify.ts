@@ -37,6 +37,11 @@ export interface VerifyOptions {
   onlyTables?: string[];
   /** With hashes false: content hashes for these relations ("schema.name") anyway (the cutover gate: tables changed during CDC). */
   hashTables?: string[];
+  /**
+   * Skip unlogged source tables, with a warning naming them: a migration started with `--unlogged skip`
+   * does not carry their content (logical replication cannot see it).
+   */
+  skipUnlogged?: boolean;
 }
 
 export interface TableCheck {
@@ -71,6 +76,8 @@ export interface VerifyReport {
   sequences: SequenceCheck[];
   objects: ObjectCheck[];
   problems: string[];
+  /** Not differences: what was not compared and why (e.g. unlogged tables skipped). */
+  warnings: string[];
   seconds: number;
 }
 
@@ -98,6 +105,7 @@ interface RelInfo {
   populated: boolean;
   cols: string[]; // sorted by name COLLATE "C" on the server
   leaves: string[]; // partitioned parents: keys of leaf partitions
+  unlogged: boolean;
 }
 interface SeqInfo { schema: string; name: string }
 interface ConInfo { schema: string; table: string; name: string; type: string; def: string; validated: boolean }
@@ -130,7 +138,7 @@ async function readCatalog(c: Client, schemas: string[] | null): Promise<Catalog
   await c.query(BEGIN_SNAPSHOT);
   try {
     const rels = await c.query(`
-      SELECT n.nspname AS schema, c.relname AS name, c.relkind::text AS kind, c.relispopulated AS populated,
+      SELECT n.nspname AS schema, c.relname AS name, c.relkind::text AS kind, c.relispopulated AS populated, c.relpersistence = 'u' AS unlogged,
              coalesce((SELECT array_agg(a.attname::text ORDER BY a.attname COLLATE "C")
                        FROM pg_attribute a
                        WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '{}'::text[]) AS cols,
@@ -144,7 +152,7 @@ async function readCatalog(c: Client, schemas: string[] | null): Promise<Catalog
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relkind IN ('r', 'p', 'm') AND c.relpersistence <> 't' AND ${SCHEMA_FILTER}`, [schemas]);
     for (const r of rels.rows) {
-      cat.rels.set(key(r.schema, r.name), { schema: r.schema, name: r.name, kind: r.kind, populated: r.populated, cols: r.cols, leaves: r.leaves });
+      cat.rels.set(key(r.schema, r.name), { schema: r.schema, name: r.name, kind: r.kind, populated: r.populated, cols: r.cols, leaves: r.leaves, unlogged: r.unlogged });
     }
     const seqs = await c.query(`
       SELECT n.nspname AS schema, c.relname AS name
@@ -291,10 +299,12 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
   const relKeys = [...new Set([...src.rels.keys(), ...tgt.rels.keys()])].sort();
   const work: { k: string; s: RelInfo; t: RelInfo; cols: string[] }[] = [];
   const parents: { k: string; s: RelInfo }[] = [];
+  const skippedUnlogged: string[] = [];
   for (const k of relKeys) {
     const s = src.rels.get(k), t = tgt.rels.get(k);
     const info = (s ?? t)!;
     if (isExcluded(info.schema, info.name)) continue;
+    if (opts.skipUnlogged && s?.unlogged && s.kind === "r") { skippedUnlogged.push(display(info.schema, info.name)); continue; }
     const table = display(info.schema, info.name);
     const check: TableCheck = { table, sourceRows: 0, targetRows: 0, ok: true };
     tableChecks.set(k, check);
@@ -429,6 +439,8 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
   return {
     ok: problems.length === 0,
     tables, sequences, objects, problems,
+    warnings: skippedUnlogged.length ? [`not compared: ${skippedUnlogged.length} unlogged table(s) whose content the migration does not carry ` +
+      `(--unlogged skip): ${skippedUnlogged.join(", ")}`] : [],
     seconds: (Date.now() - started) / 1000,
   };
 }

@@ -28,6 +28,11 @@ export interface MigrationArgs {
   exclude?: pulumi.Input<pulumi.Input<string>[]>;
   /** Set REPLICA IDENTITY FULL on source tables without a key instead of refusing them. */
   replicaIdentityFull?: pulumi.Input<boolean>;
+  /**
+   * Unlogged tables, whose changes logical replication cannot see: "copy" (default) copies them again at
+   * cutover while writes are stopped; "skip" loads them once and leaves them out of the cutover gate.
+   */
+  unlogged?: pulumi.Input<"copy" | "skip">;
   /** At cutover, make the source read-only for every role and end its other sessions. */
   freezeWrites?: pulumi.Input<boolean>;
   /** false: start and stream. true: cut over (false → true is the cutover; true → false is refused). */
@@ -71,7 +76,7 @@ export class Migration extends pulumi.dynamic.Resource {
   declare public readonly bytesCopied: pulumi.Output<number>;
   declare public readonly tables: pulumi.Output<{ table: string; status: string; rows: number; bytes: number; estimatedRows: number }[]>;
   declare public readonly downtimeMs: pulumi.Output<number | null>;
-  /** Where the downtime went (ms): freezeMs, drainMs, fenceCheckMs, verifyMs, endReplicationMs, sequencesMs, heldBackMs. */
+  /** Where the downtime went (ms): freezeMs, drainMs, fenceCheckMs, unloggedCopyMs, verifyMs, endReplicationMs, sequencesMs, heldBackMs. */
   declare public readonly cutoverTimings: pulumi.Output<Record<string, number> | null>;
   /** DDL made on the source that the target lacks; cutover refuses while not empty. */
   declare public readonly schemaDifferences: pulumi.Output<string[]>;

@@ -23,6 +23,8 @@ export interface MigrationInputs {
   include?: string[];
   exclude?: string[];
   replicaIdentityFull?: boolean;
+  /** Unlogged tables: "copy" (default) them again at cutover, or "skip" them in the cutover gate. */
+  unlogged?: string;
   freezeWrites?: boolean;
   cutover?: boolean;
   cutoverTimeoutSec?: number;
@@ -58,7 +60,7 @@ export interface MigrationOutputs extends MigrationInputs {
   bytesCopied: number;
   tables: TableOutput[];
   downtimeMs: number | null;
-  /** Where the downtime went: freezeMs, drainMs, fenceCheckMs, verifyMs, endReplicationMs, sequencesMs, heldBackMs. */
+  /** Where the downtime went: freezeMs, drainMs, fenceCheckMs, unloggedCopyMs, verifyMs, endReplicationMs, sequencesMs, heldBackMs. */
   cutoverTimings: Record<string, number> | null;
   /** DDL made on the source that the target lacks (one line each); cutover refuses while not empty. */
   schemaDifferences: string[];
@@ -70,7 +72,7 @@ export interface MigrationOutputs extends MigrationInputs {
 
 /** Inputs whose change means another migration (new slot, new target data): replace, never update. */
 export const REPLACE_ON = ["source", "target", "name", "mode", "plugin", "schemas", "include", "exclude", "replicaIdentityFull", "sourceHostForTarget"] as const;
-const INPUT_KEYS = [...REPLACE_ON, "jobs", "freezeWrites", "cutover", "cutoverTimeoutSec", "verify", "cutoverGraceSec", "autoReplicationRule",
+const INPUT_KEYS = [...REPLACE_ON, "jobs", "unlogged", "freezeWrites", "cutover", "cutoverTimeoutSec", "verify", "cutoverGraceSec", "autoReplicationRule",
   "reverseReplication", "rollbackWindow"] as const;
 /** What the Pulumi engine sends for a value not known yet (preview). */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
@@ -81,7 +83,8 @@ export const migrationId = (i: MigrationInputs) => `pgferry-migration-${nameOf(i
 function options(i: MigrationInputs) {
   return migrationOptions({ name: i.name, mode: i.mode as "subscription" | "stream" | undefined,
     plugin: i.plugin as "pgoutput" | "wal2json" | undefined, jobs: i.jobs, schemas: i.schemas ?? [],
-    include: i.include ?? [], exclude: i.exclude ?? [], replicaIdentityFull: !!i.replicaIdentityFull, sourceHostForTarget: i.sourceHostForTarget });
+    include: i.include ?? [], exclude: i.exclude ?? [], replicaIdentityFull: !!i.replicaIdentityFull, sourceHostForTarget: i.sourceHostForTarget,
+    unlogged: i.unlogged as "copy" | "skip" | undefined });
 }
 
 function endpoints(i: MigrationInputs) {
@@ -96,7 +99,7 @@ function explain(e: unknown): Error {
 
 /** Defaults made explicit, so outputs show them and diff treats "unset" and "default" alike. */
 const DEFAULTS: Omit<Required<MigrationInputs>, "source" | "target" | "sourceHostForTarget"> = {
-  name: "main", mode: "subscription", plugin: "pgoutput", jobs: 4, schemas: [], include: [], exclude: [], replicaIdentityFull: false,
+  name: "main", mode: "subscription", plugin: "pgoutput", jobs: 4, schemas: [], include: [], exclude: [], replicaIdentityFull: false, unlogged: "copy",
   freezeWrites: false, cutover: false, cutoverTimeoutSec: 300, verify: "counts", cutoverGraceSec: 5, autoReplicationRule: false,
   reverseReplication: false, rollbackWindow: true,
 };
@@ -211,7 +214,7 @@ function cutoverOptions(i: MigrationInputs) {
   return { name: nameOf(i), freezeWrites: !!i.freezeWrites, timeoutSec: i.cutoverTimeoutSec ?? 300, jobs: i.jobs ?? 4,
     verify: (i.verify ?? "counts") as VerifyMode, graceSec: i.cutoverGraceSec ?? 5,
     // Declared closed already (rollbackWindow false) at cutover: no window is opened at all.
-    reverseReplication: !!i.reverseReplication && i.rollbackWindow !== false };
+    reverseReplication: !!i.reverseReplication && i.rollbackWindow !== false, unlogged: (i.unlogged ?? "copy") as "copy" | "skip" };
 }
 
 /** refresh: live status. A migration whose record is gone (cleaned up outside Pulumi) is reported deleted. */

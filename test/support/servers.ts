@@ -89,7 +89,11 @@ export function wal2jsonMissing(): string | undefined {
   return undefined;
 }
 
-/** A source server (system PostgreSQL 15) that can load wal2json. */
+/**
+ * A source server (system PostgreSQL 15) that can load wal2json. Newer Debian builds (15.20) only let the
+ * output plugins listed in output_plugin_libraries be used (default pgoutput, test_decoding): wal2json is added
+ * when the server has that setting.
+ */
 export function startWal2jsonSource(): Promise<LocalServer> {
   // Newer minor releases (e.g. Debian's 15.20) only let libraries listed in output_plugin_libraries decode a slot.
   const config = spawnSync(path.join(SYSTEM_PG15, "postgres"), ["--describe-config"], { encoding: "utf8" }).stdout ?? "";

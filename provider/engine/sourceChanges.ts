@@ -1,0 +1,100 @@
+/**
+ * Changes pgferry makes to the source's schema (today: REPLICA IDENTITY FULL on tables without a key),
+ * each recorded on the target's control schema with the exact SQL that undoes it, BEFORE the source is
+ * altered: a run killed between the two leaves a record of a change that may not have happened (its undo
+ * is harmless), never a change without a record. The first record of an object wins, so a re-run (which
+ * finds the table already FULL) keeps the original setting to restore.
+ *
+ * Restored (undo SQL run, record removed) when the source no longer needs them: a start that fails and
+ * releases its publication, `cleanup`, and a completed cutover (the source is retired; a rollback window
+ * replicates target → source, which needs no identity on the source).
+ */
+import { Client } from "pg";
+import { CONTROL_SCHEMA } from "./catalog";
+import { qualified, quoteIdent } from "./endpoint";
+
+export interface SourceChange {
+  /** "schema.table" */
+  object: string;
+  /** What was done, e.g. "REPLICA IDENTITY FULL (was DEFAULT)". */
+  change: string;
+  /** Runs on the source to restore the previous state. */
+  undoSql: string;
+}
+
+const S = CONTROL_SCHEMA;
+
+async function ensureTable(tgt: Client): Promise<void> {
+  await tgt.query(`CREATE TABLE IF NOT EXISTS ${S}.source_change (
+    migration text NOT NULL REFERENCES ${S}.migration ON DELETE CASCADE, object text NOT NULL, kind text NOT NULL,
+    change text NOT NULL, undo_sql text NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (migration, kind, object))`);
+}
+
+/** The statement that puts a table's replica identity back as it is now (read on the source). */
+async function currentIdentityUndo(src: Client, schema: string, name: string): Promise<{ was: string; undo: string }> {
+  const r = await src.query(`SELECT c.relreplident AS ri,
+      (SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = c.oid AND x.indisreplident) AS idx
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`, [schema, name]);
+  const t = qualified(schema, name);
+  const x = r.rows[0];
+  switch (x?.ri) {
+    case "f": return { was: "FULL", undo: `ALTER TABLE ${t} REPLICA IDENTITY FULL` };
+    case "n": return { was: "NOTHING", undo: `ALTER TABLE ${t} REPLICA IDENTITY NOTHING` };
+    // USING INDEX whose index is gone behaves as NOTHING: the closest state SQL can restore.
+    case "i": return x.idx ? { was: `USING INDEX ${x.idx}`, undo: `ALTER TABLE ${t} REPLICA IDENTITY USING INDEX ${quoteIdent(x.idx)}` }
+      : { was: "USING INDEX (index dropped)", undo: `ALTER TABLE ${t} REPLICA IDENTITY NOTHING` };
+    default: return { was: "DEFAULT", undo: `ALTER TABLE ${t} REPLICA IDENTITY DEFAULT` };
+  }
+}
+
+/**
+ * Set REPLICA IDENTITY FULL on these source tables (plain tables, leaves or partitioned roots), recording
+ * each one's previous setting and its undo on the target first. Returns what was recorded.
+ */
+export async function setReplicaIdentityFull(src: Client, tgt: Client, migration: string,
+  tables: { schema: string; name: string }[]): Promise<SourceChange[]> {
+  if (!tables.length) return [];
+  await ensureTable(tgt);
+  const out: SourceChange[] = [];
+  for (const t of tables) {
+    const object = `${t.schema}.${t.name}`;
+    const cur = await currentIdentityUndo(src, t.schema, t.name);
+    await tgt.query(`INSERT INTO ${S}.source_change (migration, object, kind, change, undo_sql) VALUES ($1, $2, 'replica_identity', $3, $4)
+      ON CONFLICT (migration, kind, object) DO NOTHING`, [migration, object, `REPLICA IDENTITY FULL (was ${cur.was})`, cur.undo]);
+    await src.query(`ALTER TABLE ${qualified(t.schema, t.name)} REPLICA IDENTITY FULL`);
+  }
+  for (const c of await listSourceChanges(tgt, migration)) if (tables.some((t) => `${t.schema}.${t.name}` === c.object)) out.push(c);
+  return out;
+}
+
+export async function listSourceChanges(tgt: Client, migration: string): Promise<SourceChange[]> {
+  const exists = (await tgt.query(`SELECT to_regclass('${S}.source_change') IS NOT NULL AS ok`)).rows[0].ok;
+  if (!exists) return [];
+  const r = await tgt.query(`SELECT object, change, undo_sql FROM ${S}.source_change WHERE migration = $1 ORDER BY object`, [migration]);
+  return r.rows.map((x) => ({ object: x.object, change: x.change, undoSql: x.undo_sql }));
+}
+
+/**
+ * Undo every recorded change on the source, each record removed once its undo ran. A table dropped
+ * since counts as restored. Failures are collected, not thrown, so one does not keep the rest altered;
+ * the caller reports them with their SQL.
+ */
+export async function restoreSourceChanges(src: Client, tgt: Client, migration: string):
+  Promise<{ restored: SourceChange[]; failed: (SourceChange & { error: string })[] }> {
+  const restored: SourceChange[] = [], failed: (SourceChange & { error: string })[] = [];
+  for (const c of await listSourceChanges(tgt, migration)) {
+    try {
+      await src.query(c.undoSql);
+    } catch (e) {
+      if ((e as { code?: string }).code !== "42P01") { failed.push({ ...c, error: (e as Error).message }); continue; }
+    }
+    await tgt.query(`DELETE FROM ${S}.source_change WHERE migration = $1 AND object = $2`, [migration, c.object]);
+    restored.push(c);
+  }
+  return { restored, failed };
+}
+
+export function describeSourceChanges(changes: SourceChange[]): string {
+  return changes.map((c) => `${c.object}: ${c.change}; undo: ${c.undoSql};`).join(" ");
+}
