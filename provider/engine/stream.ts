@@ -632,7 +632,10 @@ export class StreamApplier {
     this.stopped = true;
     await this.rollback();
     const err = e instanceof PgferryError ? e : new PgferryError("apply_failed", `stream apply stopped: ${(e as Error).message ?? e}`);
-    await this.recordError(err);
+    // A slot still held (55006: our previous walsender is still ending, or another consumer has it) is no apply
+    // error: recording it would hide the error that made the agent reconnect, which status and cutover must show.
+    const slotBusy = (e as { code?: string }).code === "55006" || /replication slot .* is active for PID/.test(err.message);
+    if (!slotBusy) await this.recordError(err);
     await this.close();
     this.rejectDone(err);
   }
