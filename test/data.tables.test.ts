@@ -181,15 +181,17 @@ test("rollback window: the new server's unlogged table is copied back to the old
   await src.createDatabase(db);
   await tgt.createDatabase(db);
   await src.query(`CREATE TABLE keyed (id int PRIMARY KEY, v text); INSERT INTO keyed SELECT g, 'k' FROM generate_series(1, 50) g;
-    CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY, v text); INSERT INTO scratch SELECT g, 's' FROM generate_series(1, 50) g;`, db);
+    CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY, v text); INSERT INTO scratch SELECT g, 's' FROM generate_series(1, 50) g;
+    CREATE UNLOGGED TABLE scratch_child (id int PRIMARY KEY, s int REFERENCES scratch); INSERT INTO scratch_child SELECT g, g FROM generate_series(1, 10) g;`, db);
   const source = parseEndpoint(src.uri(db), "source"), target = parseEndpoint(tgt.uri(db), "target");
   expect((await startMigration(source, target, migrationOptions({ name: "rb", mode: "stream", jobs: 2 }))).phase).toBe("ReadyToCutover");
   const cut = await cutoverMigration(source, target, { name: "rb", freezeWrites: true, timeoutSec: 60, jobs: 2, reverseReplication: true });
-  expect(cut.unlogged).toEqual({ action: "copied", tables: ["public.scratch"], rows: 50 });
-  // The application writes on the new server, then moves back.
-  await tgt.query(`INSERT INTO keyed VALUES (51, 'new'); DELETE FROM scratch WHERE id > 40; UPDATE scratch SET v = 'new' WHERE id <= 3`, db);
+  expect(cut.unlogged).toEqual({ action: "copied", tables: ["public.scratch", "public.scratch_child"], rows: 60 });
+  // The application writes on the new server, then moves back (the old server has the foreign key between the two).
+  await tgt.query(`INSERT INTO keyed VALUES (51, 'new'); DELETE FROM scratch WHERE id > 40; UPDATE scratch SET v = 'new' WHERE id <= 3;
+    DELETE FROM scratch_child WHERE id > 5`, db);
   const back = await rollbackMigration(source, target, { name: "rb", timeoutSec: 60, jobs: 2 });
-  expect(back.cutover!.unlogged).toEqual({ action: "copied", tables: ["public.scratch"], rows: 40 });
+  expect(back.cutover!.unlogged).toEqual({ action: "copied", tables: ["public.scratch", "public.scratch_child"], rows: 45 });
   expect(await src.query(`SELECT count(*)::int AS n, count(*) FILTER (WHERE v = 'new')::int AS changed FROM scratch`, db)).toEqual([{ n: 40, changed: 3 }]);
   const report = await verifyMigration(parseEndpoint(tgt.uri(db), "source"), parseEndpoint(src.uri(db), "target"));
   expect(report.problems).toEqual([]);

@@ -293,9 +293,12 @@ async function keepingLoad<T>(tgt: Client, name: string, slot: string, fn: () =>
   try {
     return await fn();
   } catch (e) {
+    const kept = await listSourceChanges(tgt, name).catch(() => []);
     const msg = `${e instanceof Error ? e.message : String(e)}. The load is kept: the replication slot "${slot}" stays on the source ` +
-      `with every change since the load (it retains WAL there until used). Fix the cause, then run pgferry start again: it continues ` +
-      `where this run stopped (post-data, then change data capture); or run pgferry cleanup to give the migration up`;
+      `with every change since the load (it retains WAL there until used)` +
+      `${kept.length ? `, and so does what pgferry changed there while it is published (${kept.map((c) => `${c.object}: ${c.change}`).join(", ")})` : ""}. ` +
+      `Fix the cause, then run pgferry start again: it continues where this run stopped (post-data, then change data capture); ` +
+      `or run pgferry cleanup to give the migration up${kept.length ? " (it restores those source changes)" : ""}`;
     await updateMigration(tgt, name, { phase: "IndexBuild", error: msg }).catch(() => undefined);
     throw e instanceof PgferryError ? new PgferryError(e.code, msg, e.findings) : new PgferryError("post_data_failed", msg);
   }
