@@ -287,6 +287,8 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
     } else if (!o.reverse && (await readMigration(tgt, o.name))!.rollbackWindow === "opening") {
       await abandonRollbackWindow(src, tgt, o.name);
     }
+    // Last: the source's event triggers, created disabled with the held-back objects, start firing only now.
+    await applyEntries(target, o.name, "final", preamble, 1);
     const stillConnected = await otherSessions(src);
     const completedAt = new Date();
     const frozenAt = (await readMigration(tgt, o.name))!.freezeStartedAt;
