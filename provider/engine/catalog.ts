@@ -249,7 +249,8 @@ export async function planExclusion(c: Client, sel: TableSelection, schemas: str
              WHEN 'pg_class'::regclass THEN (SELECT coalesce(i.indrelid, (SELECT t.oid FROM pg_class t WHERE t.reltoastrelid = o.objid))
                                               FROM pg_class x LEFT JOIN pg_index i ON i.indexrelid = x.oid WHERE x.oid = o.objid)
            END AS owner,
-           EXISTS (SELECT 1 FROM pg_depend i WHERE i.classid = o.classid AND i.objid = o.objid AND i.deptype = 'i') AS internal,
+           EXISTS (SELECT 1 FROM pg_depend i WHERE i.classid = o.classid AND i.objid = o.objid AND i.deptype = 'i')
+             OR cl.relnamespace = 'pg_toast'::regnamespace AS internal,
            o.classid = 'pg_constraint'::regclass AND (SELECT contype FROM pg_constraint WHERE oid = o.objid) = 'f' AS foreign_key,
            (SELECT n.nspname || ' ' || CASE p.prokind WHEN 'a' THEN 'AGGREGATE' WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END || ' ' ||
                    quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ') '

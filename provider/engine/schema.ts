@@ -275,7 +275,7 @@ export function foreignKeyEntries(fks: ForeignKeyInfo[], migrated: Set<string>):
     const table = qualified(fk.schema, fk.table);
     const object = `${fk.schema}.${fk.table}.${fk.name}`;
     if (!migrated.has(`${fk.refSchema}.${fk.refTable}`)) continue; // referenced table excluded from the migration
-    const comment = fk.comment === null ? "" : `\nCOMMENT ON CONSTRAINT ${quoteIdent(fk.name)} ON ${table} IS ${quoteLiteral(fk.comment)};`;
+    const comment = fk.comment == null ? "" : `\nCOMMENT ON CONSTRAINT ${quoteIdent(fk.name)} ON ${table} IS ${quoteLiteral(fk.comment)};`;
     if (fk.onPartitioned || fk.refPartitioned) {
       // PostgreSQL < 18 refuses NOT VALID foreign keys on partitioned tables; one that references a partitioned
       // table, added NOT VALID, stays "not validated" on the referenced partitions' clones after VALIDATE (17):
