@@ -106,6 +106,20 @@ export async function listTables(c: Client, sel: TableSelection): Promise<TableI
     !matches(sel.exclude, unit(t)) && !matches(sel.exclude, t));
 }
 
+/**
+ * The tables a selection migrates: listTables without what the exclusion plan leaves out through
+ * dependencies (children of an excluded table, tables of its row type). What start, the cutover's gate,
+ * drift detection and the slot filters must agree on.
+ */
+export async function migratedTables(c: Client, sel: TableSelection): Promise<TableInfo[]> {
+  const schemas = sel.schemas.length ? sel.schemas : await userSchemas(c);
+  const tables = await listTables(c, { ...sel, schemas });
+  if (!sel.exclude.length && !sel.include.length) return tables;
+  const plan = await planExclusion(c, sel, schemas);
+  const out = new Set(plan.relations.map((x) => `${x.schema}\u0000${x.name}`));
+  return tables.filter((t) => !out.has(`${t.schema}\u0000${t.name}`));
+}
+
 /** Tables whose rows COPY reads and writes: plain tables and leaf partitions. */
 export function copyableTables(tables: TableInfo[]): TableInfo[] {
   return tables.filter((t) => t.kind === "r");

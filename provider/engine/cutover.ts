@@ -11,7 +11,7 @@
  * re-verifies and `abortCutover` (`pgferry cutover --abort`) unfreezes and resumes streaming.
  */
 import { Client } from "pg";
-import { listSequences, listTables, TableSelection, userSchemas } from "./catalog";
+import { listSequences, migratedTables, TableSelection, userSchemas } from "./catalog";
 import { dropSubscription, subscriptionInfo } from "./cdc";
 import { connect, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS } from "./endpoint";
 import { describeDifferences, schemaDifferences } from "./drift";
@@ -238,7 +238,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       say(`verifying the target against the source (${verifyMode === "hashes" ? "row counts and content hashes" : "row counts"})`);
       const tVerify = Date.now();
       const sel = ((m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
-      const tables = (await listTables(src, sel)).map((t) => `${t.schema}.${t.name}`);
+      const tables = (await migratedTables(src, sel)).map((t) => `${t.schema}.${t.name}`);
       const report = await verifyMigration(source, target, { onlyTables: tables, hashes: verifyMode === "hashes", jobs: o.jobs });
       timings.verifyMs = ms(tVerify);
       await saveTimings();

@@ -33,7 +33,7 @@
 import { parse as losslessParse } from "lossless-json";
 import { Client } from "pg";
 import { Pgoutput } from "pg-logical-replication";
-import { CONTROL_SCHEMA, copyableTables, listTables, TableInfo, TableSelection } from "./catalog";
+import { CONTROL_SCHEMA, copyableTables, migratedTables, TableInfo, TableSelection } from "./catalog";
 import { connect, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS } from "./endpoint";
 import { PgferryError } from "./errors";
 import { OutputPlugin } from "./options";
@@ -362,7 +362,7 @@ export class Wal2jsonDecoder {
   static async open(source: Endpoint, setup: StreamSetup): Promise<Wal2jsonDecoder> {
     const src = await connect(source, { application_name: "pgferry wal2json catalog" });
     try {
-      const leaves = copyableTables(await listTables(src, setup.selection)).map((t: TableInfo) => ({ schema: t.schema, name: t.name }));
+      const leaves = copyableTables(await migratedTables(src, setup.selection)).map((t: TableInfo) => ({ schema: t.schema, name: t.name }));
       const tables = await readWal2jsonTables(src, leaves);
       return new Wal2jsonDecoder(src, new Wal2jsonConverter(tables, setup.numericAsString),
         new Wal2jsonPlugin({ tables: leaves, numericAsString: setup.numericAsString }));
