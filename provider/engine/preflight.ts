@@ -373,8 +373,8 @@ async function upgradeChecks(src: Client, tgt: Client, schemas: string[], tables
       add({ code: "generated_child", server: "source", objects: gen.map((x) => x.col),
         message: `inheritance child column(s) have a generation expression of their own, which PostgreSQL ${Math.floor(targetVersion / 10000)} refuses: ` +
           list(gen.map((x) => `${x.col} (parent ${x.parent}${x.parent_plain ? ", where it is not generated" : ", with another expression"})`), 6),
-        fix: "on the source, make the child column match the parent's (ALTER TABLE child ALTER COLUMN … DROP EXPRESSION, or give the parent the same expression), " +
-          "or --exclude the child table" });
+        // (15 cannot drop the expression of an inherited column: the child must leave the parent, or stay behind)
+        fix: `--exclude the child table(s), or on the source detach them first (ALTER TABLE ${gen[0].col.replace(/\.[^.]*$/, "")} NO INHERIT ${gen[0].parent};)` });
     }
   }
   if (resuming) return;
