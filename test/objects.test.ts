@@ -6,6 +6,8 @@
  * exclusion that follows dependencies, missing roles, pg_upgrade's checks, quoted names in messages.
  */
 import { spawnSync } from "child_process";
+import * as fs from "fs";
+import * as os from "os";
 import * as path from "path";
 import { embeddedBinDir, LocalServer } from "../provider/embedded/localServer";
 import {
@@ -17,7 +19,11 @@ import { leftovers, startServers } from "./support/servers";
 
 let src: LocalServer, tgt: LocalServer;
 beforeAll(async () => { [src, tgt] = await startServers(15, 17); });
-afterAll(async () => { await src?.stop(); await tgt?.stop(); });
+const tablespaceDirs: string[] = [];
+afterAll(async () => {
+  await src?.stop(); await tgt?.stop();
+  for (const d of tablespaceDirs) fs.rmSync(d, { recursive: true, force: true });
+});
 
 const endpoints = (db: string) => ({ source: parseEndpoint(src.uri(db), "source"), target: parseEndpoint(tgt.uri(db), "target") });
 async function databases(db: string, sql: string): Promise<void> {
@@ -208,6 +214,13 @@ test("what pg_upgrade checks: an unloadable C library, lz4 columns on a target w
   if (lz4) await src.query(`ALTER TABLE t ALTER COLUMN v SET COMPRESSION lz4`, "upg");
   else console.warn("the source server has no lz4: the lz4 check is not exercised here");
   await tgt.query(`CREATE COLLATION mine (provider = libc, locale = 'C')`, "upg");
+  // A tablespace the target lacks (pg_restore would SET default_tablespace to it).
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pgferry-ts-"));
+  tablespaceDirs.push(dir);
+  const pgUser = spawnSync("id", ["-u", "postgres"], { encoding: "utf8" });
+  if (process.getuid?.() === 0 && pgUser.status === 0) fs.chownSync(dir, Number(pgUser.stdout.trim()), Number(spawnSync("id", ["-g", "postgres"], { encoding: "utf8" }).stdout.trim()));
+  await src.query(`CREATE TABLESPACE "Fast Disk" LOCATION '${dir}'`);
+  await src.query(`CREATE TABLE on_fast (id int PRIMARY KEY) TABLESPACE "Fast Disk"`, "upg");
   const findings = await refusal("upg", { name: "upg" });
   const byCode = new Map(findings.map((f) => [f.code, f]));
   expect(byCode.get("c_library")?.message).toMatch(/hstore.*my_hstore_diag/);
@@ -215,6 +228,10 @@ test("what pg_upgrade checks: an unloadable C library, lz4 columns on a target w
   expect(byCode.get("target_objects")?.message).toMatch(/collation public\.mine/);
   expect(byCode.get("target_objects")?.fix).toMatch(/drop them on the target/);
   if (lz4) expect(byCode.get("lz4")?.message).toMatch(/t\.v/);
+  expect(byCode.get("tablespaces")?.message).toMatch(/"Fast Disk" \(1 relation/);
+  expect(byCode.get("tablespaces")?.fix).toMatch(/CREATE TABLESPACE "Fast Disk" LOCATION/);
+  await src.query(`DROP TABLE on_fast`, "upg");
+  await src.query(`DROP TABLESPACE "Fast Disk"`);
   for (const f of findings) expect(f.fix.length).toBeGreaterThan(10);
 });
 

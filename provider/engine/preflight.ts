@@ -378,6 +378,19 @@ async function upgradeChecks(src: Client, tgt: Client, schemas: string[], tables
     }
   }
   if (resuming) return;
+  // pg_restore sets default_tablespace for each relation: the target needs the same tablespaces.
+  const spaces = (await src.query(`SELECT t.spcname, count(*)::int AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      JOIN pg_tablespace t ON t.oid = c.reltablespace WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p', 'm', 'i', 'I') GROUP BY 1 ORDER BY 1`, [schemas])).rows;
+  if (spaces.length) {
+    const have = new Set((await tgt.query(`SELECT spcname FROM pg_tablespace`)).rows.map((x) => x.spcname));
+    const lacking = spaces.filter((x) => !have.has(x.spcname));
+    if (lacking.length) {
+      add({ code: "tablespaces", server: "target", objects: lacking.map((x) => x.spcname),
+        message: `tablespace(s) the source's tables and indexes use do not exist on the target: ${list(lacking.map((x) => `${displayName(x.spcname)} (${x.n} relation(s))`))}`,
+        fix: `create them on the target first: ${lacking.map((x) => `CREATE TABLESPACE ${quoteIdent(x.spcname)} LOCATION '…';`).join(" ")} ` +
+          "(on a managed server without tablespaces, move the relations to the default tablespace on the source first: ALTER TABLE … SET TABLESPACE pg_default)" });
+    }
+  }
   const identities = async (c: Client) => {
     const parts = CLASH_CATALOGS.map((cat) => `SELECT '${cat}'::regclass AS classid, x.oid FROM ${cat} x WHERE x.oid >= 16384 AND ${notExtension(cat, "x")}`);
     const r = await c.query(`SELECT i.type, i.schema, i.identity FROM (${parts.join(" UNION ALL ")}) o,

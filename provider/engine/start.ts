@@ -271,6 +271,23 @@ async function otherNotCarried(src: Client, pf: PreflightResult): Promise<NotCar
       reason: "logical replication does not carry large objects, and a schema dump does not include them",
       fix: largeObjectFix(pf.pgDumpMajor) });
   }
+  const labels = (await src.query(`SELECT provider, count(*)::int AS n FROM pg_seclabel GROUP BY 1 ORDER BY 1`)).rows;
+  if (labels.length) {
+    out.push({ kind: "security labels", object: labels.map((x) => `${x.n} of provider ${x.provider}`).join(", "),
+      reason: "a security label needs its provider module loaded on the target, which pgferry cannot check",
+      fix: "load the provider on the target (shared_preload_libraries), then apply the SECURITY LABEL statements of pg_dump --schema-only of the source there" });
+  }
+  // Rows of extension configuration tables (pg_extension_config_dump): pg_dump copies them as data; the load copies no extension member.
+  const configs = (await src.query(`SELECT e.extname, c.oid::regclass::text AS tbl, u.cond FROM pg_extension e,
+      unnest(e.extconfig, e.extcondition) AS u(cfg, cond) JOIN pg_class c ON c.oid = u.cfg WHERE c.relkind = 'r'`)).rows;
+  for (const x of configs) {
+    const n = Number((await src.query(`SELECT count(*) AS n FROM ${x.tbl} ${x.cond ?? ""}`)).rows[0].n);
+    if (n > 0) {
+      out.push({ kind: "extension configuration data", object: `${n} row(s) of ${x.tbl} (extension ${x.extname})`,
+        reason: "rows users add to an extension's configuration table belong to the extension's data, which the load does not copy",
+        fix: `copy them after the migration: pg_dump --data-only --table=${x.tbl} <source> | psql <target>` });
+    }
+  }
   if (!pf.keepOwnership) {
     out.push({ kind: "ownership and privileges", object: "owners and GRANTs of the migrated objects",
       reason: "some roles they name do not exist on the target (see the roles finding); the objects are owned by the target user",
