@@ -15,7 +15,7 @@ import {
 } from "../provider/engine";
 import { splitDump } from "../provider/engine/schema";
 import { CLI, ensureBuilt } from "./support/build";
-import { leftovers, startServers } from "./support/servers";
+import { leftovers, startServers, SYSTEM_PG15, wal2jsonMissing } from "./support/servers";
 
 let src: LocalServer, tgt: LocalServer;
 beforeAll(async () => { [src, tgt] = await startServers(15, 17); });
@@ -241,4 +241,26 @@ test("names in messages are quoted where they need it; a schema named \"abc\" is
   const noKey = findings.find((f) => f.code === "no_replica_identity")!;
   expect(noKey.objects).toEqual(['"""abc""".job', '"Mixed"."T"']);
   expect(noKey.message).toContain('"""abc""".job');
+});
+
+test("a source that does not allow wal2json in output_plugin_libraries (15.19+) is refused with the setting to change", async () => {
+  const missing = wal2jsonMissing();
+  const knows = /^output_plugin_libraries\t/m.test(spawnSync(path.join(SYSTEM_PG15, "postgres"), ["--describe-config"], { encoding: "utf8" }).stdout ?? "");
+  if (missing || !knows) {
+    console.warn(`skipping the output_plugin_libraries check: ${missing ?? "this PostgreSQL 15 has no output_plugin_libraries (before 15.19)"}`);
+    return;
+  }
+  const w = await LocalServer.start({ major: 15, binDir: SYSTEM_PG15 });
+  try {
+    await w.createDatabase("w2j");
+    await tgt.createDatabase("w2j");
+    await w.query(`CREATE TABLE t (id int PRIMARY KEY)`, "w2j");
+    const e = await startMigration(parseEndpoint(w.uri("w2j"), "source"), parseEndpoint(tgt.uri("w2j"), "target"),
+      migrationOptions({ name: "w2j", mode: "stream", plugin: "wal2json" })).then(() => undefined, (x) => x as PgferryError);
+    const f = e?.findings.find((x) => x.code === "wal2json_not_allowed");
+    expect(f?.fix).toContain("ALTER SYSTEM SET output_plugin_libraries = 'pgoutput, test_decoding, wal2json'; SELECT pg_reload_conf();");
+    expect(await w.query(`SELECT slot_name FROM pg_replication_slots`, "w2j")).toEqual([]);
+  } finally {
+    await w.stop();
+  }
 });

@@ -183,7 +183,14 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
           : err.code === "53400" ? `free a replication slot on the source (max_replication_slots = ${s.max_slots}) for the check, or raise max_replication_slots`
           : "check the source's log for the reason and run again" });
     }
-    if (wal2jsonProbe && !wal2jsonProbe.available) {
+    if (wal2jsonProbe && !wal2jsonProbe.available && /may not be used as an output plugin/.test(wal2jsonProbe.error ?? "")) {
+      // PostgreSQL 13.25/14.22/15.19/16.15/17.11/18.3 and later allow only the output plugins listed in output_plugin_libraries
+      const allowed = (await src.query(`SELECT current_setting('output_plugin_libraries', true) AS v`)).rows[0].v ?? "pgoutput, test_decoding";
+      add({ code: "wal2json_not_allowed", server: "source", message: `the source does not allow wal2json as an output plugin (${wal2jsonProbe.error}; ` +
+          `output_plugin_libraries = '${allowed}')`,
+        fix: `ALTER SYSTEM SET output_plugin_libraries = '${allowed}, wal2json'; SELECT pg_reload_conf(); on the source (Azure: the server parameter), ` +
+          "or use --plugin pgoutput (the default) where a publication can be created" });
+    } else if (wal2jsonProbe && !wal2jsonProbe.available) {
       add({ code: "wal2json_missing", server: "source", message: `the source cannot load the wal2json output plugin (${wal2jsonProbe.error})`,
         fix: wal2jsonInstallFix(major(sourceVersion)) });
     } else if (wal2jsonProbe && !wal2jsonProbe.numericAsString && copyableTables(tables).length) {

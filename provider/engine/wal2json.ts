@@ -33,7 +33,7 @@
 import { parse as losslessParse } from "lossless-json";
 import { Client } from "pg";
 import { Pgoutput } from "pg-logical-replication";
-import { CONTROL_SCHEMA, copyableTables, migratedTables, TableInfo, TableSelection } from "./catalog";
+import { CONTROL_SCHEMA, copyableTables, displayName, migratedTables, TableInfo, TableSelection } from "./catalog";
 import { connect, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS } from "./endpoint";
 import { PgferryError } from "./errors";
 import { OutputPlugin } from "./options";
@@ -147,7 +147,7 @@ export function unresolvableTables(tables: Iterable<Wal2jsonTable>): string[] {
     const ambiguous = t.columns.filter((c) => AMBIGUOUS_NULL_TYPES.has(c.typeOid)).map((c) => c.name);
     if (!ambiguous.length) continue;
     const keyed = (t.replicaIdentity === "default" || t.replicaIdentity === "index") && t.keyColumns.length > 0;
-    if (!keyed || t.keyColumns.some((k) => ambiguous.includes(k))) out.push(`${t.schema}.${t.name}`);
+    if (!keyed || t.keyColumns.some((k) => ambiguous.includes(k))) out.push(displayName(t.schema, t.name));
   }
   return out;
 }

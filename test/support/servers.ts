@@ -89,7 +89,14 @@ export function wal2jsonMissing(): string | undefined {
   return undefined;
 }
 
-/** A source server (system PostgreSQL 15) that can load wal2json. */
+/**
+ * A source server (system PostgreSQL 15) that can load wal2json. From 15.19 on, output plugins other than
+ * pgoutput and test_decoding must be listed in output_plugin_libraries (CVE-2026-6471); older servers
+ * do not know the setting.
+ */
 export function startWal2jsonSource(): Promise<LocalServer> {
-  return LocalServer.start({ major: 15, binDir: SYSTEM_PG15 });
+  const r = spawnSync(path.join(SYSTEM_PG15, "postgres"), ["--describe-config"], { encoding: "utf8" });
+  const allowList = /^output_plugin_libraries\t/m.test(r.stdout ?? "");
+  return LocalServer.start({ major: 15, binDir: SYSTEM_PG15,
+    settings: allowList ? { output_plugin_libraries: "pgoutput, test_decoding, wal2json" } : {} });
 }
