@@ -160,9 +160,17 @@ async function syncPreData(src: Client, source: Endpoint, target: Endpoint, o: M
         throw new PgferryError("schema_apply_failed", `creating ${e.kind} ${e.object} on the target failed: ${(err as Error).message}`);
       }
     }
+    // What waits for the cutover and only the target can refuse (event triggers need a superuser, a setting may not
+    // exist in the target's version): tried now and rolled back, so a refusal is listed here instead of failing the cutover.
+    const refused = await tryOnTarget(c, [...triggers.create.filter((e) => e.kind !== "MATERIALIZED VIEW DATA"), ...database.entries, ...triggers.enable]);
+    const keep = (e: SchemaEntry) => !refused.has(e);
+    for (const [e, msg] of refused) {
+      notCarried.push({ kind: e.kind.toLowerCase(), object: e.object, reason: `the target refused it: ${msg}`,
+        fix: `after the cutover, run on the target as a role that may (a superuser, the database's owner), with what the target accepts: ${e.sql}` });
+    }
     await storeEntries(c, o.name, "post-data", dump.postData);
-    await storeEntries(c, o.name, "cutover", heldBack);
-    await storeEntries(c, o.name, "final", triggers.enable);
+    await storeEntries(c, o.name, "cutover", heldBack.filter(keep));
+    await storeEntries(c, o.name, "final", triggers.enable.filter(keep));
     await storeEntries(c, o.name, "preamble", [{ kind: "PREAMBLE", object: "-", sql: dump.preamble }]);
     await storeEntries(c, o.name, "not-carried", notCarried.map((x) => ({ kind: x.kind, object: x.object, sql: JSON.stringify({ reason: x.reason, fix: x.fix }) })));
     await c.query(`UPDATE pgferry.migration SET phase = 'Loading', updated_at = now() WHERE name = $1`, [o.name]);
@@ -174,6 +182,25 @@ async function syncPreData(src: Client, source: Endpoint, target: Endpoint, o: M
   } finally {
     await c.end().catch(() => undefined);
   }
+}
+
+/** Run each entry in a savepoint and roll everything back: the entries the target refuses, with its message. */
+async function tryOnTarget(c: Client, entries: SchemaEntry[]): Promise<Map<SchemaEntry, string>> {
+  const refused = new Map<SchemaEntry, string>();
+  if (!entries.length) return refused;
+  await c.query("SAVEPOINT pgferry_trial");
+  for (const e of entries) {
+    await c.query("SAVEPOINT pgferry_entry");
+    try {
+      await c.query(e.sql);
+      await c.query("RELEASE SAVEPOINT pgferry_entry");
+    } catch (err) {
+      await c.query("ROLLBACK TO SAVEPOINT pgferry_entry");
+      refused.set(e, (err as Error).message);
+    }
+  }
+  await c.query("ROLLBACK TO SAVEPOINT pgferry_trial");
+  return refused;
 }
 
 async function preambleOf(tgt: Client, name: string): Promise<string> {
