@@ -155,16 +155,18 @@ test("--exclude follows dependencies (views, materialized views, functions on th
     CREATE TABLE log (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
     CREATE TABLE log_2024 PARTITION OF log FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
     INSERT INTO log VALUES (1, '2024-02-02');`);
-  // An unknown name is refused, naming it.
-  const findings = await refusal("excl", { name: "excl", exclude: ["public.gone", "nosuch"] });
-  expect(findings.map((f) => f.code)).toEqual(["unknown_relation"]);
+  // An unknown name is refused, naming it; so is leaving out what a kept table's default uses (pg_dump writes it inside CREATE TABLE).
+  await src.query(`CREATE SEQUENCE ticket; CREATE TABLE desk (id int PRIMARY KEY DEFAULT nextval('ticket'))`, "excl");
+  const findings = await refusal("excl", { name: "excl", exclude: ["public.gone", "nosuch", "ticket"] });
+  expect(findings.map((f) => f.code)).toEqual(["unknown_relation", "exclusion_blocked"]);
   expect(findings[0].message).toMatch(/nosuch/);
+  expect(findings[1].message).toMatch(/default value for column id of table public.desk/);
 
   const { source, target } = endpoints("excl");
   const started = await startMigration(source, target, migrationOptions({ name: "excl", exclude: ["public.gone", "log", "keep_v"], jobs: 2 }));
   expect(started.phase).toBe("ReadyToCutover");
   expect(await tgt.query(`SELECT relname FROM pg_class WHERE relkind IN ('r', 'p', 'v', 'm') AND relnamespace = 'public'::regnamespace ORDER BY 1`, "excl"))
-    .toEqual([{ relname: "keep" }, { relname: "refs_gone" }]);
+    .toEqual([{ relname: "desk" }, { relname: "keep" }, { relname: "refs_gone" }]);
   expect(await tgt.query(`SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace`, "excl")).toEqual([]);
   const listed = started.notCarried.map((x) => `${x.kind} ${x.object}`);
   // What was named is not repeated; what depends on it is listed, internal parts (a key's triggers) are not.

@@ -224,6 +224,11 @@ export interface ExclusionPlan {
     dumpTag?: string }[];
   /** --exclude/--include names that match no relation of the selected schemas. */
   unknown: string[];
+  /**
+   * Parts of kept tables that depend on an excluded object and that pg_dump writes inside CREATE TABLE
+   * (column defaults, generation expressions, CHECK constraints): they cannot be left out, so the exclusion is refused.
+   */
+  blocking: string[];
 }
 
 const RELATION_KINDS: Record<string, string> = { r: "table", p: "partitioned table", v: "view", m: "materialized view", f: "foreign table", S: "sequence" };
@@ -241,7 +246,7 @@ export async function planExclusion(c: Client, sel: TableSelection, schemas: str
     // --include: tables (by their partition root) that it does not name are left out like excluded ones
     (sel.include.length > 0 && (x.kind === "r" || x.kind === "p") &&
       !matches(sel.include, x) && !(x.root && byOid.has(x.root) && matches(sel.include, byOid.get(x.root)!))));
-  if (!seeds.length) return { relations: [], objects: [], unknown };
+  if (!seeds.length) return { relations: [], objects: [], unknown, blocking: [] };
   // pg_dump names argument types with an empty search_path: so must we, to find its entries
   await c.query(`SELECT set_config('search_path', '', false)`);
   // Dependents, transitively; a view's rewrite rule stands for the view, a composite type's relation for its type.
@@ -266,6 +271,7 @@ export async function planExclusion(c: Client, sel: TableSelection, schemas: str
            EXISTS (SELECT 1 FROM pg_depend i WHERE i.classid = o.classid AND i.objid = o.objid AND i.deptype = 'i')
              OR cl.relnamespace = 'pg_toast'::regnamespace AS internal,
            o.classid = 'pg_constraint'::regclass AND (SELECT contype FROM pg_constraint WHERE oid = o.objid) = 'f' AS foreign_key,
+           o.classid = 'pg_attrdef'::regclass OR (o.classid = 'pg_constraint'::regclass AND (SELECT contype FROM pg_constraint WHERE oid = o.objid) = 'c') AS inline,
            (SELECT n.nspname || ' ' || CASE p.prokind WHEN 'a' THEN 'AGGREGATE' WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END || ' ' ||
                    quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ') '
               FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE o.classid = 'pg_proc'::regclass AND p.oid = o.objid) AS dump_tag
@@ -294,7 +300,8 @@ export async function planExclusion(c: Client, sel: TableSelection, schemas: str
       foreignKey: !!x.foreign_key, dumpTag: x.dump_tag ?? undefined });
   }
   relations.sort((a, b) => a.schema.localeCompare(b.schema) || a.name.localeCompare(b.name));
-  return { relations, objects, unknown };
+  const blocking = d.rows.filter((x) => x.inline && !x.internal && !(x.owner != null && excludedOids.has(x.owner))).map((x) => x.description as string);
+  return { relations, objects, unknown, blocking };
 }
 
 const PG_CLASS = 1259, PG_TYPE = 1247;

@@ -127,6 +127,11 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
       message: `--exclude/--include name(s) ${list(exclusion.unknown)} match no table, view, materialized view, sequence or foreign table of the migrated schemas (${list(schemas.map((x) => displayName(x)))})`,
       fix: "correct the name (schema.table; quote parts with capitals or dots: '\"My Schema\".\"T\"'), or add its schema with --schema" });
   }
+  if (exclusion.blocking.length) {
+    add({ code: "exclusion_blocked", server: "source", objects: exclusion.blocking,
+      message: `what --exclude/--include leave out is used inside tables that are migrated: ${list(exclusion.blocking, 6)}`,
+      fix: "--exclude those tables too, or keep what they use (a sequence in a default, a function in a CHECK or generated column)" });
+  }
   const excludedKeys = new Set(exclusion.relations.map((x) => `${x.schema}\u0000${x.name}`));
   const tables = (await listTables(src, { ...o.selection, schemas })).filter((t) => !excludedKeys.has(`${t.schema}\u0000${t.name}`));
   const missingSchemas = o.selection.schemas.filter((x) => !schemas.includes(x) || !tables.some((t) => t.schema === x));
