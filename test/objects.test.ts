@@ -186,6 +186,8 @@ test("--exclude follows dependencies (views, materialized views, functions on th
     "--target", tgt.uri("excl"), "--exclude", "public.gone", "--exclude", "log", "--exclude", "keep_v", "--counts-only"], { encoding: "utf8" });
   expect(cli.stdout).toMatch(/source and target are equal/);
   expect(cli.status).toBe(0);
+  const status = spawnSync(process.execPath, [CLI, "status", "--target", tgt.uri("excl"), "--name", "excl"], { encoding: "utf8" });
+  expect(status.stdout).toMatch(/not carried to the target \(8\):[\s\S]*- view public\.gone_v: depends on an excluded relation/);
   await cleanupMigration(source, target, "excl");
   expect(await leftovers(src, tgt, "excl")).toEqual([]);
 });
