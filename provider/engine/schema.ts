@@ -328,7 +328,7 @@ export async function rolesMissingOnTarget(src: Client, tgt: Client, schemas: st
 /** How to copy large objects by hand: `--large-objects` exists from pg_dump 16 on, `--blobs` in every version. */
 export function largeObjectFix(pgDumpMajor?: number): string {
   const flag = pgDumpMajor !== undefined && pgDumpMajor >= 16 ? "--large-objects" : "--blobs";
-  return `copy them at cutover, after writes stop: pg_dump --format=custom --data-only ${flag} --exclude-table-data='*.*' --file=lo.dump <source> ` +
+  return `copy them at cutover, after writes stop: pg_dump --format=custom --data-only ${flag} --exclude-table='*.*' --file=lo.dump <source> ` +
     `&& pg_restore --data-only --dbname=<target> lo.dump; or move the data into bytea columns`;
 }
 
