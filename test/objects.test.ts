@@ -71,6 +71,7 @@ test("objects outside schemas travel: extensions at their version, casts, access
     CREATE EVENT TRIGGER log_ddl ON ddl_command_end EXECUTE FUNCTION log_ddl();
     COMMENT ON EVENT TRIGGER log_ddl IS 'audits DDL';
     ALTER DATABASE objs SET force_parallel_mode = off;   -- renamed in 16: the target refuses it
+    ALTER ROLE postgres IN DATABASE objs SET default_transaction_read_only = off;   -- the freeze's setting: never carried
     ALTER DATABASE objs SET work_mem = '7MB'; ALTER DATABASE objs SET search_path = "$user", public, ext; COMMENT ON DATABASE objs IS 'the app';
     SELECT lo_create(4242);`);
   // The event trigger logged the DDL above on the source; on the target it must not fire before the cutover.
@@ -97,10 +98,11 @@ test("objects outside schemas travel: extensions at their version, casts, access
   expect(await q(`SELECT pubname, array_agg(tablename::text ORDER BY tablename) AS tables FROM pg_publication_tables GROUP BY 1`))
     .toEqual([{ pubname: "app_pub", tables: ["kid", "parent"] }]);
   expect(await q(`SELECT evtname FROM pg_event_trigger`)).toEqual([]);
-  expect(started.notCarried.map((x) => `${x.kind} ${x.object}`)).toEqual(["large objects 1 large object(s) with their owners, grants and comments",
-    "database setting force_parallel_mode"]);
-  expect(started.notCarried[0].fix).toMatch(/pg_dump .*--blobs/);   // pg_dump 15 has no --large-objects
-  expect(started.notCarried[1].reason).toMatch(/the target refused it: unrecognized configuration parameter "force_parallel_mode"/);
+  expect(started.notCarried.map((x) => `${x.kind} ${x.object}`)).toEqual([
+    'database setting ALTER ROLE "postgres" IN DATABASE … default_transaction_read_only = off',
+    "large objects 1 large object(s) with their owners, grants and comments", "database setting force_parallel_mode"]);
+  expect(started.notCarried[1].fix).toMatch(/pg_dump .*--blobs/);   // pg_dump 15 has no --large-objects
+  expect(started.notCarried[2].reason).toMatch(/the target refused it: unrecognized configuration parameter "force_parallel_mode"/);
   expect((await migrationStatus(source, target, "objs")).notCarried).toEqual(started.notCarried);
 
   await cutoverMigration(source, target, { name: "objs", freezeWrites: false, timeoutSec: 60, jobs: 2 });
@@ -109,7 +111,7 @@ test("objects outside schemas travel: extensions at their version, casts, access
   // The target's log holds what the source's trigger logged (pgferry's own publication there), nothing of the target's DDL.
   // (no ALTER TABLE of the keys, no COMMENT, no REFRESH MATERIALIZED VIEW made by the cutover)
   expect([...new Set((await q(`SELECT tag FROM ddl_log`)).map((x) => x.tag))].sort()).toEqual(["CREATE PUBLICATION", "DROP PUBLICATION"]);
-  const settings = `SELECT setconfig FROM pg_db_role_setting WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = 'objs')`;
+  const settings = `SELECT setconfig FROM pg_db_role_setting WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = 'objs') AND setrole = 0`;
   expect(await q(settings)).toEqual([{ setconfig: ["work_mem=7MB", 'search_path="$user", public, ext'] }]);
   expect((await src.query(settings, "objs"))[0].setconfig).toEqual(["force_parallel_mode=off", "work_mem=7MB", 'search_path="$user", public, ext']);
   expect(await q(`SELECT shobj_description(oid, 'pg_database') AS c FROM pg_database WHERE datname = 'objs'`)).toEqual([{ c: "the app" }]);

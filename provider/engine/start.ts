@@ -274,7 +274,12 @@ async function databaseProperties(src: Client, tgt: Client, target: Endpoint): P
     const eq = (x.setting as string).indexOf("=");
     const name = x.setting.slice(0, eq), value = x.setting.slice(eq + 1);
     const set = `SET ${quoteIdent(name)} = ${LIST_SETTINGS.has(name) ? value : quoteLiteral(value)}`;
-    if (x.role === null) entries.push({ kind: "DATABASE SETTING", object: name, sql: `ALTER DATABASE ${db} ${set};` });
+    if (name === "default_transaction_read_only") {
+      // the freeze's own setting (a source frozen by an earlier cutover has it): carried, it would make the new primary read-only
+      notCarried.push({ kind: "database setting", object: `${x.role === null ? "" : `ALTER ROLE ${quoteIdent(x.role)} IN DATABASE … `}default_transaction_read_only = ${value}`,
+        reason: "the cutover's freeze sets it on the source; carried, it would make the target read-only once the application moves there",
+        fix: `if the target should be read-only, run there after the cutover: ${x.role === null ? `ALTER DATABASE ${db}` : `ALTER ROLE ${quoteIdent(x.role)} IN DATABASE ${db}`} ${set};` });
+    } else if (x.role === null) entries.push({ kind: "DATABASE SETTING", object: name, sql: `ALTER DATABASE ${db} ${set};` });
     else if (roles.has(x.role)) entries.push({ kind: "DATABASE SETTING", object: `${x.role}: ${name}`, sql: `ALTER ROLE ${quoteIdent(x.role)} IN DATABASE ${db} ${set};` });
     else notCarried.push({ kind: "database setting", object: `ALTER ROLE ${quoteIdent(x.role)} IN DATABASE … SET ${name}`,
       reason: `role ${quoteIdent(x.role)} does not exist on the target`, fix: `create the role on the target, then run ALTER ROLE ${quoteIdent(x.role)} IN DATABASE ${db} ${set};` });
