@@ -321,7 +321,7 @@ async function otherNotCarried(src: Client, pf: PreflightResult): Promise<NotCar
     }
   }
   if (!pf.keepOwnership) {
-    out.push({ kind: "ownership and privileges", object: "owners and GRANTs of the migrated objects",
+    out.push({ kind: "ownership and privileges", object: "owners, GRANTs and default privileges (ALTER DEFAULT PRIVILEGES) of the migrated objects",
       reason: "some roles they name do not exist on the target (see the roles finding); the objects are owned by the target user",
       fix: "create the roles on the target first (pg_dumpall --roles-only on the source, applied to the target), then start again" });
   }
