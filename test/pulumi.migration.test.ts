@@ -52,8 +52,10 @@ test("pulumi up / refresh / config cutover / destroy through the real plugin", a
   expect(bad.failures.map((f) => f.property).sort()).toEqual(["name", "source"]);
   expect((await h.check("mig", {}, inputs)).failures).toEqual([]);
 
+  await src.query(`SELECT lo_create(77)`, "app");   // not carried: the Migration's notCarried output says so
   const { id, outs } = await h.create("mig", inputs);
   expect(id).toBe("pgferry-migration-pl");
+  expect(outs.notCarried).toEqual([expect.objectContaining({ kind: "large objects", fix: expect.stringMatching(/pg_dump .*--blobs/) })]);
   expect(outs).toMatchObject({ phase: "ReadyToCutover", migrationName: "pl", cutover: false });
   expect(outs.status).toMatch(/^ReadyToCutover: streaming/);
   expect(outs.tables.length).toBe(6);

@@ -64,6 +64,8 @@ export interface MigrationOutputs extends MigrationInputs {
   cutoverTimings: Record<string, number> | null;
   /** DDL made on the source that the target lacks (one line each); cutover refuses while not empty. */
   schemaDifferences: string[];
+  /** What the target does not get (kind, object, reason, fix), as start recorded it. */
+  notCarried: { kind: string; object: string; reason: string; fix: string }[];
   fenceLsn: string | null;
   error: string | null;
   /** The rollback window in one line ("open: the old server is 0 B behind…", "closed"); null without one. */
@@ -137,6 +139,7 @@ export function toOutputs(i: MigrationInputs, s: MigrationStatus): MigrationOutp
     downtimeMs: s.downtimeMs ?? null, fenceLsn: s.fenceLsn ?? null, error: s.error ?? null,
     cutoverTimings: (s.cutoverTimings as Record<string, number> | undefined) ?? null,
     schemaDifferences: (s.schemaDifferences ?? []).map((d) => d.problem),
+    notCarried: s.notCarried ?? [],
     rollbackWindowStatus: s.rollbackWindow ? describeRollbackWindow(s.rollbackWindow) : null,
   };
 }
