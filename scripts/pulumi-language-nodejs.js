@@ -94,7 +94,8 @@ const service = {
     if (r.getDryrun()) args.push("--dry-run");
     if (r.getQuerymode()) args.push("--query-mode");
     if (r.getParallel() > 0) flag("parallel", r.getParallel());
-    args.push(info && info.getEntryPoint() ? path.resolve(programDir, info.getEntryPoint()) : r.getProgram() || ".");
+    // As the real host: the entry point as given ("." = the program directory's package.json "main"), relative to pwd.
+    args.push((info && info.getEntryPoint()) || r.getProgram() || ".");
     args.push(...r.getArgsList());
 
     const config = {};
@@ -108,6 +109,7 @@ const service = {
     };
     if (options.tsconfig) env.PULUMI_NODEJS_TSCONFIG_PATH = options.tsconfig;
     const nodeargs = typeof options.nodeargs === "string" ? options.nodeargs.split(/\s+/).filter(Boolean) : [];
+    if (process.env.PGFERRY_LANGHOST_DEBUG) console.error(`pulumi-language-nodejs stand-in: cwd ${r.getPwd() || programDir}, node ${args.join(" ")}`);
     const child = spawn(process.execPath, [...nodeargs, ...args], { cwd: r.getPwd() || programDir, env, stdio: ["ignore", "inherit", "inherit"] });
     child.on("error", (e) => cb(null, new langpb.RunResponse().setError(`could not start node: ${e.message}`)));
     child.on("exit", (code, signal) => {

@@ -9,6 +9,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { Stack } from "@pulumi/pulumi/automation";
+import { demoSchemaSql, populateDemo } from "../provider/demo/dvdrental";
 import { LocalServer } from "../provider/embedded/localServer";
 import { parseEndpoint, verifyMigration } from "../provider/engine";
 import { ensureBuilt, ROOT } from "./support/build";
@@ -67,6 +68,19 @@ async function waitForCopy(db: string): Promise<void> {
     await sleep(20);
   }
   throw new Error(`no COPY into ${db} seen`);
+}
+
+/**
+ * An example project copied to a temp dir as a user would have it installed: node_modules holds
+ * @pulumi/pulumi, typescript and pgferry (this checkout, built), linked from this repository.
+ */
+function exampleProject(name: string, packages: string[] = []): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `pgferry-example-${name}-`));
+  for (const f of fs.readdirSync(path.join(ROOT, "examples", name))) fs.copyFileSync(path.join(ROOT, "examples", name, f), path.join(dir, f));
+  fs.mkdirSync(path.join(dir, "node_modules/@pulumi"), { recursive: true });
+  for (const p of ["@pulumi/pulumi", "typescript", ...packages]) fs.symlinkSync(path.join(ROOT, "node_modules", p), path.join(dir, "node_modules", p));
+  fs.symlinkSync(ROOT, path.join(dir, "node_modules/pgferry"));
+  return dir;
 }
 
 const changed = (summary: Record<string, number> | undefined) =>
@@ -269,6 +283,70 @@ maybe("pgferry through the real Pulumi CLI", () => {
       await stack.destroy();
       expect(await leftovers(src, tgt, "big", "big_kill")).toEqual([]);
       await stack.workspace.removeStack("sigkill");
+    });
+  });
+
+  describe("examples", () => {
+    const dirs: string[] = [];
+    afterAll(() => { for (const d of dirs) fs.rmSync(d, { recursive: true, force: true }); });
+
+    test("examples/dvdrental-self-managed: up (parameters, replication rule, schema, streaming), cutover, destroy", async () => {
+      await src.createDatabase("dvdrental");
+      await tgt.createDatabase("dvdrental");
+      const c = await src.client("dvdrental");
+      try {
+        await c.query(demoSchemaSql());
+        await populateDemo(c, 1);
+      } finally {
+        await c.end();
+      }
+      const dir = exampleProject("dvdrental-self-managed");
+      dirs.push(dir);
+      const stack = await env.stack(dir, "demo");
+      await stack.setAllConfig({
+        sourceAdmin: { value: src.uri("postgres"), secret: true },
+        source: { value: src.uri("dvdrental"), secret: true },
+        target: { value: tgt.uri("dvdrental"), secret: true },
+        targetAddress: { value: "127.0.0.1" },
+      });
+      const up = await stack.up();
+      console.log(`examples/dvdrental-self-managed: pulumi up\n${up.stdout}`);
+      let out = await outputsOf(stack);
+      expect(out.status).toMatch(/^ReadyToCutover: streaming/);
+      expect(out.pendingRestart).toBe(false);
+      expect(out.replicationRuleName).toMatch(/_replrule$/);
+
+      await stack.setConfig("cutover", { value: "true" });
+      const cut = await stack.up();
+      console.log(`examples/dvdrental-self-managed: pulumi config set cutover true && pulumi up\n${cut.stdout}`);
+      out = await outputsOf(stack);
+      expect(out.status).toMatch(/^Completed: downtime/);
+      expect(out.downtimeMs).toBeGreaterThan(0);
+      const v = await verifyMigration(parseEndpoint(src.uri("dvdrental"), "source"), parseEndpoint(tgt.uri("dvdrental"), "target"));
+      expect(v.problems).toEqual([]);
+
+      const destroy = await stack.destroy();
+      console.log(`examples/dvdrental-self-managed: pulumi destroy\n${destroy.stdout}`);
+      expect(await leftovers(src, tgt, "dvdrental")).toEqual([]);
+      expect(await src.query(`SELECT nspname FROM pg_namespace WHERE nspname = 'pgferry'`, "dvdrental")).toEqual([]);
+      await stack.workspace.removeStack("demo");
+    });
+
+    test("examples/azure-flexible-server: preview fails clearly without the azure-native plugin (offline)", async () => {
+      const dir = exampleProject("azure-flexible-server", ["@pulumi/azure-native"]);
+      dirs.push(dir);
+      const stack = await env.stack(dir, "azure");
+      await stack.setAllConfig({
+        "azure-native:location": { value: "westeurope" },
+        resourceGroupName: { value: "rg-shop" }, sourceServerName: { value: "pg-shop-13" }, targetOutboundIp: { value: "20.50.1.2" },
+        source: { value: "postgresql://migrator:pw-src@pg-shop-13.postgres.database.azure.com/shop?sslmode=require", secret: true },
+        target: { value: "postgresql://migrator:pw-tgt@pg-shop-17.postgres.database.azure.com/shop?sslmode=require", secret: true },
+      });
+      const failed = await stack.preview().then(() => undefined, (e: Error) => e);
+      console.log(`examples/azure-flexible-server: pulumi preview\n${String(failed)}`);
+      // The engine names the plugin and version it lacks; nothing was created.
+      expect(String(failed)).toMatch(/no resource plugin 'pulumi-resource-azure-native' found in the workspace at version v3\.28\.0/);
+      await stack.workspace.removeStack("azure");
     });
   });
 });
