@@ -59,6 +59,11 @@ function expectNoSecrets(text: string, what: string): void {
   }
 }
 
+/** The CLI's own output of a step, printed with PGFERRY_SHOW_PULUMI_OUTPUT=1 (how the README's samples were taken). */
+function show(step: string, text: string): void {
+  if (process.env.PGFERRY_SHOW_PULUMI_OUTPUT) console.log(`${step}\n${text}`);
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Wait until the load is under way: a COPY into the target database `db` is running. */
@@ -109,6 +114,7 @@ maybe("pgferry through the real Pulumi CLI", () => {
     const stack = await rootStack("life", "app", { name: "life", jobs: "2" });
 
     const up = await stack.up();
+    show("root stack: pulumi up", up.stdout);
     expect(up.summary.result).toBe("succeeded");
     let out = await outputsOf(stack);
     expect(out.phase).toBe("ReadyToCutover");
@@ -134,28 +140,37 @@ maybe("pgferry through the real Pulumi CLI", () => {
     const again = await stack.up({ expectNoChanges: true });
     expect(changed(again.summary.resourceChanges)).toEqual([]);
 
+    const before = (await migrationState(stack)).outputs;
     // Writes on the source, then `pulumi refresh`: the live figures land in the resource's outputs.
     for (let i = 0; i < 20; i++) await src.query(edgeChanges(i), "app");
     const refresh = await stack.refresh();
+    show("root stack: pulumi refresh", refresh.stdout);
     expect(refresh.summary.result).toBe("succeeded");
     const live = (await migrationState(stack)).outputs;
     expect(live.phase).toBe("ReadyToCutover");
     expect(typeof live.lagBytes).toBe("number");
     expect(live.confirmedLsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+    expect(live.confirmedLsn).not.toBe(before.confirmedLsn); // the target confirmed the writes since up
     expect(typeof live.caughtUp).toBe("boolean");
     expect(live.status).toMatch(/^ReadyToCutover: streaming, lag \d+ bytes/);
 
     // pulumi config set pgferry:cutover true && pulumi preview --diff: one in-place update, shown readably.
     await stack.setConfig("pgferry:cutover", { value: "true" });
     const preview = await stack.preview({ diff: true });
+    show("root stack: pulumi config set pgferry:cutover true && pulumi preview --diff", preview.stdout);
     expect(changed(preview.changeSummary)).toEqual([["update", 1]]);
     expect(preview.stdout).toMatch(/~ pulumi-nodejs:dynamic\/pgferry:Migration: \(update\)/);
     expect(preview.stdout).toMatch(/~ cutover\s*: false => true/);
     expect(preview.stdout).not.toContain("__provider");
+    // Only what the program changed: no input shown as removed or added (refresh keeps the program's inputs).
+    expect(preview.stdout).not.toMatch(/^\s+[-+] \w+\s*:(?! \[unknown\])/m);
     expectNoSecrets(preview.stdout, "pulumi preview --diff");
 
     const cut = await stack.up();
+    show("root stack: pulumi up (cutover)", cut.stdout);
     expect(cut.summary.resourceChanges?.update).toBe(1);
+    expect(cut.stdout).toContain("Migration migration updated");
+    expect(cut.stdout).toMatch(/\[diff: ~cutover\]/);
     out = await outputsOf(stack);
     expect(out.phase).toBe("Completed");
     expect(out.downtimeMs).toBeGreaterThan(0);
@@ -164,6 +179,7 @@ maybe("pgferry through the real Pulumi CLI", () => {
     expect(v.problems).toEqual([]);
 
     const destroy = await stack.destroy();
+    show("root stack: pulumi destroy", destroy.stdout);
     expect(destroy.summary.result).toBe("succeeded");
     expect(await leftovers(src, tgt)).toEqual([]);
     for (const server of [src, tgt]) {
@@ -192,13 +208,14 @@ maybe("pgferry through the real Pulumi CLI", () => {
         await sleep(100);
       }
     }
-    await stack.refresh();
+    show("lost slot: pulumi refresh", (await stack.refresh()).stdout);
     const outs = (await migrationState(stack)).outputs;
     expect(outs.status).toMatch(/^ReadyToCutover: BROKEN, the replication slot "pgferry_slotlost" is gone from the source/);
     expect(outs.error).toMatch(/changes made since it was dropped are lost.*Fix: pulumi destroy/);
 
     // The next up does not say "no changes": it refuses, with the fix.
     const refused = await stack.up().then(() => undefined, (e: Error) => e);
+    show("lost slot: pulumi up", String(refused));
     expect(String(refused)).toMatch(/replication slot "pgferry_slotlost" is gone from the source[\s\S]*Fix: pulumi destroy/);
 
     // The fix as stated: destroy, an empty target database, up.
@@ -310,7 +327,7 @@ maybe("pgferry through the real Pulumi CLI", () => {
         targetAddress: { value: "127.0.0.1" },
       });
       const up = await stack.up();
-      console.log(`examples/dvdrental-self-managed: pulumi up\n${up.stdout}`);
+      show("examples/dvdrental-self-managed: pulumi up", up.stdout);
       let out = await outputsOf(stack);
       expect(out.status).toMatch(/^ReadyToCutover: streaming/);
       expect(out.pendingRestart).toBe(false);
@@ -318,7 +335,7 @@ maybe("pgferry through the real Pulumi CLI", () => {
 
       await stack.setConfig("cutover", { value: "true" });
       const cut = await stack.up();
-      console.log(`examples/dvdrental-self-managed: pulumi config set cutover true && pulumi up\n${cut.stdout}`);
+      show("examples/dvdrental-self-managed: pulumi config set cutover true && pulumi up", cut.stdout);
       out = await outputsOf(stack);
       expect(out.status).toMatch(/^Completed: downtime/);
       expect(out.downtimeMs).toBeGreaterThan(0);
@@ -326,7 +343,7 @@ maybe("pgferry through the real Pulumi CLI", () => {
       expect(v.problems).toEqual([]);
 
       const destroy = await stack.destroy();
-      console.log(`examples/dvdrental-self-managed: pulumi destroy\n${destroy.stdout}`);
+      show("examples/dvdrental-self-managed: pulumi destroy", destroy.stdout);
       expect(await leftovers(src, tgt, "dvdrental")).toEqual([]);
       expect(await src.query(`SELECT nspname FROM pg_namespace WHERE nspname = 'pgferry'`, "dvdrental")).toEqual([]);
       await stack.workspace.removeStack("demo");
@@ -343,7 +360,7 @@ maybe("pgferry through the real Pulumi CLI", () => {
         target: { value: "postgresql://migrator:pw-tgt@pg-shop-17.postgres.database.azure.com/shop?sslmode=require", secret: true },
       });
       const failed = await stack.preview().then(() => undefined, (e: Error) => e);
-      console.log(`examples/azure-flexible-server: pulumi preview\n${String(failed)}`);
+      show("examples/azure-flexible-server: pulumi preview", String(failed));
       // The engine names the plugin and version it lacks; nothing was created.
       expect(String(failed)).toMatch(/no resource plugin 'pulumi-resource-azure-native' found in the workspace at version v3\.28\.0/);
       await stack.workspace.removeStack("azure");

@@ -242,7 +242,9 @@ export async function read(id: string, props: Record<string, unknown>) {
   const { source, target } = endpoints(i);
   const s = await migrationStatus(source, target, nameOf(i));
   if (s.phase === "NotFound") return { id: "", props: {} };
-  return { id, props: toOutputs(i, s), inputs: i };
+  // No `inputs`: the engine keeps the program's own on refresh. Returned inputs (with defaults filled in) became the
+  // state's inputs, and the next update showed every default the program leaves unset as removed ("- plugin").
+  return { id, props: toOutputs(i, s) };
 }
 
 /**
