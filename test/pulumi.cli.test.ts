@@ -154,6 +154,30 @@ maybe("pgferry through the real Pulumi CLI", () => {
     expect(typeof live.caughtUp).toBe("boolean");
     expect(live.status).toMatch(/^ReadyToCutover: streaming, lag \d+ bytes/);
 
+    // Lag that stays: the subscription paused (as when the target is down), more writes. A plain refresh updates
+    // the resource's outputs; `refresh --run-program` also the stack's outputs (`pulumi stack output`).
+    await tgt.query(`ALTER SUBSCRIPTION pgferry_life DISABLE`, "app");
+    for (let i = 0; ; i++) {
+      if (!(await src.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = 'pgferry_life' AND active`, "app")).length) break;
+      if (i > 300) throw new Error("the subscription's walsender did not stop");
+      await sleep(100);
+    }
+    for (let i = 20; i < 40; i++) await src.query(edgeChanges(i), "app");
+    await stack.refresh();
+    const lagging = (await migrationState(stack)).outputs;
+    expect(lagging.lagBytes).toBeGreaterThan(0);
+    expect(lagging.caughtUp).toBe(false);
+    expect(lagging.pendingChanges).toBeGreaterThan(0);
+    expect(lagging.status).toBe(`ReadyToCutover: streaming, lag ${lagging.lagBytes} bytes`);
+    expect((await outputsOf(stack)).lagBytes).toBe(0); // the stack's outputs are the program's, from the last up
+    const rerun = await stack.refresh({ runProgram: true });
+    show("root stack: pulumi refresh --run-program (subscription paused)", rerun.stdout);
+    out = await outputsOf(stack);
+    expect(out.lagBytes).toBeGreaterThan(0);
+    expect(out.pendingChanges).toBeGreaterThan(0);
+    expect(out.status).toMatch(/^ReadyToCutover: streaming, lag [1-9]\d* bytes$/);
+    await tgt.query(`ALTER SUBSCRIPTION pgferry_life ENABLE`, "app");
+
     // pulumi config set pgferry:cutover true && pulumi preview --diff: one in-place update, shown readably.
     await stack.setConfig("pgferry:cutover", { value: "true" });
     const preview = await stack.preview({ diff: true });
