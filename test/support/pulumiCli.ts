@@ -19,7 +19,8 @@ export function findPulumiCli(): { bin: string; missing?: undefined } | { bin?: 
   for (const dir of (process.env.PATH ?? "").split(path.delimiter)) {
     if (dir && fs.existsSync(path.join(dir, "pulumi")) && fs.existsSync(path.join(dir, "pulumi-language-nodejs"))) return { bin: dir };
   }
-  if (fs.existsSync(path.join(BUILT_BIN, "pulumi"))) return { bin: BUILT_BIN };
+  // .version is written last, once the CLI, the language host and the plugin are all in place.
+  if (fs.existsSync(path.join(BUILT_BIN, ".version"))) return { bin: BUILT_BIN };
   return { missing: `no Pulumi CLI: none on PATH and none in ${BUILT_BIN}; run \`bash scripts/build-pulumi.sh\` (needs Go and the Go module proxy)` };
 }
 
