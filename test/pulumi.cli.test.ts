@@ -325,6 +325,45 @@ maybe("pgferry through the real Pulumi CLI", () => {
       expect(await leftovers(src, tgt, "big", "big_kill")).toEqual([]);
       await stack.workspace.removeStack("sigkill");
     });
+
+    test("SIGKILL of the CLI alone mid-load: its plugins live on; after pulumi cancel, up converges (refused as busy while the orphan copies)", async () => {
+      await tgt.createDatabase("big_kill_cli");
+      const stack = await rootStack("sigkillcli", "big", { name: "sigkillcli", jobs: "1" }, "big_kill_cli");
+      const first = stack.up().then(() => undefined, (e: Error) => e);
+      await waitForCopy("big_kill_cli");
+      const pid = runningCli(env.bin, "up")!;
+      const plugins = descendants(pid); // reparented once the CLI is gone: remembered to end them at the end
+      process.kill(pid, "SIGKILL");
+      await first;
+      const alive = plugins.filter((p) => fs.existsSync(`/proc/${p}`)).map((p) => fs.readFileSync(`/proc/${p}/cmdline`, "utf8").replace(/\0/g, " ").slice(0, 120));
+      show("SIGKILL of the CLI alone: still running", alive.join("\n"));
+      // Pulumi does not stop its plugins when the CLI dies: the provider plugin goes on with the create in flight.
+      expect(alive.some((c) => c.includes("cmd/dynamic-provider"))).toBe(true);
+      try {
+        await stack.cancel();
+        const outcomes: string[] = [];
+        for (let i = 0; ; i++) {
+          const r = await stack.up().then(() => "succeeded", (e: Error) => String(e));
+          // While the orphaned plugin still copies, the create is refused with who holds the migration.
+          const busy = /another pgferry process is working on migration "sigkillcli" on this target; wait for it or stop it/.test(r);
+          outcomes.push(busy ? "busy" : r === "succeeded" ? r : r.slice(0, 3000));
+          if (!busy) break;
+          if (i > 100) throw new Error("the orphaned plugin never finished");
+          await sleep(1000);
+        }
+        show("SIGKILL of the CLI alone: the next pulumi up attempts", outcomes.join("\n"));
+        expect(outcomes[outcomes.length - 1]).toBe("succeeded");
+        expect(outcomes.slice(0, -1).every((o) => o === "busy")).toBe(true);
+        expect((await outputsOf(stack)).rowsCopied).toBe(1000000);
+        await stack.refresh({ clearPendingCreates: true });
+        expect((await migrationState(stack)).pending).toEqual([]);
+        await stack.destroy();
+        expect(await leftovers(src, tgt, "big", "big_kill_cli")).toEqual([]);
+        await stack.workspace.removeStack("sigkillcli");
+      } finally {
+        for (const p of plugins) { try { process.kill(p, "SIGTERM"); } catch { /* already gone */ } }
+      }
+    });
   });
 
   describe("examples", () => {
