@@ -582,11 +582,14 @@ async function drainStream(source: Endpoint, target: Endpoint, src: Client, tgt:
   const want = lsnToBigInt(fence);
   const deadline = Date.now() + timeoutSec * 1000;
   const since = new Date().toISOString();
+  const failures = new Set<string>();
   for (;;) {
     if ((await readAppliedLsn(tgt, name)) >= want) return;
-    // The agent failed since the drain began (it records every failure): say why now instead of waiting out the timeout.
+    // The agent records every failure. Two since the drain began (it retries with backoff) mean it is stuck: say why
+    // now instead of waiting out the timeout. One alone may be passing (its walsender ended by a previous fence round).
     const failure = (await readMigration(tgt, name))?.applyError;
-    if (failure && failure.at >= since) {
+    if (failure && failure.at >= since) failures.add(failure.at);
+    if (failure && (failures.size >= 2 || failure.kind === "divergence") && failure.at >= since) {
       throw new PgferryError(failure.kind === "divergence" ? "divergence" : "apply_failed", `the stream applier (pgferry agent) is failing to apply ` +
         `the changes before the fence ${fence}: ${failure.message}. Writes were unfrozen and the migration keeps streaming (nothing after the failing ` +
         `change was applied); fix the cause, then run pgferry cutover again`);
