@@ -19,6 +19,7 @@ import {
   abortCutover, cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, PgferryError, runAgent,
   startMigration, verifyMigration,
 } from "../provider/engine";
+import { formatStatus } from "../provider/cli/output";
 import { leftovers, startServers, startWal2jsonSource, wal2jsonMissing } from "./support/servers";
 
 type Variant = { label: string; mode: "subscription" | "stream"; plugin?: "wal2json" };
@@ -206,6 +207,7 @@ describe.each(STREAM)("$label", (v) => {
     expect(st.phase).toBe("ReadyToCutover");
     expect(st.applyError).toMatchObject({ kind: "divergence" });
     expect(st.applyError!.message).toMatch(/key 7/);
+    expect(formatStatus(st)).toMatch(/✗ DIVERGENCE — cutover refuses until it is repaired .*divergence on "public"\."k".*key 7/);
     // Refused at once while it is recorded, without freezing.
     const again = await rejection(x.cutover());
     expect(again.code).toBe("divergence");
