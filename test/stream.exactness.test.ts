@@ -289,9 +289,13 @@ test("subscription: an apply worker that keeps failing makes cutover fail fast, 
   const e = await rejection(x.cutover({ timeoutSec: 300 }));
   expect(e.code).toBe("apply_failed");
   expect(e.message).toMatch(/apply worker on the target keeps failing/);
+  // Its error, reproduced by applying the waiting changes in a rolled-back transaction (the text is otherwise only in the server log).
+  expect(e.message).toMatch(/applying the source's INSERT on "public"\."g" of \(id="2"\) fails on the target: duplicate key value violates unique constraint "g_pkey"/);
   expect(Date.now() - started).toBeLessThan(120000);
   const st = await migrationStatus(x.source, x.target, x.name);
   expect(st.subscription?.applyErrors).toBeGreaterThan(0);
+  expect(st.error).toMatch(/duplicate key value violates unique constraint "g_pkey"/);
+  expect(await x.t(`SELECT v FROM g WHERE id = 2`)).toEqual([{ v: "target only" }]); // the diagnosis changed nothing
   await x.t(`DELETE FROM g WHERE id = 2`);
   expect((await x.cutover()).phase).toBe("Completed");
   await x.expectEqual();

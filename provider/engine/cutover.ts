@@ -25,6 +25,7 @@ import { changesAfterFence, dropPublication, dropSlot, slotInfo, wal2jsonPeekOpt
 import {
   CutoverTimings, ensureControlSchema, MigrationRecord, readMigration, SavedSetting, tryLockMigration, updateMigration,
 } from "./state";
+import { diagnoseApplyFailure } from "./diagnose";
 import { touchedTables } from "./touched";
 import { verifyMigration } from "./verify";
 
@@ -208,7 +209,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
         const tDrain = Date.now();
         try {
           if (stream) await drainStream(source, target, src, tgt, o.name, fence, o.timeoutSec, !!o.reverse);
-          else await waitForFence(src, tgt, names.slot, names.subscription, fence, o.timeoutSec);
+          else await waitForFence(src, tgt, names.slot, names.publication, names.subscription, fence, o.timeoutSec);
         } catch (e) {
           await rollbackToStreaming(ctx, e);
           throw e;
@@ -612,8 +613,27 @@ async function drainStream(source: Endpoint, target: Endpoint, src: Client, tgt:
   }
 }
 
+/**
+ * Reproduce a failing apply worker's error (./diagnose.ts): the subscription is disabled while its slot is
+ * peeked, then enabled again. Best effort: undefined when it cannot tell.
+ */
+async function diagnoseSubscription(src: Client, tgt: Client, slot: string, publication: string, subscription: string): Promise<string | undefined> {
+  try {
+    await tgt.query(`ALTER SUBSCRIPTION ${quoteIdent(subscription)} DISABLE`);
+    try {
+      for (let i = 0; i < 100 && (await slotInfo(src, slot))?.active; i++) await sleep(100);
+      return await diagnoseApplyFailure(src, tgt, slot, publication, subscription);
+    } finally {
+      await tgt.query(`ALTER SUBSCRIPTION ${quoteIdent(subscription)} ENABLE`);
+    }
+  } catch {
+    return undefined;
+  }
+}
+
 /** Wait until the slot's consumer has confirmed the fence (it confirms only what it applied and flushed). */
-async function waitForFence(src: Client, tgt: Client, slot: string, subscription: string, fence: string, timeoutSec: number): Promise<void> {
+async function waitForFence(src: Client, tgt: Client, slot: string, publication: string, subscription: string, fence: string,
+  timeoutSec: number): Promise<void> {
   const deadline = Date.now() + timeoutSec * 1000;
   const want = lsnToBigInt(fence);
   // The apply worker's error count (PostgreSQL 15+): it retries a failing transaction every few seconds, so
@@ -625,11 +645,12 @@ async function waitForFence(src: Client, tgt: Client, slot: string, subscription
     if (s.confirmedFlushLsn && lsnToBigInt(s.confirmedFlushLsn) >= want) return;
     const errors = (await subscriptionInfo(tgt, subscription)).applyErrors;
     if (errorsAtStart !== undefined && errors !== undefined && errors >= errorsAtStart + 2) {
+      const why = await diagnoseSubscription(src, tgt, slot, publication, subscription);
       throw new PgferryError("apply_failed", `the subscription's apply worker on the target keeps failing (${errors} apply errors in ` +
         `pg_stat_subscription_stats, ${errors - errorsAtStart} since this cutover began) before reaching the fence ${fence}, confirmed ` +
-        `${s.confirmedFlushLsn ?? "nothing"}; PostgreSQL reports the error text only in the target's server log (lines "logical replication ` +
-        `worker" / "apply worker" ... "ERROR"). Writes were unfrozen and the migration keeps streaming; fix the cause there (e.g. a row or ` +
-        `constraint on the target the source's change conflicts with), then run pgferry cutover again`);
+        `${s.confirmedFlushLsn ?? "nothing"}: ${why ?? `PostgreSQL reports its error text only in the target's server log (lines "logical ` +
+        `replication" ... "ERROR")`}. Writes were unfrozen and the migration keeps streaming; fix the cause (e.g. a row or constraint on the ` +
+        `target the source's change conflicts with), then run pgferry cutover again`);
     }
     if (Date.now() > deadline) {
       const sub = await subscriptionInfo(tgt, subscription);
