@@ -7,7 +7,7 @@
  * enum, bytea, json, text with quotes/backslashes/unicode, TOASTed text, NULLs) is applied through the real
  * StreamApplier (pgoutput, and wal2json where Debian's PostgreSQL 15 has it) into a real target; after each
  * seed the target must equal the source (content hashes). A failure prints the seed and its SQL; rerun
- * one seed with PGFERRY_SEED=<n>. PGFERRY_SEEDS sets how many seeds (default 60 for pgoutput, 30 for wal2json).
+ * one seed with PGFERRY_SEED=<n>. PGFERRY_SEEDS sets how many seeds (default 50 for pgoutput, 25 for wal2json).
  */
 import { LocalServer } from "../provider/embedded/localServer";
 import { cleanupMigration, migrationOptions, parseEndpoint, startMigration, verifyMigration } from "../provider/engine";
@@ -100,7 +100,7 @@ function statement(r: R, floats: boolean): string {
 
 const missing = wal2jsonMissing();
 if (missing) console.warn(`skipping the wal2json property run: ${missing}`);
-const VARIANTS = [{ plugin: "pgoutput" as const, seeds: 60 }, ...(missing ? [] : [{ plugin: "wal2json" as const, seeds: 30 }])];
+const VARIANTS = [{ plugin: "pgoutput" as const, seeds: 50 }, ...(missing ? [] : [{ plugin: "wal2json" as const, seeds: 25 }])];
 
 let tgt: LocalServer, src: LocalServer, w2j: LocalServer | undefined;
 beforeAll(async () => {
