@@ -26,6 +26,7 @@ import { changesAfterFence, dropPublication, dropSlot, slotInfo, wal2jsonPeekOpt
 import {
   CutoverTimings, ensureControlSchema, MigrationRecord, readMigration, SavedSetting, tryLockMigration, updateMigration,
 } from "./state";
+import { diagnoseApplyFailure } from "./diagnose";
 import { touchedTables } from "./touched";
 import { verifyMigration } from "./verify";
 import { describeSourceChanges, restoreSourceChanges, SourceChange } from "./sourceChanges";
@@ -220,7 +221,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
         const tDrain = Date.now();
         try {
           if (stream) await drainStream(source, target, src, tgt, o.name, fence, o.timeoutSec, !!o.reverse);
-          else await waitForFence(src, tgt, names.slot, names.subscription, fence, o.timeoutSec);
+          else await waitForFence(src, tgt, names.slot, names.publication, names.subscription, fence, o.timeoutSec);
         } catch (e) {
           await rollbackToStreaming(ctx, e);
           throw e;
@@ -623,11 +624,14 @@ async function drainStream(source: Endpoint, target: Endpoint, src: Client, tgt:
   const want = lsnToBigInt(fence);
   const deadline = Date.now() + timeoutSec * 1000;
   const since = new Date().toISOString();
+  const failures = new Set<string>();
   for (;;) {
     if ((await readAppliedLsn(tgt, name)) >= want) return;
-    // The agent failed since the drain began (it records every failure): say why now instead of waiting out the timeout.
+    // The agent records every failure. Two since the drain began (it retries with backoff) mean it is stuck: say why
+    // now instead of waiting out the timeout. One alone may be passing (its walsender ended by a previous fence round).
     const failure = (await readMigration(tgt, name))?.applyError;
-    if (failure && failure.at >= since) {
+    if (failure && failure.at >= since) failures.add(failure.at);
+    if (failure && (failures.size >= 2 || failure.kind === "divergence") && failure.at >= since) {
       throw new PgferryError(failure.kind === "divergence" ? "divergence" : "apply_failed", `the stream applier (pgferry agent) is failing to apply ` +
         `the changes before the fence ${fence}: ${failure.message}. Writes were unfrozen and the migration keeps streaming (nothing after the failing ` +
         `change was applied); fix the cause, then run pgferry cutover again`);
@@ -650,8 +654,27 @@ async function drainStream(source: Endpoint, target: Endpoint, src: Client, tgt:
   }
 }
 
+/**
+ * Reproduce a failing apply worker's error (./diagnose.ts): the subscription is disabled while its slot is
+ * peeked, then enabled again. Best effort: undefined when it cannot tell.
+ */
+async function diagnoseSubscription(src: Client, tgt: Client, slot: string, publication: string, subscription: string): Promise<string | undefined> {
+  try {
+    await tgt.query(`ALTER SUBSCRIPTION ${quoteIdent(subscription)} DISABLE`);
+    try {
+      for (let i = 0; i < 100 && (await slotInfo(src, slot))?.active; i++) await sleep(100);
+      return await diagnoseApplyFailure(src, tgt, slot, publication, subscription);
+    } finally {
+      await tgt.query(`ALTER SUBSCRIPTION ${quoteIdent(subscription)} ENABLE`);
+    }
+  } catch {
+    return undefined;
+  }
+}
+
 /** Wait until the slot's consumer has confirmed the fence (it confirms only what it applied and flushed). */
-async function waitForFence(src: Client, tgt: Client, slot: string, subscription: string, fence: string, timeoutSec: number): Promise<void> {
+async function waitForFence(src: Client, tgt: Client, slot: string, publication: string, subscription: string, fence: string,
+  timeoutSec: number): Promise<void> {
   const deadline = Date.now() + timeoutSec * 1000;
   const want = lsnToBigInt(fence);
   // The apply worker's error count (PostgreSQL 15+): it retries a failing transaction every few seconds, so
@@ -663,11 +686,12 @@ async function waitForFence(src: Client, tgt: Client, slot: string, subscription
     if (s.confirmedFlushLsn && lsnToBigInt(s.confirmedFlushLsn) >= want) return;
     const errors = (await subscriptionInfo(tgt, subscription)).applyErrors;
     if (errorsAtStart !== undefined && errors !== undefined && errors >= errorsAtStart + 2) {
+      const why = await diagnoseSubscription(src, tgt, slot, publication, subscription);
       throw new PgferryError("apply_failed", `the subscription's apply worker on the target keeps failing (${errors} apply errors in ` +
         `pg_stat_subscription_stats, ${errors - errorsAtStart} since this cutover began) before reaching the fence ${fence}, confirmed ` +
-        `${s.confirmedFlushLsn ?? "nothing"}; PostgreSQL reports the error text only in the target's server log (lines "logical replication ` +
-        `worker" / "apply worker" ... "ERROR"). Writes were unfrozen and the migration keeps streaming; fix the cause there (e.g. a row or ` +
-        `constraint on the target the source's change conflicts with), then run pgferry cutover again`);
+        `${s.confirmedFlushLsn ?? "nothing"}: ${why ?? `PostgreSQL reports its error text only in the target's server log (lines "logical ` +
+        `replication" ... "ERROR")`}. Writes were unfrozen and the migration keeps streaming; fix the cause (e.g. a row or constraint on the ` +
+        `target the source's change conflicts with), then run pgferry cutover again`);
     }
     if (Date.now() > deadline) {
       const sub = await subscriptionInfo(tgt, subscription);

@@ -606,7 +606,8 @@ export class StreamApplier {
   }
 
   private async storeApplied(lsn: bigint): Promise<void> {
-    await this.send(`UPDATE ${CONTROL_SCHEMA}.migration SET applied_lsn = $2, updated_at = now() WHERE name = $1`, [this.o.migration, bigIntToLsn(lsn)]);
+    await this.send(`UPDATE ${CONTROL_SCHEMA}.migration SET applied_lsn = $2, apply_error = NULL, updated_at = now() WHERE name = $1`,
+      [this.o.migration, bigIntToLsn(lsn)]);
     this.applied = lsn;
   }
 
