@@ -31,7 +31,9 @@ mkdir -p "$CACHE"
 unavailable() { echo "$*" > "$CACHE/UNAVAILABLE"; echo "build-regress-db: $*" >&2; exit 2; }
 log() { echo "build-regress-db: $*" >&2; }
 
-if [ -z "${REGRESS_REBUILD:-}" ] && [ -f "$CACHE/COMPLETE" ]; then log "cache complete: $CACHE"; exit 0; fi
+if [ -z "${REGRESS_REBUILD:-}" ] && [ -f "$CACHE/COMPLETE" ] && [ -f "$(cat "$CACHE/LIBDIR" 2>/dev/null)/regress.so" ]; then
+  log "cache complete: $CACHE"; exit 0
+fi
 rm -f "$CACHE/UNAVAILABLE" "$CACHE/COMPLETE"
 START=$(date +%s)
 
@@ -88,7 +90,8 @@ if [ ! -f "$LIB/regress.so" ] || [ ! -f "$LIB/refint.so" ] || [ ! -f "$LIB/autoi
   cp "$SRC/src/test/regress/regress.c" "$SRC/contrib/spi/refint.c" "$SRC/contrib/spi/autoinc.c" "$B/"
   # REFINT_VERBOSE: the regression tests expect refint's notices (contrib/spi/Makefile sets it the same way).
   printf 'MODULES = regress refint autoinc\nPG_CPPFLAGS = -DREFINT_VERBOSE\nPG_CONFIG = %s\nPGXS := $(shell $(PG_CONFIG) --pgxs)\ninclude $(PGXS)\n' "$PG_CONFIG" > "$B/Makefile"
-  make -s -C "$B" >/dev/null || unavailable "building regress.so/refint.so/autoinc.so with PGXS failed (see make -C $B)"
+  # with_llvm=no: no JIT bitcode (the suite does not need it; saves the clang step).
+  make -s -C "$B" with_llvm=no >/dev/null || unavailable "building regress.so/refint.so/autoinc.so with PGXS failed (see make -C $B)"
   mkdir -p "$LIB" && cp "$B"/regress.so "$B"/refint.so "$B"/autoinc.so "$LIB/" && rm -rf "$B"
   log "libraries built ($(( $(date +%s) - START )) s)"
 fi
@@ -103,7 +106,16 @@ if [ "$(id -u)" = 0 ]; then
 fi
 WORK=$(mktemp -d /tmp/pgferry-regress-XXXXXX)
 chmod 755 "$WORK"
-[ ${#RUNAS[@]} -gt 0 ] && chown postgres: "$WORK"
+# The suite's inputs, where the server (COPY … FROM its data files) and pg_regress can read them whoever owns the checkout.
+cp -r "$SRC/src/test/regress" "$WORK/regress"
+# The libraries: the suite's functions keep their absolute path, and every server that restores the dump (as the
+# postgres OS user) must read them. A checkout under a private home folder is not readable: use /var/tmp then.
+DLPATH=$LIB
+if [ ${#RUNAS[@]} -gt 0 ] && ! runuser -u postgres -- test -r "$LIB/regress.so"; then
+  DLPATH=/var/tmp/pgferry-regress-lib
+  mkdir -p "$DLPATH" && cp "$LIB"/*.so "$DLPATH/" && chmod 755 "$DLPATH" && chmod 644 "$DLPATH"/*.so
+fi
+if [ ${#RUNAS[@]} -gt 0 ]; then chown -R postgres: "$WORK"; fi
 PORT=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
 cleanup() {
   "${RUNAS[@]}" "$PGBIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
@@ -117,8 +129,8 @@ export LC_ALL=C.UTF-8 LC_MESSAGES=C PGHOST=127.0.0.1 PGPORT=$PORT PGUSER=postgre
 # The suite's functions name their library by absolute path (\getenv libdir PG_LIBDIR = --dlpath): the cache.
 SUITE_START=$(date +%s)
 set +e
-( cd "$WORK" && "${RUNAS[@]}" "$PG_REGRESS" --inputdir="$SRC/src/test/regress" --outputdir="$WORK/out" \
-    --bindir="$PGBIN" --dlpath="$LIB" --schedule="$SRC/src/test/regress/parallel_schedule" --max-concurrent-tests=20 \
+( cd "$WORK" && "${RUNAS[@]}" "$PG_REGRESS" --inputdir="$WORK/regress" --outputdir="$WORK/out" \
+    --bindir="$PGBIN" --dlpath="$DLPATH" --schedule="$WORK/regress/parallel_schedule" --max-concurrent-tests=20 \
     --host=127.0.0.1 --port="$PORT" --user=postgres ) > "$WORK/regress.out" 2>&1
 regress_rc=$?
 set -e
@@ -135,7 +147,7 @@ cp "$WORK/regress.out" "$CACHE/installcheck.out"
 mv "$CACHE/regression.dump.tmp" "$CACHE/regression.dump"
 mv "$CACHE/globals.sql.tmp" "$CACHE/globals.sql"
 # The library folder the suite's C functions name (a server must be able to read it).
-echo "$LIB" > "$CACHE/LIBDIR"
+echo "$DLPATH" > "$CACHE/LIBDIR"
 "$PGBIN/psql" -X -qAt -d regression -c "SELECT count(*) FILTER (WHERE relkind IN ('r','p')) || ' tables, ' || count(*) || ' relations' FROM pg_class WHERE oid >= 16384" > "$CACHE/SUMMARY"
 log "regression database: $(cat "$CACHE/SUMMARY"); dump $(du -h "$CACHE/regression.dump" | cut -f1)"
 date -u +%FT%TZ > "$CACHE/COMPLETE"

@@ -91,7 +91,8 @@ const CATALOG_QUERIES: Record<string, string> = {
         t.typcategory, t.typispreferred, t.typdelim) END,
       'element', CASE WHEN t.typelem <> 0 THEN format_type(t.typelem, NULL) END,
       'labels', CASE WHEN t.typtype = 'e' THEN (SELECT string_agg(e.enumlabel, ', ' ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = t.oid) END,
-      'range', (SELECT concat_ws(' ', format_type(r.rngsubtype, NULL), r.rngcollation, r.rngsubopc::regclass::text, r.rngcanonical::text,
+      'range', (SELECT concat_ws(' ', format_type(r.rngsubtype, NULL), (SELECT collname FROM pg_collation WHERE oid = nullif(r.rngcollation, 0)),
+        (SELECT n.nspname || '.' || o.opcname FROM pg_opclass o JOIN pg_namespace n ON n.oid = o.opcnamespace WHERE o.oid = r.rngsubopc), r.rngcanonical::text,
         r.rngsubdiff::text, format_type(nullif(r.rngmultitypid, 0), NULL)) FROM pg_range r WHERE r.rngtypid = t.oid))) props
     FROM pg_type t WHERE t.oid >= 16384`,
   pg_constraint: `SELECT 'pg_constraint'::regclass cls, k.oid, 0 sub, jsonb_build_object('def', pg_get_constraintdef(k.oid),
@@ -117,11 +118,11 @@ const CATALOG_QUERIES: Record<string, string> = {
   pg_opfamily: `SELECT 'pg_opfamily'::regclass cls, f.oid, 0 sub, jsonb_build_object('owner', pg_get_userbyid(f.opfowner)) props
     FROM pg_opfamily f WHERE f.oid >= 16384`,
   pg_opclass: `SELECT 'pg_opclass'::regclass cls, c.oid, 0 sub, jsonb_strip_nulls(jsonb_build_object('owner', pg_get_userbyid(c.opcowner),
-      'family', c.opcfamily::regclass::text, 'family_name', (SELECT opfname FROM pg_opfamily WHERE oid = c.opcfamily),
+      'family', (SELECT n.nspname || '.' || f.opfname FROM pg_opfamily f JOIN pg_namespace n ON n.oid = f.opfnamespace WHERE f.oid = c.opcfamily),
       'type', format_type(c.opcintype, NULL), 'default', c.opcdefault, 'keytype', format_type(nullif(c.opckeytype, 0), NULL))) props
     FROM pg_opclass c WHERE c.oid >= 16384`,
   pg_amop: `SELECT 'pg_amop'::regclass cls, o.oid, 0 sub, jsonb_strip_nulls(jsonb_build_object('purpose', o.amoppurpose,
-      'sortfamily', (SELECT opfname FROM pg_opfamily WHERE oid = nullif(o.amopsortfamily, 0)))) props FROM pg_amop o WHERE o.oid >= 16384`,
+      'sortfamily', (SELECT n.nspname || '.' || f.opfname FROM pg_opfamily f JOIN pg_namespace n ON n.oid = f.opfnamespace WHERE f.oid = nullif(o.amopsortfamily, 0)))) props FROM pg_amop o WHERE o.oid >= 16384`,
   pg_amproc: `SELECT 'pg_amproc'::regclass cls, p.oid, 0 sub, '{}'::jsonb props FROM pg_amproc p WHERE p.oid >= 16384`,
   pg_collation: `SELECT 'pg_collation'::regclass cls, c.oid, 0 sub, to_jsonb(x) - 'oid' props FROM pg_collation c,
       LATERAL (SELECT pg_get_userbyid(c.collowner) AS owner, c.collprovider AS provider, c.collisdeterministic AS deterministic,
@@ -131,7 +132,7 @@ const CATALOG_QUERIES: Record<string, string> = {
       'default', c.condefault) props FROM pg_conversion c WHERE c.oid >= 16384`,
   pg_extension: `SELECT 'pg_extension'::regclass cls, e.oid, 0 sub, jsonb_build_object('version', e.extversion,
       'schema', e.extnamespace::regnamespace::text, 'relocatable', e.extrelocatable,
-      'config', (SELECT string_agg(r::regclass::text, ', ' ORDER BY 1) FROM unnest(e.extconfig) r), 'condition', e.extcondition::text) props
+      'config', (SELECT string_agg(r::regclass::text, ', ' ORDER BY r::regclass::text) FROM unnest(e.extconfig) r), 'condition', e.extcondition::text) props
     FROM pg_extension e WHERE e.oid >= 16384`,
   pg_language: `SELECT 'pg_language'::regclass cls, l.oid, 0 sub, jsonb_build_object('owner', pg_get_userbyid(l.lanowner), 'acl', l.lanacl::text,
       'trusted', l.lanpltrusted, 'handler', l.lanplcallfoid::regprocedure::text, 'inline', nullif(l.laninline, 0)::regprocedure::text,
@@ -162,11 +163,11 @@ const CATALOG_QUERIES: Record<string, string> = {
   pg_statistic_ext: `SELECT 'pg_statistic_ext'::regclass cls, s.oid, 0 sub, jsonb_build_object('owner', pg_get_userbyid(s.stxowner),
       'def', pg_get_statisticsobjdef(s.oid), 'stattarget', s.stxstattarget) props FROM pg_statistic_ext s WHERE s.oid >= 16384`,
   pg_ts_config: `SELECT 'pg_ts_config'::regclass cls, c.oid, 0 sub, jsonb_build_object('owner', pg_get_userbyid(c.cfgowner),
-      'parser', c.cfgparser::regclass::text, 'parser_name', (SELECT prsname FROM pg_ts_parser WHERE oid = c.cfgparser),
+      'parser', (SELECT n.nspname || '.' || p.prsname FROM pg_ts_parser p JOIN pg_namespace n ON n.oid = p.prsnamespace WHERE p.oid = c.cfgparser),
       'map', (SELECT string_agg(m.maptokentype || ':' || m.mapseqno || ':' || m.mapdict::regdictionary::text, ' ' ORDER BY m.maptokentype, m.mapseqno)
               FROM pg_ts_config_map m WHERE m.mapcfg = c.oid)) props FROM pg_ts_config c WHERE c.oid >= 16384`,
   pg_ts_dict: `SELECT 'pg_ts_dict'::regclass cls, d.oid, 0 sub, jsonb_build_object('owner', pg_get_userbyid(d.dictowner),
-      'template', (SELECT tmplname FROM pg_ts_template WHERE oid = d.dicttemplate), 'options', d.dictinitoption) props
+      'template', (SELECT n.nspname || '.' || t.tmplname FROM pg_ts_template t JOIN pg_namespace n ON n.oid = t.tmplnamespace WHERE t.oid = d.dicttemplate), 'options', d.dictinitoption) props
     FROM pg_ts_dict d WHERE d.oid >= 16384`,
   pg_ts_parser: `SELECT 'pg_ts_parser'::regclass cls, p.oid, 0 sub, jsonb_build_object('start', p.prsstart::regproc::text,
       'token', p.prstoken::regproc::text, 'end', p.prsend::regproc::text, 'lextype', p.prslextype::regproc::text,

@@ -19,7 +19,12 @@ export const ALLOWED_FILE = path.join(ROOT, "test/conformance/allowed-difference
 /** Why the corpus cannot be had here (undefined when it can): the build script's own reason when it wrote one. */
 export function regressCorpusMissing(): string | undefined {
   if (!fs.existsSync(path.join(SYSTEM_PG15, "postgres"))) return `no Debian PostgreSQL 15 server in ${SYSTEM_PG15} (apt-get install postgresql-15)`;
-  if (fs.existsSync(path.join(REGRESS_CACHE, "COMPLETE")) && fs.existsSync(REGRESS_DUMP)) return undefined;
+  const libDir = fs.existsSync(path.join(REGRESS_CACHE, "LIBDIR")) ? fs.readFileSync(path.join(REGRESS_CACHE, "LIBDIR"), "utf8").trim() : "";
+  if (fs.existsSync(path.join(REGRESS_CACHE, "COMPLETE")) && fs.existsSync(REGRESS_DUMP)) {
+    // The suite's C functions name their libraries by absolute path: the source server loads them from there.
+    if (!fs.existsSync(path.join(libDir, "regress.so"))) return `the regression suite's libraries are gone from ${libDir}; rebuild with: REGRESS_REBUILD=1 bash scripts/build-regress-db.sh`;
+    return undefined;
+  }
   const why = fs.existsSync(path.join(REGRESS_CACHE, "UNAVAILABLE")) ? fs.readFileSync(path.join(REGRESS_CACHE, "UNAVAILABLE"), "utf8").trim()
     : "it has not been built";
   return `PostgreSQL's regression database is not in ${REGRESS_CACHE}: ${why}. Build it with: bash scripts/build-regress-db.sh ` +
@@ -66,8 +71,13 @@ export interface AllowedDifference {
   field?: string;
   /** Only for these target majors; absent = every target. */
   targetMajors?: number[];
-  /** Only for these CDC modes; absent = both. */
+  /** Only for these CDC modes ("subscription", "stream"; "source" = the source after vs before); absent = any. */
   modes?: string[];
+  /**
+   * A version effect: allowed only where `pg_dump | pg_restore` of the same source into the same target server
+   * shows exactly the same difference (same values on both sides) — the target major renders or stores it so.
+   */
+  sameWithPgRestore?: boolean;
   reason: string;
 }
 
@@ -96,14 +106,18 @@ export function loadAllowed(): AllowedFile {
 }
 
 /** Split differences into those the file allows (with the entry that allows each) and the rest. */
-export function applyAllowed(diffs: InventoryDifference[], allowed: AllowedDifference[], ctx: { targetMajor: number; mode: string }):
+export const differenceId = (d: InventoryDifference) => JSON.stringify([d.key, d.kind, d.field, d.source, d.target]);
+
+export function applyAllowed(diffs: InventoryDifference[], allowed: AllowedDifference[],
+  ctx: { targetMajor: number; mode: string; pgRestoreDifferences?: Set<string> }):
   { unexpected: InventoryDifference[]; allowed: { diff: InventoryDifference; by: AllowedDifference }[]; unused: AllowedDifference[] } {
   const applicable = allowed.filter((a) => (!a.targetMajors || a.targetMajors.includes(ctx.targetMajor)) && (!a.modes || a.modes.includes(ctx.mode)));
   const used = new Set<AllowedDifference>();
   const unexpected: InventoryDifference[] = [];
   const ok: { diff: InventoryDifference; by: AllowedDifference }[] = [];
   for (const d of diffs) {
-    const by = applicable.find((a) => a.kind === d.kind && (!a.field || a.field === d.field) && new RegExp(a.key).test(d.key));
+    const by = applicable.find((a) => a.kind === d.kind && (!a.field || a.field === d.field) && new RegExp(a.key).test(d.key) &&
+      (!a.sameWithPgRestore || !!ctx.pgRestoreDifferences?.has(differenceId(d))));
     if (by) { used.add(by); ok.push({ diff: d, by }); } else unexpected.push(d);
   }
   return { unexpected, allowed: ok, unused: applicable.filter((a) => !used.has(a)) };
