@@ -83,13 +83,16 @@ export async function planJobs(snap: Client, tables: TableInfo[], jobs: number):
 function copySql(job: CopyJob): { out: string; inp: string } {
   const t = job.table;
   const cols = t.columns.map(quoteIdent).join(", ");
+  // A table with no copyable column (CREATE TABLE t (), or generated columns only) still has rows: COPY takes no
+  // empty column list, and without one it copies exactly the non-generated columns — none, one empty line per row.
+  const list = cols ? ` (${cols})` : "";
   const name = qualified(t.schema, t.name);
   const fmt = t.binaryCopySafe ? "FORMAT binary" : "FORMAT text";
-  if (!job.range) return { out: `COPY ${name} (${cols}) TO STDOUT WITH (${fmt})`, inp: `COPY ${name} (${cols}) FROM STDIN WITH (${fmt}, FREEZE)` };
+  if (!job.range) return { out: `COPY ${name}${list} TO STDOUT WITH (${fmt})`, inp: `COPY ${name}${list} FROM STDIN WITH (${fmt}, FREEZE)` };
   const k = quoteIdent(job.range.key);
   return {
     out: `COPY (SELECT ${cols} FROM ONLY ${name} WHERE ${k} >= ${job.range.lo} AND ${k} < ${job.range.hi}) TO STDOUT WITH (${fmt})`,
-    inp: `COPY ${name} (${cols}) FROM STDIN WITH (${fmt})`,
+    inp: `COPY ${name}${list} FROM STDIN WITH (${fmt})`,
   };
 }
 
