@@ -25,8 +25,10 @@ const PINNED = [
 ].join("; ");
 
 /**
- * One query per catalog: `cls` (the catalog's regclass), `oid`, `sub` (objsubid) and `props` (jsonb).
- * Each names only objects with oid >= 16384 (user objects; the catalogs' own rows are below that).
+ * One query per catalog: `cls` (the catalog's regclass), `oid`, `sub` (objsubid) and `props` (jsonb), and
+ * optionally `ident`, an identity of our own where pg_identify_object's text changes between major versions
+ * (17 quotes a column named json, a new keyword; it reworded transforms) — an entry must keep its name across
+ * versions, or a missing object would hide behind a renamed one. Only objects with oid >= 16384 (user objects).
  */
 const CATALOG_QUERIES: Record<string, string> = {
   pg_namespace: `SELECT 'pg_namespace'::regclass cls, n.oid, 0 sub, jsonb_build_object('owner', pg_get_userbyid(n.nspowner), 'acl', n.nspacl::text) props
@@ -51,7 +53,8 @@ const CATALOG_QUERIES: Record<string, string> = {
   // Columns: position among live columns (dropped ones leave holes that a dump closes). Debian's 15.20 server
   // stamps every new column with an attoptions entry pg_attver=<number> of its own making (a restore gets new
   // numbers): it is the server's, not the database's, so it is left out.
-  pg_attribute: `SELECT 'pg_class'::regclass cls, a.attrelid oid, a.attnum sub, jsonb_strip_nulls(jsonb_build_object(
+  pg_attribute: `SELECT 'pg_class'::regclass cls, a.attrelid oid, a.attnum sub,
+      (pg_identify_object('pg_class'::regclass, a.attrelid, 0)).identity || '.' || a.attname AS ident, jsonb_strip_nulls(jsonb_build_object(
       'position', row_number() OVER (PARTITION BY a.attrelid ORDER BY a.attnum), 'type', format_type(a.atttypid, a.atttypmod),
       'notnull', a.attnotnull, 'default', pg_get_expr(d.adbin, d.adrelid),
       'collation', (SELECT collname FROM pg_collation WHERE oid = a.attcollation AND a.attcollation <> t.typcollation),
@@ -63,7 +66,8 @@ const CATALOG_QUERIES: Record<string, string> = {
     WHERE c.oid >= 16384 AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c')
       AND c.relpersistence <> 't'`,
   // Index columns: per-column options and statistics targets (ALTER INDEX … ALTER COLUMN n SET STATISTICS).
-  pg_attribute_index: `SELECT 'pg_class'::regclass cls, a.attrelid oid, a.attnum sub, jsonb_build_object('stattarget', a.attstattarget) props
+  pg_attribute_index: `SELECT 'pg_class'::regclass cls, a.attrelid oid, a.attnum sub,
+      (pg_identify_object('pg_class'::regclass, a.attrelid, 0)).identity || '.' || a.attname AS ident, jsonb_build_object('stattarget', a.attstattarget) props
     FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
     WHERE c.oid >= 16384 AND a.attnum > 0 AND c.relkind IN ('i', 'I') AND a.attstattarget <> -1`,
   pg_proc: `SELECT 'pg_proc'::regclass cls, p.oid, 0 sub, jsonb_strip_nulls(jsonb_build_object(
@@ -174,7 +178,8 @@ const CATALOG_QUERIES: Record<string, string> = {
       'headline', nullif(p.prsheadline, 0)::regproc::text) props FROM pg_ts_parser p WHERE p.oid >= 16384`,
   pg_ts_template: `SELECT 'pg_ts_template'::regclass cls, t.oid, 0 sub, jsonb_build_object('init', nullif(t.tmplinit, 0)::regproc::text,
       'lexize', t.tmpllexize::regproc::text) props FROM pg_ts_template t WHERE t.oid >= 16384`,
-  pg_transform: `SELECT 'pg_transform'::regclass cls, t.oid, 0 sub, jsonb_build_object('fromsql', nullif(t.trffromsql, 0)::regprocedure::text,
+  pg_transform: `SELECT 'pg_transform'::regclass cls, t.oid, 0 sub,
+      'for ' || format_type(t.trftype, NULL) || ' language ' || (SELECT lanname FROM pg_language WHERE oid = t.trflang) AS ident, jsonb_build_object('fromsql', nullif(t.trffromsql, 0)::regprocedure::text,
       'tosql', nullif(t.trftosql, 0)::regprocedure::text) props FROM pg_transform t WHERE t.oid >= 16384`,
   // Large objects keep their OIDs through pg_dump: the OID is the name.
   pg_largeobject_metadata: `SELECT 'pg_largeobject'::regclass cls, l.oid, 0 sub, jsonb_build_object('owner', pg_get_userbyid(l.lomowner),
@@ -206,8 +211,10 @@ export async function catalogInventory(c: Client, exclude?: RegExp): Promise<Inv
   const server = Number((await c.query(`SELECT current_setting('server_version_num') v`)).rows[0].v);
   for (const [catalog, sql] of Object.entries(CATALOG_QUERIES)) {
     if (catalog === "pg_publication_namespace" && server < 150000) continue;
+    const ident = /\bAS ident\b/.test(sql) ? "x.ident" : "NULL::text";
     const rows = (await c.query(`WITH x AS (${sql}) SELECT x.cls::oid::int AS cls, x.oid::oid::bigint AS oid, x.sub::int AS sub, x.props,
-        (pg_identify_object(x.cls, x.oid, x.sub)).* FROM x`)).rows as (Row & { type: string; identity: string })[];
+        (pg_identify_object(x.cls, x.oid, x.sub)).type, coalesce(${ident}, (pg_identify_object(x.cls, x.oid, x.sub)).identity) AS identity
+        FROM x`)).rows as (Row & { type: string; identity: string })[];
     for (const r of rows) {
       // The catalog prefixes the key: a composite type is named the same in pg_class and pg_type.
       const key = `${catalog}: ${r.type} ${r.identity}`;

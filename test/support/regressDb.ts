@@ -98,6 +98,8 @@ export function loadAllowed(): AllowedFile {
   for (const d of f.differences) {
     if (!d.reason?.trim()) throw new Error(`${ALLOWED_FILE}: every allowed difference needs a reason (${d.key})`);
     new RegExp(d.key); // a bad pattern fails here, not silently later
+    // What pg_restore also loses is a loss, not a version effect: only changed or extra entries can be one.
+    if (d.sameWithPgRestore && d.kind === "missing") throw new Error(`${ALLOWED_FILE}: a missing object cannot be a version effect (${d.key})`);
   }
   for (const list of Object.values(f.adjustBeforeMigration)) for (const a of list) {
     if (!a.reason?.trim()) throw new Error(`${ALLOWED_FILE}: every adjustment needs a reason (${a.sql})`);
