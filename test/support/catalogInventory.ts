@@ -36,7 +36,7 @@ const CATALOG_QUERIES: Record<string, string> = {
   pg_class: `SELECT 'pg_class'::regclass cls, c.oid, 0 sub, jsonb_strip_nulls(jsonb_build_object(
       'kind', c.relkind, 'owner', pg_get_userbyid(c.relowner), 'acl', c.relacl::text, 'persistence', c.relpersistence,
       'am', (SELECT amname FROM pg_am WHERE oid = c.relam), 'tablespace', (SELECT spcname FROM pg_tablespace WHERE oid = c.reltablespace),
-      'options', c.reloptions::text, 'replident', c.relreplident, 'rowsecurity', c.relrowsecurity, 'forcerowsecurity', c.relforcerowsecurity,
+      'options', c.reloptions::text, 'toastoptions', (SELECT t.reloptions::text FROM pg_class t WHERE t.oid = c.reltoastrelid), 'replident', c.relreplident, 'rowsecurity', c.relrowsecurity, 'forcerowsecurity', c.relforcerowsecurity,
       'partbound', pg_get_expr(c.relpartbound, c.oid), 'partkey', CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END,
       'inherits', (SELECT string_agg(i.inhparent::regclass::text, ', ' ORDER BY i.inhseqno) FROM pg_inherits i WHERE i.inhrelid = c.oid),
       'viewdef', CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END,
@@ -158,7 +158,10 @@ const CATALOG_QUERIES: Record<string, string> = {
       CASE WHEN p.pubdelete THEN 'delete' END, CASE WHEN p.pubtruncate THEN 'truncate' END), 'viaroot', p.pubviaroot) props
     FROM pg_publication p WHERE p.oid >= 16384`,
   pg_publication_rel: `SELECT 'pg_publication_rel'::regclass cls, r.oid, 0 sub, jsonb_strip_nulls(jsonb_build_object(
-      'where', pg_get_expr(r.prqual, r.prrelid), 'columns', r.prattrs::text)) props FROM pg_publication_rel r WHERE r.oid >= 16384`,
+      'where', pg_get_expr(r.prqual, r.prrelid),
+      -- by name: attribute numbers differ where the source table has dropped columns
+      'columns', (SELECT string_agg(a.attname, ', ' ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = r.prrelid AND a.attnum = ANY (r.prattrs)))) props
+    FROM pg_publication_rel r WHERE r.oid >= 16384`,
   pg_publication_namespace: `SELECT 'pg_publication_namespace'::regclass cls, n.oid, 0 sub, '{}'::jsonb props
     FROM pg_publication_namespace n WHERE n.oid >= 16384`,
   pg_event_trigger: `SELECT 'pg_event_trigger'::regclass cls, e.oid, 0 sub, jsonb_build_object('owner', pg_get_userbyid(e.evtowner),
