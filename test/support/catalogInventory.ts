@@ -184,9 +184,10 @@ const CATALOG_QUERIES: Record<string, string> = {
   pg_transform: `SELECT 'pg_transform'::regclass cls, t.oid, 0 sub,
       'for ' || format_type(t.trftype, NULL) || ' language ' || (SELECT lanname FROM pg_language WHERE oid = t.trflang) AS ident, jsonb_build_object('fromsql', nullif(t.trffromsql, 0)::regprocedure::text,
       'tosql', nullif(t.trftosql, 0)::regprocedure::text) props FROM pg_transform t WHERE t.oid >= 16384`,
-  // Large objects keep their OIDs through pg_dump: the OID is the name.
+  // Large objects keep their OIDs through pg_dump: the OID is the name. Their contents are data no table holds:
+  // the inventory hashes them (md5 of the whole object).
   pg_largeobject_metadata: `SELECT 'pg_largeobject'::regclass cls, l.oid, 0 sub, jsonb_build_object('owner', pg_get_userbyid(l.lomowner),
-      'acl', l.lomacl::text) props FROM pg_largeobject_metadata l`,
+      'acl', l.lomacl::text, 'md5', md5(lo_get(l.oid))) props FROM pg_largeobject_metadata l`,
 };
 
 /** Comments on any user object (pg_description); large objects are named by OID (their OIDs travel). */
