@@ -94,7 +94,7 @@ function copySql(job: CopyJob, freeze = true): { out: string; inp: string } {
   const k = quoteIdent(job.range.key);
   return {
     out: `COPY (SELECT ${cols} FROM ONLY ${name} WHERE ${k} >= ${job.range.lo} AND ${k} < ${job.range.hi}) TO STDOUT WITH (${fmt})`,
-    inp: `COPY ${name} (${cols}) FROM STDIN WITH (${fmt})`,
+    inp: `COPY ${name}${list} FROM STDIN WITH (${fmt})`,
   };
 }
 
