@@ -74,6 +74,11 @@ export function clientConfig(ep: Endpoint, extra: Partial<ClientConfig> = {}): C
     host: ep.host, port: ep.port, user: ep.user, password: ep.password, database: ep.database, ssl,
     options: SESSION_GUCS,
     connectionTimeoutMillis: 15000,
+    // TCP keepalives: a peer that vanished (host down, NAT state lost) errors the socket instead of
+    // leaving a read waiting forever. Stalls keepalives cannot see (a live middlebox that stopped
+    // forwarding) are caught by the application timeouts (watchStall, the applier's replication timeout).
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10000,
     application_name: "pgferry",
     ...extra,
   };
@@ -183,6 +188,70 @@ export function quoteLiteral(s: string): string {
 /** "schema"."table" */
 export function qualified(schema: string, name: string): string {
   return `${quoteIdent(schema)}.${quoteIdent(name)}`;
+}
+
+/** Default of --stall-timeout: seconds without an answer after which a connection counts as stalled. */
+export const DEFAULT_STALL_TIMEOUT_SEC = 30;
+
+/** The socket under a pg client (internal, stable across pg 8). */
+function socketOf(c: Client): import("net").Socket | undefined {
+  return (c as unknown as { connection?: { stream?: import("net").Socket } }).connection?.stream;
+}
+
+/** Cut a connection at once (no goodbye: a stalled peer would never acknowledge it); its queries fail. */
+export function destroyClient(c: Client | undefined): void {
+  const s = c && socketOf(c);
+  if (s && !s.destroyed) s.destroy();
+}
+
+/** End a connection politely, or cut it when the peer does not answer within `ms` (a stalled link). */
+export async function endClient(c: Client | undefined, ms = 3000): Promise<void> {
+  if (!c) return;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((r) => { timer = setTimeout(() => { destroyClient(c); r(); }, ms); });
+  await Promise.race([c.end().catch(() => undefined), late]);
+  clearTimeout(timer);
+}
+
+/** A connection whose socket is gone (closed, reset, cut): the link to that server broke. */
+export function connectionLost(c: Client | undefined): boolean {
+  const s = c && socketOf(c);
+  return !!s && (s.destroyed || s.readableEnded);
+}
+
+/** The error of a link that stopped answering: names the link and the fix. */
+export function stallError(ep: Endpoint, what: string, seconds: number): PgferryError {
+  return new PgferryError("stalled", `the connection to the ${ep.role} ${ep.host}:${ep.port} stalled: ${what} for ${seconds} s ` +
+    `(--stall-timeout); fix: check the network between pgferry and the ${ep.role} (a firewall or NAT dropping the flow, the ` +
+    `server hung) — the work resumes from where it stopped once it answers; raise --stall-timeout if one statement legitimately ` +
+    `runs longer`);
+}
+
+/**
+ * Watch a client: while it has a query in progress and no byte arrived for `ms`, the link counts as
+ * stalled: onStall runs and the socket is cut, so the query fails instead of waiting forever. Returns
+ * the function that stops watching. (A query the server works on silently for longer than `ms` trips it
+ * too: the bound must exceed the longest single statement on that connection.)
+ */
+export function watchStall(c: Client, ms: number, onStall: () => void): () => void {
+  let last = Date.now();
+  let watched: import("net").Socket | undefined;
+  const seen = () => { last = Date.now(); };
+  const busy = () => {
+    const x = c as unknown as { _activeQuery?: unknown; _queryQueue?: unknown[] };
+    return !!x._activeQuery || !!x._queryQueue?.length;
+  };
+  let wasBusy = false;
+  const timer = setInterval(() => {
+    const s = socketOf(c);
+    if (s && s !== watched) { watched?.off("data", seen); s.on("data", seen); watched = s; }
+    const b = busy();
+    if (b && !wasBusy) last = Date.now(); // a query just started: its clock starts now
+    wasBusy = b;
+    if (b && Date.now() - last > ms) { clearInterval(timer); onStall(); destroyClient(c); }
+  }, Math.max(50, Math.min(1000, ms / 10)));
+  timer.unref();
+  return () => { clearInterval(timer); watched?.off("data", seen); };
 }
 
 /** Run fn with a connection that is always closed afterwards. */
