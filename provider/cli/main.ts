@@ -13,6 +13,7 @@ import { Monitor, serveMonitor } from "./monitor";
 import { formatStatus, formatTimings, formatWatch, printJson, reportError, reporter } from "./output";
 import { describeSessions } from "../engine/cutover";
 import { connect, DEFAULT_STALL_TIMEOUT_SEC } from "../engine/endpoint";
+import { DEFAULT_SNAPSHOT_TIMEOUT_SEC } from "../engine/options";
 import { readMigration } from "../engine/state";
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -82,10 +83,12 @@ export function buildProgram(): Command {
     .option("--replica-identity-full", "set REPLICA IDENTITY FULL on source tables without a key instead of refusing")
     .option("--source-host-for-target <host[:port]>", "how the target server reaches the source, when not as pgferry does")
     .addOption(new Option("--unlogged <how>", "unlogged tables (logical replication cannot see their changes): copy them again at cutover while the source is frozen, or skip them in the cutover gate and verify").choices(["copy", "skip"]).default("copy"))
+    .option("--snapshot-timeout <sec>", "seconds to wait for transactions open on the source to end before the consistent snapshot " +
+      "(0: no limit); past it, start refuses naming them", nonNegative("--snapshot-timeout"), DEFAULT_SNAPSHOT_TIMEOUT_SEC)
     .option("--json", "print one JSON document instead of progress")
     .action(action(async (o) => {
       const { source, target } = endpoints(o);
-      const opts = migrationOptions({ name: o.name, mode: o.mode, plugin: o.plugin, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
+      const opts = migrationOptions({ snapshotTimeoutSec: o.snapshotTimeout, name: o.name, mode: o.mode, plugin: o.plugin, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
         replicaIdentityFull: !!o.replicaIdentityFull, unlogged: o.unlogged, sourceHostForTarget: o.sourceHostForTarget });
       const r = reporter(!!o.json);
       const res = await startMigration(source, target, opts, (e) => r.event(e)).finally(() => r.done());

@@ -74,8 +74,8 @@ export async function runAgent(source: Endpoint, target: Endpoint, o: AgentOptio
         log("streaming");
         await current.run();
       } catch (e) {
-        // A divergence does not go away by retrying: stop, with the error (recorded for status and cutover).
-        if (e instanceof PgferryError && e.code === "divergence") throw e;
+        // A divergence, or a slot the source invalidated, does not go away by retrying: stop, with the error (recorded for status and cutover).
+        if (e instanceof PgferryError && (e.code === "divergence" || e.code === "slot_lost")) throw e;
         log(`stream interrupted: ${(e as Error).message}; reconnecting in ${backoff} ms`);
         if (Date.now() - started > 10000) backoff = 500; // it ran a while: start the backoff over
         await sleep(backoff, o.signal); backoff = Math.min(backoff * 2, o.maxBackoffMs ?? 30000);

@@ -24,7 +24,7 @@ import { objectNames } from "./options";
 import { readAppliedLsn, StreamApplier } from "./stream";
 import { abandonRollbackWindow, openRollbackWindow, rollbackWindowPreflight, RollbackWindowOpened } from "./rollback";
 import { applyEntries } from "./schema";
-import { changesAfterFence, dropPublication, dropSlot, slotInfo, wal2jsonPeekOptions } from "./snapshot";
+import { changesAfterFence, dropPublication, dropSlot, slotInfo, slotLostError, wal2jsonPeekOptions } from "./snapshot";
 import {
   CutoverTimings, ensureControlSchema, MigrationRecord, readMigration, SavedSetting, tryLockMigration, updateMigration,
 } from "./state";
@@ -191,6 +191,9 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
     // Still replicating: the subscription exists (subscription mode) or the slot does (stream mode).
     const replicating = stream ? !!(await slotInfo(src, names.slot)) : (await subscriptionInfo(tgt, names.subscription)).exists;
     if (o.reverseReplication && !o.reverse) await rollbackWindowPreflight(tgt, o.name);
+    if (replicating && (await slotInfo(src, names.slot))?.walStatus === "lost") {
+      throw new PgferryError("slot_lost", `${slotLostError(o.name, names.slot).message}. Nothing was ${m.sourceFrozen ? "changed" : "frozen"}`);
+    }
     if (replicating && m.applyError?.kind === "divergence") {
       // The target lost a change: no gate would pass, and the freeze would only cost the application downtime.
       throw new PgferryError("divergence", `the stream applier stopped at a divergence (recorded ${m.applyError.at}): ${m.applyError.message}. ` +

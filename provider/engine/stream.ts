@@ -22,6 +22,7 @@ import {
 import { PgferryError } from "./errors";
 import { bigIntToLsn, lsnToBigInt } from "./lsn";
 import { openStreamDecoder, Wal2jsonDecoder } from "./wal2json";
+import { SLOT_LOST_PATTERN, slotLostError } from "./snapshot";
 
 export interface ApplyCounters { inserts: number; updates: number; deletes: number; truncates: number }
 
@@ -667,7 +668,8 @@ export class StreamApplier {
     if (this.stopped) return;
     this.stopped = true;
     await this.rollback();
-    const err = e instanceof PgferryError ? e : new PgferryError("apply_failed", `stream apply stopped: ${(e as Error).message ?? e}`);
+    const err = e instanceof PgferryError ? e : SLOT_LOST_PATTERN.test((e as Error).message ?? "") ? slotLostError(this.o.migration, this.o.slot)
+      : new PgferryError("apply_failed", `stream apply stopped: ${(e as Error).message ?? e}`);
     // A slot still held (55006: our previous walsender is still ending, or another consumer has it) is no apply
     // error: recording it would hide the error that made the agent reconnect, which status and cutover must show.
     const slotBusy = (e as { code?: string }).code === "55006" || /replication slot .* is active for PID/.test(err.message);
