@@ -19,6 +19,8 @@ export interface Endpoint {
   database: string;
   /** libpq sslmode; undefined means the server decides (no TLS requested). */
   sslmode?: string;
+  /** libpq sslrootcert: file of the CA certificate(s) a verify-ca / verify-full connection trusts. */
+  sslrootcert?: string;
   /** role user@host:port/db — the only way an endpoint is ever printed. */
   label: string;
 }
@@ -39,6 +41,13 @@ export function parseEndpoint(uri: string | undefined, role: Role): Endpoint {
     );
   }
   let p: ReturnType<typeof parse>;
+  // Checked before parsing: the parser reads the file, and its failure would read as a malformed URI.
+  const rootcert = /[?&]sslrootcert=([^&]*)/.exec(uri)?.[1];
+  const sslrootcert = rootcert !== undefined ? decodeURIComponent(rootcert) : process.env.PGSSLROOTCERT;
+  if (sslrootcert && !require("fs").existsSync(sslrootcert)) {
+    throw new PgferryError("bad_uri", `--${role}: sslrootcert ${sslrootcert} does not exist; fix: give the path of the CA certificate ` +
+      `that signed the server's certificate`);
+  }
   try {
     p = parse(uri);
   } catch {
@@ -56,7 +65,7 @@ export function parseEndpoint(uri: string | undefined, role: Role): Endpoint {
     throw new PgferryError("bad_uri", `--${role}: port must be a number between 1 and 65535`);
   }
   return {
-    role, host, port, user, database, sslmode,
+    role, host, port, user, database, sslmode, sslrootcert,
     password: p.password || undefined,
     label: `${role} ${user}@${host}:${port}/${database}`,
   };
@@ -67,8 +76,8 @@ export function clientConfig(ep: Endpoint, extra: Partial<ClientConfig> = {}): C
   let ssl: ClientConfig["ssl"] = undefined;
   switch (ep.sslmode) {
     case "require": case "prefer": case "allow": ssl = { rejectUnauthorized: false }; break;
-    case "verify-ca": ssl = { rejectUnauthorized: true, checkServerIdentity: () => undefined }; break;
-    case "verify-full": ssl = { rejectUnauthorized: true }; break;
+    case "verify-ca": ssl = { rejectUnauthorized: true, checkServerIdentity: () => undefined, ca: rootCa(ep) }; break;
+    case "verify-full": ssl = { rejectUnauthorized: true, ca: rootCa(ep) }; break;
   }
   return {
     host: ep.host, port: ep.port, user: ep.user, password: ep.password, database: ep.database, ssl,
@@ -82,6 +91,16 @@ export function clientConfig(ep: Endpoint, extra: Partial<ClientConfig> = {}): C
     application_name: "pgferry",
     ...extra,
   };
+}
+
+/**
+ * The CA certificates a verifying connection trusts, as libpq picks them: sslrootcert, else
+ * ~/.postgresql/root.crt if present, else (unlike libpq, which then refuses) the system's CAs.
+ */
+function rootCa(ep: Endpoint): string | undefined {
+  const fs = require("fs") as typeof import("fs");
+  const file = ep.sslrootcert ?? require("path").join(require("os").homedir(), ".postgresql", "root.crt");
+  return ep.sslrootcert || fs.existsSync(file) ? fs.readFileSync(file, "utf8") : undefined;
 }
 
 /** Connect, or throw a PgferryError naming the server and the fix. */
@@ -135,6 +154,10 @@ export function connectionError(ep: Endpoint, e: unknown, replication = false): 
     return new PgferryError("unreachable", `cannot reach the ${where} (${code || text}); fix: check host and port in --${ep.role}, ` +
       `that the server is running with listen_addresses covering this host, and that firewalls allow it`);
   }
+  if (/certificate|self[- ]signed|altnames|Hostname\/IP does not match/i.test(text)) {
+    return new PgferryError("tls", `the ${where}'s TLS certificate was not accepted with sslmode=${ep.sslmode} (${text}); fix: give the CA ` +
+      `that signed it with sslrootcert=<file> in --${ep.role} (or PGSSLROOTCERT), and connect by a name or address the certificate lists`);
+  }
   if (/does not support SSL|SSL/i.test(text)) {
     return new PgferryError("tls", `TLS negotiation with the ${where} failed (${text}); fix: set sslmode in --${ep.role} ` +
       `to what the server supports (managed clouds need sslmode=require)`);
@@ -157,6 +180,7 @@ export function libpqEnv(ep: Endpoint): NodeJS.ProcessEnv {
     PGDATABASE: ep.database, PGAPPNAME: "pgferry", PGOPTIONS: SESSION_GUCS, PGCONNECT_TIMEOUT: "15" };
   if (ep.password) env.PGPASSWORD = ep.password;
   if (ep.sslmode) env.PGSSLMODE = ep.sslmode;
+  if (ep.sslrootcert) env.PGSSLROOTCERT = ep.sslrootcert;
   return env;
 }
 
@@ -174,6 +198,8 @@ export function conninfo(ep: Endpoint, hostOverride?: string): string {
   const password = ep.password ?? process.env.PGPASSWORD;
   if (password) parts.push(`password=${q(password)}`);
   if (ep.sslmode) parts.push(`sslmode=${ep.sslmode}`);
+  // The target's walreceiver reads this path on the target's host: the CA file must be there too.
+  if (ep.sslrootcert) parts.push(`sslrootcert=${q(ep.sslrootcert)}`);
   return parts.join(" ");
 }
 
