@@ -183,7 +183,9 @@ export async function runLoad(source: Endpoint, target: Endpoint, snapshot: stri
         const lost = connectionLost(src) ? source : connectionLost(dst) ? target : undefined;
         const link = lost ? ` (the connection to the ${lost.role} ${lost.host}:${lost.port} was lost; fix: check the network to the ` +
           `${lost.role} and that it is up, then run pgferry start again: it reloads from a new snapshot)` : "";
-        throw new PgferryError("load_failed", `loading table ${job.table.schema}.${job.table.name} failed: ${(e as Error).message ?? e}${link}`);
+        const full = (e as { code?: string }).code === "53100" ? ` (the target's disk is full; fix: free or add space on the target, then run ` +
+          `pgferry start again: it reloads; the replication slot is released meanwhile, so the source keeps no WAL for it)` : "";
+        throw new PgferryError("load_failed", `loading table ${job.table.schema}.${job.table.name} failed: ${(e as Error).message ?? e}${link}${full}`);
       }
       p.rows += rows;
       p.copiedBytes += jobBytes;

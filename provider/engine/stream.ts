@@ -669,6 +669,9 @@ export class StreamApplier {
     this.stopped = true;
     await this.rollback();
     const err = e instanceof PgferryError ? e : SLOT_LOST_PATTERN.test((e as Error).message ?? "") ? slotLostError(this.o.migration, this.o.slot)
+      : (e as { code?: string }).code === "53100" ? new PgferryError("disk_full", `the target's disk is full: ${(e as Error).message}. Nothing ` +
+        `after the last committed change was applied or acknowledged; the slot is kept, so the source retains WAL meanwhile (up to ` +
+        `max_slot_wal_keep_size). Fix: free or add space on the target; the agent retries and resumes where it stopped`)
       : new PgferryError("apply_failed", `stream apply stopped: ${(e as Error).message ?? e}`);
     // A slot still held (55006: our previous walsender is still ending, or another consumer has it) is no apply
     // error: recording it would hide the error that made the agent reconnect, which status and cutover must show.
