@@ -657,7 +657,13 @@ async function drainStream(source: Endpoint, target: Endpoint, src: Client, tgt:
     if (!slot.active) {
       const applier = new StreamApplier(source, target, { migration: name, slot: names.slot, publication: names.publication, until: want, writeThroughFreeze, stallTimeoutSec });
       const timer = setTimeout(() => void applier.stop(), Math.max(0, deadline - Date.now()));
-      try { await applier.run(); } finally { clearTimeout(timer); }
+      try {
+        await applier.run();
+      } catch (e) {
+        // An agent took the slot between our look and our START_REPLICATION (a restarted agent retrying): it is
+        // the consumer now; wait for it like above instead of failing the cutover.
+        if (!/replication slot .* is active for PID/.test((e as Error).message ?? "")) throw e;
+      } finally { clearTimeout(timer); }
       if ((await readAppliedLsn(tgt, name)) >= want) return;
     } else {
       await sleep(100);
