@@ -111,7 +111,8 @@ test("pg_restore output splits into TOC entries; psql-only lines are dropped", (
 test("foreign keys are held back NOT VALID then validated; partitioned ones added directly; excluded targets skipped", () => {
   const fk = (o: Partial<Parameters<typeof foreignKeyEntries>[0][0]>) => ({
     schema: "public", table: "rental", name: "rental_fk", definition: "FOREIGN KEY (a, b) REFERENCES public.inventory(a, b) ON DELETE CASCADE DEFERRABLE",
-    validated: true, onPartitioned: false, refSchema: "public", refTable: "inventory", ...o });
+    validated: true, onPartitioned: false, refSchema: "public", refTable: "inventory", refPartitioned: false,
+    quotedTable: "rental", quotedName: "rental_fk", comment: null, ...o });
   const entries = foreignKeyEntries([
     fk({}), fk({ name: "never_checked", validated: false }), fk({ table: "payment", name: "pay_fk", onPartitioned: true }),
     fk({ name: "to_excluded", refTable: "gone" }),

@@ -101,7 +101,7 @@ describe("verifyMigration", () => {
     expect(equal.ok).toBe(true);
     const byName = new Map(equal.tables.map((t) => [t.table, t]));
     expect([...byName.keys()].sort()).toEqual([
-      "Edge Aux.Quoted Tbl", "public.customers", "public.events", "public.events_2023", "public.events_2024",
+      '"Edge Aux"."Quoted Tbl"', "public.customers", "public.events", "public.events_2023", "public.events_2024",
       "public.order_totals", "public.orders",
     ]);
     expect(byName.get("public.customers")).toMatchObject({ sourceRows: 51, targetRows: 51, ok: true });
@@ -113,10 +113,10 @@ describe("verifyMigration", () => {
       expect(t.targetHash).toBe(t.sourceHash);
     }
     expect(equal.sequences.map((s) => s.sequence).sort()).toEqual([
-      "Edge Aux.Down Seq", "public.customers_id_seq", "public.ticket_seq",
+      '"Edge Aux"."Down Seq"', "public.customers_id_seq", "public.ticket_seq",
     ]);
     expect(equal.sequences.find((s) => s.sequence === "public.ticket_seq")).toMatchObject({ sourceNext: "115", targetNext: "115", ok: true });
-    expect(equal.sequences.find((s) => s.sequence === "Edge Aux.Down Seq")).toMatchObject({ sourceNext: "-4", ok: true });
+    expect(equal.sequences.find((s) => s.sequence === '"Edge Aux"."Down Seq"')).toMatchObject({ sourceNext: "-4", ok: true });
     expect(equal.objects.find((o) => o.name === "orders_customer_fk")).toMatchObject({ kind: "constraint", table: "public.orders", ok: true });
     expect(equal.objects.find((o) => o.name === "customers_touch")).toMatchObject({ kind: "trigger", table: "public.customers", ok: true });
 
@@ -126,7 +126,7 @@ describe("verifyMigration", () => {
     expect(counts.tables.every((t) => t.sourceHash === undefined)).toBe(true);
     const some = await verifyMigration(src, tgt, { schemas: ["Edge Aux"], jobs: 8 });
     expect(some.ok).toBe(true);
-    expect(some.tables.map((t) => t.table)).toEqual(["Edge Aux.Quoted Tbl"]);
+    expect(some.tables.map((t) => t.table)).toEqual(['"Edge Aux"."Quoted Tbl"']);
     const none = await verifyMigration(src, tgt, { schemas: ["no such schema"] });
     expect(none.ok).toBe(false);
   });
@@ -164,13 +164,13 @@ describe("verifyMigration", () => {
     expect(report.ok).toBe(false);
     const text = report.problems.join("\n");
     expect(text).toContain("public.orders: 200 rows on source, 199 on target");
-    expect(text).toMatch(/Edge Aux\.Quoted Tbl: contents differ \(3 rows/);
+    expect(text).toContain('"Edge Aux"."Quoted Tbl": contents differ (3 rows');
     expect(text).toMatch(/public\.ticket_seq: target would hand out 105 next, behind the source's 115/);
     expect(text).toMatch(/public\.orders: foreign key "orders_customer_fk" missing on target/);
     expect(text).toMatch(/public\.customers: trigger "customers_touch" is enabled on source but disabled on target/);
     // Each problem once, nothing else flagged, and no credentials anywhere.
     expect(report.problems).toHaveLength(5);
-    expect(report.tables.find((t) => t.table === "Edge Aux.Quoted Tbl")).toMatchObject({ sourceRows: 3, targetRows: 3, ok: false });
+    expect(report.tables.find((t) => t.table === '"Edge Aux"."Quoted Tbl"')).toMatchObject({ sourceRows: 3, targetRows: 3, ok: false });
     expect(report.sequences.find((s) => s.sequence === "public.ticket_seq")).toMatchObject({ ok: false, targetNext: "105" });
     expect(report.objects.find((o) => o.name === "orders_customer_fk")).toMatchObject({ ok: false });
     expect(report.objects.find((o) => o.name === "customers_touch")).toMatchObject({ ok: false });

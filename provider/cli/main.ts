@@ -96,6 +96,10 @@ export function buildProgram(): Command {
       else if (res.alreadyRunning) r.line(`migration ${res.name} is already ${res.phase}; nothing to do`);
       else r.line(`migration ${res.name} is ${res.phase}: changes stream to the target; run pgferry cutover when ready` +
         (res.load ? ` (loaded ${res.load.rows} rows in ${res.load.seconds.toFixed(1)} s)` : ""));
+      if (!o.json && res.notCarried.length) {
+        r.line(`not carried to the target (${res.notCarried.length}):\n` +
+          res.notCarried.map((x) => `  - ${x.kind} ${x.object}: ${x.reason}\n      fix: ${x.fix}`).join("\n"));
+      }
     }));
 
   program.command("status").description("phase, per-table progress, lag and pending changes; --watch to follow, --serve for a web monitor")
@@ -283,6 +287,8 @@ export function buildProgram(): Command {
   program.command("verify").description("compare source and target: row counts, content hashes, sequences, constraints, triggers")
     .addOption(sourceOpt()).addOption(targetOpt())
     .option("--schema <schema>", "only this schema (repeatable)", collect, [])
+    .option("--include <table>", "only these tables, schema.table (repeatable; as given to start)", collect, [])
+    .option("--exclude <table>", "not these tables, schema.table (repeatable; as given to start: what depends on them is skipped too)", collect, [])
     .option("--counts-only", "row counts without content hashes")
     .option("--jobs <n>", "tables checked in parallel", int("--jobs"), 4)
     .addOption(new Option("--unlogged <how>", "skip: do not compare unlogged tables (default: what migration --name was started with, else compare them)").choices(["copy", "skip"]))
@@ -296,8 +302,8 @@ export function buildProgram(): Command {
         const c = await connect(target);
         try { unlogged = ((await readMigration(c, o.name))?.options as { unlogged?: string } | undefined)?.unlogged; } finally { await c.end().catch(() => undefined); }
       }
-      const rep = await verifyMigration(source, target, { schemas: o.schema.length ? o.schema : undefined, hashes: !o.countsOnly, jobs: o.jobs,
-        skipUnlogged: unlogged === "skip" });
+      const rep = await verifyMigration(source, target, { schemas: o.schema.length ? o.schema : undefined, include: o.include, exclude: o.exclude,
+        hashes: !o.countsOnly, jobs: o.jobs, skipUnlogged: unlogged === "skip" });
       if (o.json) printJson(rep);
       else {
         for (const w of rep.warnings) process.stdout.write(`  ! ${w}\n`);

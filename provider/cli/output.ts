@@ -99,6 +99,10 @@ export function formatStatus(s: MigrationStatus): string {
     lines.push(`  schema changed on the source — cutover refuses until the target matches (${s.schemaDifferences.length}):`);
     for (const d of s.schemaDifferences) lines.push(`    ✗ ${d.problem}${d.fix ? `\n        fix on the target: ${d.fix}` : ""}`);
   }
+  if (s.notCarried?.length) {
+    lines.push(`  not carried to the target (${s.notCarried.length}):`);
+    for (const x of s.notCarried) lines.push(`    - ${x.kind} ${x.object}: ${x.reason}\n        fix: ${x.fix}`);
+  }
   if (s.sourceFrozen && s.phase !== "Completed") lines.push(`  the source is frozen (read-only) by this cutover`);
   if (s.replicationPaused) lines.push(`  replication paused by the cutover (resume: pgferry cutover to retry, or pgferry cutover --abort)`);
   if (s.rollbackWindow) lines.push(`  ${describeRollbackWindow(s.rollbackWindow)}`);

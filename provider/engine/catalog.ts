@@ -106,6 +106,20 @@ export async function listTables(c: Client, sel: TableSelection): Promise<TableI
     !matches(sel.exclude, unit(t)) && !matches(sel.exclude, t));
 }
 
+/**
+ * The tables a selection migrates: listTables without what the exclusion plan leaves out through
+ * dependencies (children of an excluded table, tables of its row type). What start, the cutover's gate,
+ * drift detection and the slot filters must agree on.
+ */
+export async function migratedTables(c: Client, sel: TableSelection): Promise<TableInfo[]> {
+  const schemas = sel.schemas.length ? sel.schemas : await userSchemas(c);
+  const tables = await listTables(c, { ...sel, schemas });
+  if (!sel.exclude.length && !sel.include.length) return tables;
+  const plan = await planExclusion(c, sel, schemas);
+  const out = new Set(plan.relations.map((x) => `${x.schema}\u0000${x.name}`));
+  return tables.filter((t) => !out.has(`${t.schema}\u0000${t.name}`));
+}
+
 /** Tables whose rows COPY reads and writes: plain tables and leaf partitions. */
 export function copyableTables(tables: TableInfo[]): TableInfo[] {
   return tables.filter((t) => t.kind === "r");
@@ -145,6 +159,11 @@ export interface ForeignKeyInfo {
   /** pg_get_constraintdef with every name schema-qualified. */
   definition: string;
   validated: boolean; onPartitioned: boolean; refSchema: string; refTable: string;
+  /** The referenced table is partitioned. */
+  refPartitioned: boolean;
+  /** quote_ident of the table and constraint names, as pg_dump writes them in the key's comment entry. */
+  quotedTable: string; quotedName: string;
+  comment: string | null;
 }
 
 /** Foreign keys of the given tables, as pg_get_constraintdef renders them (column order, actions, DEFERRABLE kept). */
@@ -156,14 +175,17 @@ export async function listForeignKeys(c: Client, tables: TableInfo[]): Promise<F
   await c.query("SET search_path = pg_catalog");
   const r = await c.query(
     `SELECT n.nspname AS schema, t.relname AS table, con.conname AS name, pg_get_constraintdef(con.oid) AS definition,
-            con.convalidated AS validated, t.relkind = 'p' AS on_partitioned, rn.nspname AS ref_schema, rt.relname AS ref_table
+            con.convalidated AS validated, t.relkind = 'p' AS on_partitioned, rn.nspname AS ref_schema, rt.relname AS ref_table,
+            rt.relkind = 'p' AS ref_partitioned, quote_ident(t.relname) AS quoted_table, quote_ident(con.conname) AS quoted_name,
+            obj_description(con.oid, 'pg_constraint') AS comment
        FROM pg_constraint con JOIN pg_class t ON t.oid = con.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
        JOIN pg_class rt ON rt.oid = con.confrelid JOIN pg_namespace rn ON rn.oid = rt.relnamespace
       WHERE con.contype = 'f' AND con.conparentid = 0 AND con.conrelid = ANY($1::regclass[])
       ORDER BY 1, 2, 3`, [names]);
   await c.query("RESET search_path");
   return r.rows.map((x) => ({ schema: x.schema, table: x.table, name: x.name, definition: x.definition,
-    validated: x.validated, onPartitioned: x.on_partitioned, refSchema: x.ref_schema, refTable: x.ref_table }));
+    validated: x.validated, onPartitioned: x.on_partitioned, refSchema: x.ref_schema, refTable: x.ref_table,
+    refPartitioned: x.ref_partitioned, quotedTable: x.quoted_table, quotedName: x.quoted_name, comment: x.comment }));
 }
 
 export async function serverVersionNum(c: Client): Promise<number> {
@@ -171,10 +193,139 @@ export async function serverVersionNum(c: Client): Promise<number> {
 }
 
 /** Materialized views populated on the source, in creation order (dependencies come first). */
-export async function listPopulatedMatviews(c: Client, schemas: string[]): Promise<{ schema: string; name: string }[]> {
+export async function listPopulatedMatviews(c: Client, schemas: string[], excluded: { schema: string; name: string }[] = []): Promise<{ schema: string; name: string }[]> {
   const r = await c.query(`SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind = 'm' AND c.relispopulated AND n.nspname = ANY($1) ORDER BY c.oid`, [schemas]);
-  return r.rows;
+  return r.rows.filter((v) => !excluded.some((x) => x.schema === v.schema && x.name === v.name));
+}
+
+/** A name for messages: each part double-quoted only when it must be (as quote_ident does), so `"abc".job` is unambiguous. */
+export function displayName(...parts: string[]): string {
+  return parts.map((p) => (/^[a-z_][a-z0-9_$]*$/.test(p) ? p : '"' + p.replace(/"/g, '""') + '"')).join(".");
+}
+
+/** An object the migration leaves behind, with why and what to do about it (start's and the Migration's `notCarried`). */
+export interface NotCarried {
+  /** What kind of object, e.g. "view", "large objects", "database setting". */
+  kind: string;
+  object: string;
+  reason: string;
+  fix: string;
+}
+
+/**
+ * What --exclude (and --include) leave out, following dependencies: the named relations, their
+ * partitions, every relation built on them (views, materialized views, tables of their row type,
+ * inheritance children) and every other object that depends on them (functions taking their row
+ * type, triggers, policies, foreign keys that reference them).
+ */
+export interface ExclusionPlan {
+  /** Relations left out of the dump and the load (tables, partitions, views, materialized views, sequences, foreign tables). */
+  relations: { schema: string; name: string; kind: string }[];
+  /** Other objects left out of the dump, by catalog id; `owned` ones belong to an excluded relation and go with it. */
+  objects: { classid: number; objid: number; description: string; owned: boolean; foreignKey: boolean;
+    /** How pg_dump names a function in its comment and grant entries: "schema FUNCTION name(identity arguments) ". */
+    dumpTag?: string }[];
+  /** --exclude/--include names that match no relation of the selected schemas. */
+  unknown: string[];
+  /**
+   * Parts of kept tables that depend on an excluded object and that pg_dump writes inside CREATE TABLE
+   * (column defaults, generation expressions, CHECK constraints): they cannot be left out, so the exclusion is refused.
+   */
+  blocking: string[];
+}
+
+const RELATION_KINDS: Record<string, string> = { r: "table", p: "partitioned table", v: "view", m: "materialized view", f: "foreign table", S: "sequence" };
+
+export async function planExclusion(c: Client, sel: TableSelection, schemas: string[]): Promise<ExclusionPlan> {
+  const r = await c.query(`SELECT c.oid, n.nspname AS schema, c.relname AS name, c.relkind AS kind, c.relispartition AS is_partition,
+      (SELECT a.relid FROM pg_partition_ancestors(c.oid) a JOIN pg_class ac ON ac.oid = a.relid WHERE NOT ac.relispartition) AS root
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND n.nspname = ANY($1)
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`, [schemas]);
+  const rels = r.rows as { oid: number; schema: string; name: string; kind: string; is_partition: boolean; root: number | null }[];
+  const unknown = [...sel.exclude, ...sel.include].filter((p) => !rels.some((x) => matches([p], x)));
+  const byOid = new Map(rels.map((x) => [x.oid, x]));
+  const seeds = rels.filter((x) => matches(sel.exclude, x) ||
+    // --include: tables (by their partition root) that it does not name are left out like excluded ones
+    (sel.include.length > 0 && (x.kind === "r" || x.kind === "p") &&
+      !matches(sel.include, x) && !(x.root && byOid.has(x.root) && matches(sel.include, byOid.get(x.root)!))));
+  if (!seeds.length) return { relations: [], objects: [], unknown, blocking: [] };
+  // pg_dump names argument types with an empty search_path: so must we, to find its entries
+  await c.query(`SELECT set_config('search_path', '', false)`);
+  // Dependents, transitively; a view's rewrite rule stands for the view, a composite type's relation for its type.
+  const d = await c.query(`WITH RECURSIVE obj(classid, objid) AS (
+      SELECT 'pg_class'::regclass::oid, x FROM unnest($1::oid[]) x
+      UNION
+      SELECT CASE WHEN d.classid = 'pg_rewrite'::regclass THEN 'pg_class'::regclass::oid ELSE d.classid END,
+             CASE WHEN d.classid = 'pg_rewrite'::regclass THEN (SELECT ev_class FROM pg_rewrite WHERE oid = d.objid) ELSE d.objid END
+        FROM obj JOIN pg_depend d ON d.refclassid = obj.classid AND d.refobjid = obj.objid AND d.deptype IN ('n', 'a', 'i'))
+    SELECT o.classid::int, o.objid::int, pg_describe_object(o.classid, o.objid, 0) AS description,
+           cl.relkind, cl.reltype::int AS reltype,
+           CASE o.classid WHEN 'pg_constraint'::regclass THEN (SELECT conrelid FROM pg_constraint WHERE oid = o.objid)
+             WHEN 'pg_trigger'::regclass THEN (SELECT tgrelid FROM pg_trigger WHERE oid = o.objid)
+             WHEN 'pg_attrdef'::regclass THEN (SELECT adrelid FROM pg_attrdef WHERE oid = o.objid)
+             WHEN 'pg_policy'::regclass THEN (SELECT polrelid FROM pg_policy WHERE oid = o.objid)
+             WHEN 'pg_rewrite'::regclass THEN (SELECT ev_class FROM pg_rewrite WHERE oid = o.objid)
+             WHEN 'pg_type'::regclass THEN (SELECT coalesce(nullif(t.typrelid, 0), (SELECT e.typrelid FROM pg_type e WHERE e.oid = t.typelem))
+                                              FROM pg_type t WHERE t.oid = o.objid)
+             WHEN 'pg_class'::regclass THEN (SELECT coalesce(i.indrelid, (SELECT t.oid FROM pg_class t WHERE t.reltoastrelid = o.objid))
+                                              FROM pg_class x LEFT JOIN pg_index i ON i.indexrelid = x.oid WHERE x.oid = o.objid)
+           END AS owner,
+           EXISTS (SELECT 1 FROM pg_depend i WHERE i.classid = o.classid AND i.objid = o.objid AND i.deptype = 'i')
+             OR cl.relnamespace = 'pg_toast'::regnamespace AS internal,
+           o.classid = 'pg_constraint'::regclass AND (SELECT contype FROM pg_constraint WHERE oid = o.objid) = 'f' AS foreign_key,
+           o.classid = 'pg_attrdef'::regclass OR (o.classid = 'pg_constraint'::regclass AND (SELECT contype FROM pg_constraint WHERE oid = o.objid) = 'c') AS inline,
+           (SELECT n.nspname || ' ' || CASE p.prokind WHEN 'a' THEN 'AGGREGATE' WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END || ' ' ||
+                   quote_ident(p.proname) || '(' || pg_get_function_identity_arguments(p.oid) || ') '
+              FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE o.classid = 'pg_proc'::regclass AND p.oid = o.objid) AS dump_tag
+      FROM obj o LEFT JOIN pg_class cl ON o.classid = 'pg_class'::regclass AND cl.oid = o.objid`, [seeds.map((x) => x.oid)])
+    .finally(() => c.query("RESET search_path"));
+  const relations: ExclusionPlan["relations"] = [];
+  const excludedOids = new Set<number>();
+  for (const x of d.rows) {
+    if (x.classid === PG_CLASS && byOid.has(x.objid)) {
+      const rel = byOid.get(x.objid)!;
+      excludedOids.add(x.objid);
+      relations.push({ schema: rel.schema, name: rel.name, kind: rel.kind });
+    }
+  }
+  const objects: ExclusionPlan["objects"] = [];
+  for (const x of d.rows) {
+    if (x.classid === PG_CLASS && byOid.has(x.objid)) continue;
+    if (x.classid === PG_CLASS && x.relkind === "c") {
+      // a composite type that holds an excluded row type: pg_dump knows it by its pg_type row
+      objects.push({ classid: PG_TYPE, objid: x.reltype, description: x.description, owned: false, foreignKey: false });
+      continue;
+    }
+    // internal parts (a key's triggers, a row type) go with the object they belong to
+    const owned = x.internal || (x.owner != null && (excludedOids.has(x.owner) || (x.classid === PG_CLASS && x.owner === x.objid)));
+    objects.push({ classid: x.classid, objid: x.objid, description: x.description, owned: owned || (x.classid === PG_CLASS && x.owner == null),
+      foreignKey: !!x.foreign_key, dumpTag: x.dump_tag ?? undefined });
+  }
+  relations.sort((a, b) => a.schema.localeCompare(b.schema) || a.name.localeCompare(b.name));
+  const blocking = d.rows.filter((x) => x.inline && !x.internal && !(x.owner != null && excludedOids.has(x.owner))).map((x) => x.description as string);
+  return { relations, objects, unknown, blocking };
+}
+
+const PG_CLASS = 1259, PG_TYPE = 1247;
+
+/** The exclusion plan as output lines: the relations and the objects left out because they depend on an excluded one. */
+export function exclusionNotCarried(plan: ExclusionPlan, sel: TableSelection): NotCarried[] {
+  const out: NotCarried[] = [];
+  for (const r of plan.relations) {
+    const named = matches(sel.exclude, r);
+    if (named) continue; // what the user excluded by name needs no explanation
+    out.push({ kind: RELATION_KINDS[r.kind] ?? "relation", object: displayName(r.schema, r.name),
+      reason: sel.include.length && (r.kind === "r" || r.kind === "p") && !named ? "not named by --include, or depends on an excluded relation" : "depends on an excluded relation (or is a partition of one)",
+      fix: "migrate it separately, or do not exclude what it depends on" });
+  }
+  for (const o of plan.objects.filter((x) => !x.owned)) {
+    out.push({ kind: o.foreignKey ? "foreign key" : "dependent object", object: o.description,
+      reason: o.foreignKey ? "references an excluded table" : "depends on an excluded relation",
+      fix: "create it on the target after the migration if it still applies, or do not exclude what it depends on" });
+  }
+  return out;
 }
 
 /**

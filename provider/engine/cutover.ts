@@ -11,7 +11,7 @@
  * re-verifies and `abortCutover` (`pgferry cutover --abort`) unfreezes and resumes streaming.
  */
 import { Client } from "pg";
-import { copyableTables, listSequences, listTables, TableSelection, userSchemas } from "./catalog";
+import { copyableTables, listSequences, migratedTables, TableSelection, userSchemas } from "./catalog";
 import { runLoad } from "./load";
 import { dropSubscription, subscriptionInfo } from "./cdc";
 import {
@@ -281,7 +281,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
 
       // Unlogged tables: no slot sees their changes, but writes are stopped now, so a copy is exact.
       const sel = ((m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
-      const selected = await listTables(src, sel);
+      const selected = await migratedTables(src, sel);
       const unloggedTables = copyableTables(selected).filter((t) => t.unlogged);
       const unloggedHow = o.unlogged ?? (m.options as { unlogged?: "copy" | "skip" }).unlogged ?? "copy";
       if (unloggedTables.length) {
@@ -363,6 +363,8 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
     } else if (!o.reverse && (await readMigration(tgt, o.name))!.rollbackWindow === "opening") {
       await abandonRollbackWindow(src, tgt, o.name);
     }
+    // Last: the source's event triggers, created disabled with the held-back objects, start firing only now.
+    await applyEntries(target, o.name, "final", preamble, 1);
     const stillConnected = await otherSessions(src);
     const completedAt = new Date();
     const frozenAt = (await readMigration(tgt, o.name))!.freezeStartedAt;

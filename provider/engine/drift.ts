@@ -12,7 +12,7 @@
  * foreign key appear with their parent.
  */
 import { Client } from "pg";
-import { listTables, TableInfo, TableSelection } from "./catalog";
+import { migratedTables, TableInfo, TableSelection } from "./catalog";
 import { qualified, quoteIdent } from "./endpoint";
 import { readMigration } from "./state";
 
@@ -81,7 +81,7 @@ export async function schemaDifferences(src: Client, tgt: Client, name: string):
   const m = await readMigration(tgt, name);
   if (!m) return [];
   const sel = ((m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
-  const srcTables = await listTables(src, sel);
+  const srcTables = await migratedTables(src, sel);
   const migrated = new Set(srcTables.map(key));
   // What start copied: a table in it that the source no longer has was dropped or renamed there.
   const loaded = (await tgt.query(`SELECT schema_name || '.' || table_name AS t FROM pgferry.table_progress WHERE migration = $1`, [name])).rows.map((r) => r.t as string);

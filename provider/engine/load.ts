@@ -86,9 +86,11 @@ export async function planJobs(snap: Client, tables: TableInfo[], jobs: number):
 function copySql(job: CopyJob, freeze = true): { out: string; inp: string } {
   const t = job.table;
   const cols = t.columns.map(quoteIdent).join(", ");
+  // A table without columns (all dropped, or made so) still has rows: COPY takes no column list for it.
+  const list = cols ? ` (${cols})` : "";
   const name = qualified(t.schema, t.name);
   const fmt = t.binaryCopySafe ? "FORMAT binary" : "FORMAT text";
-  if (!job.range) return { out: `COPY ${name} (${cols}) TO STDOUT WITH (${fmt})`, inp: `COPY ${name} (${cols}) FROM STDIN WITH (${fmt}${freeze ? ", FREEZE" : ""})` };
+  if (!job.range) return { out: `COPY ${name}${list} TO STDOUT WITH (${fmt})`, inp: `COPY ${name}${list} FROM STDIN WITH (${fmt}${freeze ? ", FREEZE" : ""})` };
   const k = quoteIdent(job.range.key);
   return {
     out: `COPY (SELECT ${cols} FROM ONLY ${name} WHERE ${k} >= ${job.range.lo} AND ${k} < ${job.range.hi}) TO STDOUT WITH (${fmt})`,

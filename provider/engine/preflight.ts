@@ -4,11 +4,12 @@
  */
 import { Client } from "pg";
 import {
-  columnsWithoutEquality, copyableTables, listTables, publishedTables, serverVersionNum, TableInfo, TableSelection, tablesWithoutReplicaIdentity, userSchemas,
+  columnsWithoutEquality, copyableTables, displayName, ExclusionPlan, listTables, planExclusion, publishedTables, serverVersionNum, TableInfo,
+  TableSelection, tablesWithoutReplicaIdentity, userSchemas,
 } from "./catalog";
-import { connectReplication, Endpoint, qualified, quoteLiteral } from "./endpoint";
+import { connectReplication, Endpoint, qualified, quoteIdent, quoteLiteral } from "./endpoint";
 import { Finding, PgferryError } from "./errors";
-import { findPgTools, rolesMissingOnTarget } from "./schema";
+import { findPgTools, largeObjectFix, rolesMissingOnTarget } from "./schema";
 import { probeWal2json, readWal2jsonTables, unresolvableTables, wal2jsonInstallFix, Wal2jsonProbe } from "./wal2json";
 
 export interface PreflightOptions {
@@ -39,10 +40,12 @@ export interface PreflightResult {
   pgDumpMajor?: number;
   /** With --plugin wal2json: whether the source loads it, and whether it can quote numbers (2.6+). */
   wal2json?: Wal2jsonProbe;
+  /** What --exclude/--include leave out, dependencies followed. */
+  exclusion: ExclusionPlan;
 }
 
 const major = (v: number) => Math.floor(v / 10000);
-const names = (ts: { schema: string; name: string }[]) => ts.map((t) => `${t.schema}.${t.name}`);
+const names = (ts: { schema: string; name: string }[]) => ts.map((t) => displayName(t.schema, t.name));
 const list = (xs: string[], n = 8) => (xs.length > n ? `${xs.slice(0, n).join(", ")} and ${xs.length - n} more` : xs.join(", "));
 
 export async function preflight(src: Client, tgt: Client, source: Endpoint, target: Endpoint, o: PreflightOptions): Promise<PreflightResult> {
@@ -102,7 +105,7 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
   }
   if (Number(s.large_objects) > 0) {
     add({ severity: "warning", code: "large_objects", server: "source", message: `${s.large_objects} large objects exist on the source; logical replication does not carry them and pgferry does not copy them`,
-      fix: "copy them separately at cutover (pg_dump --large-objects --data-only), or move the data into bytea columns" });
+      fix: largeObjectFix((await findPgTools()).pgDump?.major) });
   }
 
   // The replication connection is a separate pg_hba entry ("replication" database): try it now, so a
@@ -120,7 +123,19 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
 
   // --- tables
   const schemas = o.selection.schemas.length ? o.selection.schemas : await userSchemas(src);
-  const tables = await listTables(src, { ...o.selection, schemas });
+  const exclusion = await planExclusion(src, o.selection, schemas);
+  if (exclusion.unknown.length) {
+    add({ code: "unknown_relation", server: "source", objects: exclusion.unknown,
+      message: `--exclude/--include name(s) ${list(exclusion.unknown)} match no table, view, materialized view, sequence or foreign table of the migrated schemas (${list(schemas.map((x) => displayName(x)))})`,
+      fix: "correct the name (schema.table; quote parts with capitals or dots: '\"My Schema\".\"T\"'), or add its schema with --schema" });
+  }
+  if (exclusion.blocking.length) {
+    add({ code: "exclusion_blocked", server: "source", objects: exclusion.blocking,
+      message: `what --exclude/--include leave out is used inside tables that are migrated: ${list(exclusion.blocking, 6)}`,
+      fix: "--exclude those tables too, or keep what they use (a sequence in a default, a function in a CHECK or generated column)" });
+  }
+  const excludedKeys = new Set(exclusion.relations.map((x) => `${x.schema}\u0000${x.name}`));
+  const tables = (await listTables(src, { ...o.selection, schemas })).filter((t) => !excludedKeys.has(`${t.schema}\u0000${t.name}`));
   const missingSchemas = o.selection.schemas.filter((x) => !schemas.includes(x) || !tables.some((t) => t.schema === x));
   if (o.selection.schemas.length) {
     const have = new Set((await userSchemas(src)));
@@ -258,15 +273,28 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
       message: `source encoding ${s.encoding} differs from target database encoding ${t.encoding}`,
       fix: `create the target database with ENCODING '${s.encoding}' (CREATE DATABASE … TEMPLATE template0 ENCODING '${s.encoding}')` });
   }
-  const ext = (await src.query(`SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1`)).rows.map((x) => x.extname);
+  // --- extensions: pgferry creates the source's on the target, at the source's version where the target has it
+  const ext = (await src.query(`SELECT extname, extversion FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1`)).rows as { extname: string; extversion: string }[];
   if (ext.length) {
-    const avail = new Set((await tgt.query(`SELECT name FROM pg_available_extensions WHERE name = ANY($1)`, [ext])).rows.map((x) => x.name));
-    const missing = ext.filter((x: string) => !avail.has(x));
+    const avail = (await tgt.query(`SELECT a.name, array_agg(v.version) AS versions, (SELECT extversion FROM pg_extension WHERE extname = a.name) AS installed
+        FROM pg_available_extensions a LEFT JOIN pg_available_extension_versions v ON v.name = a.name WHERE a.name = ANY($1) GROUP BY a.name`,
+      [ext.map((x) => x.extname)])).rows;
+    const byName = new Map(avail.map((x) => [x.name as string, x]));
+    const missing = ext.filter((x) => !byName.has(x.extname));
     if (missing.length) {
-      add({ code: "extensions", server: "target", objects: missing, message: `extension(s) used on the source are not available on the target: ${list(missing)}`,
-        fix: "install them on the target server (Azure: allow-list them in azure.extensions), or drop them from the source" });
+      add({ code: "extensions", server: "target", objects: missing.map((x) => x.extname),
+        message: `extension(s) used on the source are not available on the target: ${list(missing.map((x) => `${displayName(x.extname)} ${x.extversion}`))}`,
+        fix: "install them on the target server (e.g. the postgresql-contrib or the extension's package; Azure: allow-list them in azure.extensions), or drop them from the source" });
+    }
+    const otherVersion = ext.filter((x) => byName.has(x.extname) && !(byName.get(x.extname)!.versions as string[]).includes(x.extversion));
+    if (otherVersion.length) {
+      add({ severity: "warning", code: "extension_version", server: "target", objects: otherVersion.map((x) => x.extname),
+        message: `the target does not offer the source's version of ${list(otherVersion.map((x) => `${displayName(x.extname)} ${x.extversion} ` +
+          `(target: ${(byName.get(x.extname)!.versions as string[]).join(", ")})`))}; pgferry creates them at the target's default version`,
+        fix: "install that version on the target, or update the extension on the source first (ALTER EXTENSION … UPDATE TO a version both have)" });
     }
   }
+  await upgradeChecks(src, tgt, schemas, tables, targetVersion, o.resuming, add);
   if (!o.resuming) {
     const existing = (await tgt.query(`SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NOT NULL`,
       [tables.map((x) => qualified(x.schema, x.name))])).rows.map((x) => x.t);
@@ -276,11 +304,24 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
         fix: "migrate into an empty database (pgferry creates the schema), drop those tables on the target, or --exclude them" });
     }
   }
-  const missingRoles = await rolesMissingOnTarget(src, tgt, schemas);
-  if (missingRoles.length) {
-    add({ severity: "warning", code: "roles", server: "target", objects: missingRoles,
-      message: `role(s) ${list(missingRoles)} own or are granted objects on the source but do not exist on the target; objects will be owned by "${target.user}" and grants are not copied`,
-      fix: "create the roles on the target first (pg_dumpall --roles-only on the source, applied to the target) to keep ownership and grants" });
+  const roleUses = await rolesMissingOnTarget(src, tgt, schemas);
+  const missingRoles = roleUses.map((x) => x.role);
+  const createRoles = (rs: string[]) => rs.map((x) => `CREATE ROLE ${quoteIdent(x)};`).join(" ");
+  // A policy's TO list and a user mapping name the role in the statement itself: no --no-owner can drop it.
+  const named = roleUses.filter((x) => x.named.length);
+  if (named.length) {
+    add({ code: "roles_named", server: "target", objects: named.map((x) => x.role),
+      message: `role(s) ${list(named.map((x) => displayName(x.role)))} do not exist on the target, and objects name them: ` +
+        list(named.flatMap((x) => x.named), 6),
+      fix: `create them on the target first: ${createRoles(named.map((x) => x.role))} (or pg_dumpall --roles-only on the source, applied to the target)` });
+  }
+  const others = roleUses.filter((x) => !x.named.length);
+  if (others.length) {
+    add({ severity: "warning", code: "roles", server: "target", objects: others.map((x) => x.role),
+      message: `role(s) ${list(others.map((x) => displayName(x.role)))} own or are granted objects on the source but do not exist on the target; ` +
+        `objects will be owned by "${target.user}" and no grants are copied (${list(others.flatMap((x) => x.owns), 4)})`,
+      fix: `create the roles on the target first to keep ownership and grants: ${createRoles(others.map((x) => x.role))} ` +
+        `(or pg_dumpall --roles-only on the source, applied to the target)` });
   }
 
   // --- local tools
@@ -295,6 +336,114 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
 
   return {
     findings, ok: !findings.some((f) => f.severity === "error"), sourceVersion, targetVersion, schemas, tables,
-    needReplicaIdentityFull, keepOwnership: missingRoles.length === 0, pgDumpMajor: tools.pgDump?.major, wal2json: wal2jsonProbe,
+    needReplicaIdentityFull, keepOwnership: missingRoles.length === 0, pgDumpMajor: tools.pgDump?.major, wal2json: wal2jsonProbe, exclusion,
   };
+}
+
+/** Catalogs whose objects pg_dump creates without IF NOT EXISTS: one of the same identity on the target stops pre-data. */
+const CLASH_CATALOGS = ["pg_type", "pg_proc", "pg_collation", "pg_conversion", "pg_operator", "pg_opclass", "pg_opfamily", "pg_ts_config",
+  "pg_ts_dict", "pg_ts_parser", "pg_ts_template", "pg_statistic_ext", "pg_cast", "pg_transform", "pg_am", "pg_foreign_data_wrapper",
+  "pg_foreign_server", "pg_event_trigger", "pg_publication"];
+
+/**
+ * What pg_upgrade checks before it changes anything, for the same reasons: C functions whose library
+ * the target cannot load, lz4-compressed columns on a target built without lz4, inheritance children
+ * with a generation expression of their own (refused from PostgreSQL 16 on), and objects that already
+ * exist on the target under the same name.
+ */
+async function upgradeChecks(src: Client, tgt: Client, schemas: string[], tables: TableInfo[], targetVersion: number, resuming: boolean,
+  add: (f: Omit<Finding, "severity"> & { severity?: Finding["severity"] }) => void): Promise<void> {
+  const notExtension = (cls: string, alias: string) =>
+    `NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = '${cls}'::regclass AND e.objid = ${alias}.oid AND e.deptype = 'e')`;
+  // C functions: LOAD each library on the target, as pg_upgrade does (it runs the library's _PG_init, nothing else).
+  const libs = (await src.query(`SELECT p.probin, array_agg(p.oid::regprocedure::text ORDER BY p.oid) AS functions
+      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+     WHERE p.prolang = 13 AND p.probin IS NOT NULL AND n.nspname = ANY($1) AND ${notExtension("pg_proc", "p")} GROUP BY 1 ORDER BY 1`, [schemas])).rows;
+  const unloadable: string[] = [], unchecked: string[] = [];
+  for (const l of libs) {
+    try {
+      await tgt.query(`LOAD ${quoteLiteral(l.probin)}`);
+    } catch (e) {
+      // only a superuser may LOAD outside $libdir/plugins: then the check cannot be made
+      if ((e as { code?: string }).code === "42501") unchecked.push(l.probin);
+      else unloadable.push(`${l.probin} (${(e as Error).message}; used by ${list(l.functions, 3)})`);
+    }
+  }
+  if (unchecked.length) {
+    add({ severity: "warning", code: "c_library_unchecked", server: "target", objects: unchecked,
+      message: `functions on the source use C librar${unchecked.length > 1 ? "ies" : "y"} ${list(unchecked, 4)}; only a superuser can check that the target loads them`,
+      fix: "make sure the library is installed on the target server (pre-data fails otherwise), or run start as a superuser on the target" });
+  }
+  if (unloadable.length) {
+    add({ code: "c_library", server: "target", objects: libs.map((l) => l.probin),
+      message: `the target cannot load the C librar${unloadable.length > 1 ? "ies" : "y"} of functions on the source: ${list(unloadable, 4)}`,
+      fix: "install the library on the target server (a build for the target's PostgreSQL version, at the same path or in $libdir), " +
+        "or drop those functions on the source (or --schema to leave their schema out)" });
+  }
+  // lz4: COPY carries the values (decompressed); only the columns' COMPRESSION lz4 clause needs the target to know lz4.
+  const lz4 = (await src.query(`SELECT a.attrelid::regclass::text || '.' || quote_ident(a.attname) AS col FROM pg_attribute a
+      JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped AND ${(await serverVersionNum(src)) >= 140000 ? "a.attcompression = 'l'" : "false"}
+       AND c.relkind IN ('r', 'p', 'm') ORDER BY 1`, [schemas])).rows.map((x) => x.col);
+  if (lz4.length) {
+    const has = (await tgt.query(`SELECT 'lz4' = ANY(enumvals) AS has FROM pg_settings WHERE name = 'default_toast_compression'`)).rows[0]?.has;
+    if (!has) {
+      add({ code: "lz4", server: "target", objects: lz4,
+        message: `${lz4.length} column(s) use lz4 compression on the source but the target server was built without lz4: ${list(lz4, 6)}`,
+        fix: `on the source, ALTER TABLE … ALTER COLUMN … SET COMPRESSION pglz for them (values already stored stay readable; COPY decompresses), ` +
+          `or use a target built with lz4 (--with-lz4)` });
+    }
+  }
+  if (Math.floor(targetVersion / 10000) >= 16) {
+    // PostgreSQL 16+ refuses a generated child column whose parent column is not generated (CREATE TABLE … INHERITS
+    // and ALTER TABLE … INHERIT alike), and, for plain inheritance, one whose expression differs from the parent's.
+    const gen = (await src.query(`SELECT c.oid::regclass::text || '.' || quote_ident(a.attname) AS col, pc.oid::regclass::text AS parent,
+             pa.attgenerated = '' AS parent_plain
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''
+        JOIN pg_class pc ON pc.oid = i.inhparent
+        JOIN pg_attribute pa ON pa.attrelid = pc.oid AND pa.attname = a.attname
+        JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+        LEFT JOIN pg_attrdef pd ON pd.adrelid = pc.oid AND pd.adnum = pa.attnum
+       WHERE n.nspname = ANY($1)
+         AND (pa.attgenerated = '' OR (NOT c.relispartition AND pg_get_expr(d.adbin, d.adrelid) <> pg_get_expr(pd.adbin, pd.adrelid)))
+       ORDER BY 1`, [schemas])).rows;
+    if (gen.length) {
+      add({ code: "generated_child", server: "source", objects: gen.map((x) => x.col),
+        message: `inheritance child column(s) have a generation expression of their own, which PostgreSQL ${Math.floor(targetVersion / 10000)} refuses: ` +
+          list(gen.map((x) => `${x.col} (parent ${x.parent}${x.parent_plain ? ", where it is not generated" : ", with another expression"})`), 6),
+        // (15 cannot drop the expression of an inherited column: the child must leave the parent, or stay behind)
+        fix: `--exclude the child table(s), or on the source detach them first (ALTER TABLE ${gen[0].col.replace(/\.[^.]*$/, "")} NO INHERIT ${gen[0].parent};)` });
+    }
+  }
+  if (resuming) return;
+  // pg_restore sets default_tablespace for each relation: the target needs the same tablespaces.
+  const spaces = (await src.query(`SELECT t.spcname, count(*)::int AS n FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      JOIN pg_tablespace t ON t.oid = c.reltablespace WHERE n.nspname = ANY($1) AND c.relkind IN ('r', 'p', 'm', 'i', 'I') GROUP BY 1 ORDER BY 1`, [schemas])).rows;
+  if (spaces.length) {
+    const have = new Set((await tgt.query(`SELECT spcname FROM pg_tablespace`)).rows.map((x) => x.spcname));
+    const lacking = spaces.filter((x) => !have.has(x.spcname));
+    if (lacking.length) {
+      add({ code: "tablespaces", server: "target", objects: lacking.map((x) => x.spcname),
+        message: `tablespace(s) the source's tables and indexes use do not exist on the target: ${list(lacking.map((x) => `${displayName(x.spcname)} (${x.n} relation(s))`))}`,
+        fix: `create them on the target first: ${lacking.map((x) => `CREATE TABLESPACE ${quoteIdent(x.spcname)} LOCATION '…';`).join(" ")} ` +
+          "(on a managed server without tablespaces, move the relations to the default tablespace on the source first: ALTER TABLE … SET TABLESPACE pg_default)" });
+    }
+  }
+  const identities = async (c: Client) => {
+    const parts = CLASH_CATALOGS.map((cat) => `SELECT '${cat}'::regclass AS classid, x.oid FROM ${cat} x WHERE x.oid >= 16384 AND ${notExtension(cat, "x")}`);
+    const r = await c.query(`SELECT i.type, i.schema, i.identity FROM (${parts.join(" UNION ALL ")}) o,
+        LATERAL pg_identify_object(o.classid, o.oid, 0) i
+       WHERE (i.schema IS NULL OR i.schema = ANY($1)) AND i.type NOT IN ('table type', 'view type', 'materialized view type', 'foreign table type')
+         AND NOT (i.type = 'type' AND EXISTS (SELECT 1 FROM pg_type t WHERE t.oid = o.oid AND (t.typrelid <> 0 OR t.typelem <> 0 AND t.typlen = -1)))
+         AND NOT (i.type = 'publication' AND i.identity ~ '^pgferry_[a-z0-9_]+$')`, [schemas]);
+    return r.rows.map((x) => `${x.type} ${x.identity}`);
+  };
+  const there = new Set(await identities(tgt));
+  const clash = (await identities(src)).filter((x) => there.has(x));
+  if (clash.length) {
+    add({ code: "target_objects", server: "target", objects: clash,
+      message: `${clash.length} object(s) of the source already exist on the target under the same name: ${list(clash, 6)}`,
+      fix: "migrate into an empty database, or drop them on the target (pgferry creates them as the source has them)" });
+  }
 }

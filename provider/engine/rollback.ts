@@ -18,7 +18,7 @@
  * rolledBack) → closed. Every step is idempotent, so a killed cutover, rollback or finish re-runs.
  */
 import { Client } from "pg";
-import { listTables, publishedTables, copyableTables, TableSelection, CONTROL_SCHEMA } from "./catalog";
+import { migratedTables, publishedTables, copyableTables, TableSelection, CONTROL_SCHEMA } from "./catalog";
 import { connectWritable, cutoverMigration, CutoverResult, unfreezeSource, VerifyMode } from "./cutover";
 import { connect, Endpoint, quoteIdent, quoteLiteral } from "./endpoint";
 import { PgferryError } from "./errors";
@@ -44,7 +44,7 @@ export async function openRollbackWindow(oldSrv: Client, newSrv: Client, m: Migr
   const names = objectNames(rev);
   await updateMigration(newSrv, m.name, { rollbackWindow: "opening" }); // cleanup knows to look for reverse objects from here on
   const sel = ((m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
-  const tables = await listTables(newSrv, sel);
+  const tables = await migratedTables(newSrv, sel);
   // The publication must exist before the slot (pgoutput reads it through the slot's historic snapshot):
   // a re-run keeps an existing one, since recreating it under an existing slot would break decoding.
   const hasPub = (await newSrv.query(`SELECT 1 FROM pg_publication WHERE pubname = $1`, [names.publication])).rowCount;

@@ -12,8 +12,8 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { Client } from "pg";
-import { CONTROL_SCHEMA, ForeignKeyInfo } from "./catalog";
-import { connect, Endpoint, libpqEnv, qualified, quoteIdent, redact } from "./endpoint";
+import { CONTROL_SCHEMA, ForeignKeyInfo, NotCarried } from "./catalog";
+import { connect, Endpoint, libpqEnv, qualified, quoteIdent, quoteLiteral, redact } from "./endpoint";
 import { PgferryError } from "./errors";
 
 export interface SchemaEntry {
@@ -24,17 +24,15 @@ export interface SchemaEntry {
   parallel?: boolean;
 }
 
-export interface SchemaDump {
-  preamble: string;
-  preData: SchemaEntry[];
-  postData: SchemaEntry[];
-}
-
 export interface PgTool { path: string; major: number }
 
-/** Entry kinds that never travel: replication objects belong to each server. */
-const SKIPPED_KINDS = new Set(["PUBLICATION", "PUBLICATION TABLE", "PUBLICATION TABLES IN SCHEMA", "SUBSCRIPTION",
-  "SUBSCRIPTION TABLE", "FK CONSTRAINT"]);
+/**
+ * Entry kinds that never travel as dumped: subscriptions belong to each server (a copy would replicate
+ * twice); foreign keys are rebuilt from the catalog at cutover (foreignKeyEntries).
+ */
+const SKIPPED_KINDS = new Set(["SUBSCRIPTION", "SUBSCRIPTION TABLE", "FK CONSTRAINT"]);
+/** Event triggers are created at the end of the cutover: before, they would fire on pgferry's own DDL on the target. */
+const HELD_KINDS = new Set(["EVENT TRIGGER"]);
 const PARALLEL_KINDS = new Set(["INDEX", "CONSTRAINT"]);
 
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -83,14 +81,91 @@ export async function findPgTools(): Promise<{ pgDump?: PgTool; pgRestore?: PgTo
 }
 
 export interface DumpOptions {
-  schemas: string[];
-  /** Qualified tables left out of the dump (quoted identifiers). */
+  /** User schemas that are not migrated: left out of the (otherwise whole-database) dump. */
+  excludeSchemas: string[];
+  /** Relations left out of the dump (tables, views, sequences… of the exclusion plan). */
   excludeTables: { schema: string; name: string }[];
+  /** Other objects left out, by catalog id (functions on an excluded row type, pgferry's own publications…). */
+  excludeObjects: { classid: number; objid: number; dumpTag?: string }[];
+  /** Foreign keys (created at cutover from the catalog, comment included): their dumped comments are left out. */
+  foreignKeys: { schema: string; quotedTable: string; quotedName: string }[];
   /** Keep OWNER TO / GRANT statements (only when every role they name exists on the target). */
   keepOwnership: boolean;
 }
 
-/** Dump the source schema once and split it into the three groups above. */
+export interface SchemaDump {
+  preamble: string;
+  preData: SchemaEntry[];
+  postData: SchemaEntry[];
+  /** Entries applied at the end of the cutover: event triggers (they would fire on pgferry's own DDL before). */
+  atCutover: SchemaEntry[];
+}
+
+/** Entry kinds ("desc") pg_restore --list may show, longest first so a prefix never hides a longer one. */
+const TOC_KINDS = ["ACCESS METHOD", "ACL", "AGGREGATE", "BLOB", "BLOBS", "CAST", "CHECK CONSTRAINT", "COLLATION", "COMMENT",
+  "CONSTRAINT", "CONVERSION", "DATABASE", "DATABASE PROPERTIES", "DEFAULT", "DEFAULT ACL", "DOMAIN", "ENCODING", "EVENT TRIGGER",
+  "EXTENSION", "FK CONSTRAINT", "FOREIGN DATA WRAPPER", "FOREIGN SERVER", "FOREIGN TABLE", "FUNCTION", "INDEX", "INDEX ATTACH",
+  "LARGE OBJECT", "MATERIALIZED VIEW", "MATERIALIZED VIEW DATA", "OPERATOR", "OPERATOR CLASS", "OPERATOR FAMILY", "POLICY",
+  "PROCEDURE", "PROCEDURAL LANGUAGE", "PUBLICATION", "PUBLICATION TABLE", "PUBLICATION TABLES IN SCHEMA", "ROW SECURITY", "RULE",
+  "SCHEMA", "SEARCHPATH", "SECURITY LABEL", "SEQUENCE", "SEQUENCE OWNED BY", "SEQUENCE SET", "SERVER", "SHELL TYPE", "STATISTICS",
+  "STDSTRINGS", "SUBSCRIPTION", "SUBSCRIPTION TABLE", "TABLE", "TABLE ATTACH", "TABLE DATA", "TEXT SEARCH CONFIGURATION",
+  "TEXT SEARCH DICTIONARY", "TEXT SEARCH PARSER", "TEXT SEARCH TEMPLATE", "TRANSFORM", "TRIGGER", "TYPE", "USER MAPPING", "VIEW"]
+  .sort((a, b) => b.length - a.length);
+
+export interface TocLine { line: string; tableoid: number; oid: number; kind: string; rest: string }
+
+/** `pg_restore --list` lines: "dumpId; tableoid oid KIND schema tag owner". */
+export function parseTocList(list: string): TocLine[] {
+  const out: TocLine[] = [];
+  for (const line of list.split("\n")) {
+    const m = /^\d+; (\d+) (\d+) (.*)$/.exec(line);
+    if (!m) continue;
+    const kind = TOC_KINDS.find((k) => m[3] === k || m[3].startsWith(k + " ")) ?? m[3].split(" ")[0];
+    out.push({ line, tableoid: Number(m[1]), oid: Number(m[2]), kind, rest: m[3].slice(kind.length + 1) });
+  }
+  return out;
+}
+
+const DEPENDENT_KINDS = new Set(["COMMENT", "SECURITY LABEL", "ACL"]);
+
+/**
+ * Which TOC lines travel, which wait for the cutover, which stay behind. A left-out or held-back object
+ * takes its comment, security label and grants along: their tag is the object's kind and tag
+ * ("COMMENT public FUNCTION f(public.t) owner" for "FUNCTION public f(public.t) owner").
+ */
+export function planToc(toc: TocLine[], o: Pick<DumpOptions, "excludeObjects" | "foreignKeys">): { keep: TocLine[]; atCutover: TocLine[] } {
+  const excluded = new Set(o.excludeObjects.map((x) => `${x.classid}/${x.objid}`));
+  const dependentKey = (x: TocLine) => {
+    const sp = x.rest.indexOf(" ");
+    return sp < 0 ? undefined : `${x.rest.slice(0, sp)} ${x.kind} ${x.rest.slice(sp + 1)}`;
+  };
+  const dropped = new Set<string>(), held = new Set<string>();
+  for (const x of toc) {
+    if (SKIPPED_KINDS.has(x.kind) || excluded.has(`${x.tableoid}/${x.oid}`)) { const k = dependentKey(x); if (k) dropped.add(k); }
+    else if (HELD_KINDS.has(x.kind)) { const k = dependentKey(x); if (k) held.add(k); }
+  }
+  const fkComments = o.foreignKeys.map((f) => `${f.schema} CONSTRAINT ${f.quotedName} ON ${f.quotedTable} `);
+  // functions: their comments and grants name them with argument names, unlike their own entry
+  const droppedTags = o.excludeObjects.map((x) => x.dumpTag).filter(Boolean) as string[];
+  const keep: TocLine[] = [], atCutover: TocLine[] = [];
+  for (const x of toc) {
+    if (SKIPPED_KINDS.has(x.kind) || excluded.has(`${x.tableoid}/${x.oid}`)) continue;
+    if (DEPENDENT_KINDS.has(x.kind)) {
+      if (dropped.has(x.rest) || droppedTags.some((p) => x.rest.startsWith(p))) continue;
+      if (x.kind !== "ACL" && fkComments.some((p) => x.rest.startsWith(p))) continue;
+      if (held.has(x.rest)) { atCutover.push(x); continue; }
+    }
+    if (HELD_KINDS.has(x.kind)) atCutover.push(x); else keep.push(x);
+  }
+  return { keep, atCutover };
+}
+
+/**
+ * Dump the source schema once and split it into the groups above. A whole-database dump (schemas not
+ * migrated are excluded, not the others named) so that what lives outside schemas travels too:
+ * extensions, casts, transforms, access methods, foreign-data wrappers and servers, default privileges,
+ * publications, event triggers.
+ */
 export async function dumpSchema(source: Endpoint, opts: DumpOptions): Promise<SchemaDump> {
   const tools = await findPgTools();
   if (!tools.pgDump || !tools.pgRestore) {
@@ -102,27 +177,34 @@ export async function dumpSchema(source: Endpoint, opts: DumpOptions): Promise<S
     const file = path.join(dir, "schema.dump");
     // Names are passed as exact patterns: quote them so case and dots survive pg_dump's pattern rules.
     const pattern = (s: string) => '"' + s.replace(/"/g, '""') + '"';
-    const args = ["--schema-only", "--format=custom", `--file=${file}`, "--no-subscriptions", "--no-publications",
-      `--exclude-schema=${CONTROL_SCHEMA}`];
-    for (const s of opts.schemas) args.push(`--schema=${pattern(s)}`);
+    // Security labels need their provider loaded on the target, which no catalog shows: they are listed as not carried.
+    const args = ["--schema-only", "--format=custom", `--file=${file}`, "--no-subscriptions", "--no-security-labels", `--exclude-schema=${CONTROL_SCHEMA}`];
+    for (const s of opts.excludeSchemas) args.push(`--exclude-schema=${pattern(s)}`);
     for (const t of opts.excludeTables) args.push(`--exclude-table=${pattern(t.schema)}.${pattern(t.name)}`);
     const dump = await run(tools.pgDump.path, args, libpqEnv(source));
     if (dump.code !== 0) {
       throw new PgferryError("pg_dump_failed", `pg_dump of the ${source.label} failed: ${redact(dump.stderr.trim(), source)}`);
     }
+    const listed = await run(tools.pgRestore.path, ["--list", file], process.env);
+    if (listed.code !== 0) throw new PgferryError("pg_restore_failed", `pg_restore could not list the schema dump: ${listed.stderr.trim()}`);
+    const plan = planToc(parseTocList(listed.stdout), opts);
+    const keepList = path.join(dir, "keep.list"), heldList = path.join(dir, "held.list");
+    fs.writeFileSync(keepList, plan.keep.map((x) => x.line).join("\n") + "\n");
+    fs.writeFileSync(heldList, plan.atCutover.map((x) => x.line).join("\n") + "\n");
     const ownership = opts.keepOwnership ? [] : ["--no-owner", "--no-privileges"];
-    const render = async (section: string) => {
-      const r = await run(tools.pgRestore!.path, [`--section=${section}`, ...ownership, "--file=-", file], process.env);
-      if (r.code !== 0) throw new PgferryError("pg_restore_failed", `pg_restore could not render the ${section} schema: ${r.stderr.trim()}`);
+    const render = async (list: string, section?: string) => {
+      const r = await run(tools.pgRestore!.path, [...(section ? [`--section=${section}`] : []), `--use-list=${list}`, ...ownership, "--file=-", file], process.env);
+      if (r.code !== 0) throw new PgferryError("pg_restore_failed", `pg_restore could not render the ${section ?? "held-back"} schema: ${r.stderr.trim()}`);
       return splitDump(r.stdout);
     };
-    const pre = await render("pre-data");
-    const post = await render("post-data");
+    const pre = await render(keepList, "pre-data");
+    const post = await render(keepList, "post-data");
+    const held = plan.atCutover.length ? (await render(heldList)).entries : [];
     return {
       preamble: pre.preamble,
-      preData: pre.entries.filter((e) => !SKIPPED_KINDS.has(e.kind)),
-      postData: post.entries.filter((e) => !SKIPPED_KINDS.has(e.kind) && e.kind !== "MATERIALIZED VIEW DATA")
-        .map((e) => ({ ...e, parallel: PARALLEL_KINDS.has(e.kind) })),
+      preData: pre.entries,
+      postData: post.entries.filter((e) => e.kind !== "MATERIALIZED VIEW DATA").map((e) => ({ ...e, parallel: PARALLEL_KINDS.has(e.kind) })),
+      atCutover: held,
     };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -130,23 +212,39 @@ export async function dumpSchema(source: Endpoint, opts: DumpOptions): Promise<S
 }
 
 const HEADER = /^-- Name: (.*); Type: (.*); Schema: (.*); Owner: (.*)$/;
+/**
+ * Session settings pg_restore writes before the entry that needs them, and only when they change.
+ * Entries run on several connections and out of dump order (parallel post-data), so each entry
+ * carries the values in force at its place in the script.
+ */
+const STATE_SET = /^SET (default_tablespace|default_table_access_method) = .*;$/;
 
 /**
  * Split pg_restore's plain SQL into TOC entries by their "-- Name: …; Type: …" comment headers.
  * psql-only lines (\restrict, \unrestrict) are dropped: we execute the SQL through the protocol.
+ * The SET lines between two entries belong to the next one (pg_restore writes them before its header).
  */
 export function splitDump(sql: string): { preamble: string; entries: SchemaEntry[] } {
   const lines = sql.split("\n").filter((l) => !/^\\(un)?restrict\b/.test(l));
   const entries: SchemaEntry[] = [];
   const preamble: string[] = [];
+  const state = new Map<string, string>();
   let current: { kind: string; object: string; body: string[] } | undefined;
   const flush = () => {
     if (current) {
       const body = current.body.join("\n").trim();
-      if (body) entries.push({ kind: current.kind, object: current.object, sql: body });
+      if (body) entries.push({ kind: current.kind, object: current.object, sql: [...state.values(), body].join("\n") });
     }
   };
   for (let i = 0; i < lines.length; i++) {
+    const set = STATE_SET.exec(lines[i]);
+    if (set) {
+      // takes effect from the next entry on: close the current one with the state it was written under
+      flush();
+      current = current && { ...current, body: [] };
+      state.set(set[1], lines[i]);
+      continue;
+    }
     const m = HEADER.exec(lines[i]);
     if (m && lines[i - 1] === "--") {
       // drop the "--" line already pushed before the header, then close the previous entry
@@ -168,40 +266,70 @@ export function matviewEntries(views: { schema: string; name: string }[]): Schem
     sql: `REFRESH MATERIALIZED VIEW ${qualified(v.schema, v.name)};` }));
 }
 
-/** Foreign keys as cutover entries: NOT VALID first (no long lock), then VALIDATE where the source had it validated. */
+/**
+ * Foreign keys as cutover entries: NOT VALID first (no long lock), then VALIDATE where the source had it
+ * validated. Each takes its comment along (the key does not exist before the cutover, so neither can it).
+ */
 export function foreignKeyEntries(fks: ForeignKeyInfo[], migrated: Set<string>): SchemaEntry[] {
   const out: SchemaEntry[] = [];
   for (const fk of fks) {
     const table = qualified(fk.schema, fk.table);
     const object = `${fk.schema}.${fk.table}.${fk.name}`;
     if (!migrated.has(`${fk.refSchema}.${fk.refTable}`)) continue; // referenced table excluded from the migration
-    if (fk.onPartitioned) {
-      // PostgreSQL < 18 refuses NOT VALID foreign keys on partitioned tables: add it validated.
-      out.push({ kind: "FK CONSTRAINT", object, sql: `ALTER TABLE ${table} ADD CONSTRAINT ${quoteIdent(fk.name)} ${fk.definition};` });
+    const comment = fk.comment == null ? "" : `\nCOMMENT ON CONSTRAINT ${quoteIdent(fk.name)} ON ${table} IS ${quoteLiteral(fk.comment)};`;
+    if (fk.onPartitioned || fk.refPartitioned) {
+      // PostgreSQL < 18 refuses NOT VALID foreign keys on partitioned tables; one that references a partitioned
+      // table, added NOT VALID, stays "not validated" on the referenced partitions' clones after VALIDATE (17):
+      // add it validated, as pg_restore does.
+      const def = fk.validated || fk.onPartitioned ? fk.definition : `${fk.definition} NOT VALID`;
+      out.push({ kind: "FK CONSTRAINT", object, sql: `ALTER TABLE ${fk.onPartitioned ? "" : "ONLY "}${table} ADD CONSTRAINT ${quoteIdent(fk.name)} ${def};${comment}` });
       continue;
     }
     const def = fk.validated ? `${fk.definition} NOT VALID` : fk.definition;
-    out.push({ kind: "FK CONSTRAINT", object, sql: `ALTER TABLE ONLY ${table} ADD CONSTRAINT ${quoteIdent(fk.name)} ${def};` });
+    out.push({ kind: "FK CONSTRAINT", object, sql: `ALTER TABLE ONLY ${table} ADD CONSTRAINT ${quoteIdent(fk.name)} ${def};${comment}` });
     if (fk.validated) out.push({ kind: "FK VALIDATE", object, sql: `ALTER TABLE ONLY ${table} VALIDATE CONSTRAINT ${quoteIdent(fk.name)};` });
   }
   return out;
 }
 
-/** Roles that own or are granted objects in the schemas on the source but do not exist on the target. */
-export async function rolesMissingOnTarget(src: Client, tgt: Client, schemas: string[]): Promise<string[]> {
+/** What start recorded as not carried (section "not-carried"): the Migration's outputs and status show it. */
+export async function readNotCarried(c: Client, migration: string): Promise<NotCarried[]> {
+  const r = await c.query(`SELECT kind, object, sql FROM ${CONTROL_SCHEMA}.schema_entry WHERE migration = $1 AND section = 'not-carried' ORDER BY ordinal`,
+    [migration]).catch(() => ({ rows: [] as { kind: string; object: string; sql: string }[] }));
+  return r.rows.map((x) => ({ kind: x.kind, object: x.object, ...(JSON.parse(x.sql) as { reason: string; fix: string }) }));
+}
+
+/**
+ * Roles missing on the target that objects of the migrated schemas (or of no schema: extensions, casts,
+ * servers, user mappings, default privileges, publications…) depend on, from pg_shdepend: owners,
+ * grantees, policy roles. `named`: objects whose statement names the role itself (policy TO, user
+ * mapping FOR), which no --no-owner can leave out.
+ */
+export async function rolesMissingOnTarget(src: Client, tgt: Client, schemas: string[]): Promise<{ role: string; named: string[]; owns: string[] }[]> {
   const r = await src.query(`
-    WITH ns AS (SELECT oid, nspowner FROM pg_namespace WHERE nspname = ANY($1))
-    SELECT DISTINCT pg_get_userbyid(o) AS role FROM (
-      SELECT nspowner AS o FROM ns
-      UNION SELECT relowner FROM pg_class WHERE relnamespace IN (SELECT oid FROM ns)
-      UNION SELECT proowner FROM pg_proc WHERE pronamespace IN (SELECT oid FROM ns)
-      UNION SELECT typowner FROM pg_type WHERE typnamespace IN (SELECT oid FROM ns)
-      UNION SELECT (aclexplode(relacl)).grantee FROM pg_class WHERE relnamespace IN (SELECT oid FROM ns) AND relacl IS NOT NULL
-    ) x WHERE o <> 0`, [schemas]);
-  const roles = r.rows.map((x) => x.role as string);
+    SELECT pg_get_userbyid(d.refobjid) AS role, d.deptype, d.classid = 'pg_user_mapping'::regclass AS user_mapping,
+           pg_describe_object(d.classid, d.objid, d.objsubid) AS object
+      FROM pg_shdepend d
+     WHERE d.dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND d.refclassid = 'pg_authid'::regclass
+       AND d.deptype IN ('o', 'a', 'r') AND d.refobjid <> 10
+       AND coalesce((pg_identify_object(d.classid, d.objid, d.objsubid)).schema = ANY($1), true)
+       AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = d.classid AND e.objid = d.objid AND e.deptype = 'e')
+     ORDER BY 1, 4`, [schemas]);
+  const roles = [...new Set(r.rows.map((x) => x.role as string))];
   const t = await tgt.query(`SELECT rolname FROM pg_roles WHERE rolname = ANY($1)`, [roles]);
   const have = new Set(t.rows.map((x) => x.rolname));
-  return roles.filter((x) => !have.has(x)).sort();
+  return roles.filter((x) => !have.has(x)).sort().map((role) => {
+    const rows = r.rows.filter((x) => x.role === role);
+    return { role, named: rows.filter((x) => x.deptype === "r" || x.user_mapping).map((x) => x.object),
+      owns: rows.filter((x) => !(x.deptype === "r" || x.user_mapping)).map((x) => x.object) };
+  });
+}
+
+/** How to copy large objects by hand: `--large-objects` exists from pg_dump 16 on, `--blobs` in every version. */
+export function largeObjectFix(pgDumpMajor?: number): string {
+  const flag = pgDumpMajor !== undefined && pgDumpMajor >= 16 ? "--large-objects" : "--blobs";
+  return `copy them at cutover, after writes stop: pg_dump --format=custom --data-only ${flag} --exclude-table='*.*' --file=lo.dump <source> ` +
+    `&& pg_restore --data-only --dbname=<target> lo.dump; or move the data into bytea columns`;
 }
 
 /** Store entries of a section in the control schema (once; a re-run keeps the stored ones). */

@@ -6,7 +6,7 @@
  * through the historic snapshot at each change.
  */
 import { Client } from "pg";
-import { copyableTables, listTables, TableInfo } from "./catalog";
+import { copyableTables, migratedTables, TableInfo } from "./catalog";
 import { connect, connectReplication, endClient, Endpoint, qualified, quoteIdent, quoteLiteral } from "./endpoint";
 import { PgferryError } from "./errors";
 import { readStreamSetup, wal2jsonOptions } from "./wal2json";
@@ -197,6 +197,6 @@ export async function changesAfterFence(src: Client, slot: string, publication: 
 export async function wal2jsonPeekOptions(src: Client, tgt: Client, name: string): Promise<string[] | undefined> {
   const setup = await readStreamSetup(tgt, name);
   if (setup.plugin !== "wal2json") return undefined;
-  const tables = copyableTables(await listTables(src, setup.selection)).map((t) => ({ schema: t.schema, name: t.name }));
+  const tables = copyableTables(await migratedTables(src, setup.selection)).map((t) => ({ schema: t.schema, name: t.name }));
   return wal2jsonOptions(tables, setup.numericAsString).flat();
 }

@@ -4,9 +4,11 @@
  * a re-run continues from the recorded phase, and a re-run once streaming is a no-op.
  */
 import { Client } from "pg";
-import { copyableTables, listForeignKeys, listPopulatedMatviews, publishedTables } from "./catalog";
+import {
+  copyableTables, exclusionNotCarried, listForeignKeys, listPopulatedMatviews, NotCarried, publishedTables, userSchemas,
+} from "./catalog";
 import { createSubscription, dropSubscription, enableSubscription, waitForWorker } from "./cdc";
-import { connect, Endpoint, qualified } from "./endpoint";
+import { connect, Endpoint, qualified, quoteIdent, quoteLiteral } from "./endpoint";
 import { Finding, PgferryError, testFailpoint } from "./errors";
 import { runLoad, TableLoadProgress } from "./load";
 import { lsnToBigInt } from "./lsn";
@@ -15,7 +17,7 @@ import { StreamApplier } from "./stream";
 import { describeSourceChanges, listSourceChanges, restoreSourceChanges, setReplicaIdentityFull, SourceChange } from "./sourceChanges";
 import { preflight, PreflightResult } from "./preflight";
 import { recordActivityBaseline } from "./touched";
-import { applyEntries, dumpSchema, foreignKeyEntries, matviewEntries, storeEntries } from "./schema";
+import { applyEntries, dumpSchema, foreignKeyEntries, largeObjectFix, matviewEntries, readNotCarried, SchemaEntry, storeEntries } from "./schema";
 import {
   BlockingTransaction, createPublication, createSlotWithSnapshot, describeBlocking, dropPublication, dropSlot, slotInfo,
 } from "./snapshot";
@@ -43,6 +45,8 @@ export interface StartResult {
   schema?: { preData: number; postData: number; heldBack: number };
   /** What this run changed on the source, each with the SQL that undoes it (run by cleanup and a completed cutover). */
   sourceChanges?: SourceChange[];
+  /** What the target will not have, each with the reason and the fix (also in status and the Migration's outputs). */
+  notCarried: NotCarried[];
 }
 
 /**
@@ -59,7 +63,7 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
     let m = await readMigration(tgt, o.name);
     if (m && (["ReadyToCutover", "CuttingOver", "VerifyFailed", "Completed"].includes(m.phase) || (until === "SchemaSync" && m.phase !== "SchemaSync"))) {
       if (until !== "SchemaSync" && m.mode !== o.mode) throw modeMismatch(o, m);
-      return { name: o.name, phase: m.phase, alreadyRunning: true, findings: [] };
+      return { name: o.name, phase: m.phase, alreadyRunning: true, findings: [], notCarried: await readNotCarried(tgt, o.name) };
     }
     if (!(await tryLockMigration(tgt, o.name))) {
       throw new PgferryError("busy", `another pgferry process is working on migration "${o.name}" on this target; wait for it or stop it`);
@@ -92,13 +96,14 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
     // whether it quotes numbers. Also set when a SchemaSync made the record with default options.
     await tgt.query(`UPDATE pgferry.migration SET options = options || $2::jsonb WHERE name = $1`,
       [o.name, JSON.stringify({ plugin: o.plugin, wal2jsonNumericAsString: pf.wal2json?.numericAsString ?? false, unlogged: o.unlogged })]);
-    const result: StartResult = { name: o.name, phase: m.phase, alreadyRunning: false, findings: pf.findings };
+    const result: StartResult = { name: o.name, phase: m.phase, alreadyRunning: false, findings: pf.findings, notCarried: [] };
 
     if (m.phase === "SchemaSync") {
       onEvent({ type: "phase", phase: "SchemaSync", message: "copying the schema (pg_dump pre-data)" });
       result.schema = await syncPreData(src, source, target, o, pf);
       m.phase = "Loading";
     }
+    result.notCarried = await readNotCarried(tgt, o.name);
     if (until === "SchemaSync") return { ...result, phase: m.phase };
     // Failed: an earlier run released its slot, so the load restarts from a new snapshot.
     if (m.phase === "Loading" || m.phase === "Failed") {
@@ -147,18 +152,28 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
 /** Pre-data in one target transaction, together with the entries for later phases and the phase change. */
 async function syncPreData(src: Client, source: Endpoint, target: Endpoint, o: MigrationOptions, pf: PreflightResult) {
   const selected = new Set(pf.tables.map((t) => `${t.schema}.${t.name}`));
+  const fks = await listForeignKeys(src, pf.tables);
   const dump = await dumpSchema(source, {
-    schemas: pf.schemas, excludeTables: await excludedTables(src, pf, selected), keepOwnership: pf.keepOwnership,
+    excludeSchemas: (await userSchemas(src)).filter((x) => !pf.schemas.includes(x)),
+    excludeTables: pf.exclusion.relations,
+    excludeObjects: [...pf.exclusion.objects, ...await ownReplicationObjects(src)],
+    foreignKeys: fks.map((f) => ({ schema: f.schema, quotedTable: f.quotedTable, quotedName: f.quotedName })),
+    keepOwnership: pf.keepOwnership,
   });
-  const heldBack = [...matviewEntries(await listPopulatedMatviews(src, pf.schemas)),
-    ...foreignKeyEntries(await listForeignKeys(src, pf.tables), selected)];
   const c = await connect(target);
   try {
+    const extensions = await extensionStatements(src, c);
+    const preData = dump.preData.map((e) => (e.kind === "EXTENSION" && extensions.has(e.object) ? { ...e, sql: extensions.get(e.object)! } : e));
+    const database = await databaseProperties(src, c, target);
+    const triggers = await eventTriggerEntries(src, dump.atCutover);
+    const heldBack = [...matviewEntries(await listPopulatedMatviews(src, pf.schemas, pf.exclusion.relations)),
+      ...foreignKeyEntries(fks, selected), ...triggers.create, ...database.entries];
+    const notCarried = [...exclusionNotCarried(pf.exclusion, o.selection), ...database.notCarried, ...await otherNotCarried(src, pf)];
     await c.query("BEGIN");
     if (dump.preamble) await c.query(dump.preamble);
     // public (and any schema that exists already) is not re-created; everything else must be new.
     const existing = new Set((await c.query(`SELECT nspname FROM pg_namespace`)).rows.map((x) => x.nspname));
-    for (const e of dump.preData) {
+    for (const e of preData) {
       if (e.kind === "SCHEMA" && existing.has(e.object)) continue;
       try {
         await c.query(e.sql);
@@ -166,13 +181,23 @@ async function syncPreData(src: Client, source: Endpoint, target: Endpoint, o: M
         throw new PgferryError("schema_apply_failed", `creating ${e.kind} ${e.object} on the target failed: ${(err as Error).message}`);
       }
     }
+    // What waits for the cutover and only the target can refuse (event triggers need a superuser, a setting may not
+    // exist in the target's version): tried now and rolled back, so a refusal is listed here instead of failing the cutover.
+    const refused = await tryOnTarget(c, [...triggers.create.filter((e) => e.kind !== "MATERIALIZED VIEW DATA"), ...database.entries, ...triggers.enable]);
+    const keep = (e: SchemaEntry) => !refused.has(e);
+    for (const [e, msg] of refused) {
+      notCarried.push({ kind: e.kind.toLowerCase(), object: e.object, reason: `the target refused it: ${msg}`,
+        fix: `after the cutover, run on the target as a role that may (a superuser, the database's owner), with what the target accepts: ${e.sql}` });
+    }
     testFailpoint("pre-data");
     await storeEntries(c, o.name, "post-data", dump.postData);
-    await storeEntries(c, o.name, "cutover", heldBack);
+    await storeEntries(c, o.name, "cutover", heldBack.filter(keep));
+    await storeEntries(c, o.name, "final", triggers.enable.filter(keep));
     await storeEntries(c, o.name, "preamble", [{ kind: "PREAMBLE", object: "-", sql: dump.preamble }]);
+    await storeEntries(c, o.name, "not-carried", notCarried.map((x) => ({ kind: x.kind, object: x.object, sql: JSON.stringify({ reason: x.reason, fix: x.fix }) })));
     await c.query(`UPDATE pgferry.migration SET phase = 'Loading', updated_at = now() WHERE name = $1`, [o.name]);
     await c.query("COMMIT");
-    return { preData: dump.preData.length, postData: dump.postData.length, heldBack: heldBack.length };
+    return { preData: preData.length, postData: dump.postData.length, heldBack: heldBack.length };
   } catch (e) {
     await c.query("ROLLBACK").catch(() => undefined);
     throw e;
@@ -181,17 +206,150 @@ async function syncPreData(src: Client, source: Endpoint, target: Endpoint, o: M
   }
 }
 
+/** Run each entry in a savepoint and roll everything back: the entries the target refuses, with its message. */
+async function tryOnTarget(c: Client, entries: SchemaEntry[]): Promise<Map<SchemaEntry, string>> {
+  const refused = new Map<SchemaEntry, string>();
+  if (!entries.length) return refused;
+  await c.query("SAVEPOINT pgferry_trial");
+  for (const e of entries) {
+    await c.query("SAVEPOINT pgferry_entry");
+    try {
+      await c.query(e.sql);
+      await c.query("RELEASE SAVEPOINT pgferry_entry");
+    } catch (err) {
+      await c.query("ROLLBACK TO SAVEPOINT pgferry_entry");
+      refused.set(e, (err as Error).message);
+    }
+  }
+  await c.query("ROLLBACK TO SAVEPOINT pgferry_trial");
+  return refused;
+}
+
 async function preambleOf(tgt: Client, name: string): Promise<string> {
   const r = await tgt.query(`SELECT sql FROM pgferry.schema_entry WHERE migration = $1 AND section = 'preamble'`, [name]);
   return r.rows[0]?.sql ?? "";
 }
 
-/** Tables in the selected schemas that the selection leaves out: pg_dump must not create them. */
-async function excludedTables(src: Client, pf: PreflightResult, selected: Set<string>) {
-  const r = await src.query(`SELECT n.nspname AS schema, c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY($1)`, [pf.schemas]);
-  return r.rows.filter((t) => !selected.has(`${t.schema}.${t.name}`)) as { schema: string; name: string }[];
+/**
+ * pgferry's own publications on the source (pgferry_<name>, those of other migrations and rollback
+ * windows included): they belong to the source's replication, never to the target's schema.
+ */
+async function ownReplicationObjects(src: Client): Promise<{ classid: number; objid: number }[]> {
+  const r = await src.query(`SELECT 'pg_publication'::regclass::int AS classid, oid::int AS objid FROM pg_publication WHERE pubname ~ '^pgferry_[a-z0-9_]+$'
+    UNION ALL SELECT 'pg_publication_rel'::regclass::int, pr.oid::int FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+      WHERE p.pubname ~ '^pgferry_[a-z0-9_]+$'`);
+  return r.rows;
 }
+
+/**
+ * CREATE EXTENSION as the source has it: in its schema (made if the migration does not create it) and
+ * at the source's version when the target offers that version; an extension the target already has
+ * is updated to it when an update path exists (preflight reports the versions it cannot match).
+ */
+async function extensionStatements(src: Client, tgt: Client): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  const s = await src.query(`SELECT e.extname, n.nspname, e.extversion FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace`);
+  for (const x of s.rows) {
+    const t = (await tgt.query(`SELECT (SELECT extversion FROM pg_extension WHERE extname = $1) AS installed,
+        EXISTS (SELECT 1 FROM pg_available_extension_versions WHERE name = $1 AND version = $2) AS has_version`, [x.extname, x.extversion])).rows[0];
+    const sql = [`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(x.nspname)};`,
+      `CREATE EXTENSION IF NOT EXISTS ${quoteIdent(x.extname)} WITH SCHEMA ${quoteIdent(x.nspname)}${t.has_version ? ` VERSION ${quoteLiteral(x.extversion)}` : ""};`];
+    if (t.installed && t.installed !== x.extversion && t.has_version) {
+      const path = (await tgt.query(`SELECT 1 FROM pg_extension_update_paths($1) WHERE source = $2 AND target = $3 AND path IS NOT NULL`,
+        [x.extname, t.installed, x.extversion])).rowCount;
+      if (path) sql.push(`ALTER EXTENSION ${quoteIdent(x.extname)} UPDATE TO ${quoteLiteral(x.extversion)};`);
+    }
+    out.set(x.extname, sql.join("\n"));
+  }
+  return out;
+}
+
+/**
+ * Event triggers are created disabled during the cutover (with their comments) and enabled as the source
+ * has them in its very last step, so that none fires on pgferry's own DDL on the target.
+ */
+async function eventTriggerEntries(src: Client, held: SchemaEntry[]): Promise<{ create: SchemaEntry[]; enable: SchemaEntry[] }> {
+  const states = new Map((await src.query(`SELECT evtname, evtenabled FROM pg_event_trigger`)).rows.map((x) => [x.evtname as string, x.evtenabled as string]));
+  const create = held.map((e) => (e.kind === "EVENT TRIGGER" ? { ...e, sql: `${e.sql}\nALTER EVENT TRIGGER ${quoteIdent(e.object)} DISABLE;` } : e));
+  const how: Record<string, string> = { O: "ENABLE", R: "ENABLE REPLICA", A: "ENABLE ALWAYS" };
+  const enable = held.filter((e) => e.kind === "EVENT TRIGGER" && how[states.get(e.object) ?? "D"])
+    .map((e) => ({ kind: "EVENT TRIGGER ENABLE", object: e.object, sql: `ALTER EVENT TRIGGER ${quoteIdent(e.object)} ${how[states.get(e.object)!]};` }));
+  return { create, enable };
+}
+
+/** GUC_LIST_QUOTE settings: stored as a list of (possibly quoted) names, written back unquoted as a list. */
+const LIST_SETTINGS = new Set(["search_path", "temp_tablespaces", "session_preload_libraries", "local_preload_libraries", "shared_preload_libraries"]);
+
+/**
+ * ALTER DATABASE … SET and the database's comment (outside any schema; pg_dump writes them only with
+ * --create), applied at the end of the cutover so that no migration session runs under them. Settings
+ * for a role in this database travel when that role exists on the target.
+ */
+async function databaseProperties(src: Client, tgt: Client, target: Endpoint): Promise<{ entries: SchemaEntry[]; notCarried: NotCarried[] }> {
+  const db = quoteIdent(target.database);
+  const entries: SchemaEntry[] = [], notCarried: NotCarried[] = [];
+  const r = await src.query(`SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END AS role, c.setting
+      FROM pg_db_role_setting s, unnest(s.setconfig) WITH ORDINALITY c(setting, n)
+     WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) ORDER BY s.setrole, c.n`);
+  const roles = new Set((await tgt.query(`SELECT rolname FROM pg_roles`)).rows.map((x) => x.rolname));
+  for (const x of r.rows) {
+    const eq = (x.setting as string).indexOf("=");
+    const name = x.setting.slice(0, eq), value = x.setting.slice(eq + 1);
+    const set = `SET ${quoteIdent(name)} = ${LIST_SETTINGS.has(name) ? value : quoteLiteral(value)}`;
+    if (name === "default_transaction_read_only") {
+      // the freeze's own setting (a source frozen by an earlier cutover has it): carried, it would make the new primary read-only
+      notCarried.push({ kind: "database setting", object: `${x.role === null ? "" : `ALTER ROLE ${quoteIdent(x.role)} IN DATABASE … `}default_transaction_read_only = ${value}`,
+        reason: "the cutover's freeze sets it on the source; carried, it would make the target read-only once the application moves there",
+        fix: `if the target should be read-only, run there after the cutover: ${x.role === null ? `ALTER DATABASE ${db}` : `ALTER ROLE ${quoteIdent(x.role)} IN DATABASE ${db}`} ${set};` });
+    } else if (x.role === null) entries.push({ kind: "DATABASE SETTING", object: name, sql: `ALTER DATABASE ${db} ${set};` });
+    else if (roles.has(x.role)) entries.push({ kind: "DATABASE SETTING", object: `${x.role}: ${name}`, sql: `ALTER ROLE ${quoteIdent(x.role)} IN DATABASE ${db} ${set};` });
+    else notCarried.push({ kind: "database setting", object: `ALTER ROLE ${quoteIdent(x.role)} IN DATABASE … SET ${name}`,
+      reason: `role ${quoteIdent(x.role)} does not exist on the target`, fix: `create the role on the target, then run ALTER ROLE ${quoteIdent(x.role)} IN DATABASE ${db} ${set};` });
+  }
+  const d = (await src.query(`SELECT shobj_description(oid, 'pg_database') AS comment, datacl::text[] AS acl FROM pg_database WHERE datname = current_database()`)).rows[0];
+  if (d.comment !== null) entries.push({ kind: "DATABASE COMMENT", object: target.database, sql: `COMMENT ON DATABASE ${db} IS ${quoteLiteral(d.comment)};` });
+  if (d.acl) {
+    notCarried.push({ kind: "database privileges", object: d.acl.join(", "),
+      reason: "privileges on the database itself are the target server's (its roles and the target database's own grants)",
+      fix: `GRANT the database privileges on the target as needed (GRANT CONNECT, CREATE, TEMP ON DATABASE ${db} TO …)` });
+  }
+  return { entries, notCarried };
+}
+
+/** Objects of the source the target will not get at all: large objects, and ownership/grants when their roles are missing. */
+async function otherNotCarried(src: Client, pf: PreflightResult): Promise<NotCarried[]> {
+  const out: NotCarried[] = [];
+  const lo = Number((await src.query(`SELECT count(*) AS n FROM pg_largeobject_metadata`)).rows[0].n);
+  if (lo > 0) {
+    out.push({ kind: "large objects", object: `${lo} large object(s) with their owners, grants and comments`,
+      reason: "logical replication does not carry large objects, and a schema dump does not include them",
+      fix: largeObjectFix(pf.pgDumpMajor) });
+  }
+  const labels = (await src.query(`SELECT provider, count(*)::int AS n FROM pg_seclabel GROUP BY 1 ORDER BY 1`)).rows;
+  if (labels.length) {
+    out.push({ kind: "security labels", object: labels.map((x) => `${x.n} of provider ${x.provider}`).join(", "),
+      reason: "a security label needs its provider module loaded on the target, which pgferry cannot check",
+      fix: "load the provider on the target (shared_preload_libraries), then apply the SECURITY LABEL statements of pg_dump --schema-only of the source there" });
+  }
+  // Rows of extension configuration tables (pg_extension_config_dump): pg_dump copies them as data; the load copies no extension member.
+  const configs = (await src.query(`SELECT e.extname, c.oid::regclass::text AS tbl, u.cond FROM pg_extension e,
+      unnest(e.extconfig, e.extcondition) AS u(cfg, cond) JOIN pg_class c ON c.oid = u.cfg WHERE c.relkind = 'r'`)).rows;
+  for (const x of configs) {
+    const n = Number((await src.query(`SELECT count(*) AS n FROM ${x.tbl} ${x.cond ?? ""}`)).rows[0].n);
+    if (n > 0) {
+      out.push({ kind: "extension configuration data", object: `${n} row(s) of ${x.tbl} (extension ${x.extname})`,
+        reason: "rows users add to an extension's configuration table belong to the extension's data, which the load does not copy",
+        fix: `copy them after the migration: pg_dump --data-only --table=${x.tbl} <source> | psql <target>` });
+    }
+  }
+  if (!pf.keepOwnership) {
+    out.push({ kind: "ownership and privileges", object: "owners, GRANTs and default privileges (ALTER DEFAULT PRIVILEGES) of the migrated objects",
+      reason: "some roles they name do not exist on the target (see the roles finding); the objects are owned by the target user",
+      fix: "create the roles on the target first (pg_dumpall --roles-only on the source, applied to the target), then start again" });
+  }
+  return out;
+}
+
 
 function modeMismatch(o: MigrationOptions, m: MigrationRecord): PgferryError {
   return new PgferryError("mode_mismatch", `migration "${o.name}" was started in mode ${m.mode} and is in phase ${m.phase}; ` +

@@ -12,6 +12,8 @@ import { changesAfterFence, slotInfo, SlotInfo, slotLostError, wal2jsonPeekOptio
 import { CutoverTimings, MigrationRecord, Phase, readMigration, readTableProgress, TableProgress } from "./state";
 import { SchemaDifference, schemaDifferences } from "./drift";
 import { rollbackWindowStatus, RollbackWindowStatus } from "./rollback";
+import { NotCarried } from "./catalog";
+import { readNotCarried } from "./schema";
 
 export interface MigrationStatus {
   name: string;
@@ -63,6 +65,8 @@ export interface MigrationStatus {
    * refuses while this is not empty. Computed when the source is given and the migration streams.
    */
   schemaDifferences?: SchemaDifference[];
+  /** What the target does not get from the source, with why and the fix (recorded by start). */
+  notCarried?: NotCarried[];
   /** After a cutover with reverseReplication: the rollback window (state; while open, the reverse lag and applied position). */
   rollbackWindow?: RollbackWindowStatus;
   timestamps: Pick<MigrationRecord, "createdAt" | "loadStartedAt" | "loadFinishedAt" | "streamingSince" | "completedAt">;
@@ -92,6 +96,7 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
       cutoverTimings: m.cutoverTimings, replicationPaused: m.replicationPaused,
       applyError: m.applyError ? { kind: m.applyError.kind, message: m.applyError.message, at: m.applyError.at } : undefined,
       timestamps: { createdAt: m.createdAt, loadStartedAt: m.loadStartedAt, loadFinishedAt: m.loadFinishedAt, streamingSince: m.streamingSince, completedAt: m.completedAt },
+      notCarried: await readNotCarried(tgt, name),
     };
     if (m.rollbackWindow) {
       // The old server (the source) holds the reverse applied position; status without --source shows the slot's view only.

@@ -19,13 +19,21 @@
  * verify.sh. Messages name objects only, never an endpoint's connection string or password.
  */
 import { Client } from "pg";
+import { displayName, planExclusion, TableSelection, userSchemas } from "./catalog";
 import { connect, Endpoint, quoteIdent, qualified, redact } from "./endpoint";
+import { PgferryError } from "./errors";
 
 export interface VerifyOptions {
   /** Default: every user schema except pg_catalog, information_schema, pg_toast*, pg_temp* and pgferry. */
   schemas?: string[];
   /** Qualified names "schema.table" (unquoted form) to skip (tables, materialized views, sequences). */
   excludeTables?: string[];
+  /**
+   * start's selection (--include/--exclude, same patterns): what it left out — dependencies followed, as
+   * start does — is not expected on the target. A name that matches nothing is refused.
+   */
+  include?: string[];
+  exclude?: string[];
   /** Default true: content hash per table; false: counts only. */
   hashes?: boolean;
   /** Parallel table checks (default 4), each job with its own pair of connections. */
@@ -120,7 +128,10 @@ interface Catalog {
 }
 
 const key = (...parts: string[]) => parts.join(SEP);
-const display = (schema: string, name: string) => `${schema}.${name}`;
+/** Shown in problems: quoted where a name needs it. */
+const display = (schema: string, name: string) => displayName(schema, name);
+/** Matched against excludeTables/onlyTables ("schema.name", unquoted). */
+const rawName = (schema: string, name: string) => `${schema}.${name}`;
 
 async function openSession(ep: Endpoint): Promise<Client> {
   const c = await connect(ep, { application_name: "pgferry verify" });
@@ -272,9 +283,16 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
   const jobs = Math.max(1, Math.floor(opts.jobs ?? 4));
   const schemas = opts.schemas && opts.schemas.length ? opts.schemas : null;
   const excluded = new Set(opts.excludeTables ?? []);
+  /** Constraints start leaves out with what they reference (foreign keys to excluded tables): "schema.table.name". */
+  const excludedConstraints = new Set<string>();
+  if (opts.include?.length || opts.exclude?.length) {
+    const sel = await selectionExclusions(source, { schemas: schemas ?? [], include: opts.include ?? [], exclude: opts.exclude ?? [] });
+    for (const r of sel.relations) excluded.add(r);
+    for (const r of sel.constraints) excludedConstraints.add(r);
+  }
   const only = opts.onlyTables ? new Set(opts.onlyTables) : undefined;
   const hashAnyway = new Set(opts.hashTables ?? []);
-  const isExcluded = (schema: string, name: string) => excluded.has(display(schema, name)) || (!!only && !only.has(display(schema, name)));
+  const isExcluded = (schema: string, name: string) => excluded.has(rawName(schema, name)) || (!!only && !only.has(rawName(schema, name)));
 
   // 1. Catalogs, one snapshot per side; then sequences on the same sessions.
   let src: Catalog, tgt: Catalog;
@@ -391,7 +409,7 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
   for (const k of only ? [] : [...new Set([...src.cons.keys(), ...tgt.cons.keys()])].sort()) {
     const s = src.cons.get(k), t = tgt.cons.get(k);
     const info = (s ?? t)!;
-    if (isExcluded(info.schema, info.table)) continue;
+    if (isExcluded(info.schema, info.table) || excludedConstraints.has(`${info.schema}.${info.table}.${info.name}`)) continue;
     const table = display(info.schema, info.table);
     const what = `${CONTYPE_NAMES[info.type] ?? "constraint"} ${quoteIdent(info.name)}`;
     const check: ObjectCheck = { kind: "constraint", table, name: info.name, ok: true };
@@ -443,4 +461,23 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
       `(--unlogged skip): ${skippedUnlogged.join(", ")}`] : [],
     seconds: (Date.now() - started) / 1000,
   };
+}
+
+/** The relations start's selection leaves out ("schema.name"), as start computes them; unknown names are refused. */
+async function selectionExclusions(source: Endpoint, sel: TableSelection): Promise<{ relations: string[]; constraints: string[] }> {
+  const c = await connect(source, { application_name: "pgferry verify" });
+  try {
+    const schemas = sel.schemas.length ? sel.schemas : await userSchemas(c);
+    const plan = await planExclusion(c, sel, schemas);
+    if (plan.unknown.length) {
+      throw new PgferryError("unknown_relation", `--exclude/--include name(s) ${plan.unknown.join(", ")} match no relation of the source's schemas ` +
+        `${schemas.map((x) => displayName(x)).join(", ")}; fix: give verify the same --schema/--include/--exclude as start`);
+    }
+    const fks = plan.objects.filter((o) => o.foreignKey).map((o) => o.objid);
+    const cons = fks.length ? (await c.query(`SELECT n.nspname || '.' || t.relname || '.' || con.conname AS k FROM pg_constraint con
+        JOIN pg_class t ON t.oid = con.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace WHERE con.oid = ANY($1::oid[])`, [fks])).rows.map((x) => x.k) : [];
+    return { relations: plan.relations.map((r) => rawName(r.schema, r.name)), constraints: cons };
+  } finally {
+    await c.end().catch(() => undefined);
+  }
 }

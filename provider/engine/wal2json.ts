@@ -33,7 +33,7 @@
 import { parse as losslessParse } from "lossless-json";
 import { Client } from "pg";
 import { Pgoutput } from "pg-logical-replication";
-import { CONTROL_SCHEMA, copyableTables, listTables, TableInfo, TableSelection } from "./catalog";
+import { CONTROL_SCHEMA, copyableTables, displayName, migratedTables, TableInfo, TableSelection } from "./catalog";
 import { connect, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS } from "./endpoint";
 import { PgferryError } from "./errors";
 import { OutputPlugin } from "./options";
@@ -147,7 +147,7 @@ export function unresolvableTables(tables: Iterable<Wal2jsonTable>): string[] {
     const ambiguous = t.columns.filter((c) => AMBIGUOUS_NULL_TYPES.has(c.typeOid)).map((c) => c.name);
     if (!ambiguous.length) continue;
     const keyed = (t.replicaIdentity === "default" || t.replicaIdentity === "index") && t.keyColumns.length > 0;
-    if (!keyed || t.keyColumns.some((k) => ambiguous.includes(k))) out.push(`${t.schema}.${t.name}`);
+    if (!keyed || t.keyColumns.some((k) => ambiguous.includes(k))) out.push(displayName(t.schema, t.name));
   }
   return out;
 }
@@ -362,7 +362,7 @@ export class Wal2jsonDecoder {
   static async open(source: Endpoint, setup: StreamSetup): Promise<Wal2jsonDecoder> {
     const src = await connect(source, { application_name: "pgferry wal2json catalog" });
     try {
-      const leaves = copyableTables(await listTables(src, setup.selection)).map((t: TableInfo) => ({ schema: t.schema, name: t.name }));
+      const leaves = copyableTables(await migratedTables(src, setup.selection)).map((t: TableInfo) => ({ schema: t.schema, name: t.name }));
       const tables = await readWal2jsonTables(src, leaves);
       return new Wal2jsonDecoder(src, new Wal2jsonConverter(tables, setup.numericAsString),
         new Wal2jsonPlugin({ tables: leaves, numericAsString: setup.numericAsString }));

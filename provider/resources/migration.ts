@@ -80,6 +80,8 @@ export class Migration extends pulumi.dynamic.Resource {
   declare public readonly cutoverTimings: pulumi.Output<Record<string, number> | null>;
   /** DDL made on the source that the target lacks; cutover refuses while not empty. */
   declare public readonly schemaDifferences: pulumi.Output<string[]>;
+  /** What the target does not get from the source (large objects, objects depending on excluded tables…), each with the reason and the fix. */
+  declare public readonly notCarried: pulumi.Output<{ kind: string; object: string; reason: string; fix: string }[]>;
   declare public readonly fenceLsn: pulumi.Output<string | null>;
   declare public readonly migrationName: pulumi.Output<string>;
   /** The rollback window in one line: open (with how far the old server is behind), rolledBack, closed; null without one. */
@@ -90,7 +92,7 @@ export class Migration extends pulumi.dynamic.Resource {
       ...args,
       status: undefined, phase: undefined, lagBytes: undefined, lagSeconds: undefined, pendingChanges: undefined, rowsCopied: undefined,
       caughtUp: undefined, confirmedLsn: undefined, appliedChanges: undefined,
-      bytesCopied: undefined, tables: undefined, downtimeMs: undefined, cutoverTimings: undefined, schemaDifferences: undefined, fenceLsn: undefined, migrationName: undefined, error: undefined,
+      bytesCopied: undefined, tables: undefined, downtimeMs: undefined, cutoverTimings: undefined, schemaDifferences: undefined, notCarried: undefined, fenceLsn: undefined, migrationName: undefined, error: undefined,
       rollbackWindowStatus: undefined,
     }, {
       ...opts,
