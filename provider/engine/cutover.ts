@@ -21,7 +21,7 @@ import { lsnToBigInt } from "./lsn";
 import { objectNames } from "./options";
 import { readAppliedLsn, StreamApplier } from "./stream";
 import { abandonRollbackWindow, openRollbackWindow, rollbackWindowPreflight, RollbackWindowOpened } from "./rollback";
-import { applyEntries } from "./schema";
+import { applyEntries, applyForeignKeysWhileStreaming } from "./schema";
 import { changesAfterFence, dropPublication, dropSlot, slotInfo, wal2jsonPeekOptions } from "./snapshot";
 import {
   CutoverTimings, ensureControlSchema, MigrationRecord, readMigration, SavedSetting, tryLockMigration, updateMigration,
@@ -182,6 +182,12 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
         throw new PgferryError("schema_drift", `the source's schema changed during the migration and the target does not match ` +
           `(${drift.length} difference(s)): ${describeDifferences(drift)}. Nothing was ${m.sourceFrozen ? "changed (the source stays frozen)" : "frozen"}; ` +
           `apply the same DDL on the target, then run pgferry cutover again (pgferry status lists what still differs)`);
+      }
+      if (!o.reverse && !m.sourceFrozen) {
+        // Keys still held back (a migration started by an older pgferry, a start that left some): added while writes still flow.
+        const fk = await applyForeignKeysWhileStreaming(target, o.name, o.jobs);
+        if (fk.applied) say(`added and validated ${fk.applied} foreign-key step(s) while streaming`);
+        if (fk.deferred.length) say(`${fk.deferred.length} foreign key(s) are applied after the freeze instead: ${fk.deferred.map((d) => `${d.object} (${d.error})`).join("; ")}`);
       }
       const freeze = o.freezeWrites || m.sourceFrozen;
       const ctx: Ctx = { src, tgt, source, target, name: o.name, stream, freeze };
