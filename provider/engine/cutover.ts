@@ -686,20 +686,27 @@ async function waitForFence(src: Client, tgt: Client, slot: string, subscription
   }
 }
 
-/** Every sequence of the migrated schemas, set on the target to the source's state (owned or not, identity, descending). */
+/**
+ * Every sequence of the migrated schemas, set on the target to the source's state (owned or not, identity,
+ * descending): all values read in one source statement, all set in one target statement, so the freeze
+ * does not grow with the number of sequences.
+ */
 async function syncSequences(src: Client, tgt: Client, m: MigrationRecord): Promise<number> {
   const sel = (m.options as { selection?: { schemas?: string[] } }).selection;
   const schemas = sel?.schemas?.length ? sel.schemas : await userSchemas(src);
-  let n = 0;
-  for (const s of await listSequences(src, schemas)) {
-    const name = qualified(s.schema, s.name);
-    const exists = (await tgt.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [name])).rows[0].ok;
-    if (!exists) continue;
-    const v = (await src.query(`SELECT last_value::text AS v, is_called FROM ${name}`)).rows[0];
-    await tgt.query(`SELECT setval($1::regclass, $2::bigint, $3)`, [name, v.v, v.is_called]);
-    n++;
+  const seqs = (await listSequences(src, schemas)).map((s) => qualified(s.schema, s.name));
+  if (!seqs.length) return 0;
+  let values: { n: string; v: string; c: boolean }[];
+  try {
+    values = (await src.query(seqs.map((q) => `SELECT ${quoteLiteral(q)} AS n, last_value::text AS v, is_called AS c FROM ${q}`).join("\nUNION ALL\n"))).rows;
+  } catch (e) {
+    throw new PgferryError("sequence_read_failed", `cannot read the source's sequences: ${(e as Error).message}; fix: GRANT SELECT ON ALL SEQUENCES ` +
+      `IN SCHEMA … TO the migration's source role (or run cutover as their owner), then run pgferry cutover again`);
   }
-  return n;
+  // Sequences missing on the target (to_regclass NULL) are left out, as before.
+  const r = await tgt.query(`SELECT count(setval(to_regclass(n), v::bigint, c))::int AS n FROM unnest($1::text[], $2::text[], $3::bool[]) AS x(n, v, c)
+    WHERE to_regclass(n) IS NOT NULL`, [values.map((x) => x.n), values.map((x) => x.v), values.map((x) => x.c)]);
+  return r.rows[0].n;
 }
 
 function sleep(msec: number): Promise<void> {

@@ -228,6 +228,24 @@ async function readSequences(c: Client, seqs: SeqInfo[], ep: Endpoint): Promise<
 }
 
 interface Probe { rows: number; hash?: string; error?: string }
+interface Work { k: string; s: RelInfo; t: RelInfo; cols: string[] }
+
+const COUNT_BATCH = 250;
+
+/**
+ * Row counts of plain tables in one statement (one snapshot); undefined when it fails (a table unreadable or
+ * gone), and the caller probes the tables one by one so the error is named per table.
+ */
+async function countBatch(c: Client, rels: RelInfo[]): Promise<number[] | undefined> {
+  try {
+    const r = await c.query(rels.map((rel, i) => `SELECT ${i} AS i, count(*)::text AS n FROM ONLY ${qualified(rel.schema, rel.name)}`).join("\nUNION ALL\n"));
+    const out: number[] = new Array(rels.length);
+    for (const row of r.rows) out[row.i] = Number(row.n);
+    return out;
+  } catch {
+    return undefined;
+  }
+}
 
 function probeSql(rel: RelInfo, cols: string[], hashes: boolean, definition?: string): string {
   const from = definition ? `(${definition}) _v_` : `${rel.kind === "p" ? "" : "ONLY "}${qualified(rel.schema, rel.name)} _v_`;
@@ -315,7 +333,7 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
   // 2. Tables: structure from the catalogs, contents probed in parallel.
   const tableChecks = new Map<string, TableCheck>();
   const relKeys = [...new Set([...src.rels.keys(), ...tgt.rels.keys()])].sort();
-  const work: { k: string; s: RelInfo; t: RelInfo; cols: string[] }[] = [];
+  const work: Work[] = [];
   const parents: { k: string; s: RelInfo }[] = [];
   const skippedUnlogged: string[] = [];
   for (const k of relKeys) {
@@ -340,36 +358,47 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
   }
 
   const columnsMatch = (w: { s: RelInfo; t: RelInfo }) => w.s.cols.join(SEP) === w.t.cols.join(SEP);
+  const withHashOf = (w: Work) => (hashes || hashAnyway.has(tableChecks.get(w.k)!.table)) && columnsMatch(w);
+  // Row counts of plain tables go in batches, one statement per side for up to COUNT_BATCH tables: the cost of
+  // counting many small tables is round trips, not rows. Hashes and materialized views go one by one.
+  const units: Work[][] = work.filter((w) => withHashOf(w) || w.s.kind !== "r").map((w) => [w]);
+  const countable = work.filter((w) => !withHashOf(w) && w.s.kind === "r");
+  for (let i = 0; i < countable.length; i += COUNT_BATCH) units.push(countable.slice(i, i + COUNT_BATCH));
   let next = 0;
   const runJob = async () => {
-    if (next >= work.length) return;
+    if (next >= units.length) return;
     const pair = await Promise.allSettled([openSession(source), openSession(target)]);
     const clients = pair.flatMap((p) => (p.status === "fulfilled" ? [p.value] : []));
     try {
       for (const p of pair) if (p.status === "rejected") throw p.reason;
       const [sc, tc] = clients;
-      while (next < work.length) {
-        const w = work[next++];
-        const check = tableChecks.get(w.k)!;
-        const withHash = (hashes || hashAnyway.has(check.table)) && columnsMatch(w);
-        const [sp, tp] = await Promise.all([probe(sc, source, w.s, w.cols, withHash, true), probe(tc, target, w.t, w.cols, withHash)]);
-        check.sourceRows = sp.rows;
-        check.targetRows = tp.rows;
-        if (withHash) { check.sourceHash = sp.hash; check.targetHash = tp.hash; }
-        if (check.problem) continue; // structural problem already recorded
-        if (sp.error) check.problem = `${check.table}: cannot read on source: ${sp.error}`;
-        else if (tp.error) check.problem = `${check.table}: cannot read on target: ${tp.error}`;
-        else if ((sp.hash === "UNPOPULATED") !== (tp.hash === "UNPOPULATED")) {
-          check.problem = `${check.table}: materialized view ${sp.hash === "UNPOPULATED" ? "not populated on source but populated on target" : "populated on source but not on target"}`;
-        } else if (sp.rows !== tp.rows) check.problem = `${check.table}: ${sp.rows} rows on source, ${tp.rows} on target`;
-        else if (withHash && sp.hash !== tp.hash) check.problem = `${check.table}: contents differ (${sp.rows} rows on both sides, hash ${sp.hash?.slice(0, 12)} on source, ${tp.hash?.slice(0, 12)} on target)`;
-        if (check.problem) check.ok = false;
+      while (next < units.length) {
+        const unit = units[next++];
+        const batched = unit.length > 1 ? await Promise.all([countBatch(sc, unit.map((w) => w.s)), countBatch(tc, unit.map((w) => w.t))]) : undefined;
+        for (let i = 0; i < unit.length; i++) {
+          const w = unit[i];
+          const check = tableChecks.get(w.k)!;
+          const withHash = withHashOf(w);
+          const [sp, tp] = batched?.[0] && batched[1] ? [{ rows: batched[0][i] }, { rows: batched[1][i] }] as Probe[]
+            : await Promise.all([probe(sc, source, w.s, w.cols, withHash, true), probe(tc, target, w.t, w.cols, withHash)]);
+          check.sourceRows = sp.rows;
+          check.targetRows = tp.rows;
+          if (withHash) { check.sourceHash = sp.hash; check.targetHash = tp.hash; }
+          if (check.problem) continue; // structural problem already recorded
+          if (sp.error) check.problem = `${check.table}: cannot read on source: ${sp.error}`;
+          else if (tp.error) check.problem = `${check.table}: cannot read on target: ${tp.error}`;
+          else if ((sp.hash === "UNPOPULATED") !== (tp.hash === "UNPOPULATED")) {
+            check.problem = `${check.table}: materialized view ${sp.hash === "UNPOPULATED" ? "not populated on source but populated on target" : "populated on source but not on target"}`;
+          } else if (sp.rows !== tp.rows) check.problem = `${check.table}: ${sp.rows} rows on source, ${tp.rows} on target`;
+          else if (withHash && sp.hash !== tp.hash) check.problem = `${check.table}: contents differ (${sp.rows} rows on both sides, hash ${sp.hash?.slice(0, 12)} on source, ${tp.hash?.slice(0, 12)} on target)`;
+          if (check.problem) check.ok = false;
+        }
       }
     } finally {
       await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
     }
   };
-  const results = await Promise.allSettled(Array.from({ length: Math.min(jobs, Math.max(1, work.length)) }, runJob));
+  const results = await Promise.allSettled(Array.from({ length: Math.min(jobs, Math.max(1, units.length)) }, runJob));
   for (const r of results) if (r.status === "rejected") throw r.reason;
 
   // Partitioned parents: row counts are the sums over their leaves (their contents are checked there).

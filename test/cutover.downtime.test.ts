@@ -1,4 +1,6 @@
 /**
+ * What the cutover's freeze no longer holds, or holds in one round trip.
+ *
  * Foreign keys are added and validated while streaming (PostgreSQL 15 → 17, both CDC modes), so the cutover's
  * freeze holds none of that work:
  *  - after start, every key of the source is on the target, validated where the source validated it, NOT VALID
@@ -8,6 +10,8 @@
  *    (session_replication_role = replica), and the cutover completes with a passing full verification;
  *  - resumable: a start killed after its first key resumes the rest on re-run; a start killed before any key
  *    leaves them to the cutover, which adds them while writes still flow.
+ * Sequences are read in one source statement and set in one target statement: every kind comes out exactly
+ * (is_called false after setval(…, false), descending, identity, quoted names, unowned).
  */
 import { Client } from "pg";
 import { LocalServer } from "../provider/embedded/localServer";
@@ -39,8 +43,25 @@ async function makeDb(db: string) {
     INSERT INTO child SELECT g, 1 + g % 100, 'c' || g FROM generate_series(1, 1000) g;
     BEGIN; INSERT INTO a VALUES (1, 1); INSERT INTO b VALUES (1, 1); COMMIT;
     INSERT INTO loose VALUES (1, 1), (2, 999);
-    ALTER TABLE loose ADD CONSTRAINT loose_p_fkey FOREIGN KEY (p) REFERENCES parent NOT VALID;`, db);
+    ALTER TABLE loose ADD CONSTRAINT loose_p_fkey FOREIGN KEY (p) REFERENCES parent NOT VALID;
+    CREATE TABLE ident (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY);
+    INSERT INTO ident DEFAULT VALUES; INSERT INTO ident DEFAULT VALUES;
+    CREATE SCHEMA "Odd Schema";
+    CREATE SEQUENCE "Odd Schema"."Mixed Seq" START 7;
+    CREATE SEQUENCE down_seq INCREMENT BY -3 START 1000 MAXVALUE 1000;
+    SELECT nextval('down_seq') FROM generate_series(1, 4);
+    CREATE SEQUENCE not_called_seq;
+    SELECT setval('not_called_seq', 500, false);`, db);
   return { source: parseEndpoint(src.uri(db), "source"), target: parseEndpoint(tgt.uri(db), "target") };
+}
+
+const SEQS = `SELECT format('%I.%I', schemaname, sequencename) AS s FROM pg_sequences WHERE schemaname <> 'pgferry' ORDER BY 1`;
+/** last_value and is_called of every sequence, read from the sequence itself (pg_sequences hides is_called). */
+async function sequenceStates(server: LocalServer, db: string): Promise<string[]> {
+  const names = (await server.query(SEQS, db)).map((x) => x.s as string);
+  const out: string[] = [];
+  for (const n of names) out.push(`${n} ${JSON.stringify((await server.query(`SELECT last_value::text AS v, is_called AS c FROM ${n}`, db))[0])}`);
+  return out;
 }
 
 const FKS = `SELECT conrelid::regclass::text || '.' || conname AS k, convalidated AS valid, obj_description(oid, 'pg_constraint') AS comment
@@ -75,13 +96,25 @@ test.each(MODES)("mode %s: start adds and validates every key while streaming; t
   expect(await tgt.query(FKS, db)).toEqual(onSource);
 
   await orderHazards(db);
+  await src.query(`SELECT nextval('"Odd Schema"."Mixed Seq"'); INSERT INTO ident DEFAULT VALUES; SELECT setval('not_called_seq', 600, false)`, db);
   const cut = await cutoverMigration(source, target, { name: db, freezeWrites: true, timeoutSec: 120, jobs: 2, graceSec: 1 });
   expect(cut.phase).toBe("Completed");
+  const seqs = await sequenceStates(src, db);
+  expect(seqs).toEqual(expect.arrayContaining(['"Odd Schema"."Mixed Seq" {"v":"7","c":true}', 'public.down_seq {"v":"991","c":true}',
+    'public.not_called_seq {"v":"600","c":false}', 'public.ident_id_seq {"v":"3","c":true}']));
+  expect(cut.sequencesSynced).toBe(seqs.length);
+  expect(await sequenceStates(tgt, db)).toEqual(seqs);
   expect(cut.heldBackApplied).toBe(0); // nothing held back: the freeze window added no key
   const report = await verifyMigration(source, target);
   expect(report.problems).toEqual([]);
   expect(await tgt.query(`SELECT count(*)::int AS n FROM child WHERE p = 1001`, db)).toEqual([{ n: 51 }]);
   expect(await tgt.query(FKS, db)).toEqual(onSource);
+  // Row counts go in batches (one statement per side for many tables): a difference is still named on its own table.
+  await tgt.query(`DELETE FROM loose WHERE id = 2`, db);
+  const counts = await verifyMigration(source, target, { hashes: false });
+  expect(counts.problems).toEqual(["public.loose: 2 rows on source, 1 on target"]);
+  expect(counts.tables.filter((t) => t.ok).map((t) => `${t.table} ${t.sourceRows}`).sort()).toEqual(
+    ["public.a 2", "public.b 2", "public.child 992", "public.ident 3", "public.parent 100"]);
   await cleanupMigration(source, target, db);
   expect(await leftovers(src, tgt, db)).toEqual([]);
 });
