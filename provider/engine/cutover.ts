@@ -27,7 +27,7 @@ import {
   CutoverTimings, ensureControlSchema, MigrationRecord, readMigration, SavedSetting, tryLockMigration, updateMigration,
 } from "./state";
 import { touchedTables } from "./touched";
-import { verifyMigration } from "./verify";
+import { batchedStatements, unionAlls, verifyMigration } from "./verify";
 import { describeSourceChanges, restoreSourceChanges, SourceChange } from "./sourceChanges";
 
 export type VerifyMode = "counts" | "hashes";
@@ -688,8 +688,8 @@ async function waitForFence(src: Client, tgt: Client, slot: string, subscription
 
 /**
  * Every sequence of the migrated schemas, set on the target to the source's state (owned or not, identity,
- * descending): all values read in one source statement, all set in one target statement, so the freeze
- * does not grow with the number of sequences.
+ * descending): all values read in one source round trip (UNION ALLs of 50, which plan fast), all set in one
+ * target statement, so the freeze does not grow with the number of sequences.
  */
 async function syncSequences(src: Client, tgt: Client, m: MigrationRecord): Promise<number> {
   const sel = (m.options as { selection?: { schemas?: string[] } }).selection;
@@ -698,7 +698,7 @@ async function syncSequences(src: Client, tgt: Client, m: MigrationRecord): Prom
   if (!seqs.length) return 0;
   let values: { n: string; v: string; c: boolean }[];
   try {
-    values = (await src.query(seqs.map((q) => `SELECT ${quoteLiteral(q)} AS n, last_value::text AS v, is_called AS c FROM ${q}`).join("\nUNION ALL\n"))).rows;
+    values = (await batchedStatements(src, unionAlls(seqs.map((q) => `SELECT ${quoteLiteral(q)} AS n, last_value::text AS v, is_called AS c FROM ${q}`)))).flat();
   } catch (e) {
     throw new PgferryError("sequence_read_failed", `cannot read the source's sequences: ${(e as Error).message}; fix: GRANT SELECT ON ALL SEQUENCES ` +
       `IN SCHEMA … TO the migration's source role (or run cutover as their owner), then run pgferry cutover again`);

@@ -144,7 +144,8 @@ async function openSession(ep: Endpoint): Promise<Client> {
   return c;
 }
 
-async function readCatalog(c: Client, schemas: string[] | null): Promise<Catalog> {
+/** tablesOnly: relations only (the cutover gate compares no sequences, constraints or triggers: reading them is its downtime). */
+async function readCatalog(c: Client, schemas: string[] | null, tablesOnly = false): Promise<Catalog> {
   const cat: Catalog = { rels: new Map(), seqs: new Map(), cons: new Map(), trgs: new Map(), internalDisabled: new Map() };
   await c.query(BEGIN_SNAPSHOT);
   try {
@@ -164,6 +165,10 @@ async function readCatalog(c: Client, schemas: string[] | null): Promise<Catalog
       WHERE c.relkind IN ('r', 'p', 'm') AND c.relpersistence <> 't' AND ${SCHEMA_FILTER}`, [schemas]);
     for (const r of rels.rows) {
       cat.rels.set(key(r.schema, r.name), { schema: r.schema, name: r.name, kind: r.kind, populated: r.populated, cols: r.cols, leaves: r.leaves, unlogged: r.unlogged });
+    }
+    if (tablesOnly) {
+      await c.query("COMMIT");
+      return cat;
     }
     const seqs = await c.query(`
       SELECT n.nspname AS schema, c.relname AS name
@@ -230,18 +235,37 @@ async function readSequences(c: Client, seqs: SeqInfo[], ep: Endpoint): Promise<
 interface Probe { rows: number; hash?: string; error?: string }
 interface Work { k: string; s: RelInfo; t: RelInfo; cols: string[] }
 
-const COUNT_BATCH = 250;
+/** Tables counted per round trip, and per statement: PostgreSQL plans a long UNION ALL in quadratic time (2,000 branches: seconds). */
+const COUNT_BATCH = 500;
+const UNION_BRANCHES = 50;
 
 /**
- * Row counts of plain tables in one statement (one snapshot); undefined when it fails (a table unreadable or
- * gone), and the caller probes the tables one by one so the error is named per table.
+ * Statements sent in one round trip (simple query protocol, one implicit transaction); the rows of each. Used
+ * for UNION ALLs kept short enough to plan quickly.
+ */
+export async function batchedStatements(c: Client, statements: string[]): Promise<any[][]> {
+  if (!statements.length) return [];
+  const r = (await c.query(statements.join(";\n"))) as unknown;
+  return (Array.isArray(r) ? r : [r]).map((x: { rows: any[] }) => x.rows);
+}
+
+/** Split into UNION ALLs of at most UNION_BRANCHES branches. */
+export function unionAlls(branches: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < branches.length; i += UNION_BRANCHES) out.push(branches.slice(i, i + UNION_BRANCHES).join("\nUNION ALL\n"));
+  return out;
+}
+
+/**
+ * Row counts of plain tables in one round trip; undefined when it fails (a table unreadable or gone), and the
+ * caller probes the tables one by one so the error is named per table.
  */
 async function countBatch(c: Client, rels: RelInfo[]): Promise<number[] | undefined> {
   try {
-    const r = await c.query(rels.map((rel, i) => `SELECT ${i} AS i, count(*)::text AS n FROM ONLY ${qualified(rel.schema, rel.name)}`).join("\nUNION ALL\n"));
+    const results = await batchedStatements(c, unionAlls(rels.map((rel, i) => `SELECT ${i} AS i, count(*)::text AS n FROM ONLY ${qualified(rel.schema, rel.name)}`)));
     const out: number[] = new Array(rels.length);
-    for (const row of r.rows) out[row.i] = Number(row.n);
-    return out;
+    for (const row of results.flat()) out[row.i] = Number(row.n);
+    return out.some((x) => x === undefined) ? undefined : out;
   } catch {
     return undefined;
   }
@@ -322,7 +346,7 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
     try {
       for (const s of sessions) if (s.status === "rejected") throw s.reason;
       const [sc, tc] = clients;
-      [src, tgt] = await Promise.all([readCatalog(sc, schemas), readCatalog(tc, schemas)]);
+      [src, tgt] = await Promise.all([readCatalog(sc, schemas, !!only), readCatalog(tc, schemas, !!only)]);
       const seqsOf = (cat: Catalog) => [...cat.seqs.values()].filter((s) => !only && !isExcluded(s.schema, s.name));
       [srcSeq, tgtSeq] = await Promise.all([readSequences(sc, seqsOf(src), source), readSequences(tc, seqsOf(tgt), target)]);
     } finally {
