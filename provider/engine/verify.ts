@@ -46,6 +46,11 @@ export interface VerifyOptions {
   /** With hashes false: content hashes for these relations ("schema.name") anyway (the cutover gate: tables changed during CDC). */
   hashTables?: string[];
   /**
+   * Sessions opened beforehand (openVerifySessions), used instead of new ones and left open: the cutover warms
+   * them before the freeze, so the gate at the fence does not pay for a cold session's first look at every table.
+   */
+  sessions?: VerifySessionPair[];
+  /**
    * Skip unlogged source tables, with a warning naming them: a migration started with `--unlogged skip`
    * does not carry their content (logical replication cannot see it).
    */
@@ -232,6 +237,27 @@ async function readSequences(c: Client, seqs: SeqInfo[], ep: Endpoint): Promise<
   return out;
 }
 
+export interface VerifySessionPair { source: Client; target: Client; sourcePid: number }
+
+/** `n` pairs of verify sessions (source, target), each with the verify settings. */
+export async function openVerifySessions(source: Endpoint, target: Endpoint, n: number): Promise<VerifySessionPair[]> {
+  const pairs: VerifySessionPair[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const [s, t] = await Promise.all([openSession(source), openSession(target)]);
+      pairs.push({ source: s, target: t, sourcePid: (await s.query(`SELECT pg_backend_pid() AS p`)).rows[0].p });
+    }
+  } catch (e) {
+    await closeVerifySessions(pairs);
+    throw e;
+  }
+  return pairs;
+}
+
+export async function closeVerifySessions(pairs: VerifySessionPair[]): Promise<void> {
+  await Promise.all(pairs.flatMap((p) => [p.source.end().catch(() => undefined), p.target.end().catch(() => undefined)]));
+}
+
 interface Probe { rows: number; hash?: string; error?: string }
 interface Work { k: string; s: RelInfo; t: RelInfo; cols: string[] }
 
@@ -341,11 +367,12 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
   let srcSeq: Map<string, { next?: string; inc?: string; error?: string }>;
   let tgtSeq: Map<string, { next?: string; inc?: string; error?: string }>;
   {
-    const sessions = await Promise.allSettled([openSession(source), openSession(target)]);
+    const given = opts.sessions?.[0];
+    const sessions = given ? [] : await Promise.allSettled([openSession(source), openSession(target)]);
     const clients = sessions.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
     try {
       for (const s of sessions) if (s.status === "rejected") throw s.reason;
-      const [sc, tc] = clients;
+      const [sc, tc] = given ? [given.source, given.target] : clients;
       [src, tgt] = await Promise.all([readCatalog(sc, schemas, !!only), readCatalog(tc, schemas, !!only)]);
       const seqsOf = (cat: Catalog) => [...cat.seqs.values()].filter((s) => !only && !isExcluded(s.schema, s.name));
       [srcSeq, tgtSeq] = await Promise.all([readSequences(sc, seqsOf(src), source), readSequences(tc, seqsOf(tgt), target)]);
@@ -389,13 +416,14 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
   const countable = work.filter((w) => !withHashOf(w) && w.s.kind === "r");
   for (let i = 0; i < countable.length; i += COUNT_BATCH) units.push(countable.slice(i, i + COUNT_BATCH));
   let next = 0;
-  const runJob = async () => {
+  const runJob = async (job: number) => {
     if (next >= units.length) return;
-    const pair = await Promise.allSettled([openSession(source), openSession(target)]);
+    const given = opts.sessions?.[job];
+    const pair = given ? [] : await Promise.allSettled([openSession(source), openSession(target)]);
     const clients = pair.flatMap((p) => (p.status === "fulfilled" ? [p.value] : []));
     try {
       for (const p of pair) if (p.status === "rejected") throw p.reason;
-      const [sc, tc] = clients;
+      const [sc, tc] = given ? [given.source, given.target] : clients;
       while (next < units.length) {
         const unit = units[next++];
         const batched = unit.length > 1 ? await Promise.all([countBatch(sc, unit.map((w) => w.s)), countBatch(tc, unit.map((w) => w.t))]) : undefined;
@@ -422,7 +450,7 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
       await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
     }
   };
-  const results = await Promise.allSettled(Array.from({ length: Math.min(jobs, Math.max(1, units.length)) }, runJob));
+  const results = await Promise.allSettled(Array.from({ length: Math.min(jobs, Math.max(1, units.length)) }, (_, job) => runJob(job)));
   for (const r of results) if (r.status === "rejected") throw r.reason;
 
   // Partitioned parents: row counts are the sums over their leaves (their contents are checked there).
