@@ -194,14 +194,17 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       }
       // Warm-up while streaming, nothing concluded from it: the gate's sessions (kept open, and not ended by the freeze)
       // open every table now, and this session every sequence, so at the fence they do not pay a cold session's first
-      // open of each relation (2,000 tables: a third of the gate's time).
-      say("warming the verification sessions while streaming");
-      verifySessions = await openVerifySessions(source, target, Math.max(1, o.jobs));
-      verifySessions.forEach((p) => ownSourceSessions.add(p.sourcePid));
-      const warmSel = ((m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
-      await verifyMigration(source, target, { onlyTables: (await migratedTables(src, warmSel)).map((t) => `${t.schema}.${t.name}`), hashes: false,
-        jobs: o.jobs, sessions: verifySessions });
-      await warmSequences(src, tgt, m);
+      // open of each relation (2,000 tables: a third of the gate's time). Not when a re-run finds the source frozen already:
+      // there the warm-up would itself be downtime.
+      if (!m.sourceFrozen) {
+        say("warming the verification sessions while streaming");
+        verifySessions = await openVerifySessions(source, target, Math.max(1, o.jobs));
+        verifySessions.forEach((p) => ownSourceSessions.add(p.sourcePid));
+        const warmSel = ((m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
+        await verifyMigration(source, target, { onlyTables: (await migratedTables(src, warmSel)).map((t) => `${t.schema}.${t.name}`), hashes: false,
+          jobs: o.jobs, sessions: verifySessions });
+        await warmSequences(src, tgt, m);
+      }
       const freeze = o.freezeWrites || m.sourceFrozen;
       const ctx: Ctx = { src, tgt, source, target, name: o.name, stream, freeze };
       // Recorded before the freeze itself, so an interrupted freeze is known to a re-run, --abort and cleanup.

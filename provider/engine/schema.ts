@@ -358,6 +358,7 @@ export async function readEntries(c: Client, migration: string, section: string)
 export async function applyEntries(target: Endpoint, migration: string, section: string, preamble: string, jobs: number,
   onEntry?: (e: StoredEntry) => void): Promise<number> {
   const all = (await withControl(target, (c) => readEntries(c, migration, section))).filter((e) => !e.applied);
+  if (!all.length) return 0; // nothing left: no sessions to open (the cutover calls this while writes are stopped)
   const parallel = await biggestTableFirst(target, all.filter((e) => e.parallel));
   const serial = all.filter((e) => !e.parallel);
   const worker = async (queue: StoredEntry[]) => {
