@@ -199,7 +199,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       if (!m.sourceFrozen) {
         say("warming the verification sessions while streaming");
         verifySessions = await openVerifySessions(source, target, Math.max(1, o.jobs));
-        verifySessions.forEach((p) => ownSourceSessions.add(p.sourcePid));
+        ownSourceSessions.set(src, new Set(verifySessions.map((p) => p.sourcePid)));
         const warmSel = ((m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
         await verifyMigration(source, target, { onlyTables: (await migratedTables(src, warmSel)).map((t) => `${t.schema}.${t.name}`), hashes: false,
           jobs: o.jobs, sessions: verifySessions });
@@ -375,15 +375,17 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       undoFreezeSql: after.sourceFrozen ? undoSql(source, after.freezeSaved) : [], rollbackWindow,
       restoredSourceChanges: undo.restored, unlogged: unloggedResult };
   } finally {
-    verifySessions.forEach((p) => ownSourceSessions.delete(p.sourcePid));
     await closeVerifySessions(verifySessions);
     await tgt.end().catch(() => undefined);
     await src?.end().catch(() => undefined);
   }
 }
 
-/** pgferry's own source sessions of a cutover in progress (its verification sessions): the freeze does not end them. */
-const ownSourceSessions = new Set<number>();
+/**
+ * pgferry's own source sessions of a cutover in progress (its verification sessions), by that cutover's source
+ * session: the freeze does not end them. Keyed per cutover, so another server's session with the same pid is not spared.
+ */
+const ownSourceSessions = new WeakMap<Client, Set<number>>();
 
 /** Every pre-opened verification session still answers (else the gate opens new ones). */
 async function healthy(pairs: VerifySessionPair[]): Promise<boolean> {
@@ -555,7 +557,8 @@ const toSession = (x: any): SessionInfo => ({ pid: x.pid, user: x.user, applicat
 
 /** Client sessions of the source database other than ours (walsenders and background workers excepted). */
 async function otherSessions(src: Client): Promise<SessionInfo[]> {
-  return (await src.query(SESSIONS_SQL)).rows.map(toSession).filter((x) => !ownSourceSessions.has(x.pid));
+  const own = ownSourceSessions.get(src);
+  return (await src.query(SESSIONS_SQL)).rows.map(toSession).filter((x) => !own?.has(x.pid));
 }
 
 export function describeSessions(s: SessionInfo[]): string {
@@ -718,11 +721,6 @@ async function waitForFence(src: Client, tgt: Client, slot: string, subscription
   }
 }
 
-/**
- * Every sequence of the migrated schemas, set on the target to the source's state (owned or not, identity,
- * descending): all values read in one source round trip (UNION ALLs of 50, which plan fast), all set in one
- * target statement, so the freeze does not grow with the number of sequences.
- */
 async function migratedSequences(src: Client, m: MigrationRecord): Promise<string[]> {
   const sel = (m.options as { selection?: { schemas?: string[] } }).selection;
   const schemas = sel?.schemas?.length ? sel.schemas : await userSchemas(src);
@@ -738,6 +736,11 @@ async function warmSequences(src: Client, tgt: Client, m: MigrationRecord): Prom
   await batchedStatements(tgt, readSequencesSql(seqs)).catch(() => undefined);
 }
 
+/**
+ * Every sequence of the migrated schemas, set on the target to the source's state (owned or not, identity,
+ * descending): all values read in one source round trip (UNION ALLs of 50, which plan fast), all set in one
+ * target statement, so the freeze does not grow with the number of sequences.
+ */
 async function syncSequences(src: Client, tgt: Client, m: MigrationRecord): Promise<number> {
   const seqs = await migratedSequences(src, m);
   if (!seqs.length) return 0;

@@ -452,11 +452,12 @@ export interface ForeignKeysWhileStreaming {
  * returned: the cutover applies it, as it did every key before.
  */
 export async function applyForeignKeysWhileStreaming(target: Endpoint, migration: string, jobs: number,
-  onEntry?: (e: StoredEntry) => void): Promise<ForeignKeysWhileStreaming> {
+  onEntry?: (e: StoredEntry) => void, onStart?: (pending: number) => void): Promise<ForeignKeysWhileStreaming> {
   const pending = (await withControl(target, (c) => readEntries(c, migration, "cutover")))
     .filter((e) => !e.applied && FOREIGN_KEY_KINDS.includes(e.kind));
   const out: ForeignKeysWhileStreaming = { applied: 0, deferred: [] };
   if (!pending.length) return out;
+  onStart?.(pending.length);
   const preamble = (await withControl(target, (c) => c.query(`SELECT sql FROM ${CONTROL_SCHEMA}.schema_entry WHERE migration = $1 AND section = 'preamble'`,
     [migration]))).rows[0]?.sql ?? "";
   const failed = new Set<string>();

@@ -156,10 +156,12 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
  * the cutover then has none of them to do. A key that cannot be applied now is named and left for the cutover.
  */
 async function foreignKeysWhileStreaming(target: Endpoint, o: MigrationOptions, onEvent: (e: MigrationEvent) => void): Promise<ForeignKeysWhileStreaming> {
-  onEvent({ type: "phase", phase: "ReadyToCutover", message: "adding and validating foreign keys while streaming" });
-  testFailpoint("foreign-keys");
   const r = await applyForeignKeysWhileStreaming(target, o.name, o.jobs,
-    (e) => { onEvent({ type: "schema", section: "cutover", kind: e.kind, object: e.object }); if (e.kind === "FK CONSTRAINT") testFailpoint("foreign-key-added"); });
+    (e) => { onEvent({ type: "schema", section: "cutover", kind: e.kind, object: e.object }); if (e.kind === "FK CONSTRAINT") testFailpoint("foreign-key-added"); },
+    (pending) => {
+      onEvent({ type: "phase", phase: "ReadyToCutover", message: `adding and validating foreign keys while streaming (${pending} step(s))` });
+      testFailpoint("foreign-keys");
+    });
   if (r.deferred.length) {
     onEvent({ type: "finding", finding: { code: "foreign_keys_at_cutover", severity: "warning", server: "target",
       message: `${r.deferred.length} foreign key(s) could not be added or validated while streaming; the cutover applies them while writes are ` +
