@@ -23,14 +23,16 @@ import { lsnToBigInt } from "./lsn";
 import { objectNames } from "./options";
 import { readAppliedLsn, StreamApplier } from "./stream";
 import { abandonRollbackWindow, openRollbackWindow, rollbackWindowPreflight, RollbackWindowOpened } from "./rollback";
-import { applyEntries } from "./schema";
+import { applyEntries, applyForeignKeysWhileStreaming } from "./schema";
 import { changesAfterFence, dropPublication, dropSlot, slotInfo, slotLostError, wal2jsonPeekOptions } from "./snapshot";
 import {
   CutoverTimings, ensureControlSchema, MigrationRecord, readMigration, SavedSetting, tryLockMigration, updateMigration,
 } from "./state";
 import { diagnoseApplyFailure } from "./diagnose";
 import { touchedTables } from "./touched";
-import { verifyMigration } from "./verify";
+import {
+  batchedStatements, closeVerifySessions, openVerifySessions, unionAlls, verifyMigration, VerifySessionPair,
+} from "./verify";
 import { describeSourceChanges, restoreSourceChanges, SourceChange } from "./sourceChanges";
 
 export type VerifyMode = "counts" | "hashes";
@@ -145,6 +147,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
   const stallSec = o.stallTimeoutSec ?? DEFAULT_STALL_TIMEOUT_SEC;
   let stalled: PgferryError | undefined;
   const unwatch = [watchStall(tgt, stallSec * 1000, () => { stalled ??= stallError(target, "no answer to a statement", stallSec); })];
+  let verifySessions: VerifySessionPair[] = [];
   try {
     return await cutoverSteps();
   } catch (e) {
@@ -154,6 +157,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       `again to finish, or pgferry cutover --abort to unfreeze the source and go back to streaming (nothing is lost: the slot is kept)`);
   } finally {
     unwatch.forEach((f) => f());
+    await closeVerifySessions(verifySessions);
     await endClient(tgt);
     await endClient(src);
   }
@@ -208,6 +212,25 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
         throw new PgferryError("schema_drift", `the source's schema changed during the migration and the target does not match ` +
           `(${drift.length} difference(s)): ${describeDifferences(drift)}. Nothing was ${m.sourceFrozen ? "changed (the source stays frozen)" : "frozen"}; ` +
           `apply the same DDL on the target, then run pgferry cutover again (pgferry status lists what still differs)`);
+      }
+      if (!o.reverse && !m.sourceFrozen) {
+        // Keys still held back (a migration started by an older pgferry, a start that left some): added while writes still flow.
+        const fk = await applyForeignKeysWhileStreaming(target, o.name, o.jobs);
+        if (fk.applied) say(`added and validated ${fk.applied} foreign-key step(s) while streaming`);
+        if (fk.deferred.length) say(`${fk.deferred.length} foreign key(s) are applied after the freeze instead: ${fk.deferred.map((d) => `${d.object} (${d.error})`).join("; ")}`);
+      }
+      // Warm-up while streaming, nothing concluded from it: the gate's sessions (kept open, and not ended by the freeze)
+      // open every table now, and this session every sequence, so at the fence they do not pay a cold session's first
+      // open of each relation (2,000 tables: a third of the gate's time). Not when a re-run finds the source frozen already:
+      // there the warm-up would itself be downtime.
+      if (!m.sourceFrozen) {
+        say("warming the verification sessions while streaming");
+        verifySessions = await openVerifySessions(source, target, Math.max(1, o.jobs));
+        ownSourceSessions.set(src, new Set(verifySessions.map((p) => p.sourcePid)));
+        const warmSel = ((m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
+        await verifyMigration(source, target, { onlyTables: (await migratedTables(src, warmSel)).map((t) => `${t.schema}.${t.name}`), hashes: false,
+          jobs: o.jobs, sessions: verifySessions });
+        await warmSequences(src, tgt, m);
       }
       const freeze = o.freezeWrites || m.sourceFrozen;
       const ctx: Ctx = { src, tgt, source, target, name: o.name, stream, freeze };
@@ -307,7 +330,8 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       const touched = verifyMode === "hashes" ? [] : [...await touchedTables(src, tgt, o.name, selected)];
       say(`verifying the target against the source (${verifyMode === "hashes" ? "row counts and content hashes" :
         `row counts, and content hashes of the ${touched.length} table(s) changed during replication`})`);
-      const report = await verifyMigration(source, target, { onlyTables: tables, hashes: verifyMode === "hashes", hashTables: touched, jobs: o.jobs });
+      const report = await verifyMigration(source, target, { onlyTables: tables, hashes: verifyMode === "hashes", hashTables: touched, jobs: o.jobs,
+        sessions: await healthy(verifySessions) ? verifySessions : undefined });
       timings.verifyMs = ms(tVerify);
       await saveTimings();
       if (!report.ok) {
@@ -377,6 +401,22 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       heldBackApplied, endedSessions, stillConnected, neutralisedRoles, fenceAttempts, verification, sourceLeftReadOnly: after.sourceFrozen,
       undoFreezeSql: after.sourceFrozen ? undoSql(source, after.freezeSaved) : [], rollbackWindow,
       restoredSourceChanges: undo.restored, unlogged: unloggedResult };
+  }
+}
+
+/**
+ * pgferry's own source sessions of a cutover in progress (its verification sessions), by that cutover's source
+ * session: the freeze does not end them. Keyed per cutover, so another server's session with the same pid is not spared.
+ */
+const ownSourceSessions = new WeakMap<Client, Set<number>>();
+
+/** Every pre-opened verification session still answers (else the gate opens new ones). */
+async function healthy(pairs: VerifySessionPair[]): Promise<boolean> {
+  try {
+    await Promise.all(pairs.flatMap((p) => [p.source.query("SELECT 1"), p.target.query("SELECT 1")]));
+    return pairs.length > 0;
+  } catch {
+    return false;
   }
 }
 
@@ -540,7 +580,8 @@ const toSession = (x: any): SessionInfo => ({ pid: x.pid, user: x.user, applicat
 
 /** Client sessions of the source database other than ours (walsenders and background workers excepted). */
 async function otherSessions(src: Client): Promise<SessionInfo[]> {
-  return (await src.query(SESSIONS_SQL)).rows.map(toSession);
+  const own = ownSourceSessions.get(src);
+  return (await src.query(SESSIONS_SQL)).rows.map(toSession).filter((x) => !own?.has(x.pid));
 }
 
 export function describeSessions(s: SessionInfo[]): string {
@@ -732,20 +773,40 @@ async function waitForFence(src: Client, tgt: Client, slot: string, publication:
   }
 }
 
-/** Every sequence of the migrated schemas, set on the target to the source's state (owned or not, identity, descending). */
-async function syncSequences(src: Client, tgt: Client, m: MigrationRecord): Promise<number> {
+async function migratedSequences(src: Client, m: MigrationRecord): Promise<string[]> {
   const sel = (m.options as { selection?: { schemas?: string[] } }).selection;
   const schemas = sel?.schemas?.length ? sel.schemas : await userSchemas(src);
-  let n = 0;
-  for (const s of await listSequences(src, schemas)) {
-    const name = qualified(s.schema, s.name);
-    const exists = (await tgt.query(`SELECT to_regclass($1) IS NOT NULL AS ok`, [name])).rows[0].ok;
-    if (!exists) continue;
-    const v = (await src.query(`SELECT last_value::text AS v, is_called FROM ${name}`)).rows[0];
-    await tgt.query(`SELECT setval($1::regclass, $2::bigint, $3)`, [name, v.v, v.is_called]);
-    n++;
+  return (await listSequences(src, schemas)).map((s) => qualified(s.schema, s.name));
+}
+
+const readSequencesSql = (seqs: string[]) => unionAlls(seqs.map((q) => `SELECT ${quoteLiteral(q)} AS n, last_value::text AS v, is_called AS c FROM ${q}`));
+
+/** Before the freeze: read every sequence on both sides once, so the sync at the fence finds them open. Best effort. */
+async function warmSequences(src: Client, tgt: Client, m: MigrationRecord): Promise<void> {
+  const seqs = await migratedSequences(src, m);
+  await batchedStatements(src, readSequencesSql(seqs)).catch(() => undefined);
+  await batchedStatements(tgt, readSequencesSql(seqs)).catch(() => undefined);
+}
+
+/**
+ * Every sequence of the migrated schemas, set on the target to the source's state (owned or not, identity,
+ * descending): all values read in one source round trip (UNION ALLs of 50, which plan fast), all set in one
+ * target statement, so the freeze does not grow with the number of sequences.
+ */
+async function syncSequences(src: Client, tgt: Client, m: MigrationRecord): Promise<number> {
+  const seqs = await migratedSequences(src, m);
+  if (!seqs.length) return 0;
+  let values: { n: string; v: string; c: boolean }[];
+  try {
+    values = (await batchedStatements(src, readSequencesSql(seqs))).flat();
+  } catch (e) {
+    throw new PgferryError("sequence_read_failed", `cannot read the source's sequences: ${(e as Error).message}; fix: GRANT SELECT ON ALL SEQUENCES ` +
+      `IN SCHEMA … TO the migration's source role (or run cutover as their owner), then run pgferry cutover again`);
   }
-  return n;
+  // Sequences missing on the target (to_regclass NULL) are left out, as before.
+  const r = await tgt.query(`SELECT count(setval(to_regclass(n), v::bigint, c))::int AS n FROM unnest($1::text[], $2::text[], $3::bool[]) AS x(n, v, c)
+    WHERE to_regclass(n) IS NOT NULL`, [values.map((x) => x.n), values.map((x) => x.v), values.map((x) => x.c)]);
+  return r.rows[0].n;
 }
 
 function sleep(msec: number): Promise<void> {

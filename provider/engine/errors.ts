@@ -36,7 +36,8 @@ export function formatFindings(findings: Finding[]): string {
 
 /**
  * Test-only fault injection: throws when the environment variable PGFERRY_TEST_FAIL_AT names this point
- * (preflight, pre-data, load, post-data, cdc-setup). Used by test/start.resume.test.ts where no real cause
+ * (preflight, pre-data, load, post-data, cdc-setup, foreign-keys, foreign-key-added). Used by test/start.resume.test.ts and
+ * test/cutover.downtime.test.ts where no real cause
  * can fail that phase on demand; unset in normal use, when this does nothing.
  */
 export function testFailpoint(point: string): void {

@@ -358,6 +358,7 @@ export async function readEntries(c: Client, migration: string, section: string)
 export async function applyEntries(target: Endpoint, migration: string, section: string, preamble: string, jobs: number,
   onEntry?: (e: StoredEntry) => void): Promise<number> {
   const all = (await withControl(target, (c) => readEntries(c, migration, section))).filter((e) => !e.applied);
+  if (!all.length) return 0; // nothing left: no sessions to open (the cutover calls this while writes are stopped)
   const parallel = await biggestTableFirst(target, all.filter((e) => e.parallel));
   const serial = all.filter((e) => !e.parallel);
   const worker = async (queue: StoredEntry[]) => {
@@ -400,7 +401,7 @@ async function biggestTableFirst(target: Endpoint, entries: StoredEntry[]): Prom
   return [...entries].sort((a, b) => size(b) - size(a) || (a.kind === "CONSTRAINT" ? 0 : 1) - (b.kind === "CONSTRAINT" ? 0 : 1) || a.ordinal - b.ordinal);
 }
 
-async function applyOne(c: Client, migration: string, section: string, e: StoredEntry): Promise<void> {
+async function applyOne(c: Client, migration: string, section: string, e: StoredEntry, attempts = 5): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
       await c.query("BEGIN");
@@ -413,7 +414,11 @@ async function applyOne(c: Client, migration: string, section: string, e: Stored
       await c.query("ROLLBACK").catch(() => undefined);
       const code = (err as { code?: string }).code;
       // Parallel builds on one table can deadlock (ALTER TABLE vs CREATE INDEX): PostgreSQL aborts one; retry it.
-      if ((code === "40P01" || code === "40001") && attempt < 5) continue;
+      // 55P03: a lock_timeout gave way to an apply session (foreign keys while streaming); retry after a pause.
+      if ((code === "40P01" || code === "40001" || code === "55P03") && attempt < attempts) {
+        if (code === "55P03") await new Promise((r) => setTimeout(r, Math.min(1000, 20 * attempt)));
+        continue;
+      }
       throw new PgferryError("schema_apply_failed", `applying ${e.kind} ${e.object} on the target failed: ${(err as Error).message}`);
     }
   }
@@ -424,3 +429,63 @@ async function withControl<T>(ep: Endpoint, fn: (c: Client) => Promise<T>): Prom
   try { return await fn(c); } finally { await c.end().catch(() => undefined); }
 }
 
+
+/** The cutover section's foreign-key entries (the key NOT VALID with its comment, then its VALIDATE): applied while streaming. */
+export const FOREIGN_KEY_KINDS = ["FK CONSTRAINT", "FK VALIDATE"];
+
+export interface ForeignKeysWhileStreaming {
+  /** Entries applied by this call (adds and validations). */
+  applied: number;
+  /** Keys left for the cutover (which applies them while writes are stopped, as before), each with why. */
+  deferred: { object: string; error: string }[];
+}
+
+/**
+ * Foreign keys, added and validated while CDC streams, so the cutover's freeze holds none of it. Sound
+ * because neither apply path fires a key's triggers (the subscription's apply worker and the stream
+ * applier run with session_replication_role = replica): a child row applied before its parent, or a
+ * deferred or circular key, is never refused on the target. VALIDATE reads one snapshot of the target,
+ * which is the source's state at a commit point, where every key the source validated holds.
+ * Each entry commits with its applied mark, so a killed run resumes; adds take a brief lock on both
+ * tables against the apply session, with a lock_timeout below deadlock_timeout so that on a lock cycle
+ * this session gives way (and retries), never the applier. What still fails is left unapplied and
+ * returned: the cutover applies it, as it did every key before.
+ */
+export async function applyForeignKeysWhileStreaming(target: Endpoint, migration: string, jobs: number,
+  onEntry?: (e: StoredEntry) => void, onStart?: (pending: number) => void): Promise<ForeignKeysWhileStreaming> {
+  const pending = (await withControl(target, (c) => readEntries(c, migration, "cutover")))
+    .filter((e) => !e.applied && FOREIGN_KEY_KINDS.includes(e.kind));
+  const out: ForeignKeysWhileStreaming = { applied: 0, deferred: [] };
+  if (!pending.length) return out;
+  onStart?.(pending.length);
+  const preamble = (await withControl(target, (c) => c.query(`SELECT sql FROM ${CONTROL_SCHEMA}.schema_entry WHERE migration = $1 AND section = 'preamble'`,
+    [migration]))).rows[0]?.sql ?? "";
+  const failed = new Set<string>();
+  const worker = async (queue: StoredEntry[]) => {
+    const c = await connect(target, { application_name: "pgferry foreign keys" });
+    try {
+      if (preamble) await c.query(preamble);
+      const dl = (await c.query(`SELECT setting::int AS ms FROM pg_settings WHERE name = 'deadlock_timeout'`)).rows[0]?.ms ?? 1000;
+      await c.query(`SET lock_timeout = ${Math.max(50, Math.floor(dl / 2))}`);
+      for (let e; (e = queue.shift());) {
+        if (failed.has(e.object)) { out.deferred.push({ object: e.object, error: "its key could not be added while streaming" }); continue; }
+        try {
+          await applyOne(c, migration, "cutover", e, 200);
+        } catch (err) {
+          failed.add(e.object);
+          out.deferred.push({ object: e.object, error: (err as Error).message });
+          continue;
+        }
+        out.applied++;
+        onEntry?.(e);
+      }
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  };
+  // Adds first, on one session (catalog changes, no scan except for partitioned keys); then the validations in parallel.
+  await worker(pending.filter((e) => e.kind === "FK CONSTRAINT"));
+  const validations = pending.filter((e) => e.kind === "FK VALIDATE");
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, validations.length)) }, () => worker(validations)));
+  return out;
+}

@@ -17,7 +17,7 @@ import { StreamApplier } from "./stream";
 import { describeSourceChanges, listSourceChanges, restoreSourceChanges, setReplicaIdentityFull, SourceChange } from "./sourceChanges";
 import { preflight, PreflightResult } from "./preflight";
 import { recordActivityBaseline } from "./touched";
-import { applyEntries, dumpSchema, foreignKeyEntries, largeObjectFix, matviewEntries, readNotCarried, SchemaEntry, storeEntries } from "./schema";
+import { applyEntries, applyForeignKeysWhileStreaming, dumpSchema, foreignKeyEntries, ForeignKeysWhileStreaming, largeObjectFix, matviewEntries, readNotCarried, SchemaEntry, storeEntries } from "./schema";
 import {
   BlockingTransaction, createPublication, createSlotWithSnapshot, describeBlocking, dropPublication, dropSlot, slotInfo,
 } from "./snapshot";
@@ -47,6 +47,8 @@ export interface StartResult {
   sourceChanges?: SourceChange[];
   /** What the target will not have, each with the reason and the fix (also in status and the Migration's outputs). */
   notCarried: NotCarried[];
+  /** Foreign keys added and validated while streaming (so the cutover's freeze holds none of it), and those left for the cutover. */
+  foreignKeys?: ForeignKeysWhileStreaming;
 }
 
 /**
@@ -63,7 +65,10 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
     let m = await readMigration(tgt, o.name);
     if (m && (["ReadyToCutover", "CuttingOver", "VerifyFailed", "Completed"].includes(m.phase) || (until === "SchemaSync" && m.phase !== "SchemaSync"))) {
       if (until !== "SchemaSync" && m.mode !== o.mode) throw modeMismatch(o, m);
-      return { name: o.name, phase: m.phase, alreadyRunning: true, findings: [], notCarried: await readNotCarried(tgt, o.name) };
+      // A run killed while adding the foreign keys (phase ReadyToCutover already) resumes them; if a cutover holds the lock, it applies them.
+      const foreignKeys = m.phase === "ReadyToCutover" && until !== "SchemaSync" && await tryLockMigration(tgt, o.name)
+        ? await foreignKeysWhileStreaming(target, o, onEvent) : undefined;
+      return { name: o.name, phase: m.phase, alreadyRunning: true, findings: [], notCarried: await readNotCarried(tgt, o.name), foreignKeys };
     }
     if (!(await tryLockMigration(tgt, o.name))) {
       throw new PgferryError("busy", `another pgferry process is working on migration "${o.name}" on this target; wait for it or stop it`);
@@ -124,11 +129,11 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
         testFailpoint("post-data");
         if (o.mode === "stream") {
           // Apply what accumulated during the load; afterwards `pgferry agent` (or the cutover) keeps applying.
-          onEvent({ type: "phase", phase: "ReadyToCutover", message: "applying the changes made during the load (stream mode)" });
+          onEvent({ type: "phase", phase: "ReadyToCutover", message: "applying the changes made during the load (stream mode), then adding and validating foreign keys" });
           const upTo = lsnToBigInt((await src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l);
           await new StreamApplier(source, target, { migration: o.name, slot: names.slot, publication: names.publication, until: upTo }).run();
         } else {
-          onEvent({ type: "phase", phase: "ReadyToCutover", message: "starting change data capture (subscription on the target)" });
+          onEvent({ type: "phase", phase: "ReadyToCutover", message: "starting change data capture (subscription on the target), then adding and validating foreign keys" });
           await createSubscription(tgt!, source, names.subscription, names.publication, names.slot, o.sourceHostForTarget);
           await enableSubscription(tgt!, names.subscription);
           if (!(await waitForWorker(tgt!, names.subscription))) {
@@ -140,6 +145,7 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
         await updateMigration(tgt!, o.name, { phase: "ReadyToCutover", streamingSince: new Date(), error: null });
       });
       result.phase = "ReadyToCutover";
+      result.foreignKeys = await foreignKeysWhileStreaming(target, o, onEvent);
     }
     result.sourceChanges = await listSourceChanges(tgt, o.name);
     return result;
@@ -147,6 +153,25 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
     await src.end().catch(() => undefined);
     await tgt?.end().catch(() => undefined);
   }
+}
+
+/**
+ * The held-back foreign keys, added and validated now that CDC streams (./schema.ts says why that is sound):
+ * the cutover then has none of them to do. A key that cannot be applied now is named and left for the cutover.
+ */
+async function foreignKeysWhileStreaming(target: Endpoint, o: MigrationOptions, onEvent: (e: MigrationEvent) => void): Promise<ForeignKeysWhileStreaming> {
+  const r = await applyForeignKeysWhileStreaming(target, o.name, o.jobs,
+    (e) => { onEvent({ type: "schema", section: "cutover", kind: e.kind, object: e.object }); if (e.kind === "FK CONSTRAINT") testFailpoint("foreign-key-added"); },
+    // No phase event of its own: the phase is ReadyToCutover already (its message says the keys follow).
+    () => testFailpoint("foreign-keys"));
+  if (r.deferred.length) {
+    onEvent({ type: "finding", finding: { code: "foreign_keys_at_cutover", severity: "warning", server: "target",
+      message: `${r.deferred.length} foreign key(s) could not be added or validated while streaming; the cutover applies them while writes are ` +
+        `stopped (and fails naming them if they still fail): ${r.deferred.map((d) => `${d.object} (${d.error})`).join("; ")}`,
+      fix: `fix the cause named, then run pgferry start again (it retries them while streaming), or leave them to the cutover`,
+      objects: r.deferred.map((d) => d.object) } });
+  }
+  return r;
 }
 
 /** Pre-data in one target transaction, together with the entries for later phases and the phase change. */

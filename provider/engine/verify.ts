@@ -46,6 +46,11 @@ export interface VerifyOptions {
   /** With hashes false: content hashes for these relations ("schema.name") anyway (the cutover gate: tables changed during CDC). */
   hashTables?: string[];
   /**
+   * Sessions opened beforehand (openVerifySessions), used instead of new ones and left open: the cutover warms
+   * them before the freeze, so the gate at the fence does not pay for a cold session's first look at every table.
+   */
+  sessions?: VerifySessionPair[];
+  /**
    * Skip unlogged source tables, with a warning naming them: a migration started with `--unlogged skip`
    * does not carry their content (logical replication cannot see it).
    */
@@ -144,7 +149,8 @@ async function openSession(ep: Endpoint): Promise<Client> {
   return c;
 }
 
-async function readCatalog(c: Client, schemas: string[] | null): Promise<Catalog> {
+/** tablesOnly: relations only (the cutover gate compares no sequences, constraints or triggers: reading them is its downtime). */
+async function readCatalog(c: Client, schemas: string[] | null, tablesOnly = false): Promise<Catalog> {
   const cat: Catalog = { rels: new Map(), seqs: new Map(), cons: new Map(), trgs: new Map(), internalDisabled: new Map() };
   await c.query(BEGIN_SNAPSHOT);
   try {
@@ -164,6 +170,10 @@ async function readCatalog(c: Client, schemas: string[] | null): Promise<Catalog
       WHERE c.relkind IN ('r', 'p', 'm') AND c.relpersistence <> 't' AND ${SCHEMA_FILTER}`, [schemas]);
     for (const r of rels.rows) {
       cat.rels.set(key(r.schema, r.name), { schema: r.schema, name: r.name, kind: r.kind, populated: r.populated, cols: r.cols, leaves: r.leaves, unlogged: r.unlogged });
+    }
+    if (tablesOnly) {
+      await c.query("COMMIT");
+      return cat;
     }
     const seqs = await c.query(`
       SELECT n.nspname AS schema, c.relname AS name
@@ -227,7 +237,65 @@ async function readSequences(c: Client, seqs: SeqInfo[], ep: Endpoint): Promise<
   return out;
 }
 
+export interface VerifySessionPair { source: Client; target: Client; sourcePid: number }
+
+/** `n` pairs of verify sessions (source, target), each with the verify settings. */
+export async function openVerifySessions(source: Endpoint, target: Endpoint, n: number): Promise<VerifySessionPair[]> {
+  const pairs: VerifySessionPair[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const [s, t] = await Promise.all([openSession(source), openSession(target)]);
+      pairs.push({ source: s, target: t, sourcePid: (await s.query(`SELECT pg_backend_pid() AS p`)).rows[0].p });
+    }
+  } catch (e) {
+    await closeVerifySessions(pairs);
+    throw e;
+  }
+  return pairs;
+}
+
+export async function closeVerifySessions(pairs: VerifySessionPair[]): Promise<void> {
+  await Promise.all(pairs.flatMap((p) => [p.source.end().catch(() => undefined), p.target.end().catch(() => undefined)]));
+}
+
 interface Probe { rows: number; hash?: string; error?: string }
+interface Work { k: string; s: RelInfo; t: RelInfo; cols: string[] }
+
+/** Tables counted per round trip, and per statement: PostgreSQL plans a long UNION ALL in quadratic time (2,000 branches: seconds). */
+const COUNT_BATCH = 500;
+const UNION_BRANCHES = 50;
+
+/**
+ * Statements sent in one round trip (simple query protocol, one implicit transaction); the rows of each. Used
+ * for UNION ALLs kept short enough to plan quickly.
+ */
+export async function batchedStatements(c: Client, statements: string[]): Promise<any[][]> {
+  if (!statements.length) return [];
+  const r = (await c.query(statements.join(";\n"))) as unknown;
+  return (Array.isArray(r) ? r : [r]).map((x: { rows: any[] }) => x.rows);
+}
+
+/** Split into UNION ALLs of at most UNION_BRANCHES branches. */
+export function unionAlls(branches: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < branches.length; i += UNION_BRANCHES) out.push(branches.slice(i, i + UNION_BRANCHES).join("\nUNION ALL\n"));
+  return out;
+}
+
+/**
+ * Row counts of plain tables in one round trip; undefined when it fails (a table unreadable or gone), and the
+ * caller probes the tables one by one so the error is named per table.
+ */
+async function countBatch(c: Client, rels: RelInfo[]): Promise<number[] | undefined> {
+  try {
+    const results = await batchedStatements(c, unionAlls(rels.map((rel, i) => `SELECT ${i} AS i, count(*)::text AS n FROM ONLY ${qualified(rel.schema, rel.name)}`)));
+    const out: number[] = new Array(rels.length);
+    for (const row of results.flat()) out[row.i] = Number(row.n);
+    return out.some((x) => x === undefined) ? undefined : out;
+  } catch {
+    return undefined;
+  }
+}
 
 function probeSql(rel: RelInfo, cols: string[], hashes: boolean, definition?: string): string {
   const from = definition ? `(${definition}) _v_` : `${rel.kind === "p" ? "" : "ONLY "}${qualified(rel.schema, rel.name)} _v_`;
@@ -299,12 +367,13 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
   let srcSeq: Map<string, { next?: string; inc?: string; error?: string }>;
   let tgtSeq: Map<string, { next?: string; inc?: string; error?: string }>;
   {
-    const sessions = await Promise.allSettled([openSession(source), openSession(target)]);
+    const given = opts.sessions?.[0];
+    const sessions = given ? [] : await Promise.allSettled([openSession(source), openSession(target)]);
     const clients = sessions.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
     try {
       for (const s of sessions) if (s.status === "rejected") throw s.reason;
-      const [sc, tc] = clients;
-      [src, tgt] = await Promise.all([readCatalog(sc, schemas), readCatalog(tc, schemas)]);
+      const [sc, tc] = given ? [given.source, given.target] : clients;
+      [src, tgt] = await Promise.all([readCatalog(sc, schemas, !!only), readCatalog(tc, schemas, !!only)]);
       const seqsOf = (cat: Catalog) => [...cat.seqs.values()].filter((s) => !only && !isExcluded(s.schema, s.name));
       [srcSeq, tgtSeq] = await Promise.all([readSequences(sc, seqsOf(src), source), readSequences(tc, seqsOf(tgt), target)]);
     } finally {
@@ -315,7 +384,7 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
   // 2. Tables: structure from the catalogs, contents probed in parallel.
   const tableChecks = new Map<string, TableCheck>();
   const relKeys = [...new Set([...src.rels.keys(), ...tgt.rels.keys()])].sort();
-  const work: { k: string; s: RelInfo; t: RelInfo; cols: string[] }[] = [];
+  const work: Work[] = [];
   const parents: { k: string; s: RelInfo }[] = [];
   const skippedUnlogged: string[] = [];
   for (const k of relKeys) {
@@ -340,36 +409,48 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
   }
 
   const columnsMatch = (w: { s: RelInfo; t: RelInfo }) => w.s.cols.join(SEP) === w.t.cols.join(SEP);
+  const withHashOf = (w: Work) => (hashes || hashAnyway.has(tableChecks.get(w.k)!.table)) && columnsMatch(w);
+  // Row counts of plain tables go in batches, one statement per side for up to COUNT_BATCH tables: the cost of
+  // counting many small tables is round trips, not rows. Hashes and materialized views go one by one.
+  const units: Work[][] = work.filter((w) => withHashOf(w) || w.s.kind !== "r").map((w) => [w]);
+  const countable = work.filter((w) => !withHashOf(w) && w.s.kind === "r");
+  for (let i = 0; i < countable.length; i += COUNT_BATCH) units.push(countable.slice(i, i + COUNT_BATCH));
   let next = 0;
-  const runJob = async () => {
-    if (next >= work.length) return;
-    const pair = await Promise.allSettled([openSession(source), openSession(target)]);
+  const runJob = async (job: number) => {
+    if (next >= units.length) return;
+    const given = opts.sessions?.[job];
+    const pair = given ? [] : await Promise.allSettled([openSession(source), openSession(target)]);
     const clients = pair.flatMap((p) => (p.status === "fulfilled" ? [p.value] : []));
     try {
       for (const p of pair) if (p.status === "rejected") throw p.reason;
-      const [sc, tc] = clients;
-      while (next < work.length) {
-        const w = work[next++];
-        const check = tableChecks.get(w.k)!;
-        const withHash = (hashes || hashAnyway.has(check.table)) && columnsMatch(w);
-        const [sp, tp] = await Promise.all([probe(sc, source, w.s, w.cols, withHash, true), probe(tc, target, w.t, w.cols, withHash)]);
-        check.sourceRows = sp.rows;
-        check.targetRows = tp.rows;
-        if (withHash) { check.sourceHash = sp.hash; check.targetHash = tp.hash; }
-        if (check.problem) continue; // structural problem already recorded
-        if (sp.error) check.problem = `${check.table}: cannot read on source: ${sp.error}`;
-        else if (tp.error) check.problem = `${check.table}: cannot read on target: ${tp.error}`;
-        else if ((sp.hash === "UNPOPULATED") !== (tp.hash === "UNPOPULATED")) {
-          check.problem = `${check.table}: materialized view ${sp.hash === "UNPOPULATED" ? "not populated on source but populated on target" : "populated on source but not on target"}`;
-        } else if (sp.rows !== tp.rows) check.problem = `${check.table}: ${sp.rows} rows on source, ${tp.rows} on target`;
-        else if (withHash && sp.hash !== tp.hash) check.problem = `${check.table}: contents differ (${sp.rows} rows on both sides, hash ${sp.hash?.slice(0, 12)} on source, ${tp.hash?.slice(0, 12)} on target)`;
-        if (check.problem) check.ok = false;
+      const [sc, tc] = given ? [given.source, given.target] : clients;
+      while (next < units.length) {
+        const unit = units[next++];
+        const batched = unit.length > 1 ? await Promise.all([countBatch(sc, unit.map((w) => w.s)), countBatch(tc, unit.map((w) => w.t))]) : undefined;
+        for (let i = 0; i < unit.length; i++) {
+          const w = unit[i];
+          const check = tableChecks.get(w.k)!;
+          const withHash = withHashOf(w);
+          const [sp, tp] = batched?.[0] && batched[1] ? [{ rows: batched[0][i] }, { rows: batched[1][i] }] as Probe[]
+            : await Promise.all([probe(sc, source, w.s, w.cols, withHash, true), probe(tc, target, w.t, w.cols, withHash)]);
+          check.sourceRows = sp.rows;
+          check.targetRows = tp.rows;
+          if (withHash) { check.sourceHash = sp.hash; check.targetHash = tp.hash; }
+          if (check.problem) continue; // structural problem already recorded
+          if (sp.error) check.problem = `${check.table}: cannot read on source: ${sp.error}`;
+          else if (tp.error) check.problem = `${check.table}: cannot read on target: ${tp.error}`;
+          else if ((sp.hash === "UNPOPULATED") !== (tp.hash === "UNPOPULATED")) {
+            check.problem = `${check.table}: materialized view ${sp.hash === "UNPOPULATED" ? "not populated on source but populated on target" : "populated on source but not on target"}`;
+          } else if (sp.rows !== tp.rows) check.problem = `${check.table}: ${sp.rows} rows on source, ${tp.rows} on target`;
+          else if (withHash && sp.hash !== tp.hash) check.problem = `${check.table}: contents differ (${sp.rows} rows on both sides, hash ${sp.hash?.slice(0, 12)} on source, ${tp.hash?.slice(0, 12)} on target)`;
+          if (check.problem) check.ok = false;
+        }
       }
     } finally {
       await Promise.all(clients.map((c) => c.end().catch(() => undefined)));
     }
   };
-  const results = await Promise.allSettled(Array.from({ length: Math.min(jobs, Math.max(1, work.length)) }, runJob));
+  const results = await Promise.allSettled(Array.from({ length: Math.min(jobs, Math.max(1, units.length)) }, (_, job) => runJob(job)));
   for (const r of results) if (r.status === "rejected") throw r.reason;
 
   // Partitioned parents: row counts are the sums over their leaves (their contents are checked there).

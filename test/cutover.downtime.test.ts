@@ -1,0 +1,150 @@
+/**
+ * What the cutover's freeze no longer holds, or holds in one round trip.
+ *
+ * Foreign keys are added and validated while streaming (PostgreSQL 15 → 17, both CDC modes), so the cutover's
+ * freeze holds none of that work:
+ *  - after start, every key of the source is on the target, validated where the source validated it, NOT VALID
+ *    where the source has it NOT VALID, with its comment;
+ *  - changes the keys would refuse if their triggers fired — a child applied before its parent in one source
+ *    transaction, deferred circular keys, a parent deleted after its child — are applied by both apply paths
+ *    (session_replication_role = replica), and the cutover completes with a passing full verification;
+ *  - resumable: a start killed after its first key resumes the rest on re-run; a start killed before any key
+ *    leaves them to the cutover, which adds them while writes still flow.
+ * Sequences are read in one source statement and set in one target statement: every kind comes out exactly
+ * (is_called false after setval(…, false), descending, identity, quoted names, unowned).
+ */
+import { Client } from "pg";
+import { LocalServer } from "../provider/embedded/localServer";
+import { cleanupMigration, cutoverMigration, migrationOptions, parseEndpoint, startMigration, verifyMigration } from "../provider/engine";
+import { ensureBuilt } from "./support/build";
+import { leftovers, startServers } from "./support/servers";
+
+let src: LocalServer, tgt: LocalServer;
+const MODES = ["subscription", "stream"] as const;
+
+beforeAll(async () => {
+  ensureBuilt();
+  [src, tgt] = await startServers(15, 17);
+});
+afterAll(async () => { await src?.stop(); await tgt?.stop(); });
+
+async function makeDb(db: string) {
+  await src.createDatabase(db);
+  await tgt.createDatabase(db);
+  await src.query(`
+    CREATE TABLE parent (id int PRIMARY KEY, v text);
+    CREATE TABLE child (id int PRIMARY KEY, p int NOT NULL CONSTRAINT child_p_fkey REFERENCES parent ON DELETE CASCADE, v text);
+    COMMENT ON CONSTRAINT child_p_fkey ON child IS 'each child has a parent';
+    CREATE TABLE a (id int PRIMARY KEY, b int);
+    CREATE TABLE b (id int PRIMARY KEY, a int REFERENCES a DEFERRABLE INITIALLY DEFERRED);
+    ALTER TABLE a ADD CONSTRAINT a_b_fkey FOREIGN KEY (b) REFERENCES b DEFERRABLE INITIALLY DEFERRED;
+    CREATE TABLE loose (id int PRIMARY KEY, p int);
+    INSERT INTO parent SELECT g, 'p' || g FROM generate_series(1, 100) g;
+    INSERT INTO child SELECT g, 1 + g % 100, 'c' || g FROM generate_series(1, 1000) g;
+    BEGIN; INSERT INTO a VALUES (1, 1); INSERT INTO b VALUES (1, 1); COMMIT;
+    INSERT INTO loose VALUES (1, 1), (2, 999);
+    ALTER TABLE loose ADD CONSTRAINT loose_p_fkey FOREIGN KEY (p) REFERENCES parent NOT VALID;
+    CREATE TABLE ident (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY);
+    INSERT INTO ident DEFAULT VALUES; INSERT INTO ident DEFAULT VALUES;
+    CREATE SCHEMA "Odd Schema";
+    CREATE SEQUENCE "Odd Schema"."Mixed Seq" START 7;
+    CREATE SEQUENCE down_seq INCREMENT BY -3 START 1000 MAXVALUE 1000;
+    SELECT nextval('down_seq') FROM generate_series(1, 4);
+    CREATE SEQUENCE not_called_seq;
+    SELECT setval('not_called_seq', 500, false);`, db);
+  return { source: parseEndpoint(src.uri(db), "source"), target: parseEndpoint(tgt.uri(db), "target") };
+}
+
+const SEQS = `SELECT format('%I.%I', schemaname, sequencename) AS s FROM pg_sequences WHERE schemaname <> 'pgferry' ORDER BY 1`;
+/** last_value and is_called of every sequence, read from the sequence itself (pg_sequences hides is_called). */
+async function sequenceStates(server: LocalServer, db: string): Promise<string[]> {
+  const names = (await server.query(SEQS, db)).map((x) => x.s as string);
+  const out: string[] = [];
+  for (const n of names) out.push(`${n} ${JSON.stringify((await server.query(`SELECT last_value::text AS v, is_called AS c FROM ${n}`, db))[0])}`);
+  return out;
+}
+
+const FKS = `SELECT conrelid::regclass::text || '.' || conname AS k, convalidated AS valid, obj_description(oid, 'pg_constraint') AS comment
+  FROM pg_constraint WHERE contype = 'f' AND connamespace = 'public'::regnamespace ORDER BY 1`;
+
+/** Writes the keys would refuse, were their triggers to fire on the target in apply order. */
+async function orderHazards(db: string): Promise<void> {
+  const c = new Client({ connectionString: src.uri(db) });
+  await c.connect();
+  try {
+    // Circular deferred keys: a's row is applied before the b row it references exists.
+    await c.query(`BEGIN; INSERT INTO a VALUES (2, 2); INSERT INTO b VALUES (2, 2); COMMIT`);
+    await c.query(`BEGIN; INSERT INTO parent VALUES (1001, 'late'); INSERT INTO child VALUES (5001, 1001, 'x'); COMMIT`);
+    await c.query(`UPDATE child SET p = 1001 WHERE id BETWEEN 1 AND 50`);
+    await c.query(`DELETE FROM parent WHERE id = 2`); // cascades to its children on the source; both deletes replicate
+  } finally {
+    await c.end();
+  }
+}
+
+test.each(MODES)("mode %s: start adds and validates every key while streaming; the cutover has none to add", async (mode) => {
+  const db = `fk_${mode}`;
+  const { source, target } = await makeDb(db);
+  const started = await startMigration(source, target, migrationOptions({ name: db, mode, jobs: 2 }));
+  expect(started.phase).toBe("ReadyToCutover");
+  expect(started.foreignKeys).toEqual({ applied: 7, deferred: [] }); // 4 keys added, 3 validated (loose_p_fkey stays NOT VALID, as on the source)
+  const onSource = await src.query(FKS, db);
+  expect(onSource).toEqual([
+    { k: "a.a_b_fkey", valid: true, comment: null }, { k: "b.b_a_fkey", valid: true, comment: null },
+    { k: "child.child_p_fkey", valid: true, comment: "each child has a parent" }, { k: "loose.loose_p_fkey", valid: false, comment: null }]);
+  // While streaming, before any cutover: the target has them all, exactly as the source.
+  expect(await tgt.query(FKS, db)).toEqual(onSource);
+
+  await orderHazards(db);
+  await src.query(`SELECT nextval('"Odd Schema"."Mixed Seq"'); INSERT INTO ident DEFAULT VALUES; SELECT setval('not_called_seq', 600, false)`, db);
+  const cut = await cutoverMigration(source, target, { name: db, freezeWrites: true, timeoutSec: 120, jobs: 2, graceSec: 1 });
+  expect(cut.phase).toBe("Completed");
+  const seqs = await sequenceStates(src, db);
+  expect(seqs).toEqual(expect.arrayContaining(['"Odd Schema"."Mixed Seq" {"v":"7","c":true}', 'public.down_seq {"v":"991","c":true}',
+    'public.not_called_seq {"v":"600","c":false}', 'public.ident_id_seq {"v":"3","c":true}']));
+  expect(cut.sequencesSynced).toBe(seqs.length);
+  expect(await sequenceStates(tgt, db)).toEqual(seqs);
+  expect(cut.heldBackApplied).toBe(0); // nothing held back: the freeze window added no key
+  const report = await verifyMigration(source, target);
+  expect(report.problems).toEqual([]);
+  expect(await tgt.query(`SELECT count(*)::int AS n FROM child WHERE p = 1001`, db)).toEqual([{ n: 51 }]);
+  expect(await tgt.query(FKS, db)).toEqual(onSource);
+  // Row counts go in batches (one statement per side for many tables): a difference is still named on its own table.
+  await tgt.query(`DELETE FROM loose WHERE id = 2`, db);
+  const counts = await verifyMigration(source, target, { hashes: false });
+  expect(counts.problems).toEqual(["public.loose: 2 rows on source, 1 on target"]);
+  expect(counts.tables.filter((t) => t.ok).map((t) => `${t.table} ${t.sourceRows}`).sort()).toEqual(
+    ["public.a 2", "public.b 2", "public.child 992", "public.ident 3", "public.parent 100"]);
+  await cleanupMigration(source, target, db);
+  expect(await leftovers(src, tgt, db)).toEqual([]);
+});
+
+test("a start killed after its first key resumes the rest on re-run; one killed before any leaves them to the cutover, added before the freeze", async () => {
+  for (const [point, db] of [["foreign-key-added", "fk_resume"], ["foreign-keys", "fk_cutover"]] as const) {
+    const { source, target } = await makeDb(db);
+    process.env.PGFERRY_TEST_FAIL_AT = point;
+    try {
+      await expect(startMigration(source, target, migrationOptions({ name: db, mode: "subscription", jobs: 2 }))).rejects.toThrow(/injected failure/);
+    } finally {
+      delete process.env.PGFERRY_TEST_FAIL_AT;
+    }
+    const added = await tgt.query(FKS, db);
+    expect(added.length).toBe(point === "foreign-key-added" ? 1 : 0);
+    const applied = async () => (await tgt.query(`SELECT count(*)::int AS n FROM pgferry.schema_entry WHERE migration = '${db}' AND section = 'cutover' AND applied`,
+      db))[0].n;
+    if (point === "foreign-key-added") {
+      const again = await startMigration(source, target, migrationOptions({ name: db, mode: "subscription", jobs: 2 }));
+      expect(again).toMatchObject({ alreadyRunning: true, phase: "ReadyToCutover", foreignKeys: { applied: 6, deferred: [] } });
+      expect(await applied()).toBe(7);
+    } else {
+      expect(await applied()).toBe(0);
+    }
+    await orderHazards(db);
+    const cut = await cutoverMigration(source, target, { name: db, freezeWrites: true, timeoutSec: 120, jobs: 2, graceSec: 1 });
+    expect(cut.heldBackApplied).toBe(0);
+    expect((await verifyMigration(source, target)).problems).toEqual([]);
+    expect(await tgt.query(FKS, db)).toEqual(await src.query(FKS, db));
+    await cleanupMigration(source, target, db);
+    expect(await leftovers(src, tgt, db)).toEqual([]);
+  }
+});
