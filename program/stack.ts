@@ -63,6 +63,7 @@ export function declareMigrationStack(config = new pulumi.Config("pgferry")) {
     mode: (config.get("mode") as "subscription" | "stream" | undefined) ?? "subscription",
     jobs: config.getNumber("jobs") ?? 4,
     unlogged: (config.get("unlogged") as "copy" | "skip" | undefined) ?? "copy",
+    largeObjects: config.getBoolean("largeObjects") ?? true,
     freezeWrites: config.getBoolean("freezeWrites") ?? false,
     cutover: config.getBoolean("cutover") ?? false,
     cutoverTimeoutSec: config.getNumber("cutoverTimeoutSec") ?? 300,

@@ -33,6 +33,11 @@ export interface MigrationOptions {
   replicaIdentityFull: boolean;
   unlogged: UnloggedHandling;
   /**
+   * Large objects (default true): copied in the load's snapshot and again, where changed, at cutover while the
+   * source is frozen. false (--no-large-objects): left out and listed as not carried.
+   */
+  largeObjects: boolean;
+  /**
    * How the target reaches the source for the subscription ("host" or "host:port"), when that differs
    * from how pgferry reaches it (other network, private endpoint). Default: the source URI's host.
    */
@@ -65,7 +70,7 @@ export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: stri
     throw new PgferryError("bad_host", `--source-host-for-target "${o.sourceHostForTarget}" must be a host name or address, optionally with :port`);
   }
   return {
-    name, mode, plugin, jobs, replicaIdentityFull: !!o.replicaIdentityFull, unlogged, sourceHostForTarget: o.sourceHostForTarget,
+    name, mode, plugin, jobs, replicaIdentityFull: !!o.replicaIdentityFull, unlogged, largeObjects: o.largeObjects ?? true, sourceHostForTarget: o.sourceHostForTarget,
     selection: o.selection ?? { schemas: o.schemas ?? [], include: o.include ?? [], exclude: o.exclude ?? [] },
   };
 }
