@@ -221,7 +221,14 @@ export async function syncLargeObjects(source: Endpoint, target: Endpoint, jobs:
  */
 export async function largeObjectsAtCutover(source: Endpoint, target: Endpoint, migrationOptions: unknown, jobs: number,
   say: (message: string) => void): Promise<{ carried: boolean; sync?: LargeObjectSync }> {
-  if ((migrationOptions as { largeObjects?: boolean } | undefined)?.largeObjects === false) return { carried: false };
+  const opts = migrationOptions as { largeObjects?: boolean; reverseOf?: string } | undefined;
+  if (opts?.largeObjects === false) return { carried: false };
+  if (opts?.reverseOf) {
+    // A rollback (reverse migration): not carried back yet; said, never silent.
+    say("warning: large objects are not carried back by a rollback: large objects created or changed on the new server during the rollback " +
+      "window are not on the old server (copy them with pg_dump --data-only --large-objects --exclude-table='*.*' | pg_restore)");
+    return { carried: false };
+  }
   say("comparing large objects (logical replication does not carry them) and copying what changed");
   const sync = await syncLargeObjects(source, target, jobs);
   if (sync.copied || sync.unlinked) say(`large objects: ${sync.copied} copied (${sync.bytes} bytes), ${sync.unlinked} unlinked, of ${sync.compared}`);
