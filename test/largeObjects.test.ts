@@ -11,6 +11,7 @@ import { spawn } from "child_process";
 import { LocalServer } from "../provider/embedded/localServer";
 import { cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, startMigration, verifyMigration } from "../provider/engine";
 import { leftovers, startServers } from "./support/servers";
+import { formatStatus } from "../provider/cli/output";
 import { ensureBuilt, CLI } from "./support/build";
 import { exited, killAgents, spawnAgent, until } from "./support/agents";
 
@@ -87,6 +88,7 @@ test.each(["subscription", "stream"] as const)("mode %s: large objects are loade
   expect(st.largeObjects).toMatchObject({ carried: true, targetCount: 24, sourceCount: 24 });
   expect(st.largeObjects!.targetBytes).toBe(st.largeObjects!.sourceBytes);
   expect(st.largeObjects!.targetBytes).toBeGreaterThan(3840000);
+  expect(formatStatus(st)).toMatch(/large objects: 24 \(.+\) on the target, 24 \(.+\) on the source\n/);
 
   const agent = mode === "stream" ? spawnAgent(["--name", "lo"], { source: src.uri(db), target: tgt.uri(db) }) : undefined;
   // During CDC: a new one (with its row), lo_put into the big one past its first chunk and into a small one,
@@ -166,3 +168,14 @@ test("kill -9 of start in the middle of the large-object copy: the re-run resume
   await cleanupMigration(source, target, "lo");
   expect(await leftovers(src, tgt, db)).toEqual([]);
 }, 300000);
+
+test("a target that already has large objects is refused before anything is changed (they would be overwritten or unlinked)", async () => {
+  const db = "lo_taken";
+  const { source, target } = await prepare(db);
+  await tgt.query(`SELECT lo_create(424242)`, db);
+  const err = await startMigration(source, target, migrationOptions({ name: "lo", jobs: 2 })).catch((e) => e);
+  expect(err.code).toBe("preflight");
+  expect(err.findings.find((f: { code: string }) => f.code === "target_large_objects")).toMatchObject({
+    severity: "error", message: expect.stringMatching(/already has 1 large object/), fix: expect.stringMatching(/--no-large-objects/) });
+  expect(await leftovers(src, tgt, db)).toEqual([]);
+}, 120000);
