@@ -78,24 +78,61 @@ export async function largeObjectTotals(c: Client): Promise<{ count: number; byt
 
 export interface LargeObjectCopy { objects: number; bytes: number; seconds: number }
 
+/** Objects up to this size travel in batches (one round trip per side for many), bigger ones chunk by chunk. */
+const SMALL = 256 * 1024;
+/** A batch: at most this many objects and this many bytes (memory stays bounded). */
+const BATCH_OBJECTS = 200;
+const BATCH_BYTES = 4 * 1024 * 1024;
+
+type Meta = { owner: string; comment: string | null; grants: string[] | null };
+
+/** GRANTs (ACL order), COMMENT, then the owner (the grants are pgferry's while it owns the object; the owner change rewrites their grantor). */
+function metaStatements(oid: string, meta: Meta, roles: Set<string>): string[] {
+  const out: string[] = [];
+  for (const g of meta.grants ?? []) {
+    const [grantee, priv, grantable] = g.split(":");
+    if (grantee !== "-" && !roles.has(grantee)) continue;
+    out.push(`GRANT ${priv} ON LARGE OBJECT ${oid} TO ${grantee === "-" ? "PUBLIC" : quoteIdent(grantee)}${grantable ? " WITH GRANT OPTION" : ""}`);
+  }
+  if (meta.comment !== null) out.push(`COMMENT ON LARGE OBJECT ${oid} IS ${quoteLiteral(meta.comment)}`);
+  if (roles.has(meta.owner)) out.push(`ALTER LARGE OBJECT ${oid} OWNER TO ${quoteIdent(meta.owner)}`);
+  return out;
+}
+
 /**
  * Copy large objects source → target with `jobs` workers, each with a source session in `snapshot` (the
  * load's; undefined at cutover, when the source is frozen) and a target session. Each object is replaced
- * whole in one target transaction (unlinked if it exists, created with the same OID, written in chunks,
- * granted, commented, given its owner), so a killed copy re-runs to the same result. `oids`: only these
- * (default: all of the snapshot). Grants to, and ownership by, roles missing on the target are left out:
- * start lists them as not carried.
+ * whole in a target transaction (unlinked if it exists, created with the same OID, written, granted,
+ * commented, given its owner), so a killed copy re-runs to the same result. Small objects go in batches (a
+ * few round trips for up to BATCH_OBJECTS of them), big ones in CHUNK pieces. `oids`: only these (default:
+ * all of the snapshot); one the source no longer has is unlinked on the target. Grants to, and ownership
+ * by, roles missing on the target are left out: start lists them as not carried.
  */
 export async function copyLargeObjects(source: Endpoint, target: Endpoint, snapshot: string | undefined, jobs: number,
   oids?: string[]): Promise<LargeObjectCopy> {
   const t0 = Date.now();
-  let queue: string[];
+  let listed: { oid: string; size: number }[];
   {
     const c = await snapshotSession(source, snapshot);
     try {
-      queue = oids ?? (await c.query(`SELECT oid::text AS oid FROM pg_largeobject_metadata ORDER BY oid`)).rows.map((x) => x.oid);
+      listed = (await c.query(`SELECT oid::text AS oid, lo_lseek64(lo_open(oid, ${INV_READ}), 0, 2)::float8 AS size FROM pg_largeobject_metadata
+        WHERE $1::oid[] IS NULL OR oid = ANY ($1::oid[]) ORDER BY oid`, [oids ?? null])).rows.map((x) => ({ oid: x.oid, size: Number(x.size) }));
     } finally { await c.query("COMMIT").catch(() => undefined); await c.end().catch(() => undefined); }
   }
+  type Work = { oids: string[]; big: boolean };
+  const queue: Work[] = [];
+  // Asked for but gone from the source: an empty batch of them unlinks them on the target.
+  const have = new Set(listed.map((x) => x.oid));
+  const gone = (oids ?? []).filter((o) => !have.has(o));
+  if (gone.length) queue.push({ oids: gone, big: false });
+  for (const x of listed.filter((x) => x.size > SMALL).sort((a, b) => b.size - a.size)) queue.push({ oids: [x.oid], big: true });
+  let batch: string[] = [], batchBytes = 0;
+  for (const x of listed.filter((x) => x.size <= SMALL)) {
+    if (batch.length && (batch.length >= BATCH_OBJECTS || batchBytes + x.size > BATCH_BYTES)) { queue.push({ oids: batch, big: false }); batch = []; batchBytes = 0; }
+    batch.push(x.oid);
+    batchBytes += x.size;
+  }
+  if (batch.length) queue.push({ oids: batch, big: false });
   if (!queue.length) return { objects: 0, bytes: 0, seconds: 0 };
   let objects = 0, bytes = 0;
   let failure: unknown;
@@ -108,34 +145,42 @@ export async function copyLargeObjects(source: Endpoint, target: Endpoint, snaps
     // A rollback's target is the frozen old server, which pgferry's own sessions write through.
     await dst.query("SET default_transaction_read_only = off; SET synchronous_commit = off");
     const roles = new Set((await dst.query(`SELECT rolname FROM pg_roles`)).rows.map((x) => x.rolname as string));
-    for (let oid; !failure && (oid = queue.shift());) {
+    for (let work; !failure && (work = queue.shift());) {
       try {
-        const meta = (await src.query(`SELECT ${metaColumns(false)} FROM pg_largeobject_metadata m WHERE m.oid = $1::oid`, [oid])).rows[0] as
-          { owner: string; comment: string | null; grants: string[] | null } | undefined;
         await dst.query("BEGIN");
-        await dst.query(`SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid = $1::oid`, [oid]);
-        if (!meta) { await dst.query("COMMIT"); continue; } // gone from the source since it was listed (cutover: unlinked)
-        await dst.query(`SELECT lo_create($1::oid)`, [oid]);
-        for (let off = 0; ; off += CHUNK) {
-          const data: Buffer = (await src.query(`SELECT lo_get($1::oid, $2::bigint, ${CHUNK}) AS d`, [oid, off])).rows[0].d;
-          if (data.length) await dst.query(`SELECT lo_put($1::oid, $2::bigint, $3::bytea)`, [oid, off, data]);
-          bytes += data.length;
-          if (data.length < CHUNK) break;
+        await dst.query(`SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid = ANY ($1::oid[])`, [work.oids]);
+        if (!work.big) {
+          const rows = (await src.query(`SELECT m.oid::text AS oid, lo_get(m.oid) AS d, ${metaColumns(false)} FROM pg_largeobject_metadata m
+            WHERE m.oid = ANY ($1::oid[])`, [work.oids])).rows as (Meta & { oid: string; d: Buffer })[];
+          if (rows.length) {
+            await dst.query(`SELECT lo_from_bytea(o, d) FROM unnest($1::oid[], $2::bytea[]) u(o, d)`, [rows.map((r) => r.oid), rows.map((r) => r.d)]);
+            const meta = rows.flatMap((r) => metaStatements(r.oid, r, roles));
+            if (meta.length) await dst.query(meta.join(";\n"));
+          }
+          objects += rows.length;
+          bytes += rows.reduce((a, r) => a + r.d.length, 0);
+        } else {
+          const oid = work.oids[0];
+          const meta = (await src.query(`SELECT ${metaColumns(false)} FROM pg_largeobject_metadata m WHERE m.oid = $1::oid`, [oid])).rows[0] as Meta | undefined;
+          if (meta) {
+            await dst.query(`SELECT lo_create($1::oid)`, [oid]);
+            for (let off = 0; ; off += CHUNK) {
+              const data: Buffer = (await src.query(`SELECT lo_get($1::oid, $2::bigint, ${CHUNK}) AS d`, [oid, off])).rows[0].d;
+              if (data.length) await dst.query(`SELECT lo_put($1::oid, $2::bigint, $3::bytea)`, [oid, off, data]);
+              bytes += data.length;
+              if (data.length < CHUNK) break;
+            }
+            for (const q of metaStatements(oid, meta, roles)) await dst.query(q);
+            objects++;
+          }
         }
-        for (const g of meta.grants ?? []) {
-          const [grantee, priv, grantable] = g.split(":");
-          if (grantee !== "-" && !roles.has(grantee)) continue;
-          await dst.query(`GRANT ${priv} ON LARGE OBJECT ${oid} TO ${grantee === "-" ? "PUBLIC" : quoteIdent(grantee)}${grantable ? " WITH GRANT OPTION" : ""}`);
-        }
-        if (meta.comment !== null) await dst.query(`COMMENT ON LARGE OBJECT ${oid} IS ${quoteLiteral(meta.comment)}`);
-        if (roles.has(meta.owner)) await dst.query(`ALTER LARGE OBJECT ${oid} OWNER TO ${quoteIdent(meta.owner)}`);
         await dst.query("COMMIT");
-        objects++;
       } catch (e) {
         await dst.query("ROLLBACK").catch(() => undefined);
-        throw new PgferryError("large_object_copy_failed", `copying large object ${oid} failed: ${(e as Error).message}. Fix: the source role needs ` +
-          `SELECT on it (GRANT SELECT ON LARGE OBJECT ${oid} TO …, or lo_compat_privileges = on) and the target role must be allowed to ` +
-          `replace it (its owner or a superuser); then run the same command again, which copies it anew`);
+        const which = work.oids.length === 1 ? `large object ${work.oids[0]}` : `large objects ${work.oids[0]}…${work.oids[work.oids.length - 1]} (${work.oids.length})`;
+        throw new PgferryError("large_object_copy_failed", `copying ${which} failed: ${(e as Error).message}. Fix: the source role needs ` +
+          `SELECT on them (GRANT SELECT ON LARGE OBJECT … TO …, or lo_compat_privileges = on) and the target role must be allowed to ` +
+          `replace them (their owner or a superuser); then run the same command again, which copies them anew`);
       }
     }
     await src.query("COMMIT");
