@@ -179,3 +179,20 @@ test("a target that already has large objects is refused before anything is chan
     severity: "error", message: expect.stringMatching(/already has 1 large object/), fix: expect.stringMatching(/--no-large-objects/) });
   expect(await leftovers(src, tgt, db)).toEqual([]);
 }, 120000);
+
+test("a source role that may not read the large objects is refused in preflight, naming them and the fix", async () => {
+  const db = "lo_unreadable";
+  const { target } = await prepare(db);
+  await src.query(`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'lo_limited') THEN
+    CREATE ROLE lo_limited LOGIN REPLICATION PASSWORD 'limited-pw'; END IF; END $$`);
+  await src.query(`GRANT SELECT ON LARGE OBJECT 424242 TO lo_limited`, db);
+  const source = parseEndpoint(src.uri(db, "lo_limited", "limited-pw"), "source");
+  const err = await startMigration(source, target, migrationOptions({ name: "lo", jobs: 2 })).catch((e) => e);
+  expect(err.code).toBe("preflight");
+  const f = err.findings.find((x: { code: string }) => x.code === "large_objects_unreadable");
+  expect(f).toMatchObject({ severity: "error", message: expect.stringMatching(/"lo_limited" may not read 23 large object\(s\)/),
+    fix: expect.stringMatching(/GRANT SELECT ON LARGE OBJECT .*--no-large-objects/) });
+  const off = await startMigration(source, target, migrationOptions({ name: "lo", jobs: 2, largeObjects: false })).catch((e) => e);
+  expect(off.findings.map((x: { code: string }) => x.code)).not.toContain("large_objects_unreadable");
+  expect(await leftovers(src, tgt, db)).toEqual([]);
+}, 120000);

@@ -99,8 +99,9 @@ export function formatStatus(s: MigrationStatus): string {
   }
   if (s.largeObjects && (s.largeObjects.carried || s.largeObjects.sourceCount)) {
     const lo = s.largeObjects;
-    lines.push(`  large objects: ${lo.targetCount} (${human(lo.targetBytes)}) on the target` +
-      `${lo.sourceCount !== undefined ? `, ${lo.sourceCount} (${human(lo.sourceBytes ?? 0)}) on the source` : ""}` +
+    const size = (b?: number) => (b === undefined ? "size not readable by this role" : human(b));
+    lines.push(`  large objects: ${lo.targetCount} (${size(lo.targetBytes)}) on the target` +
+      `${lo.sourceCount !== undefined ? `, ${lo.sourceCount} (${size(lo.sourceBytes)}) on the source` : ""}` +
       `${lo.carried ? "" : " — not carried (--no-large-objects)"}`);
   }
   if (s.notCarried?.length) {

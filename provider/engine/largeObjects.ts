@@ -65,12 +65,16 @@ async function readAll(ep: Endpoint, hashes: boolean, jobs: number): Promise<Map
   return new Map(lists.flat().map((x) => [x.oid, x]));
 }
 
-/** Count and total size, for status. */
-export async function largeObjectTotals(c: Client): Promise<{ count: number; bytes: number }> {
+/** Count and total size, for status; bytes undefined when the role may not open some of them (status must not fail for that). */
+export async function largeObjectTotals(c: Client): Promise<{ count: number; bytes?: number }> {
   await c.query("BEGIN READ ONLY");
   try {
     const r = await c.query(`SELECT count(*)::float8 AS n, coalesce(sum(lo_lseek64(lo_open(oid, ${INV_READ}), 0, 2)), 0)::float8 AS bytes FROM pg_largeobject_metadata`);
     return { count: Number(r.rows[0].n), bytes: Number(r.rows[0].bytes) };
+  } catch (e) {
+    if ((e as { code?: string }).code !== "42501") throw e;
+    await c.query("ROLLBACK");
+    return { count: Number((await c.query(`SELECT count(*)::float8 AS n FROM pg_largeobject_metadata`)).rows[0].n) };
   } finally {
     await c.query("COMMIT").catch(() => undefined);
   }

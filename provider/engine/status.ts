@@ -69,7 +69,7 @@ export interface MigrationStatus {
    * Large objects: whether the migration carries them (not with --no-large-objects), and their count and
    * bytes on the target and, when the source is given, on the source.
    */
-  largeObjects?: { carried: boolean; targetCount: number; targetBytes: number; sourceCount?: number; sourceBytes?: number };
+  largeObjects?: { carried: boolean; targetCount: number; targetBytes?: number; sourceCount?: number; sourceBytes?: number };
   /** What the target does not get from the source, with why and the fix (recorded by start). */
   notCarried?: NotCarried[];
   /** After a cutover with reverseReplication: the rollback window (state; while open, the reverse lag and applied position). */
