@@ -61,6 +61,7 @@ export function declareMigrationStack(config = new pulumi.Config("pgferry")) {
   const migration = new Migration("migration", {
     source, target, ...selection,
     mode: (config.get("mode") as "subscription" | "stream" | undefined) ?? "subscription",
+    plugin: config.get("plugin") as "pgoutput" | "wal2json" | undefined,
     jobs: config.getNumber("jobs") ?? 4,
     unlogged: (config.get("unlogged") as "copy" | "skip" | undefined) ?? "copy",
     largeObjects: config.getBoolean("largeObjects") ?? true,

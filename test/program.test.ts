@@ -67,6 +67,28 @@ test("root program: config → inputs, prerequisites before schema before migrat
   expect(deps.get("replication-client-1")).toEqual(["source-parameters"]);
 });
 
+test("root program: every Migration input is reachable from stack config", async () => {
+  const { INPUT_KEYS } = require("../provider/resources/migrationHandlers") as typeof import("../provider/resources/migrationHandlers");
+  // A value other than the default for each input, as `pulumi config set pgferry:<key> …` stores it (strings).
+  const values: Record<string, unknown> = {
+    source: "postgresql://m:s@old/db", target: "postgresql://m:t@new/db", name: "every", mode: "stream", plugin: "wal2json",
+    schemas: ["a"], include: ["a.t"], exclude: ["a.u"], replicaIdentityFull: true, sourceHostForTarget: "old.internal:5433",
+    jobs: 7, freezeWrites: true, cutover: true, cutoverTimeoutSec: 99, verify: "hashes", cutoverGraceSec: 2, autoReplicationRule: true,
+    reverseReplication: true, rollbackWindow: false, unlogged: "skip",
+  };
+  expect(Object.keys(values).sort()).toEqual([...INPUT_KEYS].sort());
+  pulumi.runtime.setAllConfig(Object.fromEntries(Object.entries(values).map(([k, v]) => [`pgferry:${k}`, typeof v === "string" ? v : JSON.stringify(v)])),
+    ["pgferry:source", "pgferry:target"]);
+  const { declareMigrationStack } = require("../program/stack") as typeof import("../program/stack");
+  declareMigrationStack();
+  await settle();
+  const mig = resources.filter((r) => r.type === T("Migration") && r.inputs.name === "every").pop()!;
+  const { source, target, ...plain } = values;
+  expect(mig.inputs).toMatchObject(plain);
+  expect(JSON.stringify(mig.inputs.source)).toContain(SECRET_SIG);
+  expect(JSON.stringify(mig.inputs.target)).toContain(SECRET_SIG);
+});
+
 test("example: DVD Rental between self-managed servers", async () => {
   pulumi.runtime.setAllConfig({
     "proj:sourceAdmin": "postgresql://postgres:a@old/postgres", "proj:source": "postgresql://migrator:b@old/dvdrental",

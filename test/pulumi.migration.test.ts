@@ -75,7 +75,8 @@ test("pulumi up / refresh / config cutover / destroy through the real plugin", a
   expect(refreshed.props.confirmedLsn).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
   expect(refreshed.props.appliedChanges).toBeNull();
   expect(refreshed.props.tables.every((t: { estimatedRows: unknown }) => typeof t.estimatedRows === "number")).toBe(true);
-  expect(refreshed.inputs).toMatchObject({ name: "pl", jobs: 2 });
+  // Refresh keeps the program's inputs (read returns none): returned inputs with defaults filled in made the next update show them as removed.
+  expect(refreshed.inputs).toBeUndefined();
 
   // A second `pulumi up` with nothing changed: no diff. Changing the source would replace.
   expect(await h.diff("mig", id, refreshed.props, inputs)).toEqual({ changes: false, replaces: [], deleteBeforeReplace: true });

@@ -19,6 +19,7 @@ import {
   abortCutover, cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, PgferryError, runAgent,
   startMigration, verifyMigration,
 } from "../provider/engine";
+import { formatStatus } from "../provider/cli/output";
 import { leftovers, startServers, startWal2jsonSource, wal2jsonMissing } from "./support/servers";
 
 type Variant = { label: string; mode: "subscription" | "stream"; plugin?: "wal2json" };
@@ -206,6 +207,7 @@ describe.each(STREAM)("$label", (v) => {
     expect(st.phase).toBe("ReadyToCutover");
     expect(st.applyError).toMatchObject({ kind: "divergence" });
     expect(st.applyError!.message).toMatch(/key 7/);
+    expect(formatStatus(st)).toMatch(/✗ DIVERGENCE — cutover refuses until it is repaired .*divergence on "public"\."k".*key 7/);
     // Refused at once while it is recorded, without freezing.
     const again = await rejection(x.cutover());
     expect(again.code).toBe("divergence");
@@ -287,9 +289,13 @@ test("subscription: an apply worker that keeps failing makes cutover fail fast, 
   const e = await rejection(x.cutover({ timeoutSec: 300 }));
   expect(e.code).toBe("apply_failed");
   expect(e.message).toMatch(/apply worker on the target keeps failing/);
+  // Its error, reproduced by applying the waiting changes in a rolled-back transaction (the text is otherwise only in the server log).
+  expect(e.message).toMatch(/applying the source's INSERT on "public"\."g" of \(id="2"\) fails on the target: duplicate key value violates unique constraint "g_pkey"/);
   expect(Date.now() - started).toBeLessThan(120000);
   const st = await migrationStatus(x.source, x.target, x.name);
   expect(st.subscription?.applyErrors).toBeGreaterThan(0);
+  expect(st.error).toMatch(/duplicate key value violates unique constraint "g_pkey"/);
+  expect(await x.t(`SELECT v FROM g WHERE id = 2`)).toEqual([{ v: "target only" }]); // the diagnosis changed nothing
   await x.t(`DELETE FROM g WHERE id = 2`);
   expect((await x.cutover()).phase).toBe("Completed");
   await x.expectEqual();

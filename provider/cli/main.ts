@@ -12,7 +12,8 @@ import {
 import { Monitor, serveMonitor } from "./monitor";
 import { formatStatus, formatTimings, formatWatch, printJson, reportError, reporter } from "./output";
 import { describeSessions } from "../engine/cutover";
-import { connect } from "../engine/endpoint";
+import { connect, DEFAULT_STALL_TIMEOUT_SEC } from "../engine/endpoint";
+import { DEFAULT_SNAPSHOT_TIMEOUT_SEC } from "../engine/options";
 import { readMigration } from "../engine/state";
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -82,11 +83,13 @@ export function buildProgram(): Command {
     .option("--replica-identity-full", "set REPLICA IDENTITY FULL on source tables without a key instead of refusing")
     .option("--source-host-for-target <host[:port]>", "how the target server reaches the source, when not as pgferry does")
     .addOption(new Option("--unlogged <how>", "unlogged tables (logical replication cannot see their changes): copy them again at cutover while the source is frozen, or skip them in the cutover gate and verify").choices(["copy", "skip"]).default("copy"))
+    .option("--snapshot-timeout <sec>", "seconds to wait for transactions open on the source to end before the consistent snapshot " +
+      "(0: no limit); past it, start refuses naming them", nonNegative("--snapshot-timeout"), DEFAULT_SNAPSHOT_TIMEOUT_SEC)
     .option("--no-large-objects", "leave large objects out (listed as not carried); default: copied in the load's snapshot and, where changed, again at cutover")
     .option("--json", "print one JSON document instead of progress")
     .action(action(async (o) => {
       const { source, target } = endpoints(o);
-      const opts = migrationOptions({ largeObjects: o.largeObjects !== false, name: o.name, mode: o.mode, plugin: o.plugin, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
+      const opts = migrationOptions({ snapshotTimeoutSec: o.snapshotTimeout, largeObjects: o.largeObjects !== false, name: o.name, mode: o.mode, plugin: o.plugin, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
         replicaIdentityFull: !!o.replicaIdentityFull, unlogged: o.unlogged, sourceHostForTarget: o.sourceHostForTarget });
       const r = reporter(!!o.json);
       const res = await startMigration(source, target, opts, (e) => r.event(e)).finally(() => r.done());
@@ -163,6 +166,8 @@ export function buildProgram(): Command {
     .option("--abort", "give up a cutover that stopped (VerifyFailed, or killed): unfreeze the source and go back to streaming")
     .option("--reverse-replication", "open a rollback window: the target's changes are replicated back to the source until pgferry finish")
     .option("--jobs <n>", "parallel verification and foreign key validation", int("--jobs"), 4)
+    .option("--stall-timeout <sec>", "seconds without an answer from the source or target after which that link counts as stalled " +
+      "and the cutover stops naming it (resumable)", int("--stall-timeout"), DEFAULT_STALL_TIMEOUT_SEC)
     .option("--json", "print JSON")
     .action(action(async (o) => {
       const { source, target } = endpoints(o);
@@ -175,7 +180,7 @@ export function buildProgram(): Command {
         return;
       }
       const res = await cutoverMigration(source, target, { name: o.name, freezeWrites: !!o.freezeWrites, timeoutSec: o.timeout, jobs: o.jobs,
-        graceSec: o.grace, verify: o.verify, reverseReplication: !!o.reverseReplication, onProgress: (m) => r.line(`▸ ${m}`) });
+        graceSec: o.grace, verify: o.verify, reverseReplication: !!o.reverseReplication, stallTimeoutSec: o.stallTimeout, onProgress: (m) => r.line(`▸ ${m}`) });
       if (!o.json && res.unlogged) r.line(res.unlogged.action === "copied" ? `  copied ${res.unlogged.tables.length} unlogged table(s) again while writes were stopped (${res.unlogged.rows} rows)` :
         `  ! not carried and not verified (unlogged skip): ${res.unlogged.tables.join(", ")}`);
       if (!o.json && res.largeObjects) r.line(`  large objects: ${res.largeObjects.compared} compared, ${res.largeObjects.copied} copied ` +
@@ -264,6 +269,8 @@ export function buildProgram(): Command {
   program.command("agent").description("stream mode: apply changes from the slot continuously (reconnects; SIGTERM stops after the current transaction)")
     .addOption(sourceOpt()).addOption(targetOpt()).addOption(nameOpt()).option("--json", "log JSON lines")
     .option("--reverse", "rollback window: apply the target's changes to the source (give --source/--target as for the migration)")
+    .option("--stall-timeout <sec>", "seconds without an answer on the replication or target connection after which the agent " +
+      "treats the link as stalled and reconnects", int("--stall-timeout"), DEFAULT_STALL_TIMEOUT_SEC)
     .action(action(async (o) => {
       const given = endpoints(o);
       // Reverse: the new server (target) is read, the old one (source) written; the reverse migration is <name>_rev.
@@ -275,8 +282,9 @@ export function buildProgram(): Command {
       const log = (message: string) => process.stderr.write(o.json ? JSON.stringify({ time: new Date().toISOString(), message }) + "\n"
         : `${new Date().toISOString()} ${message}\n`);
       const res = await runAgent(source, target, o.reverse ? { name: reverseName(o.name), signal: stop.signal, log, writeThroughFreeze: true,
+        stallTimeoutSec: o.stallTimeout,
         notFound: `migration "${o.name}" has no rollback window on the ${given.source.label} (nothing to apply in reverse); open one with ` +
-          `pgferry cutover --reverse-replication, or check --name` } : { name: o.name, signal: stop.signal, log });
+          `pgferry cutover --reverse-replication, or check --name` } : { name: o.name, signal: stop.signal, log, stallTimeoutSec: o.stallTimeout });
       log(`agent ${res.reason}: ${res.appliedChanges} changes applied`);
     }));
 

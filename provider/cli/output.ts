@@ -35,6 +35,7 @@ export function reporter(json: boolean): Reporter {
       if (json) return;
       if (e.type === "phase") { multi?.stop(); multi = undefined; write(`▸ ${e.phase}: ${e.message}`); return; }
       if (e.type === "finding") { write(formatFindings([e.finding])); return; }
+      if (e.type === "snapshotWait") { multi?.stop(); multi = undefined; write(`  ${e.message}`); return; }
       if (e.type === "sourceChange") {
         if (e.action === "changed") {
           write(`  changed on the source (recorded on the target with its undo; restored by pgferry cleanup, a completed cutover or a failed load):`);
@@ -91,6 +92,7 @@ export function formatStatus(s: MigrationStatus): string {
     lines.push(`  subscription ${s.subscription.workerPid ? `running (pid ${s.subscription.workerPid})` : "not running"}` +
       `${s.subscription.applyErrors ? `, ${s.subscription.applyErrors} apply errors — see the target's log` : ""}`);
   }
+  if (s.slotLost) lines.push(`  ✗ SLOT LOST: ${s.slotLost}`);
   if (s.applyError) lines.push(`  ✗ ${s.applyError.kind === "divergence" ? "DIVERGENCE — cutover refuses until it is repaired" : "apply failing"} ` +
     `(since ${s.applyError.at}): ${s.applyError.message}`);
   if (s.schemaDifferences?.length) {

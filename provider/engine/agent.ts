@@ -4,7 +4,7 @@
  * holds) when asked, and exits once the migration is cut over. The slot admits one consumer at a
  * time, which is the lock: a second agent (or a cutover draining inline) waits its turn.
  */
-import { connect, Endpoint } from "./endpoint";
+import { connect, DEFAULT_STALL_TIMEOUT_SEC, endClient, Endpoint, watchStall } from "./endpoint";
 import { PgferryError } from "./errors";
 import { objectNames } from "./options";
 import { readMigration } from "./state";
@@ -21,6 +21,8 @@ export interface AgentOptions {
   writeThroughFreeze?: boolean;
   /** What to say when the target has no record of the migration (the reverse agent names the flag that opens the window). */
   notFound?: string;
+  /** Seconds without an answer after which a connection counts as stalled and is reconnected (--stall-timeout). */
+  stallTimeoutSec?: number;
 }
 
 export interface AgentResult { reason: "stopped" | "completed"; appliedChanges: number }
@@ -37,9 +39,10 @@ export async function runAgent(source: Endpoint, target: Endpoint, o: AgentOptio
       let phase: string | undefined, paused = false;
       try {
         const c = await connect(target);
+        const unwatch = watchStall(c, (o.stallTimeoutSec ?? DEFAULT_STALL_TIMEOUT_SEC) * 1000, () => undefined);
         try { const m = await readMigration(c, o.name); phase = m?.phase; paused = !!m?.replicationPaused; if (m && m.mode !== "stream") {
           throw new PgferryError("not_stream", `migration "${o.name}" runs in mode ${m.mode}; the agent serves mode stream only`);
-        } } finally { await c.end().catch(() => undefined); }
+        } } finally { unwatch(); await endClient(c); }
       } catch (e) {
         if (e instanceof PgferryError && e.code === "not_stream") throw e;
         log(`target unavailable (${(e as Error).message}); retrying in ${backoff} ms`);
@@ -65,14 +68,14 @@ export async function runAgent(source: Endpoint, target: Endpoint, o: AgentOptio
         continue;
       }
       current = new StreamApplier(source, target, { migration: o.name, slot: names.slot, publication: names.publication,
-        writeThroughFreeze: o.writeThroughFreeze });
+        writeThroughFreeze: o.writeThroughFreeze, stallTimeoutSec: o.stallTimeoutSec });
       const started = Date.now();
       try {
         log("streaming");
         await current.run();
       } catch (e) {
-        // A divergence does not go away by retrying: stop, with the error (recorded for status and cutover).
-        if (e instanceof PgferryError && e.code === "divergence") throw e;
+        // A divergence, or a slot the source invalidated, does not go away by retrying: stop, with the error (recorded for status and cutover).
+        if (e instanceof PgferryError && (e.code === "divergence" || e.code === "slot_lost")) throw e;
         log(`stream interrupted: ${(e as Error).message}; reconnecting in ${backoff} ms`);
         if (Date.now() - started > 10000) backoff = 500; // it ran a while: start the backoff over
         await sleep(backoff, o.signal); backoff = Math.min(backoff * 2, o.maxBackoffMs ?? 30000);

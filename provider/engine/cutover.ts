@@ -15,7 +15,9 @@ import { copyableTables, listSequences, migratedTables, TableSelection, userSche
 import { runLoad } from "./load";
 import { largeObjectsAtCutover, LargeObjectSync } from "./largeObjects";
 import { dropSubscription, subscriptionInfo } from "./cdc";
-import { connect, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS } from "./endpoint";
+import {
+  connect, DEFAULT_STALL_TIMEOUT_SEC, endClient, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS, stallError, watchStall,
+} from "./endpoint";
 import { describeDifferences, schemaDifferences } from "./drift";
 import { PgferryError } from "./errors";
 import { lsnToBigInt } from "./lsn";
@@ -23,10 +25,11 @@ import { objectNames } from "./options";
 import { readAppliedLsn, StreamApplier } from "./stream";
 import { abandonRollbackWindow, openRollbackWindow, rollbackWindowPreflight, RollbackWindowOpened } from "./rollback";
 import { applyEntries } from "./schema";
-import { changesAfterFence, dropPublication, dropSlot, slotInfo, wal2jsonPeekOptions } from "./snapshot";
+import { changesAfterFence, dropPublication, dropSlot, slotInfo, slotLostError, wal2jsonPeekOptions } from "./snapshot";
 import {
   CutoverTimings, ensureControlSchema, MigrationRecord, readMigration, SavedSetting, tryLockMigration, updateMigration,
 } from "./state";
+import { diagnoseApplyFailure } from "./diagnose";
 import { touchedTables } from "./touched";
 import { verifyMigration } from "./verify";
 import { describeSourceChanges, restoreSourceChanges, SourceChange } from "./sourceChanges";
@@ -64,6 +67,8 @@ export interface CutoverOptions {
    * stopped, or "skip" them in the gate (with a warning). Default: what start recorded, else copy.
    */
   unlogged?: "copy" | "skip";
+  /** Seconds without an answer after which the source or target connection counts as stalled (--stall-timeout). */
+  stallTimeoutSec?: number;
 }
 
 export interface SessionInfo {
@@ -139,7 +144,24 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
   const names = objectNames(o.name);
   const tgt = o.reverse ? await connectWritable(target) : await connect(target);
   let src: Client | undefined;
+  // A link that stops answering is cut (its query fails) and named: the cutover never hangs on it.
+  const stallSec = o.stallTimeoutSec ?? DEFAULT_STALL_TIMEOUT_SEC;
+  let stalled: PgferryError | undefined;
+  const unwatch = [watchStall(tgt, stallSec * 1000, () => { stalled ??= stallError(target, "no answer to a statement", stallSec); })];
   try {
+    return await cutoverSteps();
+  } catch (e) {
+    if (!stalled) throw e;
+    throw new PgferryError("stalled", `cutover stopped: ${stalled.message}. The migration is resumable: its record says how far the cutover got ` +
+      `(a freeze of the source, if one was made, is recorded with the settings to restore). Once the link answers again, run pgferry cutover ` +
+      `again to finish, or pgferry cutover --abort to unfreeze the source and go back to streaming (nothing is lost: the slot is kept)`);
+  } finally {
+    unwatch.forEach((f) => f());
+    await endClient(tgt);
+    await endClient(src);
+  }
+
+  async function cutoverSteps(): Promise<CutoverResult> {
     let m = await readMigration(tgt, o.name);
     if (!m) throw new PgferryError("not_found", `no migration "${o.name}" on the ${target.label}; run pgferry start first`);
     if (m.phase === "Completed" && o.reverseReplication && !m.rollbackWindow) {
@@ -161,6 +183,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
     await ensureControlSchema(tgt); // adds the cutover columns to a control schema an older pgferry made
     m = (await readMigration(tgt, o.name))!;
     src = await connectWritable(source);
+    unwatch.push(watchStall(src, stallSec * 1000, () => { stalled ??= stallError(source, "no answer to a statement", stallSec); }));
     const stream = m.mode === "stream";
     const timings: CutoverTimings = { ...(m.cutoverTimings ?? {}) };
     const saveTimings = () => updateMigration(tgt, o.name, { cutoverTimings: timings });
@@ -173,6 +196,9 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
     // Still replicating: the subscription exists (subscription mode) or the slot does (stream mode).
     const replicating = stream ? !!(await slotInfo(src, names.slot)) : (await subscriptionInfo(tgt, names.subscription)).exists;
     if (o.reverseReplication && !o.reverse) await rollbackWindowPreflight(tgt, o.name);
+    if (replicating && (await slotInfo(src, names.slot))?.walStatus === "lost") {
+      throw new PgferryError("slot_lost", `${slotLostError(o.name, names.slot).message}. Nothing was ${m.sourceFrozen ? "changed" : "frozen"}`);
+    }
     if (replicating && m.applyError?.kind === "divergence") {
       // The target lost a change: no gate would pass, and the freeze would only cost the application downtime.
       throw new PgferryError("divergence", `the stream applier stopped at a divergence (recorded ${m.applyError.at}): ${m.applyError.message}. ` +
@@ -223,8 +249,8 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
         say(`waiting for the target to apply everything up to ${fence}`);
         const tDrain = Date.now();
         try {
-          if (stream) await drainStream(source, target, src, tgt, o.name, fence, o.timeoutSec, !!o.reverse);
-          else await waitForFence(src, tgt, names.slot, names.subscription, fence, o.timeoutSec);
+          if (stream) await drainStream(source, target, src, tgt, o.name, fence, o.timeoutSec, !!o.reverse, stallSec);
+          else await waitForFence(src, tgt, names.slot, names.publication, names.subscription, fence, o.timeoutSec);
         } catch (e) {
           await rollbackToStreaming(ctx, e);
           throw e;
@@ -360,9 +386,6 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       heldBackApplied, endedSessions, stillConnected, neutralisedRoles, fenceAttempts, verification, sourceLeftReadOnly: after.sourceFrozen,
       undoFreezeSql: after.sourceFrozen ? undoSql(source, after.freezeSaved) : [], rollbackWindow,
       restoredSourceChanges: undo.restored, unlogged: unloggedResult, largeObjects: largeObjectsResult };
-  } finally {
-    await tgt.end().catch(() => undefined);
-    await src?.end().catch(() => undefined);
   }
 }
 
@@ -627,16 +650,19 @@ async function resumeReplication(c: Ctx): Promise<void> {
  * the fence; otherwise apply up to the fence here.
  */
 async function drainStream(source: Endpoint, target: Endpoint, src: Client, tgt: Client, name: string, fence: string, timeoutSec: number,
-  writeThroughFreeze = false): Promise<void> {
+  writeThroughFreeze = false, stallTimeoutSec?: number): Promise<void> {
   const names = objectNames(name);
   const want = lsnToBigInt(fence);
   const deadline = Date.now() + timeoutSec * 1000;
   const since = new Date().toISOString();
+  const failures = new Set<string>();
   for (;;) {
     if ((await readAppliedLsn(tgt, name)) >= want) return;
-    // The agent failed since the drain began (it records every failure): say why now instead of waiting out the timeout.
+    // The agent records every failure. Two since the drain began (it retries with backoff) mean it is stuck: say why
+    // now instead of waiting out the timeout. One alone may be passing (its walsender ended by a previous fence round).
     const failure = (await readMigration(tgt, name))?.applyError;
-    if (failure && failure.at >= since) {
+    if (failure && failure.at >= since) failures.add(failure.at);
+    if (failure && (failures.size >= 2 || failure.kind === "divergence") && failure.at >= since) {
       throw new PgferryError(failure.kind === "divergence" ? "divergence" : "apply_failed", `the stream applier (pgferry agent) is failing to apply ` +
         `the changes before the fence ${fence}: ${failure.message}. Writes were unfrozen and the migration keeps streaming (nothing after the failing ` +
         `change was applied); fix the cause, then run pgferry cutover again`);
@@ -644,9 +670,15 @@ async function drainStream(source: Endpoint, target: Endpoint, src: Client, tgt:
     const slot = await slotInfo(src, names.slot);
     if (!slot) throw new PgferryError("slot_missing", `the replication slot "${names.slot}" is gone from the source; run pgferry cleanup and start again`);
     if (!slot.active) {
-      const applier = new StreamApplier(source, target, { migration: name, slot: names.slot, publication: names.publication, until: want, writeThroughFreeze });
+      const applier = new StreamApplier(source, target, { migration: name, slot: names.slot, publication: names.publication, until: want, writeThroughFreeze, stallTimeoutSec });
       const timer = setTimeout(() => void applier.stop(), Math.max(0, deadline - Date.now()));
-      try { await applier.run(); } finally { clearTimeout(timer); }
+      try {
+        await applier.run();
+      } catch (e) {
+        // An agent took the slot between our look and our START_REPLICATION (a restarted agent retrying): it is
+        // the consumer now; wait for it like above instead of failing the cutover.
+        if (!/replication slot .* is active for PID/.test((e as Error).message ?? "")) throw e;
+      } finally { clearTimeout(timer); }
       if ((await readAppliedLsn(tgt, name)) >= want) return;
     } else {
       await sleep(100);
@@ -659,8 +691,27 @@ async function drainStream(source: Endpoint, target: Endpoint, src: Client, tgt:
   }
 }
 
+/**
+ * Reproduce a failing apply worker's error (./diagnose.ts): the subscription is disabled while its slot is
+ * peeked, then enabled again. Best effort: undefined when it cannot tell.
+ */
+async function diagnoseSubscription(src: Client, tgt: Client, slot: string, publication: string, subscription: string): Promise<string | undefined> {
+  try {
+    await tgt.query(`ALTER SUBSCRIPTION ${quoteIdent(subscription)} DISABLE`);
+    try {
+      for (let i = 0; i < 100 && (await slotInfo(src, slot))?.active; i++) await sleep(100);
+      return await diagnoseApplyFailure(src, tgt, slot, publication, subscription);
+    } finally {
+      await tgt.query(`ALTER SUBSCRIPTION ${quoteIdent(subscription)} ENABLE`);
+    }
+  } catch {
+    return undefined;
+  }
+}
+
 /** Wait until the slot's consumer has confirmed the fence (it confirms only what it applied and flushed). */
-async function waitForFence(src: Client, tgt: Client, slot: string, subscription: string, fence: string, timeoutSec: number): Promise<void> {
+async function waitForFence(src: Client, tgt: Client, slot: string, publication: string, subscription: string, fence: string,
+  timeoutSec: number): Promise<void> {
   const deadline = Date.now() + timeoutSec * 1000;
   const want = lsnToBigInt(fence);
   // The apply worker's error count (PostgreSQL 15+): it retries a failing transaction every few seconds, so
@@ -672,11 +723,12 @@ async function waitForFence(src: Client, tgt: Client, slot: string, subscription
     if (s.confirmedFlushLsn && lsnToBigInt(s.confirmedFlushLsn) >= want) return;
     const errors = (await subscriptionInfo(tgt, subscription)).applyErrors;
     if (errorsAtStart !== undefined && errors !== undefined && errors >= errorsAtStart + 2) {
+      const why = await diagnoseSubscription(src, tgt, slot, publication, subscription);
       throw new PgferryError("apply_failed", `the subscription's apply worker on the target keeps failing (${errors} apply errors in ` +
         `pg_stat_subscription_stats, ${errors - errorsAtStart} since this cutover began) before reaching the fence ${fence}, confirmed ` +
-        `${s.confirmedFlushLsn ?? "nothing"}; PostgreSQL reports the error text only in the target's server log (lines "logical replication ` +
-        `worker" / "apply worker" ... "ERROR"). Writes were unfrozen and the migration keeps streaming; fix the cause there (e.g. a row or ` +
-        `constraint on the target the source's change conflicts with), then run pgferry cutover again`);
+        `${s.confirmedFlushLsn ?? "nothing"}: ${why ?? `PostgreSQL reports its error text only in the target's server log (lines "logical ` +
+        `replication" ... "ERROR")`}. Writes were unfrozen and the migration keeps streaming; fix the cause (e.g. a row or constraint on the ` +
+        `target the source's change conflicts with), then run pgferry cutover again`);
     }
     if (Date.now() > deadline) {
       const sub = await subscriptionInfo(tgt, subscription);

@@ -19,6 +19,8 @@ export interface Endpoint {
   database: string;
   /** libpq sslmode; undefined means the server decides (no TLS requested). */
   sslmode?: string;
+  /** libpq sslrootcert: file of the CA certificate(s) a verify-ca / verify-full connection trusts. */
+  sslrootcert?: string;
   /** role user@host:port/db — the only way an endpoint is ever printed. */
   label: string;
 }
@@ -39,6 +41,13 @@ export function parseEndpoint(uri: string | undefined, role: Role): Endpoint {
     );
   }
   let p: ReturnType<typeof parse>;
+  // Checked before parsing: the parser reads the file, and its failure would read as a malformed URI.
+  const rootcert = /[?&]sslrootcert=([^&]*)/.exec(uri)?.[1];
+  const sslrootcert = rootcert !== undefined ? decodeURIComponent(rootcert) : process.env.PGSSLROOTCERT;
+  if (sslrootcert && !require("fs").existsSync(sslrootcert)) {
+    throw new PgferryError("bad_uri", `--${role}: sslrootcert ${sslrootcert} does not exist; fix: give the path of the CA certificate ` +
+      `that signed the server's certificate`);
+  }
   try {
     p = parse(uri);
   } catch {
@@ -56,7 +65,7 @@ export function parseEndpoint(uri: string | undefined, role: Role): Endpoint {
     throw new PgferryError("bad_uri", `--${role}: port must be a number between 1 and 65535`);
   }
   return {
-    role, host, port, user, database, sslmode,
+    role, host, port, user, database, sslmode, sslrootcert,
     password: p.password || undefined,
     label: `${role} ${user}@${host}:${port}/${database}`,
   };
@@ -67,16 +76,31 @@ export function clientConfig(ep: Endpoint, extra: Partial<ClientConfig> = {}): C
   let ssl: ClientConfig["ssl"] = undefined;
   switch (ep.sslmode) {
     case "require": case "prefer": case "allow": ssl = { rejectUnauthorized: false }; break;
-    case "verify-ca": ssl = { rejectUnauthorized: true, checkServerIdentity: () => undefined }; break;
-    case "verify-full": ssl = { rejectUnauthorized: true }; break;
+    case "verify-ca": ssl = { rejectUnauthorized: true, checkServerIdentity: () => undefined, ca: rootCa(ep) }; break;
+    case "verify-full": ssl = { rejectUnauthorized: true, ca: rootCa(ep) }; break;
   }
   return {
     host: ep.host, port: ep.port, user: ep.user, password: ep.password, database: ep.database, ssl,
     options: SESSION_GUCS,
     connectionTimeoutMillis: 15000,
+    // TCP keepalives: a peer that vanished (host down, NAT state lost) errors the socket instead of
+    // leaving a read waiting forever. Stalls keepalives cannot see (a live middlebox that stopped
+    // forwarding) are caught by the application timeouts (watchStall, the applier's replication timeout).
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10000,
     application_name: "pgferry",
     ...extra,
   };
+}
+
+/**
+ * The CA certificates a verifying connection trusts, as libpq picks them: sslrootcert, else
+ * ~/.postgresql/root.crt if present, else (unlike libpq, which then refuses) the system's CAs.
+ */
+function rootCa(ep: Endpoint): string | undefined {
+  const fs = require("fs") as typeof import("fs");
+  const file = ep.sslrootcert ?? require("path").join(require("os").homedir(), ".postgresql", "root.crt");
+  return ep.sslrootcert || fs.existsSync(file) ? fs.readFileSync(file, "utf8") : undefined;
 }
 
 /** Connect, or throw a PgferryError naming the server and the fix. */
@@ -130,6 +154,10 @@ export function connectionError(ep: Endpoint, e: unknown, replication = false): 
     return new PgferryError("unreachable", `cannot reach the ${where} (${code || text}); fix: check host and port in --${ep.role}, ` +
       `that the server is running with listen_addresses covering this host, and that firewalls allow it`);
   }
+  if (/certificate|self[- ]signed|altnames|Hostname\/IP does not match/i.test(text)) {
+    return new PgferryError("tls", `the ${where}'s TLS certificate was not accepted with sslmode=${ep.sslmode} (${text}); fix: give the CA ` +
+      `that signed it with sslrootcert=<file> in --${ep.role} (or PGSSLROOTCERT), and connect by a name or address the certificate lists`);
+  }
   if (/does not support SSL|SSL/i.test(text)) {
     return new PgferryError("tls", `TLS negotiation with the ${where} failed (${text}); fix: set sslmode in --${ep.role} ` +
       `to what the server supports (managed clouds need sslmode=require)`);
@@ -152,6 +180,7 @@ export function libpqEnv(ep: Endpoint): NodeJS.ProcessEnv {
     PGDATABASE: ep.database, PGAPPNAME: "pgferry", PGOPTIONS: SESSION_GUCS, PGCONNECT_TIMEOUT: "15" };
   if (ep.password) env.PGPASSWORD = ep.password;
   if (ep.sslmode) env.PGSSLMODE = ep.sslmode;
+  if (ep.sslrootcert) env.PGSSLROOTCERT = ep.sslrootcert;
   return env;
 }
 
@@ -169,6 +198,8 @@ export function conninfo(ep: Endpoint, hostOverride?: string): string {
   const password = ep.password ?? process.env.PGPASSWORD;
   if (password) parts.push(`password=${q(password)}`);
   if (ep.sslmode) parts.push(`sslmode=${ep.sslmode}`);
+  // The target's walreceiver reads this path on the target's host: the CA file must be there too.
+  if (ep.sslrootcert) parts.push(`sslrootcert=${q(ep.sslrootcert)}`);
   return parts.join(" ");
 }
 
@@ -183,6 +214,70 @@ export function quoteLiteral(s: string): string {
 /** "schema"."table" */
 export function qualified(schema: string, name: string): string {
   return `${quoteIdent(schema)}.${quoteIdent(name)}`;
+}
+
+/** Default of --stall-timeout: seconds without an answer after which a connection counts as stalled. */
+export const DEFAULT_STALL_TIMEOUT_SEC = 30;
+
+/** The socket under a pg client (internal, stable across pg 8). */
+function socketOf(c: Client): import("net").Socket | undefined {
+  return (c as unknown as { connection?: { stream?: import("net").Socket } }).connection?.stream;
+}
+
+/** Cut a connection at once (no goodbye: a stalled peer would never acknowledge it); its queries fail. */
+export function destroyClient(c: Client | undefined): void {
+  const s = c && socketOf(c);
+  if (s && !s.destroyed) s.destroy();
+}
+
+/** End a connection politely, or cut it when the peer does not answer within `ms` (a stalled link). */
+export async function endClient(c: Client | undefined, ms = 3000): Promise<void> {
+  if (!c) return;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((r) => { timer = setTimeout(() => { destroyClient(c); r(); }, ms); });
+  await Promise.race([c.end().catch(() => undefined), late]);
+  clearTimeout(timer);
+}
+
+/** A connection whose socket is gone (closed, reset, cut): the link to that server broke. */
+export function connectionLost(c: Client | undefined): boolean {
+  const s = c && socketOf(c);
+  return !!s && (s.destroyed || s.readableEnded);
+}
+
+/** The error of a link that stopped answering: names the link and the fix. */
+export function stallError(ep: Endpoint, what: string, seconds: number): PgferryError {
+  return new PgferryError("stalled", `the connection to the ${ep.role} ${ep.host}:${ep.port} stalled: ${what} for ${seconds} s ` +
+    `(--stall-timeout); fix: check the network between pgferry and the ${ep.role} (a firewall or NAT dropping the flow, the ` +
+    `server hung) — the work resumes from where it stopped once it answers; raise --stall-timeout if one statement legitimately ` +
+    `runs longer`);
+}
+
+/**
+ * Watch a client: while it has a query in progress and no byte arrived for `ms`, the link counts as
+ * stalled: onStall runs and the socket is cut, so the query fails instead of waiting forever. Returns
+ * the function that stops watching. (A query the server works on silently for longer than `ms` trips it
+ * too: the bound must exceed the longest single statement on that connection.)
+ */
+export function watchStall(c: Client, ms: number, onStall: () => void): () => void {
+  let last = Date.now();
+  let watched: import("net").Socket | undefined;
+  const seen = () => { last = Date.now(); };
+  const busy = () => {
+    const x = c as unknown as { _activeQuery?: unknown; _queryQueue?: unknown[] };
+    return !!x._activeQuery || !!x._queryQueue?.length;
+  };
+  let wasBusy = false;
+  const timer = setInterval(() => {
+    const s = socketOf(c);
+    if (s && s !== watched) { watched?.off("data", seen); s.on("data", seen); watched = s; }
+    const b = busy();
+    if (b && !wasBusy) last = Date.now(); // a query just started: its clock starts now
+    wasBusy = b;
+    if (b && Date.now() - last > ms) { clearInterval(timer); onStall(); destroyClient(c); }
+  }, Math.max(50, Math.min(1000, ms / 10)));
+  timer.unref();
+  return () => { clearInterval(timer); watched?.off("data", seen); };
 }
 
 /** Run fn with a connection that is always closed afterwards. */

@@ -10,7 +10,7 @@ import { Transform } from "stream";
 import { Client } from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
 import { TableInfo } from "./catalog";
-import { connect, Endpoint, qualified, quoteIdent } from "./endpoint";
+import { connect, connectionLost, Endpoint, qualified, quoteIdent } from "./endpoint";
 import { PgferryError } from "./errors";
 
 export interface CopyJob {
@@ -94,7 +94,7 @@ function copySql(job: CopyJob, freeze = true): { out: string; inp: string } {
   const k = quoteIdent(job.range.key);
   return {
     out: `COPY (SELECT ${cols} FROM ONLY ${name} WHERE ${k} >= ${job.range.lo} AND ${k} < ${job.range.hi}) TO STDOUT WITH (${fmt})`,
-    inp: `COPY ${name} (${cols}) FROM STDIN WITH (${fmt})`,
+    inp: `COPY ${name}${list} FROM STDIN WITH (${fmt})`,
   };
 }
 
@@ -180,8 +180,14 @@ export async function runLoad(source: Endpoint, target: Endpoint, snapshot: stri
         }
         if (ownTruncate) await dst.query("COMMIT");
       } catch (e) {
-        // Every load error names its table: which one broke is the first thing the user needs.
-        throw new PgferryError("load_failed", `loading table ${job.table.schema}.${job.table.name} failed: ${(e as Error).message ?? e}`);
+        // Every load error names its table: which one broke is the first thing the user needs; and a broken
+        // connection names its link (a reset on the target's side surfaces as an error of the COPY from the source).
+        const lost = connectionLost(src) ? source : connectionLost(dst) ? target : undefined;
+        const link = lost ? ` (the connection to the ${lost.role} ${lost.host}:${lost.port} was lost; fix: check the network to the ` +
+          `${lost.role} and that it is up, then run pgferry start again: it reloads from a new snapshot)` : "";
+        const full = (e as { code?: string }).code === "53100" ? ` (the target's disk is full; fix: free or add space on the target, then run ` +
+          `pgferry start again: it reloads; the replication slot is released meanwhile, so the source keeps no WAL for it)` : "";
+        throw new PgferryError("load_failed", `loading table ${job.table.schema}.${job.table.name} failed: ${(e as Error).message ?? e}${link}${full}`);
       }
       p.rows += rows;
       p.copiedBytes += jobBytes;

@@ -42,7 +42,14 @@ export interface MigrationOptions {
    * from how pgferry reaches it (other network, private endpoint). Default: the source URI's host.
    */
   sourceHostForTarget?: string;
+  /**
+   * Seconds start waits for the consistent snapshot (older transactions open on the source must end
+   * first) before it refuses, naming them; 0 = no limit. Default DEFAULT_SNAPSHOT_TIMEOUT_SEC.
+   */
+  snapshotTimeoutSec?: number;
 }
+
+export const DEFAULT_SNAPSHOT_TIMEOUT_SEC = 600;
 
 export const DEFAULT_NAME = "main";
 
@@ -69,8 +76,12 @@ export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: stri
   if (o.sourceHostForTarget !== undefined && !/^(\[[0-9a-fA-F:.]+\]|[^\s:/]+|[0-9a-fA-F:]+)(:\d{1,5})?$/.test(o.sourceHostForTarget)) {
     throw new PgferryError("bad_host", `--source-host-for-target "${o.sourceHostForTarget}" must be a host name or address, optionally with :port`);
   }
+  const snapshotTimeoutSec = o.snapshotTimeoutSec ?? DEFAULT_SNAPSHOT_TIMEOUT_SEC;
+  if (!Number.isFinite(snapshotTimeoutSec) || snapshotTimeoutSec < 0) {
+    throw new PgferryError("bad_timeout", "--snapshot-timeout must be a number of seconds, 0 (no limit) or more");
+  }
   return {
-    name, mode, plugin, jobs, replicaIdentityFull: !!o.replicaIdentityFull, unlogged, largeObjects: o.largeObjects ?? true, sourceHostForTarget: o.sourceHostForTarget,
+    snapshotTimeoutSec, name, mode, plugin, jobs, replicaIdentityFull: !!o.replicaIdentityFull, unlogged, largeObjects: o.largeObjects ?? true, sourceHostForTarget: o.sourceHostForTarget,
     selection: o.selection ?? { schemas: o.schemas ?? [], include: o.include ?? [], exclude: o.exclude ?? [] },
   };
 }

@@ -19,7 +19,9 @@ import { describeSourceChanges, listSourceChanges, restoreSourceChanges, setRepl
 import { preflight, PreflightResult } from "./preflight";
 import { recordActivityBaseline } from "./touched";
 import { applyEntries, dumpSchema, foreignKeyEntries, largeObjectFix, matviewEntries, readNotCarried, SchemaEntry, storeEntries } from "./schema";
-import { createPublication, createSlotWithSnapshot, dropPublication, dropSlot, slotInfo } from "./snapshot";
+import {
+  BlockingTransaction, createPublication, createSlotWithSnapshot, describeBlocking, dropPublication, dropSlot, slotInfo,
+} from "./snapshot";
 import {
   ensureControlSchema, insertMigration, MigrationRecord, Phase, readMigration, tableProgressRecorder, tryLockMigration, updateMigration,
 } from "./state";
@@ -30,7 +32,9 @@ export type MigrationEvent =
   | { type: "finding"; finding: Finding }
   | { type: "schema"; section: string; kind: string; object: string }
   /** Source schema changes pgferry made (recorded with their undo on the target) or undid. */
-  | { type: "sourceChange"; action: "changed" | "restored"; changes: SourceChange[] };
+  | { type: "sourceChange"; action: "changed" | "restored"; changes: SourceChange[] }
+  /** The consistent snapshot waits for transactions open on the source (they must end first). */
+  | { type: "snapshotWait"; waitedSec: number; blocking: BlockingTransaction[]; message: string };
 
 export interface StartResult {
   name: string;
@@ -428,7 +432,10 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
       // wal2json decodes every table of the database (filtered by add-tables): no publication.
       if (o.plugin !== "wal2json") await createPublication(src, names.publication, publishedTables(pf.tables));
       if (o.mode === "subscription") await createSubscription(tgt, source, names.subscription, names.publication, names.slot, o.sourceHostForTarget);
-      snap = await createSlotWithSnapshot(source, names.slot, o.plugin);
+      snap = await createSlotWithSnapshot(source, names.slot, o.plugin, { timeoutSec: o.snapshotTimeoutSec,
+        onWait: (blocking, waitedSec) => onEvent({ type: "snapshotWait", waitedSec, blocking, message: `waiting ${waitedSec} s for the ` +
+          `consistent snapshot: ${blocking.length} transaction(s) open on the source since before it must end first: ${describeBlocking(blocking)}` +
+          `${o.snapshotTimeoutSec ? ` (start gives up after ${o.snapshotTimeoutSec} s, --snapshot-timeout)` : ""}` }) });
       await updateMigration(tgt, o.name, { consistentPoint: snap.consistentPoint, loadStartedAt: new Date(), error: null, phase: "Loading" });
       const recorder = tableProgressRecorder(tgt, o.name);
       testFailpoint("load");

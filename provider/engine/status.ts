@@ -8,7 +8,7 @@ import { connect, Endpoint } from "./endpoint";
 import { bigIntToLsn, lsnDiff } from "./lsn";
 import { readAppliedLsn } from "./stream";
 import { objectNames } from "./options";
-import { changesAfterFence, slotInfo, SlotInfo, wal2jsonPeekOptions } from "./snapshot";
+import { changesAfterFence, slotInfo, SlotInfo, slotLostError, wal2jsonPeekOptions } from "./snapshot";
 import { CutoverTimings, MigrationRecord, Phase, readMigration, readTableProgress, TableProgress } from "./state";
 import { SchemaDifference, schemaDifferences } from "./drift";
 import { rollbackWindowStatus, RollbackWindowStatus } from "./rollback";
@@ -50,6 +50,8 @@ export interface MigrationStatus {
   /** Stream mode: changes applied per table. */
   applied?: { table: string; inserts: number; updates: number; deletes: number; truncates: number }[];
   slot?: SlotInfo;
+  /** The slot was invalidated (wal_status lost): what happened and the way back (cleanup, start again). */
+  slotLost?: string;
   subscription?: SubscriptionInfo;
   consistentPoint?: string;
   fenceLsn?: string;
@@ -129,6 +131,7 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
       src ??= await connect(source);
       st.sourceLsn = (await src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l;
       st.slot = await slotInfo(src, names.slot);
+      if (st.slot?.walStatus === "lost") st.slotLost = slotLostError(name, names.slot).message;
       if (st.slot?.confirmedFlushLsn && st.sourceLsn) {
         st.confirmedLsn = st.slot.confirmedFlushLsn;
         // Stream mode confirms only what it applied, and the WAL end when idle: the later of the two is the position.

@@ -16,10 +16,13 @@
 import { Client, QueryResult } from "pg";
 import { LogicalReplicationService, Pgoutput, PgoutputPlugin } from "pg-logical-replication";
 import { CONTROL_SCHEMA } from "./catalog";
-import { clientConfig, connect, Endpoint, qualified, quoteIdent } from "./endpoint";
+import {
+  clientConfig, connect, DEFAULT_STALL_TIMEOUT_SEC, destroyClient, endClient, Endpoint, qualified, quoteIdent, stallError, watchStall,
+} from "./endpoint";
 import { PgferryError } from "./errors";
 import { bigIntToLsn, lsnToBigInt } from "./lsn";
 import { openStreamDecoder, Wal2jsonDecoder } from "./wal2json";
+import { SLOT_LOST_PATTERN, slotLostError } from "./snapshot";
 
 export interface ApplyCounters { inserts: number; updates: number; deletes: number; truncates: number }
 
@@ -37,6 +40,13 @@ export interface StreamOptions {
    * read-only for itself. Only the reverse direction sets it; a forward target is never frozen.
    */
   writeThroughFreeze?: boolean;
+  /**
+   * Seconds without an answer after which a link counts as stalled (default DEFAULT_STALL_TIMEOUT_SEC): the
+   * replication connection (pinged with reply-requested status updates, which a live walsender answers at
+   * once) and the target connection while a statement runs. A stall ends the session with an error naming
+   * the link; the agent reconnects.
+   */
+  stallTimeoutSec?: number;
 }
 
 type Relation = Pgoutput.MessageRelation;
@@ -337,6 +347,10 @@ export class StreamApplier {
   private stopRequested = false;
   private finishing = false;
   private timer?: NodeJS.Timeout;
+  private watchdog?: NodeJS.Timeout;
+  private unwatchTarget?: () => void;
+  /** Last time the walsender sent anything (data or keepalive). */
+  private lastHeard = Date.now();
   /** Set when the migration streams with wal2json (./wal2json.ts): turns its messages into pgoutput's. */
   private decoder?: Wal2jsonDecoder;
   changes = 0;
@@ -347,8 +361,16 @@ export class StreamApplier {
 
   get appliedLsn(): bigint { return this.applied; }
 
+  private get stallMs(): number { return (this.o.stallTimeoutSec ?? DEFAULT_STALL_TIMEOUT_SEC) * 1000; }
+
   async run(): Promise<bigint> {
     this.target = await connect(this.targetEp, { application_name: "pgferry stream" });
+    // A target that stops answering mid-statement: cut the connection and fail naming it (never hang).
+    const stallSec = this.stallMs / 1000;
+    this.unwatchTarget = watchStall(this.target, this.stallMs, () => {
+      this.broken ??= stallError(this.targetEp, "no answer to a statement", stallSec);
+      void this.fail(this.broken);
+    });
     try {
       await this.target.query(`SET session_replication_role = replica`);
     } catch (e) {
@@ -385,7 +407,9 @@ export class StreamApplier {
     plugin.start = (client: Client, slot: string, lsn: string) =>
       client.query(`START_REPLICATION SLOT ${quoteIdent(slot)} LOGICAL ${lsn} (proto_version '1', publication_names '"${pub}"')`);
 
+    svc.on("start", () => { this.lastHeard = Date.now(); });
     svc.on("data", async (_lsn: string, m: Pgoutput.Message) => {
+      this.lastHeard = Date.now();
       if (this.stopped || this.finishing) return;
       try {
         if (!this.decoder) await this.handle(m);
@@ -393,6 +417,7 @@ export class StreamApplier {
       } catch (e) { await this.fail(e); }
     });
     svc.on("heartbeat", async (lsn: string, _ts: number, reply: boolean) => {
+      this.lastHeard = Date.now();
       if (this.stopped) return;
       try {
         // A keepalive carries the position the walsender has decoded and sent up to. Idle here means
@@ -407,7 +432,19 @@ export class StreamApplier {
       } catch (e) { await this.fail(e); }
     });
     svc.on("error", (e: Error) => { void this.fail(e); });
-    this.timer = setInterval(() => { if (!this.stopped) void this.ack(this.applied).catch(() => undefined); }, 5000);
+    // Status updates request a reply: a live walsender answers at once (a keepalive), so silence on the
+    // replication connection longer than the stall timeout means the link (or the walsender) is gone.
+    this.timer = setInterval(() => { if (!this.stopped) void this.ack(this.applied, true).catch(() => undefined); },
+      Math.min(5000, this.stallMs / 3));
+    this.lastHeard = Date.now();
+    this.watchdog = setInterval(() => {
+      // While we apply, the stream is paused on purpose (flow control): then the target's watch applies.
+      const paused = (svc as unknown as { _processing: boolean })._processing;
+      if (this.stopped || paused || Date.now() - this.lastHeard <= this.stallMs) return;
+      const sock = (svc as unknown as { _connection?: { stream?: { destroy(): void } } })._connection?.stream;
+      sock?.destroy(); // cut it: a polite end would wait for the stalled peer
+      void this.fail(stallError(this.source, "nothing received on the replication connection (a live walsender answers a ping at once)", stallSec));
+    }, Math.max(50, Math.min(1000, this.stallMs / 10)));
     svc.subscribe(this.decoder?.plugin ?? plugin, this.o.slot, bigIntToLsn(this.applied)).catch((e) => this.fail(e));
     return this.done;
   }
@@ -445,8 +482,8 @@ export class StreamApplier {
     return !this.inTarget && !this.inFlight.length && !(this.svc as unknown as { _processing: boolean })._processing && this.nothingQueued();
   }
 
-  private async ack(lsn: bigint): Promise<void> {
-    if (lsn > 0n && this.svc) await this.svc.acknowledge(bigIntToLsn(lsn - 1n)); // the library sends lsn + 1
+  private async ack(lsn: bigint, ping = false): Promise<void> {
+    if (lsn > 0n && this.svc) await this.svc.acknowledge(bigIntToLsn(lsn - 1n), ping); // the library sends lsn + 1
   }
 
   private count(r: Relation, kind: keyof ApplyCounters) {
@@ -606,7 +643,8 @@ export class StreamApplier {
   }
 
   private async storeApplied(lsn: bigint): Promise<void> {
-    await this.send(`UPDATE ${CONTROL_SCHEMA}.migration SET applied_lsn = $2, updated_at = now() WHERE name = $1`, [this.o.migration, bigIntToLsn(lsn)]);
+    await this.send(`UPDATE ${CONTROL_SCHEMA}.migration SET applied_lsn = $2, apply_error = NULL, updated_at = now() WHERE name = $1`,
+      [this.o.migration, bigIntToLsn(lsn)]);
     this.applied = lsn;
   }
 
@@ -631,7 +669,11 @@ export class StreamApplier {
     if (this.stopped) return;
     this.stopped = true;
     await this.rollback();
-    const err = e instanceof PgferryError ? e : new PgferryError("apply_failed", `stream apply stopped: ${(e as Error).message ?? e}`);
+    const err = e instanceof PgferryError ? e : SLOT_LOST_PATTERN.test((e as Error).message ?? "") ? slotLostError(this.o.migration, this.o.slot)
+      : (e as { code?: string }).code === "53100" ? new PgferryError("disk_full", `the target's disk is full: ${(e as Error).message}. Nothing ` +
+        `after the last committed change was applied or acknowledged; the slot is kept, so the source retains WAL meanwhile (up to ` +
+        `max_slot_wal_keep_size). Fix: free or add space on the target; the agent retries and resumes where it stopped`)
+      : new PgferryError("apply_failed", `stream apply stopped: ${(e as Error).message ?? e}`);
     // A slot still held (55006: our previous walsender is still ending, or another consumer has it) is no apply
     // error: recording it would hide the error that made the agent reconnect, which status and cutover must show.
     const slotBusy = (e as { code?: string }).code === "55006" || /replication slot .* is active for PID/.test(err.message);
@@ -663,8 +705,14 @@ export class StreamApplier {
 
   private async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
-    await this.svc?.destroy().catch(() => undefined);
-    await this.target?.end().catch(() => undefined);
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.unwatchTarget?.();
+    // Bounded: a stalled peer never acknowledges a polite end; then the socket is cut.
+    const replication = (this.svc as unknown as { _client?: Client } | undefined)?._client ?? undefined;
+    const ended = this.svc?.destroy().catch(() => undefined);
+    await Promise.race([ended, new Promise((r) => setTimeout(r, 3000).unref())]);
+    destroyClient(replication);
+    await endClient(this.target);
     await this.decoder?.close();
   }
 }

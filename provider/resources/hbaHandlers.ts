@@ -79,7 +79,8 @@ export async function read(id: string, props: Record<string, unknown>) {
   const i = pick(props);
   const state = await withServer(i.server, (c) => findRule(c, ruleOf(i).name));
   if (!state) return { id: "", props: {} };
-  return { id, props: { ...i, ruleName: ruleOf(i).name, ...state }, inputs: i };
+  // No `inputs`: the engine keeps the program's own on refresh (see migrationHandlers.read).
+  return { id, props: { ...i, ruleName: ruleOf(i).name, ...state } };
 }
 
 export async function remove(_id: string, props: Record<string, unknown>) {

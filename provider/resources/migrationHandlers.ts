@@ -4,7 +4,7 @@
  * (pgferry/dist/provider/resources/…), so the code in users' state stays tiny and stable.
  */
 import {
-  cleanupMigration, cutoverMigration, finishRollbackWindow, migrationOptions, VERIFY_MODES, VerifyMode, migrationStatus, MigrationStatus, parseEndpoint, PgferryError, startMigration,
+  cleanupMigration, cutoverMigration, finishRollbackWindow, migrationOptions, VERIFY_MODES, VerifyMode, migrationStatus, MigrationStatus, objectNames, parseEndpoint, PgferryError, startMigration,
 } from "../engine";
 import { formatFindings } from "../engine/errors";
 import { addReplicationRuleFor } from "./hbaHandlers";
@@ -76,7 +76,8 @@ export interface MigrationOutputs extends MigrationInputs {
 
 /** Inputs whose change means another migration (new slot, new target data): replace, never update. */
 export const REPLACE_ON = ["source", "target", "name", "mode", "plugin", "schemas", "include", "exclude", "replicaIdentityFull", "sourceHostForTarget"] as const;
-const INPUT_KEYS = [...REPLACE_ON, "jobs", "unlogged", "largeObjects", "freezeWrites", "cutover", "cutoverTimeoutSec", "verify", "cutoverGraceSec", "autoReplicationRule",
+/** Every input the resource takes (the root program maps each from stack config: program/stack.ts). */
+export const INPUT_KEYS = [...REPLACE_ON, "jobs", "unlogged", "largeObjects", "freezeWrites", "cutover", "cutoverTimeoutSec", "verify", "cutoverGraceSec", "autoReplicationRule",
   "reverseReplication", "rollbackWindow"] as const;
 /** What the Pulumi engine sends for a value not known yet (preview). */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
@@ -118,7 +119,19 @@ export function pickInputs(props: Record<string, unknown>): MigrationInputs {
   return out as unknown as MigrationInputs;
 }
 
-function summary(s: MigrationStatus): string {
+/**
+ * A streaming migration whose slot is gone from the source (dropped by hand, or invalidated): the changes
+ * made since are lost, so it can never be cut over. Named in the outputs (refresh) and refused by up.
+ */
+function lostSlot(name: string, s: MigrationStatus): string | undefined {
+  if (s.phase !== "ReadyToCutover" || s.slot) return undefined;
+  return `the replication slot "${objectNames(name).slot}" is gone from the source: changes made since it was dropped are lost, ` +
+    `so migration "${name}" cannot continue or be cut over. Fix: pulumi destroy (removes what is left of it), empty the target ` +
+    `database (drop the migrated tables or recreate it), then pulumi up for a fresh copy`;
+}
+
+function summary(s: MigrationStatus, lost?: string): string {
+  if (lost) return `ReadyToCutover: BROKEN, ${lost}`;
   switch (s.phase) {
     case "ReadyToCutover": return `ReadyToCutover: streaming, lag ${s.lagBytes ?? "?"} bytes${s.caughtUp ? ", caught up" : ""}`;
     case "Completed": return `Completed: downtime ${((s.downtimeMs ?? 0) / 1000).toFixed(2)} s`;
@@ -131,14 +144,15 @@ function summary(s: MigrationStatus): string {
 
 /** Outputs: every input (so diff sees them), plus live status; nothing secret except the inputs themselves. */
 export function toOutputs(i: MigrationInputs, s: MigrationStatus): MigrationOutputs {
+  const lost = lostSlot(nameOf(i), s);
   return {
     ...pickInputs(i as unknown as Record<string, unknown>),
-    migrationName: nameOf(i), status: summary(s), phase: s.phase,
+    migrationName: nameOf(i), status: summary(s, lost), phase: s.phase,
     lagBytes: s.lagBytes ?? null, lagSeconds: s.lagSeconds ?? null, pendingChanges: s.pendingChanges ?? null,
     caughtUp: s.caughtUp ?? null, confirmedLsn: s.confirmedLsn ?? null, appliedChanges: s.applied ?? null,
     rowsCopied: s.rowsCopied, bytesCopied: s.bytesCopied,
     tables: s.tables.map((t) => ({ table: `${t.schema}.${t.table}`, status: t.status, rows: t.rows, bytes: t.bytes, estimatedRows: t.estimatedRows })),
-    downtimeMs: s.downtimeMs ?? null, fenceLsn: s.fenceLsn ?? null, error: s.error ?? null,
+    downtimeMs: s.downtimeMs ?? null, fenceLsn: s.fenceLsn ?? null, error: lost ?? s.error ?? null,
     cutoverTimings: (s.cutoverTimings as Record<string, number> | undefined) ?? null,
     schemaDifferences: (s.schemaDifferences ?? []).map((d) => d.problem),
     notCarried: s.notCarried ?? [],
@@ -186,7 +200,9 @@ export async function diff(_id: string, olds: Record<string, unknown>, news: Rec
   }
   const same = (k: string) => JSON.stringify(o[k]) === JSON.stringify(n[k]);
   const replaces = REPLACE_ON.filter((k) => !same(k));
-  const changes = INPUT_KEYS.some((k) => !same(k));
+  // A refresh found the slot gone: the next up must not report "no changes" but run update, which refuses with the fix.
+  const broken = typeof olds.status === "string" && olds.status.startsWith("ReadyToCutover: BROKEN") && !replaces.length;
+  const changes = broken || INPUT_KEYS.some((k) => !same(k));
   return { changes, replaces, deleteBeforeReplace: true };
 }
 
@@ -196,6 +212,7 @@ export async function create(inputs: Record<string, unknown>) {
   const { source, target } = endpoints(i);
   try {
     await startWithHbaRetry(i);
+    refuseLostSlot(i, await migrationStatus(source, target, nameOf(i)));
     if (i.cutover) await cutoverMigration(source, target, cutoverOptions(i));
   } catch (e) {
     throw explain(e);
@@ -215,6 +232,11 @@ async function startWithHbaRetry(i: MigrationInputs) {
   }
 }
 
+function refuseLostSlot(i: MigrationInputs, s: MigrationStatus) {
+  const lost = lostSlot(nameOf(i), s);
+  if (lost) throw new PgferryError("slot_missing", lost);
+}
+
 function cutoverOptions(i: MigrationInputs) {
   return { name: nameOf(i), freezeWrites: !!i.freezeWrites, timeoutSec: i.cutoverTimeoutSec ?? 300, jobs: i.jobs ?? 4,
     verify: (i.verify ?? "counts") as VerifyMode, graceSec: i.cutoverGraceSec ?? 5,
@@ -228,7 +250,9 @@ export async function read(id: string, props: Record<string, unknown>) {
   const { source, target } = endpoints(i);
   const s = await migrationStatus(source, target, nameOf(i));
   if (s.phase === "NotFound") return { id: "", props: {} };
-  return { id, props: toOutputs(i, s), inputs: i };
+  // No `inputs`: the engine keeps the program's own on refresh. Returned inputs (with defaults filled in) became the
+  // state's inputs, and the next update showed every default the program leaves unset as removed ("- plugin").
+  return { id, props: toOutputs(i, s) };
 }
 
 /**
@@ -240,6 +264,7 @@ export async function update(_id: string, olds: Record<string, unknown>, news: R
   const { source, target } = endpoints(i);
   try {
     const before = await migrationStatus(source, target, nameOf(i));
+    refuseLostSlot(i, before);
     if (before.phase !== "Completed") await startWithHbaRetry(i);
     if (i.cutover && !olds.cutover || i.cutover && ["CuttingOver", "VerifyFailed"].includes(before.phase)) await cutoverMigration(source, target, cutoverOptions(i));
     // Idempotent: an open window (or one a killed finish left half-closed) is closed; a closed one is left alone.

@@ -64,7 +64,8 @@ export async function read(id: string, props: Record<string, unknown>) {
   const i = pick(props);
   const out = await outputs(i);
   // Once the Migration is destroyed its state is gone, but the schema stays on the target: keep the last outputs.
-  return { id, props: out ?? props, inputs: i };
+  // No `inputs`: the engine keeps the program's own on refresh (see migrationHandlers.read).
+  return { id, props: out ?? props };
 }
 
 export async function update(_id: string, _olds: Record<string, unknown>, news: Record<string, unknown>) {

@@ -88,7 +88,8 @@ export async function read(id: string, props: Record<string, unknown>) {
   const i = pick(props);
   const wanted = (props.wanted as Record<string, string>) ?? {};
   const r = await withServer(i.server, (c) => readParameters(c, wanted));
-  return { id, props: outputs(i, wanted, { ...r, changed: (props.changed as string[]) ?? [] }), inputs: i };
+  // No `inputs`: the engine keeps the program's own on refresh (see migrationHandlers.read).
+  return { id, props: outputs(i, wanted, { ...r, changed: (props.changed as string[]) ?? [] }) };
 }
 
 export async function remove(): Promise<void> {
