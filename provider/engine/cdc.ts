@@ -62,6 +62,12 @@ function subscriptionError(e: unknown, source: Endpoint, hostForTarget?: string)
   if ((e as { code?: string }).code === "42501") {
     return new PgferryError("subscription_privilege", `the target refused CREATE SUBSCRIPTION (${text}); fix: GRANT pg_create_subscription (16+) or use a superuser`);
   }
+  const code = (e as { code?: string }).code ?? "";
+  if (!code.startsWith("08") && !/could not connect|connection to server|timeout|timed out/i.test(text)) {
+    // The target reached the source, and something else failed: say what, not "unreachable".
+    return new PgferryError("subscription_failed", `the target could not create its subscription to the source (${text}); fix: ` +
+      `correct the cause named there, then run pgferry start again (pgferry cleanup first to start over)`);
+  }
   return new PgferryError("target_cannot_reach_source", `the target could not connect to the source at ${where} for replication (${text}); ` +
     `fix: make the source reachable from the target server (firewall, pg_hba, DNS), or pass the address the target should use ` +
     `with --source-host-for-target`);

@@ -347,7 +347,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
         `${undo.failed.map((f) => `${f.object} (${f.error})`).join(", ")}; fix: run pgferry cutover again as the tables' owner or a superuser, ` +
         `or run on the source: ${describeSourceChanges(undo.failed)}`);
     }
-    if (undo.restored.length) say(`restored on the source: ${describeSourceChanges(undo.restored)}`);
+    if (undo.restored.length) say(`restored on the source (${undo.restored.length}): ${describeSourceChanges(undo.restored, 10)}`);
     timings.endReplicationMs = (timings.endReplicationMs ?? 0) + ms(tEnd);
     say("syncing sequences");
     const tSeq = Date.now();

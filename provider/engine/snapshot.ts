@@ -20,7 +20,9 @@ export interface SlotSnapshot {
 
 export async function createPublication(src: Client, name: string, published: TableInfo[]): Promise<void> {
   await src.query(`DROP PUBLICATION IF EXISTS ${quoteIdent(name)}`);
-  const list = published.map((t) => qualified(t.schema, t.name)).join(", ");
+  // ONLY for plain tables: without it an inheritance parent brings its children into the publication, even those
+  // the selection leaves out (the target lacks them, and CREATE SUBSCRIPTION then fails on them).
+  const list = published.map((t) => `${t.kind === "r" ? "ONLY " : ""}${qualified(t.schema, t.name)}`).join(", ");
   // Partitioned tables publish through their root, so target partitioning may differ from the source's.
   await src.query(`CREATE PUBLICATION ${quoteIdent(name)} FOR TABLE ${list} WITH (publish_via_partition_root = true)`);
 }

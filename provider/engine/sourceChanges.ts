@@ -95,6 +95,7 @@ export async function restoreSourceChanges(src: Client, tgt: Client, migration: 
   return { restored, failed };
 }
 
-export function describeSourceChanges(changes: SourceChange[]): string {
-  return changes.map((c) => `${c.object}: ${c.change}; undo: ${c.undoSql};`).join(" ");
+export function describeSourceChanges(changes: SourceChange[], most = Infinity): string {
+  const shown = changes.slice(0, most).map((c) => `${c.object}: ${c.change}; undo: ${c.undoSql};`).join(" ");
+  return changes.length > most ? `${shown} … and ${changes.length - most} more of the same kind` : shown;
 }

@@ -476,7 +476,7 @@ async function guarded<T>(src: Client, tgt: Client, name: string, onEvent: (e: M
     const undo = await restoreSourceChanges(src, tgt, name).catch((x) => ({ restored: [], failed: [], error: (x as Error).message }));
     if (undo.restored.length) {
       onEvent({ type: "sourceChange", action: "restored", changes: undo.restored });
-      msg += `; the source was restored as it was: ${describeSourceChanges(undo.restored)}`;
+      msg += `; the source was restored as it was: ${describeSourceChanges(undo.restored, 5)}`;
     }
     if (undo.failed.length || "error" in undo) {
       msg += `; pgferry could not restore everything it changed on the source${"error" in undo ? ` (${undo.error})` : ""}: ` +

@@ -90,6 +90,13 @@ export interface AllowedFile {
    * major cannot hold at all. Each with its reason.
    */
   adjustBeforeMigration: Record<string, Adjustment[]>;
+  /**
+   * Tables a CDC mode cannot carry, which that mode's runs therefore --exclude: each must be named by pgferry's
+   * own preflight refusal (the test checks that the refusal names exactly tables listed here), and the target
+   * is then compared with the source copy from which PostgreSQL itself dropped them (DROP TABLE … CASCADE), so
+   * what depends on them may be absent and nothing else.
+   */
+  excludeInMode?: Record<string, { finding: string; tables: string[]; reason: string }>;
   differences: AllowedDifference[];
 }
 
@@ -100,6 +107,9 @@ export function loadAllowed(): AllowedFile {
     new RegExp(d.key); // a bad pattern fails here, not silently later
     // What pg_restore also loses is a loss, not a version effect: only changed or extra entries can be one.
     if (d.sameWithPgRestore && d.kind === "missing") throw new Error(`${ALLOWED_FILE}: a missing object cannot be a version effect (${d.key})`);
+  }
+  for (const [mode, x] of Object.entries(f.excludeInMode ?? {})) {
+    if (!x.reason?.trim() || !x.finding || !x.tables?.length) throw new Error(`${ALLOWED_FILE}: excludeInMode.${mode} needs a finding, tables and a reason`);
   }
   for (const list of Object.values(f.adjustBeforeMigration)) for (const a of list) {
     if (!a.reason?.trim()) throw new Error(`${ALLOWED_FILE}: every adjustment needs a reason (${a.sql})`);
