@@ -64,6 +64,7 @@ export function declareMigrationStack(config = new pulumi.Config("pgferry")) {
     plugin: config.get("plugin") as "pgoutput" | "wal2json" | undefined,
     jobs: config.getNumber("jobs") ?? 4,
     unlogged: (config.get("unlogged") as "copy" | "skip" | undefined) ?? "copy",
+    largeObjects: config.getBoolean("largeObjects") ?? true,
     freezeWrites: config.getBoolean("freezeWrites") ?? false,
     cutover: config.getBoolean("cutover") ?? false,
     cutoverTimeoutSec: config.getNumber("cutoverTimeoutSec") ?? 300,

@@ -52,10 +52,11 @@ test("pulumi up / refresh / config cutover / destroy through the real plugin", a
   expect(bad.failures.map((f) => f.property).sort()).toEqual(["name", "source"]);
   expect((await h.check("mig", {}, inputs)).failures).toEqual([]);
 
-  await src.query(`SELECT lo_create(77)`, "app");   // not carried: the Migration's notCarried output says so
+  await src.query(`SELECT lo_create(77)`, "app");   // carried by default (issue 13): nothing is listed as not carried
   const { id, outs } = await h.create("mig", inputs);
   expect(id).toBe("pgferry-migration-pl");
-  expect(outs.notCarried).toEqual([expect.objectContaining({ kind: "large objects", fix: expect.stringMatching(/pg_dump .*--blobs/) })]);
+  expect(outs.notCarried).toEqual([]);
+  expect(await tgt.query(`SELECT oid::int FROM pg_largeobject_metadata`, "app")).toEqual([{ oid: 77 }]);
   expect(outs).toMatchObject({ phase: "ReadyToCutover", migrationName: "pl", cutover: false });
   expect(outs.status).toMatch(/^ReadyToCutover: streaming/);
   expect(outs.tables.length).toBe(6);

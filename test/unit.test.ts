@@ -215,6 +215,20 @@ test("Migration resource: rollbackWindow true → false is an in-place update; r
   await expect(diff("id", { ...open, rollbackWindow: false }, open)).rejects.toThrow(/was closed .* cannot be reopened/);
 });
 
+test("large objects: carried by default; --no-large-objects and the Pulumi input largeObjects: false opt out, as an update", async () => {
+  expect(migrationOptions({}).largeObjects).toBe(true);
+  expect(migrationOptions({ largeObjects: false }).largeObjects).toBe(false);
+  const { diff, pickInputs } = await import("../provider/resources/migrationHandlers");
+  const base = { source: "postgresql://u@old/db", target: "postgresql://u@new/db", name: "m" };
+  expect(pickInputs(base)).toMatchObject({ largeObjects: true });
+  expect(pickInputs({ ...base, largeObjects: false })).toMatchObject({ largeObjects: false });
+  expect(await diff("id", base, { ...base, largeObjects: false })).toMatchObject({ changes: true, replaces: [] });
+  const { buildProgram } = await import("../provider/cli/main");
+  const start = buildProgram().commands.find((c) => c.name() === "start")!;
+  expect(start.options.map((o) => o.long)).toContain("--no-large-objects");
+  expect(formatTimings({ freezeMs: 10, largeObjectsMs: 1234, verifyMs: 5 })).toMatch(/large objects 1\.23 s/);
+});
+
 test("Migration resource: unlogged defaults to copy, skip flows through, and changing it is an update (it only matters at cutover)", async () => {
   const { diff, pickInputs } = await import("../provider/resources/migrationHandlers");
   const base = { source: "postgresql://u@old/db", target: "postgresql://u@new/db", name: "m" };

@@ -85,17 +85,19 @@ export function buildProgram(): Command {
     .addOption(new Option("--unlogged <how>", "unlogged tables (logical replication cannot see their changes): copy them again at cutover while the source is frozen, or skip them in the cutover gate and verify").choices(["copy", "skip"]).default("copy"))
     .option("--snapshot-timeout <sec>", "seconds to wait for transactions open on the source to end before the consistent snapshot " +
       "(0: no limit); past it, start refuses naming them", nonNegative("--snapshot-timeout"), DEFAULT_SNAPSHOT_TIMEOUT_SEC)
+    .option("--no-large-objects", "leave large objects out (listed as not carried); default: copied in the load's snapshot and, where changed, again at cutover")
     .option("--json", "print one JSON document instead of progress")
     .action(action(async (o) => {
       const { source, target } = endpoints(o);
-      const opts = migrationOptions({ snapshotTimeoutSec: o.snapshotTimeout, name: o.name, mode: o.mode, plugin: o.plugin, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
+      const opts = migrationOptions({ snapshotTimeoutSec: o.snapshotTimeout, largeObjects: o.largeObjects !== false, name: o.name, mode: o.mode, plugin: o.plugin, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
         replicaIdentityFull: !!o.replicaIdentityFull, unlogged: o.unlogged, sourceHostForTarget: o.sourceHostForTarget });
       const r = reporter(!!o.json);
       const res = await startMigration(source, target, opts, (e) => r.event(e)).finally(() => r.done());
       if (o.json) printJson({ ok: true, ...res });
       else if (res.alreadyRunning) r.line(`migration ${res.name} is already ${res.phase}; nothing to do`);
       else r.line(`migration ${res.name} is ${res.phase}: changes stream to the target; run pgferry cutover when ready` +
-        (res.load ? ` (loaded ${res.load.rows} rows in ${res.load.seconds.toFixed(1)} s)` : ""));
+        (res.load ? ` (loaded ${res.load.rows} rows in ${res.load.seconds.toFixed(1)} s` +
+          `${res.load.largeObjects ? `, ${res.load.largeObjects.objects} large objects (${res.load.largeObjects.bytes} bytes) in ${res.load.largeObjects.seconds.toFixed(1)} s` : ""})` : ""));
       if (!o.json && res.notCarried.length) {
         r.line(`not carried to the target (${res.notCarried.length}):\n` +
           res.notCarried.map((x) => `  - ${x.kind} ${x.object}: ${x.reason}\n      fix: ${x.fix}`).join("\n"));
@@ -181,6 +183,8 @@ export function buildProgram(): Command {
         graceSec: o.grace, verify: o.verify, reverseReplication: !!o.reverseReplication, stallTimeoutSec: o.stallTimeout, onProgress: (m) => r.line(`▸ ${m}`) });
       if (!o.json && res.unlogged) r.line(res.unlogged.action === "copied" ? `  copied ${res.unlogged.tables.length} unlogged table(s) again while writes were stopped (${res.unlogged.rows} rows)` :
         `  ! not carried and not verified (unlogged skip): ${res.unlogged.tables.join(", ")}`);
+      if (!o.json && res.largeObjects) r.line(`  large objects: ${res.largeObjects.compared} compared, ${res.largeObjects.copied} copied ` +
+        `(${res.largeObjects.bytes} bytes), ${res.largeObjects.unlinked} unlinked while writes were stopped`);
       if (o.json) printJson({ ok: true, ...res });
       else {
         r.line(res.alreadyCompleted ? `migration ${res.name} was already Completed (downtime ${((res.downtimeMs ?? 0) / 1000).toFixed(2)} s)` :
@@ -297,17 +301,24 @@ export function buildProgram(): Command {
     .action(action(async (o) => {
       const { source, target } = endpoints(o);
       let unlogged = o.unlogged as string | undefined;
-      if (!unlogged) {
-        // A migration started with --unlogged skip does not carry their content: comparing them would only report that.
+      let largeObjects: boolean | undefined;
+      {
+        // A migration started with --unlogged skip (--no-large-objects) does not carry their content: comparing would only report that.
         const c = await connect(target);
-        try { unlogged = ((await readMigration(c, o.name))?.options as { unlogged?: string } | undefined)?.unlogged; } finally { await c.end().catch(() => undefined); }
+        try {
+          const started = (await readMigration(c, o.name))?.options as { unlogged?: string; largeObjects?: boolean } | undefined;
+          unlogged ??= started?.unlogged;
+          largeObjects = started?.largeObjects;
+        } finally { await c.end().catch(() => undefined); }
       }
       const rep = await verifyMigration(source, target, { schemas: o.schema.length ? o.schema : undefined, include: o.include, exclude: o.exclude,
-        hashes: !o.countsOnly, jobs: o.jobs, skipUnlogged: unlogged === "skip" });
+        hashes: !o.countsOnly, jobs: o.jobs, skipUnlogged: unlogged === "skip", largeObjects: largeObjects !== false });
+      if (largeObjects === false) rep.warnings.push(`not compared: large objects (migration ${o.name} was started with --no-large-objects)`);
       if (o.json) printJson(rep);
       else {
         for (const w of rep.warnings) process.stdout.write(`  ! ${w}\n`);
-        process.stdout.write(`${rep.tables.length} tables, ${rep.sequences.length} sequences, ${rep.objects.length} constraints/triggers checked in ${rep.seconds.toFixed(1)} s: ` +
+        const lobs = rep.largeObjects ? `, ${rep.largeObjects.sourceCount} large objects (${rep.largeObjects.sourceBytes} bytes${rep.largeObjects.hashed ? ", hashed" : ""})` : "";
+        process.stdout.write(`${rep.tables.length} tables, ${rep.sequences.length} sequences, ${rep.objects.length} constraints/triggers${lobs} checked in ${rep.seconds.toFixed(1)} s: ` +
           `${rep.ok ? "source and target are equal" : `${rep.problems.length} difference(s)`}\n`);
         for (const p of rep.problems) process.stdout.write(`  ✗ ${p}\n`);
       }

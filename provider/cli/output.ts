@@ -99,6 +99,13 @@ export function formatStatus(s: MigrationStatus): string {
     lines.push(`  schema changed on the source — cutover refuses until the target matches (${s.schemaDifferences.length}):`);
     for (const d of s.schemaDifferences) lines.push(`    ✗ ${d.problem}${d.fix ? `\n        fix on the target: ${d.fix}` : ""}`);
   }
+  if (s.largeObjects && (s.largeObjects.carried || s.largeObjects.sourceCount)) {
+    const lo = s.largeObjects;
+    const size = (b?: number) => (b === undefined ? "size not readable by this role" : human(b));
+    lines.push(`  large objects: ${lo.targetCount} (${size(lo.targetBytes)}) on the target` +
+      `${lo.sourceCount !== undefined ? `, ${lo.sourceCount} (${size(lo.sourceBytes)}) on the source` : ""}` +
+      `${lo.carried ? "" : " — not carried (--no-large-objects)"}`);
+  }
   if (s.notCarried?.length) {
     lines.push(`  not carried to the target (${s.notCarried.length}):`);
     for (const x of s.notCarried) lines.push(`    - ${x.kind} ${x.object}: ${x.reason}\n        fix: ${x.fix}`);
@@ -167,7 +174,7 @@ export function formatWatch(v: MonitorView, fancy: boolean): string {
 
 /** "freeze 0.41 s, drain 0.20 s, …": where the cutover's downtime went. */
 export function formatTimings(t: CutoverTimings): string {
-  const parts: [string, number | undefined][] = [["freeze", t.freezeMs], ["drain", t.drainMs], ["fence check", t.fenceCheckMs], ["unlogged tables", t.unloggedCopyMs], ["verify", t.verifyMs],
+  const parts: [string, number | undefined][] = [["freeze", t.freezeMs], ["drain", t.drainMs], ["fence check", t.fenceCheckMs], ["unlogged tables", t.unloggedCopyMs], ["large objects", t.largeObjectsMs], ["verify", t.verifyMs],
     ["end replication", t.endReplicationMs], ["sequences", t.sequencesMs], ["held-back objects", t.heldBackMs]];
   return parts.filter(([, v]) => v !== undefined).map(([k, v]) => `${k} ${(v! / 1000).toFixed(2)} s`).join(", ");
 }

@@ -13,6 +13,7 @@
 import { Client } from "pg";
 import { copyableTables, listSequences, migratedTables, TableSelection, userSchemas } from "./catalog";
 import { runLoad } from "./load";
+import { largeObjectsAtCutover, LargeObjectSync } from "./largeObjects";
 import { dropSubscription, subscriptionInfo } from "./cdc";
 import {
   connect, DEFAULT_STALL_TIMEOUT_SEC, endClient, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS, stallError, watchStall,
@@ -113,6 +114,8 @@ export interface CutoverResult {
   unlogged?: { action: "copied" | "skipped"; tables: string[]; rows?: number };
   /** What pgferry had changed on the source (REPLICA IDENTITY FULL), undone once replication ended. */
   restoredSourceChanges?: SourceChange[];
+  /** Large objects compared during the freeze, and how many were copied or unlinked (absent with --no-large-objects). */
+  largeObjects?: LargeObjectSync;
 }
 
 export interface AbortResult {
@@ -193,6 +196,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
     let fenceAttempts = 0;
     let verification: CutoverResult["verification"];
     let unloggedResult: CutoverResult["unlogged"];
+    let largeObjectsResult: CutoverResult["largeObjects"];
     // Still replicating: the subscription exists (subscription mode) or the slot does (stream mode).
     const replicating = stream ? !!(await slotInfo(src, names.slot)) : (await subscriptionInfo(tgt, names.subscription)).exists;
     if (o.reverseReplication && !o.reverse) await rollbackWindowPreflight(tgt, o.name);
@@ -323,6 +327,11 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
         }
       }
 
+      // Large objects: no slot carries them; writes are stopped, so copying what differs makes them exact.
+      const tLobs = Date.now();
+      const lobs = await largeObjectsAtCutover(source, target, m.options, o.jobs, say);
+      if (lobs.carried) { timings.largeObjectsMs = ms(tLobs); await saveTimings(); largeObjectsResult = lobs.sync; }
+
       // The gate: the target must equal the (frozen) source before anything is dropped.
       const tVerify = Date.now();
       const tables = selected.filter((t) => !(unloggedHow === "skip" && t.unlogged && t.kind === "r")).map((t) => `${t.schema}.${t.name}`);
@@ -331,7 +340,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       say(`verifying the target against the source (${verifyMode === "hashes" ? "row counts and content hashes" :
         `row counts, and content hashes of the ${touched.length} table(s) changed during replication`})`);
       const report = await verifyMigration(source, target, { onlyTables: tables, hashes: verifyMode === "hashes", hashTables: touched, jobs: o.jobs,
-        sessions: await healthy(verifySessions) ? verifySessions : undefined });
+        largeObjects: lobs.carried, sessions: await healthy(verifySessions) ? verifySessions : undefined });
       timings.verifyMs = ms(tVerify);
       await saveTimings();
       if (!report.ok) {
@@ -400,7 +409,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
     return { name: o.name, phase: "Completed", alreadyCompleted: false, fenceLsn: after.fenceLsn, downtimeMs, timings, sequencesSynced,
       heldBackApplied, endedSessions, stillConnected, neutralisedRoles, fenceAttempts, verification, sourceLeftReadOnly: after.sourceFrozen,
       undoFreezeSql: after.sourceFrozen ? undoSql(source, after.freezeSaved) : [], rollbackWindow,
-      restoredSourceChanges: undo.restored, unlogged: unloggedResult };
+      restoredSourceChanges: undo.restored, unlogged: unloggedResult, largeObjects: largeObjectsResult };
   }
 }
 

@@ -33,6 +33,11 @@ export interface MigrationOptions {
   replicaIdentityFull: boolean;
   unlogged: UnloggedHandling;
   /**
+   * Large objects (default true): copied in the load's snapshot and again, where changed, at cutover while the
+   * source is frozen. false (--no-large-objects): left out and listed as not carried.
+   */
+  largeObjects: boolean;
+  /**
    * How the target reaches the source for the subscription ("host" or "host:port"), when that differs
    * from how pgferry reaches it (other network, private endpoint). Default: the source URI's host.
    */
@@ -76,7 +81,7 @@ export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: stri
     throw new PgferryError("bad_timeout", "--snapshot-timeout must be a number of seconds, 0 (no limit) or more");
   }
   return {
-    snapshotTimeoutSec, name, mode, plugin, jobs, replicaIdentityFull: !!o.replicaIdentityFull, unlogged, sourceHostForTarget: o.sourceHostForTarget,
+    snapshotTimeoutSec, name, mode, plugin, jobs, replicaIdentityFull: !!o.replicaIdentityFull, unlogged, largeObjects: o.largeObjects ?? true, sourceHostForTarget: o.sourceHostForTarget,
     selection: o.selection ?? { schemas: o.schemas ?? [], include: o.include ?? [], exclude: o.exclude ?? [] },
   };
 }

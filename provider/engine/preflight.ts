@@ -24,6 +24,8 @@ export interface PreflightOptions {
   plugin?: "pgoutput" | "wal2json";
   /** Unlogged tables: copied again at cutover (default) or skipped by the gate and verify. */
   unlogged?: "copy" | "skip";
+  /** Large objects are carried (default) or, false (--no-large-objects), left out with a warning. */
+  largeObjects?: boolean;
 }
 
 export interface PreflightResult {
@@ -103,9 +105,33 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
     add({ code: "publication_privilege", server: "source", message: `role "${source.user}" cannot create a publication (needs CREATE on database "${source.database}")`,
       fix: `GRANT CREATE ON DATABASE "${source.database}" TO "${source.user}";` });
   }
-  if (Number(s.large_objects) > 0) {
-    add({ severity: "warning", code: "large_objects", server: "source", message: `${s.large_objects} large objects exist on the source; logical replication does not carry them and pgferry does not copy them`,
-      fix: largeObjectFix((await findPgTools()).pgDump?.major) });
+  if (Number(s.large_objects) > 0 && o.largeObjects === false) {
+    add({ severity: "warning", code: "large_objects", server: "source", message: `${s.large_objects} large objects exist on the source; logical replication does not carry them and pgferry does not copy them (--no-large-objects)`,
+      fix: `omit --no-large-objects to carry them, or copy them after writes stop: ${largeObjectFix((await findPgTools()).pgDump?.major)}` });
+  }
+  if (o.largeObjects !== false && Number(s.large_objects) > 0) {
+    // lo_get needs SELECT on each object (or ownership, membership in its owner, superuser, lo_compat_privileges):
+    // one the source role cannot read would stop the load part-way.
+    const r = (await src.query(`SELECT count(*)::int AS n, (array_agg(m.oid::text ORDER BY m.oid))[1:5] AS some FROM pg_largeobject_metadata m
+      WHERE NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AND current_setting('lo_compat_privileges') = 'off'
+        AND NOT pg_has_role(current_user, m.lomowner, 'USAGE')
+        AND NOT EXISTS (SELECT FROM aclexplode(m.lomacl) a WHERE a.privilege_type = 'SELECT' AND (a.grantee = 0 OR pg_has_role(current_user, a.grantee, 'USAGE')))`)).rows[0];
+    if (r.n > 0) {
+      add({ code: "large_objects_unreadable", server: "source", message: `role "${source.user}" may not read ${r.n} large object(s) of the source ` +
+        `(e.g. OID ${r.some.join(", ")}), so they cannot be copied`,
+        fix: `GRANT SELECT ON LARGE OBJECT <oid> TO "${source.user}" for each (as their owner), or run as their owner or a superuser, ` +
+          `or set lo_compat_privileges = on on the source, or pass --no-large-objects to leave large objects out` });
+    }
+  }
+  if (o.largeObjects !== false && !o.resuming) {
+    // The load gives every source large object its OID on the target and the cutover unlinks the ones the source lacks:
+    // large objects the target has already would be replaced or removed.
+    const n = Number((await tgt.query(`SELECT count(*) AS n FROM pg_largeobject_metadata`)).rows[0].n);
+    if (n > 0) {
+      add({ code: "target_large_objects", server: "target", message: `the target database already has ${n} large object(s); pgferry carries the source's ` +
+        `large objects with their OIDs and at cutover removes the target's others, so these would be overwritten or unlinked`,
+        fix: "migrate into an empty database, or unlink them on the target (SELECT lo_unlink(oid) FROM pg_largeobject_metadata), or pass --no-large-objects" });
+    }
   }
 
   // The replication connection is a separate pg_hba entry ("replication" database): try it now, so a

@@ -10,7 +10,8 @@ import {
 import { createSubscription, dropSubscription, enableSubscription, waitForWorker } from "./cdc";
 import { connect, Endpoint, qualified, quoteIdent, quoteLiteral } from "./endpoint";
 import { Finding, PgferryError, testFailpoint } from "./errors";
-import { runLoad, TableLoadProgress } from "./load";
+import { LoadResult, runLoad, TableLoadProgress } from "./load";
+import { copyLargeObjects, LargeObjectCopy } from "./largeObjects";
 import { lsnToBigInt } from "./lsn";
 import { MigrationOptions, objectNames } from "./options";
 import { StreamApplier } from "./stream";
@@ -41,7 +42,7 @@ export interface StartResult {
   /** True when the migration was already streaming (or further) and nothing was done. */
   alreadyRunning: boolean;
   findings: Finding[];
-  load?: { rows: number; bytes: number; seconds: number; tables: TableLoadProgress[] };
+  load?: { rows: number; bytes: number; seconds: number; tables: TableLoadProgress[]; largeObjects?: LargeObjectCopy };
   schema?: { preData: number; postData: number; heldBack: number };
   /** What this run changed on the source, each with the SQL that undoes it (run by cleanup and a completed cutover). */
   sourceChanges?: SourceChange[];
@@ -77,7 +78,7 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
     const resuming = !!m && m.phase !== "SchemaSync";
     const pf = await preflight(src, tgt, source, target, {
       selection: o.selection, replicaIdentityFull: o.replicaIdentityFull, resuming, slotName: names.slot, mode: o.mode, plugin: o.plugin,
-      unlogged: o.unlogged,
+      unlogged: o.unlogged, largeObjects: o.largeObjects,
     });
     pf.findings.forEach((finding) => onEvent({ type: "finding", finding }));
     testFailpoint("preflight");
@@ -100,7 +101,7 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
     // What the stream applier (start, agent, cutover) reads back: the output plugin and, for wal2json,
     // whether it quotes numbers. Also set when a SchemaSync made the record with default options.
     await tgt.query(`UPDATE pgferry.migration SET options = options || $2::jsonb WHERE name = $1`,
-      [o.name, JSON.stringify({ plugin: o.plugin, wal2jsonNumericAsString: pf.wal2json?.numericAsString ?? false, unlogged: o.unlogged })]);
+      [o.name, JSON.stringify({ plugin: o.plugin, wal2jsonNumericAsString: pf.wal2json?.numericAsString ?? false, unlogged: o.unlogged, largeObjects: o.largeObjects })]);
     const result: StartResult = { name: o.name, phase: m.phase, alreadyRunning: false, findings: pf.findings, notCarried: [] };
 
     if (m.phase === "SchemaSync") {
@@ -108,6 +109,7 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
       result.schema = await syncPreData(src, source, target, o, pf);
       m.phase = "Loading";
     }
+    if (until !== "SchemaSync") await reconcileLargeObjectsNotCarried(src, tgt, o, pf);
     result.notCarried = await readNotCarried(tgt, o.name);
     if (until === "SchemaSync") return { ...result, phase: m.phase };
     // Failed: an earlier run released its slot, so the load restarts from a new snapshot.
@@ -193,7 +195,7 @@ async function syncPreData(src: Client, source: Endpoint, target: Endpoint, o: M
     const triggers = await eventTriggerEntries(src, dump.atCutover);
     const heldBack = [...matviewEntries(await listPopulatedMatviews(src, pf.schemas, pf.exclusion.relations)),
       ...foreignKeyEntries(fks, selected), ...triggers.create, ...database.entries];
-    const notCarried = [...exclusionNotCarried(pf.exclusion, o.selection), ...database.notCarried, ...await otherNotCarried(src, pf)];
+    const notCarried = [...exclusionNotCarried(pf.exclusion, o.selection), ...database.notCarried, ...await otherNotCarried(src, c, pf, o.largeObjects)];
     await c.query("BEGIN");
     if (dump.preamble) await c.query(dump.preamble);
     // public (and any schema that exists already) is not re-created; everything else must be new.
@@ -341,14 +343,49 @@ async function databaseProperties(src: Client, tgt: Client, target: Endpoint): P
   return { entries, notCarried };
 }
 
+/**
+ * The not-carried entries about large objects follow the option this run has: a SchemaSync resource records
+ * pre-data (and its list) before the Migration resource says largeObjects: false, and a re-run may change it.
+ */
+async function reconcileLargeObjectsNotCarried(src: Client, tgt: Client, o: MigrationOptions, pf: PreflightResult): Promise<void> {
+  const kinds = ["large objects", "large object owners and grants"];
+  const fresh = (await otherNotCarried(src, tgt, pf, o.largeObjects)).filter((x) => kinds.includes(x.kind));
+  await tgt.query("BEGIN");
+  try {
+    await tgt.query(`DELETE FROM pgferry.schema_entry WHERE migration = $1 AND section = 'not-carried' AND kind = ANY ($2::text[])`, [o.name, kinds]);
+    const next = Number((await tgt.query(`SELECT coalesce(max(ordinal) + 1, 0) AS n FROM pgferry.schema_entry WHERE migration = $1 AND section = 'not-carried'`,
+      [o.name])).rows[0].n);
+    for (const [i, x] of fresh.entries()) {
+      await tgt.query(`INSERT INTO pgferry.schema_entry (migration, section, ordinal, kind, object, sql, parallel) VALUES ($1, 'not-carried', $2, $3, $4, $5, false)`,
+        [o.name, next + i, x.kind, x.object, JSON.stringify({ reason: x.reason, fix: x.fix })]);
+    }
+    await tgt.query("COMMIT");
+  } catch (e) {
+    await tgt.query("ROLLBACK").catch(() => undefined);
+    throw e;
+  }
+}
+
 /** Objects of the source the target will not get at all: large objects, and ownership/grants when their roles are missing. */
-async function otherNotCarried(src: Client, pf: PreflightResult): Promise<NotCarried[]> {
+async function otherNotCarried(src: Client, tgt: Client, pf: PreflightResult, largeObjects: boolean): Promise<NotCarried[]> {
   const out: NotCarried[] = [];
   const lo = Number((await src.query(`SELECT count(*) AS n FROM pg_largeobject_metadata`)).rows[0].n);
-  if (lo > 0) {
+  if (lo > 0 && !largeObjects) {
     out.push({ kind: "large objects", object: `${lo} large object(s) with their owners, grants and comments`,
-      reason: "logical replication does not carry large objects, and a schema dump does not include them",
-      fix: largeObjectFix(pf.pgDumpMajor) });
+      reason: "started with --no-large-objects (logical replication does not carry large objects, and a schema dump does not include them)",
+      fix: `start without --no-large-objects, or copy them after writes stop: ${largeObjectFix(pf.pgDumpMajor)}` });
+  } else if (lo > 0) {
+    // Carried, but owner and grants only where the role exists on the target (the copy leaves the others out).
+    const roles = (await tgt.query(`SELECT rolname FROM pg_roles`)).rows.map((x) => x.rolname as string);
+    const missing = (await src.query(`SELECT r AS role, count(DISTINCT oid)::int AS n FROM (
+        SELECT m.oid, pg_get_userbyid(m.lomowner) AS r FROM pg_largeobject_metadata m
+        UNION ALL SELECT m.oid, pg_get_userbyid(a.grantee) FROM pg_largeobject_metadata m, aclexplode(m.lomacl) a WHERE a.grantee <> 0) x
+      WHERE r <> ALL ($1::text[]) GROUP BY r ORDER BY r`, [roles])).rows;
+    if (missing.length) {
+      out.push({ kind: "large object owners and grants", object: missing.map((x) => `${x.role} (${x.n} large object(s))`).join(", "),
+        reason: "these roles own or hold grants on large objects but do not exist on the target: the large objects are copied, owned by the target user, without those grants",
+        fix: "create the roles on the target (pg_dumpall --roles-only on the source, applied to the target) before start, or afterwards ALTER LARGE OBJECT … OWNER TO / GRANT … ON LARGE OBJECT there" });
+    }
   }
   const labels = (await src.query(`SELECT provider, count(*)::int AS n FROM pg_seclabel GROUP BY 1 ORDER BY 1`)).rows;
   if (labels.length) {
@@ -427,8 +464,12 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
       await updateMigration(tgt, o.name, { consistentPoint: snap.consistentPoint, loadStartedAt: new Date(), error: null, phase: "Loading" });
       const recorder = tableProgressRecorder(tgt, o.name);
       testFailpoint("load");
-      const load = await runLoad(source, target, snap.snapshotName, copyable, o.jobs, (p) => { recorder.note(p); onEvent({ type: "table", progress: p }); })
+      const load: LoadResult & { largeObjects?: LargeObjectCopy } = await runLoad(source, target, snap.snapshotName, copyable, o.jobs, (p) => { recorder.note(p); onEvent({ type: "table", progress: p }); })
         .finally(() => recorder.close());
+      if (o.largeObjects) {
+        // No phase event of its own (the phases are a contract); status shows the count copied so far.
+        load.largeObjects = await copyLargeObjects(source, target, snap.snapshotName, o.jobs);
+      }
       for (const t of load.tables) {
         await tgt.query(`UPDATE pgferry.table_progress SET status = 'copied', rows = $4, bytes = $5, seconds = $6
           WHERE migration = $1 AND schema_name = $2 AND table_name = $3`, [o.name, t.schema, t.name, t.rows, t.bytes, t.seconds]);

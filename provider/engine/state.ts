@@ -83,6 +83,8 @@ export interface CutoverTimings {
   fenceCheckMs?: number;
   /** Copying unlogged tables again while writes are stopped (unlogged: copy). */
   unloggedCopyMs?: number;
+  /** Comparing large objects and copying/unlinking those changed during CDC (they are not replicated). */
+  largeObjectsMs?: number;
   verifyMs?: number;
   /** Ending replication: subscription, slot, publication. */
   endReplicationMs?: number;

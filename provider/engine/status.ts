@@ -14,6 +14,8 @@ import { SchemaDifference, schemaDifferences } from "./drift";
 import { rollbackWindowStatus, RollbackWindowStatus } from "./rollback";
 import { NotCarried } from "./catalog";
 import { readNotCarried } from "./schema";
+import { largeObjectTotals } from "./largeObjects";
+
 
 export interface MigrationStatus {
   name: string;
@@ -65,6 +67,11 @@ export interface MigrationStatus {
    * refuses while this is not empty. Computed when the source is given and the migration streams.
    */
   schemaDifferences?: SchemaDifference[];
+  /**
+   * Large objects: whether the migration carries them (not with --no-large-objects), and their count and
+   * bytes on the target and, when the source is given, on the source.
+   */
+  largeObjects?: { carried: boolean; targetCount: number; targetBytes?: number; sourceCount?: number; sourceBytes?: number };
   /** What the target does not get from the source, with why and the fix (recorded by start). */
   notCarried?: NotCarried[];
   /** After a cutover with reverseReplication: the rollback window (state; while open, the reverse lag and applied position). */
@@ -98,9 +105,17 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
       timestamps: { createdAt: m.createdAt, loadStartedAt: m.loadStartedAt, loadFinishedAt: m.loadFinishedAt, streamingSince: m.streamingSince, completedAt: m.completedAt },
       notCarried: await readNotCarried(tgt, name),
     };
+    const onTarget = await largeObjectTotals(tgt);
+    st.largeObjects = { carried: (m.options as { largeObjects?: boolean }).largeObjects !== false, targetCount: onTarget.count, targetBytes: onTarget.bytes };
+    if (source && m.phase !== "Completed" && m.phase !== "Aborted") {
+      src = await connect(source);
+      const onSource = await largeObjectTotals(src);
+      st.largeObjects.sourceCount = onSource.count;
+      st.largeObjects.sourceBytes = onSource.bytes;
+    }
     if (m.rollbackWindow) {
       // The old server (the source) holds the reverse applied position; status without --source shows the slot's view only.
-      if (source) src = await connect(source);
+      if (source) src ??= await connect(source);
       st.rollbackWindow = await rollbackWindowStatus(tgt, src, m);
     }
     if (m.phase === "Completed" || m.phase === "Aborted") return st;

@@ -33,6 +33,11 @@ export interface MigrationArgs {
    * cutover while writes are stopped; "skip" loads them once and leaves them out of the cutover gate.
    */
   unlogged?: pulumi.Input<"copy" | "skip">;
+  /**
+   * Large objects (default true): copied in the load's snapshot and, where changed during CDC, again at cutover
+   * while writes are stopped. false: left out, listed in notCarried (the CLI's --no-large-objects).
+   */
+  largeObjects?: pulumi.Input<boolean>;
   /** At cutover, make the source read-only for every role and end its other sessions. */
   freezeWrites?: pulumi.Input<boolean>;
   /** false: start and stream. true: cut over (false → true is the cutover; true → false is refused). */
@@ -76,7 +81,7 @@ export class Migration extends pulumi.dynamic.Resource {
   declare public readonly bytesCopied: pulumi.Output<number>;
   declare public readonly tables: pulumi.Output<{ table: string; status: string; rows: number; bytes: number; estimatedRows: number }[]>;
   declare public readonly downtimeMs: pulumi.Output<number | null>;
-  /** Where the downtime went (ms): freezeMs, drainMs, fenceCheckMs, unloggedCopyMs, verifyMs, endReplicationMs, sequencesMs, heldBackMs. */
+  /** Where the downtime went (ms): freezeMs, drainMs, fenceCheckMs, unloggedCopyMs, largeObjectsMs, verifyMs, endReplicationMs, sequencesMs, heldBackMs. */
   declare public readonly cutoverTimings: pulumi.Output<Record<string, number> | null>;
   /** DDL made on the source that the target lacks; cutover refuses while not empty. */
   declare public readonly schemaDifferences: pulumi.Output<string[]>;

@@ -25,6 +25,8 @@ export interface MigrationInputs {
   replicaIdentityFull?: boolean;
   /** Unlogged tables: "copy" (default) them again at cutover, or "skip" them in the cutover gate. */
   unlogged?: string;
+  /** Large objects: carried (default true), or false: left out and listed as not carried. */
+  largeObjects?: boolean;
   freezeWrites?: boolean;
   cutover?: boolean;
   cutoverTimeoutSec?: number;
@@ -60,7 +62,7 @@ export interface MigrationOutputs extends MigrationInputs {
   bytesCopied: number;
   tables: TableOutput[];
   downtimeMs: number | null;
-  /** Where the downtime went: freezeMs, drainMs, fenceCheckMs, unloggedCopyMs, verifyMs, endReplicationMs, sequencesMs, heldBackMs. */
+  /** Where the downtime went: freezeMs, drainMs, fenceCheckMs, unloggedCopyMs, largeObjectsMs, verifyMs, endReplicationMs, sequencesMs, heldBackMs. */
   cutoverTimings: Record<string, number> | null;
   /** DDL made on the source that the target lacks (one line each); cutover refuses while not empty. */
   schemaDifferences: string[];
@@ -75,7 +77,7 @@ export interface MigrationOutputs extends MigrationInputs {
 /** Inputs whose change means another migration (new slot, new target data): replace, never update. */
 export const REPLACE_ON = ["source", "target", "name", "mode", "plugin", "schemas", "include", "exclude", "replicaIdentityFull", "sourceHostForTarget"] as const;
 /** Every input the resource takes (the root program maps each from stack config: program/stack.ts). */
-export const INPUT_KEYS = [...REPLACE_ON, "jobs", "unlogged", "freezeWrites", "cutover", "cutoverTimeoutSec", "verify", "cutoverGraceSec", "autoReplicationRule",
+export const INPUT_KEYS = [...REPLACE_ON, "jobs", "unlogged", "largeObjects", "freezeWrites", "cutover", "cutoverTimeoutSec", "verify", "cutoverGraceSec", "autoReplicationRule",
   "reverseReplication", "rollbackWindow"] as const;
 /** What the Pulumi engine sends for a value not known yet (preview). */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
@@ -87,7 +89,7 @@ function options(i: MigrationInputs) {
   return migrationOptions({ name: i.name, mode: i.mode as "subscription" | "stream" | undefined,
     plugin: i.plugin as "pgoutput" | "wal2json" | undefined, jobs: i.jobs, schemas: i.schemas ?? [],
     include: i.include ?? [], exclude: i.exclude ?? [], replicaIdentityFull: !!i.replicaIdentityFull, sourceHostForTarget: i.sourceHostForTarget,
-    unlogged: i.unlogged as "copy" | "skip" | undefined });
+    unlogged: i.unlogged as "copy" | "skip" | undefined, largeObjects: i.largeObjects !== false });
 }
 
 function endpoints(i: MigrationInputs) {
@@ -102,7 +104,7 @@ function explain(e: unknown): Error {
 
 /** Defaults made explicit, so outputs show them and diff treats "unset" and "default" alike. */
 const DEFAULTS: Omit<Required<MigrationInputs>, "source" | "target" | "sourceHostForTarget"> = {
-  name: "main", mode: "subscription", plugin: "pgoutput", jobs: 4, schemas: [], include: [], exclude: [], replicaIdentityFull: false, unlogged: "copy",
+  name: "main", mode: "subscription", plugin: "pgoutput", jobs: 4, schemas: [], include: [], exclude: [], replicaIdentityFull: false, unlogged: "copy", largeObjects: true,
   freezeWrites: false, cutover: false, cutoverTimeoutSec: 300, verify: "counts", cutoverGraceSec: 5, autoReplicationRule: false,
   reverseReplication: false, rollbackWindow: true,
 };
