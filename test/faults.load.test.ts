@@ -54,6 +54,9 @@ test.each(["source", "target"] as const)("a %s stall mid-COPY: start fails namin
   // A hang detector, not a timing assertion: bounded by the stall timeout plus the clean-up's own bounded waits.
   expect(seconds).toBeLessThan(STALL_SEC + 20);
   p.heal();
+  // No slot left behind, or the error said so (a stalled source cannot be asked to drop it; the re-run does).
+  const slots = await src.query(`SELECT slot_name FROM pg_replication_slots WHERE slot_name = 'pgferry_lst'`, "app");
+  if (slots.length) expect(err!.message).toContain(`the replication slot "pgferry_lst" could not be dropped`);
   // The re-run (the link is back) drops whatever the stalled run could not, reloads and converges.
   expect((await startMigration(source, target, o)).phase).toBe("ReadyToCutover");
   const direct = { source: parseEndpoint(src.uri("app"), "source"), target: parseEndpoint(tgt.uri("app"), "target") };
