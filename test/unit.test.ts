@@ -39,6 +39,8 @@ test("migration options: defaults, validation, deterministic object names", () =
     selection: { schemas: [], include: [], exclude: [] } });
   expect(objectNames("dvd_1")).toEqual({ slot: "pgferry_dvd_1", publication: "pgferry_dvd_1", subscription: "pgferry_dvd_1" });
   expect(() => migrationOptions({ mode: "magic" as never })).toThrow(/--mode/);
+  expect(migrationOptions({}).stallTimeoutSec).toBe(30);
+  expect(() => migrationOptions({ stallTimeoutSec: 0 })).toThrow(/--stall-timeout must be a whole number of seconds/);
   expect(() => migrationOptions({ name: "Shop" })).toThrow(/a-z, 0-9 and _/);
   expect(() => migrationOptions({ name: "shop_rev" })).toThrow(/reserved for rollback windows/);
   expect(migrationOptions({ name: "shop_revision" }).name).toBe("shop_revision");

@@ -86,10 +86,12 @@ export function buildProgram(): Command {
     .option("--snapshot-timeout <sec>", "seconds to wait for transactions open on the source to end before the consistent snapshot " +
       "(0: no limit); past it, start refuses naming them", nonNegative("--snapshot-timeout"), DEFAULT_SNAPSHOT_TIMEOUT_SEC)
     .option("--no-large-objects", "leave large objects out (listed as not carried); default: copied in the load's snapshot and, where changed, again at cutover")
+    .option("--stall-timeout <sec>", "seconds a load COPY may go without data from the source or taken by the target after which " +
+      "that link counts as stalled and start stops naming it (re-run start to reload)", int("--stall-timeout"), DEFAULT_STALL_TIMEOUT_SEC)
     .option("--json", "print one JSON document instead of progress")
     .action(action(async (o) => {
       const { source, target } = endpoints(o);
-      const opts = migrationOptions({ snapshotTimeoutSec: o.snapshotTimeout, largeObjects: o.largeObjects !== false, name: o.name, mode: o.mode, plugin: o.plugin, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
+      const opts = migrationOptions({ snapshotTimeoutSec: o.snapshotTimeout, stallTimeoutSec: o.stallTimeout, largeObjects: o.largeObjects !== false, name: o.name, mode: o.mode, plugin: o.plugin, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
         replicaIdentityFull: !!o.replicaIdentityFull, unlogged: o.unlogged, sourceHostForTarget: o.sourceHostForTarget });
       const r = reporter(!!o.json);
       const res = await startMigration(source, target, opts, (e) => r.event(e)).finally(() => r.done());

@@ -320,7 +320,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
         } else {
           say(`copying ${list.length} unlogged table(s) again (logical replication cannot see their changes): ${list.join(", ")}`);
           const tCopy = Date.now();
-          const copied = await runLoad(source, target, undefined, unloggedTables, o.jobs);
+          const copied = await runLoad(source, target, undefined, unloggedTables, o.jobs, undefined, stallSec);
           timings.unloggedCopyMs = ms(tCopy);
           await saveTimings();
           unloggedResult = { action: "copied", tables: list, rows: copied.rows };

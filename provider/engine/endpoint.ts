@@ -220,7 +220,7 @@ export function qualified(schema: string, name: string): string {
 export const DEFAULT_STALL_TIMEOUT_SEC = 30;
 
 /** The socket under a pg client (internal, stable across pg 8). */
-function socketOf(c: Client): import("net").Socket | undefined {
+export function socketOf(c: Client): import("net").Socket | undefined {
   return (c as unknown as { connection?: { stream?: import("net").Socket } }).connection?.stream;
 }
 

@@ -10,7 +10,7 @@ import { Transform } from "stream";
 import { Client } from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
 import { TableInfo } from "./catalog";
-import { connect, connectionLost, Endpoint, qualified, quoteIdent } from "./endpoint";
+import { connect, connectionLost, DEFAULT_STALL_TIMEOUT_SEC, destroyClient, endClient, Endpoint, qualified, quoteIdent, socketOf, stallError } from "./endpoint";
 import { PgferryError } from "./errors";
 
 export interface CopyJob {
@@ -116,7 +116,7 @@ async function copyRowsWithoutColumns(src: Client, dst: Client, name: string): P
  * cannot be cancelled in-band), then rejects.
  */
 export async function runLoad(source: Endpoint, target: Endpoint, snapshot: string | undefined, tables: TableInfo[], jobs: number,
-  onProgress?: (p: TableLoadProgress) => void): Promise<LoadResult> {
+  onProgress?: (p: TableLoadProgress) => void, stallTimeoutSec = DEFAULT_STALL_TIMEOUT_SEC): Promise<LoadResult> {
   const t0 = Date.now();
   const progress = new Map<string, TableLoadProgress & { pending: number; startedAt: number }>();
   const key = (t: TableInfo) => `${t.schema}.${t.name}`;
@@ -151,6 +151,8 @@ export async function runLoad(source: Endpoint, target: Endpoint, snapshot: stri
   const queue = [...plan];
   const clients = new Set<Client>();
   let failure: unknown;
+  /** Set when a COPY pipe stalled (watchCopy): the error names that link instead of the cut it caused. */
+  let stalled: PgferryError | undefined;
   const worker = async () => {
     const src = await snapshotSession(source, snapshot);
     clients.add(src);
@@ -175,11 +177,22 @@ export async function runLoad(source: Endpoint, target: Endpoint, snapshot: stri
           rows = await copyRowsWithoutColumns(src, dst, name);
         } else {
           const inp = dst.query(copyFrom(sql.inp));
-          await pipeline(src.query(copyTo(sql.out)), counter, inp);
+          const out = src.query(copyTo(sql.out));
+          const unwatch = watchCopy(src, dst, out, inp, stallTimeoutSec * 1000, (side) => {
+            stalled ??= stallError(side === "source" ? source : target, side === "source"
+              ? "no COPY data came from it" : "it accepted no COPY data", stallTimeoutSec);
+          });
+          try {
+            await pipeline(out, counter, inp);
+          } finally { unwatch(); }
           rows = Number(inp.rowCount ?? 0);
         }
         if (ownTruncate) await dst.query("COMMIT");
       } catch (e) {
+        if (stalled) {
+          throw new PgferryError("stalled", `loading table ${job.table.schema}.${job.table.name} stopped: ${stalled.message}; ` +
+            `run pgferry start again once the link answers: it reloads from a new snapshot`);
+        }
         // Every load error names its table: which one broke is the first thing the user needs; and a broken
         // connection names its link (a reset on the target's side surfaces as an error of the COPY from the source).
         const lost = connectionLost(src) ? source : connectionLost(dst) ? target : undefined;
@@ -199,14 +212,14 @@ export async function runLoad(source: Endpoint, target: Endpoint, snapshot: stri
   };
   const workers = Array.from({ length: Math.max(1, Math.min(jobs, plan.length)) }, () => worker().catch((e) => {
     failure ??= e;
-    for (const c of clients) (c as unknown as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
+    for (const c of clients) destroyClient(c);
   }));
   const ticker = onProgress ? setInterval(() => { for (const p of progress.values()) if (!p.done && p.startedAt) onProgress(publicView(p)); }, 500) : undefined;
   try {
     await Promise.all(workers);
   } finally {
     if (ticker) clearInterval(ticker);
-    await Promise.all([...clients].map((c) => c.end().catch(() => undefined)));
+    await Promise.all([...clients].map((c) => endClient(c)));
   }
   if (failure) {
     if (failure instanceof PgferryError) throw failure;
@@ -215,4 +228,37 @@ export async function runLoad(source: Endpoint, target: Endpoint, snapshot: stri
   }
   const tablesOut = [...progress.values()].map(publicView);
   return { rows: tablesOut.reduce((a, b) => a + b.rows, 0), bytes: tablesOut.reduce((a, b) => a + b.bytes, 0), seconds: (Date.now() - t0) / 1000, tables: tablesOut };
+}
+
+/**
+ * Watch one COPY pipe (source COPY OUT → target COPY IN) for a stalled link. Progress is a byte from the
+ * source or a byte the target's socket took; a busy server does not stop either while a COPY runs (the
+ * source streams rows, the target consumes them), so `ms` without any means a link stopped forwarding —
+ * packets vanishing at a middlebox, which TCP keepalives cannot see. Which link: the target's, when
+ * writes to it are pending (its socket or the COPY IN stream hold unsent bytes) or the source already
+ * sent all its data (the pipe waits for the target's answer); otherwise the source's. On a stall,
+ * onStall names it and both connections are cut, so the pipeline fails instead of waiting forever.
+ */
+function watchCopy(src: Client, dst: Client, out: import("stream").Readable, inp: import("stream").Writable, ms: number, onStall: (side: "source" | "target") => void): () => void {
+  let last = Date.now();
+  let sourceDone = false;
+  const srcSock = socketOf(src), dstSock = socketOf(dst);
+  const seen = () => { last = Date.now(); };
+  const done = () => { sourceDone = true; };
+  srcSock?.on("data", seen);
+  out.on("end", done);
+  let written = dstSock?.bytesWritten ?? 0, pending = dstSock?.writableLength ?? 0;
+  const timer = setInterval(() => {
+    // bytesWritten counts bytes handed to the socket (some may still be queued); sent = written - queued.
+    const w = dstSock?.bytesWritten ?? 0, q = dstSock?.writableLength ?? 0;
+    if (w - q !== written - pending) seen();
+    written = w; pending = q;
+    if (Date.now() - last <= ms) return;
+    clearInterval(timer);
+    const blocked = sourceDone || q > 0 || inp.writableLength > 0;
+    onStall(blocked ? "target" : "source");
+    destroyClient(src); destroyClient(dst);
+  }, Math.max(50, Math.min(1000, ms / 10)));
+  timer.unref();
+  return () => { clearInterval(timer); srcSock?.off("data", seen); out.off("end", done); };
 }

@@ -1,5 +1,6 @@
 /** Migration options shared by the CLI, the Pulumi resources and the tests, with their defaults. */
 import { TableSelection } from "./catalog";
+import { DEFAULT_STALL_TIMEOUT_SEC } from "./endpoint";
 import { PgferryError } from "./errors";
 
 /** subscription: the target's own apply worker consumes the slot. stream: pgferry reads and applies it. */
@@ -47,6 +48,11 @@ export interface MigrationOptions {
    * first) before it refuses, naming them; 0 = no limit. Default DEFAULT_SNAPSHOT_TIMEOUT_SEC.
    */
   snapshotTimeoutSec?: number;
+  /**
+   * Seconds a load COPY may go without a byte from the source or one taken by the target before that link
+   * counts as stalled and start fails naming it (--stall-timeout). Default DEFAULT_STALL_TIMEOUT_SEC.
+   */
+  stallTimeoutSec?: number;
 }
 
 export const DEFAULT_SNAPSHOT_TIMEOUT_SEC = 600;
@@ -80,8 +86,12 @@ export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: stri
   if (!Number.isFinite(snapshotTimeoutSec) || snapshotTimeoutSec < 0) {
     throw new PgferryError("bad_timeout", "--snapshot-timeout must be a number of seconds, 0 (no limit) or more");
   }
+  const stallTimeoutSec = o.stallTimeoutSec ?? DEFAULT_STALL_TIMEOUT_SEC;
+  if (!Number.isInteger(stallTimeoutSec) || stallTimeoutSec < 1) {
+    throw new PgferryError("bad_timeout", "--stall-timeout must be a whole number of seconds, 1 or more");
+  }
   return {
-    snapshotTimeoutSec, name, mode, plugin, jobs, replicaIdentityFull: !!o.replicaIdentityFull, unlogged, largeObjects: o.largeObjects ?? true, sourceHostForTarget: o.sourceHostForTarget,
+    snapshotTimeoutSec, stallTimeoutSec, name, mode, plugin, jobs, replicaIdentityFull: !!o.replicaIdentityFull, unlogged, largeObjects: o.largeObjects ?? true, sourceHostForTarget: o.sourceHostForTarget,
     selection: o.selection ?? { schemas: o.schemas ?? [], include: o.include ?? [], exclude: o.exclude ?? [] },
   };
 }

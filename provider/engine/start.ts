@@ -8,7 +8,7 @@ import {
   copyableTables, exclusionNotCarried, listForeignKeys, listPopulatedMatviews, NotCarried, publishedTables, userSchemas,
 } from "./catalog";
 import { createSubscription, dropSubscription, enableSubscription, waitForWorker } from "./cdc";
-import { connect, Endpoint, qualified, quoteIdent, quoteLiteral } from "./endpoint";
+import { connect, DEFAULT_STALL_TIMEOUT_SEC, endClient, Endpoint, qualified, quoteIdent, quoteLiteral, watchStall } from "./endpoint";
 import { Finding, PgferryError, testFailpoint } from "./errors";
 import { LoadResult, runLoad, TableLoadProgress } from "./load";
 import { copyLargeObjects, LargeObjectCopy } from "./largeObjects";
@@ -152,8 +152,8 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
     result.sourceChanges = await listSourceChanges(tgt, o.name);
     return result;
   } finally {
-    await src.end().catch(() => undefined);
-    await tgt?.end().catch(() => undefined);
+    await endClient(src);
+    await endClient(tgt);
   }
 }
 
@@ -431,7 +431,7 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
       `constraints, triggers) were already built on the target, and a reload into them can fail or fire triggers. Fix: run pgferry cleanup, ` +
       `empty the target (drop the migrated schemas, or use a new database), and start again`);
   }
-  return guarded(src, tgt, o.name, onEvent, async () => {
+  return guarded(src, tgt, o.name, onEvent, o.stallTimeoutSec ?? DEFAULT_STALL_TIMEOUT_SEC, async () => {
     onEvent({ type: "phase", phase: "Loading", message: `loading ${copyable.length} tables with ${o.jobs} workers` });
     // Leftovers of a killed run: its slot and publication, and rows it copied (tables we created, verified empty then).
     await dropSubscription(tgt, names.subscription);
@@ -464,8 +464,11 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
       await updateMigration(tgt, o.name, { consistentPoint: snap.consistentPoint, loadStartedAt: new Date(), error: null, phase: "Loading" });
       const recorder = tableProgressRecorder(tgt, o.name);
       testFailpoint("load");
-      const load: LoadResult & { largeObjects?: LargeObjectCopy } = await runLoad(source, target, snap.snapshotName, copyable, o.jobs, (p) => { recorder.note(p); onEvent({ type: "table", progress: p }); })
-        .finally(() => recorder.close());
+      // The progress rows go over the control connection to the target: a stalled target must not hang their write.
+      const unwatchProgress = watchStall(tgt, (o.stallTimeoutSec ?? DEFAULT_STALL_TIMEOUT_SEC) * 1000, () => undefined);
+      const load: LoadResult & { largeObjects?: LargeObjectCopy } = await runLoad(source, target, snap.snapshotName, copyable, o.jobs,
+        (p) => { recorder.note(p); onEvent({ type: "table", progress: p }); }, o.stallTimeoutSec)
+        .finally(() => recorder.close()).finally(unwatchProgress);
       if (o.largeObjects) {
         // No phase event of its own (the phases are a contract); status shows the count copied so far.
         load.largeObjects = await copyLargeObjects(source, target, snap.snapshotName, o.jobs);
@@ -477,9 +480,11 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
       await updateMigration(tgt, o.name, { phase: "IndexBuild", loadFinishedAt: new Date() });
       return load;
     } finally {
-      await snap?.connection.end().catch(() => undefined);
-      await guard.query("COMMIT").catch(() => undefined);
-      await guard.end().catch(() => undefined);
+      // Bounded: after a stall these links may not answer (endClient cuts them then; the re-run drops the slot).
+      const unwatch = watchStall(guard, 3000, () => undefined);
+      await Promise.all([endClient(snap?.connection), guard.query("COMMIT").catch(() => undefined)]);
+      unwatch();
+      await endClient(guard);
     }
   });
 }
@@ -489,15 +494,31 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
  * the source until its disk fills), undo what pgferry changed on the source (nothing needs it without
  * the publication) and record the failure. A re-run restarts the load into the still index-less tables.
  */
-async function guarded<T>(src: Client, tgt: Client, name: string, onEvent: (e: MigrationEvent) => void, fn: () => Promise<T>): Promise<T> {
+async function guarded<T>(src: Client, tgt: Client, name: string, onEvent: (e: MigrationEvent) => void, stallSec: number,
+  fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (e) {
+    // After a stalled link the clean-up must not hang on it either: a statement unanswered for the stall
+    // timeout cuts that connection, its clean-up steps fail fast, and the message says what was left.
+    const unwatch = [watchStall(src, stallSec * 1000, () => undefined), watchStall(tgt, stallSec * 1000, () => undefined)];
+    try {
+      return await cleanUpFailedLoad(src, tgt, name, onEvent, e);
+    } finally { unwatch.forEach((u) => u()); }
+  }
+}
+
+async function cleanUpFailedLoad(src: Client, tgt: Client, name: string, onEvent: (e: MigrationEvent) => void, e: unknown): Promise<never> {
+  {
     const names = objectNames(name);
     let msg = e instanceof Error ? e.message : String(e);
     await dropSubscription(tgt, names.subscription).catch(() => undefined);
-    await dropSlot(src, names.slot).catch(() => undefined);
+    const slotKept = await dropSlot(src, names.slot).then(() => false, () => true);
     await dropPublication(src, names.publication).catch(() => undefined);
+    if (slotKept) {
+      msg += `; the replication slot "${names.slot}" could not be dropped (the source did not answer) and may still hold WAL there: ` +
+        `the re-run of pgferry start drops it, or run pgferry cleanup`;
+    }
     const undo = await restoreSourceChanges(src, tgt, name).catch((x) => ({ restored: [], failed: [], error: (x as Error).message }));
     if (undo.restored.length) {
       onEvent({ type: "sourceChange", action: "restored", changes: undo.restored });
