@@ -6,6 +6,7 @@
  * Short in CI (3 iterations); the long version by hand:
  *   PGFERRY_CHAOS_SEED=42 PGFERRY_CHAOS_ITERATIONS=30 npx jest --runInBand test/faults.chaos.test.ts
  */
+import { mulberry32 } from "../provider/demo/dvdrental";
 import { ChildProcess, spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import { LocalServer } from "../provider/embedded/localServer";
@@ -21,17 +22,7 @@ const maybe = havePgbench ? test : test.skip;
 const SEED = Number(process.env.PGFERRY_CHAOS_SEED ?? 20261206);
 const ITERATIONS = Number(process.env.PGFERRY_CHAOS_ITERATIONS ?? 3);
 
-/** mulberry32: small, seeded, reproducible. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 let src: LocalServer, tgt: LocalServer;
 const children = new Set<ChildProcess>();

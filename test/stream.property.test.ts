@@ -14,18 +14,12 @@ import { cleanupMigration, migrationOptions, parseEndpoint, startMigration, veri
 import { lsnToBigInt } from "../provider/engine/lsn";
 import { objectNames } from "../provider/engine/options";
 import { StreamApplier } from "../provider/engine/stream";
+import { mulberry32 } from "../provider/demo/dvdrental";
 import { leftovers, startServers, startWal2jsonSource, wal2jsonMissing } from "./support/servers";
 
-/** mulberry32: small, seedable, good enough to pick operations. */
+/** The demo's seeded PRNG (mulberry32), with the picks the property test needs. */
 function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
   return { next, int: (n: number) => Math.floor(next() * n), pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)] };
 }
 type R = ReturnType<typeof prng>;

@@ -644,10 +644,10 @@ export interface DemoWriteStats {
   byKind: Record<string, number>;
 }
 
-type Rng = () => number;
+export type Rng = () => number;
 
 /** mulberry32: small seeded PRNG, so a seed gives a reproducible sequence of operations. */
-function mulberry32(seed: number): Rng {
+export function mulberry32(seed: number): Rng {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
