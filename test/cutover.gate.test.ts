@@ -425,7 +425,7 @@ test("CLI: a cutover killed mid-drain leaves the source frozen; --abort restores
   expect(done.code).toBe(0);
   const res = JSON.parse(done.stdout);
   expect(res).toMatchObject({ ok: true, phase: "Completed", neutralisedRoles: ["app_local", "app_writer"], verification: { mode: "hashes", tables: 3 } });
-  expect(Object.keys(res.timings).sort()).toEqual(["drainMs", "endReplicationMs", "fenceCheckMs", "freezeMs", "heldBackMs", "sequencesMs", "verifyMs"]);
+  expect(Object.keys(res.timings).sort()).toEqual(["drainMs", "endReplicationMs", "fenceCheckMs", "freezeMs", "heldBackMs", "largeObjectsMs", "sequencesMs", "verifyMs"]);
   expect(await a.exit).toBe(0);
   const text = cli(db, ["status", "--name", "killed"]).stdout;
   expect(text).toMatch(/cutover downtime \d+\.\d\d s \(freeze .* s, drain .* s, fence check .* s, verify .* s, end replication .* s, sequences .* s, held-back objects .* s\)/);
