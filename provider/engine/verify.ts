@@ -20,7 +20,7 @@
  */
 import { Client } from "pg";
 import { displayName, planExclusion, TableSelection, userSchemas } from "./catalog";
-import { connect, Endpoint, quoteIdent, qualified, redact } from "./endpoint";
+import { connect, endClient, Endpoint, quoteIdent, qualified, redact } from "./endpoint";
 import { PgferryError } from "./errors";
 import { compareLargeObjects } from "./largeObjects";
 
@@ -260,7 +260,8 @@ export async function openVerifySessions(source: Endpoint, target: Endpoint, n: 
 }
 
 export async function closeVerifySessions(pairs: VerifySessionPair[]): Promise<void> {
-  await Promise.all(pairs.flatMap((p) => [p.source.end().catch(() => undefined), p.target.end().catch(() => undefined)]));
+  // Bounded: after a stalled link a polite end() would wait forever for the peer's answer.
+  await Promise.all(pairs.flatMap((p) => [endClient(p.source), endClient(p.target)]));
 }
 
 interface Probe { rows: number; hash?: string; error?: string }
