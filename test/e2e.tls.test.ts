@@ -9,6 +9,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { LocalServer } from "../provider/embedded/localServer";
+import { startTlsServers } from "./support/servers";
 import {
   cleanupMigration, cutoverMigration, migrationOptions, parseEndpoint, startMigration, verifyMigration,
 } from "../provider/engine";
@@ -27,17 +28,7 @@ beforeAll(async () => {
   if (r.status !== 0) throw new Error(r.stderr);
   fs.chmodSync(certDir, 0o755);
   fs.chmodSync(key, 0o600);
-  // The server (running as the OS user postgres when we are root) must own its key.
-  if (process.getuid?.() === 0) {
-    const uid = Number(spawnSync("id", ["-u", "postgres"], { encoding: "utf8" }).stdout), gid = Number(spawnSync("id", ["-g", "postgres"], { encoding: "utf8" }).stdout);
-    fs.chownSync(key, uid, gid); fs.chownSync(crt, uid, gid);
-  }
-  [src, tgt] = await Promise.all([
-    LocalServer.start({ major: 15, settings: { ssl: "on", ssl_cert_file: crt, ssl_key_file: key } }),
-    LocalServer.start({ major: 17 }),
-  ]);
-  await src.createDatabase("app");
-  await tgt.createDatabase("app");
+  [src, tgt] = await startTlsServers(crt, key);
   // Only TLS connections from loopback: plain ones get no pg_hba entry.
   const hba = path.join(src.dataDir, "pg_hba.conf");
   fs.writeFileSync(hba, fs.readFileSync(hba, "utf8").replace(/^host(\s)/gm, "hostssl$1"));

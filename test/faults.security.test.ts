@@ -12,6 +12,7 @@ import * as os from "os";
 import * as path from "path";
 import { Client } from "pg";
 import { LocalServer } from "../provider/embedded/localServer";
+import { startTlsServers } from "./support/servers";
 import { parseEndpoint, PgferryError, startMigration, migrationOptions } from "../provider/engine";
 import { CLI, ensureBuilt } from "./support/build";
 import { until } from "./support/agents";
@@ -42,16 +43,7 @@ beforeAll(async () => {
   fs.chmodSync(certDir, 0o755);
   fs.chmodSync(key, 0o600);
   fs.chmodSync(ca, 0o644);
-  if (process.getuid?.() === 0) {
-    const uid = Number(spawnSync("id", ["-u", "postgres"], { encoding: "utf8" }).stdout), gid = Number(spawnSync("id", ["-g", "postgres"], { encoding: "utf8" }).stdout);
-    fs.chownSync(key, uid, gid); fs.chownSync(crt, uid, gid);
-  }
-  [src, tgt] = await Promise.all([
-    LocalServer.start({ major: 15, settings: { ssl: "on", ssl_cert_file: crt, ssl_key_file: key } }),
-    LocalServer.start({ major: 17 }),
-  ]);
-  await src.createDatabase("app");
-  await tgt.createDatabase("app");
+  [src, tgt] = await startTlsServers(crt, key);
   await src.query(`CREATE ROLE ferry LOGIN SUPERUSER REPLICATION PASSWORD '${SRC_PW}'`);
   await tgt.query(`CREATE ROLE ferry LOGIN SUPERUSER PASSWORD '${TGT_PW}'`);
   await src.query(`CREATE TABLE acct (id int PRIMARY KEY, n int, note text); INSERT INTO acct SELECT g, g, 'n' || g FROM generate_series(1, 2000) g;

@@ -100,3 +100,18 @@ export function startWal2jsonSource(): Promise<LocalServer> {
   const settings = /^output_plugin_libraries\t/m.test(config) ? { output_plugin_libraries: "pgoutput, test_decoding, wal2json" } : undefined;
   return LocalServer.start({ major: 15, binDir: SYSTEM_PG15, settings });
 }
+
+/**
+ * A PostgreSQL 15 source serving TLS with the given certificate and key, and a 17 target, each with database "app".
+ * Run as root, the server runs as the OS user postgres, which must own its key.
+ */
+export async function startTlsServers(crt: string, key: string): Promise<[LocalServer, LocalServer]> {
+  if (process.getuid?.() === 0) {
+    const id = (flag: string) => Number(spawnSync("id", [flag, "postgres"], { encoding: "utf8" }).stdout);
+    fs.chownSync(key, id("-u"), id("-g")); fs.chownSync(crt, id("-u"), id("-g"));
+  }
+  const [src, tgt] = await startServerSet([{ major: 15, settings: { ssl: "on", ssl_cert_file: crt, ssl_key_file: key } }, { major: 17 }]);
+  await src.createDatabase("app");
+  await tgt.createDatabase("app");
+  return [src, tgt];
+}
