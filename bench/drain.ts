@@ -20,7 +20,7 @@ import { Client } from "pg";
 import { LocalServer } from "../provider/embedded/localServer";
 import { cleanupMigration, cutoverMigration, lsnToBigInt, migrationOptions, parseEndpoint, startMigration } from "../provider/engine";
 import { formatTimings } from "../provider/cli/output";
-import { StreamApplier } from "../provider/engine/stream";
+import { StreamApplier } from "../provider/engine/cdc/stream/stream";
 
 const opts = new Command("drain")
   .option("--accounts <n>", "rows in the accounts table", (v) => Number(v), 200000)

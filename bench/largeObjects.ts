@@ -11,7 +11,7 @@
 import { Command } from "commander";
 import { LocalServer } from "../provider/embedded/localServer";
 import { parseEndpoint } from "../provider/engine";
-import { copyLargeObjects, syncLargeObjects } from "../provider/engine/largeObjects";
+import { copyLargeObjects, syncLargeObjects } from "../provider/engine/copy/largeObjects";
 
 const opts = new Command("largeObjects")
   .option("--objects <n>", "large objects on the source", (v) => Number(v), 2000)

@@ -18,7 +18,7 @@ import { Client } from "pg";
 import { Command, InvalidArgumentError } from "commander";
 import { EmbeddedMajor, LocalServer } from "../provider/embedded/localServer";
 import { cleanupMigration, migrationOptions, MigrationEvent, parseEndpoint, startMigration } from "../provider/engine";
-import { findPgTools } from "../provider/engine/schema";
+import { findPgTools } from "../provider/engine/copy/schema";
 
 // ---------------------------------------------------------------- options
 

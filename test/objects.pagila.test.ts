@@ -10,8 +10,8 @@ import * as fs from "fs";
 import * as path from "path";
 import { LocalServer } from "../provider/embedded/localServer";
 import { cleanupMigration, cutoverMigration, migrationOptions, parseEndpoint, startMigration, verifyMigration } from "../provider/engine";
-import { copyableTables, listTables, userSchemas } from "../provider/engine/catalog";
-import { readWal2jsonTables, unresolvableTables } from "../provider/engine/wal2json";
+import { copyableTables, listTables, userSchemas } from "../provider/engine/catalog/catalog";
+import { readWal2jsonTables, unresolvableTables } from "../provider/engine/cdc/decoders/wal2json";
 import { leftovers, PAGILA, startServers, startWal2jsonSource, wal2jsonMissing } from "./support/servers";
 
 const present = fs.existsSync(path.join(PAGILA, "pagila-data.sql"));

@@ -13,7 +13,7 @@ import { embeddedBinDir, LocalServer } from "../provider/embedded/localServer";
 import {
   cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, PgferryError, startMigration, verifyMigration,
 } from "../provider/engine";
-import { splitDump } from "../provider/engine/schema";
+import { splitDump } from "../provider/engine/copy/schema";
 import { CLI, ensureBuilt } from "./support/build";
 import { leftovers, startServers, SYSTEM_PG15, wal2jsonMissing } from "./support/servers";
 

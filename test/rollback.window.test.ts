@@ -14,8 +14,8 @@ import {
   cleanupMigration, cutoverMigration, Endpoint, finishRollbackWindow, migrationOptions, migrationStatus, parseEndpoint, rollbackMigration,
   startMigration, verifyMigration,
 } from "../provider/engine";
-import { openRollbackWindow } from "../provider/engine/rollback";
-import { readMigration } from "../provider/engine/state";
+import { openRollbackWindow } from "../provider/engine/rollback/rollback";
+import { readMigration } from "../provider/engine/state/state";
 import { EDGE_SCHEMA, edgeChanges } from "./support/fixtures";
 import { leftovers, startServers, Writer } from "./support/servers";
 import { CLI, ensureBuilt } from "./support/build";

@@ -6,7 +6,7 @@
  * Post-data fails by a real cause: between the schema copy (the SchemaSync step) and the rest, the
  * trigger function a post-data trigger needs is dropped on the target; the fix is to create it again.
  * Phases with no cause a test can produce on demand fail through the engine's test-only hook
- * PGFERRY_TEST_FAIL_AT (provider/engine/errors.ts: testFailpoint). After each failure the source keeps
+ * PGFERRY_TEST_FAIL_AT (provider/engine/core/errors.ts: testFailpoint). After each failure the source keeps
  * changing; the re-run must reach streaming, and the cutover a target equal to the source.
  */
 import { LocalServer } from "../provider/embedded/localServer";

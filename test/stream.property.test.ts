@@ -11,9 +11,9 @@
  */
 import { LocalServer } from "../provider/embedded/localServer";
 import { cleanupMigration, migrationOptions, parseEndpoint, startMigration, verifyMigration } from "../provider/engine";
-import { lsnToBigInt } from "../provider/engine/lsn";
-import { objectNames } from "../provider/engine/options";
-import { StreamApplier } from "../provider/engine/stream";
+import { lsnToBigInt } from "../provider/engine/core/lsn";
+import { objectNames } from "../provider/engine/core/options";
+import { StreamApplier } from "../provider/engine/cdc/stream/stream";
 import { mulberry32 } from "../provider/demo/dvdrental";
 import { leftovers, startServers, startWal2jsonSource, wal2jsonMissing } from "./support/servers";
 

@@ -1,13 +1,13 @@
 /** Pure logic: no servers. */
 import { formatTimings } from "../provider/cli/output";
-import { splitQualified } from "../provider/engine/catalog";
-import { undoSql } from "../provider/engine/cutover";
-import { conninfo, parseEndpoint, redact } from "../provider/engine/endpoint";
-import { formatFindings } from "../provider/engine/errors";
-import { bigIntToLsn, lsnDiff, lsnToBigInt } from "../provider/engine/lsn";
-import { migrationOptions, objectNames } from "../provider/engine/options";
-import { foreignKeyEntries, matviewEntries, splitDump } from "../provider/engine/schema";
-import { addTablesEscape, wal2jsonOptions } from "../provider/engine/wal2json";
+import { splitQualified } from "../provider/engine/catalog/catalog";
+import { undoSql } from "../provider/engine/cutover/cutover";
+import { conninfo, parseEndpoint, redact } from "../provider/engine/core/endpoint";
+import { formatFindings } from "../provider/engine/core/errors";
+import { bigIntToLsn, lsnDiff, lsnToBigInt } from "../provider/engine/core/lsn";
+import { migrationOptions, objectNames } from "../provider/engine/core/options";
+import { foreignKeyEntries, matviewEntries, splitDump } from "../provider/engine/copy/schema";
+import { addTablesEscape, wal2jsonOptions } from "../provider/engine/cdc/decoders/wal2json";
 
 test("LSN arithmetic", () => {
   expect(lsnToBigInt("16/B374D848")).toBe((0x16n << 32n) | 0xb374d848n);
@@ -137,7 +137,7 @@ test("findings print errors first, each with its fix", () => {
 });
 
 test("index and constraint entries name the table they build on", () => {
-  const { entryTable } = require("../provider/engine/schema") as typeof import("../provider/engine/schema");
+  const { entryTable } = require("../provider/engine/copy/schema") as typeof import("../provider/engine/copy/schema");
   expect(entryTable("CREATE INDEX idx_title ON public.film USING btree (title);")).toBe("public.film");
   expect(entryTable('CREATE UNIQUE INDEX "Odd Idx" ON ONLY "Edge Aux"."Mixed Case Ü" USING btree ("Key");')).toBe('"Edge Aux"."Mixed Case Ü"');
   expect(entryTable("ALTER TABLE ONLY public.film\n    ADD CONSTRAINT film_pkey PRIMARY KEY (film_id);")).toBe("public.film");
@@ -145,7 +145,7 @@ test("index and constraint entries name the table they build on", () => {
 });
 
 test("stream batches: grouped by table in order, consecutive changes merged, unsafe ones kept apart", () => {
-  const { batchSql } = require("../provider/engine/stream") as typeof import("../provider/engine/stream");
+  const { batchSql } = require("../provider/engine/cdc/stream/stream") as typeof import("../provider/engine/cdc/stream/stream");
   const { Client } = require("pg");
   const c = new Client();
   const rel = (name: string, ri = "default") => ({ tag: "relation", schema: "public", name, replicaIdentity: ri, keyColumns: ["id"], columns: [] }) as any;
@@ -174,7 +174,7 @@ test("stream batches: grouped by table in order, consecutive changes merged, uns
       one: `(id="1", note=NULL)` },
   ]);
   // A merged statement's RETURNING rows must name each key exactly once; a single change must touch exactly one row.
-  const { checkStatement } = require("../provider/engine/stream") as typeof import("../provider/engine/stream");
+  const { checkStatement } = require("../provider/engine/cdc/stream/stream") as typeof import("../provider/engine/cdc/stream/stream");
   expect(() => checkStatement(out[0], 2, [{ k0: "2" }, { k0: "1" }])).not.toThrow();
   expect(() => checkStatement(out[0], 1, [{ k0: "2" }])).toThrow(/divergence on "public"."acc": the source's UPDATE of the row with key 1 found no such row/);
   expect(() => checkStatement(out[1], 3, [{ k0: "3" }, { k0: "4" }, { k0: "4" }])).toThrow(/DELETE of the row with key 4 matched 2 rows \(expected 1\)/);

@@ -6,8 +6,8 @@
 import { spawnSync } from "child_process";
 import * as fs from "fs";
 import { LocalServer } from "../provider/embedded/localServer";
-import { parseEndpoint } from "../provider/engine/endpoint";
-import { verifyMigration, VerifyReport } from "../provider/engine/verify";
+import { parseEndpoint } from "../provider/engine/core/endpoint";
+import { verifyMigration, VerifyReport } from "../provider/engine/verify/verify";
 
 const VERIFY_SH = "/work/shared/tools/verify.sh";
 const DB = "shop";

@@ -7,10 +7,10 @@
 import { Client } from "pg";
 import { Pgoutput } from "pg-logical-replication";
 import { LocalServer } from "../provider/embedded/localServer";
-import { quoteLiteral } from "../provider/engine/endpoint";
+import { quoteLiteral } from "../provider/engine/core/endpoint";
 import {
   parseWal2json, probeWal2json, readWal2jsonTables, unresolvableTables, Wal2jsonConverter, wal2jsonOptions,
-} from "../provider/engine/wal2json";
+} from "../provider/engine/cdc/decoders/wal2json";
 import { startServers, startWal2jsonSource, wal2jsonMissing } from "./support/servers";
 
 const missing = wal2jsonMissing();

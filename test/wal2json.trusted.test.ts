@@ -8,7 +8,7 @@ import { spawnSync } from "child_process";
 import * as path from "path";
 import { LocalServer } from "../provider/embedded/localServer";
 import { parseEndpoint, preflight } from "../provider/engine";
-import { connect } from "../provider/engine/endpoint";
+import { connect } from "../provider/engine/core/endpoint";
 import { startServers, SYSTEM_PG15, wal2jsonMissing } from "./support/servers";
 
 const missing = wal2jsonMissing() ?? (/^output_plugin_libraries\t/m.test(spawnSync(path.join(SYSTEM_PG15, "postgres"), ["--describe-config"],

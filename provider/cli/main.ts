@@ -11,10 +11,10 @@ import {
 } from "../engine";
 import { Monitor, serveMonitor } from "./monitor";
 import { formatStatus, formatTimings, formatWatch, printJson, reportError, reporter } from "./output";
-import { describeSessions } from "../engine/cutover";
-import { connect, DEFAULT_STALL_TIMEOUT_SEC } from "../engine/endpoint";
-import { DEFAULT_SNAPSHOT_TIMEOUT_SEC } from "../engine/options";
-import { readMigration } from "../engine/state";
+import { describeSessions } from "../engine/cutover/cutover";
+import { connect, DEFAULT_STALL_TIMEOUT_SEC } from "../engine/core/endpoint";
+import { DEFAULT_SNAPSHOT_TIMEOUT_SEC } from "../engine/core/options";
+import { readMigration } from "../engine/state/state";
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 const port = (v: string) => {

@@ -9,10 +9,10 @@
  */
 import * as http from "http";
 import type { AddressInfo } from "net";
-import type { Endpoint } from "../engine/endpoint";
-import { redact } from "../engine/endpoint";
+import type { Endpoint } from "../engine/core/endpoint";
+import { redact } from "../engine/core/endpoint";
 import type { MigrationStatus } from "../engine/status";
-import type { TableProgress } from "../engine/state";
+import type { TableProgress } from "../engine/state/state";
 import { renderPage } from "./monitorPage";
 
 export { renderPage };

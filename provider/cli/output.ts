@@ -3,12 +3,12 @@
  * Errors are printed with their findings and fixes; nothing printed ever contains a password.
  */
 import { Format, MultiBar, Presets, SingleBar } from "cli-progress";
-import { formatFindings, PgferryError } from "../engine/errors";
+import { formatFindings, PgferryError } from "../engine/core/errors";
 import type { MigrationEvent } from "../engine/start";
 import type { MigrationStatus } from "../engine/status";
-import { describeRollbackWindow } from "../engine/rollback";
-import type { CutoverTimings } from "../engine/state";
-import type { TableLoadProgress } from "../engine/load";
+import { describeRollbackWindow } from "../engine/rollback/rollback";
+import type { CutoverTimings } from "../engine/state/state";
+import type { TableLoadProgress } from "../engine/copy/load";
 import type { MonitorView } from "./monitor";
 
 export function human(bytes: number): string {

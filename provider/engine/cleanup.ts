@@ -6,16 +6,16 @@
  * and the reverse record on the source. Never drops or truncates target tables.
  */
 import { Client } from "pg";
-import { dropSubscription } from "./cdc";
-import { Endpoint, quoteLiteral } from "./endpoint";
-import { removeReverseState, reverseName } from "./rollback";
-import { PgferryError } from "./errors";
-import { objectNames } from "./options";
-import { dropPublication, dropSlot } from "./snapshot";
-import { controlSchemaExists, readMigration } from "./state";
-import { connectWritable, unfreezeSource } from "./cutover";
-import { CONTROL_SCHEMA } from "./catalog";
-import { describeSourceChanges, restoreSourceChanges, SourceChange } from "./sourceChanges";
+import { dropSubscription } from "./cdc/subscription/subscription";
+import { Endpoint, quoteLiteral } from "./core/endpoint";
+import { removeReverseState, reverseName } from "./rollback/rollback";
+import { PgferryError } from "./core/errors";
+import { objectNames } from "./core/options";
+import { dropPublication, dropSlot } from "./copy/snapshot";
+import { controlSchemaExists, readMigration } from "./state/state";
+import { connectWritable, unfreezeSource } from "./cutover/cutover";
+import { CONTROL_SCHEMA } from "./catalog/catalog";
+import { describeSourceChanges, restoreSourceChanges, SourceChange } from "./state/sourceChanges";
 
 export interface CleanupResult {
   name: string;

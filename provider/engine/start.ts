@@ -6,25 +6,25 @@
 import { Client } from "pg";
 import {
   copyableTables, exclusionNotCarried, listForeignKeys, listPopulatedMatviews, NotCarried, publishedTables, userSchemas,
-} from "./catalog";
-import { createSubscription, dropSubscription, enableSubscription, waitForWorker } from "./cdc";
-import { connect, DEFAULT_STALL_TIMEOUT_SEC, endClient, Endpoint, qualified, quoteIdent, quoteLiteral, watchStall } from "./endpoint";
-import { Finding, PgferryError, testFailpoint } from "./errors";
-import { LoadResult, runLoad, TableLoadProgress } from "./load";
-import { copyLargeObjects, LargeObjectCopy } from "./largeObjects";
-import { lsnToBigInt } from "./lsn";
-import { MigrationOptions, objectNames } from "./options";
-import { StreamApplier } from "./stream";
-import { describeSourceChanges, listSourceChanges, restoreSourceChanges, setReplicaIdentityFull, SourceChange } from "./sourceChanges";
-import { preflight, PreflightResult } from "./preflight";
-import { recordActivityBaseline } from "./touched";
-import { applyEntries, applyForeignKeysWhileStreaming, dumpSchema, foreignKeyEntries, ForeignKeysWhileStreaming, largeObjectFix, matviewEntries, readNotCarried, SchemaEntry, storeEntries } from "./schema";
+} from "./catalog/catalog";
+import { createSubscription, dropSubscription, enableSubscription, waitForWorker } from "./cdc/subscription/subscription";
+import { connect, DEFAULT_STALL_TIMEOUT_SEC, endClient, Endpoint, qualified, quoteIdent, quoteLiteral, watchStall } from "./core/endpoint";
+import { Finding, PgferryError, testFailpoint } from "./core/errors";
+import { LoadResult, runLoad, TableLoadProgress } from "./copy/load";
+import { copyLargeObjects, LargeObjectCopy } from "./copy/largeObjects";
+import { lsnToBigInt } from "./core/lsn";
+import { MigrationOptions, objectNames } from "./core/options";
+import { StreamApplier } from "./cdc/stream/stream";
+import { describeSourceChanges, listSourceChanges, restoreSourceChanges, setReplicaIdentityFull, SourceChange } from "./state/sourceChanges";
+import { preflight, PreflightResult } from "./preflight/preflight";
+import { recordActivityBaseline } from "./verify/touched";
+import { applyEntries, applyForeignKeysWhileStreaming, dumpSchema, foreignKeyEntries, ForeignKeysWhileStreaming, largeObjectFix, matviewEntries, readNotCarried, SchemaEntry, storeEntries } from "./copy/schema";
 import {
   BlockingTransaction, createPublication, createSlotWithSnapshot, describeBlocking, dropPublication, dropSlot, slotInfo,
-} from "./snapshot";
+} from "./copy/snapshot";
 import {
   ensureControlSchema, insertMigration, MigrationRecord, Phase, readMigration, tableProgressRecorder, tryLockMigration, updateMigration,
-} from "./state";
+} from "./state/state";
 
 export type MigrationEvent =
   | { type: "phase"; phase: Phase; message: string }

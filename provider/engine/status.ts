@@ -3,18 +3,18 @@
  * bytes and seconds and whether anything is pending. Read-only on both servers.
  */
 import { Client } from "pg";
-import { subscriptionInfo, SubscriptionInfo } from "./cdc";
-import { connect, Endpoint } from "./endpoint";
-import { bigIntToLsn, lsnDiff } from "./lsn";
-import { readAppliedLsn } from "./stream";
-import { objectNames } from "./options";
-import { changesAfterFence, slotInfo, SlotInfo, slotLostError, wal2jsonPeekOptions } from "./snapshot";
-import { CutoverTimings, MigrationRecord, Phase, readMigration, readTableProgress, TableProgress } from "./state";
-import { SchemaDifference, schemaDifferences } from "./drift";
-import { rollbackWindowStatus, RollbackWindowStatus } from "./rollback";
-import { NotCarried } from "./catalog";
-import { readNotCarried } from "./schema";
-import { largeObjectTotals } from "./largeObjects";
+import { subscriptionInfo, SubscriptionInfo } from "./cdc/subscription/subscription";
+import { connect, Endpoint } from "./core/endpoint";
+import { bigIntToLsn, lsnDiff } from "./core/lsn";
+import { readAppliedLsn } from "./cdc/stream/stream";
+import { objectNames } from "./core/options";
+import { changesAfterFence, slotInfo, SlotInfo, slotLostError, wal2jsonPeekOptions } from "./copy/snapshot";
+import { CutoverTimings, MigrationRecord, Phase, readMigration, readTableProgress, TableProgress } from "./state/state";
+import { SchemaDifference, schemaDifferences } from "./catalog/drift";
+import { rollbackWindowStatus, RollbackWindowStatus } from "./rollback/rollback";
+import { NotCarried } from "./catalog/catalog";
+import { readNotCarried } from "./copy/schema";
+import { largeObjectTotals } from "./copy/largeObjects";
 
 
 export interface MigrationStatus {

@@ -5,7 +5,7 @@
  * connection with 28000.
  */
 import { connect, parseEndpoint } from "../engine";
-import { ensureHbaRule, findRule, HbaRule, removeHbaRule, validateRule } from "../engine/hba";
+import { ensureHbaRule, findRule, HbaRule, removeHbaRule, validateRule } from "../engine/preflight/hba";
 
 export interface FirewallRuleInputs {
   /** Admin URI of the server whose pg_hba.conf is edited (secret). */

@@ -6,9 +6,9 @@
 import {
   cleanupMigration, cutoverMigration, finishRollbackWindow, migrationOptions, VERIFY_MODES, VerifyMode, migrationStatus, MigrationStatus, objectNames, parseEndpoint, PgferryError, startMigration,
 } from "../engine";
-import { formatFindings } from "../engine/errors";
+import { formatFindings } from "../engine/core/errors";
 import { addReplicationRuleFor } from "./hbaHandlers";
-import { describeRollbackWindow } from "../engine/rollback";
+import { describeRollbackWindow } from "../engine/rollback/rollback";
 
 /** Inputs as the program declares them (source and target are secrets). */
 export interface MigrationInputs {

@@ -6,9 +6,9 @@
  */
 import { Client } from "pg";
 import { connect, migrationOptions, parseEndpoint, startMigration } from "../engine";
-import { formatFindings, PgferryError } from "../engine/errors";
-import { readEntries } from "../engine/schema";
-import { readMigration } from "../engine/state";
+import { formatFindings, PgferryError } from "../engine/core/errors";
+import { readEntries } from "../engine/copy/schema";
+import { readMigration } from "../engine/state/state";
 
 export interface SchemaSyncInputs {
   source: string; target: string; name?: string; schemas?: string[]; include?: string[]; exclude?: string[]; replicaIdentityFull?: boolean;

@@ -5,7 +5,7 @@
  * is: resetting wal_level or slot limits could break other replication users of the server.
  */
 import { connect, parseEndpoint } from "../engine";
-import { ensureParameters, ParametersResult, readParameters, recommendedReplicationSettings } from "../engine/parameters";
+import { ensureParameters, ParametersResult, readParameters, recommendedReplicationSettings } from "../engine/preflight/parameters";
 
 export interface ServerParametersInputs {
   server: string;

@@ -6,10 +6,10 @@
  * through the historic snapshot at each change.
  */
 import { Client } from "pg";
-import { copyableTables, migratedTables, TableInfo } from "./catalog";
-import { connect, connectReplication, endClient, Endpoint, qualified, quoteIdent, quoteLiteral } from "./endpoint";
-import { PgferryError } from "./errors";
-import { readStreamSetup, wal2jsonOptions } from "./wal2json";
+import { copyableTables, migratedTables, TableInfo } from "../catalog/catalog";
+import { connect, connectReplication, endClient, Endpoint, qualified, quoteIdent, quoteLiteral } from "../core/endpoint";
+import { PgferryError } from "../core/errors";
+import { readStreamSetup, wal2jsonOptions } from "../cdc/decoders/wal2json";
 
 export interface SlotSnapshot {
   /** Replication connection that must stay open, and run nothing else, while the snapshot is in use. */

@@ -15,7 +15,7 @@
  *    an older pgferry): every table counts as touched.
  */
 import { Client } from "pg";
-import { CONTROL_SCHEMA, TableInfo } from "./catalog";
+import { CONTROL_SCHEMA, TableInfo } from "../catalog/catalog";
 
 const S = CONTROL_SCHEMA;
 

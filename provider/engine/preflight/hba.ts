@@ -6,7 +6,7 @@
  * pg_read_server_files + pg_write_server_files).
  */
 import { Client } from "pg";
-import { PgferryError } from "./errors";
+import { PgferryError } from "../core/errors";
 
 export interface HbaRule {
   /** Identifies the rule; replication rules end in `_replrule` (Azure's naming, kept everywhere). */

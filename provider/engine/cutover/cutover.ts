@@ -11,30 +11,30 @@
  * re-verifies and `abortCutover` (`pgferry cutover --abort`) unfreezes and resumes streaming.
  */
 import { Client } from "pg";
-import { copyableTables, listSequences, migratedTables, TableSelection, userSchemas } from "./catalog";
-import { runLoad } from "./load";
-import { largeObjectsAtCutover, LargeObjectSync } from "./largeObjects";
-import { dropSubscription, subscriptionInfo } from "./cdc";
+import { copyableTables, listSequences, migratedTables, TableSelection, userSchemas } from "../catalog/catalog";
+import { runLoad } from "../copy/load";
+import { largeObjectsAtCutover, LargeObjectSync } from "../copy/largeObjects";
+import { dropSubscription, subscriptionInfo } from "../cdc/subscription/subscription";
 import {
   connect, DEFAULT_STALL_TIMEOUT_SEC, endClient, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS, stallError, watchStall,
-} from "./endpoint";
-import { describeDifferences, schemaDifferences } from "./drift";
-import { PgferryError } from "./errors";
-import { lsnToBigInt } from "./lsn";
-import { objectNames } from "./options";
-import { readAppliedLsn, StreamApplier } from "./stream";
-import { abandonRollbackWindow, openRollbackWindow, rollbackWindowPreflight, RollbackWindowOpened } from "./rollback";
-import { applyEntries, applyForeignKeysWhileStreaming } from "./schema";
-import { changesAfterFence, dropPublication, dropSlot, slotInfo, slotLostError, wal2jsonPeekOptions } from "./snapshot";
+} from "../core/endpoint";
+import { describeDifferences, schemaDifferences } from "../catalog/drift";
+import { PgferryError } from "../core/errors";
+import { lsnToBigInt } from "../core/lsn";
+import { objectNames } from "../core/options";
+import { readAppliedLsn, StreamApplier } from "../cdc/stream/stream";
+import { abandonRollbackWindow, openRollbackWindow, rollbackWindowPreflight, RollbackWindowOpened } from "../rollback/rollback";
+import { applyEntries, applyForeignKeysWhileStreaming } from "../copy/schema";
+import { changesAfterFence, dropPublication, dropSlot, slotInfo, slotLostError, wal2jsonPeekOptions } from "../copy/snapshot";
 import {
   CutoverTimings, ensureControlSchema, MigrationRecord, readMigration, SavedSetting, tryLockMigration, updateMigration,
-} from "./state";
-import { diagnoseApplyFailure } from "./diagnose";
-import { touchedTables } from "./touched";
+} from "../state/state";
+import { diagnoseApplyFailure } from "../cdc/subscription/diagnose";
+import { touchedTables } from "../verify/touched";
 import {
   batchedStatements, closeVerifySessions, openVerifySessions, unionAlls, verifyMigration, VerifySessionPair,
-} from "./verify";
-import { describeSourceChanges, restoreSourceChanges, SourceChange } from "./sourceChanges";
+} from "../verify/verify";
+import { describeSourceChanges, restoreSourceChanges, SourceChange } from "../state/sourceChanges";
 
 export type VerifyMode = "counts" | "hashes";
 export const VERIFY_MODES: VerifyMode[] = ["counts", "hashes"];

@@ -13,8 +13,8 @@
  */
 import { Client } from "pg";
 import { migratedTables, TableInfo, TableSelection } from "./catalog";
-import { qualified, quoteIdent } from "./endpoint";
-import { readMigration } from "./state";
+import { qualified, quoteIdent } from "../core/endpoint";
+import { readMigration } from "../state/state";
 
 export interface SchemaDifference {
   /** schema.table (unquoted), the table the difference is on. */

@@ -18,15 +18,15 @@
  * rolledBack) → closed. Every step is idempotent, so a killed cutover, rollback or finish re-runs.
  */
 import { Client } from "pg";
-import { migratedTables, publishedTables, copyableTables, TableSelection, CONTROL_SCHEMA } from "./catalog";
-import { connectWritable, cutoverMigration, CutoverResult, unfreezeSource, VerifyMode } from "./cutover";
-import { connect, Endpoint, quoteIdent, quoteLiteral } from "./endpoint";
-import { PgferryError } from "./errors";
-import { bigIntToLsn, lsnDiff } from "./lsn";
-import { objectNames } from "./options";
-import { createPublication, dropPublication, dropSlot, slotInfo } from "./snapshot";
-import { controlSchemaExists, ensureControlSchema, insertMigration, MigrationRecord, readMigration, RollbackWindowState, tryLockMigration, updateMigration } from "./state";
-import { readAppliedLsn } from "./stream";
+import { migratedTables, publishedTables, copyableTables, TableSelection, CONTROL_SCHEMA } from "../catalog/catalog";
+import { connectWritable, cutoverMigration, CutoverResult, unfreezeSource, VerifyMode } from "../cutover/cutover";
+import { connect, Endpoint, quoteIdent, quoteLiteral } from "../core/endpoint";
+import { PgferryError } from "../core/errors";
+import { bigIntToLsn, lsnDiff } from "../core/lsn";
+import { objectNames } from "../core/options";
+import { createPublication, dropPublication, dropSlot, slotInfo } from "../copy/snapshot";
+import { controlSchemaExists, ensureControlSchema, insertMigration, MigrationRecord, readMigration, RollbackWindowState, tryLockMigration, updateMigration } from "../state/state";
+import { readAppliedLsn } from "../cdc/stream/stream";
 
 /** The reverse migration's name: its slot and publication are objectNames(reverseName(name)), pgferry_<name>_rev. */
 export const reverseName = (name: string) => `${name}_rev`;

@@ -10,8 +10,8 @@
  * lo_compat_privileges; pg_largeobject itself would need a superuser.
  */
 import { Client } from "pg";
-import { connect, Endpoint, quoteIdent, quoteLiteral } from "./endpoint";
-import { PgferryError } from "./errors";
+import { connect, Endpoint, quoteIdent, quoteLiteral } from "../core/endpoint";
+import { PgferryError } from "../core/errors";
 import { snapshotSession } from "./load";
 
 /** Bytes per lo_get/lo_put and per hashed piece: bounds memory in pgferry and on both servers. */

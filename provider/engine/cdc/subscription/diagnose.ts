@@ -8,9 +8,9 @@
  */
 import { Client, QueryResult } from "pg";
 import { Pgoutput, PgoutputPlugin } from "pg-logical-replication";
-import { qualified } from "./endpoint";
-import { lsnToBigInt } from "./lsn";
-import { ColumnMeta, changeSql, describeKey } from "./stream";
+import { qualified } from "../../core/endpoint";
+import { lsnToBigInt } from "../../core/lsn";
+import { ColumnMeta, changeSql, describeKey } from "../stream/stream";
 
 /** Most slot messages decoded for the diagnosis. */
 const PEEK_LIMIT = 20000;

@@ -6,11 +6,11 @@ import { Client } from "pg";
 import {
   columnsWithoutEquality, copyableTables, displayName, ExclusionPlan, listTables, planExclusion, publishedTables, serverVersionNum, TableInfo,
   TableSelection, tablesWithoutReplicaIdentity, userSchemas,
-} from "./catalog";
-import { connectReplication, Endpoint, qualified, quoteIdent, quoteLiteral } from "./endpoint";
-import { Finding, PgferryError } from "./errors";
-import { findPgTools, largeObjectFix, rolesMissingOnTarget } from "./schema";
-import { probeWal2json, readWal2jsonTables, unresolvableTables, wal2jsonInstallFix, Wal2jsonProbe } from "./wal2json";
+} from "../catalog/catalog";
+import { connectReplication, Endpoint, qualified, quoteIdent, quoteLiteral } from "../core/endpoint";
+import { Finding, PgferryError } from "../core/errors";
+import { findPgTools, largeObjectFix, rolesMissingOnTarget } from "../copy/schema";
+import { probeWal2json, readWal2jsonTables, unresolvableTables, wal2jsonInstallFix, Wal2jsonProbe } from "../cdc/decoders/wal2json";
 
 export interface PreflightOptions {
   selection: TableSelection;

@@ -1,5 +1,5 @@
 /** Migration options shared by the CLI, the Pulumi resources and the tests, with their defaults. */
-import { TableSelection } from "./catalog";
+import { TableSelection } from "../catalog/catalog";
 import { DEFAULT_STALL_TIMEOUT_SEC } from "./endpoint";
 import { PgferryError } from "./errors";
 
@@ -9,7 +9,7 @@ export const CDC_MODES: CdcMode[] = ["subscription", "stream"];
 
 /**
  * Logical decoding output plugin of stream mode: pgoutput (needs a publication) or wal2json, the
- * fallback for sources where no publication can be created (provider/engine/wal2json.ts).
+ * fallback for sources where no publication can be created (provider/engine/cdc/decoders/wal2json.ts).
  */
 export type OutputPlugin = "pgoutput" | "wal2json";
 export const OUTPUT_PLUGINS: OutputPlugin[] = ["pgoutput", "wal2json"];

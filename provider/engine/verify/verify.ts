@@ -19,10 +19,10 @@
  * verify.sh. Messages name objects only, never an endpoint's connection string or password.
  */
 import { Client } from "pg";
-import { displayName, planExclusion, TableSelection, userSchemas } from "./catalog";
-import { connect, endClient, Endpoint, quoteIdent, qualified, redact } from "./endpoint";
-import { PgferryError } from "./errors";
-import { compareLargeObjects } from "./largeObjects";
+import { displayName, planExclusion, TableSelection, userSchemas } from "../catalog/catalog";
+import { connect, endClient, Endpoint, quoteIdent, qualified, redact } from "../core/endpoint";
+import { PgferryError } from "../core/errors";
+import { compareLargeObjects } from "../copy/largeObjects";
 
 export interface VerifyOptions {
   /** Default: every user schema except pg_catalog, information_schema, pg_toast*, pg_temp* and pgferry. */

@@ -33,10 +33,10 @@
 import { parse as losslessParse } from "lossless-json";
 import { Client } from "pg";
 import { Pgoutput } from "pg-logical-replication";
-import { CONTROL_SCHEMA, copyableTables, displayName, migratedTables, TableInfo, TableSelection } from "./catalog";
-import { connect, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS } from "./endpoint";
-import { PgferryError } from "./errors";
-import { OutputPlugin } from "./options";
+import { CONTROL_SCHEMA, copyableTables, displayName, migratedTables, TableInfo, TableSelection } from "../../catalog/catalog";
+import { connect, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS } from "../../core/endpoint";
+import { PgferryError } from "../../core/errors";
+import { OutputPlugin } from "../../core/options";
 
 
 /** Type OIDs wal2json prints as bare numbers; of these, float4, float8 and numeric can be NaN/±Infinity. */

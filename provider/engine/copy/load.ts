@@ -9,9 +9,9 @@ import { pipeline } from "stream/promises";
 import { Transform } from "stream";
 import { Client } from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
-import { TableInfo } from "./catalog";
-import { connect, connectionLost, DEFAULT_STALL_TIMEOUT_SEC, destroyClient, endClient, Endpoint, qualified, quoteIdent, socketOf, stallError } from "./endpoint";
-import { PgferryError } from "./errors";
+import { TableInfo } from "../catalog/catalog";
+import { connect, connectionLost, DEFAULT_STALL_TIMEOUT_SEC, destroyClient, endClient, Endpoint, qualified, quoteIdent, socketOf, stallError } from "../core/endpoint";
+import { PgferryError } from "../core/errors";
 
 export interface CopyJob {
   table: TableInfo;

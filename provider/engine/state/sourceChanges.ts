@@ -10,8 +10,8 @@
  * replicates target → source, which needs no identity on the source).
  */
 import { Client } from "pg";
-import { CONTROL_SCHEMA } from "./catalog";
-import { qualified, quoteIdent } from "./endpoint";
+import { CONTROL_SCHEMA } from "../catalog/catalog";
+import { qualified, quoteIdent } from "../core/endpoint";
 
 export interface SourceChange {
   /** "schema.table" */

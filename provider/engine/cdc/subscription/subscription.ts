@@ -6,8 +6,8 @@
  * and survives pgferry exiting: `start` returns while the server keeps streaming.
  */
 import { Client } from "pg";
-import { conninfo, Endpoint, quoteIdent, quoteLiteral, redact } from "./endpoint";
-import { PgferryError } from "./errors";
+import { conninfo, Endpoint, quoteIdent, quoteLiteral, redact } from "../../core/endpoint";
+import { PgferryError } from "../../core/errors";
 
 export interface SubscriptionInfo {
   exists: boolean;

@@ -4,10 +4,10 @@
  * holds) when asked, and exits once the migration is cut over. The slot admits one consumer at a
  * time, which is the lock: a second agent (or a cutover draining inline) waits its turn.
  */
-import { connect, DEFAULT_STALL_TIMEOUT_SEC, endClient, Endpoint, watchStall } from "./endpoint";
-import { PgferryError } from "./errors";
-import { objectNames } from "./options";
-import { readMigration } from "./state";
+import { connect, DEFAULT_STALL_TIMEOUT_SEC, endClient, Endpoint, watchStall } from "../../core/endpoint";
+import { PgferryError } from "../../core/errors";
+import { objectNames } from "../../core/options";
+import { readMigration } from "../../state/state";
 import { StreamApplier } from "./stream";
 
 export interface AgentOptions {

@@ -4,8 +4,8 @@
  * that need a restart are reported as pending; a migration refuses until the server was restarted.
  */
 import { Client } from "pg";
-import { PgferryError } from "./errors";
-import { quoteIdent, quoteLiteral } from "./endpoint";
+import { PgferryError } from "../core/errors";
+import { quoteIdent, quoteLiteral } from "../core/endpoint";
 
 export interface ParameterState {
   name: string;

@@ -4,7 +4,7 @@
  * result here in the same transaction as its effect, so a killed step re-runs to the same result.
  */
 import { Client } from "pg";
-import { CONTROL_SCHEMA } from "./catalog";
+import { CONTROL_SCHEMA } from "../catalog/catalog";
 
 export type Phase =
   | "SchemaSync"      // pre-data being applied

@@ -3,7 +3,7 @@
  * sequences and foreign keys. Read from the system catalogs, once, by preflight and start.
  */
 import { Client } from "pg";
-import { qualified } from "./endpoint";
+import { qualified } from "../core/endpoint";
 
 export interface TableSelection {
   /** Schemas to migrate; empty = every user schema. */

@@ -12,9 +12,9 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { Client } from "pg";
-import { CONTROL_SCHEMA, ForeignKeyInfo, NotCarried } from "./catalog";
-import { connect, Endpoint, libpqEnv, qualified, quoteIdent, quoteLiteral, redact } from "./endpoint";
-import { PgferryError } from "./errors";
+import { CONTROL_SCHEMA, ForeignKeyInfo, NotCarried } from "../catalog/catalog";
+import { connect, Endpoint, libpqEnv, qualified, quoteIdent, quoteLiteral, redact } from "../core/endpoint";
+import { PgferryError } from "../core/errors";
 
 export interface SchemaEntry {
   kind: string;

@@ -15,14 +15,14 @@
  */
 import { Client, QueryResult } from "pg";
 import { LogicalReplicationService, Pgoutput, PgoutputPlugin } from "pg-logical-replication";
-import { CONTROL_SCHEMA } from "./catalog";
+import { CONTROL_SCHEMA } from "../../catalog/catalog";
 import {
   clientConfig, connect, DEFAULT_STALL_TIMEOUT_SEC, destroyClient, endClient, Endpoint, qualified, quoteIdent, stallError, watchStall,
-} from "./endpoint";
-import { PgferryError } from "./errors";
-import { bigIntToLsn, lsnToBigInt } from "./lsn";
-import { openStreamDecoder, Wal2jsonDecoder } from "./wal2json";
-import { SLOT_LOST_PATTERN, slotLostError } from "./snapshot";
+} from "../../core/endpoint";
+import { PgferryError } from "../../core/errors";
+import { bigIntToLsn, lsnToBigInt } from "../../core/lsn";
+import { openStreamDecoder, Wal2jsonDecoder } from "../decoders/wal2json";
+import { SLOT_LOST_PATTERN, slotLostError } from "../../copy/snapshot";
 
 export interface ApplyCounters { inserts: number; updates: number; deletes: number; truncates: number }
 
