@@ -6,14 +6,14 @@
  */
 import { Command, InvalidArgumentError, Option } from "commander";
 import {
-  abortCutover, cleanupMigration, cutoverMigration, DEFAULT_NAME, finishRollbackWindow, migrationOptions, migrationStatus, parseEndpoint, reverseName,
+  abortCutover, cleanupMigration, cutoverMigration, finishRollbackWindow, migrationOptions, migrationStatus, parseEndpoint, reverseName,
   rollbackMigration, runAgent, startMigration, updateRollbackState, verifyMigration,
 } from "../engine";
 import { Monitor, serveMonitor } from "./monitor";
 import { formatStatus, formatTimings, formatWatch, printJson, reportError, reporter } from "./output";
 import { describeSessions } from "../engine/cutover/cutover";
-import { connect, DEFAULT_STALL_TIMEOUT_SEC } from "../engine/core/endpoint";
-import { DEFAULT_SNAPSHOT_TIMEOUT_SEC } from "../engine/core/options";
+import { connect } from "../engine/core/endpoint";
+import { COMMANDS, flagName, PROGRAM, SETTINGS, SettingSpec } from "../engine/core/optionSpec";
 import { readMigration } from "../engine/state/state";
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -52,9 +52,37 @@ function endpoints(o: { source?: string; target?: string }) {
   };
 }
 
-const sourceOpt = () => new Option("--source <uri>", "source libpq URI (or PGFERRY_SOURCE)");
-const targetOpt = () => new Option("--target <uri>", "target libpq URI (or PGFERRY_TARGET)");
-const nameOpt = () => new Option("--name <name>", "migration name: names the slot, publication and subscription").default(DEFAULT_NAME);
+/** The parser of each kind of value, with the message a bad value gets (named by its flag). */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function parserOf(s: SettingSpec, flag: string): ((v: string, prev: any) => any) | undefined {
+  switch (s.kind) {
+    case "positiveInt": return int(flag);
+    case "seconds": return nonNegative(flag);
+    case "port": return port;
+    case "interval": return seconds;
+    case "list": return collect;
+    default: return undefined;
+  }
+}
+
+/**
+ * A command with its description and options as the spec declares them (core/optionSpec.ts): flags, help,
+ * choices, parser and default. Booleans take no default (an absent flag reads undefined, a --no-x flag true).
+ */
+function declared(program: Command, name: string): Command {
+  const spec = COMMANDS.find((c) => c.name === name)!;
+  const cmd = program.command(spec.name).description(spec.description);
+  for (const use of spec.options) {
+    const s: SettingSpec = SETTINGS[use.setting];
+    const option = new Option(s.cli!.flags, use.help ?? s.cli!.help);
+    if (s.choices) option.choices(s.choices);
+    const parse = parserOf(s, `--${flagName(s.cli!.flags)}`);
+    if (parse) option.argParser(parse);
+    if (s.kind !== "boolean" && s.default !== undefined && use.default !== false) option.default(Array.isArray(s.default) ? [...s.default] : s.default);
+    cmd.addOption(option);
+  }
+  return cmd;
+}
 
 /** Run a command body; map errors to a printed message and exit code 1. */
 function action<T extends { json?: boolean }>(fn: (o: T) => Promise<number | void>) {
@@ -68,27 +96,11 @@ function action<T extends { json?: boolean }>(fn: (o: T) => Promise<number | voi
 }
 
 export function buildProgram(): Command {
-  const program = new Command("pgferry")
-    .description("Move a live PostgreSQL database to another PostgreSQL server with minimal downtime.")
+  const program = new Command(PROGRAM.name)
+    .description(PROGRAM.description)
     .showHelpAfterError();
 
-  program.command("start").description("preflight, copy the schema, load every table consistently, then stream changes (returns once ReadyToCutover)")
-    .addOption(sourceOpt()).addOption(targetOpt()).addOption(nameOpt())
-    .addOption(new Option("--mode <mode>", "change data capture: subscription (the target applies) or stream (pgferry applies)").choices(["subscription", "stream"]).default("subscription"))
-    .addOption(new Option("--plugin <plugin>", "stream mode's output plugin: pgoutput (needs a publication) or wal2json (for sources without publications)").choices(["pgoutput", "wal2json"]).default("pgoutput"))
-    .option("--jobs <n>", "parallel COPY workers and index builders", int("--jobs"), 4)
-    .option("--schema <schema>", "migrate this schema (repeatable; default: all user schemas)", collect, [])
-    .option("--include <table>", "only these tables, schema.table (repeatable)", collect, [])
-    .option("--exclude <table>", "never these tables, schema.table (repeatable)", collect, [])
-    .option("--replica-identity-full", "set REPLICA IDENTITY FULL on source tables without a key instead of refusing")
-    .option("--source-host-for-target <host[:port]>", "how the target server reaches the source, when not as pgferry does")
-    .addOption(new Option("--unlogged <how>", "unlogged tables (logical replication cannot see their changes): copy them again at cutover while the source is frozen, or skip them in the cutover gate and verify").choices(["copy", "skip"]).default("copy"))
-    .option("--snapshot-timeout <sec>", "seconds to wait for transactions open on the source to end before the consistent snapshot " +
-      "(0: no limit); past it, start refuses naming them", nonNegative("--snapshot-timeout"), DEFAULT_SNAPSHOT_TIMEOUT_SEC)
-    .option("--no-large-objects", "leave large objects out (listed as not carried); default: copied in the load's snapshot and, where changed, again at cutover")
-    .option("--stall-timeout <sec>", "seconds a load COPY may go without data from the source or taken by the target after which " +
-      "that link counts as stalled and start stops naming it (re-run start to reload)", int("--stall-timeout"), DEFAULT_STALL_TIMEOUT_SEC)
-    .option("--json", "print one JSON document instead of progress")
+  declared(program, "start")
     .action(action(async (o) => {
       const { source, target } = endpoints(o);
       const opts = migrationOptions({ snapshotTimeoutSec: o.snapshotTimeout, stallTimeoutSec: o.stallTimeout, largeObjects: o.largeObjects !== false, name: o.name, mode: o.mode, plugin: o.plugin, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
@@ -106,11 +118,7 @@ export function buildProgram(): Command {
       }
     }));
 
-  program.command("status").description("phase, per-table progress, lag and pending changes; --watch to follow, --serve for a web monitor")
-    .addOption(sourceOpt()).addOption(targetOpt()).addOption(nameOpt())
-    .option("--json", "print JSON").option("--watch", "redraw every --interval seconds until interrupted (without a terminal: append snapshots)")
-    .option("--serve <port>", "serve a web monitor, /api/status and Prometheus /metrics on 127.0.0.1:PORT (0: any free port) until interrupted", port)
-    .option("--interval <sec>", "seconds between status reads with --watch or --serve", seconds, 2)
+  declared(program, "status")
     .action(action(async (o) => {
       const target = parseEndpoint(o.target ?? process.env.PGFERRY_TARGET, "target");
       const src = o.source ?? process.env.PGFERRY_SOURCE;
@@ -158,19 +166,7 @@ export function buildProgram(): Command {
       return 0;
     }));
 
-  program.command("cutover").description("stop writes, wait for the fence, verify, end replication, sync sequences, add foreign keys")
-    .addOption(sourceOpt()).addOption(targetOpt()).addOption(nameOpt())
-    .option("--freeze-writes", "make the source read-only for every role and end other sessions (default: the application has stopped)")
-    .option("--timeout <sec>", "seconds to wait for the target to apply up to the fence", int("--timeout"), 300)
-    .option("--grace <sec>", "with --freeze-writes: seconds sessions get to finish their transaction before they are ended; " +
-      "without: seconds to wait for writes to stop", nonNegative("--grace"), 5)
-    .addOption(new Option("--verify <mode>", "gate before Completed: row counts, or counts and content hashes").choices(["counts", "hashes"]).default("counts"))
-    .option("--abort", "give up a cutover that stopped (VerifyFailed, or killed): unfreeze the source and go back to streaming")
-    .option("--reverse-replication", "open a rollback window: the target's changes are replicated back to the source until pgferry finish")
-    .option("--jobs <n>", "parallel verification and foreign key validation", int("--jobs"), 4)
-    .option("--stall-timeout <sec>", "seconds without an answer from the source or target after which that link counts as stalled " +
-      "and the cutover stops naming it (resumable)", int("--stall-timeout"), DEFAULT_STALL_TIMEOUT_SEC)
-    .option("--json", "print JSON")
+  declared(program, "cutover")
     .action(action(async (o) => {
       const { source, target } = endpoints(o);
       const r = reporter(!!o.json);
@@ -209,14 +205,7 @@ export function buildProgram(): Command {
       }
     }));
 
-  program.command("rollback").description("rollback window: move the application back to the source — freeze the target, drain its changes to the source, verify, sync sequences, unfreeze the source")
-    .addOption(sourceOpt()).addOption(targetOpt()).addOption(nameOpt())
-    .option("--timeout <sec>", "seconds to wait for the source to apply the target's changes up to the fence", int("--timeout"), 300)
-    .option("--grace <sec>", "seconds sessions on the target get to finish their transaction before they are ended", nonNegative("--grace"), 5)
-    .addOption(new Option("--verify <mode>", "gate before the source is unfrozen: row counts, or counts and content hashes").choices(["counts", "hashes"]).default("counts"))
-    .option("--abort", "give up a rollback that stopped (VerifyFailed, or killed): unfreeze the target and keep the window open")
-    .option("--jobs <n>", "parallel verification", int("--jobs"), 4)
-    .option("--json", "print JSON")
+  declared(program, "rollback")
     .action(action(async (o) => {
       const { source, target } = endpoints(o);
       const r = reporter(!!o.json);
@@ -243,8 +232,7 @@ export function buildProgram(): Command {
       }
     }));
 
-  program.command("finish").description("end the rollback window: drop the reverse slot and publication on the target and pgferry's state on the source")
-    .addOption(sourceOpt()).addOption(targetOpt()).addOption(nameOpt()).option("--json", "print JSON")
+  declared(program, "finish")
     .action(action(async (o) => {
       const { source, target } = endpoints(o);
       const res = await finishRollbackWindow(source, target, o.name);
@@ -256,8 +244,7 @@ export function buildProgram(): Command {
           : `migration ${res.name} has no rollback window (its cutover ran without --reverse-replication); nothing to do\n`);
     }));
 
-  program.command("cleanup").description("remove the migration's slot, publication, subscription and state (never target data)")
-    .addOption(sourceOpt()).addOption(targetOpt()).addOption(nameOpt()).option("--json", "print JSON")
+  declared(program, "cleanup")
     .action(action(async (o) => {
       const { source, target } = endpoints(o);
       const res = await cleanupMigration(source, target, o.name);
@@ -268,11 +255,7 @@ export function buildProgram(): Command {
         res.restoredSourceChanges.map((c) => `restored on the source: ${c.object} ${c.change.replace(/^.*\(was (.*)\)$/, "back to $1")} (${c.undoSql})\n`).join(""));
     }));
 
-  program.command("agent").description("stream mode: apply changes from the slot continuously (reconnects; SIGTERM stops after the current transaction)")
-    .addOption(sourceOpt()).addOption(targetOpt()).addOption(nameOpt()).option("--json", "log JSON lines")
-    .option("--reverse", "rollback window: apply the target's changes to the source (give --source/--target as for the migration)")
-    .option("--stall-timeout <sec>", "seconds without an answer on the replication or target connection after which the agent " +
-      "treats the link as stalled and reconnects", int("--stall-timeout"), DEFAULT_STALL_TIMEOUT_SEC)
+  declared(program, "agent")
     .action(action(async (o) => {
       const given = endpoints(o);
       // Reverse: the new server (target) is read, the old one (source) written; the reverse migration is <name>_rev.
@@ -290,16 +273,7 @@ export function buildProgram(): Command {
       log(`agent ${res.reason}: ${res.appliedChanges} changes applied`);
     }));
 
-  program.command("verify").description("compare source and target: row counts, content hashes, sequences, constraints, triggers")
-    .addOption(sourceOpt()).addOption(targetOpt())
-    .option("--schema <schema>", "only this schema (repeatable)", collect, [])
-    .option("--include <table>", "only these tables, schema.table (repeatable; as given to start)", collect, [])
-    .option("--exclude <table>", "not these tables, schema.table (repeatable; as given to start: what depends on them is skipped too)", collect, [])
-    .option("--counts-only", "row counts without content hashes")
-    .option("--jobs <n>", "tables checked in parallel", int("--jobs"), 4)
-    .addOption(new Option("--unlogged <how>", "skip: do not compare unlogged tables (default: what migration --name was started with, else compare them)").choices(["copy", "skip"]))
-    .addOption(nameOpt())
-    .option("--json", "print JSON")
+  declared(program, "verify")
     .action(action(async (o) => {
       const { source, target } = endpoints(o);
       let unlogged = o.unlogged as string | undefined;
@@ -327,10 +301,7 @@ export function buildProgram(): Command {
       return rep.ok ? 0 : 1;
     }));
 
-  program.command("demo").description("two embedded servers (PostgreSQL 15 → 17), a DVD-rental database under live writes: start, stream, cut over, verify")
-    .option("--scale <n>", "data size (1 ≈ 50k rows)", int("--scale"), 1)
-    .addOption(new Option("--mode <mode>", "change data capture: subscription (the target applies) or stream (pgferry's agent applies)").choices(["subscription", "stream"]).default("subscription"))
-    .option("--json", "print the report as JSON")
+  declared(program, "demo")
     .action(action(async (o) => {
       const { runDemo } = await import("../demo/runDemo");
       const report = await runDemo({ scale: o.scale, json: !!o.json, mode: o.mode });
