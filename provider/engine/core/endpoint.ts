@@ -6,6 +6,7 @@
 import { Client, ClientConfig } from "pg";
 import { parse } from "pg-connection-string";
 import { PgferryError } from "./errors";
+import { CLI_ONLY } from "./optionSpec";
 
 export type Role = "source" | "target";
 
@@ -217,7 +218,7 @@ export function qualified(schema: string, name: string): string {
 }
 
 /** Default of --stall-timeout: seconds without an answer after which a connection counts as stalled. */
-export const DEFAULT_STALL_TIMEOUT_SEC = 30;
+export const DEFAULT_STALL_TIMEOUT_SEC: number = CLI_ONLY.stallTimeout.default;
 
 /** The socket under a pg client (internal, stable across pg 8). */
 export function socketOf(c: Client): import("net").Socket | undefined {

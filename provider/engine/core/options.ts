@@ -1,26 +1,27 @@
-/** Migration options shared by the CLI, the Pulumi resources and the tests, with their defaults. */
+/** Migration options shared by the CLI, the Pulumi resources and the tests; their defaults and choices come from the spec (optionSpec.ts). */
 import { TableSelection } from "../catalog/catalog";
 import { DEFAULT_STALL_TIMEOUT_SEC } from "./endpoint";
 import { PgferryError } from "./errors";
+import { CLI_ONLY, MIGRATION_INPUTS as SPEC } from "./optionSpec";
 
 /** subscription: the target's own apply worker consumes the slot. stream: pgferry reads and applies it. */
-export type CdcMode = "subscription" | "stream";
-export const CDC_MODES: CdcMode[] = ["subscription", "stream"];
+export type CdcMode = (typeof SPEC.mode.choices)[number];
+export const CDC_MODES: CdcMode[] = [...SPEC.mode.choices];
 
 /**
  * Logical decoding output plugin of stream mode: pgoutput (needs a publication) or wal2json, the
  * fallback for sources where no publication can be created (provider/engine/cdc/decoders/wal2json.ts).
  */
-export type OutputPlugin = "pgoutput" | "wal2json";
-export const OUTPUT_PLUGINS: OutputPlugin[] = ["pgoutput", "wal2json"];
+export type OutputPlugin = (typeof SPEC.plugin.choices)[number];
+export const OUTPUT_PLUGINS: OutputPlugin[] = [...SPEC.plugin.choices];
 
 /**
  * Unlogged tables: logical replication cannot see their changes. copy (default): loaded with the rest and
  * copied again at cutover, while the source is frozen; skip: loaded once, then ignored by the cutover
  * gate and verify (with a warning naming them).
  */
-export type UnloggedHandling = "copy" | "skip";
-export const UNLOGGED_HANDLING: UnloggedHandling[] = ["copy", "skip"];
+export type UnloggedHandling = (typeof SPEC.unlogged.choices)[number];
+export const UNLOGGED_HANDLING: UnloggedHandling[] = [...SPEC.unlogged.choices];
 
 export interface MigrationOptions {
   /** Identifies the migration; slot, publication and subscription names derive from it. */
@@ -55,9 +56,9 @@ export interface MigrationOptions {
   stallTimeoutSec?: number;
 }
 
-export const DEFAULT_SNAPSHOT_TIMEOUT_SEC = 600;
+export const DEFAULT_SNAPSHOT_TIMEOUT_SEC: number = CLI_ONLY.snapshotTimeout.default;
 
-export const DEFAULT_NAME = "main";
+export const DEFAULT_NAME: string = SPEC.name.default;
 
 export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: string[]; include?: string[]; exclude?: string[] }): MigrationOptions {
   const name = o.name ?? DEFAULT_NAME;
@@ -68,16 +69,16 @@ export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: stri
     // <name>_rev is the reverse migration of a rollback window (rollback.ts): a forward one may not take it.
     throw new PgferryError("bad_name", `--name "${name}": names ending in _rev are reserved for rollback windows; choose another name`);
   }
-  const mode = o.mode ?? "subscription";
+  const mode = o.mode ?? SPEC.mode.default;
   if (!CDC_MODES.includes(mode)) throw new PgferryError("bad_mode", `--mode must be one of ${CDC_MODES.join(", ")}`);
-  const plugin = o.plugin ?? "pgoutput";
+  const plugin = o.plugin ?? SPEC.plugin.default;
   if (!OUTPUT_PLUGINS.includes(plugin)) throw new PgferryError("bad_plugin", `--plugin must be one of ${OUTPUT_PLUGINS.join(", ")}`);
   if (plugin === "wal2json" && mode !== "stream") {
     throw new PgferryError("bad_plugin", `--plugin wal2json needs --mode stream (a subscription always decodes with pgoutput)`);
   }
-  const unlogged = o.unlogged ?? "copy";
+  const unlogged = o.unlogged ?? SPEC.unlogged.default;
   if (!UNLOGGED_HANDLING.includes(unlogged)) throw new PgferryError("bad_unlogged", `--unlogged must be one of ${UNLOGGED_HANDLING.join(", ")}`);
-  const jobs = o.jobs ?? 4;
+  const jobs: number = o.jobs ?? SPEC.jobs.default;
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64) throw new PgferryError("bad_jobs", "--jobs must be a whole number from 1 to 64");
   if (o.sourceHostForTarget !== undefined && !/^(\[[0-9a-fA-F:.]+\]|[^\s:/]+|[0-9a-fA-F:]+)(:\d{1,5})?$/.test(o.sourceHostForTarget)) {
     throw new PgferryError("bad_host", `--source-host-for-target "${o.sourceHostForTarget}" must be a host name or address, optionally with :port`);
@@ -91,7 +92,7 @@ export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: stri
     throw new PgferryError("bad_timeout", "--stall-timeout must be a whole number of seconds, 1 or more");
   }
   return {
-    snapshotTimeoutSec, stallTimeoutSec, name, mode, plugin, jobs, replicaIdentityFull: !!o.replicaIdentityFull, unlogged, largeObjects: o.largeObjects ?? true, sourceHostForTarget: o.sourceHostForTarget,
+    snapshotTimeoutSec, stallTimeoutSec, name, mode, plugin, jobs, replicaIdentityFull: !!o.replicaIdentityFull, unlogged, largeObjects: o.largeObjects ?? SPEC.largeObjects.default, sourceHostForTarget: o.sourceHostForTarget,
     selection: o.selection ?? { schemas: o.schemas ?? [], include: o.include ?? [], exclude: o.exclude ?? [] },
   };
 }
