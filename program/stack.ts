@@ -16,6 +16,8 @@
 import * as pulumi from "@pulumi/pulumi";
 import { FlexibleServerPrerequisites } from "../provider/azure";
 import { FirewallRule, Migration, SchemaSync, ServerParameters } from "../provider/resources";
+import type { MigrationArgs } from "../provider/resources";
+import { MIGRATION_INPUTS, SettingSpec } from "../provider/engine/core/optionSpec";
 
 export interface AzureSourceConfig {
   resourceGroupName: string;
@@ -25,17 +27,28 @@ export interface AzureSourceConfig {
   extensions?: string[];
 }
 
+/**
+ * Every Migration input from its config key `pgferry:<input>` (the spec, provider/engine/core/optionSpec.ts): the
+ * required ones as secrets, the others by their kind, unset ones as their default (unless the spec says to leave
+ * them unset: plugin, which the root stack has always left unset).
+ */
+export function migrationInputsFromConfig(config: pulumi.Config): MigrationArgs {
+  const inputs: Record<string, unknown> = {};
+  for (const [key, s] of Object.entries(MIGRATION_INPUTS as Record<string, SettingSpec>)) {
+    if (s.pulumi?.required) { inputs[key] = config.requireSecret(key); continue; }
+    const value = s.kind === "boolean" ? config.getBoolean(key) : s.kind === "list" ? config.getObject<string[]>(key)
+      : s.kind === "string" ? config.get(key) : config.getNumber(key);
+    inputs[key] = value ?? (s.pulumi?.stackDefault === false || s.default === undefined ? undefined
+      : Array.isArray(s.default) ? [...s.default] : s.default);
+  }
+  return inputs as unknown as MigrationArgs;
+}
+
 export function declareMigrationStack(config = new pulumi.Config("pgferry")) {
-  const source = config.requireSecret("source");
-  const target = config.requireSecret("target");
-  const name = config.get("name") ?? "main";
-  const selection = {
-    name,
-    schemas: config.getObject<string[]>("schemas") ?? [],
-    include: config.getObject<string[]>("include") ?? [],
-    exclude: config.getObject<string[]>("exclude") ?? [],
-    replicaIdentityFull: config.getBoolean("replicaIdentityFull") ?? false,
-  };
+  const inputs = migrationInputsFromConfig(config);
+  const { source, target } = inputs;
+  const name = inputs.name as string;
+  const selection = { name, schemas: inputs.schemas, include: inputs.include, exclude: inputs.exclude, replicaIdentityFull: inputs.replicaIdentityFull };
 
   const prerequisites: pulumi.Resource[] = [];
   const sourceAdmin = config.getSecret("sourceAdmin");
@@ -58,23 +71,7 @@ export function declareMigrationStack(config = new pulumi.Config("pgferry")) {
   }
 
   const schema = new SchemaSync("schema", { source, target, ...selection }, { dependsOn: prerequisites });
-  const migration = new Migration("migration", {
-    source, target, ...selection,
-    mode: (config.get("mode") as "subscription" | "stream" | undefined) ?? "subscription",
-    plugin: config.get("plugin") as "pgoutput" | "wal2json" | undefined,
-    jobs: config.getNumber("jobs") ?? 4,
-    unlogged: (config.get("unlogged") as "copy" | "skip" | undefined) ?? "copy",
-    largeObjects: config.getBoolean("largeObjects") ?? true,
-    freezeWrites: config.getBoolean("freezeWrites") ?? false,
-    cutover: config.getBoolean("cutover") ?? false,
-    cutoverTimeoutSec: config.getNumber("cutoverTimeoutSec") ?? 300,
-    verify: (config.get("verify") as "counts" | "hashes" | undefined) ?? "counts",
-    cutoverGraceSec: config.getNumber("cutoverGraceSec") ?? 5,
-    autoReplicationRule: config.getBoolean("autoReplicationRule") ?? false,
-    sourceHostForTarget: config.get("sourceHostForTarget"),
-    reverseReplication: config.getBoolean("reverseReplication") ?? false,
-    rollbackWindow: config.getBoolean("rollbackWindow") ?? true,
-  }, { dependsOn: [schema] });
+  const migration = new Migration("migration", inputs, { dependsOn: [schema] });
 
   return { prerequisites, schema, migration };
 }

@@ -9,80 +9,25 @@ import {
 import { formatFindings } from "../engine/core/errors";
 import { addReplicationRuleFor } from "./hbaHandlers";
 import { describeRollbackWindow } from "../engine/rollback/rollback";
+import {
+  AppliedOutput, inputDefaults, MIGRATION_INPUTS, MIGRATION_INPUTS as SPEC, MigrationInputValues, MigrationOutputValues, SettingSpec, TableOutput,
+} from "../engine/core/optionSpec";
 
-/** Inputs as the program declares them (source and target are secrets). */
-export interface MigrationInputs {
-  source: string;
-  target: string;
-  name?: string;
-  mode?: string;
-  /** Stream mode's output plugin: pgoutput (default) or wal2json. */
-  plugin?: string;
-  jobs?: number;
-  schemas?: string[];
-  include?: string[];
-  exclude?: string[];
-  replicaIdentityFull?: boolean;
-  /** Unlogged tables: "copy" (default) them again at cutover, or "skip" them in the cutover gate. */
-  unlogged?: string;
-  /** Large objects: carried (default true), or false: left out and listed as not carried. */
-  largeObjects?: boolean;
-  freezeWrites?: boolean;
-  cutover?: boolean;
-  cutoverTimeoutSec?: number;
-  /** Cutover's gate before Completed: "counts" (default) or "hashes". */
-  verify?: string;
-  /** Seconds sessions get to finish at the freeze (or, without freezeWrites, for writes to stop); default 5. */
-  cutoverGraceSec?: number;
-  autoReplicationRule?: boolean;
-  sourceHostForTarget?: string;
-  /** At cutover, open a rollback window: the target's changes are replicated back to the source. */
-  reverseReplication?: boolean;
-  /** While reverseReplication is set: true (default) keeps the window open; true → false ends it (finish). */
-  rollbackWindow?: boolean;
-}
+/** Inputs as the program declares them (source and target are secrets): generated from the spec's MIGRATION_INPUTS. */
+export type MigrationInputs = MigrationInputValues;
+export type { AppliedOutput, TableOutput };
 
-export interface TableOutput { table: string; status: string; rows: number; bytes: number; estimatedRows: number }
-export interface AppliedOutput { table: string; inserts: number; updates: number; deletes: number; truncates: number }
-
-export interface MigrationOutputs extends MigrationInputs {
-  migrationName: string;
-  /** One line for humans: phase and the figure that matters in it. */
-  status: string;
-  phase: string;
-  lagBytes: number | null;
-  lagSeconds: number | null;
-  pendingChanges: number | null;
-  /** True once the target has confirmed everything written on the source (null without a slot to measure). */
-  caughtUp: boolean | null;
-  confirmedLsn: string | null;
-  /** Stream mode: changes applied per table (a native subscription does not count them: null). */
-  appliedChanges: AppliedOutput[] | null;
-  rowsCopied: number;
-  bytesCopied: number;
-  tables: TableOutput[];
-  downtimeMs: number | null;
-  /** Where the downtime went: freezeMs, drainMs, fenceCheckMs, unloggedCopyMs, largeObjectsMs, verifyMs, endReplicationMs, sequencesMs, heldBackMs. */
-  cutoverTimings: Record<string, number> | null;
-  /** DDL made on the source that the target lacks (one line each); cutover refuses while not empty. */
-  schemaDifferences: string[];
-  /** What the target does not get (kind, object, reason, fix), as start recorded it. */
-  notCarried: { kind: string; object: string; reason: string; fix: string }[];
-  fenceLsn: string | null;
-  error: string | null;
-  /** The rollback window in one line ("open: the old server is 0 B behind…", "closed"); null without one. */
-  rollbackWindowStatus: string | null;
-}
+/** Every input (so diff sees them, defaults filled in), plus the spec's MIGRATION_OUTPUTS; nothing secret except the inputs. */
+export type MigrationOutputs = MigrationInputs & MigrationOutputValues;
 
 /** Inputs whose change means another migration (new slot, new target data): replace, never update. */
-export const REPLACE_ON = ["source", "target", "name", "mode", "plugin", "schemas", "include", "exclude", "replicaIdentityFull", "sourceHostForTarget"] as const;
+export const REPLACE_ON: readonly string[] = Object.entries(MIGRATION_INPUTS as Record<string, SettingSpec>).filter(([, s]) => s.pulumi?.replaces).map(([k]) => k);
 /** Every input the resource takes (the root program maps each from stack config: program/stack.ts). */
-export const INPUT_KEYS = [...REPLACE_ON, "jobs", "unlogged", "largeObjects", "freezeWrites", "cutover", "cutoverTimeoutSec", "verify", "cutoverGraceSec", "autoReplicationRule",
-  "reverseReplication", "rollbackWindow"] as const;
+export const INPUT_KEYS: readonly string[] = Object.keys(MIGRATION_INPUTS);
 /** What the Pulumi engine sends for a value not known yet (preview). */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 
-const nameOf = (i: MigrationInputs) => i.name ?? "main";
+const nameOf = (i: MigrationInputs): string => i.name ?? SPEC.name.default;
 export const migrationId = (i: MigrationInputs) => `pgferry-migration-${nameOf(i)}`;
 
 function options(i: MigrationInputs) {
@@ -102,18 +47,14 @@ function explain(e: unknown): Error {
   return e instanceof Error ? e : new Error(String(e));
 }
 
-/** Defaults made explicit, so outputs show them and diff treats "unset" and "default" alike. */
-const DEFAULTS: Omit<Required<MigrationInputs>, "source" | "target" | "sourceHostForTarget"> = {
-  name: "main", mode: "subscription", plugin: "pgoutput", jobs: 4, schemas: [], include: [], exclude: [], replicaIdentityFull: false, unlogged: "copy", largeObjects: true,
-  freezeWrites: false, cutover: false, cutoverTimeoutSec: 300, verify: "counts", cutoverGraceSec: 5, autoReplicationRule: false,
-  reverseReplication: false, rollbackWindow: true,
-};
+/** Defaults made explicit (the spec's), so outputs show them and diff treats "unset" and "default" alike. */
+const DEFAULTS = inputDefaults();
 
 export function pickInputs(props: Record<string, unknown>): MigrationInputs {
   const out: Record<string, unknown> = {};
   for (const k of INPUT_KEYS) {
     const v = props[k];
-    const value = v === undefined || v === null ? (DEFAULTS as Record<string, unknown>)[k] : v;
+    const value = v === undefined || v === null ? DEFAULTS[k] : v;
     if (value !== undefined) out[k] = value;
   }
   return out as unknown as MigrationInputs;
@@ -238,10 +179,10 @@ function refuseLostSlot(i: MigrationInputs, s: MigrationStatus) {
 }
 
 function cutoverOptions(i: MigrationInputs) {
-  return { name: nameOf(i), freezeWrites: !!i.freezeWrites, timeoutSec: i.cutoverTimeoutSec ?? 300, jobs: i.jobs ?? 4,
-    verify: (i.verify ?? "counts") as VerifyMode, graceSec: i.cutoverGraceSec ?? 5,
+  return { name: nameOf(i), freezeWrites: !!i.freezeWrites, timeoutSec: i.cutoverTimeoutSec ?? SPEC.cutoverTimeoutSec.default, jobs: i.jobs ?? SPEC.jobs.default,
+    verify: (i.verify ?? SPEC.verify.default) as VerifyMode, graceSec: i.cutoverGraceSec ?? SPEC.cutoverGraceSec.default,
     // Declared closed already (rollbackWindow false) at cutover: no window is opened at all.
-    reverseReplication: !!i.reverseReplication && i.rollbackWindow !== false, unlogged: (i.unlogged ?? "copy") as "copy" | "skip" };
+    reverseReplication: !!i.reverseReplication && i.rollbackWindow !== false, unlogged: i.unlogged ?? SPEC.unlogged.default };
 }
 
 /** refresh: live status. A migration whose record is gone (cleaned up outside Pulumi) is reported deleted. */

@@ -271,10 +271,10 @@ export type ValueOf<S> = S extends { choices: readonly (infer C)[] } ? C
   : S extends { kind: "boolean" } ? boolean
   : S extends { kind: "positiveInt" | "seconds" | "interval" | "port" } ? number
   : string;
-type RequiredKeys = { [K in keyof Spec]: Spec[K] extends { pulumi: { required: true } } ? K : never }[keyof Spec];
+export type RequiredInputKey = { [K in keyof Spec]: Spec[K] extends { pulumi: { required: true } } ? K : never }[keyof Spec];
 type AllInputValues = { -readonly [K in keyof Spec]: ValueOf<Spec[K]> };
 /** The Migration inputs as plain values (what the dynamic provider's handlers receive). */
-export type MigrationInputValues = Partial<Omit<AllInputValues, RequiredKeys>> & Pick<AllInputValues, RequiredKeys>;
+export type MigrationInputValues = Partial<Omit<AllInputValues, RequiredInputKey>> & Pick<AllInputValues, RequiredInputKey>;
 
 // ---- Outputs of the Migration resource ----
 
