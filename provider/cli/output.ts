@@ -3,7 +3,7 @@
  * Errors are printed with their findings and fixes; nothing printed ever contains a password.
  */
 import { Format, MultiBar, Presets, SingleBar } from "cli-progress";
-import { formatFindings, PgferryError } from "../engine/core/errors";
+import { fixOf, formatFindings, PgferryError } from "../engine/core/errors";
 import type { MigrationEvent } from "../engine/start";
 import type { MigrationStatus } from "../engine/status";
 import { describeRollbackWindow } from "../engine/rollback/rollback";
@@ -72,10 +72,13 @@ export function reportError(e: unknown, json: boolean): number {
   const err = e instanceof PgferryError ? e : undefined;
   const message = e instanceof Error ? e.message : String(e);
   if (json) {
-    printJson({ ok: false, error: { code: err?.code ?? "internal", message, findings: err?.findings ?? [] } });
+    // {code, message, fix}: code from the typed list (core/errors.ts ERROR_CODES), fix null when there is none to give.
+    printJson({ ok: false, error: { code: err?.code ?? "internal", message, fix: err?.fix ?? null, findings: err?.findings ?? [] } });
   } else {
     process.stderr.write(`pgferry: ${message}\n`);
     if (err?.findings.length) process.stderr.write(formatFindings(err.findings) + "\n");
+    // The code's general fix, when the message does not carry its own (findings carry theirs).
+    else if (err?.fix && !fixOf(message)) process.stderr.write(`  fix: ${err.fix}\n`);
   }
   return 1;
 }
