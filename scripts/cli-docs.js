@@ -5,7 +5,8 @@
  * a user runs them (the built CLI, output to a pipe, so the 80-column layout is the same everywhere).
  *
  *   npm run docs                        build, then write docs/cli.md
- *   node scripts/cli-docs.js --check    exit 1 when docs/cli.md differs from what the help says now
+ *   node scripts/cli-docs.js --check    exit 1 when docs/cli.md differs from what the help says now, or the
+ *                                       Migration's input/output tables in docs/pulumi.md from the spec
  *                                       (test/spec.test.ts runs this)
  */
 "use strict";
@@ -16,6 +17,7 @@ const path = require("path");
 const root = path.join(__dirname, "..");
 const cli = path.join(root, "dist/provider/cli/main.js");
 const file = path.join(root, "docs/cli.md");
+const pulumiFile = path.join(root, "docs/pulumi.md");
 
 function help(args) {
   // A pipe, not a terminal: commander wraps at 80 columns, whatever the caller's terminal.
@@ -46,18 +48,50 @@ function generate() {
   return out.join("\n") + "\n";
 }
 
+const cell = (s) => String(s).replace(/\|/g, "\\|").replace(/\n/g, " ");
+const TYPES = { string: "string", positiveInt: "number (whole, ≥ 1)", seconds: "number (seconds, ≥ 0)", boolean: "boolean", list: "string[]" };
+
+/** The Migration's input and output tables (docs/pulumi.md), from the spec. */
+function pulumiTables() {
+  const { MIGRATION_INPUTS, MIGRATION_OUTPUTS, COMMANDS } = require(path.join(root, "dist/provider/engine/core/optionSpec.js"));
+  const inputs = ["| input | type | default | CLI | on change | meaning |", "|---|---|---|---|---|---|"];
+  for (const [key, s] of Object.entries(MIGRATION_INPUTS)) {
+    const type = s.choices ? s.choices.map((c) => `\`"${c}"\``).join(" \\| ") : `${TYPES[s.kind]}${s.pulumi.required ? ", required, secret" : ""}`;
+    const commands = COMMANDS.filter((c) => c.options.some((o) => o.setting === key)).map((c) => c.name);
+    const cli = s.cli ? `\`${s.cli.flags.replace(/ <.*>$/, "")}\` (${commands.join(", ")})` : "—";
+    const def = s.default === undefined ? "" : `\`${JSON.stringify(s.default)}\``;
+    inputs.push(`| \`${key}\` | ${type} | ${def} | ${cli} | ${s.pulumi.replaces ? "replace" : "update"} | ${cell(s.pulumi.doc)} |`);
+  }
+  const outputs = ["| output | meaning |", "|---|---|"];
+  for (const [key, o] of Object.entries(MIGRATION_OUTPUTS)) outputs.push(`| \`${key}\` | ${cell(o.doc)} |`);
+  return { "migration-inputs": inputs.join("\n"), "migration-outputs": outputs.join("\n") };
+}
+
+/** docs/pulumi.md with its generated sections (between <!-- generated:NAME --> and <!-- /generated:NAME -->) rewritten. */
+function generatePulumi(current) {
+  let doc = current;
+  for (const [name, content] of Object.entries(pulumiTables())) {
+    const re = new RegExp(`(<!-- generated:${name} -->\\n)[\\s\\S]*?(<!-- /generated:${name} -->)`);
+    if (!re.test(doc)) throw new Error(`docs/pulumi.md lacks the markers <!-- generated:${name} --> … <!-- /generated:${name} -->`);
+    doc = doc.replace(re, (_m, open, close) => `${open}${content}\n${close}`);
+  }
+  return doc;
+}
+
 if (require.main === module) {
-  const doc = generate();
+  const outputs = [[file, generate()], [pulumiFile, generatePulumi(fs.readFileSync(pulumiFile, "utf8"))]];
   if (process.argv.includes("--check")) {
-    const current = fs.existsSync(file) ? fs.readFileSync(file, "utf8") : "";
-    if (current !== doc) {
-      process.stderr.write("docs/cli.md is stale: it differs from the program's --help. Fix: npm run docs\n");
+    const stale = outputs.filter(([f, doc]) => (fs.existsSync(f) ? fs.readFileSync(f, "utf8") : "") !== doc).map(([f]) => path.relative(root, f));
+    if (stale.length) {
+      process.stderr.write(`${stale.join(", ")} stale: differs from the program's --help and the spec. Fix: npm run docs\n`);
       process.exit(1);
     }
   } else {
-    fs.writeFileSync(file, doc);
-    process.stderr.write(`wrote ${path.relative(root, file)} (${doc.length} bytes)\n`);
+    for (const [f, doc] of outputs) {
+      fs.writeFileSync(f, doc);
+      process.stderr.write(`wrote ${path.relative(root, f)} (${doc.length} bytes)\n`);
+    }
   }
 }
 
-module.exports = { generate };
+module.exports = { generate, generatePulumi };
