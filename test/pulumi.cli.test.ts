@@ -59,7 +59,7 @@ function expectNoSecrets(text: string, what: string): void {
   }
 }
 
-/** The CLI's own output of a step, printed with PGFERRY_SHOW_PULUMI_OUTPUT=1 (how the README's samples were taken). */
+/** The CLI's own output of a step, printed with PGFERRY_SHOW_PULUMI_OUTPUT=1 (how the samples in docs/pulumi.md were taken). */
 function show(step: string, text: string): void {
   if (process.env.PGFERRY_SHOW_PULUMI_OUTPUT) console.log(`${step}\n${text}`);
 }
