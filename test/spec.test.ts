@@ -83,6 +83,19 @@ test("Pulumi inputs, defaults, replace-on and outputs are the spec's", () => {
   expect(keys).toEqual([...INPUT_KEYS.filter((k) => k !== "sourceHostForTarget"), ...Object.keys(MIGRATION_OUTPUTS)].sort());
 });
 
+test("each input's and output's doc comment (shown by editors) says what its doc string (printed in docs/pulumi.md) says", () => {
+  const source = fs.readFileSync(path.join(ROOT, "provider/engine/core/optionSpec.ts"), "utf8");
+  const squash = (t: string) => t.replace(/`/g, "").replace(/\s+/g, " ").trim();
+  const comments = new Map<string, string>();
+  for (const m of source.matchAll(/\/\*\*((?:[^*]|\*(?!\/))*)\*\/\s*\n\s*([A-Za-z]+): (?:setting|output)/g)) {
+    comments.set(m[2], squash(m[1].replace(/^\s*\* ?/gm, "")));
+  }
+  const differ: string[] = [];
+  for (const [k, s] of Object.entries(MIGRATION_INPUTS)) if (comments.get(k) !== squash(s.pulumi.doc)) differ.push(k);
+  for (const [k, o] of Object.entries(MIGRATION_OUTPUTS)) if (comments.get(k) !== squash(o.doc)) differ.push(k);
+  expect(differ).toEqual([]);
+});
+
 test("error codes: each has a meaning; an unknown code does not compile", () => {
   for (const [code, e] of Object.entries(ERROR_CODES)) {
     expect(code).toMatch(/^[a-z0-9_]+$/);

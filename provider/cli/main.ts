@@ -53,7 +53,6 @@ function endpoints(o: { source?: string; target?: string }) {
 }
 
 /** The parser of each kind of value, with the message a bad value gets (named by its flag). */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 function parserOf(s: SettingSpec, flag: string): ((v: string, prev: any) => any) | undefined {
   switch (s.kind) {
     case "positiveInt": return int(flag);
@@ -67,7 +66,7 @@ function parserOf(s: SettingSpec, flag: string): ((v: string, prev: any) => any)
 
 /**
  * A command with its description and options as the spec declares them (core/optionSpec.ts): flags, help,
- * choices, parser and default. Booleans take no default (an absent flag reads undefined, a --no-x flag true).
+ * choices, parser and default. Booleans take no default: an absent flag reads undefined (commander makes a --no-x one true).
  */
 function declared(program: Command, name: string): Command {
   const spec = COMMANDS.find((c) => c.name === name)!;

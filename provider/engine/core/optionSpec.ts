@@ -57,6 +57,8 @@ const setting = <const S extends SettingSpec>(s: S): S => s;
 /**
  * Every Pulumi `Migration` input, in the order the resource lists them (replacing ones first). Config key in the
  * root stack: `pgferry:<input>`. Where one has a CLI flag, it is the same setting: same choices, same default.
+ * Each property's doc comment repeats its `pulumi.doc` so that editors show it on MigrationArgs (a mapped type keeps
+ * the comments of the properties it maps); `pulumi.doc` is what docs/pulumi.md prints.
  */
 export const MIGRATION_INPUTS = {
   /** Source libpq URI. Pass a secret (pulumi.secret or `pulumi config set --secret`). */
@@ -309,7 +311,7 @@ export const MIGRATION_OUTPUTS = {
   rowsCopied: output<number>("Rows copied by the full load."),
   /** Bytes copied by the full load. */
   bytesCopied: output<number>("Bytes copied by the full load."),
-  /** Per table: status, rows, bytes, estimated rows. */
+  /** Per table: `{table, status, rows, bytes, estimatedRows}`. */
   tables: output<TableOutput[]>("Per table: `{table, status, rows, bytes, estimatedRows}`."),
   /** Cutover downtime in ms (writes stopped → Completed), once cut over. */
   downtimeMs: output<number | null>("Cutover downtime in ms (writes stopped → Completed), once cut over."),
@@ -318,7 +320,7 @@ export const MIGRATION_OUTPUTS = {
     "largeObjectsMs, verifyMs, endReplicationMs, sequencesMs, heldBackMs."),
   /** DDL made on the source that the target lacks (one line each); cutover refuses while not empty. */
   schemaDifferences: output<string[]>("DDL made on the source that the target lacks (one line each); cutover refuses while not empty."),
-  /** What the target does not get from the source (large objects, objects depending on excluded tables…), each with the reason and the fix. */
+  /** What the target does not get from the source (large objects, objects depending on excluded tables…): `{kind, object, reason, fix}`. */
   notCarried: output<NotCarriedOutput[]>("What the target does not get from the source (large objects, objects depending on excluded " +
     "tables…): `{kind, object, reason, fix}`."),
   /** The fence position of the cutover. */
