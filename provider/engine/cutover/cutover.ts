@@ -9,6 +9,9 @@
  * passes nothing is dropped: a drain timeout or writes that keep arriving roll the freeze back and leave
  * the migration streaming; a failed gate leaves it frozen in phase VerifyFailed, from where `cutover`
  * re-verifies and `abortCutover` (`pgferry cutover --abort`) unfreezes and resumes streaming.
+ *
+ * The cutover is the list CUTOVER_STEPS, run by ../core/pipeline.ts (which also yields the downtime
+ * breakdown, CutoverTimings); the CDC mode's part goes through ../cdc/cdc.ts.
  */
 import { Client } from "pg";
 import { copyableTables, listSequences, migratedTables, TableInfo, TableSelection, userSchemas } from "../catalog/catalog";
