@@ -7,14 +7,14 @@ import { Client } from "pg";
 import {
   copyableTables, exclusionNotCarried, listForeignKeys, listPopulatedMatviews, NotCarried, publishedTables, userSchemas,
 } from "./catalog/catalog";
-import { createSubscription, dropSubscription, enableSubscription, waitForWorker } from "./cdc/subscription/subscription";
+import { dropSubscription } from "./cdc/subscription/subscription";
+import { Cdc, CdcContext, cdcFor } from "./cdc/cdc";
+import { runPipeline, Step } from "./core/pipeline";
 import { connect, DEFAULT_STALL_TIMEOUT_SEC, endClient, Endpoint, qualified, quoteIdent, quoteLiteral, watchStall } from "./core/endpoint";
 import { Finding, PgferryError, testFailpoint } from "./core/errors";
 import { LoadResult, runLoad, TableLoadProgress } from "./copy/load";
 import { copyLargeObjects, LargeObjectCopy } from "./copy/largeObjects";
-import { lsnToBigInt } from "./core/lsn";
 import { MigrationOptions, objectNames } from "./core/options";
-import { StreamApplier } from "./cdc/stream/stream";
 import { describeSourceChanges, listSourceChanges, restoreSourceChanges, setReplicaIdentityFull, SourceChange } from "./state/sourceChanges";
 import { preflight, PreflightResult } from "./preflight/preflight";
 import { recordActivityBaseline } from "./verify/touched";
@@ -63,7 +63,7 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
   let tgt: Client | undefined;
   try {
     tgt = await connect(target);
-    let m = await readMigration(tgt, o.name);
+    const m = await readMigration(tgt, o.name);
     if (m && (["ReadyToCutover", "CuttingOver", "VerifyFailed", "Completed"].includes(m.phase) || (until === "SchemaSync" && m.phase !== "SchemaSync"))) {
       if (until !== "SchemaSync" && m.mode !== o.mode) throw modeMismatch(o, m);
       // A run killed while adding the foreign keys (phase ReadyToCutover already) resumes them; if a cutover holds the lock, it applies them.
@@ -74,87 +74,143 @@ export async function startMigration(source: Endpoint, target: Endpoint, o: Migr
     if (!(await tryLockMigration(tgt, o.name))) {
       throw new PgferryError("busy", `another pgferry process is working on migration "${o.name}" on this target; wait for it or stop it`);
     }
-    // Past SchemaSync the target tables exist, created by this migration.
-    const resuming = !!m && m.phase !== "SchemaSync";
-    const pf = await preflight(src, tgt, source, target, {
-      selection: o.selection, replicaIdentityFull: o.replicaIdentityFull, resuming, slotName: names.slot, mode: o.mode, plugin: o.plugin,
-      unlogged: o.unlogged, largeObjects: o.largeObjects,
-    });
-    pf.findings.forEach((finding) => onEvent({ type: "finding", finding }));
-    testFailpoint("preflight");
-    if (!pf.ok) {
-      throw new PgferryError("preflight", `preflight found ${pf.findings.filter((f) => f.severity === "error").length} problem(s); nothing was changed`, pf.findings);
-    }
-    if (!m) {
-      await ensureControlSchema(tgt);
-      await insertMigration(tgt, { name: o.name, mode: o.mode, ...names, options: { jobs: o.jobs, selection: o.selection, replicaIdentityFull: o.replicaIdentityFull, sourceHostForTarget: o.sourceHostForTarget } });
-      m = (await readMigration(tgt, o.name))!;
-    }
-    if (m.mode !== o.mode) {
-      // A SchemaSync resource records the migration before the Migration resource says which CDC mode it
-      // wants. Until the load has finished the mode is free: a (re)started load first drops whatever
-      // replication objects an earlier run left, and makes its own.
-      if (!["SchemaSync", "Loading", "Failed"].includes(m.phase)) throw modeMismatch(o, m);
-      await updateMigration(tgt, o.name, { mode: o.mode });
-      m.mode = o.mode;
-    }
-    // What the stream applier (start, agent, cutover) reads back: the output plugin and, for wal2json,
-    // whether it quotes numbers. Also set when a SchemaSync made the record with default options.
-    await tgt.query(`UPDATE pgferry.migration SET options = options || $2::jsonb WHERE name = $1`,
-      [o.name, JSON.stringify({ plugin: o.plugin, wal2jsonNumericAsString: pf.wal2json?.numericAsString ?? false, unlogged: o.unlogged, largeObjects: o.largeObjects })]);
-    const result: StartResult = { name: o.name, phase: m.phase, alreadyRunning: false, findings: pf.findings, notCarried: [] };
-
-    if (m.phase === "SchemaSync") {
-      onEvent({ type: "phase", phase: "SchemaSync", message: "copying the schema (pg_dump pre-data)" });
-      result.schema = await syncPreData(src, source, target, o, pf);
-      m.phase = "Loading";
-    }
-    if (until !== "SchemaSync") await reconcileLargeObjectsNotCarried(src, tgt, o, pf);
-    result.notCarried = await readNotCarried(tgt, o.name);
-    if (until === "SchemaSync") return { ...result, phase: m.phase };
-    // Failed: an earlier run released its slot, so the load restarts from a new snapshot.
-    if (m.phase === "Loading" || m.phase === "Failed") {
-      result.load = await loadPhase(src, tgt, source, target, o, pf, onEvent);
-      m.phase = "IndexBuild";
-    }
-    if (m.phase === "IndexBuild") {
-      if (!result.load && !(await slotInfo(src, names.slot))) {
-        throw new PgferryError("slot_missing", `migration "${o.name}" stopped after its load (phase IndexBuild), but its replication slot ` +
-          `"${names.slot}" is gone from the source, so the changes made since the load cannot be streamed; the target's tables already have ` +
-          `post-data objects (indexes, constraints, triggers), so they cannot simply be reloaded. Fix: run pgferry cleanup, empty the target ` +
-          `(drop the migrated schemas, or use a new database), and start again`);
-      }
-      onEvent({ type: "phase", phase: "IndexBuild", message: "building indexes, keys and triggers (post-data)" });
-      await keepingLoad(tgt, o.name, names.slot, async () => {
-        await applyEntries(target, o.name, "post-data", (await preambleOf(tgt!, o.name)), o.jobs,
-          (e) => onEvent({ type: "schema", section: "post-data", kind: e.kind, object: e.object }));
-        testFailpoint("post-data");
-        if (o.mode === "stream") {
-          // Apply what accumulated during the load; afterwards `pgferry agent` (or the cutover) keeps applying.
-          onEvent({ type: "phase", phase: "ReadyToCutover", message: "applying the changes made during the load (stream mode), then adding and validating foreign keys" });
-          const upTo = lsnToBigInt((await src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l);
-          await new StreamApplier(source, target, { migration: o.name, slot: names.slot, publication: names.publication, until: upTo }).run();
-        } else {
-          onEvent({ type: "phase", phase: "ReadyToCutover", message: "starting change data capture (subscription on the target), then adding and validating foreign keys" });
-          await createSubscription(tgt!, source, names.subscription, names.publication, names.slot, o.sourceHostForTarget);
-          await enableSubscription(tgt!, names.subscription);
-          if (!(await waitForWorker(tgt!, names.subscription))) {
-            throw new PgferryError("subscription_idle", `the subscription's apply worker did not start on the target; ` +
-              `check max_logical_replication_workers/max_worker_processes there and the target's log`);
-          }
-        }
-        testFailpoint("cdc-setup");
-        await updateMigration(tgt!, o.name, { phase: "ReadyToCutover", streamingSince: new Date(), error: null });
-      });
-      result.phase = "ReadyToCutover";
-      result.foreignKeys = await foreignKeysWhileStreaming(target, o, onEvent);
-    }
-    result.sourceChanges = await listSourceChanges(tgt, o.name);
-    return result;
+    const run: StartRun = { o, until, source, target, src, tgt, name: o.name, names, onEvent, m, cdc: cdcFor(o.mode),
+      // Past SchemaSync the target tables exist, created by this migration.
+      resuming: !!m && m.phase !== "SchemaSync",
+      result: { name: o.name, phase: m?.phase ?? "SchemaSync", alreadyRunning: false, findings: [], notCarried: [] }, cdcStarted: false };
+    await runPipeline(START_STEPS, run);
+    return until === "SchemaSync" ? { ...run.result, phase: run.m!.phase } : run.result;
   } finally {
     await endClient(src);
     await endClient(tgt);
   }
+}
+
+/** One start run: its sessions and options, the record as it moves through the phases, and the result being built. */
+interface StartRun extends CdcContext {
+  o: MigrationOptions;
+  until?: "SchemaSync";
+  names: ReturnType<typeof objectNames>;
+  onEvent: (e: MigrationEvent) => void;
+  /** The migration's record; its phase is the resume point (each step records the next phase with its own work). */
+  m?: MigrationRecord;
+  cdc: Cdc;
+  resuming: boolean;
+  pf?: PreflightResult;
+  result: StartResult;
+  /** This run started CDC (the foreign keys follow only then). */
+  cdcStarted: boolean;
+}
+
+/** done: the record is in none of these phases (past them, or stopped before: the admission above returns for those). */
+const phaseNotIn = (...phases: Phase[]) => (r: StartRun) => !phases.includes(r.m!.phase);
+const beyondSchemaSync = (r: StartRun) => r.until !== "SchemaSync";
+
+/**
+ * `start`, in order. A step whose phase the record is past is skipped, so a re-run continues from the
+ * recorded phase: SchemaSync → Loading (or Failed: the load restarts from a new snapshot) → IndexBuild →
+ * ReadyToCutover. `until: "SchemaSync"` stops after the schema.
+ */
+const START_STEPS: Step<StartRun>[] = [
+  { name: "preflight", run: preflightStep },
+  { name: "record", run: recordMigration },
+  {
+    name: "pre-data", done: phaseNotIn("SchemaSync"),
+    async run(r) {
+      r.onEvent({ type: "phase", phase: "SchemaSync", message: "copying the schema (pg_dump pre-data)" });
+      r.result.schema = await syncPreData(r.src, r.source, r.target, r.o, r.pf!);
+      r.m!.phase = "Loading";
+    },
+  },
+  {
+    name: "not-carried",
+    async run(r) {
+      if (r.until !== "SchemaSync") await reconcileLargeObjectsNotCarried(r.src, r.tgt, r.o, r.pf!);
+      r.result.notCarried = await readNotCarried(r.tgt, r.name);
+    },
+  },
+  {
+    name: "load", when: beyondSchemaSync, done: phaseNotIn("Loading", "Failed"),
+    async run(r) {
+      r.result.load = await loadPhase(r.src, r.tgt, r.source, r.target, r.o, r.pf!, r.onEvent);
+      r.m!.phase = "IndexBuild";
+    },
+  },
+  { name: "post-data", when: beyondSchemaSync, done: phaseNotIn("IndexBuild"), run: postData },
+  {
+    name: "cdc-start", when: beyondSchemaSync, done: phaseNotIn("IndexBuild"),
+    async run(r) {
+      await keepingLoad(r.tgt, r.name, r.names.slot, async () => {
+        r.onEvent({ type: "phase", phase: "ReadyToCutover", message: r.cdc.startMessage });
+        await r.cdc.start(r);
+        testFailpoint("cdc-setup");
+        await updateMigration(r.tgt, r.name, { phase: "ReadyToCutover", streamingSince: new Date(), error: null });
+      });
+      r.result.phase = "ReadyToCutover";
+      r.cdcStarted = true;
+    },
+  },
+  {
+    name: "foreign-keys", when: beyondSchemaSync, done: (r) => !r.cdcStarted,
+    async run(r) { r.result.foreignKeys = await foreignKeysWhileStreaming(r.target, r.o, r.onEvent); },
+  },
+  { name: "source-changes", when: beyondSchemaSync, async run(r) { r.result.sourceChanges = await listSourceChanges(r.tgt, r.name); } },
+];
+
+async function preflightStep(r: StartRun): Promise<void> {
+  const { o } = r;
+  const pf = await preflight(r.src, r.tgt, r.source, r.target, {
+    selection: o.selection, replicaIdentityFull: o.replicaIdentityFull, resuming: r.resuming, slotName: r.names.slot, mode: o.mode, plugin: o.plugin,
+    unlogged: o.unlogged, largeObjects: o.largeObjects,
+  });
+  pf.findings.forEach((finding) => r.onEvent({ type: "finding", finding }));
+  testFailpoint("preflight");
+  if (!pf.ok) {
+    throw new PgferryError("preflight", `preflight found ${pf.findings.filter((f) => f.severity === "error").length} problem(s); nothing was changed`, pf.findings);
+  }
+  r.pf = pf;
+  r.result.findings = pf.findings;
+}
+
+/** The migration's record: made on the first run; its mode and the options the applier reads back kept current. */
+async function recordMigration(r: StartRun): Promise<void> {
+  const { o, tgt, names } = r;
+  if (!r.m) {
+    await ensureControlSchema(tgt);
+    await insertMigration(tgt, { name: o.name, mode: o.mode, ...names, options: { jobs: o.jobs, selection: o.selection, replicaIdentityFull: o.replicaIdentityFull, sourceHostForTarget: o.sourceHostForTarget } });
+    r.m = (await readMigration(tgt, o.name))!;
+  }
+  const m = r.m;
+  if (m.mode !== o.mode) {
+    // A SchemaSync resource records the migration before the Migration resource says which CDC mode it
+    // wants. Until the load has finished the mode is free: a (re)started load first drops whatever
+    // replication objects an earlier run left, and makes its own.
+    if (!["SchemaSync", "Loading", "Failed"].includes(m.phase)) throw modeMismatch(o, m);
+    await updateMigration(tgt, o.name, { mode: o.mode });
+    m.mode = o.mode;
+  }
+  // What the stream applier (start, agent, cutover) reads back: the output plugin and, for wal2json,
+  // whether it quotes numbers. Also set when a SchemaSync made the record with default options.
+  await tgt.query(`UPDATE pgferry.migration SET options = options || $2::jsonb WHERE name = $1`,
+    [o.name, JSON.stringify({ plugin: o.plugin, wal2jsonNumericAsString: r.pf!.wal2json?.numericAsString ?? false, unlogged: o.unlogged, largeObjects: o.largeObjects })]);
+  r.result.phase = m.phase;
+}
+
+/** Indexes, constraints and triggers (post-data), into the loaded tables; a failure keeps the load (keepingLoad). */
+async function postData(r: StartRun): Promise<void> {
+  const { o, src, tgt, names } = r;
+  if (!r.result.load && !(await slotInfo(src, names.slot))) {
+    throw new PgferryError("slot_missing", `migration "${o.name}" stopped after its load (phase IndexBuild), but its replication slot ` +
+      `"${names.slot}" is gone from the source, so the changes made since the load cannot be streamed; the target's tables already have ` +
+      `post-data objects (indexes, constraints, triggers), so they cannot simply be reloaded. Fix: run pgferry cleanup, empty the target ` +
+      `(drop the migrated schemas, or use a new database), and start again`);
+  }
+  r.onEvent({ type: "phase", phase: "IndexBuild", message: "building indexes, keys and triggers (post-data)" });
+  await keepingLoad(tgt, o.name, names.slot, async () => {
+    await applyEntries(r.target, o.name, "post-data", (await preambleOf(tgt, o.name)), o.jobs,
+      (e) => r.onEvent({ type: "schema", section: "post-data", kind: e.kind, object: e.object }));
+    testFailpoint("post-data");
+  });
 }
 
 /**
@@ -456,7 +512,8 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
       await recordActivityBaseline(src, tgt, o.name);
       // wal2json decodes every table of the database (filtered by add-tables): no publication.
       if (o.plugin !== "wal2json") await createPublication(src, names.publication, publishedTables(pf.tables));
-      if (o.mode === "subscription") await createSubscription(tgt, source, names.subscription, names.publication, names.slot, o.sourceHostForTarget);
+      // Subscription mode: the subscription, disabled (the target reaching the source is proven before the slot exists).
+      await cdcFor(o.mode).create({ src, tgt, source, target, name: o.name }, { sourceHostForTarget: o.sourceHostForTarget });
       snap = await createSlotWithSnapshot(source, names.slot, o.plugin, { timeoutSec: o.snapshotTimeoutSec,
         onWait: (blocking, waitedSec) => onEvent({ type: "snapshotWait", waitedSec, blocking, message: `waiting ${waitedSec} s for the ` +
           `consistent snapshot: ${blocking.length} transaction(s) open on the source since before it must end first: ${describeBlocking(blocking)}` +

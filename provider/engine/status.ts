@@ -3,10 +3,10 @@
  * bytes and seconds and whether anything is pending. Read-only on both servers.
  */
 import { Client } from "pg";
-import { subscriptionInfo, SubscriptionInfo } from "./cdc/subscription/subscription";
+import { SubscriptionInfo } from "./cdc/subscription/subscription";
+import { cdcFor } from "./cdc/cdc";
 import { connect, Endpoint } from "./core/endpoint";
-import { bigIntToLsn, lsnDiff } from "./core/lsn";
-import { readAppliedLsn } from "./cdc/stream/stream";
+import { lsnDiff } from "./core/lsn";
 import { objectNames } from "./core/options";
 import { changesAfterFence, slotInfo, SlotInfo, slotLostError, wal2jsonPeekOptions } from "./copy/snapshot";
 import { CutoverTimings, MigrationRecord, Phase, readMigration, readTableProgress, TableProgress } from "./state/state";
@@ -120,13 +120,8 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
     }
     if (m.phase === "Completed" || m.phase === "Aborted") return st;
     const names = objectNames(name);
-    if (m.mode === "stream") {
-      st.appliedLsn = bigIntToLsn(await readAppliedLsn(tgt, name));
-      st.applied = (await tgt.query(`SELECT table_name AS table, inserts::float8, updates::float8, deletes::float8, truncates::float8
-        FROM pgferry.apply_stats WHERE migration = $1 ORDER BY 1`, [name])).rows;
-    } else {
-      st.subscription = await subscriptionInfo(tgt, names.subscription);
-    }
+    // What the mode's consumer has applied (stream: position and per-table counts; subscription: the subscription).
+    Object.assign(st, await cdcFor(m.mode).lag(tgt, name));
     if (source) {
       src ??= await connect(source);
       st.sourceLsn = (await src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l;

@@ -9,30 +9,31 @@
  * passes nothing is dropped: a drain timeout or writes that keep arriving roll the freeze back and leave
  * the migration streaming; a failed gate leaves it frozen in phase VerifyFailed, from where `cutover`
  * re-verifies and `abortCutover` (`pgferry cutover --abort`) unfreezes and resumes streaming.
+ *
+ * The cutover is the list CUTOVER_STEPS, run by ../core/pipeline.ts (which also yields the downtime
+ * breakdown, CutoverTimings); the CDC mode's part goes through ../cdc/cdc.ts.
  */
 import { Client } from "pg";
-import { copyableTables, listSequences, migratedTables, TableSelection, userSchemas } from "../catalog/catalog";
+import { copyableTables, listSequences, migratedTables, TableInfo, TableSelection, userSchemas } from "../catalog/catalog";
 import { runLoad } from "../copy/load";
 import { largeObjectsAtCutover, LargeObjectSync } from "../copy/largeObjects";
-import { dropSubscription, subscriptionInfo } from "../cdc/subscription/subscription";
+import { Cdc, CdcContext, cdcFor } from "../cdc/cdc";
 import {
   connect, DEFAULT_STALL_TIMEOUT_SEC, endClient, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS, stallError, watchStall,
 } from "../core/endpoint";
 import { describeDifferences, schemaDifferences } from "../catalog/drift";
 import { PgferryError } from "../core/errors";
-import { lsnToBigInt } from "../core/lsn";
 import { objectNames } from "../core/options";
-import { readAppliedLsn, StreamApplier } from "../cdc/stream/stream";
-import { abandonRollbackWindow, openRollbackWindow, rollbackWindowPreflight, RollbackWindowOpened } from "../rollback/rollback";
+import { runPipeline, Step, StepClock, StepOutcome } from "../core/pipeline";
+import { rollbackWindowPreflight, rollbackWindowStep, RollbackWindowOpened, RollbackWindowStepContext } from "../rollback/window";
 import { applyEntries, applyForeignKeysWhileStreaming } from "../copy/schema";
 import { changesAfterFence, dropPublication, dropSlot, slotInfo, slotLostError, wal2jsonPeekOptions } from "../copy/snapshot";
 import {
   CutoverTimings, ensureControlSchema, MigrationRecord, readMigration, SavedSetting, tryLockMigration, updateMigration,
 } from "../state/state";
-import { diagnoseApplyFailure } from "../cdc/subscription/diagnose";
 import { touchedTables } from "../verify/touched";
 import {
-  batchedStatements, closeVerifySessions, openVerifySessions, unionAlls, verifyMigration, VerifySessionPair,
+  batchedStatements, closeVerifySessions, openVerifySessions, unionAlls, verifyMigration, VerifyReport, VerifySessionPair,
 } from "../verify/verify";
 import { describeSourceChanges, restoreSourceChanges, SourceChange } from "../state/sourceChanges";
 
@@ -128,7 +129,6 @@ export interface AbortResult {
 }
 
 const MAX_FENCES = 3;
-const ms = (since: number) => Date.now() - since;
 
 /**
  * A source session that may write whatever the database's default says: pgferry's own DDL (DROP
@@ -143,16 +143,15 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
   const verifyMode = o.verify ?? "counts";
   if (!VERIFY_MODES.includes(verifyMode)) throw new PgferryError("bad_verify", `--verify must be one of ${VERIFY_MODES.join(", ")}`);
   const graceMs = Math.max(0, (o.graceSec ?? 5) * 1000);
-  const names = objectNames(o.name);
   const tgt = o.reverse ? await connectWritable(target) : await connect(target);
   let src: Client | undefined;
   // A link that stops answering is cut (its query fails) and named: the cutover never hangs on it.
   const stallSec = o.stallTimeoutSec ?? DEFAULT_STALL_TIMEOUT_SEC;
   let stalled: PgferryError | undefined;
   const unwatch = [watchStall(tgt, stallSec * 1000, () => { stalled ??= stallError(target, "no answer to a statement", stallSec); })];
-  let verifySessions: VerifySessionPair[] = [];
+  let run: CutoverRun | undefined;
   try {
-    return await cutoverSteps();
+    return await admitAndRun();
   } catch (e) {
     if (!stalled) throw e;
     throw new PgferryError("stalled", `cutover stopped: ${stalled.message}. The migration is resumable: its record says how far the cutover got ` +
@@ -160,12 +159,13 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       `again to finish, or pgferry cutover --abort to unfreeze the source and go back to streaming (nothing is lost: the slot is kept)`);
   } finally {
     unwatch.forEach((f) => f());
-    await closeVerifySessions(verifySessions);
+    await closeVerifySessions(run?.verifySessions ?? []);
     await endClient(tgt);
     await endClient(src);
   }
 
-  async function cutoverSteps(): Promise<CutoverResult> {
+  /** What the record allows (done already, the wrong phase, another process), then the steps. */
+  async function admitAndRun(): Promise<CutoverResult> {
     let m = await readMigration(tgt, o.name);
     if (!m) throw new PgferryError("not_found", `no migration "${o.name}" on the ${target.label}; run pgferry start first`);
     if (m.phase === "Completed" && o.reverseReplication && !m.rollbackWindow) {
@@ -188,229 +188,301 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
     m = (await readMigration(tgt, o.name))!;
     src = await connectWritable(source);
     unwatch.push(watchStall(src, stallSec * 1000, () => { stalled ??= stallError(source, "no answer to a statement", stallSec); }));
-    const stream = m.mode === "stream";
+    const cdc = cdcFor(m.mode);
     const timings: CutoverTimings = { ...(m.cutoverTimings ?? {}) };
-    const saveTimings = () => updateMigration(tgt, o.name, { cutoverTimings: timings });
-    let endedSessions: EndedSession[] = [];
-    let neutralisedRoles: string[] = [];
-    let fenceAttempts = 0;
-    let verification: CutoverResult["verification"];
-    let unloggedResult: CutoverResult["unlogged"];
-    let largeObjectsResult: CutoverResult["largeObjects"];
-    // Still replicating: the subscription exists (subscription mode) or the slot does (stream mode).
-    const replicating = stream ? !!(await slotInfo(src, names.slot)) : (await subscriptionInfo(tgt, names.subscription)).exists;
-    if (o.reverseReplication && !o.reverse) await rollbackWindowPreflight(tgt, o.name);
-    if (replicating && (await slotInfo(src, names.slot))?.walStatus === "lost") {
-      throw new PgferryError("slot_lost", `${slotLostError(o.name, names.slot).message}. Nothing was ${m.sourceFrozen ? "changed" : "frozen"}`);
-    }
-    if (replicating && m.applyError?.kind === "divergence") {
-      // The target lost a change: no gate would pass, and the freeze would only cost the application downtime.
-      throw new PgferryError("divergence", `the stream applier stopped at a divergence (recorded ${m.applyError.at}): ${m.applyError.message}. ` +
-        `Nothing was ${m.sourceFrozen ? "changed (the source stays frozen)" : "frozen"}. Cutover refuses while it is recorded; once the row is ` +
-        `repaired, run the agent (pgferry agent --name ${o.name}) until it applies past it (pgferry status no longer shows it), then cutover again`);
-    }
-    if (replicating) {
-      // DDL gate, before anything is frozen: replication does not carry DDL.
-      const drift = await schemaDifferences(src, tgt, o.name);
-      if (drift.length) {
-        throw new PgferryError("schema_drift", `the source's schema changed during the migration and the target does not match ` +
-          `(${drift.length} difference(s)): ${describeDifferences(drift)}. Nothing was ${m.sourceFrozen ? "changed (the source stays frozen)" : "frozen"}; ` +
-          `apply the same DDL on the target, then run pgferry cutover again (pgferry status lists what still differs)`);
-      }
-      if (!o.reverse && !m.sourceFrozen) {
-        // Keys still held back (a migration started by an older pgferry, a start that left some): added while writes still flow.
-        const fk = await applyForeignKeysWhileStreaming(target, o.name, o.jobs);
-        if (fk.applied) say(`added and validated ${fk.applied} foreign-key step(s) while streaming`);
-        if (fk.deferred.length) say(`${fk.deferred.length} foreign key(s) are applied after the freeze instead: ${fk.deferred.map((d) => `${d.object} (${d.error})`).join("; ")}`);
-      }
-      // Warm-up while streaming, nothing concluded from it: the gate's sessions (kept open, and not ended by the freeze)
-      // open every table now, and this session every sequence, so at the fence they do not pay a cold session's first
-      // open of each relation (2,000 tables: a third of the gate's time). Not when a re-run finds the source frozen already:
-      // there the warm-up would itself be downtime.
-      if (!m.sourceFrozen) {
-        say("warming the verification sessions while streaming");
-        verifySessions = await openVerifySessions(source, target, Math.max(1, o.jobs));
-        ownSourceSessions.set(src, new Set(verifySessions.map((p) => p.sourcePid)));
-        const warmSel = ((m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
-        await verifyMigration(source, target, { onlyTables: (await migratedTables(src, warmSel)).map((t) => `${t.schema}.${t.name}`), hashes: false,
-          jobs: o.jobs, sessions: verifySessions });
-        await warmSequences(src, tgt, m);
-      }
-      const freeze = o.freezeWrites || m.sourceFrozen;
-      const ctx: Ctx = { src, tgt, source, target, name: o.name, stream, freeze };
-      // Recorded before the freeze itself, so an interrupted freeze is known to a re-run, --abort and cleanup.
-      // The previous settings are recorded with sourceFrozen, before anything changes on the source.
-      const frozenAt = m.freezeStartedAt ?? new Date();
-      const freezeSaved = freeze ? m.freezeSaved ?? await readFreezeSettings(src) : null;
-      await updateMigration(tgt, o.name, { phase: "CuttingOver", error: null, freezeStartedAt: frozenAt, sourceFrozen: freeze, freezeSaved });
-      const tFreeze = Date.now();
-      try {
-        if (freeze) {
-          say("freezing writes on the source");
-          const f = await freezeSource(src, tgt, source, o.name, graceMs, say);
-          endedSessions = f.ended;
-          neutralisedRoles = f.neutralisedRoles;
-        } else {
-          say("waiting for writes on the source to stop");
-          await waitForQuiet(src, graceMs);
-        }
-      } catch (e) {
-        await rollbackToStreaming(ctx, e);
-        throw e;
-      }
-      timings.freezeMs = ms(tFreeze);
-      timings.drainMs = 0;
-      timings.fenceCheckMs = 0;
-      await saveTimings();
-
-      // Fence → drain → pause the consumer → nothing committed after the fence? Else round again.
-      for (;;) {
-        fenceAttempts++;
-        if ((await readMigration(tgt, o.name))!.replicationPaused) await resumeReplication(ctx);
-        const fence = (await src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l as string;
-        await updateMigration(tgt, o.name, { fenceLsn: fence });
-        say(`waiting for the target to apply everything up to ${fence}`);
-        const tDrain = Date.now();
-        try {
-          if (stream) await drainStream(source, target, src, tgt, o.name, fence, o.timeoutSec, !!o.reverse, stallSec);
-          else await waitForFence(src, tgt, names.slot, names.publication, names.subscription, fence, o.timeoutSec);
-        } catch (e) {
-          await rollbackToStreaming(ctx, e);
-          throw e;
-        }
-        timings.drainMs += ms(tDrain);
-        const tCheck = Date.now();
-        say("pausing replication and checking that nothing was written after the fence");
-        await pauseReplication(ctx);
-        const late = await changesAfterFence(src, names.slot, names.publication, fence, await wal2jsonPeekOptions(src, tgt, o.name));
-        timings.fenceCheckMs += ms(tCheck);
-        await saveTimings();
-        if (!late.length) break;
-        const who = await otherSessions(src);
-        const detail = `${late.map((l) => `${l.changes} change(s) to ${l.table}`).join(", ")} committed after the fence ${fence}` +
-          (who.length ? `; sessions connected to the source: ${describeSessions(who)}` : "");
-        if (fenceAttempts >= MAX_FENCES) {
-          const err = new PgferryError("writes_after_fence", `writes kept arriving on the source after ${fenceAttempts} fences: ${detail}. ` +
-            `${freeze ? "A session lifted read-only itself (SET default_transaction_read_only = off, BEGIN READ WRITE) or is a superuser's" :
-              "The application has not stopped writing"}; the freeze was rolled back and the migration keeps streaming, nothing is lost. ` +
-            `Fix: stop that writer (the sessions above), then run pgferry cutover again${freeze ? "" : ", or use --freeze-writes"}`);
-          await rollbackToStreaming(ctx, err);
-          throw err;
-        }
-        say(`writes arrived after the fence (${detail}); ${freeze ? "ending sessions again" : "waiting for writes to stop"} and taking a new fence`);
-        try {
-          if (freeze) endedSessions.push(...(await endSessions(src)).ended);
-          else await waitForQuiet(src, graceMs);
-        } catch (e) {
-          await rollbackToStreaming(ctx, e);
-          throw e;
-        }
-      }
-
-      // Unlogged tables: no slot sees their changes, but writes are stopped now, so a copy is exact.
-      const sel = ((m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
-      const selected = await migratedTables(src, sel);
-      const unloggedTables = copyableTables(selected).filter((t) => t.unlogged);
-      const unloggedHow = o.unlogged ?? (m.options as { unlogged?: "copy" | "skip" }).unlogged ?? "copy";
-      if (unloggedTables.length) {
-        const list = unloggedTables.map((t) => `${t.schema}.${t.name}`);
-        if (unloggedHow === "skip") {
-          say(`warning: ${list.length} unlogged table(s) are not carried and not verified (unlogged: skip): ${list.join(", ")}`);
-          unloggedResult = { action: "skipped", tables: list };
-        } else {
-          say(`copying ${list.length} unlogged table(s) again (logical replication cannot see their changes): ${list.join(", ")}`);
-          const tCopy = Date.now();
-          const copied = await runLoad(source, target, undefined, unloggedTables, o.jobs, undefined, stallSec);
-          timings.unloggedCopyMs = ms(tCopy);
-          await saveTimings();
-          unloggedResult = { action: "copied", tables: list, rows: copied.rows };
-        }
-      }
-
-      // Large objects: no slot carries them; writes are stopped, so copying what differs makes them exact.
-      const tLobs = Date.now();
-      const lobs = await largeObjectsAtCutover(source, target, m.options, o.jobs, say);
-      if (lobs.carried) { timings.largeObjectsMs = ms(tLobs); await saveTimings(); largeObjectsResult = lobs.sync; }
-
-      // The gate: the target must equal the (frozen) source before anything is dropped.
-      const tVerify = Date.now();
-      const tables = selected.filter((t) => !(unloggedHow === "skip" && t.unlogged && t.kind === "r")).map((t) => `${t.schema}.${t.name}`);
-      // counts: row counts of every table, and content hashes of the tables changed during CDC (a lost UPDATE keeps the count).
-      const touched = verifyMode === "hashes" ? [] : [...await touchedTables(src, tgt, o.name, selected)];
-      say(`verifying the target against the source (${verifyMode === "hashes" ? "row counts and content hashes" :
-        `row counts, and content hashes of the ${touched.length} table(s) changed during replication`})`);
-      const report = await verifyMigration(source, target, { onlyTables: tables, hashes: verifyMode === "hashes", hashTables: touched, jobs: o.jobs,
-        largeObjects: lobs.carried, sessions: await healthy(verifySessions) ? verifySessions : undefined });
-      timings.verifyMs = ms(tVerify);
-      await saveTimings();
-      if (!report.ok) {
-        const bad = report.tables.filter((t) => !t.ok).map((t) => t.table);
-        const msg = `verification before completing the cutover found ${report.problems.length} difference(s) in ${bad.length ? bad.join(", ") : "the migrated tables"}: ` +
-          `${report.problems.join("; ")}. Nothing was dropped: ${freeze ? "the source stays frozen" : "writes must stay stopped"}, replication is paused ` +
-          `and the slot kept (phase VerifyFailed). Fix: repair the target (e.g. copy the differing rows from the source) and run pgferry cutover ` +
-          `again, which re-verifies; or run pgferry cutover --abort to ${freeze ? "unfreeze the source and " : ""}go back to streaming`;
-        await updateMigration(tgt, o.name, { phase: "VerifyFailed", error: msg });
-        throw new PgferryError("verify_failed", msg);
-      }
-      verification = { mode: verifyMode, tables: report.tables.length, hashedTables: report.tables.filter((t) => t.sourceHash !== undefined).length,
-        seconds: report.seconds };
-      say("ending change data capture");
-      const tEnd = Date.now();
-      await dropSubscription(tgt, names.subscription);
-      timings.endReplicationMs = ms(tEnd);
-    }
-    // Idempotent tail: also what a re-run after a kill past the subscription drop continues with.
-    // Stream mode: everything up to the fence is applied and checked, so a consumer still holding the slot is ended now.
-    const tEnd = Date.now();
-    await dropSlot(src, names.slot, stream ? 0 : 10000);
-    await dropPublication(src, names.publication);
-    // Without the publication the source needs none of what pgferry changed there (REPLICA IDENTITY FULL): undone now.
-    const undo = await restoreSourceChanges(src, tgt, o.name);
-    if (undo.failed.length) {
-      throw new PgferryError("restore_failed", `replication has ended, but pgferry could not restore what it changed on the source: ` +
-        `${undo.failed.map((f) => `${f.object} (${f.error})`).join(", ")}; fix: run pgferry cutover again as the tables' owner or a superuser, ` +
-        `or run on the source: ${describeSourceChanges(undo.failed)}`);
-    }
-    if (undo.restored.length) say(`restored on the source (${undo.restored.length}): ${describeSourceChanges(undo.restored, 10)}`);
-    timings.endReplicationMs = (timings.endReplicationMs ?? 0) + ms(tEnd);
-    say("syncing sequences");
-    const tSeq = Date.now();
-    const sequencesSynced = await syncSequences(src, tgt, m);
-    timings.sequencesMs = ms(tSeq);
-    await saveTimings();
-    say("adding foreign keys and refreshing materialized views");
-    const tHeld = Date.now();
-    const preamble = (await tgt.query(`SELECT sql FROM pgferry.schema_entry WHERE migration = $1 AND section = 'preamble'`, [o.name])).rows[0]?.sql ?? "";
-    const heldBackApplied = await applyEntries(target, o.name, "cutover", preamble, o.jobs);
-    timings.heldBackMs = ms(tHeld);
-    // After everything above, before Completed: nothing has written to the target yet that the reverse slot would miss.
-    let rollbackWindow: RollbackWindowOpened | undefined;
-    if (o.reverseReplication && !o.reverse) {
-      say("opening the rollback window: reverse slot on the target, reverse migration record on the source");
-      try {
-        rollbackWindow = await openRollbackWindow(src, tgt, (await readMigration(tgt, o.name))!);
-      } catch (e) {
-        throw new PgferryError("rollback_window_failed", `replication has ended and the target is complete, but the rollback window could not ` +
-          `be opened: ${(e as Error).message}. The migration is not Completed yet${m.sourceFrozen ? " and the source stays frozen" : ""}; fix that and ` +
-          `run pgferry cutover --reverse-replication again, or finish without a window: pgferry cutover (without --reverse-replication)`);
-      }
-    } else if (!o.reverse && (await readMigration(tgt, o.name))!.rollbackWindow === "opening") {
-      await abandonRollbackWindow(src, tgt, o.name);
-    }
-    // Last: the source's event triggers, created disabled with the held-back objects, start firing only now.
-    await applyEntries(target, o.name, "final", preamble, 1);
-    const stillConnected = await otherSessions(src);
-    const completedAt = new Date();
-    const frozenAt = (await readMigration(tgt, o.name))!.freezeStartedAt;
-    const downtimeMs = frozenAt ? completedAt.getTime() - new Date(frozenAt).getTime() : undefined;
-    await updateMigration(tgt, o.name, { phase: "Completed", completedAt, downtimeMs: downtimeMs ?? null, cutoverTimings: timings, error: null,
-      replicationPaused: false });
+    const r: CutoverRun = run = {
+      o, src, tgt, source, target, name: o.name, say, verifyMode, graceMs, stallSec, m, cdc, timings,
+      saveTimings: () => updateMigration(tgt, o.name, { cutoverTimings: timings }),
+      reverseReplication: o.reverseReplication, reverse: o.reverse, sourceFrozen: m.sourceFrozen,
+      // Still replicating: the slot still has its consumer. If not, a re-run continues after the point of no return.
+      replicating: await cdc.replicating({ src, tgt, source, target, name: o.name }),
+      freeze: false, endedSessions: [], neutralisedRoles: [], fenceAttempts: 0, verifySessions: [], selected: [], unloggedHow: "copy",
+      largeObjectsCarried: false, sequencesSynced: 0, heldBackApplied: 0, preamble: "", restored: [],
+    };
+    await runPipeline(CUTOVER_STEPS, r, { timings: timings as Record<string, number | undefined>,
+      afterStep: async (_step, changed) => { if (changed) await r.saveTimings(); } });
     const after = (await readMigration(tgt, o.name))!;
-    return { name: o.name, phase: "Completed", alreadyCompleted: false, fenceLsn: after.fenceLsn, downtimeMs, timings, sequencesSynced,
-      heldBackApplied, endedSessions, stillConnected, neutralisedRoles, fenceAttempts, verification, sourceLeftReadOnly: after.sourceFrozen,
-      undoFreezeSql: after.sourceFrozen ? undoSql(source, after.freezeSaved) : [], rollbackWindow,
-      restoredSourceChanges: undo.restored, unlogged: unloggedResult, largeObjects: largeObjectsResult };
+    return { name: o.name, phase: "Completed", alreadyCompleted: false, fenceLsn: after.fenceLsn, downtimeMs: r.downtimeMs, timings,
+      sequencesSynced: r.sequencesSynced, heldBackApplied: r.heldBackApplied, endedSessions: r.endedSessions, stillConnected: r.stillConnected ?? [],
+      neutralisedRoles: r.neutralisedRoles, fenceAttempts: r.fenceAttempts, verification: r.verification, sourceLeftReadOnly: after.sourceFrozen,
+      undoFreezeSql: after.sourceFrozen ? undoSql(source, after.freezeSaved) : [], rollbackWindow: r.rollbackWindow,
+      restoredSourceChanges: r.restored, unlogged: r.unlogged, largeObjects: r.largeObjects };
   }
+}
+
+/** One cutover run: its sessions and options, and what its steps found and did (the result is made from it). */
+interface CutoverRun extends Ctx, RollbackWindowStepContext {
+  o: CutoverOptions;
+  say: (message: string) => void;
+  verifyMode: VerifyMode;
+  graceMs: number;
+  stallSec: number;
+  /** The record as the cutover found it (after the lock). */
+  m: MigrationRecord;
+  timings: CutoverTimings;
+  saveTimings: () => Promise<void>;
+  replicating: boolean;
+  endedSessions: EndedSession[];
+  neutralisedRoles: string[];
+  fenceAttempts: number;
+  verifySessions: VerifySessionPair[];
+  /** The migrated tables (read once writes are stopped). */
+  selected: TableInfo[];
+  unloggedHow: "copy" | "skip";
+  unlogged?: CutoverResult["unlogged"];
+  largeObjectsCarried: boolean;
+  largeObjects?: LargeObjectSync;
+  report?: VerifyReport;
+  verification?: CutoverResult["verification"];
+  restored: SourceChange[];
+  sequencesSynced: number;
+  preamble: string;
+  heldBackApplied: number;
+  stillConnected?: SessionInfo[];
+  downtimeMs?: number;
+}
+
+/** Steps before the point of no return run while the slot still has its consumer; a re-run past it skips them. */
+const pastPointOfNoReturn = (r: CutoverRun) => !r.replicating;
+
+/**
+ * The cutover, in order. Until the gate passes nothing is dropped: a failed freeze is undone (the runner
+ * calls its undo); the fence round rolls back to streaming itself on a drain timeout or writes that keep
+ * arriving; a failed gate leaves the source frozen in phase VerifyFailed. The timings keys are CutoverTimings'.
+ */
+const CUTOVER_STEPS: Step<CutoverRun>[] = [
+  { name: "rollback-window-preflight", when: (r) => !!r.reverseReplication && !r.reverse, run: (r) => rollbackWindowPreflight(r.tgt, r.name) },
+  { name: "replication-checks", done: pastPointOfNoReturn, run: replicationChecks },
+  {
+    // Keys still held back (a migration started by an older pgferry, a start that left some): added while writes still flow.
+    name: "foreign-keys", when: (r) => !r.reverse, done: (r) => !r.replicating || r.m.sourceFrozen,
+    async run(r) {
+      const fk = await applyForeignKeysWhileStreaming(r.target, r.name, r.o.jobs);
+      if (fk.applied) r.say(`added and validated ${fk.applied} foreign-key step(s) while streaming`);
+      if (fk.deferred.length) r.say(`${fk.deferred.length} foreign key(s) are applied after the freeze instead: ${fk.deferred.map((d) => `${d.object} (${d.error})`).join("; ")}`);
+    },
+  },
+  // Not when a re-run finds the source frozen already: there the warm-up would itself be downtime.
+  { name: "warm-up", done: (r) => !r.replicating || r.m.sourceFrozen, run: warmUp },
+  { name: "record-freeze", done: pastPointOfNoReturn, run: recordFreeze },
+  {
+    name: "freeze", done: pastPointOfNoReturn, timing: "freezeMs", undo: (r, e) => rollbackToStreaming(r, e), commits: true,
+    async run(r, clock) {
+      if (r.freeze) {
+        r.say("freezing writes on the source");
+        const f = await freezeSource(r.src, r.tgt, r.source, r.name, r.graceMs, r.say);
+        r.endedSessions = f.ended;
+        r.neutralisedRoles = f.neutralisedRoles;
+      } else {
+        r.say("waiting for writes on the source to stop");
+        await waitForQuiet(r.src, r.graceMs);
+      }
+      clock.set("drainMs", 0);
+      clock.set("fenceCheckMs", 0);
+    },
+  },
+  { name: "fence", done: pastPointOfNoReturn, run: fenceRounds },
+  { name: "unlogged-tables", done: pastPointOfNoReturn, timing: "unloggedCopyMs", run: unloggedTables },
+  {
+    // Large objects: no slot carries them; writes are stopped, so copying what differs makes them exact.
+    name: "large-objects", done: pastPointOfNoReturn, timing: "largeObjectsMs",
+    async run(r) {
+      const lobs = await largeObjectsAtCutover(r.source, r.target, r.m.options, r.o.jobs, r.say);
+      r.largeObjectsCarried = lobs.carried;
+      if (!lobs.carried) return "nothing";
+      r.largeObjects = lobs.sync;
+    },
+  },
+  { name: "verify", done: pastPointOfNoReturn, timing: "verifyMs", run: verifyTarget },
+  { name: "gate", done: pastPointOfNoReturn, run: gate },
+  {
+    name: "end-cdc", done: pastPointOfNoReturn, timing: "endReplicationMs",
+    async run(r) { r.say("ending change data capture"); await r.cdc.end(r); },
+  },
+  // Idempotent tail: also what a re-run after a kill past the end of CDC continues with.
+  { name: "drop-slot", timing: "endReplicationMs", accumulate: true, run: dropSlotAndRestore },
+  {
+    name: "sequences", timing: "sequencesMs",
+    async run(r) { r.say("syncing sequences"); r.sequencesSynced = await syncSequences(r.src, r.tgt, r.m); },
+  },
+  {
+    name: "held-back", timing: "heldBackMs",
+    async run(r) {
+      r.say("adding foreign keys and refreshing materialized views");
+      r.preamble = (await r.tgt.query(`SELECT sql FROM pgferry.schema_entry WHERE migration = $1 AND section = 'preamble'`, [r.name])).rows[0]?.sql ?? "";
+      r.heldBackApplied = await applyEntries(r.target, r.name, "cutover", r.preamble, r.o.jobs);
+    },
+  },
+  // After everything above, before Completed: nothing has written to the target yet that the reverse slot would miss.
+  rollbackWindowStep,
+  {
+    // Last: the source's event triggers, created disabled with the held-back objects, start firing only now.
+    name: "event-triggers", async run(r) { await applyEntries(r.target, r.name, "final", r.preamble, 1); },
+  },
+  { name: "complete", run: complete },
+];
+
+/** Before anything is frozen: a lost slot, a recorded divergence or schema drift would fail the gate anyway. */
+async function replicationChecks(r: CutoverRun): Promise<void> {
+  const { src, tgt, m, name } = r;
+  const names = objectNames(name);
+  if ((await slotInfo(src, names.slot))?.walStatus === "lost") {
+    throw new PgferryError("slot_lost", `${slotLostError(name, names.slot).message}. Nothing was ${m.sourceFrozen ? "changed" : "frozen"}`);
+  }
+  if (m.applyError?.kind === "divergence") {
+    // The target lost a change: no gate would pass, and the freeze would only cost the application downtime.
+    throw new PgferryError("divergence", `the stream applier stopped at a divergence (recorded ${m.applyError.at}): ${m.applyError.message}. ` +
+      `Nothing was ${m.sourceFrozen ? "changed (the source stays frozen)" : "frozen"}. Cutover refuses while it is recorded; once the row is ` +
+      `repaired, run the agent (pgferry agent --name ${name}) until it applies past it (pgferry status no longer shows it), then cutover again`);
+  }
+  // DDL gate, before anything is frozen: replication does not carry DDL.
+  const drift = await schemaDifferences(src, tgt, name);
+  if (drift.length) {
+    throw new PgferryError("schema_drift", `the source's schema changed during the migration and the target does not match ` +
+      `(${drift.length} difference(s)): ${describeDifferences(drift)}. Nothing was ${m.sourceFrozen ? "changed (the source stays frozen)" : "frozen"}; ` +
+      `apply the same DDL on the target, then run pgferry cutover again (pgferry status lists what still differs)`);
+  }
+}
+
+/**
+ * Warm-up while streaming, nothing concluded from it: the gate's sessions (kept open, and not ended by the freeze)
+ * open every table now, and this session every sequence, so at the fence they do not pay a cold session's first
+ * open of each relation (2,000 tables: a third of the gate's time).
+ */
+async function warmUp(r: CutoverRun): Promise<void> {
+  r.say("warming the verification sessions while streaming");
+  r.verifySessions = await openVerifySessions(r.source, r.target, Math.max(1, r.o.jobs));
+  ownSourceSessions.set(r.src, new Set(r.verifySessions.map((p) => p.sourcePid)));
+  const warmSel = ((r.m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
+  await verifyMigration(r.source, r.target, { onlyTables: (await migratedTables(r.src, warmSel)).map((t) => `${t.schema}.${t.name}`), hashes: false,
+    jobs: r.o.jobs, sessions: r.verifySessions });
+  await warmSequences(r.src, r.tgt, r.m);
+}
+
+/**
+ * Recorded before the freeze itself, so an interrupted freeze is known to a re-run, --abort and cleanup.
+ * The previous settings are recorded with sourceFrozen, before anything changes on the source.
+ */
+async function recordFreeze(r: CutoverRun): Promise<void> {
+  r.freeze = r.o.freezeWrites || r.m.sourceFrozen;
+  const frozenAt = r.m.freezeStartedAt ?? new Date();
+  const freezeSaved = r.freeze ? r.m.freezeSaved ?? await readFreezeSettings(r.src) : null;
+  await updateMigration(r.tgt, r.name, { phase: "CuttingOver", error: null, freezeStartedAt: frozenAt, sourceFrozen: r.freeze, freezeSaved });
+}
+
+/** Fence → drain → pause the consumer → nothing committed after the fence? Else round again (at most MAX_FENCES). */
+async function fenceRounds(r: CutoverRun, clock: StepClock): Promise<void> {
+  const { src, tgt, o, name, freeze } = r;
+  const names = objectNames(name);
+  for (;;) {
+    r.fenceAttempts++;
+    if ((await readMigration(tgt, name))!.replicationPaused) await resumeReplication(r);
+    const fence = (await src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l as string;
+    await updateMigration(tgt, name, { fenceLsn: fence });
+    r.say(`waiting for the target to apply everything up to ${fence}`);
+    try {
+      await clock.add("drainMs", () => r.cdc.drain(r, fence, { timeoutSec: o.timeoutSec, writeThroughFreeze: !!o.reverse, stallTimeoutSec: r.stallSec }));
+    } catch (e) {
+      await rollbackToStreaming(r, e);
+      throw e;
+    }
+    const late = await clock.add("fenceCheckMs", async () => {
+      r.say("pausing replication and checking that nothing was written after the fence");
+      await pauseReplication(r);
+      return changesAfterFence(src, names.slot, names.publication, fence, await wal2jsonPeekOptions(src, tgt, name));
+    });
+    await r.saveTimings();
+    if (!late.length) return;
+    const who = await otherSessions(src);
+    const detail = `${late.map((l) => `${l.changes} change(s) to ${l.table}`).join(", ")} committed after the fence ${fence}` +
+      (who.length ? `; sessions connected to the source: ${describeSessions(who)}` : "");
+    if (r.fenceAttempts >= MAX_FENCES) {
+      const err = new PgferryError("writes_after_fence", `writes kept arriving on the source after ${r.fenceAttempts} fences: ${detail}. ` +
+        `${freeze ? "A session lifted read-only itself (SET default_transaction_read_only = off, BEGIN READ WRITE) or is a superuser's" :
+          "The application has not stopped writing"}; the freeze was rolled back and the migration keeps streaming, nothing is lost. ` +
+        `Fix: stop that writer (the sessions above), then run pgferry cutover again${freeze ? "" : ", or use --freeze-writes"}`);
+      await rollbackToStreaming(r, err);
+      throw err;
+    }
+    r.say(`writes arrived after the fence (${detail}); ${freeze ? "ending sessions again" : "waiting for writes to stop"} and taking a new fence`);
+    try {
+      if (freeze) r.endedSessions.push(...(await endSessions(src)).ended);
+      else await waitForQuiet(src, r.graceMs);
+    } catch (e) {
+      await rollbackToStreaming(r, e);
+      throw e;
+    }
+  }
+}
+
+/** Unlogged tables: no slot sees their changes, but writes are stopped now, so a copy is exact. */
+async function unloggedTables(r: CutoverRun): Promise<StepOutcome> {
+  const sel = ((r.m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
+  r.selected = await migratedTables(r.src, sel);
+  const unloggedTables = copyableTables(r.selected).filter((t) => t.unlogged);
+  r.unloggedHow = r.o.unlogged ?? (r.m.options as { unlogged?: "copy" | "skip" }).unlogged ?? "copy";
+  if (!unloggedTables.length) return "nothing";
+  const list = unloggedTables.map((t) => `${t.schema}.${t.name}`);
+  if (r.unloggedHow === "skip") {
+    r.say(`warning: ${list.length} unlogged table(s) are not carried and not verified (unlogged: skip): ${list.join(", ")}`);
+    r.unlogged = { action: "skipped", tables: list };
+    return "nothing";
+  }
+  r.say(`copying ${list.length} unlogged table(s) again (logical replication cannot see their changes): ${list.join(", ")}`);
+  const copied = await runLoad(r.source, r.target, undefined, unloggedTables, r.o.jobs, undefined, r.stallSec);
+  r.unlogged = { action: "copied", tables: list, rows: copied.rows };
+}
+
+/** The gate's comparison: the target against the (frozen) source, before anything is dropped. */
+async function verifyTarget(r: CutoverRun): Promise<void> {
+  const tables = r.selected.filter((t) => !(r.unloggedHow === "skip" && t.unlogged && t.kind === "r")).map((t) => `${t.schema}.${t.name}`);
+  // counts: row counts of every table, and content hashes of the tables changed during CDC (a lost UPDATE keeps the count).
+  const touched = r.verifyMode === "hashes" ? [] : [...await touchedTables(r.src, r.tgt, r.name, r.selected)];
+  r.say(`verifying the target against the source (${r.verifyMode === "hashes" ? "row counts and content hashes" :
+    `row counts, and content hashes of the ${touched.length} table(s) changed during replication`})`);
+  r.report = await verifyMigration(r.source, r.target, { onlyTables: tables, hashes: r.verifyMode === "hashes", hashTables: touched, jobs: r.o.jobs,
+    largeObjects: r.largeObjectsCarried, sessions: await healthy(r.verifySessions) ? r.verifySessions : undefined });
+}
+
+/** The gate's verdict: a difference leaves the source frozen, replication paused and the slot kept (phase VerifyFailed). */
+async function gate(r: CutoverRun): Promise<void> {
+  const report = r.report!;
+  if (!report.ok) {
+    const bad = report.tables.filter((t) => !t.ok).map((t) => t.table);
+    const msg = `verification before completing the cutover found ${report.problems.length} difference(s) in ${bad.length ? bad.join(", ") : "the migrated tables"}: ` +
+      `${report.problems.join("; ")}. Nothing was dropped: ${r.freeze ? "the source stays frozen" : "writes must stay stopped"}, replication is paused ` +
+      `and the slot kept (phase VerifyFailed). Fix: repair the target (e.g. copy the differing rows from the source) and run pgferry cutover ` +
+      `again, which re-verifies; or run pgferry cutover --abort to ${r.freeze ? "unfreeze the source and " : ""}go back to streaming`;
+    await updateMigration(r.tgt, r.name, { phase: "VerifyFailed", error: msg });
+    throw new PgferryError("verify_failed", msg);
+  }
+  r.verification = { mode: r.verifyMode, tables: report.tables.length, hashedTables: report.tables.filter((t) => t.sourceHash !== undefined).length,
+    seconds: report.seconds };
+}
+
+/** The slot and publication dropped; without the publication the source needs none of what pgferry changed there (REPLICA IDENTITY FULL): undone now. */
+async function dropSlotAndRestore(r: CutoverRun): Promise<void> {
+  const names = objectNames(r.name);
+  await dropSlot(r.src, names.slot, r.cdc.slotDropWaitMs);
+  await dropPublication(r.src, names.publication);
+  const undo = await restoreSourceChanges(r.src, r.tgt, r.name);
+  if (undo.failed.length) {
+    throw new PgferryError("restore_failed", `replication has ended, but pgferry could not restore what it changed on the source: ` +
+      `${undo.failed.map((f) => `${f.object} (${f.error})`).join(", ")}; fix: run pgferry cutover again as the tables' owner or a superuser, ` +
+      `or run on the source: ${describeSourceChanges(undo.failed)}`);
+  }
+  if (undo.restored.length) r.say(`restored on the source (${undo.restored.length}): ${describeSourceChanges(undo.restored, 10)}`);
+  r.restored = undo.restored;
+}
+
+/** Phase Completed, with the downtime (writes stopped → now) and its breakdown. */
+async function complete(r: CutoverRun): Promise<void> {
+  r.stillConnected = await otherSessions(r.src);
+  const completedAt = new Date();
+  const frozenAt = (await readMigration(r.tgt, r.name))!.freezeStartedAt;
+  r.downtimeMs = frozenAt ? completedAt.getTime() - new Date(frozenAt).getTime() : undefined;
+  await updateMigration(r.tgt, r.name, { phase: "Completed", completedAt, downtimeMs: r.downtimeMs ?? null, cutoverTimings: r.timings, error: null,
+    replicationPaused: false });
 }
 
 /**
@@ -435,7 +507,6 @@ async function healthy(pairs: VerifySessionPair[]): Promise<boolean> {
  * Once replication has ended (the gate passed and the slot is dropped) there is nothing to go back to.
  */
 export async function abortCutover(source: Endpoint, target: Endpoint, name: string, o: { reverse?: boolean } = {}): Promise<AbortResult> {
-  const names = objectNames(name);
   const tgt = o.reverse ? await connectWritable(target) : await connect(target);
   let src: Client | undefined;
   try {
@@ -453,8 +524,8 @@ export async function abortCutover(source: Endpoint, target: Endpoint, name: str
     }
     await ensureControlSchema(tgt);
     src = await connectWritable(source);
-    const stream = m.mode === "stream";
-    const replicating = stream ? !!(await slotInfo(src, names.slot)) : (await subscriptionInfo(tgt, names.subscription)).exists;
+    const cdc = cdcFor(m.mode);
+    const replicating = await cdc.replicating({ src, tgt, source, target, name });
     if (!replicating && m.phase !== "ReadyToCutover") {
       throw new PgferryError("past_point_of_no_return", `replication of migration "${name}" has already ended (the verification passed and the ` +
         `slot was dropped); the cutover can only be finished: run pgferry cutover`);
@@ -462,7 +533,7 @@ export async function abortCutover(source: Endpoint, target: Endpoint, name: str
     const unfroze = m.sourceFrozen;
     const resumed = m.replicationPaused;
     const full = (await readMigration(tgt, name))!;
-    await rollbackToStreaming({ src, tgt, source, target, name, stream, freeze: full.sourceFrozen }, undefined);
+    await rollbackToStreaming({ src, tgt, source, target, name, cdc, freeze: full.sourceFrozen }, undefined);
     return { name, phase: "ReadyToCutover", previousPhase: m.phase, unfroze, resumedReplication: resumed };
   } finally {
     await tgt.end().catch(() => undefined);
@@ -470,7 +541,7 @@ export async function abortCutover(source: Endpoint, target: Endpoint, name: str
   }
 }
 
-interface Ctx { src: Client; tgt: Client; source: Endpoint; target: Endpoint; name: string; stream: boolean; freeze: boolean }
+interface Ctx extends CdcContext { cdc: Cdc; freeze: boolean }
 
 /** Back to streaming: consumer resumed, source unfrozen exactly as it was, phase ReadyToCutover. Nothing is lost: the slot was kept. */
 async function rollbackToStreaming(c: Ctx, why: unknown): Promise<void> {
@@ -662,124 +733,13 @@ async function waitForQuiet(src: Client, graceMs: number, settleMs = 1000): Prom
  * The intent is recorded first, so a re-run or --abort resumes it.
  */
 async function pauseReplication(c: Ctx): Promise<void> {
-  const names = objectNames(c.name);
   await updateMigration(c.tgt, c.name, { replicationPaused: true });
-  if (!c.stream) await c.tgt.query(`ALTER SUBSCRIPTION ${quoteIdent(names.subscription)} DISABLE`);
-  const deadline = Date.now() + 30000;
-  for (let inactiveChecks = 0; inactiveChecks < 2;) {
-    const s = await slotInfo(c.src, names.slot);
-    if (!s) throw new PgferryError("slot_missing", `the replication slot "${names.slot}" is gone from the source; run pgferry cleanup and start again`);
-    if (!s.active) { inactiveChecks++; await sleep(150); continue; }
-    inactiveChecks = 0;
-    // A disabled subscription's walsender exits by itself within moments; an agent's is ended.
-    if ((c.stream || Date.now() > deadline - 20000) && s.activePid) await c.src.query(`SELECT pg_terminate_backend($1)`, [s.activePid]);
-    if (Date.now() > deadline) throw new PgferryError("slot_busy", `the slot "${names.slot}" is still in use by pid ${s.activePid}; stop that consumer and run pgferry cutover again`);
-    await sleep(200);
-  }
+  await c.cdc.pause(c);
 }
 
 async function resumeReplication(c: Ctx): Promise<void> {
-  const names = objectNames(c.name);
-  if (!c.stream && (await subscriptionInfo(c.tgt, names.subscription)).exists) {
-    await c.tgt.query(`ALTER SUBSCRIPTION ${quoteIdent(names.subscription)} ENABLE`);
-  }
+  await c.cdc.resume(c);
   await updateMigration(c.tgt, c.name, { replicationPaused: false });
-}
-
-/**
- * Stream mode: when an agent holds the slot (its single active consumer), wait for it to apply up to
- * the fence; otherwise apply up to the fence here.
- */
-async function drainStream(source: Endpoint, target: Endpoint, src: Client, tgt: Client, name: string, fence: string, timeoutSec: number,
-  writeThroughFreeze = false, stallTimeoutSec?: number): Promise<void> {
-  const names = objectNames(name);
-  const want = lsnToBigInt(fence);
-  const deadline = Date.now() + timeoutSec * 1000;
-  const since = new Date().toISOString();
-  const failures = new Set<string>();
-  for (;;) {
-    if ((await readAppliedLsn(tgt, name)) >= want) return;
-    // The agent records every failure. Two since the drain began (it retries with backoff) mean it is stuck: say why
-    // now instead of waiting out the timeout. One alone may be passing (its walsender ended by a previous fence round).
-    const failure = (await readMigration(tgt, name))?.applyError;
-    if (failure && failure.at >= since) failures.add(failure.at);
-    if (failure && (failures.size >= 2 || failure.kind === "divergence") && failure.at >= since) {
-      throw new PgferryError(failure.kind === "divergence" ? "divergence" : "apply_failed", `the stream applier (pgferry agent) is failing to apply ` +
-        `the changes before the fence ${fence}: ${failure.message}. Writes were unfrozen and the migration keeps streaming (nothing after the failing ` +
-        `change was applied); fix the cause, then run pgferry cutover again`);
-    }
-    const slot = await slotInfo(src, names.slot);
-    if (!slot) throw new PgferryError("slot_missing", `the replication slot "${names.slot}" is gone from the source; run pgferry cleanup and start again`);
-    if (!slot.active) {
-      const applier = new StreamApplier(source, target, { migration: name, slot: names.slot, publication: names.publication, until: want, writeThroughFreeze, stallTimeoutSec });
-      const timer = setTimeout(() => void applier.stop(), Math.max(0, deadline - Date.now()));
-      try {
-        await applier.run();
-      } catch (e) {
-        // An agent took the slot between our look and our START_REPLICATION (a restarted agent retrying): it is
-        // the consumer now; wait for it like above instead of failing the cutover.
-        if (!/replication slot .* is active for PID/.test((e as Error).message ?? "")) throw e;
-      } finally { clearTimeout(timer); }
-      if ((await readAppliedLsn(tgt, name)) >= want) return;
-    } else {
-      await sleep(100);
-    }
-    if (Date.now() > deadline) {
-      throw new PgferryError("drain_timeout", `the target had not applied up to the fence ${fence} after ${timeoutSec}s` +
-        `${slot.active ? ` (the slot is held by pid ${slot.activePid}: a pgferry agent that is not making progress?)` : ""}; writes were unfrozen ` +
-        `and the migration keeps streaming; fix: retry cutover, with a larger --timeout if it was still catching up`);
-    }
-  }
-}
-
-/**
- * Reproduce a failing apply worker's error (./diagnose.ts): the subscription is disabled while its slot is
- * peeked, then enabled again. Best effort: undefined when it cannot tell.
- */
-async function diagnoseSubscription(src: Client, tgt: Client, slot: string, publication: string, subscription: string): Promise<string | undefined> {
-  try {
-    await tgt.query(`ALTER SUBSCRIPTION ${quoteIdent(subscription)} DISABLE`);
-    try {
-      for (let i = 0; i < 100 && (await slotInfo(src, slot))?.active; i++) await sleep(100);
-      return await diagnoseApplyFailure(src, tgt, slot, publication, subscription);
-    } finally {
-      await tgt.query(`ALTER SUBSCRIPTION ${quoteIdent(subscription)} ENABLE`);
-    }
-  } catch {
-    return undefined;
-  }
-}
-
-/** Wait until the slot's consumer has confirmed the fence (it confirms only what it applied and flushed). */
-async function waitForFence(src: Client, tgt: Client, slot: string, publication: string, subscription: string, fence: string,
-  timeoutSec: number): Promise<void> {
-  const deadline = Date.now() + timeoutSec * 1000;
-  const want = lsnToBigInt(fence);
-  // The apply worker's error count (PostgreSQL 15+): it retries a failing transaction every few seconds, so
-  // two new errors while the fence is not reached mean it is stuck — say so now instead of waiting out the timeout.
-  const errorsAtStart = (await subscriptionInfo(tgt, subscription)).applyErrors;
-  for (;;) {
-    const s = await slotInfo(src, slot);
-    if (!s) throw new PgferryError("slot_missing", `the replication slot "${slot}" is gone from the source; the migration cannot be finished — run pgferry cleanup and start again`);
-    if (s.confirmedFlushLsn && lsnToBigInt(s.confirmedFlushLsn) >= want) return;
-    const errors = (await subscriptionInfo(tgt, subscription)).applyErrors;
-    if (errorsAtStart !== undefined && errors !== undefined && errors >= errorsAtStart + 2) {
-      const why = await diagnoseSubscription(src, tgt, slot, publication, subscription);
-      throw new PgferryError("apply_failed", `the subscription's apply worker on the target keeps failing (${errors} apply errors in ` +
-        `pg_stat_subscription_stats, ${errors - errorsAtStart} since this cutover began) before reaching the fence ${fence}, confirmed ` +
-        `${s.confirmedFlushLsn ?? "nothing"}: ${why ?? `PostgreSQL reports its error text only in the target's server log (lines "logical ` +
-        `replication" ... "ERROR")`}. Writes were unfrozen and the migration keeps streaming; fix the cause (e.g. a row or constraint on the ` +
-        `target the source's change conflicts with), then run pgferry cutover again`);
-    }
-    if (Date.now() > deadline) {
-      const sub = await subscriptionInfo(tgt, subscription);
-      throw new PgferryError("drain_timeout", `the target had not applied up to the fence ${fence} after ${timeoutSec}s ` +
-        `(confirmed ${s.confirmedFlushLsn ?? "nothing"}${sub.enabled ? "" : "; the subscription is disabled — ALTER SUBSCRIPTION … ENABLE on the target"}` +
-        `${sub.enabled && !sub.workerPid ? "; the subscription's apply worker is not running — see the target's log" : ""}); ` +
-        `writes were unfrozen and the migration keeps streaming; fix: retry cutover, with a larger --timeout if it was still catching up`);
-    }
-    await sleep(100);
-  }
 }
 
 async function migratedSequences(src: Client, m: MigrationRecord): Promise<string[]> {

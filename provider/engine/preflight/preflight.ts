@@ -50,321 +50,488 @@ const major = (v: number) => Math.floor(v / 10000);
 const names = (ts: { schema: string; name: string }[]) => ts.map((t) => displayName(t.schema, t.name));
 const list = (xs: string[], n = 8) => (xs.length > n ? `${xs.slice(0, n).join(", ")} and ${xs.length - n} more` : xs.join(", "));
 
+/** Facts the checks share: each is read by the check that first needs it (the order of the list), then kept here. */
+export interface PreflightRun {
+  src: Client;
+  tgt: Client;
+  source: Endpoint;
+  target: Endpoint;
+  o: PreflightOptions;
+  add: (f: Omit<Finding, "severity"> & { severity?: Finding["severity"] }) => void;
+  sourceVersion: number;
+  targetVersion: number;
+  wal2json: boolean;
+  /** The source's replication settings and privileges (source-settings). */
+  s?: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  schemas?: string[];
+  exclusion?: ExclusionPlan;
+  tables?: TableInfo[];
+  needReplicaIdentityFull?: TableInfo[];
+  copyUnlogged?: boolean;
+  wal2jsonProbe?: Wal2jsonProbe;
+  missingRoles?: string[];
+  pgDumpMajor?: number;
+}
+
+export interface PreflightCheck {
+  name: string;
+  /** Adds its findings with r.add, and the facts later checks read to r. */
+  run: (r: PreflightRun) => Promise<void>;
+}
+
 export async function preflight(src: Client, tgt: Client, source: Endpoint, target: Endpoint, o: PreflightOptions): Promise<PreflightResult> {
   const findings: Finding[] = [];
-  const add = (f: Omit<Finding, "severity"> & { severity?: Finding["severity"] }) => findings.push({ severity: "error", ...f });
-  const sourceVersion = await serverVersionNum(src);
-  const targetVersion = await serverVersionNum(tgt);
-
-  // --- versions
-  if (major(sourceVersion) < 13) {
-    add({ code: "source_version", server: "source", message: `source runs PostgreSQL ${major(sourceVersion)}; pgferry needs 13 or newer on the source`,
-      fix: "upgrade the source to 13+ in place first, or use pg_dump/pg_restore with downtime" });
-  }
-  if (major(targetVersion) < major(sourceVersion)) {
-    add({ code: "target_older", server: "target", message: `target runs PostgreSQL ${major(targetVersion)}, older than the source's ${major(sourceVersion)}`,
-      fix: `use a target running PostgreSQL ${major(sourceVersion)} or newer (downgrades are not supported)` });
-  }
-
-  // --- source replication settings
-  const s = (await src.query(`SELECT current_setting('wal_level') AS wal_level,
-      (SELECT pending_restart FROM pg_settings WHERE name = 'wal_level') AS wal_level_pending,
-      current_setting('max_replication_slots')::int AS max_slots,
-      (SELECT count(*) FROM pg_replication_slots)::int AS used_slots,
-      (SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1)::int AS own_slot,
-      current_setting('max_wal_senders')::int AS max_senders,
-      (SELECT count(*) FROM pg_stat_replication)::int AS used_senders,
-      (SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user) AS can_replicate,
-      (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,
-      has_database_privilege(current_database(), 'CREATE') AS can_create,
-      current_setting('server_encoding') AS encoding,
-      (SELECT count(*) FROM pg_largeobject_metadata)::bigint AS large_objects`, [o.slotName])).rows[0];
-  if (s.wal_level !== "logical" && s.wal_level_pending) {
-    add({ code: "restart_pending", server: "source", message: `wal_level was changed on the source but the server has not been restarted (still '${s.wal_level}')`,
-      fix: "restart the source server (pg_ctl restart, systemctl restart postgresql, or the Azure restart), then run again" });
-  } else if (s.wal_level !== "logical") {
-    add({ code: "wal_level", server: "source", message: `wal_level is '${s.wal_level}' on the source; logical replication needs 'logical'`,
-      fix: "ALTER SYSTEM SET wal_level = logical; then restart the source (Azure: server parameter wal_level=logical + restart; " +
-        "pgferry's ServerParameters resource does both)" });
-  }
-  const freeSlots = s.max_slots - s.used_slots + (o.resuming ? s.own_slot : 0);
-  if (freeSlots < 1) {
-    add({ code: "replication_slots", server: "source", message: `no free replication slot on the source (max_replication_slots = ${s.max_slots}, ${s.used_slots} in use)`,
-      fix: `ALTER SYSTEM SET max_replication_slots = ${s.max_slots + 2}; then restart the source` });
-  }
-  if (s.max_senders - s.used_senders < 2) {
-    add({ code: "wal_senders", server: "source", message: `too few free WAL senders on the source (max_wal_senders = ${s.max_senders}, ${s.used_senders} in use; pgferry needs 2: snapshot and stream)`,
-      fix: `ALTER SYSTEM SET max_wal_senders = ${s.used_senders + 4}; then restart the source` });
-  }
-  if (!s.can_replicate) {
-    add({ code: "replication_privilege", server: "source", message: `role "${source.user}" may not use replication on the source`,
-      fix: `ALTER ROLE "${source.user}" WITH REPLICATION; (Azure Flexible Server: GRANT azure_pg_admin and set the REPLICATION attribute)` });
-  }
-  const wal2json = o.plugin === "wal2json";
-  if (!s.can_create && !s.superuser && !wal2json) {
-    add({ code: "publication_privilege", server: "source", message: `role "${source.user}" cannot create a publication (needs CREATE on database "${source.database}")`,
-      fix: `GRANT CREATE ON DATABASE "${source.database}" TO "${source.user}";` });
-  }
-  if (Number(s.large_objects) > 0 && o.largeObjects === false) {
-    add({ severity: "warning", code: "large_objects", server: "source", message: `${s.large_objects} large objects exist on the source; logical replication does not carry them and pgferry does not copy them (--no-large-objects)`,
-      fix: `omit --no-large-objects to carry them, or copy them after writes stop: ${largeObjectFix((await findPgTools()).pgDump?.major)}` });
-  }
-  if (o.largeObjects !== false && Number(s.large_objects) > 0) {
-    // lo_get needs SELECT on each object (or ownership, membership in its owner, superuser, lo_compat_privileges):
-    // one the source role cannot read would stop the load part-way.
-    const r = (await src.query(`SELECT count(*)::int AS n, (array_agg(m.oid::text ORDER BY m.oid))[1:5] AS some FROM pg_largeobject_metadata m
-      WHERE NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AND current_setting('lo_compat_privileges') = 'off'
-        AND NOT pg_has_role(current_user, m.lomowner, 'USAGE')
-        AND NOT EXISTS (SELECT FROM aclexplode(m.lomacl) a WHERE a.privilege_type = 'SELECT' AND (a.grantee = 0 OR pg_has_role(current_user, a.grantee, 'USAGE')))`)).rows[0];
-    if (r.n > 0) {
-      add({ code: "large_objects_unreadable", server: "source", message: `role "${source.user}" may not read ${r.n} large object(s) of the source ` +
-        `(e.g. OID ${r.some.join(", ")}), so they cannot be copied`,
-        fix: `GRANT SELECT ON LARGE OBJECT <oid> TO "${source.user}" for each (as their owner), or run as their owner or a superuser, ` +
-          `or set lo_compat_privileges = on on the source, or pass --no-large-objects to leave large objects out` });
-    }
-  }
-  if (o.largeObjects !== false && !o.resuming) {
-    // The load gives every source large object its OID on the target and the cutover unlinks the ones the source lacks:
-    // large objects the target has already would be replaced or removed.
-    const n = Number((await tgt.query(`SELECT count(*) AS n FROM pg_largeobject_metadata`)).rows[0].n);
-    if (n > 0) {
-      add({ code: "target_large_objects", server: "target", message: `the target database already has ${n} large object(s); pgferry carries the source's ` +
-        `large objects with their OIDs and at cutover removes the target's others, so these would be overwritten or unlinked`,
-        fix: "migrate into an empty database, or unlink them on the target (SELECT lo_unlink(oid) FROM pg_largeobject_metadata), or pass --no-large-objects" });
-    }
-  }
-
-  // The replication connection is a separate pg_hba entry ("replication" database): try it now, so a
-  // missing rule is reported before anything is created.
-  if (s.can_replicate) {
-    try {
-      const rc = await connectReplication(source);
-      await rc.end().catch(() => undefined);
-    } catch (e) {
-      const err = e as PgferryError;
-      add({ code: err.code === "pg_hba" ? "pg_hba" : "replication_connection", server: "source",
-        message: err.message.replace(/; fix: .*$/s, ""), fix: /; fix: (.*)$/s.exec(err.message)?.[1] ?? "check the source's pg_hba.conf for replication connections" });
-    }
-  }
-
-  // --- tables
-  const schemas = o.selection.schemas.length ? o.selection.schemas : await userSchemas(src);
-  const exclusion = await planExclusion(src, o.selection, schemas);
-  if (exclusion.unknown.length) {
-    add({ code: "unknown_relation", server: "source", objects: exclusion.unknown,
-      message: `--exclude/--include name(s) ${list(exclusion.unknown)} match no table, view, materialized view, sequence or foreign table of the migrated schemas (${list(schemas.map((x) => displayName(x)))})`,
-      fix: "correct the name (schema.table; quote parts with capitals or dots: '\"My Schema\".\"T\"'), or add its schema with --schema" });
-  }
-  if (exclusion.blocking.length) {
-    add({ code: "exclusion_blocked", server: "source", objects: exclusion.blocking,
-      message: `what --exclude/--include leave out is used inside tables that are migrated: ${list(exclusion.blocking, 6)}`,
-      fix: "--exclude those tables too, or keep what they use (a sequence in a default, a function in a CHECK or generated column)" });
-  }
-  const excludedKeys = new Set(exclusion.relations.map((x) => `${x.schema}\u0000${x.name}`));
-  const tables = (await listTables(src, { ...o.selection, schemas })).filter((t) => !excludedKeys.has(`${t.schema}\u0000${t.name}`));
-  const missingSchemas = o.selection.schemas.filter((x) => !schemas.includes(x) || !tables.some((t) => t.schema === x));
-  if (o.selection.schemas.length) {
-    const have = new Set((await userSchemas(src)));
-    const absent = o.selection.schemas.filter((x) => !have.has(x));
-    if (absent.length) add({ code: "no_schema", server: "source", message: `schema(s) ${list(absent)} do not exist on the source`, fix: "correct --schema" });
-  }
-  if (!copyableTables(tables).length) {
-    add({ code: "no_tables", server: "source", message: `no tables selected on the source (schemas: ${list(schemas) || "none"})`,
-      fix: "check --schema/--include/--exclude" });
-  }
-  void missingSchemas;
-  const noKey = tablesWithoutReplicaIdentity(tables);
-  const needReplicaIdentityFull = o.replicaIdentityFull ? noKey : [];
-  if (noKey.length && !o.replicaIdentityFull) {
-    add({ code: "no_replica_identity", server: "source", objects: names(noKey),
-      message: `${noKey.length} table(s) have no primary key and no replica identity, so their UPDATEs and DELETEs cannot be replicated: ${list(names(noKey))}`,
-      fix: "add a primary key, or pass --replica-identity-full (pgferry sets REPLICA IDENTITY FULL on them), or --exclude them" });
-  }
-  if (o.mode !== "stream") {
-    // A subscription finds REPLICA IDENTITY FULL rows with each column's equality operator; a type without one
-    // fails every UPDATE/DELETE of the table in the apply worker. (Stream mode compares such values exactly itself.)
-    const full = tables.filter((t) => t.kind === "r" && !t.unlogged && (t.replicaIdentity === "f" || needReplicaIdentityFull.includes(t)));
-    const noEq = await columnsWithoutEquality(src, full);
-    if (noEq.length) {
-      add({ code: "full_identity_no_equality", server: "source", objects: noEq,
-        message: `${noEq.length} column(s) of tables replicated with REPLICA IDENTITY FULL have a type without an equality operator, so a ` +
-          `subscription cannot find their rows for UPDATE/DELETE (its apply worker would fail): ${list(noEq)}`,
-        fix: "give those tables a primary key, or a unique index on NOT NULL columns and ALTER TABLE … REPLICA IDENTITY USING INDEX …; " +
-          "or use --mode stream (it matches such values exactly); or --exclude them" });
-    }
-  }
-  const unlogged = tables.filter((t) => t.unlogged);
-  const copyUnlogged = unlogged.length > 0 && o.unlogged !== "skip";
-  if (unlogged.length) {
-    add(o.unlogged === "skip"
-      ? { severity: "warning", code: "unlogged", server: "source", objects: names(unlogged),
-        message: `${unlogged.length} unlogged table(s) are loaded once and then not carried (--unlogged skip: logical replication cannot see their ` +
-          `changes; the cutover gate and verify skip them): ${list(names(unlogged))}`,
-        fix: "omit --unlogged skip to copy them again at cutover, or make them logged (ALTER TABLE … SET LOGGED) to stream them" }
-      : { severity: "warning", code: "unlogged", server: "source", objects: names(unlogged),
-        message: `${unlogged.length} unlogged table(s): logical replication cannot see their changes, so the cutover copies them again while ` +
-          `the source is frozen (their copy time adds to the downtime): ${list(names(unlogged))}`,
-        fix: "make them logged (ALTER TABLE … SET LOGGED) to stream them instead, or pass --unlogged skip to leave their content out, or --exclude them" });
-  }
-  const unreadable = (await src.query(`SELECT t FROM unnest($1::text[]) t WHERE NOT has_table_privilege(t::regclass, 'SELECT')`,
-    [copyableTables(tables).map((t) => qualified(t.schema, t.name))])).rows.map((x) => x.t);
-  if (unreadable.length) {
-    add({ code: "select_privilege", server: "source", objects: unreadable, message: `role "${source.user}" cannot read ${list(unreadable)}`,
-      fix: `GRANT SELECT ON ALL TABLES IN SCHEMA … TO "${source.user}";` });
-  }
-  if (!s.superuser && !wal2json) {
-    const notOwned = (await src.query(`SELECT t FROM unnest($1::text[]) t
-        WHERE NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = t::regclass), 'USAGE')`,
-      [publishedTables(tables).map((t) => qualified(t.schema, t.name))])).rows.map((x) => x.t);
-    if (notOwned.length) {
-      add({ code: "publication_owner", server: "source", objects: notOwned,
-        message: `a publication may only name tables the role owns; "${source.user}" does not own ${list(notOwned)}`,
-        fix: `connect to the source as the tables' owner or a superuser, or GRANT the owner role to "${source.user}"` });
-    }
-  }
-
-  // --- wal2json (stream mode without a publication): the plugin must load on the source. Only a
-  // slot shows that (it is a shared library, not an extension), so a temporary one is made and dropped.
-  let wal2jsonProbe: Wal2jsonProbe | undefined;
-  if (wal2json && s.wal_level === "logical" && s.can_replicate) {
-    try {
-      wal2jsonProbe = await probeWal2json(src);
-    } catch (e) {
-      const err = e as { code?: string; message: string };
-      add({ code: "wal2json_check", server: "source", message: `could not check the wal2json plugin on the source: ${err.message}`,
-        fix: err.code === "57014" ? "creating a logical slot waits for running transactions: end long-running transactions on the source and run again"
-          : err.code === "53400" ? `free a replication slot on the source (max_replication_slots = ${s.max_slots}) for the check, or raise max_replication_slots`
-          : "check the source's log for the reason and run again" });
-    }
-    if (wal2jsonProbe && !wal2jsonProbe.available && /may not be used as an output plugin/.test(wal2jsonProbe.error ?? "")) {
-      // Installed, but the server only lets the output plugins listed in output_plugin_libraries be used.
-      const allowed = (await src.query(`SELECT current_setting('output_plugin_libraries', true) AS v`)).rows[0].v as string | null;
-      // A list setting: each library quoted on its own ('a, b' would be one name).
-      const list = [...(allowed ?? "").split(",").map((x) => x.trim().replace(/^"|"$/g, "")).filter(Boolean), "wal2json"].map(quoteLiteral).join(", ");
-      add({ code: "wal2json_not_trusted", server: "source", message: `the source has wal2json but does not allow it as an output plugin ` +
-        `(output_plugin_libraries = '${allowed ?? ""}')`,
-        fix: `on the source: ALTER SYSTEM SET output_plugin_libraries = ${list}; SELECT pg_reload_conf(); (no restart needed)` });
-    } else if (wal2jsonProbe && !wal2jsonProbe.available) {
-      add({ code: "wal2json_missing", server: "source", message: `the source cannot load the wal2json output plugin (${wal2jsonProbe.error})`,
-        fix: /may not be used as an output plugin/.test(wal2jsonProbe.error ?? "")
-          ? "the source restricts which libraries may decode a slot: add wal2json to output_plugin_libraries on the source (ALTER SYSTEM SET " +
-            "output_plugin_libraries = 'pgoutput, wal2json'; SELECT pg_reload_conf()), or use --plugin pgoutput"
-          : wal2jsonInstallFix(major(sourceVersion)) });
-    } else if (wal2jsonProbe && !wal2jsonProbe.numericAsString && copyableTables(tables).length) {
-      const facts = await readWal2jsonTables(src, copyableTables(tables).map((x) => ({ schema: x.schema, name: x.name })));
-      const bad = unresolvableTables(facts.values());
-      if (bad.length) {
-        add({ code: "wal2json_numeric", server: "source", objects: bad,
-          message: `this wal2json (before 2.6) writes float/numeric NaN and Infinity as null, like SQL NULL; pgferry reads such values ` +
-            `back by the row's key, which ${list(bad)} cannot offer (no primary key or replica identity index, or a float/numeric key column)`,
-          fix: "upgrade wal2json on the source to 2.6+ (numeric-data-types-as-string), add a primary key to those tables, " +
-            "--exclude them, or use --plugin pgoutput" });
-      }
-    }
-  }
-
-  // --- target
-  const t = (await tgt.query(`SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,
-      has_database_privilege(current_database(), 'CREATE') AS can_create,
-      CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_create_subscription')  -- PG 16+
-           THEN pg_has_role(current_user, 'pg_create_subscription', 'USAGE') ELSE false END AS can_subscribe,
-      current_setting('max_logical_replication_workers')::int AS max_workers,
-      pg_encoding_to_char(encoding) AS encoding FROM pg_database WHERE datname = current_database()`)).rows[0];
-  if (!t.superuser && !t.can_create) {
-    add({ code: "target_create", server: "target", message: `role "${target.user}" cannot create schemas in target database "${target.database}"`,
-      fix: `GRANT CREATE ON DATABASE "${target.database}" TO "${target.user}";` });
-  }
-  if ((o.mode === "stream" || copyUnlogged) && !t.superuser) {
-    try {
-      await tgt.query("BEGIN");
-      await tgt.query("SET LOCAL session_replication_role = replica");
-    } catch {
-      add({ code: "replica_role", server: "target", message: `role "${target.user}" may not set session_replication_role, which ` +
-        `${o.mode === "stream" ? "stream mode applies changes with" : "the cutover's copy of unlogged tables runs with (no user triggers)"}`,
-        fix: `GRANT SET ON PARAMETER session_replication_role TO "${target.user}"; (PostgreSQL 15+) or use a superuser on the target` });
-    } finally {
-      await tgt.query("ROLLBACK").catch(() => undefined);
-    }
-  }
-  if (o.mode !== "stream" && !t.superuser && !t.can_subscribe) {
-    add({ code: "subscription_privilege", server: "target", message: `role "${target.user}" may not create subscriptions on the target` +
-        (major(targetVersion) < 16 ? ` (PostgreSQL ${major(targetVersion)} requires a superuser)` : ""),
-      fix: major(targetVersion) >= 16 ? `GRANT pg_create_subscription TO "${target.user}";` : "connect to the target as a superuser, or use --mode stream" });
-  }
-  if (o.mode !== "stream" && t.max_workers < 1) {
-    add({ code: "target_workers", server: "target", message: "max_logical_replication_workers is 0 on the target", fix: "ALTER SYSTEM SET max_logical_replication_workers = 4; then restart the target" });
-  }
-  if (t.encoding !== s.encoding) {
-    add({ severity: s.encoding === "SQL_ASCII" ? "error" : "warning", code: "encoding", server: "target",
-      message: `source encoding ${s.encoding} differs from target database encoding ${t.encoding}`,
-      fix: `create the target database with ENCODING '${s.encoding}' (CREATE DATABASE … TEMPLATE template0 ENCODING '${s.encoding}')` });
-  }
-  // --- extensions: pgferry creates the source's on the target, at the source's version where the target has it
-  const ext = (await src.query(`SELECT extname, extversion FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1`)).rows as { extname: string; extversion: string }[];
-  if (ext.length) {
-    const avail = (await tgt.query(`SELECT a.name, array_agg(v.version) AS versions, (SELECT extversion FROM pg_extension WHERE extname = a.name) AS installed
-        FROM pg_available_extensions a LEFT JOIN pg_available_extension_versions v ON v.name = a.name WHERE a.name = ANY($1) GROUP BY a.name`,
-      [ext.map((x) => x.extname)])).rows;
-    const byName = new Map(avail.map((x) => [x.name as string, x]));
-    const missing = ext.filter((x) => !byName.has(x.extname));
-    if (missing.length) {
-      add({ code: "extensions", server: "target", objects: missing.map((x) => x.extname),
-        message: `extension(s) used on the source are not available on the target: ${list(missing.map((x) => `${displayName(x.extname)} ${x.extversion}`))}`,
-        fix: "install them on the target server (e.g. the postgresql-contrib or the extension's package; Azure: allow-list them in azure.extensions), or drop them from the source" });
-    }
-    const otherVersion = ext.filter((x) => byName.has(x.extname) && !(byName.get(x.extname)!.versions as string[]).includes(x.extversion));
-    if (otherVersion.length) {
-      add({ severity: "warning", code: "extension_version", server: "target", objects: otherVersion.map((x) => x.extname),
-        message: `the target does not offer the source's version of ${list(otherVersion.map((x) => `${displayName(x.extname)} ${x.extversion} ` +
-          `(target: ${(byName.get(x.extname)!.versions as string[]).join(", ")})`))}; pgferry creates them at the target's default version`,
-        fix: "install that version on the target, or update the extension on the source first (ALTER EXTENSION … UPDATE TO a version both have)" });
-    }
-  }
-  await upgradeChecks(src, tgt, schemas, tables, targetVersion, o.resuming, add);
-  if (!o.resuming) {
-    const existing = (await tgt.query(`SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NOT NULL`,
-      [tables.map((x) => qualified(x.schema, x.name))])).rows.map((x) => x.t);
-    if (existing.length) {
-      add({ code: "target_not_empty", server: "target", objects: existing,
-        message: `${existing.length} selected table(s) already exist on the target: ${list(existing)}`,
-        fix: "migrate into an empty database (pgferry creates the schema), drop those tables on the target, or --exclude them" });
-    }
-  }
-  const roleUses = await rolesMissingOnTarget(src, tgt, schemas);
-  const missingRoles = roleUses.map((x) => x.role);
-  const createRoles = (rs: string[]) => rs.map((x) => `CREATE ROLE ${quoteIdent(x)};`).join(" ");
-  // A policy's TO list and a user mapping name the role in the statement itself: no --no-owner can drop it.
-  const named = roleUses.filter((x) => x.named.length);
-  if (named.length) {
-    add({ code: "roles_named", server: "target", objects: named.map((x) => x.role),
-      message: `role(s) ${list(named.map((x) => displayName(x.role)))} do not exist on the target, and objects name them: ` +
-        list(named.flatMap((x) => x.named), 6),
-      fix: `create them on the target first: ${createRoles(named.map((x) => x.role))} (or pg_dumpall --roles-only on the source, applied to the target)` });
-  }
-  const others = roleUses.filter((x) => !x.named.length);
-  if (others.length) {
-    add({ severity: "warning", code: "roles", server: "target", objects: others.map((x) => x.role),
-      message: `role(s) ${list(others.map((x) => displayName(x.role)))} own or are granted objects on the source but do not exist on the target; ` +
-        `objects will be owned by "${target.user}" and no grants are copied (${list(others.flatMap((x) => x.owns), 4)})`,
-      fix: `create the roles on the target first to keep ownership and grants: ${createRoles(others.map((x) => x.role))} ` +
-        `(or pg_dumpall --roles-only on the source, applied to the target)` });
-  }
-
-  // --- local tools
-  const tools = await findPgTools();
-  if (!tools.pgDump) {
-    add({ code: "pg_dump_missing", server: "local", message: "pg_dump and pg_restore are not installed on this machine",
-      fix: "install the PostgreSQL client programs (apt-get install postgresql-client) or set PGFERRY_PG_BIN to their folder" });
-  } else if (tools.pgDump.major < major(sourceVersion)) {
-    add({ code: "pg_dump_old", server: "local", message: `the newest pg_dump here is ${tools.pgDump.major}, older than the source's PostgreSQL ${major(sourceVersion)}`,
-      fix: `install postgresql-client-${major(sourceVersion)} (or newer) or set PGFERRY_PG_BIN to the bin folder of pg_dump ${major(sourceVersion)}+` });
-  }
-
+  const add = (f: Omit<Finding, "severity"> & { severity?: Finding["severity"] }) => { findings.push({ severity: "error", ...f }); };
+  const r: PreflightRun = { src, tgt, source, target, o, add, sourceVersion: await serverVersionNum(src), targetVersion: await serverVersionNum(tgt),
+    wal2json: o.plugin === "wal2json" };
+  for (const check of PREFLIGHT_CHECKS) await check.run(r);
   return {
-    findings, ok: !findings.some((f) => f.severity === "error"), sourceVersion, targetVersion, schemas, tables,
-    needReplicaIdentityFull, keepOwnership: missingRoles.length === 0, pgDumpMajor: tools.pgDump?.major, wal2json: wal2jsonProbe, exclusion,
+    findings, ok: !findings.some((f) => f.severity === "error"), sourceVersion: r.sourceVersion, targetVersion: r.targetVersion, schemas: r.schemas!,
+    tables: r.tables!, needReplicaIdentityFull: r.needReplicaIdentityFull!, keepOwnership: r.missingRoles!.length === 0, pgDumpMajor: r.pgDumpMajor,
+    wal2json: r.wal2jsonProbe, exclusion: r.exclusion!,
   };
 }
+
+/**
+ * Every check, in the order their findings are reported. A check reads what earlier ones found (the source's
+ * settings, the selected tables) from the run; a new check is one more entry.
+ */
+export const PREFLIGHT_CHECKS: PreflightCheck[] = [
+  {
+    /** The source and target PostgreSQL versions. */
+    name: "versions",
+    async run(r) {
+      const { add, sourceVersion, targetVersion } = r;
+      if (major(sourceVersion) < 13) {
+        add({ code: "source_version", server: "source", message: `source runs PostgreSQL ${major(sourceVersion)}; pgferry needs 13 or newer on the source`,
+          fix: "upgrade the source to 13+ in place first, or use pg_dump/pg_restore with downtime" });
+      }
+      if (major(targetVersion) < major(sourceVersion)) {
+        add({ code: "target_older", server: "target", message: `target runs PostgreSQL ${major(targetVersion)}, older than the source's ${major(sourceVersion)}`,
+          fix: `use a target running PostgreSQL ${major(sourceVersion)} or newer (downgrades are not supported)` });
+      }
+    },
+  },
+  {
+    /** The source's replication settings and privileges. */
+    name: "source-settings",
+    async run(r) {
+      const { src, source, o, add, wal2json } = r;
+      const s = (await src.query(`SELECT current_setting('wal_level') AS wal_level,
+          (SELECT pending_restart FROM pg_settings WHERE name = 'wal_level') AS wal_level_pending,
+          current_setting('max_replication_slots')::int AS max_slots,
+          (SELECT count(*) FROM pg_replication_slots)::int AS used_slots,
+          (SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1)::int AS own_slot,
+          current_setting('max_wal_senders')::int AS max_senders,
+          (SELECT count(*) FROM pg_stat_replication)::int AS used_senders,
+          (SELECT rolsuper OR rolreplication FROM pg_roles WHERE rolname = current_user) AS can_replicate,
+          (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,
+          has_database_privilege(current_database(), 'CREATE') AS can_create,
+          current_setting('server_encoding') AS encoding,
+          (SELECT count(*) FROM pg_largeobject_metadata)::bigint AS large_objects`, [o.slotName])).rows[0];
+      if (s.wal_level !== "logical" && s.wal_level_pending) {
+        add({ code: "restart_pending", server: "source", message: `wal_level was changed on the source but the server has not been restarted (still '${s.wal_level}')`,
+          fix: "restart the source server (pg_ctl restart, systemctl restart postgresql, or the Azure restart), then run again" });
+      } else if (s.wal_level !== "logical") {
+        add({ code: "wal_level", server: "source", message: `wal_level is '${s.wal_level}' on the source; logical replication needs 'logical'`,
+          fix: "ALTER SYSTEM SET wal_level = logical; then restart the source (Azure: server parameter wal_level=logical + restart; " +
+            "pgferry's ServerParameters resource does both)" });
+      }
+      const freeSlots = s.max_slots - s.used_slots + (o.resuming ? s.own_slot : 0);
+      if (freeSlots < 1) {
+        add({ code: "replication_slots", server: "source", message: `no free replication slot on the source (max_replication_slots = ${s.max_slots}, ${s.used_slots} in use)`,
+          fix: `ALTER SYSTEM SET max_replication_slots = ${s.max_slots + 2}; then restart the source` });
+      }
+      if (s.max_senders - s.used_senders < 2) {
+        add({ code: "wal_senders", server: "source", message: `too few free WAL senders on the source (max_wal_senders = ${s.max_senders}, ${s.used_senders} in use; pgferry needs 2: snapshot and stream)`,
+          fix: `ALTER SYSTEM SET max_wal_senders = ${s.used_senders + 4}; then restart the source` });
+      }
+      if (!s.can_replicate) {
+        add({ code: "replication_privilege", server: "source", message: `role "${source.user}" may not use replication on the source`,
+          fix: `ALTER ROLE "${source.user}" WITH REPLICATION; (Azure Flexible Server: GRANT azure_pg_admin and set the REPLICATION attribute)` });
+      }
+      if (!s.can_create && !s.superuser && !wal2json) {
+        add({ code: "publication_privilege", server: "source", message: `role "${source.user}" cannot create a publication (needs CREATE on database "${source.database}")`,
+          fix: `GRANT CREATE ON DATABASE "${source.database}" TO "${source.user}";` });
+      }
+      r.s = s;
+    },
+  },
+  {
+    /** Large objects: readable on the source, none on the target already. */
+    name: "large-objects",
+    async run(r) {
+      const { src, tgt, source, o, add } = r;
+      const s = r.s!;
+      if (Number(s.large_objects) > 0 && o.largeObjects === false) {
+        add({ severity: "warning", code: "large_objects", server: "source", message: `${s.large_objects} large objects exist on the source; logical replication does not carry them and pgferry does not copy them (--no-large-objects)`,
+          fix: `omit --no-large-objects to carry them, or copy them after writes stop: ${largeObjectFix((await findPgTools()).pgDump?.major)}` });
+      }
+      if (o.largeObjects !== false && Number(s.large_objects) > 0) {
+        // lo_get needs SELECT on each object (or ownership, membership in its owner, superuser, lo_compat_privileges):
+        // one the source role cannot read would stop the load part-way.
+        const unreadable = (await src.query(`SELECT count(*)::int AS n, (array_agg(m.oid::text ORDER BY m.oid))[1:5] AS some FROM pg_largeobject_metadata m
+          WHERE NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AND current_setting('lo_compat_privileges') = 'off'
+            AND NOT pg_has_role(current_user, m.lomowner, 'USAGE')
+            AND NOT EXISTS (SELECT FROM aclexplode(m.lomacl) a WHERE a.privilege_type = 'SELECT' AND (a.grantee = 0 OR pg_has_role(current_user, a.grantee, 'USAGE')))`)).rows[0];
+        if (unreadable.n > 0) {
+          add({ code: "large_objects_unreadable", server: "source", message: `role "${source.user}" may not read ${unreadable.n} large object(s) of the source ` +
+            `(e.g. OID ${unreadable.some.join(", ")}), so they cannot be copied`,
+            fix: `GRANT SELECT ON LARGE OBJECT <oid> TO "${source.user}" for each (as their owner), or run as their owner or a superuser, ` +
+              `or set lo_compat_privileges = on on the source, or pass --no-large-objects to leave large objects out` });
+        }
+      }
+      if (o.largeObjects !== false && !o.resuming) {
+        // The load gives every source large object its OID on the target and the cutover unlinks the ones the source lacks:
+        // large objects the target has already would be replaced or removed.
+        const n = Number((await tgt.query(`SELECT count(*) AS n FROM pg_largeobject_metadata`)).rows[0].n);
+        if (n > 0) {
+          add({ code: "target_large_objects", server: "target", message: `the target database already has ${n} large object(s); pgferry carries the source's ` +
+            `large objects with their OIDs and at cutover removes the target's others, so these would be overwritten or unlinked`,
+            fix: "migrate into an empty database, or unlink them on the target (SELECT lo_unlink(oid) FROM pg_largeobject_metadata), or pass --no-large-objects" });
+        }
+      }
+    },
+  },
+  {
+    /** A replication connection to the source (its own pg_hba entry). */
+    name: "replication-connection",
+    async run(r) {
+      const { source, add } = r;
+      const s = r.s!;
+      // The replication connection is a separate pg_hba entry ("replication" database): try it now, so a
+      // missing rule is reported before anything is created.
+      if (s.can_replicate) {
+        try {
+          const rc = await connectReplication(source);
+          await rc.end().catch(() => undefined);
+        } catch (e) {
+          const err = e as PgferryError;
+          add({ code: err.code === "pg_hba" ? "pg_hba" : "replication_connection", server: "source",
+            message: err.message.replace(/; fix: .*$/s, ""), fix: /; fix: (.*)$/s.exec(err.message)?.[1] ?? "check the source's pg_hba.conf for replication connections" });
+        }
+      }
+    },
+  },
+  {
+    /** The selected schemas and tables, and what --exclude/--include leave out. */
+    name: "tables",
+    async run(r) {
+      const { src, o, add } = r;
+      const schemas = o.selection.schemas.length ? o.selection.schemas : await userSchemas(src);
+      const exclusion = await planExclusion(src, o.selection, schemas);
+      if (exclusion.unknown.length) {
+        add({ code: "unknown_relation", server: "source", objects: exclusion.unknown,
+          message: `--exclude/--include name(s) ${list(exclusion.unknown)} match no table, view, materialized view, sequence or foreign table of the migrated schemas (${list(schemas.map((x) => displayName(x)))})`,
+          fix: "correct the name (schema.table; quote parts with capitals or dots: '\"My Schema\".\"T\"'), or add its schema with --schema" });
+      }
+      if (exclusion.blocking.length) {
+        add({ code: "exclusion_blocked", server: "source", objects: exclusion.blocking,
+          message: `what --exclude/--include leave out is used inside tables that are migrated: ${list(exclusion.blocking, 6)}`,
+          fix: "--exclude those tables too, or keep what they use (a sequence in a default, a function in a CHECK or generated column)" });
+      }
+      const excludedKeys = new Set(exclusion.relations.map((x) => `${x.schema}\u0000${x.name}`));
+      const tables = (await listTables(src, { ...o.selection, schemas })).filter((t) => !excludedKeys.has(`${t.schema}\u0000${t.name}`));
+      const missingSchemas = o.selection.schemas.filter((x) => !schemas.includes(x) || !tables.some((t) => t.schema === x));
+      if (o.selection.schemas.length) {
+        const have = new Set((await userSchemas(src)));
+        const absent = o.selection.schemas.filter((x) => !have.has(x));
+        if (absent.length) add({ code: "no_schema", server: "source", message: `schema(s) ${list(absent)} do not exist on the source`, fix: "correct --schema" });
+      }
+      if (!copyableTables(tables).length) {
+        add({ code: "no_tables", server: "source", message: `no tables selected on the source (schemas: ${list(schemas) || "none"})`,
+          fix: "check --schema/--include/--exclude" });
+      }
+      void missingSchemas;
+      r.schemas = schemas;
+      r.exclusion = exclusion;
+      r.tables = tables;
+    },
+  },
+  {
+    /** Every table's UPDATEs and DELETEs can be replicated. */
+    name: "replica-identity",
+    async run(r) {
+      const { o, add } = r;
+      const tables = r.tables!;
+      const noKey = tablesWithoutReplicaIdentity(tables);
+      const needReplicaIdentityFull = o.replicaIdentityFull ? noKey : [];
+      if (noKey.length && !o.replicaIdentityFull) {
+        add({ code: "no_replica_identity", server: "source", objects: names(noKey),
+          message: `${noKey.length} table(s) have no primary key and no replica identity, so their UPDATEs and DELETEs cannot be replicated: ${list(names(noKey))}`,
+          fix: "add a primary key, or pass --replica-identity-full (pgferry sets REPLICA IDENTITY FULL on them), or --exclude them" });
+      }
+      r.needReplicaIdentityFull = needReplicaIdentityFull;
+    },
+  },
+  {
+    /** Subscription mode finds REPLICA IDENTITY FULL rows by equality. */
+    name: "full-identity-equality",
+    async run(r) {
+      const { src, o, add } = r;
+      const tables = r.tables!;
+      const needReplicaIdentityFull = r.needReplicaIdentityFull!;
+      if (o.mode !== "stream") {
+        // A subscription finds REPLICA IDENTITY FULL rows with each column's equality operator; a type without one
+        // fails every UPDATE/DELETE of the table in the apply worker. (Stream mode compares such values exactly itself.)
+        const full = tables.filter((t) => t.kind === "r" && !t.unlogged && (t.replicaIdentity === "f" || needReplicaIdentityFull.includes(t)));
+        const noEq = await columnsWithoutEquality(src, full);
+        if (noEq.length) {
+          add({ code: "full_identity_no_equality", server: "source", objects: noEq,
+            message: `${noEq.length} column(s) of tables replicated with REPLICA IDENTITY FULL have a type without an equality operator, so a ` +
+              `subscription cannot find their rows for UPDATE/DELETE (its apply worker would fail): ${list(noEq)}`,
+            fix: "give those tables a primary key, or a unique index on NOT NULL columns and ALTER TABLE … REPLICA IDENTITY USING INDEX …; " +
+              "or use --mode stream (it matches such values exactly); or --exclude them" });
+        }
+      }
+    },
+  },
+  {
+    /** Unlogged tables are named, with what happens to them. */
+    name: "unlogged",
+    async run(r) {
+      const { o, add } = r;
+      const tables = r.tables!;
+      const unlogged = tables.filter((t) => t.unlogged);
+      const copyUnlogged = unlogged.length > 0 && o.unlogged !== "skip";
+      if (unlogged.length) {
+        add(o.unlogged === "skip"
+          ? { severity: "warning", code: "unlogged", server: "source", objects: names(unlogged),
+            message: `${unlogged.length} unlogged table(s) are loaded once and then not carried (--unlogged skip: logical replication cannot see their ` +
+              `changes; the cutover gate and verify skip them): ${list(names(unlogged))}`,
+            fix: "omit --unlogged skip to copy them again at cutover, or make them logged (ALTER TABLE … SET LOGGED) to stream them" }
+          : { severity: "warning", code: "unlogged", server: "source", objects: names(unlogged),
+            message: `${unlogged.length} unlogged table(s): logical replication cannot see their changes, so the cutover copies them again while ` +
+              `the source is frozen (their copy time adds to the downtime): ${list(names(unlogged))}`,
+            fix: "make them logged (ALTER TABLE … SET LOGGED) to stream them instead, or pass --unlogged skip to leave their content out, or --exclude them" });
+      }
+      r.copyUnlogged = copyUnlogged;
+    },
+  },
+  {
+    /** The source role reads every table. */
+    name: "select-privilege",
+    async run(r) {
+      const { src, source, add } = r;
+      const tables = r.tables!;
+      const unreadable = (await src.query(`SELECT t FROM unnest($1::text[]) t WHERE NOT has_table_privilege(t::regclass, 'SELECT')`,
+        [copyableTables(tables).map((t) => qualified(t.schema, t.name))])).rows.map((x) => x.t);
+      if (unreadable.length) {
+        add({ code: "select_privilege", server: "source", objects: unreadable, message: `role "${source.user}" cannot read ${list(unreadable)}`,
+          fix: `GRANT SELECT ON ALL TABLES IN SCHEMA … TO "${source.user}";` });
+      }
+    },
+  },
+  {
+    /** The source role may publish every table. */
+    name: "publication-owner",
+    async run(r) {
+      const { src, source, add, wal2json } = r;
+      const s = r.s!;
+      const tables = r.tables!;
+      if (!s.superuser && !wal2json) {
+        const notOwned = (await src.query(`SELECT t FROM unnest($1::text[]) t
+            WHERE NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = t::regclass), 'USAGE')`,
+          [publishedTables(tables).map((t) => qualified(t.schema, t.name))])).rows.map((x) => x.t);
+        if (notOwned.length) {
+          add({ code: "publication_owner", server: "source", objects: notOwned,
+            message: `a publication may only name tables the role owns; "${source.user}" does not own ${list(notOwned)}`,
+            fix: `connect to the source as the tables' owner or a superuser, or GRANT the owner role to "${source.user}"` });
+        }
+      }
+    },
+  },
+  {
+    /** With --plugin wal2json: the source loads it, and what this version writes can be read back. */
+    name: "wal2json",
+    async run(r) {
+      const { src, add, sourceVersion, wal2json } = r;
+      const s = r.s!;
+      const tables = r.tables!;
+      // slot shows that (it is a shared library, not an extension), so a temporary one is made and dropped.
+      let wal2jsonProbe: Wal2jsonProbe | undefined;
+      if (wal2json && s.wal_level === "logical" && s.can_replicate) {
+        try {
+          wal2jsonProbe = await probeWal2json(src);
+        } catch (e) {
+          const err = e as { code?: string; message: string };
+          add({ code: "wal2json_check", server: "source", message: `could not check the wal2json plugin on the source: ${err.message}`,
+            fix: err.code === "57014" ? "creating a logical slot waits for running transactions: end long-running transactions on the source and run again"
+              : err.code === "53400" ? `free a replication slot on the source (max_replication_slots = ${s.max_slots}) for the check, or raise max_replication_slots`
+              : "check the source's log for the reason and run again" });
+        }
+        if (wal2jsonProbe && !wal2jsonProbe.available && /may not be used as an output plugin/.test(wal2jsonProbe.error ?? "")) {
+          // Installed, but the server only lets the output plugins listed in output_plugin_libraries be used.
+          const allowed = (await src.query(`SELECT current_setting('output_plugin_libraries', true) AS v`)).rows[0].v as string | null;
+          // A list setting: each library quoted on its own ('a, b' would be one name).
+          const list = [...(allowed ?? "").split(",").map((x) => x.trim().replace(/^"|"$/g, "")).filter(Boolean), "wal2json"].map(quoteLiteral).join(", ");
+          add({ code: "wal2json_not_trusted", server: "source", message: `the source has wal2json but does not allow it as an output plugin ` +
+            `(output_plugin_libraries = '${allowed ?? ""}')`,
+            fix: `on the source: ALTER SYSTEM SET output_plugin_libraries = ${list}; SELECT pg_reload_conf(); (no restart needed)` });
+        } else if (wal2jsonProbe && !wal2jsonProbe.available) {
+          add({ code: "wal2json_missing", server: "source", message: `the source cannot load the wal2json output plugin (${wal2jsonProbe.error})`,
+            fix: /may not be used as an output plugin/.test(wal2jsonProbe.error ?? "")
+              ? "the source restricts which libraries may decode a slot: add wal2json to output_plugin_libraries on the source (ALTER SYSTEM SET " +
+                "output_plugin_libraries = 'pgoutput, wal2json'; SELECT pg_reload_conf()), or use --plugin pgoutput"
+              : wal2jsonInstallFix(major(sourceVersion)) });
+        } else if (wal2jsonProbe && !wal2jsonProbe.numericAsString && copyableTables(tables).length) {
+          const facts = await readWal2jsonTables(src, copyableTables(tables).map((x) => ({ schema: x.schema, name: x.name })));
+          const bad = unresolvableTables(facts.values());
+          if (bad.length) {
+            add({ code: "wal2json_numeric", server: "source", objects: bad,
+              message: `this wal2json (before 2.6) writes float/numeric NaN and Infinity as null, like SQL NULL; pgferry reads such values ` +
+                `back by the row's key, which ${list(bad)} cannot offer (no primary key or replica identity index, or a float/numeric key column)`,
+              fix: "upgrade wal2json on the source to 2.6+ (numeric-data-types-as-string), add a primary key to those tables, " +
+                "--exclude them, or use --plugin pgoutput" });
+          }
+        }
+      }
+      r.wal2jsonProbe = wal2jsonProbe;
+    },
+  },
+  {
+    /** The target role's privileges and settings. */
+    name: "target-settings",
+    async run(r) {
+      const { tgt, target, o, add, targetVersion } = r;
+      const s = r.s!;
+      const copyUnlogged = r.copyUnlogged!;
+      const t = (await tgt.query(`SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,
+          has_database_privilege(current_database(), 'CREATE') AS can_create,
+          CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_create_subscription')  -- PG 16+
+               THEN pg_has_role(current_user, 'pg_create_subscription', 'USAGE') ELSE false END AS can_subscribe,
+          current_setting('max_logical_replication_workers')::int AS max_workers,
+          pg_encoding_to_char(encoding) AS encoding FROM pg_database WHERE datname = current_database()`)).rows[0];
+      if (!t.superuser && !t.can_create) {
+        add({ code: "target_create", server: "target", message: `role "${target.user}" cannot create schemas in target database "${target.database}"`,
+          fix: `GRANT CREATE ON DATABASE "${target.database}" TO "${target.user}";` });
+      }
+      if ((o.mode === "stream" || copyUnlogged) && !t.superuser) {
+        try {
+          await tgt.query("BEGIN");
+          await tgt.query("SET LOCAL session_replication_role = replica");
+        } catch {
+          add({ code: "replica_role", server: "target", message: `role "${target.user}" may not set session_replication_role, which ` +
+            `${o.mode === "stream" ? "stream mode applies changes with" : "the cutover's copy of unlogged tables runs with (no user triggers)"}`,
+            fix: `GRANT SET ON PARAMETER session_replication_role TO "${target.user}"; (PostgreSQL 15+) or use a superuser on the target` });
+        } finally {
+          await tgt.query("ROLLBACK").catch(() => undefined);
+        }
+      }
+      if (o.mode !== "stream" && !t.superuser && !t.can_subscribe) {
+        add({ code: "subscription_privilege", server: "target", message: `role "${target.user}" may not create subscriptions on the target` +
+            (major(targetVersion) < 16 ? ` (PostgreSQL ${major(targetVersion)} requires a superuser)` : ""),
+          fix: major(targetVersion) >= 16 ? `GRANT pg_create_subscription TO "${target.user}";` : "connect to the target as a superuser, or use --mode stream" });
+      }
+      if (o.mode !== "stream" && t.max_workers < 1) {
+        add({ code: "target_workers", server: "target", message: "max_logical_replication_workers is 0 on the target", fix: "ALTER SYSTEM SET max_logical_replication_workers = 4; then restart the target" });
+      }
+      if (t.encoding !== s.encoding) {
+        add({ severity: s.encoding === "SQL_ASCII" ? "error" : "warning", code: "encoding", server: "target",
+          message: `source encoding ${s.encoding} differs from target database encoding ${t.encoding}`,
+          fix: `create the target database with ENCODING '${s.encoding}' (CREATE DATABASE … TEMPLATE template0 ENCODING '${s.encoding}')` });
+      }
+    },
+  },
+  {
+    /** The source's extensions are available on the target. */
+    name: "extensions",
+    async run(r) {
+      const { src, tgt, add } = r;
+      const ext = (await src.query(`SELECT extname, extversion FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1`)).rows as { extname: string; extversion: string }[];
+      if (ext.length) {
+        const avail = (await tgt.query(`SELECT a.name, array_agg(v.version) AS versions, (SELECT extversion FROM pg_extension WHERE extname = a.name) AS installed
+            FROM pg_available_extensions a LEFT JOIN pg_available_extension_versions v ON v.name = a.name WHERE a.name = ANY($1) GROUP BY a.name`,
+          [ext.map((x) => x.extname)])).rows;
+        const byName = new Map(avail.map((x) => [x.name as string, x]));
+        const missing = ext.filter((x) => !byName.has(x.extname));
+        if (missing.length) {
+          add({ code: "extensions", server: "target", objects: missing.map((x) => x.extname),
+            message: `extension(s) used on the source are not available on the target: ${list(missing.map((x) => `${displayName(x.extname)} ${x.extversion}`))}`,
+            fix: "install them on the target server (e.g. the postgresql-contrib or the extension's package; Azure: allow-list them in azure.extensions), or drop them from the source" });
+        }
+        const otherVersion = ext.filter((x) => byName.has(x.extname) && !(byName.get(x.extname)!.versions as string[]).includes(x.extversion));
+        if (otherVersion.length) {
+          add({ severity: "warning", code: "extension_version", server: "target", objects: otherVersion.map((x) => x.extname),
+            message: `the target does not offer the source's version of ${list(otherVersion.map((x) => `${displayName(x.extname)} ${x.extversion} ` +
+              `(target: ${(byName.get(x.extname)!.versions as string[]).join(", ")})`))}; pgferry creates them at the target's default version`,
+            fix: "install that version on the target, or update the extension on the source first (ALTER EXTENSION … UPDATE TO a version both have)" });
+        }
+      }
+    },
+  },
+  {
+    /** What pg_upgrade checks (C libraries, lz4, generated children, tablespaces, clashing objects). */
+    name: "upgrade",
+    async run(r) {
+      const { src, tgt, o, add, targetVersion } = r;
+      const schemas = r.schemas!;
+      const tables = r.tables!;
+      await upgradeChecks(src, tgt, schemas, tables, targetVersion, o.resuming, add);
+    },
+  },
+  {
+    /** The selected tables do not exist on the target yet. */
+    name: "target-empty",
+    async run(r) {
+      const { tgt, o, add } = r;
+      const tables = r.tables!;
+      if (!o.resuming) {
+        const existing = (await tgt.query(`SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NOT NULL`,
+          [tables.map((x) => qualified(x.schema, x.name))])).rows.map((x) => x.t);
+        if (existing.length) {
+          add({ code: "target_not_empty", server: "target", objects: existing,
+            message: `${existing.length} selected table(s) already exist on the target: ${list(existing)}`,
+            fix: "migrate into an empty database (pgferry creates the schema), drop those tables on the target, or --exclude them" });
+        }
+      }
+    },
+  },
+  {
+    /** Roles the migrated objects name exist on the target. */
+    name: "roles",
+    async run(r) {
+      const { src, tgt, target, add } = r;
+      const schemas = r.schemas!;
+      const roleUses = await rolesMissingOnTarget(src, tgt, schemas);
+      const missingRoles = roleUses.map((x) => x.role);
+      const createRoles = (rs: string[]) => rs.map((x) => `CREATE ROLE ${quoteIdent(x)};`).join(" ");
+      // A policy's TO list and a user mapping name the role in the statement itself: no --no-owner can drop it.
+      const named = roleUses.filter((x) => x.named.length);
+      if (named.length) {
+        add({ code: "roles_named", server: "target", objects: named.map((x) => x.role),
+          message: `role(s) ${list(named.map((x) => displayName(x.role)))} do not exist on the target, and objects name them: ` +
+            list(named.flatMap((x) => x.named), 6),
+          fix: `create them on the target first: ${createRoles(named.map((x) => x.role))} (or pg_dumpall --roles-only on the source, applied to the target)` });
+      }
+      const others = roleUses.filter((x) => !x.named.length);
+      if (others.length) {
+        add({ severity: "warning", code: "roles", server: "target", objects: others.map((x) => x.role),
+          message: `role(s) ${list(others.map((x) => displayName(x.role)))} own or are granted objects on the source but do not exist on the target; ` +
+            `objects will be owned by "${target.user}" and no grants are copied (${list(others.flatMap((x) => x.owns), 4)})`,
+          fix: `create the roles on the target first to keep ownership and grants: ${createRoles(others.map((x) => x.role))} ` +
+            `(or pg_dumpall --roles-only on the source, applied to the target)` });
+      }
+      r.missingRoles = missingRoles;
+    },
+  },
+  {
+    /** Pg_dump and pg_restore here, new enough for the source. */
+    name: "local-tools",
+    async run(r) {
+      const { add, sourceVersion } = r;
+      const tools = await findPgTools();
+      if (!tools.pgDump) {
+        add({ code: "pg_dump_missing", server: "local", message: "pg_dump and pg_restore are not installed on this machine",
+          fix: "install the PostgreSQL client programs (apt-get install postgresql-client) or set PGFERRY_PG_BIN to their folder" });
+      } else if (tools.pgDump.major < major(sourceVersion)) {
+        add({ code: "pg_dump_old", server: "local", message: `the newest pg_dump here is ${tools.pgDump.major}, older than the source's PostgreSQL ${major(sourceVersion)}`,
+          fix: `install postgresql-client-${major(sourceVersion)} (or newer) or set PGFERRY_PG_BIN to the bin folder of pg_dump ${major(sourceVersion)}+` });
+      }
+      r.pgDumpMajor = tools.pgDump?.major;
+    },
+  },
+];
 
 /** Catalogs whose objects pg_dump creates without IF NOT EXISTS: one of the same identity on the target stops pre-data. */
 const CLASH_CATALOGS = ["pg_type", "pg_proc", "pg_collation", "pg_conversion", "pg_operator", "pg_opclass", "pg_opfamily", "pg_ts_config",

@@ -1,0 +1,115 @@
+/**
+ * CDC mode `subscription` (../cdc.ts): the target's own logical replication worker consumes the slot
+ * (./subscription.ts). Pausing disables the subscription; draining waits for the slot's confirmed
+ * position, which the worker advances only for what it applied.
+ */
+import { Client } from "pg";
+import { quoteIdent } from "../../core/endpoint";
+import { PgferryError } from "../../core/errors";
+import { lsnToBigInt } from "../../core/lsn";
+import { objectNames } from "../../core/options";
+import { slotInfo } from "../../copy/snapshot";
+import type { Cdc } from "../cdc";
+import { sleep, waitForSlotInactive } from "../slotConsumer";
+import { diagnoseApplyFailure } from "./diagnose";
+import { createSubscription, dropSubscription, enableSubscription, subscriptionInfo, waitForWorker } from "./subscription";
+
+export const subscriptionCdc: Cdc = {
+  mode: "subscription",
+  startMessage: "starting change data capture (subscription on the target), then adding and validating foreign keys",
+  slotDropWaitMs: 10000,
+
+  async create(c, o) {
+    const names = objectNames(c.name);
+    await createSubscription(c.tgt, c.source, names.subscription, names.publication, names.slot, o.sourceHostForTarget);
+  },
+
+  async start(c) {
+    const names = objectNames(c.name);
+    await enableSubscription(c.tgt, names.subscription);
+    if (!(await waitForWorker(c.tgt, names.subscription))) {
+      throw new PgferryError("subscription_idle", `the subscription's apply worker did not start on the target; ` +
+        `check max_logical_replication_workers/max_worker_processes there and the target's log`);
+    }
+  },
+
+  async replicating(c) {
+    return (await subscriptionInfo(c.tgt, objectNames(c.name).subscription)).exists;
+  },
+
+  async pause(c) {
+    await c.tgt.query(`ALTER SUBSCRIPTION ${quoteIdent(objectNames(c.name).subscription)} DISABLE`);
+    // A disabled subscription's walsender exits by itself within moments; ended only if it lingers.
+    await waitForSlotInactive(c, false);
+  },
+
+  async resume(c) {
+    const names = objectNames(c.name);
+    if ((await subscriptionInfo(c.tgt, names.subscription)).exists) {
+      await c.tgt.query(`ALTER SUBSCRIPTION ${quoteIdent(names.subscription)} ENABLE`);
+    }
+  },
+
+  async drain(c, fence, o) {
+    const names = objectNames(c.name);
+    await waitForFence(c.src, c.tgt, names.slot, names.publication, names.subscription, fence, o.timeoutSec);
+  },
+
+  async lag(tgt, name) {
+    return { subscription: await subscriptionInfo(tgt, objectNames(name).subscription) };
+  },
+
+  async end(c) {
+    await dropSubscription(c.tgt, objectNames(c.name).subscription);
+  },
+};
+
+/**
+ * Reproduce a failing apply worker's error (./diagnose.ts): the subscription is disabled while its slot is
+ * peeked, then enabled again. Best effort: undefined when it cannot tell.
+ */
+async function diagnoseSubscription(src: Client, tgt: Client, slot: string, publication: string, subscription: string): Promise<string | undefined> {
+  try {
+    await tgt.query(`ALTER SUBSCRIPTION ${quoteIdent(subscription)} DISABLE`);
+    try {
+      for (let i = 0; i < 100 && (await slotInfo(src, slot))?.active; i++) await sleep(100);
+      return await diagnoseApplyFailure(src, tgt, slot, publication, subscription);
+    } finally {
+      await tgt.query(`ALTER SUBSCRIPTION ${quoteIdent(subscription)} ENABLE`);
+    }
+  } catch {
+    return undefined;
+  }
+}
+
+/** Wait until the slot's consumer has confirmed the fence (it confirms only what it applied and flushed). */
+async function waitForFence(src: Client, tgt: Client, slot: string, publication: string, subscription: string, fence: string,
+  timeoutSec: number): Promise<void> {
+  const deadline = Date.now() + timeoutSec * 1000;
+  const want = lsnToBigInt(fence);
+  // The apply worker's error count (PostgreSQL 15+): it retries a failing transaction every few seconds, so
+  // two new errors while the fence is not reached mean it is stuck — say so now instead of waiting out the timeout.
+  const errorsAtStart = (await subscriptionInfo(tgt, subscription)).applyErrors;
+  for (;;) {
+    const s = await slotInfo(src, slot);
+    if (!s) throw new PgferryError("slot_missing", `the replication slot "${slot}" is gone from the source; the migration cannot be finished — run pgferry cleanup and start again`);
+    if (s.confirmedFlushLsn && lsnToBigInt(s.confirmedFlushLsn) >= want) return;
+    const errors = (await subscriptionInfo(tgt, subscription)).applyErrors;
+    if (errorsAtStart !== undefined && errors !== undefined && errors >= errorsAtStart + 2) {
+      const why = await diagnoseSubscription(src, tgt, slot, publication, subscription);
+      throw new PgferryError("apply_failed", `the subscription's apply worker on the target keeps failing (${errors} apply errors in ` +
+        `pg_stat_subscription_stats, ${errors - errorsAtStart} since this cutover began) before reaching the fence ${fence}, confirmed ` +
+        `${s.confirmedFlushLsn ?? "nothing"}: ${why ?? `PostgreSQL reports its error text only in the target's server log (lines "logical ` +
+        `replication" ... "ERROR")`}. Writes were unfrozen and the migration keeps streaming; fix the cause (e.g. a row or constraint on the ` +
+        `target the source's change conflicts with), then run pgferry cutover again`);
+    }
+    if (Date.now() > deadline) {
+      const sub = await subscriptionInfo(tgt, subscription);
+      throw new PgferryError("drain_timeout", `the target had not applied up to the fence ${fence} after ${timeoutSec}s ` +
+        `(confirmed ${s.confirmedFlushLsn ?? "nothing"}${sub.enabled ? "" : "; the subscription is disabled — ALTER SUBSCRIPTION … ENABLE on the target"}` +
+        `${sub.enabled && !sub.workerPid ? "; the subscription's apply worker is not running — see the target's log" : ""}); ` +
+        `writes were unfrozen and the migration keeps streaming; fix: retry cutover, with a larger --timeout if it was still catching up`);
+    }
+    await sleep(100);
+  }
+}
