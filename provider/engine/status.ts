@@ -7,6 +7,7 @@ import { subscriptionInfo, SubscriptionInfo } from "./cdc/subscription/subscript
 import { connect, Endpoint } from "./core/endpoint";
 import { bigIntToLsn, lsnDiff } from "./core/lsn";
 import { readAppliedLsn } from "./cdc/stream/stream";
+import { readApplyStats } from "./state/applyProgress";
 import { objectNames } from "./core/options";
 import { changesAfterFence, slotInfo, SlotInfo, slotLostError, wal2jsonPeekOptions } from "./copy/snapshot";
 import { CutoverTimings, MigrationRecord, Phase, readMigration, readTableProgress, TableProgress } from "./state/state";
@@ -106,7 +107,7 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
       notCarried: await readNotCarried(tgt, name),
     };
     const onTarget = await largeObjectTotals(tgt);
-    st.largeObjects = { carried: (m.options as { largeObjects?: boolean }).largeObjects !== false, targetCount: onTarget.count, targetBytes: onTarget.bytes };
+    st.largeObjects = { carried: m.options.largeObjects !== false, targetCount: onTarget.count, targetBytes: onTarget.bytes };
     if (source && m.phase !== "Completed" && m.phase !== "Aborted") {
       src = await connect(source);
       const onSource = await largeObjectTotals(src);
@@ -122,8 +123,7 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
     const names = objectNames(name);
     if (m.mode === "stream") {
       st.appliedLsn = bigIntToLsn(await readAppliedLsn(tgt, name));
-      st.applied = (await tgt.query(`SELECT table_name AS table, inserts::float8, updates::float8, deletes::float8, truncates::float8
-        FROM pgferry.apply_stats WHERE migration = $1 ORDER BY 1`, [name])).rows;
+      st.applied = await readApplyStats(tgt, name);
     } else {
       st.subscription = await subscriptionInfo(tgt, names.subscription);
     }

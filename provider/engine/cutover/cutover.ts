@@ -11,7 +11,7 @@
  * re-verifies and `abortCutover` (`pgferry cutover --abort`) unfreezes and resumes streaming.
  */
 import { Client } from "pg";
-import { copyableTables, listSequences, migratedTables, TableSelection, userSchemas } from "../catalog/catalog";
+import { copyableTables, listSequences, migratedTables, userSchemas } from "../catalog/catalog";
 import { runLoad } from "../copy/load";
 import { largeObjectsAtCutover, LargeObjectSync } from "../copy/largeObjects";
 import { dropSubscription, subscriptionInfo } from "../cdc/subscription/subscription";
@@ -35,6 +35,7 @@ import {
   batchedStatements, closeVerifySessions, openVerifySessions, unionAlls, verifyMigration, VerifySessionPair,
 } from "../verify/verify";
 import { describeSourceChanges, restoreSourceChanges, SourceChange } from "../state/sourceChanges";
+import { readPreamble } from "../state/schemaEntries";
 
 export type VerifyMode = "counts" | "hashes";
 export const VERIFY_MODES: VerifyMode[] = ["counts", "hashes"];
@@ -231,7 +232,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
         say("warming the verification sessions while streaming");
         verifySessions = await openVerifySessions(source, target, Math.max(1, o.jobs));
         ownSourceSessions.set(src, new Set(verifySessions.map((p) => p.sourcePid)));
-        const warmSel = ((m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
+        const warmSel = m.options.selection ?? { schemas: [], include: [], exclude: [] };
         await verifyMigration(source, target, { onlyTables: (await migratedTables(src, warmSel)).map((t) => `${t.schema}.${t.name}`), hashes: false,
           jobs: o.jobs, sessions: verifySessions });
         await warmSequences(src, tgt, m);
@@ -308,10 +309,10 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       }
 
       // Unlogged tables: no slot sees their changes, but writes are stopped now, so a copy is exact.
-      const sel = ((m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
+      const sel = m.options.selection ?? { schemas: [], include: [], exclude: [] };
       const selected = await migratedTables(src, sel);
       const unloggedTables = copyableTables(selected).filter((t) => t.unlogged);
-      const unloggedHow = o.unlogged ?? (m.options as { unlogged?: "copy" | "skip" }).unlogged ?? "copy";
+      const unloggedHow = o.unlogged ?? m.options.unlogged ?? "copy";
       if (unloggedTables.length) {
         const list = unloggedTables.map((t) => `${t.schema}.${t.name}`);
         if (unloggedHow === "skip") {
@@ -380,7 +381,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
     await saveTimings();
     say("adding foreign keys and refreshing materialized views");
     const tHeld = Date.now();
-    const preamble = (await tgt.query(`SELECT sql FROM pgferry.schema_entry WHERE migration = $1 AND section = 'preamble'`, [o.name])).rows[0]?.sql ?? "";
+    const preamble = await readPreamble(tgt, o.name);
     const heldBackApplied = await applyEntries(target, o.name, "cutover", preamble, o.jobs);
     timings.heldBackMs = ms(tHeld);
     // After everything above, before Completed: nothing has written to the target yet that the reverse slot would miss.
@@ -783,7 +784,7 @@ async function waitForFence(src: Client, tgt: Client, slot: string, publication:
 }
 
 async function migratedSequences(src: Client, m: MigrationRecord): Promise<string[]> {
-  const sel = (m.options as { selection?: { schemas?: string[] } }).selection;
+  const sel = m.options.selection;
   const schemas = sel?.schemas?.length ? sel.schemas : await userSchemas(src);
   return (await listSequences(src, schemas)).map((s) => qualified(s.schema, s.name));
 }

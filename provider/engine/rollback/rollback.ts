@@ -18,15 +18,17 @@
  * rolledBack) → closed. Every step is idempotent, so a killed cutover, rollback or finish re-runs.
  */
 import { Client } from "pg";
-import { migratedTables, publishedTables, copyableTables, TableSelection, CONTROL_SCHEMA } from "../catalog/catalog";
+import { migratedTables, publishedTables, copyableTables, CONTROL_SCHEMA } from "../catalog/catalog";
 import { connectWritable, cutoverMigration, CutoverResult, unfreezeSource, VerifyMode } from "../cutover/cutover";
-import { connect, Endpoint, quoteIdent, quoteLiteral } from "../core/endpoint";
+import { connect, Endpoint, quoteLiteral } from "../core/endpoint";
 import { PgferryError } from "../core/errors";
 import { bigIntToLsn, lsnDiff } from "../core/lsn";
 import { objectNames } from "../core/options";
 import { createPublication, dropPublication, dropSlot, slotInfo } from "../copy/snapshot";
 import { controlSchemaExists, ensureControlSchema, insertMigration, MigrationRecord, readMigration, RollbackWindowState, tryLockMigration, updateMigration } from "../state/state";
 import { readAppliedLsn } from "../cdc/stream/stream";
+import { deleteMigration, dropControlSchemaIfEmpty } from "../state/state";
+import { resetTableProgress } from "../state/tableProgress";
 
 /** The reverse migration's name: its slot and publication are objectNames(reverseName(name)), pgferry_<name>_rev. */
 export const reverseName = (name: string) => `${name}_rev`;
@@ -43,7 +45,7 @@ export async function openRollbackWindow(oldSrv: Client, newSrv: Client, m: Migr
   const rev = reverseName(m.name);
   const names = objectNames(rev);
   await updateMigration(newSrv, m.name, { rollbackWindow: "opening" }); // cleanup knows to look for reverse objects from here on
-  const sel = ((m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
+  const sel = m.options.selection ?? { schemas: [], include: [], exclude: [] };
   const tables = await migratedTables(newSrv, sel);
   // The publication must exist before the slot (pgoutput reads it through the slot's historic snapshot):
   // a re-run keeps an existing one, since recreating it under an existing slot would break decoding.
@@ -64,10 +66,7 @@ export async function openRollbackWindow(oldSrv: Client, newSrv: Client, m: Migr
     await insertMigration(oldSrv, { name: rev, mode: "stream", ...names, subscription: "",
       options: { selection: sel, plugin: "pgoutput", reverseOf: m.name } });
     // What the reverse migration "loaded": every table; drift (at rollback) then also sees tables dropped on the new server.
-    for (const t of copyableTables(tables)) {
-      await oldSrv.query(`INSERT INTO ${CONTROL_SCHEMA}.table_progress (migration, schema_name, table_name, status) VALUES ($1, $2, $3, 'copied')`,
-        [rev, t.schema, t.name]);
-    }
+    await resetTableProgress(oldSrv, rev, copyableTables(tables).map((t) => ({ schema: t.schema, name: t.name })), "copied");
     await updateMigration(oldSrv, rev, { phase: "ReadyToCutover", consistentPoint, streamingSince: new Date() });
     await oldSrv.query("COMMIT");
   }
@@ -220,10 +219,9 @@ export async function finishRollbackWindow(source: Endpoint, target: Endpoint, n
 /** Remove the reverse record from the old server, and the control schema when no other migration is recorded there. */
 export async function removeReverseState(oldSrv: Client, rev: string): Promise<boolean> {
   if (!(await controlSchemaExists(oldSrv))) return false;
-  const r = await oldSrv.query(`DELETE FROM ${CONTROL_SCHEMA}.migration WHERE name = $1`, [rev]);
-  const left = (await oldSrv.query(`SELECT count(*)::int AS n FROM ${CONTROL_SCHEMA}.migration`)).rows[0].n;
-  if (left === 0) await oldSrv.query(`DROP SCHEMA ${quoteIdent(CONTROL_SCHEMA)} CASCADE`);
-  return (r.rowCount ?? 0) > 0;
+  const removed = await deleteMigration(oldSrv, rev);
+  await dropControlSchemaIfEmpty(oldSrv);
+  return removed;
 }
 
 async function withOld<T>(source: Endpoint, f: (c: Client) => Promise<T>): Promise<T> {
