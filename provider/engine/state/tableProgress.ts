@@ -73,7 +73,7 @@ export async function resetTableProgress(c: Client, name: string, tables: { sche
   }
 }
 
-/** The load's final figures of each table copied. Every table named must have its row (resetTableProgress made them). */
+/** The load's final figures of each table copied (their rows made by resetTableProgress). */
 export async function markTablesCopied(c: Client, name: string, tables: { schema: string; name: string; rows: number; bytes: number; seconds: number }[]): Promise<void> {
   for (const t of tables) {
     await c.query(`UPDATE ${S}.table_progress SET status = 'copied', rows = $4, bytes = $5, seconds = $6
