@@ -281,7 +281,7 @@ export function buildProgram(): Command {
         // A migration started with --unlogged skip (--no-large-objects) does not carry their content: comparing would only report that.
         const c = await connect(target);
         try {
-          const started = (await readMigration(c, o.name))?.options as { unlogged?: string; largeObjects?: boolean } | undefined;
+          const started = (await readMigration(c, o.name))?.options;
           unlogged ??= started?.unlogged;
           largeObjects = started?.largeObjects;
         } finally { await c.end().catch(() => undefined); }

@@ -12,9 +12,9 @@ import { removeReverseState, reverseName } from "./rollback/rollback";
 import { PgferryError } from "./core/errors";
 import { objectNames } from "./core/options";
 import { dropPublication, dropSlot } from "./copy/snapshot";
-import { controlSchemaExists, readMigration } from "./state/state";
+import { readMigration } from "./state/state";
+import { deleteMigration, dropControlSchemaIfEmpty } from "./state/state";
 import { connectWritable, unfreezeSource } from "./cutover/cutover";
-import { CONTROL_SCHEMA } from "./catalog/catalog";
 import { describeSourceChanges, restoreSourceChanges, SourceChange } from "./state/sourceChanges";
 
 export interface CleanupResult {
@@ -69,13 +69,10 @@ export async function cleanupMigration(source: Endpoint, target: Endpoint, name:
     }
     let removedState = false;
     if (m) {
-      await tgt.query(`DELETE FROM ${CONTROL_SCHEMA}.migration WHERE name = $1`, [name]);
+      await deleteMigration(tgt, name);
       removedState = true;
     }
-    if (await controlSchemaExists(tgt)) {
-      const left = (await tgt.query(`SELECT count(*)::int AS n FROM ${CONTROL_SCHEMA}.migration`)).rows[0].n;
-      if (left === 0) await tgt.query(`DROP SCHEMA ${CONTROL_SCHEMA} CASCADE`);
-    }
+    await dropControlSchemaIfEmpty(tgt);
     return { name, droppedSubscription, droppedSlot, droppedPublication, droppedReverseSlot, droppedReversePublication, unfrozeSource, removedState,
       restoredSourceChanges: undo.restored, previousPhase: m?.phase ?? "NotFound" };
   } finally {

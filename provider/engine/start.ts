@@ -25,6 +25,9 @@ import {
 import {
   ensureControlSchema, insertMigration, MigrationRecord, Phase, readMigration, tableProgressRecorder, tryLockMigration, updateMigration,
 } from "./state/state";
+import { mergeMigrationOptions } from "./state/state";
+import { countAppliedEntries, readPreamble, replaceNotCarried } from "./state/schemaEntries";
+import { markTablesCopied, resetTableProgress } from "./state/tableProgress";
 
 export type MigrationEvent =
   | { type: "phase"; phase: Phase; message: string }
@@ -191,8 +194,8 @@ async function recordMigration(r: StartRun): Promise<void> {
   }
   // What the stream applier (start, agent, cutover) reads back: the output plugin and, for wal2json,
   // whether it quotes numbers. Also set when a SchemaSync made the record with default options.
-  await tgt.query(`UPDATE pgferry.migration SET options = options || $2::jsonb WHERE name = $1`,
-    [o.name, JSON.stringify({ plugin: o.plugin, wal2jsonNumericAsString: r.pf!.wal2json?.numericAsString ?? false, unlogged: o.unlogged, largeObjects: o.largeObjects })]);
+  await mergeMigrationOptions(tgt, o.name,
+    { plugin: o.plugin, wal2jsonNumericAsString: r.pf!.wal2json?.numericAsString ?? false, unlogged: o.unlogged, largeObjects: o.largeObjects });
   r.result.phase = m.phase;
 }
 
@@ -278,7 +281,7 @@ async function syncPreData(src: Client, source: Endpoint, target: Endpoint, o: M
     await storeEntries(c, o.name, "final", triggers.enable.filter(keep));
     await storeEntries(c, o.name, "preamble", [{ kind: "PREAMBLE", object: "-", sql: dump.preamble }]);
     await storeEntries(c, o.name, "not-carried", notCarried.map((x) => ({ kind: x.kind, object: x.object, sql: JSON.stringify({ reason: x.reason, fix: x.fix }) })));
-    await c.query(`UPDATE pgferry.migration SET phase = 'Loading', updated_at = now() WHERE name = $1`, [o.name]);
+    await updateMigration(c, o.name, { phase: "Loading" });
     await c.query("COMMIT");
     return { preData: preData.length, postData: dump.postData.length, heldBack: heldBack.length };
   } catch (e) {
@@ -309,8 +312,7 @@ async function tryOnTarget(c: Client, entries: SchemaEntry[]): Promise<Map<Schem
 }
 
 async function preambleOf(tgt: Client, name: string): Promise<string> {
-  const r = await tgt.query(`SELECT sql FROM pgferry.schema_entry WHERE migration = $1 AND section = 'preamble'`, [name]);
-  return r.rows[0]?.sql ?? "";
+  return readPreamble(tgt, name);
 }
 
 /**
@@ -406,20 +408,7 @@ async function databaseProperties(src: Client, tgt: Client, target: Endpoint): P
 async function reconcileLargeObjectsNotCarried(src: Client, tgt: Client, o: MigrationOptions, pf: PreflightResult): Promise<void> {
   const kinds = ["large objects", "large object owners and grants"];
   const fresh = (await otherNotCarried(src, tgt, pf, o.largeObjects)).filter((x) => kinds.includes(x.kind));
-  await tgt.query("BEGIN");
-  try {
-    await tgt.query(`DELETE FROM pgferry.schema_entry WHERE migration = $1 AND section = 'not-carried' AND kind = ANY ($2::text[])`, [o.name, kinds]);
-    const next = Number((await tgt.query(`SELECT coalesce(max(ordinal) + 1, 0) AS n FROM pgferry.schema_entry WHERE migration = $1 AND section = 'not-carried'`,
-      [o.name])).rows[0].n);
-    for (const [i, x] of fresh.entries()) {
-      await tgt.query(`INSERT INTO pgferry.schema_entry (migration, section, ordinal, kind, object, sql, parallel) VALUES ($1, 'not-carried', $2, $3, $4, $5, false)`,
-        [o.name, next + i, x.kind, x.object, JSON.stringify({ reason: x.reason, fix: x.fix })]);
-    }
-    await tgt.query("COMMIT");
-  } catch (e) {
-    await tgt.query("ROLLBACK").catch(() => undefined);
-    throw e;
-  }
+  await replaceNotCarried(tgt, o.name, kinds, fresh);
 }
 
 /** Objects of the source the target will not get at all: large objects, and ownership/grants when their roles are missing. */
@@ -480,8 +469,7 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
   const copyable = copyableTables(pf.tables);
   // A load goes into tables without post-data objects: once some were built (a run that failed after its
   // load, recorded by an older pgferry as Failed), reloading would meet their constraints and triggers.
-  const built = (await tgt.query(`SELECT count(*)::int AS n FROM pgferry.schema_entry WHERE migration = $1 AND section = 'post-data' AND applied`,
-    [o.name])).rows[0].n;
+  const built = await countAppliedEntries(tgt, o.name, "post-data");
   if (built > 0) {
     throw new PgferryError("reload_after_post_data", `migration "${o.name}" must reload its tables, but ${built} post-data object(s) (indexes, ` +
       `constraints, triggers) were already built on the target, and a reload into them can fail or fire triggers. Fix: run pgferry cleanup, ` +
@@ -493,13 +481,10 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
     await dropSubscription(tgt, names.subscription);
     await dropSlot(src, names.slot);
     await dropPublication(src, names.publication);
-    await tgt.query(`DELETE FROM pgferry.table_progress WHERE migration = $1`, [o.name]);
+    await resetTableProgress(tgt, o.name, []);
     const changed = await setReplicaIdentityFull(src, tgt, o.name, pf.needReplicaIdentityFull);
     if (changed.length) onEvent({ type: "sourceChange", action: "changed", changes: changed });
-    for (const t of copyable) {
-      await tgt.query(`INSERT INTO pgferry.table_progress (migration, schema_name, table_name, estimated_rows, estimated_bytes)
-        VALUES ($1, $2, $3, $4, $5)`, [o.name, t.schema, t.name, t.estimatedRows, t.bytes]);
-    }
+    await resetTableProgress(tgt, o.name, copyable);
     // Hold ACCESS SHARE locks, like pg_dump, for the whole load: TRUNCATE and DDL on the source wait
     // instead of breaking the snapshot copy. Taken before the slot (no xid, so slot creation does not wait on it).
     const guard = await connect(source, { application_name: "pgferry load guard" });
@@ -530,10 +515,7 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
         // No phase event of its own (the phases are a contract); status shows the count copied so far.
         load.largeObjects = await copyLargeObjects(source, target, snap.snapshotName, o.jobs);
       }
-      for (const t of load.tables) {
-        await tgt.query(`UPDATE pgferry.table_progress SET status = 'copied', rows = $4, bytes = $5, seconds = $6
-          WHERE migration = $1 AND schema_name = $2 AND table_name = $3`, [o.name, t.schema, t.name, t.rows, t.bytes, t.seconds]);
-      }
+      await markTablesCopied(tgt, o.name, load.tables);
       await updateMigration(tgt, o.name, { phase: "IndexBuild", loadFinishedAt: new Date() });
       return load;
     } finally {

@@ -106,7 +106,7 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
       notCarried: await readNotCarried(tgt, name),
     };
     const onTarget = await largeObjectTotals(tgt);
-    st.largeObjects = { carried: (m.options as { largeObjects?: boolean }).largeObjects !== false, targetCount: onTarget.count, targetBytes: onTarget.bytes };
+    st.largeObjects = { carried: m.options.largeObjects !== false, targetCount: onTarget.count, targetBytes: onTarget.bytes };
     if (source && m.phase !== "Completed" && m.phase !== "Aborted") {
       src = await connect(source);
       const onSource = await largeObjectTotals(src);

@@ -12,9 +12,11 @@
  * foreign key appear with their parent.
  */
 import { Client } from "pg";
-import { migratedTables, TableInfo, TableSelection } from "./catalog";
+import { migratedTables, TableInfo } from "./catalog";
 import { qualified, quoteIdent } from "../core/endpoint";
 import { readMigration } from "../state/state";
+import { loadedTables } from "../state/tableProgress";
+import { pendingHeldBackForeignKeys } from "../state/schemaEntries";
 
 export interface SchemaDifference {
   /** schema.table (unquoted), the table the difference is on. */
@@ -80,14 +82,13 @@ const key = (t: { schema: string; name: string }) => `${t.schema}.${t.name}`;
 export async function schemaDifferences(src: Client, tgt: Client, name: string): Promise<SchemaDifference[]> {
   const m = await readMigration(tgt, name);
   if (!m) return [];
-  const sel = ((m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
+  const sel = m.options.selection ?? { schemas: [], include: [], exclude: [] };
   const srcTables = await migratedTables(src, sel);
   const migrated = new Set(srcTables.map(key));
   // What start copied: a table in it that the source no longer has was dropped or renamed there.
-  const loaded = (await tgt.query(`SELECT schema_name || '.' || table_name AS t FROM pgferry.table_progress WHERE migration = $1`, [name])).rows.map((r) => r.t as string);
+  const loaded = await loadedTables(tgt, name);
   // Foreign keys held back for cutover, not applied yet: expected on the source only.
-  const heldBack = new Set((await tgt.query(`SELECT object FROM pgferry.schema_entry WHERE migration = $1 AND section = 'cutover'
-    AND kind = 'FK CONSTRAINT' AND NOT applied`, [name])).rows.map((r) => r.object as string));
+  const heldBack = new Set(await pendingHeldBackForeignKeys(tgt, name));
 
   const names = srcTables.map((t) => qualified(t.schema, t.name));
   const [s, t] = await Promise.all([shapes(src, names), shapes(tgt, names)]);

@@ -13,6 +13,7 @@ import { Client } from "pg";
 import { connect, Endpoint, quoteIdent, quoteLiteral } from "../core/endpoint";
 import { PgferryError } from "../core/errors";
 import { snapshotSession } from "./load";
+import type { MigrationRecordOptions } from "../state/state";
 
 /** Bytes per lo_get/lo_put and per hashed piece: bounds memory in pgferry and on both servers. */
 export const CHUNK = 1024 * 1024;
@@ -268,9 +269,9 @@ export async function syncLargeObjects(source: Endpoint, target: Endpoint, jobs:
  * with --no-large-objects, carry what changed during CDC. Returns whether they are carried (the gate then
  * compares them) and what was done; the caller times it as largeObjectsMs.
  */
-export async function largeObjectsAtCutover(source: Endpoint, target: Endpoint, migrationOptions: unknown, jobs: number,
+export async function largeObjectsAtCutover(source: Endpoint, target: Endpoint, migrationOptions: MigrationRecordOptions | undefined, jobs: number,
   say: (message: string) => void): Promise<{ carried: boolean; sync?: LargeObjectSync }> {
-  const opts = migrationOptions as { largeObjects?: boolean; reverseOf?: string } | undefined;
+  const opts = migrationOptions;
   if (opts?.largeObjects === false) return { carried: false };
   if (opts?.reverseOf) {
     // A rollback (reverse migration): not carried back yet; said, never silent.

@@ -12,9 +12,10 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { Client } from "pg";
-import { CONTROL_SCHEMA, ForeignKeyInfo, NotCarried } from "../catalog/catalog";
+import { CONTROL_SCHEMA, ForeignKeyInfo } from "../catalog/catalog";
 import { connect, Endpoint, libpqEnv, qualified, quoteIdent, quoteLiteral, redact } from "../core/endpoint";
 import { PgferryError } from "../core/errors";
+import { markEntryApplied, readEntries, readPreamble, StoredEntry } from "../state/schemaEntries";
 
 export interface SchemaEntry {
   kind: string;
@@ -292,12 +293,9 @@ export function foreignKeyEntries(fks: ForeignKeyInfo[], migrated: Set<string>):
   return out;
 }
 
-/** What start recorded as not carried (section "not-carried"): the Migration's outputs and status show it. */
-export async function readNotCarried(c: Client, migration: string): Promise<NotCarried[]> {
-  const r = await c.query(`SELECT kind, object, sql FROM ${CONTROL_SCHEMA}.schema_entry WHERE migration = $1 AND section = 'not-carried' ORDER BY ordinal`,
-    [migration]).catch(() => ({ rows: [] as { kind: string; object: string; sql: string }[] }));
-  return r.rows.map((x) => ({ kind: x.kind, object: x.object, ...(JSON.parse(x.sql) as { reason: string; fix: string }) }));
-}
+// The records of the schema entries (pgferry.schema_entry) are the state module's; re-exported for this module's users.
+export { readEntries, readNotCarried, storeEntries } from "../state/schemaEntries";
+export type { StoredEntry } from "../state/schemaEntries";
 
 /**
  * Roles missing on the target that objects of the migrated schemas (or of no schema: extensions, casts,
@@ -330,24 +328,6 @@ export function largeObjectFix(pgDumpMajor?: number): string {
   const flag = pgDumpMajor !== undefined && pgDumpMajor >= 16 ? "--large-objects" : "--blobs";
   return `copy them at cutover, after writes stop: pg_dump --format=custom --data-only ${flag} --exclude-table='*.*' --file=lo.dump <source> ` +
     `&& pg_restore --data-only --dbname=<target> lo.dump; or move the data into bytea columns`;
-}
-
-/** Store entries of a section in the control schema (once; a re-run keeps the stored ones). */
-export async function storeEntries(c: Client, migration: string, section: string, entries: SchemaEntry[]): Promise<void> {
-  const existing = await c.query(`SELECT count(*)::int AS n FROM ${CONTROL_SCHEMA}.schema_entry WHERE migration = $1 AND section = $2`, [migration, section]);
-  if (existing.rows[0].n > 0) return;
-  for (let i = 0; i < entries.length; i++) {
-    const e = entries[i];
-    await c.query(`INSERT INTO ${CONTROL_SCHEMA}.schema_entry (migration, section, ordinal, kind, object, sql, parallel)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)`, [migration, section, i, e.kind, e.object, e.sql, !!e.parallel]);
-  }
-}
-
-export interface StoredEntry extends SchemaEntry { ordinal: number; applied: boolean }
-
-export async function readEntries(c: Client, migration: string, section: string): Promise<StoredEntry[]> {
-  const r = await c.query(`SELECT * FROM ${CONTROL_SCHEMA}.schema_entry WHERE migration = $1 AND section = $2 ORDER BY ordinal`, [migration, section]);
-  return r.rows.map((x) => ({ ordinal: x.ordinal, kind: x.kind, object: x.object, sql: x.sql, parallel: x.parallel, applied: x.applied }));
 }
 
 /**
@@ -406,8 +386,7 @@ async function applyOne(c: Client, migration: string, section: string, e: Stored
     try {
       await c.query("BEGIN");
       await c.query(e.sql);
-      await c.query(`UPDATE ${CONTROL_SCHEMA}.schema_entry SET applied = true WHERE migration = $1 AND section = $2 AND ordinal = $3`,
-        [migration, section, e.ordinal]);
+      await markEntryApplied(c, migration, section, e.ordinal);
       await c.query("COMMIT");
       return;
     } catch (err) {
@@ -458,8 +437,7 @@ export async function applyForeignKeysWhileStreaming(target: Endpoint, migration
   const out: ForeignKeysWhileStreaming = { applied: 0, deferred: [] };
   if (!pending.length) return out;
   onStart?.(pending.length);
-  const preamble = (await withControl(target, (c) => c.query(`SELECT sql FROM ${CONTROL_SCHEMA}.schema_entry WHERE migration = $1 AND section = 'preamble'`,
-    [migration]))).rows[0]?.sql ?? "";
+  const preamble = await withControl(target, (c) => readPreamble(c, migration));
   const failed = new Set<string>();
   const worker = async (queue: StoredEntry[]) => {
     const c = await connect(target, { application_name: "pgferry foreign keys" });

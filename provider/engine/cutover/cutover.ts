@@ -36,6 +36,7 @@ import {
   batchedStatements, closeVerifySessions, openVerifySessions, unionAlls, verifyMigration, VerifyReport, VerifySessionPair,
 } from "../verify/verify";
 import { describeSourceChanges, restoreSourceChanges, SourceChange } from "../state/sourceChanges";
+import { readPreamble } from "../state/schemaEntries";
 
 export type VerifyMode = "counts" | "hashes";
 export const VERIFY_MODES: VerifyMode[] = ["counts", "hashes"];
@@ -309,7 +310,7 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
     name: "held-back", timing: "heldBackMs",
     async run(r) {
       r.say("adding foreign keys and refreshing materialized views");
-      r.preamble = (await r.tgt.query(`SELECT sql FROM pgferry.schema_entry WHERE migration = $1 AND section = 'preamble'`, [r.name])).rows[0]?.sql ?? "";
+      r.preamble = await readPreamble(r.tgt, r.name);
       r.heldBackApplied = await applyEntries(r.target, r.name, "cutover", r.preamble, r.o.jobs);
     },
   },
@@ -353,7 +354,7 @@ async function warmUp(r: CutoverRun): Promise<void> {
   r.say("warming the verification sessions while streaming");
   r.verifySessions = await openVerifySessions(r.source, r.target, Math.max(1, r.o.jobs));
   ownSourceSessions.set(r.src, new Set(r.verifySessions.map((p) => p.sourcePid)));
-  const warmSel = ((r.m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
+  const warmSel = r.m.options.selection ?? { schemas: [], include: [], exclude: [] };
   await verifyMigration(r.source, r.target, { onlyTables: (await migratedTables(r.src, warmSel)).map((t) => `${t.schema}.${t.name}`), hashes: false,
     jobs: r.o.jobs, sessions: r.verifySessions });
   await warmSequences(r.src, r.tgt, r.m);
@@ -417,10 +418,10 @@ async function fenceRounds(r: CutoverRun, clock: StepClock): Promise<void> {
 
 /** Unlogged tables: no slot sees their changes, but writes are stopped now, so a copy is exact. */
 async function unloggedTables(r: CutoverRun): Promise<StepOutcome> {
-  const sel = ((r.m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
+  const sel = r.m.options.selection ?? { schemas: [], include: [], exclude: [] };
   r.selected = await migratedTables(r.src, sel);
   const unloggedTables = copyableTables(r.selected).filter((t) => t.unlogged);
-  r.unloggedHow = r.o.unlogged ?? (r.m.options as { unlogged?: "copy" | "skip" }).unlogged ?? "copy";
+  r.unloggedHow = r.o.unlogged ?? r.m.options.unlogged ?? "copy";
   if (!unloggedTables.length) return "nothing";
   const list = unloggedTables.map((t) => `${t.schema}.${t.name}`);
   if (r.unloggedHow === "skip") {
@@ -743,7 +744,7 @@ async function resumeReplication(c: Ctx): Promise<void> {
 }
 
 async function migratedSequences(src: Client, m: MigrationRecord): Promise<string[]> {
-  const sel = (m.options as { selection?: { schemas?: string[] } }).selection;
+  const sel = m.options.selection;
   const schemas = sel?.schemas?.length ? sel.schemas : await userSchemas(src);
   return (await listSequences(src, schemas)).map((s) => qualified(s.schema, s.name));
 }

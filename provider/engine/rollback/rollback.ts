@@ -75,7 +75,9 @@ export async function finishRollbackWindow(source: Endpoint, target: Endpoint, n
       oldSrv = await connectWritable(source);
     } catch { /* the new server's slot is dropped anyway (it holds WAL there); the old server's state is reported below */ }
     // Tell a running reverse agent it is over before its slot goes: it then exits instead of retrying.
-    if (oldSrv && (await readMigration(oldSrv, rev))) await updateMigration(oldSrv, rev, { phase: "Aborted" });
+    // (A rolled-back reverse migration is Completed, which is final and tells the agent the same.)
+    const revPhase = oldSrv && (await readMigration(oldSrv, rev))?.phase;
+    if (oldSrv && revPhase && revPhase !== "Completed") await updateMigration(oldSrv, rev, { phase: "Aborted" });
     const slot = await slotInfo(newSrv, names.slot);
     let discardedBytes: number | undefined;
     if (slot) {

@@ -15,6 +15,8 @@ import { Step } from "../core/pipeline";
 import { createPublication, dropPublication, dropSlot, slotInfo } from "../copy/snapshot";
 import { controlSchemaExists, ensureControlSchema, insertMigration, MigrationRecord, readMigration, RollbackWindowState, updateMigration } from "../state/state";
 import { readAppliedLsn } from "../cdc/stream/stream";
+import { deleteMigration, dropControlSchemaIfEmpty } from "../state/state";
+import { resetTableProgress } from "../state/tableProgress";
 
 /** The reverse migration's name: its slot and publication are objectNames(reverseName(name)), pgferry_<name>_rev. */
 export const reverseName = (name: string) => `${name}_rev`;
@@ -31,7 +33,7 @@ export async function openRollbackWindow(oldSrv: Client, newSrv: Client, m: Migr
   const rev = reverseName(m.name);
   const names = objectNames(rev);
   await updateMigration(newSrv, m.name, { rollbackWindow: "opening" }); // cleanup knows to look for reverse objects from here on
-  const sel = ((m.options as { selection?: TableSelection }).selection) ?? { schemas: [], include: [], exclude: [] };
+  const sel = m.options.selection ?? { schemas: [], include: [], exclude: [] };
   const tables = await migratedTables(newSrv, sel);
   // The publication must exist before the slot (pgoutput reads it through the slot's historic snapshot):
   // a re-run keeps an existing one, since recreating it under an existing slot would break decoding.
@@ -52,10 +54,7 @@ export async function openRollbackWindow(oldSrv: Client, newSrv: Client, m: Migr
     await insertMigration(oldSrv, { name: rev, mode: "stream", ...names, subscription: "",
       options: { selection: sel, plugin: "pgoutput", reverseOf: m.name } });
     // What the reverse migration "loaded": every table; drift (at rollback) then also sees tables dropped on the new server.
-    for (const t of copyableTables(tables)) {
-      await oldSrv.query(`INSERT INTO ${CONTROL_SCHEMA}.table_progress (migration, schema_name, table_name, status) VALUES ($1, $2, $3, 'copied')`,
-        [rev, t.schema, t.name]);
-    }
+    await resetTableProgress(oldSrv, rev, copyableTables(tables).map((t) => ({ schema: t.schema, name: t.name })), "copied");
     await updateMigration(oldSrv, rev, { phase: "ReadyToCutover", consistentPoint, streamingSince: new Date() });
     await oldSrv.query("COMMIT");
   }
@@ -136,10 +135,9 @@ export async function rollbackWindowStatus(newSrv: Client, oldSrv: Client | unde
 /** Remove the reverse record from the old server, and the control schema when no other migration is recorded there. */
 export async function removeReverseState(oldSrv: Client, rev: string): Promise<boolean> {
   if (!(await controlSchemaExists(oldSrv))) return false;
-  const r = await oldSrv.query(`DELETE FROM ${CONTROL_SCHEMA}.migration WHERE name = $1`, [rev]);
-  const left = (await oldSrv.query(`SELECT count(*)::int AS n FROM ${CONTROL_SCHEMA}.migration`)).rows[0].n;
-  if (left === 0) await oldSrv.query(`DROP SCHEMA ${quoteIdent(CONTROL_SCHEMA)} CASCADE`);
-  return (r.rowCount ?? 0) > 0;
+  const removed = await deleteMigration(oldSrv, rev);
+  await dropControlSchemaIfEmpty(oldSrv);
+  return removed;
 }
 
 

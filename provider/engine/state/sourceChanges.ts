@@ -12,6 +12,7 @@
 import { Client } from "pg";
 import { CONTROL_SCHEMA } from "../catalog/catalog";
 import { qualified, quoteIdent } from "../core/endpoint";
+import { ensureControlSchema } from "./controlSchema";
 
 export interface SourceChange {
   /** "schema.table" */
@@ -23,13 +24,6 @@ export interface SourceChange {
 }
 
 const S = CONTROL_SCHEMA;
-
-async function ensureTable(tgt: Client): Promise<void> {
-  await tgt.query(`CREATE TABLE IF NOT EXISTS ${S}.source_change (
-    migration text NOT NULL REFERENCES ${S}.migration ON DELETE CASCADE, object text NOT NULL, kind text NOT NULL,
-    change text NOT NULL, undo_sql text NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (migration, kind, object))`);
-}
 
 /** The statement that puts a table's replica identity back as it is now (read on the source). */
 async function currentIdentityUndo(src: Client, schema: string, name: string): Promise<{ was: string; undo: string }> {
@@ -55,7 +49,7 @@ async function currentIdentityUndo(src: Client, schema: string, name: string): P
 export async function setReplicaIdentityFull(src: Client, tgt: Client, migration: string,
   tables: { schema: string; name: string }[]): Promise<SourceChange[]> {
   if (!tables.length) return [];
-  await ensureTable(tgt);
+  await ensureControlSchema(tgt); // source_change: a load resumed on a control schema an older pgferry made
   const out: SourceChange[] = [];
   for (const t of tables) {
     const object = `${t.schema}.${t.name}`;

@@ -2,9 +2,19 @@
  * The control schema `pgferry` on the target: one row per migration, per-table load progress, the
  * schema entries already applied and the objects held back for cutover. Every step records its
  * result here in the same transaction as its effect, so a killed step re-runs to the same result.
+ *
+ * This folder is the only code that queries `pgferry.*`: the migration record here (typed, its phase
+ * changed only along PHASE_TRANSITIONS), the other records in files of their own, the control schema's
+ * own shape in controlSchema.ts (numbered migrations).
  */
 import { Client } from "pg";
-import { CONTROL_SCHEMA } from "../catalog/catalog";
+import { CONTROL_SCHEMA, TableSelection } from "../catalog/catalog";
+import { PgferryError } from "../core/errors";
+import { CDC_MODES, CdcMode, MigrationOptions, OUTPUT_PLUGINS, UNLOGGED_HANDLING } from "../core/options";
+import { controlSchemaExists } from "./controlSchema";
+export { ensureControlSchema, controlSchemaExists, dropControlSchemaIfEmpty, CONTROL_SCHEMA_VERSION } from "./controlSchema";
+export { readTableProgress, tableProgressRecorder } from "./tableProgress";
+export type { TableProgress } from "./tableProgress";
 
 export type Phase =
   | "SchemaSync"      // pre-data being applied
@@ -20,14 +30,14 @@ export type Phase =
 export interface MigrationRecord {
   name: string;
   phase: Phase;
-  mode: string;
+  mode: CdcMode;
   slot: string;
   publication: string;
   subscription: string;
   consistentPoint?: string;
   fenceLsn?: string;
   error?: string;
-  options: Record<string, unknown>;
+  options: MigrationRecordOptions;
   createdAt: Date;
   loadStartedAt?: Date;
   loadFinishedAt?: Date;
@@ -92,71 +102,110 @@ export interface CutoverTimings {
   heldBackMs?: number;
 }
 
-export interface TableProgress {
-  schema: string;
-  table: string;
-  status: "pending" | "copying" | "copied";
-  rows: number;
-  bytes: number;
-  estimatedRows: number;
-  estimatedBytes: number;
-  seconds: number;
+
+/**
+ * What a migration was started with, as its record keeps it (the `options` jsonb): what later steps (the
+ * stream applier, the agent, cutover, drift, rollback, status) must read back rather than be told again.
+ * Every field optional: records made by older releases (or by a SchemaSync resource) lack some.
+ */
+export type MigrationRecordOptions = Partial<Pick<MigrationOptions,
+  "jobs" | "selection" | "replicaIdentityFull" | "sourceHostForTarget" | "plugin" | "unlogged" | "largeObjects">> & {
+  /** wal2json: whether the source's wal2json quotes numbers (probed by start's preflight). */
+  wal2jsonNumericAsString?: boolean;
+  /** A reverse migration (rollback window): the forward migration it belongs to. */
+  reverseOf?: string;
+};
+
+/**
+ * Which phase may follow which (a phase may always be recorded again: a re-run re-records where it is).
+ * SchemaSync → ReadyToCutover: a rollback window's reverse record, which has nothing to load.
+ * Aborted: a reverse record given up (finish, rollback). Completed and Aborted are final.
+ */
+export const PHASE_TRANSITIONS: Readonly<Record<Phase, readonly Phase[]>> = {
+  SchemaSync: ["Loading", "ReadyToCutover", "Aborted"],
+  Loading: ["IndexBuild", "Failed", "Aborted"],
+  Failed: ["Loading", "Aborted"],
+  IndexBuild: ["ReadyToCutover", "Aborted"],
+  ReadyToCutover: ["CuttingOver", "Aborted"],
+  CuttingOver: ["VerifyFailed", "Completed", "ReadyToCutover", "Aborted"],
+  VerifyFailed: ["CuttingOver", "ReadyToCutover", "Aborted"],
+  Completed: [],
+  Aborted: [],
+};
+
+export const PHASES = Object.keys(PHASE_TRANSITIONS) as Phase[];
+
+export function mayFollow(from: Phase, to: Phase): boolean {
+  return from === to || PHASE_TRANSITIONS[from].includes(to);
+}
+
+/** The phases `to` may be written over (itself included). */
+function phasesBefore(to: Phase): Phase[] {
+  return PHASES.filter((from) => mayFollow(from, to));
 }
 
 const S = CONTROL_SCHEMA;
 
-export async function ensureControlSchema(c: Client): Promise<void> {
-  await c.query(`
-    CREATE SCHEMA IF NOT EXISTS ${S};
-    COMMENT ON SCHEMA ${S} IS 'pgferry migration state; safe to drop once every migration here is Completed or Aborted';
-    CREATE TABLE IF NOT EXISTS ${S}.migration (
-      name text PRIMARY KEY, phase text NOT NULL, mode text NOT NULL, slot_name text NOT NULL,
-      publication text NOT NULL, subscription text NOT NULL, consistent_point text, fence_lsn text, error text,
-      options jsonb NOT NULL DEFAULT '{}', created_at timestamptz NOT NULL DEFAULT now(),
-      load_started_at timestamptz, load_finished_at timestamptz, streaming_since timestamptz,
-      freeze_started_at timestamptz, completed_at timestamptz, downtime_ms double precision,
-      source_frozen boolean NOT NULL DEFAULT false, updated_at timestamptz NOT NULL DEFAULT now());
-    CREATE TABLE IF NOT EXISTS ${S}.table_progress (
-      migration text NOT NULL REFERENCES ${S}.migration ON DELETE CASCADE, schema_name text NOT NULL,
-      table_name text NOT NULL, status text NOT NULL DEFAULT 'pending', rows bigint NOT NULL DEFAULT 0,
-      bytes bigint NOT NULL DEFAULT 0, estimated_rows bigint NOT NULL DEFAULT 0, estimated_bytes bigint NOT NULL DEFAULT 0,
-      seconds double precision NOT NULL DEFAULT 0, PRIMARY KEY (migration, schema_name, table_name));
-    CREATE TABLE IF NOT EXISTS ${S}.schema_entry (
-      migration text NOT NULL REFERENCES ${S}.migration ON DELETE CASCADE, section text NOT NULL, ordinal int NOT NULL,
-      kind text NOT NULL, object text NOT NULL, sql text NOT NULL, parallel boolean NOT NULL DEFAULT false,
-      applied boolean NOT NULL DEFAULT false, PRIMARY KEY (migration, section, ordinal));
-    -- stream mode: the applied position, written in the same transaction as the changes it covers
-    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS applied_lsn text;
-    CREATE TABLE IF NOT EXISTS ${S}.apply_stats (
-      migration text NOT NULL REFERENCES ${S}.migration ON DELETE CASCADE, table_name text NOT NULL,
-      inserts bigint NOT NULL DEFAULT 0, updates bigint NOT NULL DEFAULT 0, deletes bigint NOT NULL DEFAULT 0,
-      truncates bigint NOT NULL DEFAULT 0, PRIMARY KEY (migration, table_name));
-    -- cutover: settings the freeze changed (restored exactly by unfreeze), the consumer paused for the gate, timings
-    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS freeze_saved jsonb;
-    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS replication_paused boolean NOT NULL DEFAULT false;
-    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS cutover_timings jsonb;
-    -- rollback window: state and times, on the forward migration's record
-    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS rollback_window text;
-    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS rollback_opened_at timestamptz;
-    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS rollback_closed_at timestamptz;
-    -- stream mode: the applier's last failure (a divergence, or an error it keeps retrying); cleared by its next commit
-    ALTER TABLE ${S}.migration ADD COLUMN IF NOT EXISTS apply_error jsonb;`);
+function corrupt(name: string, what: string, value: unknown): PgferryError {
+  return new PgferryError("state_corrupt", `the record of migration "${name}" in ${S}.migration has ${what} ${JSON.stringify(value)}, ` +
+    `which this pgferry does not know; fix: use the pgferry release that wrote it, or run pgferry cleanup and start again`);
 }
 
-export async function controlSchemaExists(c: Client): Promise<boolean> {
-  const r = await c.query(`SELECT to_regclass('${S}.migration') IS NOT NULL AS ok`);
-  return r.rows[0].ok;
+/** The options jsonb as written by start, SchemaSync or the rollback window, checked field by field. */
+export function parseRecordedOptions(name: string, raw: unknown): MigrationRecordOptions {
+  const o = (raw ?? {}) as Record<string, unknown>;
+  if (typeof o !== "object" || Array.isArray(o)) throw corrupt(name, "options", raw);
+  const out: MigrationRecordOptions = {};
+  const bool = (k: "replicaIdentityFull" | "largeObjects" | "wal2jsonNumericAsString") => {
+    if (o[k] === undefined || o[k] === null) return;
+    if (typeof o[k] !== "boolean") throw corrupt(name, `options.${k}`, o[k]);
+    out[k] = o[k] as boolean;
+  };
+  const str = (k: "sourceHostForTarget" | "reverseOf") => {
+    if (o[k] === undefined || o[k] === null) return;
+    if (typeof o[k] !== "string") throw corrupt(name, `options.${k}`, o[k]);
+    out[k] = o[k] as string;
+  };
+  const oneOf = <T extends string>(k: "plugin" | "unlogged", allowed: readonly T[]): T | undefined => {
+    if (o[k] === undefined || o[k] === null) return undefined;
+    if (!allowed.includes(o[k] as T)) throw corrupt(name, `options.${k}`, o[k]);
+    return o[k] as T;
+  };
+  if (o.jobs !== undefined && o.jobs !== null) {
+    if (typeof o.jobs !== "number") throw corrupt(name, "options.jobs", o.jobs);
+    out.jobs = o.jobs;
+  }
+  if (o.selection !== undefined && o.selection !== null) {
+    const sel = o.selection as Record<string, unknown>;
+    const list = (k: keyof TableSelection): string[] => {
+      const v = sel[k] ?? [];
+      if (!Array.isArray(v) || v.some((x) => typeof x !== "string")) throw corrupt(name, `options.selection.${k}`, v);
+      return v as string[];
+    };
+    if (typeof sel !== "object" || Array.isArray(sel)) throw corrupt(name, "options.selection", sel);
+    out.selection = { schemas: list("schemas"), include: list("include"), exclude: list("exclude") };
+  }
+  bool("replicaIdentityFull"); bool("largeObjects"); bool("wal2jsonNumericAsString");
+  str("sourceHostForTarget"); str("reverseOf");
+  const plugin = oneOf("plugin", OUTPUT_PLUGINS);
+  if (plugin) out.plugin = plugin;
+  const unlogged = oneOf("unlogged", UNLOGGED_HANDLING);
+  if (unlogged) out.unlogged = unlogged;
+  return out;
 }
 
 function toRecord(x: any): MigrationRecord {
+  if (!PHASES.includes(x.phase)) throw corrupt(x.name, "phase", x.phase);
+  if (!CDC_MODES.includes(x.mode)) throw corrupt(x.name, "mode", x.mode);
   return {
     name: x.name, phase: x.phase, mode: x.mode, slot: x.slot_name, publication: x.publication,
     subscription: x.subscription, consistentPoint: x.consistent_point ?? undefined, fenceLsn: x.fence_lsn ?? undefined,
-    error: x.error ?? undefined, options: x.options, createdAt: x.created_at, loadStartedAt: x.load_started_at ?? undefined,
+    error: x.error ?? undefined, options: parseRecordedOptions(x.name, x.options), createdAt: x.created_at, loadStartedAt: x.load_started_at ?? undefined,
     loadFinishedAt: x.load_finished_at ?? undefined, streamingSince: x.streaming_since ?? undefined,
     freezeStartedAt: x.freeze_started_at ?? undefined, completedAt: x.completed_at ?? undefined,
     downtimeMs: x.downtime_ms ?? undefined, sourceFrozen: x.source_frozen,
-    // Absent on a control schema made by an older pgferry until cutover adds the columns.
+    // Absent on a control schema made by an older pgferry until a writer upgrades it (controlSchema.ts):
+    // readers (status) do not upgrade.
     freezeSaved: x.freeze_saved ?? undefined, replicationPaused: x.replication_paused ?? false,
     cutoverTimings: x.cutover_timings ?? undefined, rollbackWindow: x.rollback_window ?? undefined,
     rollbackOpenedAt: x.rollback_opened_at ?? undefined, rollbackClosedAt: x.rollback_closed_at ?? undefined,
@@ -170,10 +219,28 @@ export async function readMigration(c: Client, name: string): Promise<MigrationR
   return r.rows[0] ? toRecord(r.rows[0]) : undefined;
 }
 
+/** A new record, in phase SchemaSync. */
 export async function insertMigration(c: Client, m: Pick<MigrationRecord, "name" | "mode" | "slot" | "publication" | "subscription" | "options">): Promise<void> {
   await c.query(`INSERT INTO ${S}.migration (name, phase, mode, slot_name, publication, subscription, options)
                  VALUES ($1, 'SchemaSync', $2, $3, $4, $5, $6)`,
     [m.name, m.mode, m.slot, m.publication, m.subscription, JSON.stringify(m.options)]);
+}
+
+/** Add to (or overwrite some of) the recorded options, keeping the others. */
+export async function mergeMigrationOptions(c: Client, name: string, options: MigrationRecordOptions): Promise<void> {
+  const r = await c.query(`UPDATE ${S}.migration SET options = options || $2::jsonb WHERE name = $1`, [name, JSON.stringify(options)]);
+  if (!r.rowCount) throw notFound(name);
+}
+
+/** Remove a migration's record (and, by cascade, all its other records); true if there was one. */
+export async function deleteMigration(c: Client, name: string): Promise<boolean> {
+  const r = await c.query(`DELETE FROM ${S}.migration WHERE name = $1`, [name]);
+  return (r.rowCount ?? 0) > 0;
+}
+
+function notFound(name: string): PgferryError {
+  return new PgferryError("not_found", `no record of migration "${name}" in ${S}.migration (removed meanwhile by pgferry cleanup?); ` +
+    `fix: run pgferry status to see what is recorded, and pgferry start to begin again`);
 }
 
 const COLUMNS: Record<string, string> = {
@@ -185,7 +252,11 @@ const COLUMNS: Record<string, string> = {
 };
 const JSON_COLUMNS = new Set(["options", "freezeSaved", "cutoverTimings"]);
 
-/** Update some fields of a migration row; `null` clears a field. */
+/**
+ * Update some fields of a migration row; `null` clears a field. The only writer of the phase: a new phase
+ * is written only over one it may follow (PHASE_TRANSITIONS), checked in the UPDATE itself, so two
+ * processes cannot slip an illegal transition between a read and the write.
+ */
 export async function updateMigration(c: Client, name: string, fields: Partial<{ [K in keyof MigrationRecord]: MigrationRecord[K] | null }>): Promise<void> {
   const keys = Object.keys(fields).filter((k) => COLUMNS[k]);
   if (!keys.length) return;
@@ -194,52 +265,17 @@ export async function updateMigration(c: Client, name: string, fields: Partial<{
     const v = (fields as Record<string, unknown>)[k];
     return JSON_COLUMNS.has(k) && v !== null ? JSON.stringify(v) : v;
   });
-  await c.query(`UPDATE ${S}.migration SET ${sets.join(", ")}, updated_at = now() WHERE name = $1`, [name, ...vals]);
-}
-
-export async function readTableProgress(c: Client, name: string): Promise<TableProgress[]> {
-  const r = await c.query(`SELECT * FROM ${S}.table_progress WHERE migration = $1 ORDER BY schema_name, table_name`, [name]);
-  return r.rows.map((x) => ({ schema: x.schema_name, table: x.table_name, status: x.status, rows: Number(x.rows),
-    bytes: Number(x.bytes), estimatedRows: Number(x.estimated_rows), estimatedBytes: Number(x.estimated_bytes), seconds: x.seconds }));
-}
-
-/**
- * Records the load's finished work in table_progress as it happens (each finished COPY: its table's rows
- * and bytes so far, status copying, or copied with its last COPY), so another process (`pgferry status
- * --watch`, `--serve`) sees tables move during the load; the COPYs still running are read from the
- * target's pg_stat_progress_copy by status. Only finished COPYs are recorded, so the two never count
- * the same rows. Reports arriving together go out as one UPDATE, one write in flight at a time.
- * Recording is advisory: a failed write is ignored, since a broken target connection fails the load
- * on its own.
- */
-export function tableProgressRecorder(c: Client, name: string) {
-  type Row = { schema: string; name: string; rows: number; copiedBytes: number; seconds: number; done: boolean };
-  const latest = new Map<string, Row>();
-  const recorded = new Map<string, string>();
-  let writing: Promise<void> | undefined;
-  const write = async () => {
-    while (latest.size) {
-      const rows = [...latest.values()];
-      latest.clear();
-      await c.query(`UPDATE ${S}.table_progress p SET status = v.status, rows = v.rows, bytes = v.bytes, seconds = v.seconds
-        FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::float8[]) AS v(s, t, status, rows, bytes, seconds)
-        WHERE p.migration = $1 AND p.schema_name = v.s AND p.table_name = v.t`,
-        [name, rows.map((r) => r.schema), rows.map((r) => r.name), rows.map((r) => (r.done ? "copied" : "copying")),
-          rows.map((r) => r.rows), rows.map((r) => r.copiedBytes), rows.map((r) => r.seconds)]).catch(() => undefined);
-    }
-    writing = undefined;
-  };
-  return {
-    note(p: Row) {
-      const key = `${p.schema}.${p.name}`, finished = `${p.rows}/${p.copiedBytes}/${p.done}`;
-      if (recorded.get(key) === finished) return;   // a periodic report of running COPYs: nothing finished since
-      recorded.set(key, finished);
-      latest.set(key, { schema: p.schema, name: p.name, rows: p.rows, copiedBytes: p.copiedBytes, seconds: p.seconds, done: p.done });
-      // setImmediate: reports of the same moment are collected before the write starts.
-      writing ??= new Promise<void>((r) => setImmediate(r)).then(write);
-    },
-    async close() { await writing; },
-  };
+  const to = fields.phase;
+  if (to !== undefined && (to === null || !PHASES.includes(to))) throw new PgferryError("illegal_phase", `no such phase: ${to}`);
+  const guard = to ? ` AND phase = ANY ($${keys.length + 2}::text[])` : "";
+  const r = await c.query(`UPDATE ${S}.migration SET ${sets.join(", ")}, updated_at = now() WHERE name = $1${guard}`,
+    [name, ...vals, ...(to ? [phasesBefore(to)] : [])]);
+  if (r.rowCount) return;
+  const now = (await c.query(`SELECT phase FROM ${S}.migration WHERE name = $1`, [name])).rows[0]?.phase as Phase | undefined;
+  if (!now) throw notFound(name);
+  throw new PgferryError("illegal_phase_transition", `migration "${name}" is in phase ${now}; phase ${to} may not follow it ` +
+    `(after ${now}: ${PHASE_TRANSITIONS[now]?.join(", ") || "nothing, it is final"}). Nothing was recorded; fix: run pgferry status, ` +
+    `and the command its phase calls for`);
 }
 
 /** Serialises pgferry processes working on the same migration (session-level advisory lock on the target). */

@@ -15,15 +15,9 @@
  *    an older pgferry): every table counts as touched.
  */
 import { Client } from "pg";
-import { CONTROL_SCHEMA, TableInfo } from "../catalog/catalog";
-
-const S = CONTROL_SCHEMA;
-
-async function ensureTable(tgt: Client): Promise<void> {
-  await tgt.query(`CREATE TABLE IF NOT EXISTS ${S}.table_activity (
-    migration text NOT NULL REFERENCES ${S}.migration ON DELETE CASCADE, table_name text NOT NULL,
-    changes numeric NOT NULL, PRIMARY KEY (migration, table_name))`);
-}
+import { TableInfo } from "../catalog/catalog";
+import { readActivityBaseline, saveActivityBaseline } from "../state/activityBaseline";
+import { tablesApplied } from "../state/applyProgress";
 
 /** Per leaf/plain table "schema.name": inserted + updated + deleted tuples so far, from the source's statistics. */
 async function sourceActivity(src: Client): Promise<Map<string, bigint>> {
@@ -34,11 +28,8 @@ async function sourceActivity(src: Client): Promise<Map<string, bigint>> {
 
 /** Record the source's counters before the slot exists (changes before it only make the gate hash more). */
 export async function recordActivityBaseline(src: Client, tgt: Client, migration: string): Promise<void> {
-  await ensureTable(tgt);
   const now = await sourceActivity(src);
-  await tgt.query(`DELETE FROM ${S}.table_activity WHERE migration = $1`, [migration]);
-  await tgt.query(`INSERT INTO ${S}.table_activity (migration, table_name, changes) SELECT $1, t, n::numeric FROM unnest($2::text[], $3::text[]) AS v(t, n)`,
-    [migration, [...now.keys()], [...now.values()].map(String)]);
+  await saveActivityBaseline(tgt, migration, now);
 }
 
 /**
@@ -51,16 +42,12 @@ export async function touchedTables(src: Client, tgt: Client, migration: string,
   const leavesOf = (root: string) => tables.filter((t) => t.partitionRoot && `${t.partitionRoot.schema}.${t.partitionRoot.name}` === root)
     .map((t) => `${t.schema}.${t.name}`);
   const add = (name: string) => { out.add(name); for (const l of leavesOf(name)) out.add(l); };
-  const applied = await tgt.query(`SELECT table_name FROM ${S}.apply_stats WHERE migration = $1
-    AND inserts + updates + deletes + truncates > 0`, [migration]).catch(() => ({ rows: [] as { table_name: string }[] }));
-  for (const x of applied.rows) add(x.table_name);
-  const base = await tgt.query(`SELECT table_name, changes::text AS n FROM ${S}.table_activity WHERE migration = $1`, [migration])
-    .catch(() => ({ rows: [] as { table_name: string; n: string }[] }));
-  if (!base.rows.length) {
+  for (const x of await tablesApplied(tgt, migration)) add(x);
+  const before = await readActivityBaseline(tgt, migration);
+  if (!before.size) {
     for (const t of tables) out.add(`${t.schema}.${t.name}`);
     return out;
   }
-  const before = new Map(base.rows.map((x) => [x.table_name, BigInt(x.n)]));
   const now = await sourceActivity(src);
   for (const t of tables) {
     const name = `${t.schema}.${t.name}`;

@@ -33,10 +33,11 @@
 import { parse as losslessParse } from "lossless-json";
 import { Client } from "pg";
 import { Pgoutput } from "pg-logical-replication";
-import { CONTROL_SCHEMA, copyableTables, displayName, migratedTables, TableInfo, TableSelection } from "../../catalog/catalog";
+import { copyableTables, displayName, migratedTables, TableInfo, TableSelection } from "../../catalog/catalog";
 import { connect, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS } from "../../core/endpoint";
 import { PgferryError } from "../../core/errors";
 import { OutputPlugin } from "../../core/options";
+import { readMigration } from "../../state/state";
 
 
 /** Type OIDs wal2json prints as bare numbers; of these, float4, float8 and numeric can be NaN/±Infinity. */
@@ -390,8 +391,7 @@ export interface StreamSetup { plugin: OutputPlugin; selection: TableSelection; 
  * its options by start; pgoutput for records made before the option existed).
  */
 export async function readStreamSetup(tgt: Client, migration: string): Promise<StreamSetup> {
-  const r = await tgt.query(`SELECT options FROM ${CONTROL_SCHEMA}.migration WHERE name = $1`, [migration]);
-  const o = (r.rows[0]?.options ?? {}) as { plugin?: OutputPlugin; selection?: TableSelection; wal2jsonNumericAsString?: boolean };
+  const o = (await readMigration(tgt, migration))?.options ?? {};
   return { plugin: o.plugin ?? "pgoutput", selection: o.selection ?? { schemas: [], include: [], exclude: [] },
     numericAsString: o.wal2jsonNumericAsString === true };
 }

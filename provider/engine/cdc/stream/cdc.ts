@@ -10,6 +10,7 @@ import { bigIntToLsn, lsnToBigInt } from "../../core/lsn";
 import { objectNames } from "../../core/options";
 import { slotInfo } from "../../copy/snapshot";
 import { readMigration } from "../../state/state";
+import { readApplyStats } from "../../state/applyProgress";
 import type { Cdc } from "../cdc";
 import { sleep, waitForSlotInactive } from "../slotConsumer";
 import { readAppliedLsn, StreamApplier } from "./stream";
@@ -52,8 +53,7 @@ export const streamCdc: Cdc = {
   async lag(tgt, name) {
     return {
       appliedLsn: bigIntToLsn(await readAppliedLsn(tgt, name)),
-      applied: (await tgt.query(`SELECT table_name AS table, inserts::float8, updates::float8, deletes::float8, truncates::float8
-        FROM pgferry.apply_stats WHERE migration = $1 ORDER BY 1`, [name])).rows,
+      applied: await readApplyStats(tgt, name),
     };
   },
 

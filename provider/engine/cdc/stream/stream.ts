@@ -15,7 +15,6 @@
  */
 import { Client, QueryResult } from "pg";
 import { LogicalReplicationService, Pgoutput, PgoutputPlugin } from "pg-logical-replication";
-import { CONTROL_SCHEMA } from "../../catalog/catalog";
 import {
   clientConfig, connect, DEFAULT_STALL_TIMEOUT_SEC, destroyClient, endClient, Endpoint, qualified, quoteIdent, stallError, watchStall,
 } from "../../core/endpoint";
@@ -23,6 +22,9 @@ import { PgferryError } from "../../core/errors";
 import { bigIntToLsn, lsnToBigInt } from "../../core/lsn";
 import { openStreamDecoder, Wal2jsonDecoder } from "../decoders/wal2json";
 import { SLOT_LOST_PATTERN, slotLostError } from "../../copy/snapshot";
+import { ensureControlSchema } from "../../state/controlSchema";
+import { appliedPositionSql, readAppliedLsn, recordApplyError, storeAppliedQuery } from "../../state/applyProgress";
+import type { ApplyError } from "../../state/state";
 
 export interface ApplyCounters { inserts: number; updates: number; deletes: number; truncates: number }
 
@@ -53,17 +55,12 @@ type Relation = Pgoutput.MessageRelation;
 const lit = (c: Client, v: unknown) => (v === null ? "NULL" : c.escapeLiteral(String(v)));
 const tableOf = (r: Relation) => qualified(r.schema, r.name);
 
-/** The column the applier records its failure in (a control schema made by an older pgferry lacks it). */
+/** The column the applier records its failure in (a control schema made by an older pgferry lacks it): the control schema brought up to date. */
 export async function ensureApplyErrorColumn(c: Client): Promise<void> {
-  const r = await c.query(`SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('${CONTROL_SCHEMA}.migration') AND attname = 'apply_error'`);
-  if (!r.rowCount) await c.query(`ALTER TABLE ${CONTROL_SCHEMA}.migration ADD COLUMN IF NOT EXISTS apply_error jsonb`);
+  await ensureControlSchema(c);
 }
 
-export async function readAppliedLsn(c: Client, migration: string): Promise<bigint> {
-  const r = await c.query(`SELECT applied_lsn, consistent_point FROM ${CONTROL_SCHEMA}.migration WHERE name = $1`, [migration]);
-  const row = r.rows[0];
-  return lsnToBigInt(row?.applied_lsn ?? row?.consistent_point ?? "0/0");
-}
+export { readAppliedLsn };
 
 /**
  * How a REPLICA IDENTITY FULL row is found on the target, per column. `type` is format_type of the
@@ -616,14 +613,7 @@ export class StreamApplier {
     const lsn = this.pendingLsn;
     const stats = [...this.stats];
     // A commit clears the failure recorded by an earlier session (the change it stopped at applied now).
-    const sql = [`UPDATE ${CONTROL_SCHEMA}.migration SET applied_lsn = ${lit(c, bigIntToLsn(lsn))}, apply_error = NULL, updated_at = now() ` +
-      `WHERE name = ${lit(c, this.o.migration)}`];
-    if (stats.length) {
-      sql.push(`INSERT INTO ${CONTROL_SCHEMA}.apply_stats AS a (migration, table_name, inserts, updates, deletes, truncates) VALUES ` +
-        stats.map(([t, s]) => `(${lit(c, this.o.migration)}, ${lit(c, t)}, ${s.inserts}, ${s.updates}, ${s.deletes}, ${s.truncates})`).join(", ") +
-        ` ON CONFLICT (migration, table_name) DO UPDATE SET inserts = a.inserts + excluded.inserts, updates = a.updates + excluded.updates,
-        deletes = a.deletes + excluded.deletes, truncates = a.truncates + excluded.truncates`);
-    }
+    const sql = appliedPositionSql((v) => lit(c, v), this.o.migration, lsn, stats);
     sql.push("COMMIT");
     this.stats.clear();
     this.inTarget = false;
@@ -643,8 +633,8 @@ export class StreamApplier {
   }
 
   private async storeApplied(lsn: bigint): Promise<void> {
-    await this.send(`UPDATE ${CONTROL_SCHEMA}.migration SET applied_lsn = $2, apply_error = NULL, updated_at = now() WHERE name = $1`,
-      [this.o.migration, bigIntToLsn(lsn)]);
+    const q = storeAppliedQuery(this.o.migration, lsn);
+    await this.send(q.text, q.values);
     this.applied = lsn;
   }
 
@@ -690,10 +680,9 @@ export class StreamApplier {
   private async recordError(err: PgferryError): Promise<void> {
     const c = this.target;
     if (!c) return;
-    const value = { kind: err instanceof DivergenceError ? "divergence" : "error", code: err.code, message: err.message,
+    const value: ApplyError = { kind: err instanceof DivergenceError ? "divergence" : "error", code: err.code, message: err.message,
       at: new Date().toISOString(), appliedLsn: bigIntToLsn(this.applied) };
-    await c.query(`UPDATE ${CONTROL_SCHEMA}.migration SET apply_error = $2 WHERE name = $1`, [this.o.migration, JSON.stringify(value)])
-      .catch(() => undefined);
+    await recordApplyError(c, this.o.migration, value).catch(() => undefined);
   }
 
   /** Roll back the open target transaction once every queued statement has settled. */
