@@ -15,6 +15,7 @@ import { copyLargeObjects, LargeObjectCopy } from "./copy/largeObjects";
 import { lsnToBigInt } from "./core/lsn";
 import { MigrationOptions, objectNames } from "./core/options";
 import { StreamApplier } from "./cdc/stream/stream";
+import { decoderFor } from "./cdc/decoders";
 import { describeSourceChanges, listSourceChanges, restoreSourceChanges, setReplicaIdentityFull, SourceChange } from "./state/sourceChanges";
 import { preflight, PreflightResult } from "./preflight/preflight";
 import { recordActivityBaseline } from "./verify/touched";
@@ -455,7 +456,7 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
       // Before the slot: the cutover gate hashes the tables whose source counters moved since (./touched.ts).
       await recordActivityBaseline(src, tgt, o.name);
       // wal2json decodes every table of the database (filtered by add-tables): no publication.
-      if (o.plugin !== "wal2json") await createPublication(src, names.publication, publishedTables(pf.tables));
+      if (decoderFor(o.plugin).needsPublication) await createPublication(src, names.publication, publishedTables(pf.tables));
       if (o.mode === "subscription") await createSubscription(tgt, source, names.subscription, names.publication, names.slot, o.sourceHostForTarget);
       snap = await createSlotWithSnapshot(source, names.slot, o.plugin, { timeoutSec: o.snapshotTimeoutSec,
         onWait: (blocking, waitedSec) => onEvent({ type: "snapshotWait", waitedSec, blocking, message: `waiting ${waitedSec} s for the ` +

@@ -25,7 +25,8 @@ import { objectNames } from "../core/options";
 import { readAppliedLsn, StreamApplier } from "../cdc/stream/stream";
 import { abandonRollbackWindow, openRollbackWindow, rollbackWindowPreflight, RollbackWindowOpened } from "../rollback/rollback";
 import { applyEntries, applyForeignKeysWhileStreaming } from "../copy/schema";
-import { changesAfterFence, dropPublication, dropSlot, slotInfo, slotLostError, wal2jsonPeekOptions } from "../copy/snapshot";
+import { dropPublication, dropSlot, slotInfo, slotLostError } from "../copy/snapshot";
+import { changesAfterFence } from "../cdc/decoders";
 import {
   CutoverTimings, ensureControlSchema, MigrationRecord, readMigration, SavedSetting, tryLockMigration, updateMigration,
 } from "../state/state";
@@ -282,7 +283,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
         const tCheck = Date.now();
         say("pausing replication and checking that nothing was written after the fence");
         await pauseReplication(ctx);
-        const late = await changesAfterFence(src, names.slot, names.publication, fence, await wal2jsonPeekOptions(src, tgt, o.name));
+        const late = await changesAfterFence(src, tgt, o.name, names.slot, names.publication, fence);
         timings.fenceCheckMs += ms(tCheck);
         await saveTimings();
         if (!late.length) break;

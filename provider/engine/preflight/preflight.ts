@@ -10,7 +10,8 @@ import {
 import { connectReplication, Endpoint, qualified, quoteIdent, quoteLiteral } from "../core/endpoint";
 import { Finding, PgferryError } from "../core/errors";
 import { findPgTools, largeObjectFix, rolesMissingOnTarget } from "../copy/schema";
-import { probeWal2json, readWal2jsonTables, unresolvableTables, wal2jsonInstallFix, Wal2jsonProbe } from "../cdc/decoders/wal2json";
+import { decoderFor } from "../cdc/decoders";
+import { readWal2jsonTables, unresolvableTables, wal2jsonInstallFix, Wal2jsonProbe } from "../cdc/decoders/wal2json";
 
 export interface PreflightOptions {
   selection: TableSelection;
@@ -101,7 +102,8 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
       fix: `ALTER ROLE "${source.user}" WITH REPLICATION; (Azure Flexible Server: GRANT azure_pg_admin and set the REPLICATION attribute)` });
   }
   const wal2json = o.plugin === "wal2json";
-  if (!s.can_create && !s.superuser && !wal2json) {
+  const decoder = decoderFor(o.plugin);
+  if (!s.can_create && !s.superuser && decoder.needsPublication) {
     add({ code: "publication_privilege", server: "source", message: `role "${source.user}" cannot create a publication (needs CREATE on database "${source.database}")`,
       fix: `GRANT CREATE ON DATABASE "${source.database}" TO "${source.user}";` });
   }
@@ -212,7 +214,7 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
     add({ code: "select_privilege", server: "source", objects: unreadable, message: `role "${source.user}" cannot read ${list(unreadable)}`,
       fix: `GRANT SELECT ON ALL TABLES IN SCHEMA … TO "${source.user}";` });
   }
-  if (!s.superuser && !wal2json) {
+  if (!s.superuser && decoder.needsPublication) {
     const notOwned = (await src.query(`SELECT t FROM unnest($1::text[]) t
         WHERE NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = t::regclass), 'USAGE')`,
       [publishedTables(tables).map((t) => qualified(t.schema, t.name))])).rows.map((x) => x.t);
@@ -228,7 +230,7 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
   let wal2jsonProbe: Wal2jsonProbe | undefined;
   if (wal2json && s.wal_level === "logical" && s.can_replicate) {
     try {
-      wal2jsonProbe = await probeWal2json(src);
+      wal2jsonProbe = await decoder.probe(src);
     } catch (e) {
       const err = e as { code?: string; message: string };
       add({ code: "wal2json_check", server: "source", message: `could not check the wal2json plugin on the source: ${err.message}`,
