@@ -13,7 +13,7 @@ import { Monitor, serveMonitor } from "./monitor";
 import { formatStatus, formatTimings, formatWatch, printJson, reportError, reporter } from "./output";
 import { describeSessions } from "../engine/cutover/cutover";
 import { connect, DEFAULT_STALL_TIMEOUT_SEC } from "../engine/core/endpoint";
-import { DEFAULT_SNAPSHOT_TIMEOUT_SEC } from "../engine/core/options";
+import { DEFAULT_SNAPSHOT_TIMEOUT_SEC, OUTPUT_PLUGINS } from "../engine/core/options";
 import { readMigration } from "../engine/state/state";
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -75,7 +75,7 @@ export function buildProgram(): Command {
   program.command("start").description("preflight, copy the schema, load every table consistently, then stream changes (returns once ReadyToCutover)")
     .addOption(sourceOpt()).addOption(targetOpt()).addOption(nameOpt())
     .addOption(new Option("--mode <mode>", "change data capture: subscription (the target applies) or stream (pgferry applies)").choices(["subscription", "stream"]).default("subscription"))
-    .addOption(new Option("--plugin <plugin>", "stream mode's output plugin: pgoutput (needs a publication) or wal2json (for sources without publications)").choices(["pgoutput", "wal2json"]).default("pgoutput"))
+    .addOption(new Option("--plugin <plugin>", "stream mode's output plugin: pgoutput (needs a publication) or wal2json (for sources without publications)").choices(OUTPUT_PLUGINS).default("pgoutput"))
     .option("--jobs <n>", "parallel COPY workers and index builders", int("--jobs"), 4)
     .option("--schema <schema>", "migrate this schema (repeatable; default: all user schemas)", collect, [])
     .option("--include <table>", "only these tables, schema.table (repeatable)", collect, [])
