@@ -98,7 +98,8 @@ test("a handler that throws stops the stream, reported once, nothing after it ha
   let calls = 0;
   const s = await open("fails", () => { calls++; throw new Error("apply failed"); }, (e) => errors.push(e));
   await until("the failure reported", async () => errors.length > 0, 30000);
-  await new Promise((r) => setTimeout(r, 500));
+  await c.query(`INSERT INTO t VALUES (5, 'e')`); // more to stream: none of it may reach the failed handler
+  await new Promise((r) => setTimeout(r, 1000));
   expect(errors.map((e) => (e as Error).message)).toEqual(["apply failed"]);
   expect(calls).toBe(1);
   await s.stream.close();

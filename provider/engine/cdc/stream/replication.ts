@@ -46,6 +46,8 @@ export class ReplicationStream {
   private draining = false;
   private started = false;
   private ended = false;
+  /** A handler or the protocol failed: nothing more is handed over (the socket stays paused until close()). */
+  private failed = false;
 
   constructor(private config: ClientConfig, private h: ReplicationHandlers) {}
 
@@ -81,7 +83,7 @@ export class ReplicationStream {
   }
 
   private receive(chunk: Buffer): void {
-    if (this.ended) return;
+    if (this.ended || this.failed) return;
     const kind = chunk[0];
     if (kind === 0x77 /* w: XLogData */) {
       if (chunk.length < 25) { this.stopWith(new PgferryError("replication_protocol", `an XLogData message of ${chunk.length} bytes (the header alone is 25)`)); return; }
@@ -97,11 +99,11 @@ export class ReplicationStream {
 
   /** Hand queued payloads to onData one at a time, the socket paused meanwhile (backpressure). */
   private drain(): void {
-    if (this.draining || this.ended) return;
+    if (this.draining || this.ended || this.failed) return;
     this.draining = true;
     this.connection?.stream?.pause();
     void (async () => {
-      while (this.queue.length && !this.ended) {
+      while (this.queue.length && !this.ended && !this.failed) {
         const m = this.queue.shift()!;
         try {
           await this.h.onData(m.payload, m.walStart);
@@ -110,13 +112,15 @@ export class ReplicationStream {
         }
       }
       this.draining = false;
-      if (!this.ended) this.connection?.stream?.resume();
+      if (!this.ended && !this.failed) this.connection?.stream?.resume();
     })();
   }
 
   private stopWith(e: unknown): void {
-    if (this.ended) return;
+    if (this.ended || this.failed) return;
+    this.failed = true;
     this.queue = [];
+    this.connection?.stream?.pause();
     this.h.onError(e);
   }
 
