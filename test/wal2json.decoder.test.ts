@@ -5,7 +5,7 @@
  * reason) where wal2json is not installed.
  */
 import { Client } from "pg";
-import { Pgoutput } from "pg-logical-replication";
+import type { Change, ChangeBegin, ChangeCommit, ChangeDelete, ChangeInsert, ChangeRelation, ChangeUpdate } from "../provider/engine/cdc/decoders/change";
 import { LocalServer } from "../provider/embedded/localServer";
 import { quoteLiteral } from "../provider/engine/core/endpoint";
 import {
@@ -62,14 +62,14 @@ afterAll(async () => { await c?.end(); await src?.stop(); });
 maybe("wal2json output converts to the applier's pgoutput messages, values exact", async () => {
   const tables = await readWal2jsonTables(c, TABLES);
   const conv = new Wal2jsonConverter(tables, false);
-  const msgs: Pgoutput.Message[] = [];
+  const msgs: Change[] = [];
   for (const r of rows) {
     const parsed = parseWal2json(r.data);
     const out = conv.convert(parsed);
     for (const m of out) await conv.resolve(c, m);
     // Commit: the end of the commit record is what the applier stores and acknowledges; it is
     // the position the walsender reports for the C message.
-    if (parsed.action === "C") expect((out[0] as Pgoutput.MessageCommit).commitEndLsn).toBe(r.lsn);
+    if (parsed.action === "C") expect((out[0] as ChangeCommit).commitEndLsn).toBe(r.lsn);
     msgs.push(...out);
   }
   // Lossless: JSON.parse would round the numeric.
@@ -89,7 +89,7 @@ maybe("wal2json output converts to the applier's pgoutput messages, values exact
     "begin", "truncate m1", "commit",                                            // a leaf truncate stays a leaf truncate
     "begin", "truncate t", "truncate full1", "commit",
   ]);
-  const [begin, , ins1, ins2, commit] = msgs as [Pgoutput.MessageBegin, Pgoutput.MessageRelation, Pgoutput.MessageInsert, Pgoutput.MessageInsert, Pgoutput.MessageCommit];
+  const [begin, , ins1, ins2, commit] = msgs as [ChangeBegin, ChangeRelation, ChangeInsert, ChangeInsert, ChangeCommit];
   expect(begin.commitLsn).toBe(commit.commitLsn);
   expect(typeof begin.xid).toBe("number");
 
@@ -103,35 +103,35 @@ maybe("wal2json output converts to the applier's pgoutput messages, values exact
   // the row (its key change carries the whole row; the truncate) rewrite it — the target converges.
   expect(ins2.new).toMatchObject({ id: "2", n: null, f: null, r: "1.5", b: "f", j: null, jn: null, arr: "{}", ts: "-infinity", raw: "\\x" });
   // Rows still on the source: NaN, ±Infinity read back by the key; a real NULL stays NULL.
-  const keep = msgs.filter((m) => m.tag === "insert" && m.relation.name === "keep").map((m) => (m as Pgoutput.MessageInsert).new);
+  const keep = msgs.filter((m) => m.tag === "insert" && m.relation.name === "keep").map((m) => (m as ChangeInsert).new);
   expect(keep).toEqual([{ id: "1", f: "NaN", r: "-Infinity", n: null }, { id: "2", f: null, r: "Infinity", n: "NaN" }]);
 
-  const rel = msgs[1] as Pgoutput.MessageRelation;
+  const rel = msgs[1] as ChangeRelation;
   expect(rel).toMatchObject({ schema: "public", name: "t", replicaIdentity: "default", keyColumns: ["id"] });
   expect(rel.columns.map((x) => x.name)).not.toContain("g");
 
   // Update with an unchanged TOAST value: big is absent (left as it is), the key comes from the row.
-  const upd = msgs[6] as Pgoutput.MessageUpdate;
+  const upd = msgs[6] as ChangeUpdate;
   expect("big" in upd.new).toBe(false);
   expect(upd.key).toEqual({ id: "1" });
   expect(upd.new).toMatchObject({ id: "1", n: "1" });
   // Key change: the old key, the new row.
-  const keyChange = msgs[9] as Pgoutput.MessageUpdate;
+  const keyChange = msgs[9] as ChangeUpdate;
   expect(keyChange.key).toEqual({ id: "1" });
   expect(keyChange.new.id).toBe("10");
-  expect((msgs[12] as Pgoutput.MessageDelete).key).toEqual({ id: "2" });
+  expect((msgs[12] as ChangeDelete).key).toEqual({ id: "2" });
 
   // REPLICA IDENTITY FULL: the whole old row (NULL kept), every column a key column, duplicates deleted one by one.
-  const full = msgs.filter((m) => "relation" in m && m.relation.name === "full1") as (Pgoutput.MessageUpdate | Pgoutput.MessageDelete)[];
+  const full = msgs.filter((m) => "relation" in m && m.relation.name === "full1") as (ChangeUpdate | ChangeDelete)[];
   expect(full[0].relation).toMatchObject({ replicaIdentity: "full", keyColumns: ["k", "v", "x"] });
   expect(full[3]).toMatchObject({ tag: "update", key: null, old: { k: "2", v: null, x: "1" }, new: { k: "2", v: "b", x: "1" } });
   expect(full[4]).toMatchObject({ tag: "delete", old: { k: "1", v: "a", x: "0" } });
   expect(full[5]).toMatchObject({ tag: "delete", old: { k: "1", v: "a", x: "0" } });
 
   // A row moving between partitions: DELETE from m1 + INSERT into m2, both applied to the root m.
-  const moved = msgs.filter((m) => (m.tag === "insert" || m.tag === "delete") && m.relation.name === "m") as (Pgoutput.MessageInsert | Pgoutput.MessageDelete)[];
+  const moved = msgs.filter((m) => (m.tag === "insert" || m.tag === "delete") && m.relation.name === "m") as (ChangeInsert | ChangeDelete)[];
   expect(moved.map((m) => [m.tag, m.tag === "insert" ? m.new.at : m.key!.at])).toEqual([["insert", "2024-05-05"], ["delete", "2024-05-05"], ["insert", "2025-05-05"]]);
-  const special = msgs.find((m) => m.tag === "insert" && m.relation.schema === "Sch. x") as Pgoutput.MessageInsert;
+  const special = msgs.find((m) => m.tag === "insert" && m.relation.schema === "Sch. x") as ChangeInsert;
   expect(special.new).toEqual({ K: "7" });
 });
 

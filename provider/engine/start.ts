@@ -15,6 +15,7 @@ import { Finding, PgferryError, testFailpoint } from "./core/errors";
 import { LoadResult, runLoad, TableLoadProgress } from "./copy/load";
 import { copyLargeObjects, LargeObjectCopy } from "./copy/largeObjects";
 import { MigrationOptions, objectNames } from "./core/options";
+import { decoderFor } from "./cdc/decoders";
 import { describeSourceChanges, listSourceChanges, restoreSourceChanges, setReplicaIdentityFull, SourceChange } from "./state/sourceChanges";
 import { preflight, PreflightResult } from "./preflight/preflight";
 import { recordActivityBaseline } from "./verify/touched";
@@ -496,7 +497,7 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
       // Before the slot: the cutover gate hashes the tables whose source counters moved since (./touched.ts).
       await recordActivityBaseline(src, tgt, o.name);
       // wal2json decodes every table of the database (filtered by add-tables): no publication.
-      if (o.plugin !== "wal2json") await createPublication(src, names.publication, publishedTables(pf.tables));
+      if (decoderFor(o.plugin).needsPublication) await createPublication(src, names.publication, publishedTables(pf.tables));
       // Subscription mode: the subscription, disabled (the target reaching the source is proven before the slot exists).
       await cdcFor(o.mode).create({ src, tgt, source, target, name: o.name }, { sourceHostForTarget: o.sourceHostForTarget });
       snap = await createSlotWithSnapshot(source, names.slot, o.plugin, { timeoutSec: o.snapshotTimeoutSec,

@@ -8,7 +8,8 @@ import { cdcFor } from "./cdc/cdc";
 import { connect, Endpoint } from "./core/endpoint";
 import { lsnDiff } from "./core/lsn";
 import { objectNames } from "./core/options";
-import { changesAfterFence, slotInfo, SlotInfo, slotLostError, wal2jsonPeekOptions } from "./copy/snapshot";
+import { slotInfo, SlotInfo, slotLostError } from "./copy/snapshot";
+import { changesAfterFence } from "./cdc/decoders";
 import { CutoverTimings, MigrationRecord, Phase, readMigration, readTableProgress, TableProgress } from "./state/state";
 import { SchemaDifference, schemaDifferences } from "./catalog/drift";
 import { rollbackWindowStatus, RollbackWindowStatus } from "./rollback/rollback";
@@ -137,7 +138,7 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
         else if (countPending && !st.slot.active && m.phase === "ReadyToCutover") {
           // Nobody consumes the slot (stream mode without an agent, a disabled subscription): count what waits
           // in it exactly, by decoding without consuming — bounded, since a large backlog is slow to decode.
-          const pending = await changesAfterFence(src, names.slot, names.publication, done, await wal2jsonPeekOptions(src, tgt, name),
+          const pending = await changesAfterFence(src, tgt, name, names.slot, names.publication, done,
             PENDING_PEEK_LIMIT).catch(() => undefined); // the slot may be taken by an agent meanwhile: leave unknown
           if (pending) {
             st.pendingChanges = pending.reduce((a, t) => a + t.changes, 0);

@@ -7,6 +7,7 @@ import {
   cleanupMigration, cutoverMigration, finishRollbackWindow, migrationOptions, VERIFY_MODES, VerifyMode, migrationStatus, MigrationStatus, objectNames, parseEndpoint, PgferryError, startMigration,
 } from "../engine";
 import { formatFindings } from "../engine/core/errors";
+import type { OutputPlugin } from "../engine/core/options";
 import { addReplicationRuleFor } from "./hbaHandlers";
 import { describeRollbackWindow } from "../engine/rollback/rollback";
 import {
@@ -32,7 +33,7 @@ export const migrationId = (i: MigrationInputs) => `pgferry-migration-${nameOf(i
 
 function options(i: MigrationInputs) {
   return migrationOptions({ name: i.name, mode: i.mode as "subscription" | "stream" | undefined,
-    plugin: i.plugin as "pgoutput" | "wal2json" | undefined, jobs: i.jobs, schemas: i.schemas ?? [],
+    plugin: i.plugin as OutputPlugin | undefined, jobs: i.jobs, schemas: i.schemas ?? [],
     include: i.include ?? [], exclude: i.exclude ?? [], replicaIdentityFull: !!i.replicaIdentityFull, sourceHostForTarget: i.sourceHostForTarget,
     unlogged: i.unlogged as "copy" | "skip" | undefined, largeObjects: i.largeObjects !== false });
 }

@@ -6,10 +6,11 @@
  * through the historic snapshot at each change.
  */
 import { Client } from "pg";
-import { copyableTables, migratedTables, TableInfo } from "../catalog/catalog";
+import { TableInfo } from "../catalog/catalog";
 import { connect, connectReplication, endClient, Endpoint, qualified, quoteIdent, quoteLiteral } from "../core/endpoint";
 import { PgferryError } from "../core/errors";
-import { readStreamSetup, wal2jsonOptions } from "../cdc/decoders/wal2json";
+import { decoderFor } from "../cdc/decoders";
+import type { OutputPlugin } from "../core/options";
 
 export interface SlotSnapshot {
   /** Replication connection that must stay open, and run nothing else, while the snapshot is in use. */
@@ -61,7 +62,7 @@ async function blockingTransactions(c: Client, waitedSec: number, except: number
 }
 
 /** `plugin`: pgoutput (with the publication), or wal2json for stream mode on sources without one. */
-export async function createSlotWithSnapshot(source: Endpoint, slot: string, plugin: "pgoutput" | "wal2json" = "pgoutput",
+export async function createSlotWithSnapshot(source: Endpoint, slot: string, plugin: OutputPlugin = "pgoutput",
   wait: SnapshotWait = {}): Promise<SlotSnapshot> {
   const connection = await connectReplication(source);
   const pid = (connection as unknown as { processID: number }).processID;
@@ -92,7 +93,7 @@ export async function createSlotWithSnapshot(source: Endpoint, slot: string, plu
   })().catch(() => undefined);
   try {
     // The pre-15 syntax: PG 13/14 do not accept the (SNAPSHOT 'export') option list.
-    const r = await connection.query(`CREATE_REPLICATION_SLOT ${quoteIdent(slot)} LOGICAL ${plugin === "wal2json" ? "wal2json" : "pgoutput"} EXPORT_SNAPSHOT`);
+    const r = await connection.query(decoderFor(plugin).createSlotCommand(slot));
     const row = r.rows[0];
     return { connection, consistentPoint: row.consistent_point, snapshotName: row.snapshot_name };
   } catch (e) {
@@ -164,41 +165,4 @@ export async function dropSlot(src: Client, slot: string, waitMs = 10000): Promi
       throw e;
     }
   }
-}
-
-/**
- * Changes to migrated tables that committed at or after the fence and were not applied: read from the
- * slot itself (peeked, not consumed), so only changes that would be replicated count — our own records,
- * autovacuum and checkpoints do not. Empty = the fence held.
- */
-export async function changesAfterFence(src: Client, slot: string, publication: string, fence: string,
-  wal2json?: string[], uptoChanges?: number): Promise<{ table: string; changes: number }[]> {
-  if (wal2json) {
-    // wal2json format-version 2: one JSON object per row; B/C carry the transaction, I/U/D/T name the table.
-    const r = await src.query(`
-      WITH c AS (SELECT lsn, xid, data::json AS j FROM pg_logical_slot_peek_changes($1, NULL, $4::int, VARIADIC $2::text[])),
-      late AS (SELECT DISTINCT xid FROM c WHERE j->>'action' = 'C' AND lsn >= $3::pg_lsn)
-      SELECT (j->>'schema') || '.' || (j->>'table') AS table, count(*)::int AS changes
-      FROM c WHERE j->>'action' IN ('I', 'U', 'D', 'T') AND xid IN (SELECT xid FROM late) GROUP BY 1 ORDER BY 1`, [slot, wal2json, fence, uptoChanges ?? null]);
-    return r.rows;
-  }
-  // pgoutput messages: B(egin) C(ommit) I U D (relation oid in bytes 2-5) T(runcate: first oid in bytes 7-10).
-  const r = await src.query(`
-    WITH c AS (SELECT lsn, xid, data FROM pg_logical_slot_peek_binary_changes($1, NULL, $4::int, 'proto_version', '1', 'publication_names', $2)),
-    late AS (SELECT DISTINCT xid FROM c WHERE get_byte(data, 0) = 67 AND lsn >= $3::pg_lsn),
-    ch AS (SELECT CASE WHEN get_byte(data, 0) = 84 THEN substring(data FROM 7 FOR 4) ELSE substring(data FROM 2 FOR 4) END AS rel
-      FROM c WHERE get_byte(data, 0) IN (73, 85, 68, 84) AND xid IN (SELECT xid FROM late))
-    SELECT coalesce(n.nspname || '.' || k.relname, 'relation ' || x.oid) AS table, count(*)::int AS changes
-    FROM (SELECT ('x' || lpad(encode(rel, 'hex'), 16, '0'))::bit(64)::bigint::oid AS oid FROM ch) x
-    LEFT JOIN pg_class k ON k.oid = x.oid LEFT JOIN pg_namespace n ON n.oid = k.relnamespace
-    GROUP BY 1 ORDER BY 1`, [slot, publication, fence, uptoChanges ?? null]);
-  return r.rows;
-}
-
-/** The slot's wal2json options (as the applier streams with them), or undefined for pgoutput. */
-export async function wal2jsonPeekOptions(src: Client, tgt: Client, name: string): Promise<string[] | undefined> {
-  const setup = await readStreamSetup(tgt, name);
-  if (setup.plugin !== "wal2json") return undefined;
-  const tables = copyableTables(await migratedTables(src, setup.selection)).map((t) => ({ schema: t.schema, name: t.name }));
-  return wal2jsonOptions(tables, setup.numericAsString).flat();
 }

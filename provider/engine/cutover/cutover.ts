@@ -27,7 +27,8 @@ import { objectNames } from "../core/options";
 import { runPipeline, Step, StepClock, StepOutcome } from "../core/pipeline";
 import { rollbackWindowPreflight, rollbackWindowStep, RollbackWindowOpened, RollbackWindowStepContext } from "../rollback/window";
 import { applyEntries, applyForeignKeysWhileStreaming } from "../copy/schema";
-import { changesAfterFence, dropPublication, dropSlot, slotInfo, slotLostError, wal2jsonPeekOptions } from "../copy/snapshot";
+import { dropPublication, dropSlot, slotInfo, slotLostError } from "../copy/snapshot";
+import { changesAfterFence } from "../cdc/decoders";
 import {
   CutoverTimings, ensureControlSchema, MigrationRecord, readMigration, SavedSetting, tryLockMigration, updateMigration,
 } from "../state/state";
@@ -390,7 +391,7 @@ async function fenceRounds(r: CutoverRun, clock: StepClock): Promise<void> {
     const late = await clock.add("fenceCheckMs", async () => {
       r.say("pausing replication and checking that nothing was written after the fence");
       await pauseReplication(r);
-      return changesAfterFence(src, names.slot, names.publication, fence, await wal2jsonPeekOptions(src, tgt, name));
+      return changesAfterFence(src, tgt, name, names.slot, names.publication, fence);
     });
     await r.saveTimings();
     if (!late.length) return;

@@ -10,7 +10,9 @@ import {
 import { connectReplication, Endpoint, qualified, quoteIdent, quoteLiteral } from "../core/endpoint";
 import { Finding, PgferryError } from "../core/errors";
 import { findPgTools, largeObjectFix, rolesMissingOnTarget } from "../copy/schema";
-import { probeWal2json, readWal2jsonTables, unresolvableTables, wal2jsonInstallFix, Wal2jsonProbe } from "../cdc/decoders/wal2json";
+import { decoderFor } from "../cdc/decoders";
+import { Decoder } from "../cdc/decoders/decoder";
+import { readWal2jsonTables, unresolvableTables, wal2jsonInstallFix, Wal2jsonProbe } from "../cdc/decoders/wal2json";
 
 export interface PreflightOptions {
   selection: TableSelection;
@@ -61,6 +63,8 @@ export interface PreflightRun {
   sourceVersion: number;
   targetVersion: number;
   wal2json: boolean;
+  /** The output plugin's decoder (whether it needs a publication; its probe). */
+  decoder: Decoder;
   /** The source's replication settings and privileges (source-settings). */
   s?: any; // eslint-disable-line @typescript-eslint/no-explicit-any
   schemas?: string[];
@@ -83,7 +87,7 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
   const findings: Finding[] = [];
   const add = (f: Omit<Finding, "severity"> & { severity?: Finding["severity"] }) => { findings.push({ severity: "error", ...f }); };
   const r: PreflightRun = { src, tgt, source, target, o, add, sourceVersion: await serverVersionNum(src), targetVersion: await serverVersionNum(tgt),
-    wal2json: o.plugin === "wal2json" };
+    wal2json: o.plugin === "wal2json", decoder: decoderFor(o.plugin) };
   for (const check of PREFLIGHT_CHECKS) await check.run(r);
   return {
     findings, ok: !findings.some((f) => f.severity === "error"), sourceVersion: r.sourceVersion, targetVersion: r.targetVersion, schemas: r.schemas!,
@@ -116,7 +120,7 @@ export const PREFLIGHT_CHECKS: PreflightCheck[] = [
     /** The source's replication settings and privileges. */
     name: "source-settings",
     async run(r) {
-      const { src, source, o, add, wal2json } = r;
+      const { src, source, o, add, decoder } = r;
       const s = (await src.query(`SELECT current_setting('wal_level') AS wal_level,
           (SELECT pending_restart FROM pg_settings WHERE name = 'wal_level') AS wal_level_pending,
           current_setting('max_replication_slots')::int AS max_slots,
@@ -150,7 +154,7 @@ export const PREFLIGHT_CHECKS: PreflightCheck[] = [
         add({ code: "replication_privilege", server: "source", message: `role "${source.user}" may not use replication on the source`,
           fix: `ALTER ROLE "${source.user}" WITH REPLICATION; (Azure Flexible Server: GRANT azure_pg_admin and set the REPLICATION attribute)` });
       }
-      if (!s.can_create && !s.superuser && !wal2json) {
+      if (!s.can_create && !s.superuser && decoder.needsPublication) {
         add({ code: "publication_privilege", server: "source", message: `role "${source.user}" cannot create a publication (needs CREATE on database "${source.database}")`,
           fix: `GRANT CREATE ON DATABASE "${source.database}" TO "${source.user}";` });
       }
@@ -326,10 +330,10 @@ export const PREFLIGHT_CHECKS: PreflightCheck[] = [
     /** The source role may publish every table. */
     name: "publication-owner",
     async run(r) {
-      const { src, source, add, wal2json } = r;
+      const { src, source, add, decoder } = r;
       const s = r.s!;
       const tables = r.tables!;
-      if (!s.superuser && !wal2json) {
+      if (!s.superuser && decoder.needsPublication) {
         const notOwned = (await src.query(`SELECT t FROM unnest($1::text[]) t
             WHERE NOT pg_has_role((SELECT relowner FROM pg_class WHERE oid = t::regclass), 'USAGE')`,
           [publishedTables(tables).map((t) => qualified(t.schema, t.name))])).rows.map((x) => x.t);
@@ -345,14 +349,14 @@ export const PREFLIGHT_CHECKS: PreflightCheck[] = [
     /** With --plugin wal2json: the source loads it, and what this version writes can be read back. */
     name: "wal2json",
     async run(r) {
-      const { src, add, sourceVersion, wal2json } = r;
+      const { src, add, sourceVersion, wal2json, decoder } = r;
       const s = r.s!;
       const tables = r.tables!;
       // slot shows that (it is a shared library, not an extension), so a temporary one is made and dropped.
       let wal2jsonProbe: Wal2jsonProbe | undefined;
       if (wal2json && s.wal_level === "logical" && s.can_replicate) {
         try {
-          wal2jsonProbe = await probeWal2json(src);
+          wal2jsonProbe = await decoder.probe(src);
         } catch (e) {
           const err = e as { code?: string; message: string };
           add({ code: "wal2json_check", server: "source", message: `could not check the wal2json plugin on the source: ${err.message}`,

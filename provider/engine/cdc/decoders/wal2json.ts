@@ -1,10 +1,10 @@
 /**
  * Stream mode with the `wal2json` output plugin: for sources where a publication cannot be created
  * (pgoutput needs one), e.g. a role that may replicate but not CREATE in the database, or a managed
- * source that offers wal2json. One applier serves both plugins: this module turns wal2json's
- * format-version 2 output into the same messages pg-logical-replication's pgoutput parser produces
- * (begin / relation / insert / update / delete / truncate / commit), so StreamApplier applies them
- * unchanged, with the same exactly-once and ack rules.
+ * source that offers wal2json. One applier serves both plugins: this decoder turns wal2json's
+ * format-version 2 output into pgferry's change type (./change.ts: begin / relation / insert / update /
+ * delete / truncate / commit), as the pgoutput decoder does, so StreamApplier applies them unchanged,
+ * with the same exactly-once and ack rules.
  *
  * What wal2json 2.x emits (wal2json.c, checked against real output of 2.5 in the unit tests):
  *  - one JSON object per XLogData: {"action":"B"|"C", "xid", "timestamp", "lsn", "nextlsn"} with
@@ -32,11 +32,12 @@
  */
 import { parse as losslessParse } from "lossless-json";
 import { Client } from "pg";
-import { Pgoutput } from "pg-logical-replication";
-import { copyableTables, displayName, migratedTables, TableInfo, TableSelection } from "../../catalog/catalog";
+import { CONTROL_SCHEMA, copyableTables, displayName, migratedTables, TableInfo, TableSelection } from "../../catalog/catalog";
 import { connect, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS } from "../../core/endpoint";
 import { PgferryError } from "../../core/errors";
-import { OutputPlugin } from "../../core/options";
+import type { OutputPlugin } from "../../core/options";
+import type { Change, ChangeRelation, ReplicaIdentity, RowChange } from "./change";
+import type { Decoder, DecoderProbe, DecoderSession, FenceChanges, StreamSetup } from "./decoder";
 import { readMigration } from "../../state/state";
 
 
@@ -97,14 +98,14 @@ export interface Wal2jsonTable {
   name: string;
   /** Where its rows are applied: the partition root (so target partitioning may differ), else itself. */
   applyTo: { schema: string; name: string };
-  replicaIdentity: Pgoutput.MessageRelation["replicaIdentity"];
+  replicaIdentity: ReplicaIdentity;
   /** Replica identity columns; every column under REPLICA IDENTITY FULL (as pgoutput reports them). */
   keyColumns: string[];
   columns: { name: string; typeOid: number }[];
   generated: Set<string>;
 }
 
-const RI: Record<string, Pgoutput.MessageRelation["replicaIdentity"]> = { d: "default", n: "nothing", f: "full", i: "index" };
+const RI: Record<string, ReplicaIdentity> = { d: "default", n: "nothing", f: "full", i: "index" };
 
 /** Catalog facts for the given tables (leaves and plain tables), on the source. */
 export async function readWal2jsonTables(src: Client, tables: { schema: string; name: string }[]): Promise<Map<string, Wal2jsonTable>> {
@@ -153,7 +154,7 @@ export function unresolvableTables(tables: Iterable<Wal2jsonTable>): string[] {
   return out;
 }
 
-export interface Wal2jsonProbe { available: boolean; numericAsString: boolean; error?: string }
+export type Wal2jsonProbe = DecoderProbe;
 
 /**
  * Is wal2json loadable on the source, and does it know numeric-data-types-as-string (2.6+)? A
@@ -192,8 +193,7 @@ export async function probeWal2json(src: Client, timeoutMs = 20000): Promise<Wal
   }
 }
 
-type Relation = Pgoutput.MessageRelation;
-type RowChange = Pgoutput.MessageInsert | Pgoutput.MessageUpdate | Pgoutput.MessageDelete;
+type Relation = ChangeRelation;
 
 /** Columns whose null may stand for NaN/±Infinity, per converted change. */
 const ambiguousOf = new WeakMap<RowChange, string[]>();
@@ -227,8 +227,7 @@ export class Wal2jsonConverter {
       r = {
         tag: "relation", relationOid: 0, schema: t.applyTo.schema, name: t.applyTo.name, replicaIdentity: t.replicaIdentity,
         keyColumns: t.keyColumns,
-        columns: t.columns.map((c) => ({ name: c.name, flags: t.keyColumns.includes(c.name) ? 1 : 0, typeOid: c.typeOid, typeMod: -1,
-          typeSchema: null, typeName: null, parser: (x: unknown) => x })),
+        columns: t.columns.map((c) => ({ name: c.name, flags: t.keyColumns.includes(c.name) ? 1 : 0, typeOid: c.typeOid, typeMod: -1 })),
       };
       this.relations.set(key, r);
     }
@@ -237,7 +236,7 @@ export class Wal2jsonConverter {
 
   /** Column values as the text the applier writes; `ambiguous` collects float/numeric nulls. */
   private values(t: Wal2jsonTable, cols: Wal2jsonColumn[], ambiguous?: string[]): Record<string, string | null> {
-    const out: Record<string, string | null> = {};
+    const out: Record<string, string | null> = Object.create(null); // a column may be called __proto__
     for (const c of cols) {
       if (t.generated.has(c.name)) continue;
       const oid = Number(c.typeoid);
@@ -252,8 +251,22 @@ export class Wal2jsonConverter {
     return out;
   }
 
-  /** The pgoutput-shaped messages for one wal2json message (a relation message first, once per table). */
-  convert(m: Wal2jsonMessage): Pgoutput.Message[] {
+  /**
+   * One XLogData payload of the slot (a wal2json format-version 2 object) → pgferry changes. Raises only
+   * PgferryError: text that is not such an object, or fields of the wrong type, are refused by name.
+   */
+  decode(bytes: Buffer): Change[] {
+    let m: unknown;
+    try {
+      m = parseWal2json(bytes.toString("utf8"));
+    } catch (e) {
+      throw wal2jsonDecodeError(`not JSON (${(e as Error).message})`);
+    }
+    return this.convert(checkWal2json(m));
+  }
+
+  /** The changes for one wal2json message (a relation message first, once per table). */
+  convert(m: Wal2jsonMessage): Change[] {
     switch (m.action) {
       case "B":
         return [{ tag: "begin", commitLsn: m.lsn ?? null, commitTime: micros(m.timestamp), xid: Number(m.xid ?? 0) }];
@@ -271,7 +284,7 @@ export class Wal2jsonConverter {
       case "I": case "U": case "D": {
         const t = this.table(m);
         const relation = this.relation(t);
-        const out: Pgoutput.Message[] = [];
+        const out: Change[] = [];
         const key = `${t.schema}.${t.name}`;
         if (!this.announced.has(key)) { this.announced.add(key); out.push(relation); }
         const ambiguous: string[] = [];
@@ -306,7 +319,7 @@ export class Wal2jsonConverter {
    * stream rewrites it (every UPDATE carries the whole new row), so the target converges on the
    * source; a genuine NULL reads back as NULL.
    */
-  async resolve(src: Client, m: Pgoutput.Message): Promise<void> {
+  async resolve(src: Client, m: Change): Promise<void> {
     if (m.tag !== "insert" && m.tag !== "update") return;
     const cols = ambiguousOf.get(m);
     if (!cols?.length) return;
@@ -330,51 +343,65 @@ function micros(ts: string | undefined): bigint {
   return Number.isNaN(ms) ? 0n : BigInt(ms) * 1000n;
 }
 
-/**
- * A plugin object for pg-logical-replication's LogicalReplicationService (its AbstractPlugin shape:
- * name, start, parse). parse() only parses losslessly; conversion needs the catalog and happens in
- * Wal2jsonDecoder.prepare (async), before the applier sees the messages.
- */
-export class Wal2jsonPlugin {
-  readonly name = "wal2json";
-  constructor(readonly options: { tables: { schema: string; name: string }[]; numericAsString: boolean }) {}
-  start(client: Client, slot: string, lsn: string): Promise<unknown> {
-    const opts = wal2jsonOptions(this.options.tables, this.options.numericAsString).map(([k, v]) => `${quoteIdent(k)} ${quoteLiteral(v)}`);
-    return client.query(`START_REPLICATION SLOT ${quoteIdent(slot)} LOGICAL ${lsn} (${opts.join(", ")})`);
-  }
-  parse(buffer: Buffer): Wal2jsonMessage {
-    return parseWal2json(buffer.toString("utf8"));
-  }
+/** The START_REPLICATION command for wal2json with pgferry's options. */
+export function wal2jsonStartReplication(slot: string, lsn: string, tables: { schema: string; name: string }[], numericAsString: boolean): string {
+  const opts = wal2jsonOptions(tables, numericAsString).map(([k, v]) => `${quoteIdent(k)} ${quoteLiteral(v)}`);
+  return `START_REPLICATION SLOT ${quoteIdent(slot)} LOGICAL ${lsn} (${opts.join(", ")})`;
 }
 
-/**
- * Everything stream.ts needs for a wal2json session: the plugin for the replication service, the
- * connection settings for it, and prepare() turning each parsed message into applier messages.
- */
-export class Wal2jsonDecoder {
-  /** bytea_output=hex: wal2json strips the first two characters ("\x") of bytea's text output. */
-  readonly connection = { options: `${SESSION_GUCS} -c bytea_output=hex` };
-  private constructor(private src: Client, private converter: Wal2jsonConverter, readonly plugin: Wal2jsonPlugin) {}
+function wal2jsonDecodeError(what: string): PgferryError {
+  return new PgferryError("decode_failed", `could not decode a wal2json message: ${what}. Nothing from it was applied or acknowledged. ` +
+    `Fix: check that the slot was created with the wal2json plugin (format-version 2); if it persists, run pgferry cleanup and start ` +
+    `again, and report the message`);
+}
 
-  /**
-   * Open for the tables of a migration: reads their catalog facts once, on a source session of its own
-   * (also used to resolve ambiguous nulls). `numericAsString`: what preflight found the plugin supports.
-   */
-  static async open(source: Endpoint, setup: StreamSetup): Promise<Wal2jsonDecoder> {
-    const src = await connect(source, { application_name: "pgferry wal2json catalog" });
-    try {
-      const leaves = copyableTables(await migratedTables(src, setup.selection)).map((t: TableInfo) => ({ schema: t.schema, name: t.name }));
-      const tables = await readWal2jsonTables(src, leaves);
-      return new Wal2jsonDecoder(src, new Wal2jsonConverter(tables, setup.numericAsString),
-        new Wal2jsonPlugin({ tables: leaves, numericAsString: setup.numericAsString }));
-    } catch (e) {
-      await src.end().catch(() => undefined);
-      throw e;
+/** The fields pgferry reads, checked for type: anything else in the JSON is refused as a PgferryError, never a TypeError later. */
+function checkWal2json(m: unknown): Wal2jsonMessage {
+  if (typeof m !== "object" || m === null || Array.isArray(m)) throw wal2jsonDecodeError("not a JSON object");
+  const o = m as Record<string, unknown>;
+  if (typeof o.action !== "string") throw wal2jsonDecodeError("no action");
+  for (const f of ["timestamp", "schema", "table"]) {
+    if (o[f] !== undefined && typeof o[f] !== "string") throw wal2jsonDecodeError(`${f} is not a string`);
+  }
+  for (const f of ["lsn", "nextlsn"]) {
+    if (o[f] !== undefined && (typeof o[f] !== "string" || !/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(o[f] as string))) throw wal2jsonDecodeError(`${f} is not an LSN`);
+  }
+  if (o.xid !== undefined && typeof o.xid !== "string" && typeof o.xid !== "number") throw wal2jsonDecodeError("xid is not a number");
+  if ("IUDT".includes(o.action) && (typeof o.schema !== "string" || typeof o.table !== "string")) {
+    throw wal2jsonDecodeError(`a change (${o.action}) without schema and table`);
+  }
+  for (const f of ["columns", "identity"]) {
+    const cols = o[f];
+    if (cols === undefined) continue;
+    if (!Array.isArray(cols)) throw wal2jsonDecodeError(`${f} is not a list`);
+
+    for (const c of cols) {
+      const col = c as Record<string, unknown> | null;
+      if (typeof col !== "object" || col === null || typeof col.name !== "string") throw wal2jsonDecodeError(`${f} has an entry without a name`);
+      if (!(col.value === null || typeof col.value === "string" || typeof col.value === "boolean")) {
+        throw wal2jsonDecodeError(`${f} has a value that is neither text, a number, a boolean nor null`);
+      }
+      if (col.typeoid !== undefined && typeof col.typeoid !== "string" && typeof col.typeoid !== "number") {
+        throw wal2jsonDecodeError(`${f} has a typeoid that is not a number`);
+      }
     }
   }
+  return o as unknown as Wal2jsonMessage;
+}
 
-  async prepare(m: Wal2jsonMessage): Promise<Pgoutput.Message[]> {
-    const out = this.converter.convert(m);
+/** A wal2json stream session: the catalog facts of the migrated tables, and a source session to resolve ambiguous nulls. */
+class Wal2jsonSession implements DecoderSession {
+  /** bytea_output=hex: wal2json strips the first two characters ("\x") of bytea's text output. */
+  readonly connectionOptions = `${SESSION_GUCS} -c bytea_output=hex`;
+  constructor(private src: Client, private converter: Wal2jsonConverter, private tables: { schema: string; name: string }[],
+    private numericAsString: boolean) {}
+
+  startReplication(slot: string, lsn: string): string {
+    return wal2jsonStartReplication(slot, lsn, this.tables, this.numericAsString);
+  }
+
+  async decode(bytes: Buffer): Promise<Change[]> {
+    const out = this.converter.decode(bytes);
     for (const x of out) await this.converter.resolve(this.src, x);
     return out;
   }
@@ -384,7 +411,47 @@ export class Wal2jsonDecoder {
   }
 }
 
-export interface StreamSetup { plugin: OutputPlugin; selection: TableSelection; numericAsString: boolean }
+/** The migrated tables wal2json names (leaves of partitioned tables), read on the source. */
+async function streamedTables(src: Client, setup: StreamSetup): Promise<{ schema: string; name: string }[]> {
+  return copyableTables(await migratedTables(src, setup.selection)).map((t: TableInfo) => ({ schema: t.schema, name: t.name }));
+}
+
+export const wal2jsonDecoder: Decoder = {
+  plugin: "wal2json",
+  // wal2json decodes every table of the database (filtered by add-tables): no publication.
+  needsPublication: false,
+  createSlotCommand: (slot: string) => `CREATE_REPLICATION_SLOT ${quoteIdent(slot)} LOGICAL wal2json EXPORT_SNAPSHOT`,
+  probe: (src: Client) => probeWal2json(src),
+  /**
+   * Opens for the tables of a migration: reads their catalog facts once, on a source session of its own
+   * (also used to resolve ambiguous nulls). `numericAsString`: what preflight found the plugin supports.
+   */
+  async open(source: Endpoint, setup: StreamSetup): Promise<DecoderSession> {
+    const src = await connect(source, { application_name: "pgferry wal2json catalog" });
+    try {
+      const leaves = await streamedTables(src, setup);
+      const tables = await readWal2jsonTables(src, leaves);
+      return new Wal2jsonSession(src, new Wal2jsonConverter(tables, setup.numericAsString), leaves, setup.numericAsString);
+    } catch (e) {
+      await src.end().catch(() => undefined);
+      throw e;
+    }
+  },
+  async changesAfterFence(src: Client, _tgt: Client, setup: StreamSetup, slot: string, _publication: string, fence: string,
+    uptoChanges?: number): Promise<FenceChanges> {
+    // The slot's wal2json options as the applier streams with them. Format-version 2: one JSON object per
+    // row; B/C carry the transaction, I/U/D/T name the table.
+    const opts = wal2jsonOptions(await streamedTables(src, setup), setup.numericAsString).flat();
+    const r = await src.query(`
+      WITH c AS (SELECT lsn, xid, data::json AS j FROM pg_logical_slot_peek_changes($1, NULL, $4::int, VARIADIC $2::text[])),
+      late AS (SELECT DISTINCT xid FROM c WHERE j->>'action' = 'C' AND lsn >= $3::pg_lsn)
+      SELECT (j->>'schema') || '.' || (j->>'table') AS table, count(*)::int AS changes
+      FROM c WHERE j->>'action' IN ('I', 'U', 'D', 'T') AND xid IN (SELECT xid FROM late) GROUP BY 1 ORDER BY 1`, [slot, opts, fence, uptoChanges ?? null]);
+    return r.rows;
+  },
+};
+
+export type { StreamSetup } from "./decoder";
 
 /**
  * The output plugin, table selection and wal2json capability a migration was started with (stored in
@@ -394,10 +461,4 @@ export async function readStreamSetup(tgt: Client, migration: string): Promise<S
   const o = (await readMigration(tgt, migration))?.options ?? {};
   return { plugin: o.plugin ?? "pgoutput", selection: o.selection ?? { schemas: [], include: [], exclude: [] },
     numericAsString: o.wal2jsonNumericAsString === true };
-}
-
-/** The wal2json decoder for a migration started with --plugin wal2json, else undefined (pgoutput). */
-export async function openStreamDecoder(source: Endpoint, tgt: Client, migration: string): Promise<Wal2jsonDecoder | undefined> {
-  const setup = await readStreamSetup(tgt, migration);
-  return setup.plugin === "wal2json" ? Wal2jsonDecoder.open(source, setup) : undefined;
 }

@@ -1,26 +1,32 @@
 /**
- * Change data capture, mode `stream`: pgferry reads the slot itself (pg-logical-replication, pgoutput)
- * and applies the changes with pg, for targets that cannot host a subscription or reach the source.
+ * Change data capture, mode `stream`: pgferry reads the slot itself (./replication.ts, our own client of
+ * the streaming replication protocol), decodes it with the migration's decoder (../decoders: pgoutput or
+ * wal2json, both into pgferry's change type) and applies the changes with pg, for targets that cannot
+ * host a subscription or reach the source.
  *
- * The library is wrapped so none of its traps (../shared/notes/cdc.md §2) can lose data:
- *  - acknowledge { auto: false, timeoutSeconds: 0 }: no library ack, no timer ack of unapplied LSNs;
- *  - our acks compensate its +1 (it reports lsn+1), and only report what the target committed;
- *  - every (re)start passes the stored applied LSN explicitly, on a new service each time;
+ * The rules that keep it exactly once (../shared/notes/cdc.md §2 lists the library traps they replace):
+ *  - only what the target committed is acknowledged, and exactly that position (no +1, no timer ack of
+ *    what was merely received);
+ *  - every (re)start passes the stored applied LSN explicitly, on a new connection each time;
  *  - START_REPLICATION is sent without the `messages` option (PostgreSQL 13 rejects it);
- *  - values stay raw text (the default parsers lose microseconds, big jsonb numbers, JSON null…);
- *  - flowControl on: the socket pauses while we apply, so memory stays bounded whatever the
+ *  - values stay raw text (parsing loses microseconds, big jsonb numbers, JSON null…);
+ *  - flow control: the socket pauses while we apply, so memory stays bounded whatever the
  *    transaction size; a failing handler stops the stream instead of skipping to the next message.
  * Exactly once: the applied position is written on the target in the same transaction as the
  * changes it covers; source transactions at or below it are skipped after a restart.
  */
 import { Client, QueryResult } from "pg";
-import { LogicalReplicationService, Pgoutput, PgoutputPlugin } from "pg-logical-replication";
+import { CONTROL_SCHEMA } from "../../catalog/catalog";
 import {
-  clientConfig, connect, DEFAULT_STALL_TIMEOUT_SEC, destroyClient, endClient, Endpoint, qualified, quoteIdent, stallError, watchStall,
+  clientConfig, connect, DEFAULT_STALL_TIMEOUT_SEC, endClient, Endpoint, qualified, quoteIdent, stallError, watchStall,
 } from "../../core/endpoint";
 import { PgferryError } from "../../core/errors";
 import { bigIntToLsn, lsnToBigInt } from "../../core/lsn";
-import { openStreamDecoder, Wal2jsonDecoder } from "../decoders/wal2json";
+import { decoderFor } from "../decoders";
+import type { ChangeDelete, ChangeInsert, ChangeRelation, ChangeUpdate, Change, RowChange } from "../decoders/change";
+import type { DecoderSession } from "../decoders/decoder";
+import { readStreamSetup } from "../decoders/wal2json";
+import { ReplicationStream } from "./replication";
 import { SLOT_LOST_PATTERN, slotLostError } from "../../copy/snapshot";
 import { ensureControlSchema } from "../../state/controlSchema";
 import { appliedPositionSql, readAppliedLsn, recordApplyError, storeAppliedQuery } from "../../state/applyProgress";
@@ -51,7 +57,7 @@ export interface StreamOptions {
   stallTimeoutSec?: number;
 }
 
-type Relation = Pgoutput.MessageRelation;
+type Relation = ChangeRelation;
 const lit = (c: Client, v: unknown) => (v === null ? "NULL" : c.escapeLiteral(String(v)));
 const tableOf = (r: Relation) => qualified(r.schema, r.name);
 
@@ -95,7 +101,7 @@ export function describeKey(ident: Record<string, unknown>, cols: string[]): str
   return `(${shown.join(", ")})`;
 }
 
-function identOf(m: Pgoutput.MessageUpdate | Pgoutput.MessageDelete): Record<string, unknown> {
+function identOf(m: ChangeUpdate | ChangeDelete): Record<string, unknown> {
   return m.tag === "update"
     ? (m.old ?? m.key ?? Object.fromEntries(m.relation.keyColumns.map((k) => [k, m.new[k]])))
     : ((m.old ?? m.key) as Record<string, unknown>);
@@ -118,7 +124,7 @@ function fullMatch(c: Client, col: string, v: unknown, meta: ColumnMeta | undefi
  * physical row (tableoid too: ctids repeat across the partitions of a root) by every column's value.
  * `columns` (target column types) is required for FULL identity.
  */
-export function changeSql(c: Client, m: Pgoutput.MessageInsert | Pgoutput.MessageUpdate | Pgoutput.MessageDelete,
+export function changeSql(c: Client, m: ChangeInsert | ChangeUpdate | ChangeDelete,
   alwaysIdentity: Set<string> = new Set(), columns?: Map<string, ColumnMeta>): string {
   const r = m.relation;
   if (m.tag === "insert") {
@@ -167,7 +173,6 @@ export function changeSql(c: Client, m: Pgoutput.MessageInsert | Pgoutput.Messag
   return `UPDATE ${tableOf(r)} SET ${set.map((k) => `${quoteIdent(k)} = ${lit(c, m.new[k])}`).join(", ")} WHERE ${where}`;
 }
 
-type RowChange = Pgoutput.MessageInsert | Pgoutput.MessageUpdate | Pgoutput.MessageDelete;
 
 /**
  * Per target table: column types (for casts in merged statements and REPLICA IDENTITY FULL matching)
@@ -236,7 +241,7 @@ export function batchSql(c: Client, changes: RowChange[], meta: (table: string) 
   for (const [table, list] of byTable) {
     const info = meta(table);
     const keys = list[0].relation.keyColumns;
-    const setCols = (m: Pgoutput.MessageUpdate) => Object.keys(m.new).filter((k) => m.new[k] !== undefined && !keys.includes(k)
+    const setCols = (m: ChangeUpdate) => Object.keys(m.new).filter((k) => m.new[k] !== undefined && !keys.includes(k)
       && !info?.alwaysIdentity.has(k));
     // JSON.stringify of the key texts as RETURNING gives them back (null stays null: keys are NOT NULL anyway).
     const keyText = (key: Record<string, unknown>) => keys.length === 1 ? String(key[keys[0]]) : JSON.stringify(keys.map((k) => key[k]));
@@ -273,14 +278,14 @@ export function batchSql(c: Client, changes: RowChange[], meta: (table: string) 
         const cols = Object.keys(first.new).filter((k) => first.new[k] !== undefined);
         if (!cols.length) out.push({ sql: `INSERT INTO ${table} SELECT FROM generate_series(1, ${run.length})`, expect: null });
         else out.push({ sql: `INSERT INTO ${table} (${cols.map(quoteIdent).join(", ")})${info?.alwaysIdentity.size ? " OVERRIDING SYSTEM VALUE" : ""} VALUES ` +
-          run.map((m) => row(cols.map((k) => (m as Pgoutput.MessageInsert).new[k]))).join(", "), expect: null });
+          run.map((m) => row(cols.map((k) => (m as ChangeInsert).new[k]))).join(", "), expect: null });
       } else if (first.tag === "delete") {
         out.push({ sql: `DELETE FROM ${table} t USING (VALUES ${run.map((m) => row(keys.map((k) => keyOf(m)[k]))).join(", ")}) ` +
           `AS v(${keys.map((_, n) => `k${n}`).join(", ")}) WHERE ${keyJoin()} RETURNING ${returning()}`, expect: run.length,
           table, kind: "delete", keys: run.map((m) => keyText(keyOf(m))) });
       } else {
-        const cols = setCols(first as Pgoutput.MessageUpdate);
-        const last = [...byKey.values()] as Pgoutput.MessageUpdate[];
+        const cols = setCols(first as ChangeUpdate);
+        const last = [...byKey.values()] as ChangeUpdate[];
         if (last.length === 1) out.push(single(last[0]));
         else out.push({ sql: `UPDATE ${table} t SET ${cols.map((k, n) => `${quoteIdent(k)} = ${cast(k, `s${n}`)}`).join(", ")} FROM (VALUES ` +
           `${last.map((u) => row([...keys.map((k) => keyOf(u)[k]), ...cols.map((k) => u.new[k])])).join(", ")}) ` +
@@ -317,7 +322,7 @@ const MAX_IN_FLIGHT = 4;
  * socket. Nothing is acknowledged before the COMMIT that contains it has returned "COMMIT".
  */
 export class StreamApplier {
-  private svc?: LogicalReplicationService;
+  private svc?: ReplicationStream;
   private target?: Client;
   /** Highest source position whose target transaction has committed (and been acknowledged). */
   private applied = 0n;
@@ -348,8 +353,8 @@ export class StreamApplier {
   private unwatchTarget?: () => void;
   /** Last time the walsender sent anything (data or keepalive). */
   private lastHeard = Date.now();
-  /** Set when the migration streams with wal2json (./wal2json.ts): turns its messages into pgoutput's. */
-  private decoder?: Wal2jsonDecoder;
+  /** The migration's decoder session (pgoutput or wal2json): slot bytes into pgferry changes. */
+  private decoder?: DecoderSession;
   changes = 0;
 
   constructor(private source: Endpoint, private targetEp: Endpoint, private o: StreamOptions) {
@@ -387,48 +392,40 @@ export class StreamApplier {
     }
 
     try {
-      this.decoder = await openStreamDecoder(this.source, this.target, this.o.migration);
+      const setup = await readStreamSetup(this.target, this.o.migration);
+      this.decoder = await decoderFor(setup.plugin).open(this.source, setup, this.o.publication);
     } catch (e) {
       await this.close();
       throw e;
     }
-    const svc = new LogicalReplicationService(
-      { ...clientConfig(this.source, { application_name: `pgferry_${this.o.migration}`, ...this.decoder?.connection }) } as never,
-      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } });
+    const decoder = this.decoder;
+    const svc = new ReplicationStream(
+      clientConfig(this.source, { application_name: `pgferry_${this.o.migration}`, options: decoder.connectionOptions }), {
+        onStart: () => { this.lastHeard = Date.now(); },
+        onData: async (payload: Buffer) => {
+          this.lastHeard = Date.now();
+          if (this.stopped || this.finishing) return;
+          try {
+            for (const x of await decoder.decode(payload)) await this.handle(x);
+          } catch (e) { await this.fail(e); }
+        },
+        onKeepalive: async (sent: bigint, reply: boolean) => {
+          this.lastHeard = Date.now();
+          if (this.stopped) return;
+          try {
+            // A keepalive carries the position the walsender has decoded and sent up to. Idle here means
+            // every change before it is applied: record that position, so the fence check and status see
+            // "caught up" even when the last WAL records are not ours (e.g. the freeze itself). (The
+            // walsender pings only while our confirmed position is behind what it sent, so this is one
+            // small UPDATE per idle period, not one per keepalive.)
+            if (this.idle() && sent > this.applied) await this.storeApplied(sent);
+            if (reply || this.idle()) await this.ack(this.applied);
+            if (this.o.until !== undefined && this.applied >= this.o.until && this.idle()) await this.finish();
+          } catch (e) { await this.fail(e); }
+        },
+        onError: (e: unknown) => { void this.fail(e); },
+      });
     this.svc = svc;
-    const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [this.o.publication] });
-    const parser = (plugin as unknown as { parser: { readRelationColumn: (r: unknown) => Record<string, unknown> } }).parser;
-    const readColumn = parser.readRelationColumn.bind(parser);
-    parser.readRelationColumn = (r: unknown) => ({ ...readColumn(r), parser: (x: string) => x }); // raw text: lossless
-    const pub = this.o.publication.replace(/"/g, '""');
-    plugin.start = (client: Client, slot: string, lsn: string) =>
-      client.query(`START_REPLICATION SLOT ${quoteIdent(slot)} LOGICAL ${lsn} (proto_version '1', publication_names '"${pub}"')`);
-
-    svc.on("start", () => { this.lastHeard = Date.now(); });
-    svc.on("data", async (_lsn: string, m: Pgoutput.Message) => {
-      this.lastHeard = Date.now();
-      if (this.stopped || this.finishing) return;
-      try {
-        if (!this.decoder) await this.handle(m);
-        else for (const x of await this.decoder.prepare(m as never)) await this.handle(x);
-      } catch (e) { await this.fail(e); }
-    });
-    svc.on("heartbeat", async (lsn: string, _ts: number, reply: boolean) => {
-      this.lastHeard = Date.now();
-      if (this.stopped) return;
-      try {
-        // A keepalive carries the position the walsender has decoded and sent up to. Idle here means
-        // every change before it is applied: record that position, so the fence check and status see
-        // "caught up" even when the last WAL records are not ours (e.g. the freeze itself). (The
-        // walsender pings only while our confirmed position is behind what it sent, so this is one
-        // small UPDATE per idle period, not one per keepalive.)
-        const sent = lsnToBigInt(lsn);
-        if (this.idle() && sent > this.applied) await this.storeApplied(sent);
-        if (reply || this.idle()) await this.ack(this.applied);
-        if (this.o.until !== undefined && this.applied >= this.o.until && this.idle()) await this.finish();
-      } catch (e) { await this.fail(e); }
-    });
-    svc.on("error", (e: Error) => { void this.fail(e); });
     // Status updates request a reply: a live walsender answers at once (a keepalive), so silence on the
     // replication connection longer than the stall timeout means the link (or the walsender) is gone.
     this.timer = setInterval(() => { if (!this.stopped) void this.ack(this.applied, true).catch(() => undefined); },
@@ -436,13 +433,11 @@ export class StreamApplier {
     this.lastHeard = Date.now();
     this.watchdog = setInterval(() => {
       // While we apply, the stream is paused on purpose (flow control): then the target's watch applies.
-      const paused = (svc as unknown as { _processing: boolean })._processing;
-      if (this.stopped || paused || Date.now() - this.lastHeard <= this.stallMs) return;
-      const sock = (svc as unknown as { _connection?: { stream?: { destroy(): void } } })._connection?.stream;
-      sock?.destroy(); // cut it: a polite end would wait for the stalled peer
+      if (this.stopped || svc.processing || Date.now() - this.lastHeard <= this.stallMs) return;
+      svc.destroySocket(); // cut it: a polite end would wait for the stalled peer
       void this.fail(stallError(this.source, "nothing received on the replication connection (a live walsender answers a ping at once)", stallSec));
     }, Math.max(50, Math.min(1000, this.stallMs / 10)));
-    svc.subscribe(this.decoder?.plugin ?? plugin, this.o.slot, bigIntToLsn(this.applied)).catch((e) => this.fail(e));
+    svc.run(decoder.startReplication(this.o.slot, bigIntToLsn(this.applied))).catch((e) => this.fail(e));
     return this.done;
   }
 
@@ -469,18 +464,19 @@ export class StreamApplier {
     this.resolveDone(this.applied);
   }
 
-  /** No parsed message waits behind the one in hand (inside a data handler the library is always "processing"). */
+  /** No received message waits behind the one in hand (inside a data handler the stream is always "processing"). */
   private nothingQueued(): boolean {
-    return (this.svc as unknown as { _messageQueue: unknown[] })._messageQueue.length === 0;
+    return !this.svc || this.svc.queued === 0;
   }
 
   /** Nothing decoded waits to be applied, no target transaction is open and no target query is running. */
   private idle(): boolean {
-    return !this.inTarget && !this.inFlight.length && !(this.svc as unknown as { _processing: boolean })._processing && this.nothingQueued();
+    return !this.inTarget && !this.inFlight.length && !this.svc?.processing && this.nothingQueued();
   }
 
+  /** Report `lsn` (what the target committed) to the walsender as written, flushed and applied. */
   private async ack(lsn: bigint, ping = false): Promise<void> {
-    if (lsn > 0n && this.svc) await this.svc.acknowledge(bigIntToLsn(lsn - 1n), ping); // the library sends lsn + 1
+    if (lsn > 0n && this.svc) this.svc.sendStatus(lsn, ping);
   }
 
   private count(r: Relation, kind: keyof ApplyCounters) {
@@ -528,7 +524,7 @@ export class StreamApplier {
     this.commitTarget();
   }
 
-  private async handle(m: Pgoutput.Message): Promise<void> {
+  private async handle(m: Change): Promise<void> {
     switch (m.tag) {
       case "begin":
         // Already applied before a restart (crash between target COMMIT and ack): skip the whole transaction.
@@ -583,7 +579,7 @@ export class StreamApplier {
         return;
       }
       default:
-        return; // type, origin, message: nothing to apply
+        return;
     }
   }
 
@@ -697,10 +693,7 @@ export class StreamApplier {
     if (this.watchdog) clearInterval(this.watchdog);
     this.unwatchTarget?.();
     // Bounded: a stalled peer never acknowledges a polite end; then the socket is cut.
-    const replication = (this.svc as unknown as { _client?: Client } | undefined)?._client ?? undefined;
-    const ended = this.svc?.destroy().catch(() => undefined);
-    await Promise.race([ended, new Promise((r) => setTimeout(r, 3000).unref())]);
-    destroyClient(replication);
+    await this.svc?.close();
     await endClient(this.target);
     await this.decoder?.close();
   }

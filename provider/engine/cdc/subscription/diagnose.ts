@@ -7,10 +7,10 @@
  * The slot must not be in use (the subscription disabled) while it is peeked.
  */
 import { Client, QueryResult } from "pg";
-import { Pgoutput, PgoutputPlugin } from "pg-logical-replication";
 import { qualified } from "../../core/endpoint";
 import { lsnToBigInt } from "../../core/lsn";
 import { ColumnMeta, changeSql, describeKey } from "../stream/stream";
+import { PgoutputParser } from "../decoders/pgoutput";
 
 /** Most slot messages decoded for the diagnosis. */
 const PEEK_LIMIT = 20000;
@@ -24,16 +24,12 @@ export async function diagnoseApplyFailure(src: Client, tgt: Client, slot: strin
   let skipping = false;
   const r = await src.query(`SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, $3::int, 'proto_version', '1', 'publication_names', $2)`,
     [slot, publication, PEEK_LIMIT]);
-  const plugin = new PgoutputPlugin({ protoVersion: 1, publicationNames: [publication] });
-  const parser = (plugin as unknown as { parser: { parse: (b: Buffer) => Pgoutput.Message; readRelationColumn: (x: unknown) => Record<string, unknown> } }).parser;
-  const readColumn = parser.readRelationColumn.bind(parser);
-  parser.readRelationColumn = (x: unknown) => ({ ...readColumn(x), parser: (v: string) => v }); // raw text, as the applier
+  const parser = new PgoutputParser(); // raw text, as the applier
   const meta = new Map<string, { always: Set<string>; columns: Map<string, ColumnMeta> }>();
   await tgt.query("BEGIN");
   try {
     await tgt.query("SET LOCAL session_replication_role = replica");
-    for (const row of r.rows) {
-      const m = parser.parse(row.data as Buffer);
+    for (const row of r.rows) for (const m of parser.parse(row.data as Buffer)) {
       if (m.tag === "begin") { skipping = lsnToBigInt(m.commitLsn ?? "0/0") < applied; continue; }
       if (skipping && m.tag !== "relation") continue;
       const table = "relation" in m ? qualified(m.relation.schema, m.relation.name) : m.tag === "relation" ? qualified(m.schema, m.name) : "";
