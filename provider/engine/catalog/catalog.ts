@@ -154,6 +154,21 @@ export async function listSequences(c: Client, schemas: string[]): Promise<Seque
   return r.rows;
 }
 
+/**
+ * The sequences a migration carries: those of its schemas, less the ones its --include/--exclude leave out
+ * (a sequence excluded by name, or owned by an excluded table: planExclusion's relations).
+ */
+export async function migratedSequences(c: Client, sel: TableSelection): Promise<SequenceInfo[]> {
+  const schemas = sel.schemas?.length ? sel.schemas : await userSchemas(c);
+  const all = await listSequences(c, schemas);
+  const excluded = new Set<string>();
+  if (sel.include.length || sel.exclude.length) {
+    const plan = await planExclusion(c, sel, schemas);
+    for (const r of plan.relations) if (r.kind === "S") excluded.add(`${r.schema}.${r.name}`);
+  }
+  return all.filter((s) => !excluded.has(`${s.schema}.${s.name}`));
+}
+
 export interface ForeignKeyInfo {
   schema: string; table: string; name: string;
   /** pg_get_constraintdef with every name schema-qualified. */

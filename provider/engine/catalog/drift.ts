@@ -12,7 +12,7 @@
  * foreign key appear with their parent.
  */
 import { Client } from "pg";
-import { migratedTables, TableInfo } from "./catalog";
+import { migratedSequences, migratedTables, TableInfo } from "./catalog";
 import { qualified, quoteIdent } from "../core/endpoint";
 import { readMigration } from "../state/state";
 import { loadedTables } from "../state/tableProgress";
@@ -21,7 +21,7 @@ import { pendingHeldBackForeignKeys } from "../state/schemaEntries";
 export interface SchemaDifference {
   /** schema.table (unquoted), the table the difference is on. */
   table: string;
-  kind: "table" | "column" | "index" | "constraint";
+  kind: "table" | "column" | "index" | "constraint" | "sequence";
   /** The column, index or constraint name; the table's name for kind "table". */
   object: string;
   problem: string;
@@ -150,6 +150,15 @@ export async function schemaDifferences(src: Client, tgt: Client, name: string):
       if (!ss.constraints.has(con)) out.push({ table, kind: "constraint", object: con, problem: `${table}: ${CONTYPES[tc.type] ?? "constraint"} ${con} exists on the target only`,
         fix: `ALTER TABLE ${q} DROP CONSTRAINT ${quoteIdent(con)};` });
     }
+  }
+  // Sequences: the cutover sets every migrated one on the target, so each must exist there (one created on the source
+  // after start is not migrated; nothing would set it).
+  const seqs = await migratedSequences(src, sel);
+  const absent = new Set((await tgt.query(`SELECT n FROM unnest($1::text[]) n WHERE to_regclass(n) IS NULL`,
+    [seqs.map((x) => qualified(x.schema, x.name))])).rows.map((x) => x.n as string));
+  for (const q of seqs.filter((x) => absent.has(qualified(x.schema, x.name))).map(key)) {
+    out.push({ table: q, kind: "sequence", object: q, problem: `${q}: sequence exists on the source only (created after start: the cutover ` +
+      `cannot set it)`, fix: `create it on the target with the source's definition (pg_dump --schema-only -t ${q} on the source | psql on the target)` });
   }
   for (const table of loaded.sort()) {
     if (!migrated.has(table)) {

@@ -60,6 +60,7 @@ export const ERROR_CODES = {
   decode_failed: { meaning: "a change from the slot could not be decoded (malformed or unexpected plugin output)", fix: "report it with the plugin and server version; nothing past the change was applied" },
   pg_internals: { meaning: "the installed pg driver lacks the connection events the replication stream reads", fix: "reinstall pgferry's pinned dependencies (npm ci)" },
   replication_protocol: { meaning: "the walsender sent a message the replication protocol does not allow here", fix: "report it with the server version; re-run to resume from the stored position" },
+  sequence_missing: { meaning: "a migrated sequence does not exist on the target when the cutover sets sequences", fix: "create it on the target, then run pgferry cutover again" },
   not_found: { meaning: "no migration of that --name on the target", fix: "check --name and --target" },
   busy: { meaning: "another pgferry process is working on this migration", fix: "wait for it or stop it, then run the command again" },
   slot_missing: { meaning: "the migration's replication slot is gone from the source (changes since are lost)", fix: "run pgferry cleanup, empty the target, and start again" },

@@ -14,7 +14,7 @@
  * breakdown, CutoverTimings); the CDC mode's part goes through ../cdc/cdc.ts.
  */
 import { Client } from "pg";
-import { copyableTables, listSequences, migratedTables, TableInfo, TableSelection, userSchemas } from "../catalog/catalog";
+import { copyableTables, migratedSequences, migratedTables, TableInfo, TableSelection, userSchemas } from "../catalog/catalog";
 import { runLoad } from "../copy/load";
 import { largeObjectsAtCutover, LargeObjectSync } from "../copy/largeObjects";
 import { Cdc, CdcContext, cdcFor } from "../cdc/cdc";
@@ -744,17 +744,15 @@ async function resumeReplication(c: Ctx): Promise<void> {
   await updateMigration(c.tgt, c.name, { replicationPaused: false });
 }
 
-async function migratedSequences(src: Client, m: MigrationRecord): Promise<string[]> {
-  const sel = m.options.selection;
-  const schemas = sel?.schemas?.length ? sel.schemas : await userSchemas(src);
-  return (await listSequences(src, schemas)).map((s) => qualified(s.schema, s.name));
+async function sequencesOf(src: Client, m: MigrationRecord): Promise<string[]> {
+  return (await migratedSequences(src, m.options.selection ?? { schemas: [], include: [], exclude: [] })).map((s) => qualified(s.schema, s.name));
 }
 
 const readSequencesSql = (seqs: string[]) => unionAlls(seqs.map((q) => `SELECT ${quoteLiteral(q)} AS n, last_value::text AS v, is_called AS c FROM ${q}`));
 
 /** Before the freeze: read every sequence on both sides once, so the sync at the fence finds them open. Best effort. */
 async function warmSequences(src: Client, tgt: Client, m: MigrationRecord): Promise<void> {
-  const seqs = await migratedSequences(src, m);
+  const seqs = await sequencesOf(src, m);
   await batchedStatements(src, readSequencesSql(seqs)).catch(() => undefined);
   await batchedStatements(tgt, readSequencesSql(seqs)).catch(() => undefined);
 }
@@ -765,7 +763,7 @@ async function warmSequences(src: Client, tgt: Client, m: MigrationRecord): Prom
  * target statement, so the freeze does not grow with the number of sequences.
  */
 async function syncSequences(src: Client, tgt: Client, m: MigrationRecord): Promise<number> {
-  const seqs = await migratedSequences(src, m);
+  const seqs = await sequencesOf(src, m);
   if (!seqs.length) return 0;
   let values: { n: string; v: string; c: boolean }[];
   try {
@@ -774,9 +772,16 @@ async function syncSequences(src: Client, tgt: Client, m: MigrationRecord): Prom
     throw new PgferryError("sequence_read_failed", `cannot read the source's sequences: ${(e as Error).message}; fix: GRANT SELECT ON ALL SEQUENCES ` +
       `IN SCHEMA … TO the migration's source role (or run cutover as their owner), then run pgferry cutover again`);
   }
-  // Sequences missing on the target (to_regclass NULL) are left out, as before.
-  const r = await tgt.query(`SELECT count(setval(to_regclass(n), v::bigint, c))::int AS n FROM unnest($1::text[], $2::text[], $3::bool[]) AS x(n, v, c)
-    WHERE to_regclass(n) IS NOT NULL`, [values.map((x) => x.n), values.map((x) => x.v), values.map((x) => x.c)]);
+  // A migrated sequence missing on the target is never skipped: the drift check before the freeze names it, and one
+  // created on the source since (it needs DDL through the freeze) stops the sync here, naming it, before any is set.
+  const missing = (await tgt.query(`SELECT n FROM unnest($1::text[]) n WHERE to_regclass(n) IS NULL`, [values.map((x) => x.n)])).rows.map((x) => x.n as string);
+  if (missing.length) {
+    throw new PgferryError("sequence_missing", `${missing.length} migrated sequence(s) do not exist on the target: ${missing.join(", ")}. Replication ` +
+      `has ended and no sequence was set; fix: create them on the target (pg_dump --schema-only -t <sequence> on the source | psql on the target), ` +
+      `then run pgferry cutover again, which continues with the sequence sync`);
+  }
+  const r = await tgt.query(`SELECT count(setval(n::regclass, v::bigint, c))::int AS n FROM unnest($1::text[], $2::text[], $3::bool[]) AS x(n, v, c)`,
+    [values.map((x) => x.n), values.map((x) => x.v), values.map((x) => x.c)]);
   return r.rows[0].n;
 }
 
