@@ -1,12 +1,18 @@
-/** Integration tests start real PostgreSQL servers: run serially, generous timeouts. */
+/**
+ * Two projects: `unit` (pure modules, tests beside them under provider/, seconds, no servers) and
+ * `integration` (test/, real PostgreSQL servers: run serially, generous timeouts). `npm test` runs both;
+ * `npm run test:unit` only the first.
+ *
+ * No forceExit: a test file that leaves a client, a timer or a child process behind must be fixed, not
+ * hidden (find it with `npx jest --runInBand --detectOpenHandles test/x.test.ts`).
+ */
+const transform = { "^.+\\.ts$": ["ts-jest", { tsconfig: "tsconfig.test.json" }] };
+
 module.exports = {
-  testEnvironment: "node",
-  roots: ["<rootDir>/test"],
-  testMatch: ["**/*.test.ts"],
-  transform: { "^.+\\.ts$": ["ts-jest", { tsconfig: "tsconfig.test.json" }] },
   testTimeout: 300000,
-  // A test that fails midway can leave a child process (an agent) or a connection behind; without this, jest
-  // would wait for them forever instead of reporting the failure. Passing runs exit cleanly on their own.
-  forceExit: true,
   reporters: ["default", "<rootDir>/test/support/summaryReporter.js"],
+  projects: [
+    { displayName: "unit", testEnvironment: "node", roots: ["<rootDir>/provider"], testMatch: ["**/*.test.ts"], transform },
+    { displayName: "integration", testEnvironment: "node", roots: ["<rootDir>/test"], testMatch: ["**/*.test.ts"], transform },
+  ],
 };
