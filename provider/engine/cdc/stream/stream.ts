@@ -17,7 +17,7 @@ import { Client, QueryResult } from "pg";
 import { LogicalReplicationService, Pgoutput, PgoutputPlugin } from "pg-logical-replication";
 import { CONTROL_SCHEMA } from "../../catalog/catalog";
 import {
-  clientConfig, connect, DEFAULT_STALL_TIMEOUT_SEC, destroyClient, endClient, Endpoint, qualified, quoteIdent, stallError, watchStall,
+  clientConfig, connect, DEFAULT_STALL_TIMEOUT_SEC, destroyClient, endClient, Endpoint, qualified, quoteIdent, quoteLiteral, stallError, watchStall,
 } from "../../core/endpoint";
 import { PgferryError } from "../../core/errors";
 import { bigIntToLsn, lsnToBigInt } from "../../core/lsn";
@@ -50,7 +50,7 @@ export interface StreamOptions {
 }
 
 type Relation = Pgoutput.MessageRelation;
-const lit = (c: Client, v: unknown) => (v === null ? "NULL" : c.escapeLiteral(String(v)));
+const lit = (_c: Client, v: unknown) => (v === null ? "NULL" : quoteLiteral(String(v)));
 const tableOf = (r: Relation) => qualified(r.schema, r.name);
 
 /** The column the applier records its failure in (a control schema made by an older pgferry lacks it). */
@@ -403,9 +403,8 @@ export class StreamApplier {
     const parser = (plugin as unknown as { parser: { readRelationColumn: (r: unknown) => Record<string, unknown> } }).parser;
     const readColumn = parser.readRelationColumn.bind(parser);
     parser.readRelationColumn = (r: unknown) => ({ ...readColumn(r), parser: (x: string) => x }); // raw text: lossless
-    const pub = this.o.publication.replace(/"/g, '""');
     plugin.start = (client: Client, slot: string, lsn: string) =>
-      client.query(`START_REPLICATION SLOT ${quoteIdent(slot)} LOGICAL ${lsn} (proto_version '1', publication_names '"${pub}"')`);
+      client.query(`START_REPLICATION SLOT ${quoteIdent(slot)} LOGICAL ${lsn} (proto_version '1', publication_names ${quoteLiteral(quoteIdent(this.o.publication))})`);
 
     svc.on("start", () => { this.lastHeard = Date.now(); });
     svc.on("data", async (_lsn: string, m: Pgoutput.Message) => {
