@@ -19,6 +19,7 @@ import { Command, InvalidArgumentError } from "commander";
 import { EmbeddedMajor, LocalServer } from "../provider/embedded/localServer";
 import { cleanupMigration, migrationOptions, MigrationEvent, parseEndpoint, startMigration } from "../provider/engine";
 import { findPgTools } from "../provider/engine/copy/schema";
+import { qualified, quoteLiteral } from "../provider/engine/core/endpoint";
 
 // ---------------------------------------------------------------- options
 
@@ -254,7 +255,7 @@ async function rowCounts(server: LocalServer, db: string): Promise<Record<string
   return withClient(server, db, async (c) => {
     const out: Record<string, number> = {};
     for (const t of (await c.query(USER_TABLES)).rows) {
-      const q = `"${t.schema.replace(/"/g, '""')}"."${t.name.replace(/"/g, '""')}"`;
+      const q = qualified(t.schema, t.name);
       out[`${t.schema}.${t.name}`] = Number((await c.query(`SELECT count(*) AS n FROM ${q}`)).rows[0].n);
     }
     return out;
@@ -455,7 +456,7 @@ async function resetTarget(source: LocalServer, target: LocalServer): Promise<vo
   await target.query(`CREATE DATABASE ${DB}`);
   // Leftovers of a failed pgferry run must not stay on the source.
   for (const r of await source.query(`SELECT slot_name FROM pg_replication_slots WHERE NOT active`, DB)) {
-    await source.query(`SELECT pg_drop_replication_slot('${String(r.slot_name).replace(/'/g, "''")}')`, DB);
+    await source.query(`SELECT pg_drop_replication_slot(${quoteLiteral(String(r.slot_name))})`, DB);
   }
   await source.query(`CHECKPOINT`);
   await target.query(`CHECKPOINT`);

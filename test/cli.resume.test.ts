@@ -7,6 +7,7 @@ import { spawn, spawnSync } from "child_process";
 import { LocalServer } from "../provider/embedded/localServer";
 import { leftovers, startServers } from "./support/servers";
 import { CLI, ensureBuilt } from "./support/build";
+import { until } from "./support/until";
 
 
 let src: LocalServer, tgt: LocalServer;
@@ -32,12 +33,9 @@ test("start killed mid-load, re-run converges; status/cutover/verify/cleanup ove
   const env = { PGFERRY_SOURCE: src.uri("app"), PGFERRY_TARGET: tgt.uri("app") };
   const child = spawn(process.execPath, [CLI, "start", "--name", "crash", "--jobs", "1", "--json"], { env: { ...process.env, ...env }, stdio: "ignore" });
   // Wait until the load is under way, then kill -9.
-  for (let i = 0; ; i++) {
-    const rows = await tgt.query(`SELECT phase FROM pgferry.migration WHERE name = 'crash'`, "app").catch(() => []);
-    if (rows[0]?.phase === "Loading" && (await src.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = 'pgferry_crash'`, "app")).length) break;
-    if (i > 600) throw new Error("the load never started");
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await until("the load to start", async () =>
+    (await tgt.query(`SELECT phase FROM pgferry.migration WHERE name = 'crash'`, "app").catch(() => []))[0]?.phase === "Loading" &&
+    (await src.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = 'pgferry_crash'`, "app")).length > 0, 120000, 50);
   await new Promise((r) => setTimeout(r, 300));
   child.kill("SIGKILL");
   await new Promise((r) => child.once("exit", r));

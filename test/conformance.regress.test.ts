@@ -19,11 +19,11 @@ import {
 } from "../provider/engine";
 import { ensureBuilt } from "./support/build";
 import { catalogInventory, diffInventories, formatDifferences, Inventory, InventoryDifference } from "./support/catalogInventory";
-import { killAgents, spawnAgent, exited } from "./support/agents";
+import { killAgents, spawnAgent, exited, until } from "./support/agents";
 import {
   AllowedFile, applyAllowed, createRegressRoles, differenceId, loadAllowed, regressCorpusMissing, restoreRegressDb,
 } from "./support/regressDb";
-import { leftovers, SYSTEM_PG15, Writer } from "./support/servers";
+import { leftovers, moreWrites, SYSTEM_PG15, Writer } from "./support/servers";
 
 const missing = regressCorpusMissing();
 if (missing) console.warn(`skipping test/conformance.regress.test.ts: ${missing}`);
@@ -210,7 +210,8 @@ group("conformance: PostgreSQL's regression database", () => {
     console.log(`15 → ${major} ${mode}: start reached ${started.phase} in ${Date.now() - t} ms`);
     expect(started.phase).toBe("ReadyToCutover");
     const agent = mode === "stream" ? spawnAgent(["--name", name], { source: src.uri(db), target: tgt.uri(db) }) : undefined;
-    await new Promise((r) => setTimeout(r, 3000));
+    if (agent) await until("the agent to stream", async () => /streaming/.test(agent.log()));
+    await moreWrites(writer);
     const cut = await cutoverMigration(source, target, { name, freezeWrites: true, timeoutSec: 180, jobs: 2 });
     await writer.stop();
     if (agent) expect(await exited(agent, "cutover while the agent runs")).toBe(0);

@@ -19,6 +19,7 @@ import {
   abortCutover, cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, PgferryError, startMigration, verifyMigration,
 } from "../provider/engine";
 import { CLI, ensureBuilt } from "./support/build";
+import { until } from "./support/until";
 import { leftovers, startServers, Writer } from "./support/servers";
 import { killAgents, spawnAgent } from "./support/agents";
 
@@ -116,13 +117,6 @@ const active = new Set<{ stop(): Promise<void> }>();
 // A failed assertion must not leave writers running into the next test or past the servers' end.
 afterEach(async () => { await Promise.all([...active].map((w) => w.stop())); });
 
-async function until(what: string, f: () => Promise<boolean>, ms = 60000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 async function rejection(p: Promise<unknown>): Promise<PgferryError> {
   try { await p; } catch (e) { return e as PgferryError; }
@@ -161,10 +155,12 @@ test.each(MODES)("mode %s: the freeze fences roles that override read-only, and 
     sequencesMs: expect.any(Number), heldBackMs: expect.any(Number) });
   expect(cut.downtimeMs!).toBeGreaterThanOrEqual(cut.timings!.freezeMs! + cut.timings!.verifyMs!);
 
-  // The writers keep trying for another second: every role is refused (the superuser's reconnected session is
-  // read-only by default too, and reported as still connected), so nothing lands on the source after the fence.
+  // The writers keep trying (each at least five more attempts): every role is refused (the superuser's reconnected
+  // session is read-only by default too, and reported as still connected), so nothing lands on the source after the fence.
   const committedAtCutover = [roleWide.committed, inDb.committed, superuser.committed];
-  await new Promise((r) => setTimeout(r, 1000));
+  const attempts = (w: PersistentWriter) => w.committed + w.readOnlyRefusals + w.reconnects;
+  const attemptsAtCutover = [roleWide, inDb, superuser].map(attempts);
+  await until("every writer to try again after the cutover", async () => [roleWide, inDb, superuser].every((w, i) => attempts(w) >= attemptsAtCutover[i] + 5));
   await Promise.all([roleWide.stop(), inDb.stop(), superuser.stop()]);
   expect([roleWide.committed, inDb.committed, superuser.committed]).toEqual(committedAtCutover);
   expect(Math.max(roleWide.lastCommitAt, inDb.lastCommitAt, superuser.lastCommitAt)).toBeLessThan(doneAt);
@@ -363,12 +359,9 @@ test("grace period: a transaction open at the freeze commits before sessions are
   const finishing = (async () => {
     // Commit 800 ms after the freeze is in place (not after a fixed delay: under load the cutover may
     // take longer than that to reach the freeze, and the transaction would no longer be open at it).
-    for (;;) {
-      const r = await src.query(`SELECT count(*)::int AS n FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
-        WHERE d.datname = '${db}' AND s.setrole = 0 AND 'default_transaction_read_only=on' = ANY(s.setconfig)`, db);
-      if (r[0].n > 0) break;
-      await new Promise((res) => setTimeout(res, 20));
-    }
+    await until("the freeze to be in place", async () => (await src.query(`SELECT count(*)::int AS n FROM pg_db_role_setting s
+      JOIN pg_database d ON d.oid = s.setdatabase
+      WHERE d.datname = '${db}' AND s.setrole = 0 AND 'default_transaction_read_only=on' = ANY(s.setconfig)`, db))[0].n > 0, 120000, 20);
     await new Promise((r) => setTimeout(r, 800));
     await app.query("COMMIT");
     await app.end();

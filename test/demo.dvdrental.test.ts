@@ -1,6 +1,7 @@
 import { Client } from "pg";
 import { DemoWriteLoad, demoSchemaSql, populateDemo } from "../provider/demo/dvdrental";
 import { LocalServer } from "../provider/embedded/localServer";
+import { until } from "./support/until";
 
 describe("DVD rental demo database", () => {
   let server: LocalServer | undefined;
@@ -45,7 +46,7 @@ describe("DVD rental demo database", () => {
 
     const load = new DemoWriteLoad(() => server!.client("demo"), { concurrency: 2, seed: 7 });
     load.start();
-    await new Promise((r) => setTimeout(r, 2000));
+    await until("the load to commit transactions of several kinds", () => load.stats.transactions >= 20 && Object.keys(load.stats.byKind).length > 3);
     const stats = await load.stop();
     expect(stats.transactions).toBeGreaterThan(0);
     expect(stats.statements).toBeGreaterThanOrEqual(stats.transactions);

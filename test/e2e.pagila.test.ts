@@ -10,7 +10,7 @@ import { LocalServer } from "../provider/embedded/localServer";
 import {
   cleanupMigration, cutoverMigration, migrationOptions, parseEndpoint, startMigration, verifyMigration,
 } from "../provider/engine";
-import { leftovers, PAGILA, runVerifySh, startServers, Writer } from "./support/servers";
+import { leftovers, moreWrites, PAGILA, runVerifySh, startServers, Writer } from "./support/servers";
 
 const present = fs.existsSync(path.join(PAGILA, "pagila-data.sql"));
 if (!present) console.warn(`skipping the Pagila test: ${PAGILA} not found (a clone without ../shared)`);
@@ -48,7 +48,7 @@ each(["subscription", "stream"] as const)("Pagila 15 → 17 in mode %s under wri
   const writer = new Writer(src.uri("pagila"), (i) => pagilaTraffic(i + (mode === "stream" ? 100000 : 0))).start();
   const started = await startMigration(source, target, migrationOptions({ name, jobs: 4, mode }));
   expect(started.phase).toBe("ReadyToCutover");
-  await new Promise((r) => setTimeout(r, 2000));
+  await moreWrites(writer);
   await writer.stop(); // the application stops; no freeze
   expect(writer.errors).toEqual([]);
   expect(writer.transactions).toBeGreaterThan(20);

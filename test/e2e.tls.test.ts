@@ -9,7 +9,7 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { LocalServer } from "../provider/embedded/localServer";
-import { startTlsServers } from "./support/servers";
+import { plainRefused, startTlsServers } from "./support/servers";
 import {
   cleanupMigration, cutoverMigration, migrationOptions, parseEndpoint, startMigration, verifyMigration,
 } from "../provider/engine";
@@ -33,7 +33,7 @@ beforeAll(async () => {
   const hba = path.join(src.dataDir, "pg_hba.conf");
   fs.writeFileSync(hba, fs.readFileSync(hba, "utf8").replace(/^host(\s)/gm, "hostssl$1"));
   await src.query(`SELECT pg_reload_conf()`);
-  await new Promise((r) => setTimeout(r, 300));
+  await plainRefused(src);
 });
 afterAll(async () => {
   await src?.stop(); await tgt?.stop();

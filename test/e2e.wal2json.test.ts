@@ -11,7 +11,7 @@ import {
   cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, startMigration, verifyMigration,
 } from "../provider/engine";
 import { EDGE_SCHEMA, edgeChanges } from "./support/fixtures";
-import { leftovers, runVerifySh, startServers, startWal2jsonSource, wal2jsonMissing, Writer } from "./support/servers";
+import { leftovers, moreWrites, runVerifySh, startServers, startWal2jsonSource, wal2jsonMissing, Writer } from "./support/servers";
 
 const missing = wal2jsonMissing();
 if (missing) console.warn(`skipping the wal2json end-to-end test: ${missing}`);
@@ -47,7 +47,7 @@ maybe("wal2json, 15 → 17 under concurrent writes: start, stream, cutover, veri
 
   expect(await startMigration(source, target, opts)).toMatchObject({ alreadyRunning: true, phase: "ReadyToCutover" });
 
-  await new Promise((r) => setTimeout(r, 1500));
+  await moreWrites(writer);
   // Values lossy parsing would change, and the float/numeric NaN and infinities wal2json 2.5 writes as null.
   await s.query(`INSERT INTO typed VALUES
     (1, '2024-01-01 00:00:00.123456+00', '{"x": 12345678901234567890, "y": 2.50}', 'null', '{1,NULL,3}', 'NaN', 'Infinity', 'infinity',

@@ -12,7 +12,7 @@ import * as os from "os";
 import * as path from "path";
 import { Client } from "pg";
 import { LocalServer } from "../provider/embedded/localServer";
-import { startTlsServers } from "./support/servers";
+import { plainRefused, startTlsServers } from "./support/servers";
 import { parseEndpoint, PgferryError, startMigration, migrationOptions } from "../provider/engine";
 import { CLI, ensureBuilt } from "./support/build";
 import { until } from "./support/agents";
@@ -52,7 +52,7 @@ beforeAll(async () => {
   const hba = path.join(src.dataDir, "pg_hba.conf");
   fs.writeFileSync(hba, fs.readFileSync(hba, "utf8").replace(/^host(\s)/gm, "hostssl$1"));
   await src.query(`SELECT pg_reload_conf()`);
-  await new Promise((r) => setTimeout(r, 300));
+  await plainRefused(src);
 }, 120000);
 afterAll(async () => {
   await src?.stop(); await tgt?.stop();

@@ -12,7 +12,7 @@ import {
 import type { MigrationEvent } from "../provider/engine";
 import { ensureBuilt } from "./support/build";
 import { exited, killAgents, spawnAgent, until } from "./support/agents";
-import { leftovers, startServers, Writer } from "./support/servers";
+import { leftovers, moreWrites, startServers, Writer } from "./support/servers";
 
 let src: LocalServer, tgt: LocalServer;
 
@@ -109,7 +109,7 @@ test("a slot invalidated while the consumer was away: status, agent and cutover 
   const writer = new Writer(src.uri("app"), (i) => `UPDATE acct SET n = n + 1 WHERE id = ${(i % 2000) + 1}`).start();
   const b = spawnAgent(["--name", "sl"], { source: src.uri("app"), target: tgt.uri("app") });
   await until("the agent to stream", async () => /streaming/.test(b.log()));
-  await new Promise((r) => setTimeout(r, 1000));
+  await moreWrites(writer);
   const done = await cutoverMigration(source, target, { name: "sl", freezeWrites: true, timeoutSec: 60, jobs: 2 });
   await writer.stop();
   expect(done.phase).toBe("Completed");

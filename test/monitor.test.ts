@@ -12,6 +12,7 @@ import { cleanupMigration, migrationOptions, parseEndpoint, runAgent, startMigra
 import { Monitor, metricsText } from "../provider/cli/monitor";
 import { leftovers, startServers, Writer } from "./support/servers";
 import { CLI, ensureBuilt } from "./support/build";
+import { until } from "./support/until";
 
 const CHROMIUM = "/usr/bin/chromium";
 const NAME = "mon";
@@ -62,15 +63,6 @@ function cli(args: string[]) {
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const apiStatus = async (): Promise<any> => (await fetch(url + "api/status")).json();
 
-async function until<T>(what: string, f: () => Promise<T | undefined | false> | T | undefined | false, ms = 120000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 /** Prometheus text → "name{labels}" → value, checking every sample has its # TYPE. */
 function parseMetrics(text: string): Map<string, number> {

@@ -13,6 +13,7 @@ import { demoSchemaSql, populateDemo } from "../provider/demo/dvdrental";
 import { LocalServer } from "../provider/embedded/localServer";
 import { parseEndpoint, verifyMigration } from "../provider/engine";
 import { ensureBuilt, ROOT } from "./support/build";
+import { until } from "./support/until";
 import { EDGE_SCHEMA, edgeChanges } from "./support/fixtures";
 import { descendants, findPulumiCli, PulumiEnv, runningCli } from "./support/pulumiCli";
 import { leftovers, startServers } from "./support/servers";
@@ -68,11 +69,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Wait until the load is under way: a COPY into the target database `db` is running. */
 async function waitForCopy(db: string): Promise<void> {
-  for (let i = 0; i < 3000; i++) {
-    if ((await tgt.query(`SELECT 1 FROM pg_stat_progress_copy WHERE datname = '${db}' AND command = 'COPY FROM'`, "postgres")).length) return;
-    await sleep(20);
-  }
-  throw new Error(`no COPY into ${db} seen`);
+  await until(`a COPY into ${db}`, async () =>
+    (await tgt.query(`SELECT 1 FROM pg_stat_progress_copy WHERE datname = '${db}' AND command = 'COPY FROM'`, "postgres")).length > 0, 120000, 20);
 }
 
 /**
@@ -157,11 +155,8 @@ maybe("pgferry through the real Pulumi CLI", () => {
     // Lag that stays: the subscription paused (as when the target is down), more writes. A plain refresh updates
     // the resource's outputs; `refresh --run-program` also the stack's outputs (`pulumi stack output`).
     await tgt.query(`ALTER SUBSCRIPTION pgferry_life DISABLE`, "app");
-    for (let i = 0; ; i++) {
-      if (!(await src.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = 'pgferry_life' AND active`, "app")).length) break;
-      if (i > 300) throw new Error("the subscription's walsender did not stop");
-      await sleep(100);
-    }
+    await until("the subscription's walsender to stop", async () =>
+      !(await src.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = 'pgferry_life' AND active`, "app")).length);
     for (let i = 20; i < 40; i++) await src.query(edgeChanges(i), "app");
     await stack.refresh();
     const lagging = (await migrationState(stack)).outputs;

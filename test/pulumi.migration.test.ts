@@ -11,6 +11,7 @@ import { DynamicProviderHarness, unwrapSecrets } from "./support/dynamicProvider
 import { EDGE_SCHEMA, edgeChanges } from "./support/fixtures";
 import { leftovers, startServers } from "./support/servers";
 import { ensureBuilt, ROOT } from "./support/build";
+import { until } from "./support/until";
 
 const registered: pulumi.runtime.MockResourceArgs[] = [];
 pulumi.runtime.setMocks({
@@ -122,12 +123,8 @@ test("an interrupted create (plugin killed mid-load) is adopted by the next crea
   const first = await DynamicProviderHarness.start(inputs.__provider, { cwd: ROOT });
   await first.configure();
   const pending = first.create("big", inputs).catch((e) => e);
-  for (let i = 0; ; i++) {
-    const rows = await tgt.query(`SELECT phase FROM pgferry.migration WHERE name = 'adopt'`, "big").catch(() => []);
-    if (rows[0]?.phase === "Loading") break;
-    if (i > 600) throw new Error("load never started");
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await until("the load to start", async () =>
+    (await tgt.query(`SELECT phase FROM pgferry.migration WHERE name = 'adopt'`, "big").catch(() => []))[0]?.phase === "Loading", 120000, 50);
   await first.kill(); // the second Ctrl-C: the plugin dies, the create stays a pending operation
   expect(String(await pending)).toMatch(/UNAVAILABLE|Connection dropped|CANCELLED|closed/i);
   await first.stop();

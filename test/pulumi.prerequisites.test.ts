@@ -12,7 +12,7 @@ import { migrationProvider } from "../provider/resources/migration";
 import { schemaSyncProvider } from "../provider/resources/schemaSync";
 import { serverParametersProvider } from "../provider/resources/serverParameters";
 import { DynamicProviderHarness } from "./support/dynamicProviderHarness";
-import { leftovers } from "./support/servers";
+import { leftovers, reloadConf } from "./support/servers";
 import { ensureBuilt, ROOT } from "./support/build";
 
 let src: LocalServer, tgt: LocalServer;
@@ -66,8 +66,7 @@ test("pg_hba: the target's replication connection refused (28000) names host, us
   const hbaPath = path.join(src.dataDir, "pg_hba.conf");
   const original = fs.readFileSync(hbaPath, "utf8");
   fs.writeFileSync(hbaPath, original.split("\n").filter((l) => !/::1\/128/.test(l)).join("\n"));
-  await src.query(`SELECT pg_reload_conf()`);
-  await new Promise((r) => setTimeout(r, 300));
+  await reloadConf(src);
   try {
     const mig = await plugin(migrationProvider);
     const viaV6 = (name: string, extra: Record<string, unknown> = {}) => migration(name, { sourceHostForTarget: "::1", ...extra });

@@ -17,7 +17,7 @@ import {
 import { openRollbackWindow } from "../provider/engine/rollback/rollback";
 import { readMigration } from "../provider/engine/state/state";
 import { EDGE_SCHEMA, edgeChanges } from "./support/fixtures";
-import { leftovers, startServers, Writer } from "./support/servers";
+import { leftovers, moreWrites, startServers, Writer } from "./support/servers";
 import { CLI, ensureBuilt } from "./support/build";
 import { exited, killAgents, spawnAgent, until } from "./support/agents";
 
@@ -69,7 +69,7 @@ test("rollback window: writes on the new server appear on the old one, then the 
 
   // Cutover under a live writer on the old server, opening the window.
   const oldWriter = new Writer(src.uri(db), (i) => edgeChanges(i)).start();
-  await new Promise((r) => setTimeout(r, 1000));
+  await moreWrites(oldWriter);
   const cut = await cutoverMigration(source, target, { name: "rw", freezeWrites: true, timeoutSec: 120, jobs: 2, reverseReplication: true });
   await oldWriter.stop();
   expect(oldWriter.errors).toEqual([]);
@@ -89,7 +89,8 @@ test("rollback window: writes on the new server appear on the old one, then the 
     (await src.query(`SELECT count(*)::int AS n FROM parent WHERE a >= 150000`, db))[0].n > 20);
   agent.proc.kill("SIGKILL");
   await exited(agent, "kill -9 of the reverse agent");
-  await new Promise((r) => setTimeout(r, 500));
+  await until("the killed agent's walsender to release the reverse slot", async () =>
+    (await tgt.query(`SELECT 1 FROM pg_replication_slots WHERE slot_name = 'pgferry_rw_rev' AND active`, db)).length === 0);
   agent = reverseAgent(db, "rw");
   await until("the writer to pass a TRUNCATE", async () => writer.transactions > 90, 120000);
   await writer.stop();
@@ -127,7 +128,7 @@ test("rollback window: writes on the new server appear on the old one, then the 
 
   // Rollback under a live writer on the new server: frozen, drained to the fence, verified, sequences synced, old server writable.
   const lateWriter = new Writer(tgt.uri(db), (i) => edgeChanges(90000 + i)).start();
-  await new Promise((r) => setTimeout(r, 1000));
+  await moreWrites(lateWriter);
   const back = await rollbackMigration(source, target, { name: "rw", timeoutSec: 120, jobs: 2 });
   await lateWriter.stop();
   expect(lateWriter.errors).toEqual([]);

@@ -21,6 +21,7 @@ import {
 } from "../provider/engine";
 import { formatStatus } from "../provider/cli/output";
 import { leftovers, startServers, startWal2jsonSource, wal2jsonMissing } from "./support/servers";
+import { until } from "./support/until";
 
 type Variant = { label: string; mode: "subscription" | "stream"; plugin?: "wal2json" };
 const w2jMissing = wal2jsonMissing();
@@ -218,7 +219,7 @@ describe.each(STREAM)("$label", (v) => {
     await x.t(`INSERT INTO k VALUES (7, 'v7')`);
     const stop = new AbortController();
     const agent = runAgent(x.source, x.target, { name: x.name, signal: stop.signal, maxBackoffMs: 500 });
-    for (let i = 0; i < 300 && (await migrationStatus(x.source, x.target, x.name)).applyError; i++) await new Promise((r) => setTimeout(r, 100));
+    await until("the agent to apply past the repaired row", async () => !(await migrationStatus(x.source, x.target, x.name)).applyError);
     expect((await migrationStatus(x.source, x.target, x.name)).applyError).toBeUndefined();
     expect(await x.t(`SELECT count(*)::int AS n FROM k WHERE v = 'u'`)).toEqual([{ n: 10 }]);
 
@@ -231,7 +232,7 @@ describe.each(STREAM)("$label", (v) => {
     expect((await migrationStatus(x.source, x.target, x.name)).applyError?.message).toMatch(/\(a="3", b="n3"\)/);
     await x.t(`UPDATE nk SET b = 'n3' WHERE a = 3`);
     const again2 = runAgent(x.source, x.target, { name: x.name, signal: stop.signal, maxBackoffMs: 500 });
-    for (let i = 0; i < 300 && (await migrationStatus(x.source, x.target, x.name)).applyError; i++) await new Promise((r) => setTimeout(r, 100));
+    await until("the agent to apply past the repaired row", async () => !(await migrationStatus(x.source, x.target, x.name)).applyError);
     stop.abort();
     await again2;
     expect(await x.t(`SELECT count(*)::int AS n FROM nk`)).toEqual([{ n: 4 }]);
@@ -247,7 +248,7 @@ describe.each(STREAM)("$label", (v) => {
     await x.q(`INSERT INTO g VALUES (2, 'b')`);
     const stop = new AbortController();
     const agent = runAgent(x.source, x.target, { name: x.name, signal: stop.signal, maxBackoffMs: 1000 });
-    for (let i = 0; i < 300 && !(await migrationStatus(x.source, x.target, x.name)).applyError; i++) await new Promise((r) => setTimeout(r, 100));
+    await until("the agent's error to be recorded", async () => (await migrationStatus(x.source, x.target, x.name)).applyError);
     const st = await migrationStatus(x.source, x.target, x.name);
     expect(st.applyError).toMatchObject({ kind: "error" });
     expect(st.applyError!.message).toMatch(/duplicate key value violates unique constraint "g_pkey"/);

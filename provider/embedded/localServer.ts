@@ -10,7 +10,7 @@ import * as fs from "fs";
 import * as net from "net";
 import * as os from "os";
 import * as path from "path";
-import { Client } from "pg";
+import { Client, escapeIdentifier } from "pg";
 
 export const SUPPORTED_EMBEDDED_MAJORS = [15, 17] as const;
 export type EmbeddedMajor = (typeof SUPPORTED_EMBEDDED_MAJORS)[number];
@@ -200,7 +200,7 @@ export class LocalServer {
   }
 
   async createDatabase(name: string): Promise<string> {
-    await this.query(`CREATE DATABASE "${name.replace(/"/g, '""')}"`);
+    await this.query(`CREATE DATABASE ${escapeIdentifier(name)}`);
     return this.uri(name);
   }
 

@@ -33,11 +33,4 @@ export async function exited(a: AgentProcess, what: string, ms = 60000): Promise
   try { return await Promise.race([a.exit, late]); } finally { clearTimeout(timer); }
 }
 
-/** Poll until `f` holds; fails naming `what` after `ms`. */
-export async function until(what: string, f: () => Promise<boolean>, ms = 60000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+export { until } from "./until";

@@ -9,7 +9,7 @@ import {
   cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, startMigration, verifyMigration,
 } from "../../provider/engine";
 import { EDGE_SCHEMA, edgeChanges } from "./fixtures";
-import { leftovers, runVerifySh, Writer } from "./servers";
+import { leftovers, moreWrites, runVerifySh, Writer } from "./servers";
 
 export const MODES = ["subscription", "stream"] as const;
 export type Mode = (typeof MODES)[number];
@@ -42,7 +42,7 @@ export async function modeEndToEnd(src: LocalServer, tgt: LocalServer, mode: Mod
   expect(again).toMatchObject({ alreadyRunning: true, phase: "ReadyToCutover" });
 
   // Changes made while streaming, including a TRUNCATE and rows moving between partitions.
-  await new Promise((r) => setTimeout(r, 1500));
+  await moreWrites(writer);
   // Values that lossy parsing would change: µs, big and trailing-zero jsonb numbers, JSON null vs SQL NULL, NaN, infinities.
   await src.query(`INSERT INTO typed VALUES
     (1, '2024-01-01 00:00:00.123456+00', '{"x": 12345678901234567890, "y": 2.50}', 'null', '{1,NULL,3}', 'NaN', 'Infinity', 'infinity',

@@ -4,10 +4,27 @@ import * as fs from "fs";
 import * as path from "path";
 import { Client } from "pg";
 import { EmbeddedMajor, LocalServer, LocalServerOptions, pkgLibDir } from "../../provider/embedded/localServer";
+import { until } from "./until";
 
 export const SHARED = path.resolve(__dirname, "../../../shared");
 export const VERIFY_SH = path.join(SHARED, "tools/verify.sh");
 export const PAGILA = path.join(SHARED, "datasets/pagila");
+
+/**
+ * pg_reload_conf(), then wait until new sessions run under the reloaded files (the postmaster reloads
+ * asynchronously; pg_conf_load_time() of a new session moves once it has).
+ */
+export async function reloadConf(s: LocalServer, database = "postgres"): Promise<void> {
+  const [{ before }] = await s.query(`SELECT pg_conf_load_time()::text AS before, pg_reload_conf()`, database);
+  await until("the server to reload its configuration", async () =>
+    (await s.query(`SELECT pg_conf_load_time() > '${before}'::timestamptz AS reloaded`, database))[0].reloaded, 60000, 20);
+}
+
+/** Wait until the server refuses plain (non-TLS) connections, after its pg_hba.conf allows hostssl only and is reloaded. */
+export async function plainRefused(s: LocalServer): Promise<void> {
+  await until("the server to refuse plain connections", () => s.query(`SELECT 1`).then(() => false, (e: Error) => /no pg_hba\.conf entry/.test(e.message)),
+    60000, 20);
+}
 
 export async function startServers(...majors: EmbeddedMajor[]): Promise<LocalServer[]> {
   return startServerSet(majors.map((major) => ({ major })));
@@ -66,6 +83,12 @@ export class Writer {
     return this;
   }
   async stop(): Promise<void> { this.running = false; await this.loop; }
+}
+
+/** Wait until `writer` has committed `n` more transactions: load during a phase, instead of a fixed sleep. */
+export async function moreWrites(writer: Writer, n = 50): Promise<void> {
+  const from = writer.transactions;
+  await until(`the writer to commit ${n} more transactions (errors: ${writer.errors.length})`, () => writer.transactions >= from + n);
 }
 
 /** Run ../shared/tools/verify.sh; undefined (with a message) when the checkout has no ../shared. */

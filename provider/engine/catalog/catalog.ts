@@ -3,7 +3,7 @@
  * sequences and foreign keys. Read from the system catalogs, once, by preflight and start.
  */
 import { Client } from "pg";
-import { qualified } from "../core/endpoint";
+import { qualified, quoteIdent } from "../core/endpoint";
 
 export interface TableSelection {
   /** Schemas to migrate; empty = every user schema. */
@@ -216,7 +216,7 @@ export async function listPopulatedMatviews(c: Client, schemas: string[], exclud
 
 /** A name for messages: each part double-quoted only when it must be (as quote_ident does), so `"abc".job` is unambiguous. */
 export function displayName(...parts: string[]): string {
-  return parts.map((p) => (/^[a-z_][a-z0-9_$]*$/.test(p) ? p : '"' + p.replace(/"/g, '""') + '"')).join(".");
+  return parts.map((p) => (/^[a-z_][a-z0-9_$]*$/.test(p) ? p : quoteIdent(p))).join(".");
 }
 
 /** An object the migration leaves behind, with why and what to do about it (start's and the Migration's `notCarried`). */

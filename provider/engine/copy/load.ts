@@ -10,7 +10,7 @@ import { Transform } from "stream";
 import { Client } from "pg";
 import { from as copyFrom, to as copyTo } from "pg-copy-streams";
 import { TableInfo } from "../catalog/catalog";
-import { connect, connectionLost, DEFAULT_STALL_TIMEOUT_SEC, destroyClient, endClient, Endpoint, qualified, quoteIdent, socketOf, stallError } from "../core/endpoint";
+import { connect, connectionLost, DEFAULT_STALL_TIMEOUT_SEC, destroyClient, endClient, Endpoint, qualified, quoteIdent, quoteLiteral, socketOf, stallError } from "../core/endpoint";
 import { PgferryError } from "../core/errors";
 
 export interface CopyJob {
@@ -53,7 +53,7 @@ export const SPLIT_BYTES = 64 * 1024 * 1024;
 export async function snapshotSession(source: Endpoint, snapshot: string | undefined): Promise<Client> {
   const c = await connect(source, { application_name: "pgferry load" });
   await c.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-  if (snapshot !== undefined) await c.query(`SET TRANSACTION SNAPSHOT '${snapshot.replace(/'/g, "")}'`);
+  if (snapshot !== undefined) await c.query(`SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshot)}`);
   return c;
 }
 

@@ -177,7 +177,7 @@ export async function dumpSchema(source: Endpoint, opts: DumpOptions): Promise<S
   try {
     const file = path.join(dir, "schema.dump");
     // Names are passed as exact patterns: quote them so case and dots survive pg_dump's pattern rules.
-    const pattern = (s: string) => '"' + s.replace(/"/g, '""') + '"';
+    const pattern = quoteIdent;
     // Security labels need their provider loaded on the target, which no catalog shows: they are listed as not carried.
     const args = ["--schema-only", "--format=custom", `--file=${file}`, "--no-subscriptions", "--no-security-labels", `--exclude-schema=${CONTROL_SCHEMA}`];
     for (const s of opts.excludeSchemas) args.push(`--exclude-schema=${pattern(s)}`);

@@ -3,7 +3,7 @@
  * lossless text settings, environments for pg_dump, and connection errors turned into findings that
  * name the fix. The URI (which may hold a password) never appears in any message.
  */
-import { Client, ClientConfig } from "pg";
+import { Client, ClientConfig, escapeIdentifier } from "pg";
 import { parse } from "pg-connection-string";
 import { PgferryError } from "./errors";
 import { CLI_ONLY } from "./optionSpec";
@@ -32,7 +32,9 @@ const SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify
  * Settings every pgferry session uses: the ones PostgreSQL's own walreceiver forces, so text values
  * (dates, intervals, floats) round-trip exactly, plus UTC so hashes agree on both sides.
  */
-export const SESSION_GUCS = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 -c timezone=UTC";
+// standard_conforming_strings=on: quoteLiteral's '…' form keeps backslashes literal on every session we open,
+// whatever the server's or the database's setting.
+export const SESSION_GUCS = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 -c timezone=UTC -c standard_conforming_strings=on";
 
 export function parseEndpoint(uri: string | undefined, role: Role): Endpoint {
   if (!uri || !/^postgres(ql)?:\/\//.test(uri)) {
@@ -204,8 +206,16 @@ export function conninfo(ep: Endpoint, hostOverride?: string): string {
   return parts.join(" ");
 }
 
+/**
+ * The SQL escaper: every identifier and literal pgferry writes into SQL goes through these two (no other
+ * quoting in the engine). Identifiers: pg's own escapeIdentifier. Literals: the standard-conforming form
+ * ('' doubled, backslash literal), not pg's escapeLiteral — that one writes E'…' when a backslash is present,
+ * which the walsender's replication grammar (START_REPLICATION … (option 'value')) does not accept, and the
+ * same literals go into fixes users paste. Correct on our sessions because SESSION_GUCS pins
+ * standard_conforming_strings on.
+ */
 export function quoteIdent(s: string): string {
-  return '"' + s.replace(/"/g, '""') + '"';
+  return escapeIdentifier(s);
 }
 
 export function quoteLiteral(s: string): string {

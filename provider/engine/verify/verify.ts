@@ -20,7 +20,7 @@
  */
 import { Client } from "pg";
 import { displayName, planExclusion, TableSelection, userSchemas } from "../catalog/catalog";
-import { connect, endClient, Endpoint, quoteIdent, qualified, redact } from "../core/endpoint";
+import { connect, endClient, Endpoint, quoteIdent, quoteLiteral, qualified, redact } from "../core/endpoint";
 import { PgferryError } from "../core/errors";
 import { compareLargeObjects } from "../copy/largeObjects";
 
@@ -219,7 +219,7 @@ async function readSequences(c: Client, seqs: SeqInfo[], ep: Endpoint): Promise<
   const one = (s: SeqInfo, i: number) => {
     const q = qualified(s.schema, s.name);
     return `SELECT ${i} AS i, (CASE WHEN s.is_called THEN s.last_value::numeric + p.seqincrement ELSE s.last_value::numeric END)::text AS next,
-            p.seqincrement::text AS inc FROM ${q} s, pg_sequence p WHERE p.seqrelid = '${q.replace(/'/g, "''")}'::regclass`;
+            p.seqincrement::text AS inc FROM ${q} s, pg_sequence p WHERE p.seqrelid = ${quoteLiteral(q)}::regclass`;
   };
   const CHUNK = 100;
   for (let start = 0; start < seqs.length; start += CHUNK) {

@@ -18,7 +18,7 @@
 import { Client, QueryResult } from "pg";
 import { CONTROL_SCHEMA } from "../../catalog/catalog";
 import {
-  clientConfig, connect, DEFAULT_STALL_TIMEOUT_SEC, endClient, Endpoint, qualified, quoteIdent, stallError, watchStall,
+  clientConfig, connect, DEFAULT_STALL_TIMEOUT_SEC, endClient, Endpoint, qualified, quoteIdent, quoteLiteral, stallError, watchStall,
 } from "../../core/endpoint";
 import { PgferryError } from "../../core/errors";
 import { bigIntToLsn, lsnToBigInt } from "../../core/lsn";
@@ -58,7 +58,7 @@ export interface StreamOptions {
 }
 
 type Relation = ChangeRelation;
-const lit = (c: Client, v: unknown) => (v === null ? "NULL" : c.escapeLiteral(String(v)));
+const lit = (_c: Client, v: unknown) => (v === null ? "NULL" : quoteLiteral(String(v)));
 const tableOf = (r: Relation) => qualified(r.schema, r.name);
 
 /** The column the applier records its failure in (a control schema made by an older pgferry lacks it): the control schema brought up to date. */
