@@ -109,7 +109,7 @@ export interface CutoverTimings {
  * Every field optional: records made by older releases (or by a SchemaSync resource) lack some.
  */
 export type MigrationRecordOptions = Partial<Pick<MigrationOptions,
-  "jobs" | "selection" | "replicaIdentityFull" | "sourceHostForTarget" | "plugin" | "unlogged" | "largeObjects">> & {
+  "jobs" | "selection" | "replicaIdentityFull" | "sourceHostForTarget" | "plugin" | "unlogged" | "largeObjects" | "distribution">> & {
   /** wal2json: whether the source's wal2json quotes numbers (probed by start's preflight). */
   wal2jsonNumericAsString?: boolean;
   /** A reverse migration (rollback window): the forward migration it belongs to. */
