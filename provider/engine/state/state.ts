@@ -10,6 +10,7 @@
 import { Client } from "pg";
 import { CONTROL_SCHEMA, TableSelection } from "../catalog/catalog";
 import { PgferryError } from "../core/errors";
+import { parseDistributionInput } from "../copy/distribution";
 import { CDC_MODES, CdcMode, MigrationOptions, OUTPUT_PLUGINS, UNLOGGED_HANDLING } from "../core/options";
 import { controlSchemaExists } from "./controlSchema";
 export { ensureControlSchema, controlSchemaExists, dropControlSchemaIfEmpty, CONTROL_SCHEMA_VERSION } from "./controlSchema";
@@ -191,6 +192,9 @@ export function parseRecordedOptions(name: string, raw: unknown): MigrationRecor
   if (plugin) out.plugin = plugin;
   const unlogged = oneOf("unlogged", UNLOGGED_HANDLING);
   if (unlogged) out.unlogged = unlogged;
+  if (o.distribution !== undefined && o.distribution !== null) {
+    try { out.distribution = parseDistributionInput(o.distribution); } catch { throw corrupt(name, "options.distribution", o.distribution); }
+  }
   return out;
 }
 
