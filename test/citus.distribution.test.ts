@@ -105,3 +105,45 @@ describe("distribution plan: the Citus SQL and its order", () => {
     expect(distributionStatements(parseDistributionFlags({}))).toEqual([]);
   });
 });
+
+describe("Pulumi's Migration check", () => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { check } = require("../provider/resources/migrationHandlers") as typeof import("../provider/resources/migrationHandlers");
+  const endpoints = { source: "postgresql://u@127.0.0.1:1/d", target: "postgresql://u@127.0.0.1:2/d" };
+
+  test("a malformed distribution fails the check on the distribution input, with the shape to give", async () => {
+    const r = await check({}, { ...endpoints, mode: "stream", distribution: { distribute: ["public.t=c"] } });
+    expect(r.failures).toEqual([{ property: "distribution", reason: expect.stringMatching(/^distribution: distribute is not an object.*fix: give distribution as/) }]);
+  });
+
+  test("a valid distribution passes", async () => {
+    const r = await check({}, { ...endpoints, mode: "stream", distribution: { distribute: { "public.t": "c" }, reference: ["public.r"] } });
+    expect(r.failures).toEqual([]);
+  });
+});
+
+test("stream batches: a changed distribution column moves the row (DELETE … RETURNING + INSERT), an unchanged one is left out of SET", () => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { batchSql } = require("../provider/engine/cdc/stream/stream") as typeof import("../provider/engine/cdc/stream/stream");
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { Client } = require("pg");
+  const c = new Client();
+  const rel = { tag: "relation", schema: "s", name: "orders", replicaIdentity: "default", keyColumns: ["id", "tenant"],
+    columns: [{ name: "id" }, { name: "tenant" }, { name: "v" }] };
+  const meta = (moveOnChange?: Set<string>) => () => ({ types: new Map([["id", "integer"], ["tenant", "integer"], ["v", "text"]]),
+    alwaysIdentity: new Set<string>(), moveOnChange });
+  const changes = [
+    { tag: "update", relation: rel, key: { id: "1", tenant: "7" }, old: null, new: { id: "1", tenant: "8", v: undefined } },
+    { tag: "update", relation: rel, key: null, old: null, new: { id: "2", tenant: "7", v: "x" } },
+  ] as never;
+  expect(batchSql(c, changes, meta(new Set(["tenant"]))).map((b) => b.sql)).toEqual([
+    `WITH d AS (DELETE FROM "s"."orders" WHERE "id" = '1' AND "tenant" = '7' RETURNING *) INSERT INTO "s"."orders" ("id", "tenant", "v") ` +
+      `SELECT '1', '8', d."v" FROM d`,
+    `UPDATE "s"."orders" SET "id" = '2', "v" = 'x' WHERE "id" = '2' AND "tenant" = '7'`,
+  ]);
+  // Not distributed: the same changes as plain UPDATEs (what a non-Citus target gets).
+  expect(batchSql(c, changes, meta()).map((b) => b.sql)).toEqual([
+    `UPDATE "s"."orders" SET "id" = '1', "tenant" = '8' WHERE "id" = '1' AND "tenant" = '7'`,
+    `UPDATE "s"."orders" SET "id" = '2', "tenant" = '7', "v" = 'x' WHERE "id" = '2' AND "tenant" = '7'`,
+  ]);
+});
