@@ -206,7 +206,8 @@ async function recordMigration(r: StartRun): Promise<void> {
   // whether it quotes numbers. Also set when a SchemaSync made the record with default options.
   await mergeMigrationOptions(tgt, o.name,
     { plugin: o.plugin, wal2jsonNumericAsString: r.pf!.wal2json?.numericAsString ?? false, unlogged: o.unlogged, largeObjects: o.largeObjects,
-      distribution: o.distribution });
+      // A re-run without the flags keeps the recorded distribution (the applier moves rows of those tables).
+      ...(hasDistribution(o.distribution) ? { distribution: o.distribution } : {}) });
   r.result.phase = m.phase;
 }
 

@@ -397,6 +397,13 @@ export class StreamApplier {
     this.applied = await readAppliedLsn(this.target, this.o.migration);
     const distribution = (await readMigration(this.target, this.o.migration))?.options.distribution;
     this.distributionColumns = new Map(Object.entries(distribution?.distribute ?? {}).map(([t, col]) => [quotedTable(t), col]));
+    // Tables distributed by hand (start --until schema, then create_distributed_table) are in Citus's own catalog.
+    const citus = await this.target.query(`SELECT 1 FROM pg_extension WHERE extname = 'citus'`);
+    if (citus.rowCount) {
+      const byHand = await this.target.query(`SELECT n.nspname AS schema, c.relname AS name, t.distribution_column AS col FROM citus_tables t
+          JOIN pg_class c ON c.oid = t.table_name JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.citus_table_type = 'distributed'`);
+      for (const x of byHand.rows) this.distributionColumns.set(qualified(x.schema, x.name), x.col);
+    }
     await ensureApplyErrorColumn(this.target);
     // stop() may have come while connecting: it found nothing to close, so close here (an open
     // connection would keep the process alive, and a stream started now would hold the slot).
