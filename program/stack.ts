@@ -36,7 +36,7 @@ export function migrationInputsFromConfig(config: pulumi.Config): MigrationArgs 
   const inputs: Record<string, unknown> = {};
   for (const [key, s] of Object.entries(MIGRATION_INPUTS as Record<string, SettingSpec>)) {
     if (s.pulumi?.required) { inputs[key] = config.requireSecret(key); continue; }
-    const value = s.kind === "boolean" ? config.getBoolean(key) : s.kind === "list" ? config.getObject<string[]>(key)
+    const value = s.kind === "boolean" ? config.getBoolean(key) : s.kind === "list" || s.kind === "distribution" ? config.getObject(key)
       : s.kind === "string" ? config.get(key) : config.getNumber(key);
     inputs[key] = value ?? (s.pulumi?.stackDefault === false || s.default === undefined ? undefined
       : Array.isArray(s.default) ? [...s.default] : s.default);

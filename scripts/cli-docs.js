@@ -49,7 +49,7 @@ function generate() {
 }
 
 const cell = (s) => String(s).replace(/\|/g, "\\|").replace(/\n/g, " ");
-const TYPES = { string: "string", positiveInt: "number (whole, ≥ 1)", seconds: "number (seconds, ≥ 0)", boolean: "boolean", list: "string[]" };
+const TYPES = { string: "string", positiveInt: "number (whole, ≥ 1)", seconds: "number (seconds, ≥ 0)", boolean: "boolean", list: "string[]", distribution: "object" };
 
 /** The Migration's input and output tables (docs/pulumi.md), from the spec. */
 function pulumiTables() {

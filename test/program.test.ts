@@ -75,6 +75,7 @@ test("root program: every Migration input is reachable from stack config", async
     schemas: ["a"], include: ["a.t"], exclude: ["a.u"], replicaIdentityFull: true, sourceHostForTarget: "old.internal:5433",
     jobs: 7, freezeWrites: true, cutover: true, cutoverTimeoutSec: 99, verify: "hashes", cutoverGraceSec: 2, autoReplicationRule: true,
     reverseReplication: true, rollbackWindow: false, unlogged: "skip", largeObjects: false,
+    distribution: { distribute: { "a.t": "k" }, reference: ["a.r"], colocate: {} },
   };
   expect(Object.keys(values).sort()).toEqual([...INPUT_KEYS].sort());
   pulumi.runtime.setAllConfig(Object.fromEntries(Object.entries(values).map(([k, v]) => [`pgferry:${k}`, typeof v === "string" ? v : JSON.stringify(v)])),

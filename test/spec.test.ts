@@ -26,6 +26,7 @@ const CONTRACT: Record<string, [flags: string, defaultValue?: unknown][]> = {
   start: [["--source <uri>"], ["--target <uri>"], ["--name <name>", "main"], ["--mode <mode>", "subscription"], ["--plugin <plugin>", "pgoutput"],
     ["--jobs <n>", 4], ["--schema <schema>", []], ["--include <table>", []], ["--exclude <table>", []], ["--replica-identity-full"],
     ["--source-host-for-target <host[:port]>"], ["--unlogged <how>", "copy"], ["--snapshot-timeout <sec>", 600], ["--no-large-objects"],
+    ["--distribute <table=column>", []], ["--reference <table>", []], ["--colocate <table=table>", []], ["--until <step>"],
     ["--stall-timeout <sec>", 30], ["--json"]],
   status: [["--source <uri>"], ["--target <uri>"], ["--name <name>", "main"], ["--json"], ["--watch"], ["--serve <port>"], ["--interval <sec>", 2]],
   cutover: [["--source <uri>"], ["--target <uri>"], ["--name <name>", "main"], ["--freeze-writes"], ["--timeout <sec>", 300], ["--grace <sec>", 5],
@@ -72,15 +73,15 @@ test("engine choices and defaults are the spec's", () => {
 
 test("Pulumi inputs, defaults, replace-on and outputs are the spec's", () => {
   expect([...INPUT_KEYS]).toEqual(Object.keys(MIGRATION_INPUTS));
-  expect([...REPLACE_ON]).toEqual(["source", "target", "name", "mode", "plugin", "schemas", "include", "exclude", "replicaIdentityFull", "sourceHostForTarget"]);
+  expect([...REPLACE_ON]).toEqual(["source", "target", "name", "mode", "plugin", "schemas", "include", "exclude", "distribution", "replicaIdentityFull", "sourceHostForTarget"]);
   // An unset input reads as its default (what the outputs show and diff compares).
   expect(pickInputs({ source: "s", target: "t" })).toEqual({ source: "s", target: "t", name: "main", mode: "subscription", plugin: "pgoutput", jobs: 4,
     schemas: [], include: [], exclude: [], replicaIdentityFull: false, unlogged: "copy", largeObjects: true, freezeWrites: false, cutover: false,
     cutoverTimeoutSec: 300, verify: "counts", cutoverGraceSec: 5, autoReplicationRule: false, reverseReplication: false, rollbackWindow: true });
   const outs = toOutputs({ source: "s", target: "t" }, { name: "main", phase: "Loading", rowsCopied: 1, bytesCopied: 2, tables: [] } as never);
   const keys = Object.keys(outs).sort();
-  // Every input (sourceHostForTarget has no default: absent when unset) and every declared output.
-  expect(keys).toEqual([...INPUT_KEYS.filter((k) => k !== "sourceHostForTarget"), ...Object.keys(MIGRATION_OUTPUTS)].sort());
+  // Every input (sourceHostForTarget and distribution have no default: absent when unset) and every declared output.
+  expect(keys).toEqual([...INPUT_KEYS.filter((k) => k !== "sourceHostForTarget" && k !== "distribution"), ...Object.keys(MIGRATION_OUTPUTS)].sort());
 });
 
 test("each input's and output's doc comment (shown by editors) says what its doc string (printed in docs/pulumi.md) says", () => {

@@ -15,6 +15,7 @@ import { describeSessions } from "../engine/cutover/cutover";
 import { connect } from "../engine/core/endpoint";
 import { COMMANDS, flagName, PROGRAM, SETTINGS, SettingSpec } from "../engine/core/optionSpec";
 import { readMigration } from "../engine/state/state";
+import { parseDistributionFlags } from "../engine/copy/distribution";
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 const port = (v: string) => {
@@ -103,10 +104,13 @@ export function buildProgram(): Command {
     .action(action(async (o) => {
       const { source, target } = endpoints(o);
       const opts = migrationOptions({ snapshotTimeoutSec: o.snapshotTimeout, stallTimeoutSec: o.stallTimeout, largeObjects: o.largeObjects !== false, name: o.name, mode: o.mode, plugin: o.plugin, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
-        replicaIdentityFull: !!o.replicaIdentityFull, unlogged: o.unlogged, sourceHostForTarget: o.sourceHostForTarget });
+        replicaIdentityFull: !!o.replicaIdentityFull, unlogged: o.unlogged, sourceHostForTarget: o.sourceHostForTarget,
+        distribution: parseDistributionFlags({ distribute: o.distribute, reference: o.reference, colocate: o.colocate }) });
       const r = reporter(!!o.json);
-      const res = await startMigration(source, target, opts, (e) => r.event(e)).finally(() => r.done());
+      const res = await startMigration(source, target, opts, (e) => r.event(e), o.until === "schema" ? "SchemaSync" : undefined).finally(() => r.done());
       if (o.json) printJson({ ok: true, ...res });
+      else if (o.until === "schema" && !res.alreadyRunning) r.line(`migration ${res.name} stopped after the schema (phase ${res.phase}): the target's tables exist, ` +
+        `empty, and no replication slot exists yet; run pgferry start again (same options, without --until) to load and stream`);
       else if (res.alreadyRunning) r.line(`migration ${res.name} is already ${res.phase}; nothing to do`);
       else r.line(`migration ${res.name} is ${res.phase}: changes stream to the target; run pgferry cutover when ready` +
         (res.load ? ` (loaded ${res.load.rows} rows in ${res.load.seconds.toFixed(1)} s` +

@@ -12,6 +12,7 @@ import { Cdc, CdcContext, cdcFor } from "./cdc/cdc";
 import { runPipeline, Step } from "./core/pipeline";
 import { connect, DEFAULT_STALL_TIMEOUT_SEC, endClient, Endpoint, qualified, quoteIdent, quoteLiteral, watchStall } from "./core/endpoint";
 import { Finding, PgferryError, testFailpoint } from "./core/errors";
+import { distributionStatements, hasDistribution } from "./copy/distribution";
 import { LoadResult, runLoad, TableLoadProgress } from "./copy/load";
 import { copyLargeObjects, LargeObjectCopy } from "./copy/largeObjects";
 import { MigrationOptions, objectNames } from "./core/options";
@@ -127,6 +128,14 @@ const START_STEPS: Step<StartRun>[] = [
     },
   },
   {
+    // Hyperscale (Citus): reference tables, then distributed tables, into the still empty, key-less tables (copy/distribution.ts).
+    // Each statement skips a table already done, so a killed run's re-run converges.
+    name: "distribute", when: (r) => hasDistribution(r.o.distribution), done: phaseNotIn("Loading", "Failed"),
+    async run(r) {
+      for (const sql of distributionStatements(r.o.distribution)) await r.tgt.query(sql);
+    },
+  },
+  {
     name: "not-carried",
     async run(r) {
       if (r.until !== "SchemaSync") await reconcileLargeObjectsNotCarried(r.src, r.tgt, r.o, r.pf!);
@@ -165,7 +174,7 @@ async function preflightStep(r: StartRun): Promise<void> {
   const { o } = r;
   const pf = await preflight(r.src, r.tgt, r.source, r.target, {
     selection: o.selection, replicaIdentityFull: o.replicaIdentityFull, resuming: r.resuming, slotName: r.names.slot, mode: o.mode, plugin: o.plugin,
-    unlogged: o.unlogged, largeObjects: o.largeObjects,
+    unlogged: o.unlogged, largeObjects: o.largeObjects, distribution: o.distribution,
   });
   pf.findings.forEach((finding) => r.onEvent({ type: "finding", finding }));
   testFailpoint("preflight");
@@ -196,7 +205,9 @@ async function recordMigration(r: StartRun): Promise<void> {
   // What the stream applier (start, agent, cutover) reads back: the output plugin and, for wal2json,
   // whether it quotes numbers. Also set when a SchemaSync made the record with default options.
   await mergeMigrationOptions(tgt, o.name,
-    { plugin: o.plugin, wal2jsonNumericAsString: r.pf!.wal2json?.numericAsString ?? false, unlogged: o.unlogged, largeObjects: o.largeObjects });
+    { plugin: o.plugin, wal2jsonNumericAsString: r.pf!.wal2json?.numericAsString ?? false, unlogged: o.unlogged, largeObjects: o.largeObjects,
+      // A re-run without the flags keeps the recorded distribution (the applier moves rows of those tables).
+      ...(hasDistribution(o.distribution) ? { distribution: o.distribution } : {}) });
   r.result.phase = m.phase;
 }
 

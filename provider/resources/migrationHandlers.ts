@@ -28,6 +28,8 @@ export const INPUT_KEYS: readonly string[] = Object.keys(MIGRATION_INPUTS);
 /** What the Pulumi engine sends for a value not known yet (preview). */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 
+import { parseDistributionInput } from "../engine/copy/distribution";
+
 const nameOf = (i: MigrationInputs): string => i.name ?? SPEC.name.default;
 export const migrationId = (i: MigrationInputs) => `pgferry-migration-${nameOf(i)}`;
 
@@ -35,7 +37,8 @@ function options(i: MigrationInputs) {
   return migrationOptions({ name: i.name, mode: i.mode as "subscription" | "stream" | undefined,
     plugin: i.plugin as OutputPlugin | undefined, jobs: i.jobs, schemas: i.schemas ?? [],
     include: i.include ?? [], exclude: i.exclude ?? [], replicaIdentityFull: !!i.replicaIdentityFull, sourceHostForTarget: i.sourceHostForTarget,
-    unlogged: i.unlogged as "copy" | "skip" | undefined, largeObjects: i.largeObjects !== false });
+    unlogged: i.unlogged as "copy" | "skip" | undefined, largeObjects: i.largeObjects !== false,
+    distribution: parseDistributionInput(isUnknown(i.distribution) ? undefined : i.distribution) });
 }
 
 function endpoints(i: MigrationInputs) {
@@ -111,7 +114,11 @@ export async function check(_olds: Record<string, unknown>, news: Record<string,
     if (isUnknown(i[k])) continue;
     try { parseEndpoint(i[k], k); } catch (e) { failures.push({ property: k, reason: (e as Error).message.replace(/--(source|target)/, "$1") }); }
   }
-  if (![i.name, i.mode, i.plugin, i.jobs].some(isUnknown)) {
+  let distributionOk = true;
+  if (!isUnknown(i.distribution)) {
+    try { parseDistributionInput(i.distribution); } catch (e) { distributionOk = false; failures.push({ property: "distribution", reason: (e as Error).message }); }
+  }
+  if (distributionOk && ![i.name, i.mode, i.plugin, i.jobs].some(isUnknown)) {
     try { options(i); } catch (e) { failures.push({ property: "name", reason: (e as Error).message.replace(/--(\w+)/, "$1") }); }
   }
   if (i.verify !== undefined && !isUnknown(i.verify) && !(VERIFY_MODES as string[]).includes(i.verify)) {

@@ -29,6 +29,7 @@ export const ERROR_CODES = {
   bad_host: { meaning: "--source-host-for-target is not a host name or address (optionally :port)", fix: "give --source-host-for-target as host or host:port" },
   bad_timeout: { meaning: "--snapshot-timeout or --stall-timeout is out of range", fix: "give a number of seconds in the range the message names" },
   bad_verify: { meaning: "--verify is not counts or hashes", fix: "give --verify counts or --verify hashes" },
+  bad_distribution: { meaning: "--distribute/--reference/--colocate (Pulumi: distribution) is malformed or inconsistent", fix: "give --distribute schema.table=column, --reference schema.table, --colocate schema.table=schema.other (docs/citus.md)" },
   bad_rule: { meaning: "a FirewallRule's inputs do not make a valid pg_hba.conf line" },
   unknown_parameter: { meaning: "ServerParameters names a setting the server does not have" },
   unknown_relation: { meaning: "an --include/--exclude name matches no relation of the source's schemas" },

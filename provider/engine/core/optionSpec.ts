@@ -23,7 +23,9 @@ export type ValueKind =
   | "port"
   | "boolean"
   /** Repeatable flag collected into a list (--schema, --include, --exclude). */
-  | "list";
+  | "list"
+  /** Pulumi's `distribution` object (Hyperscale (Citus) target); the CLI gives it as --distribute/--reference/--colocate. */
+  | "distribution";
 
 export interface CliFlag {
   /** commander flags, exactly as users type them ("--jobs <n>", "--no-large-objects"). */
@@ -53,6 +55,16 @@ export interface SettingSpec {
 }
 
 const setting = <const S extends SettingSpec>(s: S): S => s;
+
+/**
+ * Hyperscale (Citus) target: tables "schema.table" (unqualified: public) to distribute by a column, reference tables,
+ * and co-located pairs. Checked by copy/distribution.ts (parseDistributionInput); docs/citus.md.
+ */
+export interface DistributionInput {
+  distribute?: Record<string, string>;
+  reference?: string[];
+  colocate?: Record<string, string>;
+}
 
 /**
  * Every Pulumi `Migration` input, in the order the resource lists them (replacing ones first). Config key in the
@@ -95,6 +107,15 @@ export const MIGRATION_INPUTS = {
   exclude: setting({ kind: "list", default: [],
     cli: { flags: "--exclude <table>", help: "never these tables, schema.table (repeatable)" },
     pulumi: { doc: "Never these tables, schema.table (what depends on them is skipped and listed in notCarried).", replaces: true } }),
+  /**
+   * Hyperscale (Citus) target: `{ distribute: {"schema.table": "column"}, reference: ["schema.table"], colocate: {"schema.table":
+   * "schema.other"} }`. After the schema and before the load, reference tables are created first, then distributed tables
+   * (colocate_with the named table). Needs mode "stream" (docs/citus.md). The CLI's --distribute, --reference, --colocate.
+   */
+  distribution: setting({ kind: "distribution",
+    pulumi: { doc: "Hyperscale (Citus) target: `{ distribute: {\"schema.table\": \"column\"}, reference: [\"schema.table\"], colocate: {\"schema.table\": " +
+      "\"schema.other\"} }`. After the schema and before the load, reference tables are created first, then distributed tables " +
+      "(colocate_with the named table). Needs mode \"stream\" (docs/citus.md). The CLI's --distribute, --reference, --colocate.", replaces: true, stackDefault: false } }),
   /** Set REPLICA IDENTITY FULL on source tables without a key instead of refusing them. */
   replicaIdentityFull: setting({ kind: "boolean", default: false,
     cli: { flags: "--replica-identity-full", help: "set REPLICA IDENTITY FULL on source tables without a key instead of refusing" },
@@ -179,6 +200,14 @@ export const CLI_ONLY = {
   reverse: setting({ kind: "boolean", cli: { flags: "--reverse",
     help: "rollback window: apply the target's changes to the source (give --source/--target as for the migration)" } }),
   countsOnly: setting({ kind: "boolean", cli: { flags: "--counts-only", help: "row counts without content hashes" } }),
+  distribute: setting({ kind: "list", default: [],
+    cli: { flags: "--distribute <table=column>", help: "Hyperscale (Citus) target: distribute this table by this column (repeatable; docs/citus.md)" } }),
+  reference: setting({ kind: "list", default: [],
+    cli: { flags: "--reference <table>", help: "Hyperscale (Citus) target: make this table a reference table (repeatable)" } }),
+  colocate: setting({ kind: "list", default: [],
+    cli: { flags: "--colocate <table=table>", help: "Hyperscale (Citus) target: co-locate the first distributed table with the second (repeatable)" } }),
+  until: setting({ kind: "string", choices: ["schema"],
+    cli: { flags: "--until <step>", help: "stop after this step: schema (the schema is copied, no slot exists yet; a later start continues with the load)" } }),
   scale: setting({ kind: "positiveInt", default: 1, cli: { flags: "--scale <n>", help: "data size (1 ≈ 50k rows)" } }),
 };
 
@@ -214,6 +243,7 @@ export const COMMANDS: CommandSpec[] = [
   { name: "start", description: "preflight, copy the schema, load every table consistently, then stream changes (returns once ReadyToCutover)",
     options: [...endpointsAndName, opt("mode"), opt("plugin"), opt("jobs"), opt("schemas"), opt("include"), opt("exclude"), opt("replicaIdentityFull"),
       opt("sourceHostForTarget"), opt("unlogged"), opt("snapshotTimeout"), opt("largeObjects"),
+      opt("distribute"), opt("reference"), opt("colocate"), opt("until"),
       opt("stallTimeout", "seconds a load COPY may go without data from the source or taken by the target after which " +
         "that link counts as stalled and start stops naming it (re-run start to reload)"),
       opt("json", "print one JSON document instead of progress")] },
@@ -270,6 +300,7 @@ type Spec = typeof MIGRATION_INPUTS;
 /** The plain value of a setting: its choices as a union, else by kind. */
 export type ValueOf<S> = S extends { choices: readonly (infer C)[] } ? C
   : S extends { kind: "list" } ? string[]
+  : S extends { kind: "distribution" } ? DistributionInput
   : S extends { kind: "boolean" } ? boolean
   : S extends { kind: "positiveInt" | "seconds" | "interval" | "port" } ? number
   : string;

@@ -1,5 +1,6 @@
 /** Migration options shared by the CLI, the Pulumi resources and the tests; their defaults and choices come from the spec (optionSpec.ts). */
 import { TableSelection } from "../catalog/catalog";
+import { checkDistribution, Distribution, NO_DISTRIBUTION } from "../copy/distribution";
 import { DEFAULT_STALL_TIMEOUT_SEC } from "./endpoint";
 import { PgferryError } from "./errors";
 import { CLI_ONLY, MIGRATION_INPUTS as SPEC } from "./optionSpec";
@@ -54,6 +55,11 @@ export interface MigrationOptions {
    * counts as stalled and start fails naming it (--stall-timeout). Default DEFAULT_STALL_TIMEOUT_SEC.
    */
   stallTimeoutSec?: number;
+  /**
+   * Hyperscale (Citus) target: tables distributed (by a column), reference tables, co-located pairs (copy/distribution.ts).
+   * Recorded in the migration's options: the stream applier moves a row whose distribution column changes (DELETE + INSERT).
+   */
+  distribution: Distribution;
 }
 
 export const DEFAULT_SNAPSHOT_TIMEOUT_SEC: number = CLI_ONLY.snapshotTimeout.default;
@@ -93,6 +99,7 @@ export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: stri
   }
   return {
     snapshotTimeoutSec, stallTimeoutSec, name, mode, plugin, jobs, replicaIdentityFull: !!o.replicaIdentityFull, unlogged, largeObjects: o.largeObjects ?? SPEC.largeObjects.default, sourceHostForTarget: o.sourceHostForTarget,
+    distribution: checkDistribution(o.distribution ?? NO_DISTRIBUTION),
     selection: o.selection ?? { schemas: o.schemas ?? [], include: o.include ?? [], exclude: o.exclude ?? [] },
   };
 }

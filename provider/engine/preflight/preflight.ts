@@ -12,6 +12,8 @@ import { Finding, PgferryError } from "../core/errors";
 import { findPgTools, largeObjectFix, rolesMissingOnTarget } from "../copy/schema";
 import { decoderFor } from "../cdc/decoders";
 import { Decoder } from "../cdc/decoders/decoder";
+import { Distribution } from "../copy/distribution";
+import { CITUS_CHECKS } from "./citus";
 import { readWal2jsonTables, unresolvableTables, wal2jsonInstallFix, Wal2jsonProbe } from "../cdc/decoders/wal2json";
 
 export interface PreflightOptions {
@@ -28,6 +30,8 @@ export interface PreflightOptions {
   unlogged?: "copy" | "skip";
   /** Large objects are carried (default) or, false (--no-large-objects), left out with a warning. */
   largeObjects?: boolean;
+  /** Hyperscale (Citus) target: tables to distribute or make reference tables (./citus.ts checks them). */
+  distribution?: Distribution;
 }
 
 export interface PreflightResult {
@@ -535,6 +539,7 @@ export const PREFLIGHT_CHECKS: PreflightCheck[] = [
       r.pgDumpMajor = tools.pgDump?.major;
     },
   },
+  ...CITUS_CHECKS,
 ];
 
 /** Catalogs whose objects pg_dump creates without IF NOT EXISTS: one of the same identity on the target stops pre-data. */

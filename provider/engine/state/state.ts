@@ -10,6 +10,7 @@
 import { Client } from "pg";
 import { CONTROL_SCHEMA, TableSelection } from "../catalog/catalog";
 import { PgferryError } from "../core/errors";
+import { parseDistributionInput } from "../copy/distribution";
 import { CDC_MODES, CdcMode, MigrationOptions, OUTPUT_PLUGINS, UNLOGGED_HANDLING } from "../core/options";
 import { controlSchemaExists } from "./controlSchema";
 export { ensureControlSchema, controlSchemaExists, dropControlSchemaIfEmpty, CONTROL_SCHEMA_VERSION } from "./controlSchema";
@@ -109,7 +110,7 @@ export interface CutoverTimings {
  * Every field optional: records made by older releases (or by a SchemaSync resource) lack some.
  */
 export type MigrationRecordOptions = Partial<Pick<MigrationOptions,
-  "jobs" | "selection" | "replicaIdentityFull" | "sourceHostForTarget" | "plugin" | "unlogged" | "largeObjects">> & {
+  "jobs" | "selection" | "replicaIdentityFull" | "sourceHostForTarget" | "plugin" | "unlogged" | "largeObjects" | "distribution">> & {
   /** wal2json: whether the source's wal2json quotes numbers (probed by start's preflight). */
   wal2jsonNumericAsString?: boolean;
   /** A reverse migration (rollback window): the forward migration it belongs to. */
@@ -191,6 +192,9 @@ export function parseRecordedOptions(name: string, raw: unknown): MigrationRecor
   if (plugin) out.plugin = plugin;
   const unlogged = oneOf("unlogged", UNLOGGED_HANDLING);
   if (unlogged) out.unlogged = unlogged;
+  if (o.distribution !== undefined && o.distribution !== null) {
+    try { out.distribution = parseDistributionInput(o.distribution); } catch { throw corrupt(name, "options.distribution", o.distribution); }
+  }
   return out;
 }
 

@@ -31,6 +31,8 @@ import { SLOT_LOST_PATTERN, slotLostError } from "../../copy/snapshot";
 import { ensureControlSchema } from "../../state/controlSchema";
 import { appliedPositionSql, readAppliedLsn, recordApplyError, storeAppliedQuery } from "../../state/applyProgress";
 import type { ApplyError } from "../../state/state";
+import { readMigration } from "../../state/state";
+import { quotedTable } from "../../copy/distribution";
 
 export interface ApplyCounters { inserts: number; updates: number; deletes: number; truncates: number }
 
@@ -125,7 +127,7 @@ function fullMatch(c: Client, col: string, v: unknown, meta: ColumnMeta | undefi
  * `columns` (target column types) is required for FULL identity.
  */
 export function changeSql(c: Client, m: ChangeInsert | ChangeUpdate | ChangeDelete,
-  alwaysIdentity: Set<string> = new Set(), columns?: Map<string, ColumnMeta>): string {
+  alwaysIdentity: Set<string> = new Set(), columns?: Map<string, ColumnMeta>, moveOnChange: Set<string> = new Set()): string {
   const r = m.relation;
   if (m.tag === "insert") {
     const cols = Object.keys(m.new).filter((k) => m.new[k] !== undefined);
@@ -154,18 +156,21 @@ export function changeSql(c: Client, m: ChangeInsert | ChangeUpdate | ChangeDele
   if (m.tag === "delete") return `DELETE FROM ${tableOf(r)} WHERE ${where}`;
   const keyChanged = (k: string) => keyCols.includes(k) && ident[k] !== undefined && String(ident[k]) !== String(m.new[k]);
   const changedAlways = [...alwaysIdentity].filter((k) => m.new[k] !== undefined && keyChanged(k));
-  if (changedAlways.length) {
+  // A Citus distribution column (copy/distribution.ts): Citus refuses an UPDATE that changes its value (the row would
+  // change shard), so such a row is moved the same way.
+  const moved = [...moveOnChange].filter((k) => m.new[k] !== undefined && ident[k] !== undefined && String(ident[k]) !== String(m.new[k]));
+  if (changedAlways.length || moved.length) {
     // A GENERATED ALWAYS identity column can only be SET to DEFAULT (UPDATE has no OVERRIDING clause): move the
     // row instead — delete it and insert it with its new values in one statement. Unchanged TOAST values
     // (undefined) are taken from the deleted row. No trigger or FK check fires (session_replication_role).
     // Every column the relation has (wal2json leaves unchanged TOAST columns out of the row entirely).
     const cols = [...new Set([...r.columns.map((x) => x.name), ...Object.keys(m.new)])];
     return `WITH d AS (DELETE FROM ${tableOf(r)} WHERE ${where} RETURNING *) INSERT INTO ${tableOf(r)} (${cols.map(quoteIdent).join(", ")}) ` +
-      `OVERRIDING SYSTEM VALUE SELECT ${cols.map((k) => m.new[k] === undefined ? `d.${quoteIdent(k)}` : lit(c, m.new[k])).join(", ")} FROM d`;
+      `${alwaysIdentity.size ? "OVERRIDING SYSTEM VALUE " : ""}SELECT ${cols.map((k) => m.new[k] === undefined ? `d.${quoteIdent(k)}` : lit(c, m.new[k])).join(", ")} FROM d`;
   }
   // undefined = unchanged TOAST value: leave it as it is, never write NULL. GENERATED ALWAYS identity
-  // columns cannot be SET; they are left out unless they changed (handled above).
-  const set = Object.keys(m.new).filter((k) => m.new[k] !== undefined && !alwaysIdentity.has(k));
+  // columns cannot be SET; they are left out unless they changed (handled above), and so are unchanged distribution columns.
+  const set = Object.keys(m.new).filter((k) => m.new[k] !== undefined && !alwaysIdentity.has(k) && !moveOnChange.has(k));
   if (!set.length) {
     // Nothing to write (only unchanged TOAST / identity columns): the row must still exist.
     return `SELECT 1 FROM ${tableOf(r)} WHERE ${where}`;
@@ -178,7 +183,11 @@ export function changeSql(c: Client, m: ChangeInsert | ChangeUpdate | ChangeDele
  * Per target table: column types (for casts in merged statements and REPLICA IDENTITY FULL matching)
  * and GENERATED ALWAYS identity columns.
  */
-export interface TableMeta { types: Map<string, string>; alwaysIdentity: Set<string>; columns?: Map<string, ColumnMeta> }
+export interface TableMeta {
+  types: Map<string, string>; alwaysIdentity: Set<string>; columns?: Map<string, ColumnMeta>;
+  /** The Citus distribution column of a distributed table (the migration's options): a change of its value moves the row. */
+  moveOnChange?: Set<string>;
+}
 
 /**
  * One statement of a batch and how its result is checked. An UPDATE/DELETE must touch exactly one row
@@ -242,7 +251,7 @@ export function batchSql(c: Client, changes: RowChange[], meta: (table: string) 
     const info = meta(table);
     const keys = list[0].relation.keyColumns;
     const setCols = (m: ChangeUpdate) => Object.keys(m.new).filter((k) => m.new[k] !== undefined && !keys.includes(k)
-      && !info?.alwaysIdentity.has(k));
+      && !info?.alwaysIdentity.has(k) && !info?.moveOnChange?.has(k));
     // JSON.stringify of the key texts as RETURNING gives them back (null stays null: keys are NOT NULL anyway).
     const keyText = (key: Record<string, unknown>) => keys.length === 1 ? String(key[keys[0]]) : JSON.stringify(keys.map((k) => key[k]));
     /** The merge class of a change: undefined when it must be applied alone. */
@@ -251,6 +260,7 @@ export function batchSql(c: Client, changes: RowChange[], meta: (table: string) 
       if (m.relation.replicaIdentity === "full" || !info || !keys.length) return undefined;
       if (m.tag === "delete") return "d";
       if (keys.some((k) => String(key[k]) !== String(m.new[k]))) return undefined; // key change
+      if ([...info.moveOnChange ?? []].some((k) => m.new[k] !== undefined && key[k] !== undefined && String(key[k]) !== String(m.new[k]))) return undefined;
       const cols = setCols(m);
       return cols.length && cols.every((k) => info.types.has(k)) ? "u:" + cols.join("\0") : undefined;
     };
@@ -261,7 +271,7 @@ export function batchSql(c: Client, changes: RowChange[], meta: (table: string) 
     const returning = () => keys.map((_, n) => `v.k${n} AS k${n}`).join(", ");
     const single = (m: RowChange): BatchStatement => m.tag === "insert"
       ? { sql: changeSql(c, m, info?.alwaysIdentity, info?.columns), expect: null }
-      : { sql: changeSql(c, m, info?.alwaysIdentity, info?.columns), expect: 1, table, kind: m.tag,
+      : { sql: changeSql(c, m, info?.alwaysIdentity, info?.columns, info?.moveOnChange), expect: 1, table, kind: m.tag,
           one: describeKey(keyOf(m), m.relation.replicaIdentity === "full" ? Object.keys(keyOf(m)) : m.relation.keyColumns) };
 
     let sig: string | undefined;
@@ -338,6 +348,8 @@ export class StreamApplier {
   private stats = new Map<string, ApplyCounters>();
   /** Column types and GENERATED ALWAYS identity columns per target table, read when the relation is announced. */
   private meta = new Map<string, TableMeta>();
+  /** Citus: distributed table ("s"."t") → its distribution column, from the migration's options (recorded by start). */
+  private distributionColumns = new Map<string, string>();
   /** Target queries sent and not yet settled, oldest first (they settle in order). */
   private inFlight: Promise<unknown>[] = [];
   private broken?: unknown;
@@ -383,6 +395,15 @@ export class StreamApplier {
     await this.target.query(`SET synchronous_commit = on`);
     if (this.o.writeThroughFreeze) await this.target.query(`SET default_transaction_read_only = off`);
     this.applied = await readAppliedLsn(this.target, this.o.migration);
+    const distribution = (await readMigration(this.target, this.o.migration))?.options.distribution;
+    this.distributionColumns = new Map(Object.entries(distribution?.distribute ?? {}).map(([t, col]) => [quotedTable(t), col]));
+    // Tables distributed by hand (start --until schema, then create_distributed_table) are in Citus's own catalog.
+    const citus = await this.target.query(`SELECT 1 FROM pg_extension WHERE extname = 'citus'`);
+    if (citus.rowCount) {
+      const byHand = await this.target.query(`SELECT n.nspname AS schema, c.relname AS name, t.distribution_column AS col FROM citus_tables t
+          JOIN pg_class c ON c.oid = t.table_name JOIN pg_namespace n ON n.oid = c.relnamespace WHERE t.citus_table_type = 'distributed'`);
+      for (const x of byHand.rows) this.distributionColumns.set(qualified(x.schema, x.name), x.col);
+    }
     await ensureApplyErrorColumn(this.target);
     // stop() may have come while connecting: it found nothing to close, so close here (an open
     // connection would keep the process alive, and a stream started now would hold the slot).
@@ -574,7 +595,8 @@ export class StreamApplier {
           WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, [tableOf(m)]) as QueryResult;
         this.meta.set(tableOf(m), { types: new Map(r.rows.map((x) => [x.attname, x.type])),
           alwaysIdentity: new Set(r.rows.filter((x) => x.always).map((x) => x.attname)),
-          columns: new Map(r.rows.map((x) => [x.attname, { type: x.type, eq: x.eq }])) });
+          columns: new Map(r.rows.map((x) => [x.attname, { type: x.type, eq: x.eq }])),
+          moveOnChange: new Set(this.distributionColumns.has(tableOf(m)) ? [this.distributionColumns.get(tableOf(m))!] : []) });
         if (this.broken) throw this.broken;
         return;
       }
