@@ -19,8 +19,8 @@ const dropRoles = async (s: LocalServer, dbs: string[]) => {
 
 beforeAll(async () => { [src, tgt] = await startServers(15, 17); });
 afterAll(async () => {
-  await dropRoles(src, ["roles_subscription", "roles_stream"]).catch(() => undefined);
-  await dropRoles(tgt, ["roles_subscription", "roles_stream"]).catch(() => undefined);
+  await dropRoles(src, ["roles_subscription", "roles_stream", "roles_differs"]).catch(() => undefined);
+  await dropRoles(tgt, ["roles_subscription", "roles_stream", "roles_differs"]).catch(() => undefined);
   await src?.stop(); await tgt?.stop();
 });
 
@@ -73,3 +73,26 @@ test.each(["subscription", "stream"] as const)("mode %s: roles, ownership, grant
   expect(await leftovers(src, tgt, db)).toEqual([]);
   await dropRoles(src, [db]); await dropRoles(tgt, [db]);
 }, 240000);
+
+test("an existing target role with other attributes is reported, not changed; the others are created", async () => {
+  const db = "roles_differs";
+  const all = ["roles_subscription", "roles_stream", db];
+  await dropRoles(src, all); await dropRoles(tgt, all);
+  await src.createDatabase(db); await tgt.createDatabase(db);
+  await src.query(`CREATE ROLE app_owner NOLOGIN CREATEDB; CREATE ROLE app_rw NOLOGIN`);
+  await tgt.query(`CREATE ROLE app_owner NOLOGIN NOCREATEDB CONNECTION LIMIT 3`);
+  await src.query(`CREATE TABLE t (id int PRIMARY KEY); ALTER TABLE t OWNER TO app_owner; GRANT SELECT ON t TO app_rw`, db);
+  const source = parseEndpoint(src.uri(db), "source"), target = parseEndpoint(tgt.uri(db), "target");
+  const started = await startMigration(source, target, migrationOptions({ name: "roles", mode: "stream", jobs: 2, roles: true }));
+  expect(started.roles!.created).toEqual(["app_rw"]);
+  expect(started.roles!.existing).toEqual(["app_owner"]);
+  const f = started.findings.find((x) => x.code === "role_differs")!;
+  expect(f).toMatchObject({ severity: "warning", objects: ["app_owner"] });
+  expect(f.message).toMatch(/"app_owner" \(CREATEDB on the source, NOCREATEDB on the target; CONNECTION LIMIT -1 on the source, 3 on the target\)/);
+  expect((await tgt.query(`SELECT rolcreatedb, rolconnlimit FROM pg_roles WHERE rolname = 'app_owner'`))[0]).toEqual({ rolcreatedb: false, rolconnlimit: 3 });
+  expect((await tgt.query(`SELECT pg_get_userbyid(relowner) AS o FROM pg_class WHERE relname = 't'`, db))[0].o).toBe("app_owner");
+  const cleaned = await cleanupMigration(source, target, "roles");
+  expect(cleaned.createdRoles).toEqual(["app_rw"]);
+  expect(await leftovers(src, tgt, db)).toEqual([]);
+  await dropRoles(src, [db]); await dropRoles(tgt, [db]);
+}, 120000);
