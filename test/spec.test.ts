@@ -25,7 +25,7 @@ beforeAll(() => ensureBuilt());
 const CONTRACT: Record<string, [flags: string, defaultValue?: unknown][]> = {
   start: [["--source <uri>"], ["--target <uri>"], ["--name <name>", "main"], ["--mode <mode>", "subscription"], ["--plugin <plugin>", "pgoutput"],
     ["--jobs <n>", 4], ["--schema <schema>", []], ["--include <table>", []], ["--exclude <table>", []], ["--replica-identity-full"],
-    ["--source-host-for-target <host[:port]>"], ["--unlogged <how>", "copy"], ["--snapshot-timeout <sec>", 600], ["--no-large-objects"],
+    ["--source-host-for-target <host[:port]>"], ["--unlogged <how>", "copy"], ["--snapshot-timeout <sec>", 600], ["--no-large-objects"], ["--roles"],
     ["--distribute <table=column>", []], ["--reference <table>", []], ["--colocate <table=table>", []], ["--until <step>"],
     ["--stall-timeout <sec>", 30], ["--json"]],
   status: [["--source <uri>"], ["--target <uri>"], ["--name <name>", "main"], ["--json"], ["--watch"], ["--serve <port>"], ["--interval <sec>", 2]],
@@ -76,7 +76,7 @@ test("Pulumi inputs, defaults, replace-on and outputs are the spec's", () => {
   expect([...REPLACE_ON]).toEqual(["source", "target", "name", "mode", "plugin", "schemas", "include", "exclude", "distribution", "replicaIdentityFull", "sourceHostForTarget"]);
   // An unset input reads as its default (what the outputs show and diff compares).
   expect(pickInputs({ source: "s", target: "t" })).toEqual({ source: "s", target: "t", name: "main", mode: "subscription", plugin: "pgoutput", jobs: 4,
-    schemas: [], include: [], exclude: [], replicaIdentityFull: false, unlogged: "copy", largeObjects: true, freezeWrites: false, cutover: false,
+    schemas: [], include: [], exclude: [], replicaIdentityFull: false, unlogged: "copy", largeObjects: true, roles: false, freezeWrites: false, cutover: false,
     cutoverTimeoutSec: 300, verify: "counts", cutoverGraceSec: 5, autoReplicationRule: false, reverseReplication: false, rollbackWindow: true });
   const outs = toOutputs({ source: "s", target: "t" }, { name: "main", phase: "Loading", rowsCopied: 1, bytesCopied: 2, tables: [] } as never);
   const keys = Object.keys(outs).sort();

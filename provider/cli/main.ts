@@ -103,7 +103,7 @@ export function buildProgram(): Command {
   declared(program, "start")
     .action(action(async (o) => {
       const { source, target } = endpoints(o);
-      const opts = migrationOptions({ snapshotTimeoutSec: o.snapshotTimeout, stallTimeoutSec: o.stallTimeout, largeObjects: o.largeObjects !== false, name: o.name, mode: o.mode, plugin: o.plugin, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
+      const opts = migrationOptions({ snapshotTimeoutSec: o.snapshotTimeout, stallTimeoutSec: o.stallTimeout, largeObjects: o.largeObjects !== false, roles: !!o.roles, name: o.name, mode: o.mode, plugin: o.plugin, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
         replicaIdentityFull: !!o.replicaIdentityFull, unlogged: o.unlogged, sourceHostForTarget: o.sourceHostForTarget,
         distribution: parseDistributionFlags({ distribute: o.distribute, reference: o.reference, colocate: o.colocate }) });
       const r = reporter(!!o.json);
@@ -115,6 +115,11 @@ export function buildProgram(): Command {
       else r.line(`migration ${res.name} is ${res.phase}: changes stream to the target; run pgferry cutover when ready` +
         (res.load ? ` (loaded ${res.load.rows} rows in ${res.load.seconds.toFixed(1)} s` +
           `${res.load.largeObjects ? `, ${res.load.largeObjects.objects} large objects (${res.load.largeObjects.bytes} bytes) in ${res.load.largeObjects.seconds.toFixed(1)} s` : ""})` : ""));
+      if (!o.json && res.roles?.created.length) {
+        r.line(`roles created on the target (--roles): ${res.roles.created.join(", ")}` +
+          `${res.roles.memberships.length ? `; memberships ${res.roles.memberships.join(", ")}` : ""}` +
+          `${res.roles.passwords.length ? `; passwords copied for ${res.roles.passwords.join(", ")}` : ""}`);
+      }
       if (!o.json && res.notCarried.length) {
         r.line(`not carried to the target (${res.notCarried.length}):\n` +
           res.notCarried.map((x) => `  - ${x.kind} ${x.object}: ${x.reason}\n      fix: ${x.fix}`).join("\n"));
@@ -255,7 +260,9 @@ export function buildProgram(): Command {
       else process.stderr.write(`cleaned up ${res.name} (was ${res.previousPhase}): subscription ${res.droppedSubscription ? "dropped" : "none"}, ` +
         `slot ${res.droppedSlot ? "dropped" : "none"}, publication ${res.droppedPublication ? "dropped" : "none"}` +
         `${res.unfrozeSource ? ", source writable again" : ""}\n` +
-        res.restoredSourceChanges.map((c) => `restored on the source: ${c.object} ${c.change.replace(/^.*\(was (.*)\)$/, "back to $1")} (${c.undoSql})\n`).join(""));
+        res.restoredSourceChanges.map((c) => `restored on the source: ${c.object} ${c.change.replace(/^.*\(was (.*)\)$/, "back to $1")} (${c.undoSql})\n`).join("") +
+        (res.createdRoles.length ? `roles created by start --roles are kept (roles are global to the target server); to drop them, first ` +
+          `REASSIGN OWNED / DROP OWNED BY them in each target database, then run:\n${res.dropRoleStatements.map((s) => `  ${s}\n`).join("")}` : ""));
     }));
 
   declared(program, "agent")

@@ -16,6 +16,8 @@ import { readMigration } from "./state/state";
 import { deleteMigration, dropControlSchemaIfEmpty } from "./state/state";
 import { connectWritable, unfreezeSource } from "./cutover/cutover";
 import { describeSourceChanges, restoreSourceChanges, SourceChange } from "./state/sourceChanges";
+import { readCreatedRoles } from "./state/createdRoles";
+import { dropRoleStatements } from "./copy/roles";
 
 export interface CleanupResult {
   name: string;
@@ -29,6 +31,12 @@ export interface CleanupResult {
   removedState: boolean;
   /** Source schema changes pgferry had made (REPLICA IDENTITY FULL), undone now: each with the SQL that was run. */
   restoredSourceChanges: SourceChange[];
+  /**
+   * Roles `start --roles` created on the target, and the statements that would drop them: roles are global to the
+   * target server (its other databases may use them), so cleanup never drops them; run these if they should go.
+   */
+  createdRoles: string[];
+  dropRoleStatements: string[];
   /** Phase the migration was in (NotFound when the target had no record). */
   previousPhase: string;
 }
@@ -67,6 +75,7 @@ export async function cleanupMigration(source: Endpoint, target: Endpoint, name:
         `source: ${undo.failed.map((f) => `${f.object} (${f.error})`).join(", ")}; the records are kept. Fix: run as the tables' owner or a ` +
         `superuser and rerun pgferry cleanup, or run on the source: ${describeSourceChanges(undo.failed)}`);
     }
+    const createdRoles = m ? await readCreatedRoles(tgt, name) : [];
     let removedState = false;
     if (m) {
       await deleteMigration(tgt, name);
@@ -74,7 +83,7 @@ export async function cleanupMigration(source: Endpoint, target: Endpoint, name:
     }
     await dropControlSchemaIfEmpty(tgt);
     return { name, droppedSubscription, droppedSlot, droppedPublication, droppedReverseSlot, droppedReversePublication, unfrozeSource, removedState,
-      restoredSourceChanges: undo.restored, previousPhase: m?.phase ?? "NotFound" };
+      restoredSourceChanges: undo.restored, createdRoles, dropRoleStatements: dropRoleStatements(createdRoles), previousPhase: m?.phase ?? "NotFound" };
   } finally {
     await tgt.end().catch(() => undefined);
     await src?.end().catch(() => undefined);

@@ -15,6 +15,7 @@ import { Finding, PgferryError, testFailpoint } from "./core/errors";
 import { distributionStatements, hasDistribution } from "./copy/distribution";
 import { LoadResult, runLoad, TableLoadProgress } from "./copy/load";
 import { copyLargeObjects, LargeObjectCopy } from "./copy/largeObjects";
+import { RoleSync, syncRoles } from "./copy/roles";
 import { MigrationOptions, objectNames } from "./core/options";
 import { decoderFor } from "./cdc/decoders";
 import { describeSourceChanges, listSourceChanges, restoreSourceChanges, setReplicaIdentityFull, SourceChange } from "./state/sourceChanges";
@@ -55,6 +56,8 @@ export interface StartResult {
   notCarried: NotCarried[];
   /** Foreign keys added and validated while streaming (so the cutover's freeze holds none of it), and those left for the cutover. */
   foreignKeys?: ForeignKeysWhileStreaming;
+  /** --roles: the roles created on the target (with memberships, settings, passwords) and those it had already. */
+  roles?: RoleSync;
 }
 
 /**
@@ -120,6 +123,14 @@ const START_STEPS: Step<StartRun>[] = [
   { name: "preflight", run: preflightStep },
   { name: "record", run: recordMigration },
   {
+    // Before pre-data: pg_dump's OWNER TO, GRANT, ALTER DEFAULT PRIVILEGES and policies name these roles.
+    name: "roles", when: (r) => !!r.o.roles, done: phaseNotIn("SchemaSync"),
+    async run(r) {
+      r.result.roles = await syncRoles(r.src, r.tgt, r.name, r.pf!.schemas);
+      for (const finding of r.result.roles.findings) { r.onEvent({ type: "finding", finding }); r.result.findings.push(finding); }
+    },
+  },
+  {
     name: "pre-data", done: phaseNotIn("SchemaSync"),
     async run(r) {
       r.onEvent({ type: "phase", phase: "SchemaSync", message: "copying the schema (pg_dump pre-data)" });
@@ -174,7 +185,7 @@ async function preflightStep(r: StartRun): Promise<void> {
   const { o } = r;
   const pf = await preflight(r.src, r.tgt, r.source, r.target, {
     selection: o.selection, replicaIdentityFull: o.replicaIdentityFull, resuming: r.resuming, slotName: r.names.slot, mode: o.mode, plugin: o.plugin,
-    unlogged: o.unlogged, largeObjects: o.largeObjects, distribution: o.distribution,
+    unlogged: o.unlogged, largeObjects: o.largeObjects, distribution: o.distribution, roles: o.roles,
   });
   pf.findings.forEach((finding) => r.onEvent({ type: "finding", finding }));
   testFailpoint("preflight");

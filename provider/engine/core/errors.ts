@@ -53,6 +53,7 @@ export const ERROR_CODES = {
   snapshot_timeout: { meaning: "transactions open on the source kept the consistent snapshot from being reached within --snapshot-timeout" },
   stalled: { meaning: "a link (source or target) stopped answering within --stall-timeout", fix: "check the named link, then run the command again (it resumes)" },
   disk_full: { meaning: "the target's disk is full" },
+  roles_failed: { meaning: "start --roles could not create the roles on the target (nothing of them was created)" },
   large_object_copy_failed: { meaning: "copying large objects failed" },
   mode_mismatch: { meaning: "the migration was started in another CDC mode" },
   state_corrupt: { meaning: "the control schema's record holds a value this pgferry does not know", fix: "use the pgferry release that wrote it, or run pgferry cleanup and start again" },

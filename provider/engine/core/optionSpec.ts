@@ -146,6 +146,17 @@ export const MIGRATION_INPUTS = {
       "where changed, again at cutover" },
     pulumi: { doc: "Large objects (default true): copied in the load's snapshot and, where changed during CDC, again at cutover while " +
       "writes are stopped. false: left out, listed in notCarried (the CLI's --no-large-objects)." } }),
+  /**
+   * Create on the target, before the schema, the roles that own or hold privileges on the migrated objects (and their members
+   * and groups) with attributes, memberships, settings and (superuser source) passwords, so ownership, grants, default
+   * privileges and policies match the source. Existing target roles are never changed (a difference is a finding).
+   */
+  roles: setting({ kind: "boolean", default: false,
+    cli: { flags: "--roles", help: "create the roles the migrated objects need on the target (attributes, memberships, settings, " +
+      "passwords when readable) and keep ownership and grants; existing roles are not changed" },
+    pulumi: { doc: "Create on the target, before the schema, the roles that own or hold privileges on the migrated objects (and their " +
+      "members and groups) with attributes, memberships, settings and (superuser source) passwords, so ownership, grants, default " +
+      "privileges and policies match the source. Existing target roles are never changed (a difference is a finding)." } }),
   /** At cutover, make the source read-only for every role and end its other sessions. */
   freezeWrites: setting({ kind: "boolean", default: false,
     cli: { flags: "--freeze-writes", help: "make the source read-only for every role and end other sessions (default: the application has stopped)" },
@@ -242,7 +253,7 @@ export const PROGRAM = {
 export const COMMANDS: CommandSpec[] = [
   { name: "start", description: "preflight, copy the schema, load every table consistently, then stream changes (returns once ReadyToCutover)",
     options: [...endpointsAndName, opt("mode"), opt("plugin"), opt("jobs"), opt("schemas"), opt("include"), opt("exclude"), opt("replicaIdentityFull"),
-      opt("sourceHostForTarget"), opt("unlogged"), opt("snapshotTimeout"), opt("largeObjects"),
+      opt("sourceHostForTarget"), opt("unlogged"), opt("snapshotTimeout"), opt("largeObjects"), opt("roles"),
       opt("distribute"), opt("reference"), opt("colocate"), opt("until"),
       opt("stallTimeout", "seconds a load COPY may go without data from the source or taken by the target after which " +
         "that link counts as stalled and start stops naming it (re-run start to reload)"),

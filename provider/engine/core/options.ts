@@ -40,6 +40,8 @@ export interface MigrationOptions {
    * source is frozen. false (--no-large-objects): left out and listed as not carried.
    */
   largeObjects: boolean;
+  /** --roles: create the roles the migrated objects need on the target, then keep ownership and grants (copy/roles.ts). */
+  roles?: boolean;
   /**
    * How the target reaches the source for the subscription ("host" or "host:port"), when that differs
    * from how pgferry reaches it (other network, private endpoint). Default: the source URI's host.
@@ -98,7 +100,7 @@ export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: stri
     throw new PgferryError("bad_timeout", "--stall-timeout must be a whole number of seconds, 1 or more");
   }
   return {
-    snapshotTimeoutSec, stallTimeoutSec, name, mode, plugin, jobs, replicaIdentityFull: !!o.replicaIdentityFull, unlogged, largeObjects: o.largeObjects ?? SPEC.largeObjects.default, sourceHostForTarget: o.sourceHostForTarget,
+    snapshotTimeoutSec, stallTimeoutSec, name, mode, plugin, jobs, replicaIdentityFull: !!o.replicaIdentityFull, unlogged, largeObjects: o.largeObjects ?? SPEC.largeObjects.default, roles: o.roles ?? SPEC.roles.default, sourceHostForTarget: o.sourceHostForTarget,
     distribution: checkDistribution(o.distribution ?? NO_DISTRIBUTION),
     selection: o.selection ?? { schemas: o.schemas ?? [], include: o.include ?? [], exclude: o.exclude ?? [] },
   };

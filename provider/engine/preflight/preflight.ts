@@ -32,6 +32,8 @@ export interface PreflightOptions {
   largeObjects?: boolean;
   /** Hyperscale (Citus) target: tables to distribute or make reference tables (./citus.ts checks them). */
   distribution?: Distribution;
+  /** --roles: missing roles are created before pre-data (copy/roles.ts), so they are no finding here and ownership is kept. */
+  roles?: boolean;
 }
 
 export interface PreflightResult {
@@ -503,6 +505,18 @@ export const PREFLIGHT_CHECKS: PreflightCheck[] = [
       const schemas = r.schemas!;
       const roleUses = await rolesMissingOnTarget(src, tgt, schemas);
       const missingRoles = roleUses.map((x) => x.role);
+      if (r.o.roles) {
+        // --roles creates them (the start step "roles", before pre-data): the target user must be allowed to.
+        const may = (await tgt.query(`SELECT rolsuper OR rolcreaterole AS ok FROM pg_roles WHERE rolname = current_user`)).rows[0].ok;
+        if (missingRoles.length && !may) {
+          add({ code: "roles_create", server: "target", objects: missingRoles,
+            message: `--roles must create role(s) ${list(missingRoles.map((x) => displayName(x)))} on the target, but "${target.user}" is neither ` +
+              `superuser nor has CREATEROLE there`,
+            fix: `connect to the target as a superuser or a role with CREATEROLE, or create the roles there yourself and start without --roles` });
+        }
+        r.missingRoles = [];
+        return;
+      }
       const createRoles = (rs: string[]) => rs.map((x) => `CREATE ROLE ${quoteIdent(x)};`).join(" ");
       // A policy's TO list and a user mapping name the role in the statement itself: no --no-owner can drop it.
       const named = roleUses.filter((x) => x.named.length);
@@ -510,14 +524,15 @@ export const PREFLIGHT_CHECKS: PreflightCheck[] = [
         add({ code: "roles_named", server: "target", objects: named.map((x) => x.role),
           message: `role(s) ${list(named.map((x) => displayName(x.role)))} do not exist on the target, and objects name them: ` +
             list(named.flatMap((x) => x.named), 6),
-          fix: `create them on the target first: ${createRoles(named.map((x) => x.role))} (or pg_dumpall --roles-only on the source, applied to the target)` });
+          fix: `start with --roles (pgferry creates them with their attributes, memberships and settings), or create them on the target first: ` +
+            `${createRoles(named.map((x) => x.role))} (or pg_dumpall --roles-only on the source, applied to the target)` });
       }
       const others = roleUses.filter((x) => !x.named.length);
       if (others.length) {
         add({ severity: "warning", code: "roles", server: "target", objects: others.map((x) => x.role),
           message: `role(s) ${list(others.map((x) => displayName(x.role)))} own or are granted objects on the source but do not exist on the target; ` +
             `objects will be owned by "${target.user}" and no grants are copied (${list(others.flatMap((x) => x.owns), 4)})`,
-          fix: `create the roles on the target first to keep ownership and grants: ${createRoles(others.map((x) => x.role))} ` +
+          fix: `start with --roles to create them and keep ownership and grants, or create the roles on the target first: ${createRoles(others.map((x) => x.role))} ` +
             `(or pg_dumpall --roles-only on the source, applied to the target)` });
       }
       r.missingRoles = missingRoles;

@@ -61,6 +61,10 @@ export const CONTROL_SCHEMA_MIGRATIONS: readonly ControlSchemaMigration[] = [
     CREATE TABLE IF NOT EXISTS ${S}.table_activity (
       migration text NOT NULL REFERENCES ${S}.migration ON DELETE CASCADE, table_name text NOT NULL,
       changes numeric NOT NULL, PRIMARY KEY (migration, table_name))` },
+  { version: 8, description: "roles start --roles created on the target (cleanup names them; roles are global, never dropped by pgferry)", sql: `
+    CREATE TABLE ${S}.created_role (
+      migration text NOT NULL REFERENCES ${S}.migration ON DELETE CASCADE, role_name text NOT NULL,
+      created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (migration, role_name))` },
 ];
 
 export const CONTROL_SCHEMA_VERSION = CONTROL_SCHEMA_MIGRATIONS[CONTROL_SCHEMA_MIGRATIONS.length - 1].version;
