@@ -77,6 +77,13 @@ describe("distribution inputs", () => {
     const d = parseDistributionFlags({ distribute: ["s.t=c"] });
     expect(migrationOptions({ distribution: d, mode: "stream" }).distribution).toEqual(d);
   });
+
+  test("distributed or reference tables default to stream mode; a mode given is kept; no distribution: subscription", () => {
+    expect(migrationOptions({ distribution: parseDistributionFlags({ distribute: ["s.t=c"] }) }).mode).toBe("stream");
+    expect(migrationOptions({ distribution: parseDistributionFlags({ reference: ["s.r"] }) }).mode).toBe("stream");
+    expect(migrationOptions({ distribution: parseDistributionFlags({ distribute: ["s.t=c"] }), mode: "subscription" }).mode).toBe("subscription");
+    expect(migrationOptions({}).mode).toBe("subscription");
+  });
 });
 
 describe("distribution plan: the Citus SQL and its order", () => {

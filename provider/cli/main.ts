@@ -85,10 +85,10 @@ function declared(program: Command, name: string): Command {
 }
 
 /** Run a command body; map errors to a printed message and exit code 1. */
-function action<T extends { json?: boolean }>(fn: (o: T) => Promise<number | void>) {
-  return async (o: T) => {
+function action<T extends { json?: boolean }>(fn: (o: T, cmd: Command) => Promise<number | void>) {
+  return async (o: T, cmd: Command) => {
     try {
-      process.exitCode = (await fn(o)) ?? 0;
+      process.exitCode = (await fn(o, cmd)) ?? 0;
     } catch (e) {
       process.exitCode = reportError(e, !!o.json);
     }
@@ -101,9 +101,11 @@ export function buildProgram(): Command {
     .showHelpAfterError();
 
   declared(program, "start")
-    .action(action(async (o) => {
+    .action(action(async (o, cmd) => {
       const { source, target } = endpoints(o);
-      const opts = migrationOptions({ snapshotTimeoutSec: o.snapshotTimeout, stallTimeoutSec: o.stallTimeout, largeObjects: o.largeObjects !== false, roles: !!o.roles, name: o.name, mode: o.mode, plugin: o.plugin, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
+      const opts = migrationOptions({ snapshotTimeoutSec: o.snapshotTimeout, stallTimeoutSec: o.stallTimeout, largeObjects: o.largeObjects !== false, roles: !!o.roles, name: o.name,
+        // --mode not given: the engine picks (stream where tables are distributed, else subscription)
+        mode: cmd.getOptionValueSource("mode") === "default" ? undefined : o.mode, plugin: o.plugin, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
         replicaIdentityFull: !!o.replicaIdentityFull, unlogged: o.unlogged, sourceHostForTarget: o.sourceHostForTarget,
         distribution: parseDistributionFlags({ distribute: o.distribute, reference: o.reference, colocate: o.colocate }) });
       const r = reporter(!!o.json);

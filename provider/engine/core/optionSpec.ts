@@ -83,10 +83,10 @@ export const MIGRATION_INPUTS = {
   name: setting({ kind: "string", default: "main",
     cli: { flags: "--name <name>", help: "migration name: names the slot, publication and subscription" },
     pulumi: { doc: "Migration name (a-z, 0-9, _): names the slot, publication and subscription. Default \"main\".", replaces: true } }),
-  /** Change data capture mode: "subscription" (default; the target applies) or "stream" (pgferry applies). */
+  /** Change data capture mode: "subscription" (default; the target applies) or "stream" (pgferry applies; the default when `distribution` names tables). */
   mode: setting({ kind: "string", choices: ["subscription", "stream"], default: "subscription",
-    cli: { flags: "--mode <mode>", help: "change data capture: subscription (the target applies) or stream (pgferry applies)" },
-    pulumi: { doc: "Change data capture mode: \"subscription\" (default; the target applies) or \"stream\" (pgferry applies).", replaces: true } }),
+    cli: { flags: "--mode <mode>", help: "change data capture: subscription (the target applies) or stream (pgferry applies); default subscription, stream when --distribute/--reference name tables" },
+    pulumi: { doc: "Change data capture mode: \"subscription\" (default; the target applies) or \"stream\" (pgferry applies; the default when `distribution` names tables).", replaces: true } }),
   /**
    * Stream mode's logical decoding plugin: "pgoutput" (default; needs a publication on the source) or
    * "wal2json" (for sources where no publication can be created; the plugin must be installed there).

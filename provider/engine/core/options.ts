@@ -1,6 +1,6 @@
 /** Migration options shared by the CLI, the Pulumi resources and the tests; their defaults and choices come from the spec (optionSpec.ts). */
 import { TableSelection } from "../catalog/catalog";
-import { checkDistribution, Distribution, NO_DISTRIBUTION } from "../copy/distribution";
+import { checkDistribution, Distribution, hasDistribution, NO_DISTRIBUTION } from "../copy/distribution";
 import { DEFAULT_STALL_TIMEOUT_SEC } from "./endpoint";
 import { PgferryError } from "./errors";
 import { CLI_ONLY, MIGRATION_INPUTS as SPEC } from "./optionSpec";
@@ -77,7 +77,9 @@ export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: stri
     // <name>_rev is the reverse migration of a rollback window (rollback.ts): a forward one may not take it.
     throw new PgferryError("bad_name", `--name "${name}": names ending in _rev are reserved for rollback windows; choose another name`);
   }
-  const mode = o.mode ?? SPEC.mode.default;
+  // Distributed or reference tables (a Citus target) default to stream mode: a subscription writes into the coordinator's
+  // local copy of such a table, which Citus never reads (docs/citus.md), so it is refused there.
+  const mode = o.mode ?? (hasDistribution(checkDistribution(o.distribution ?? NO_DISTRIBUTION)) ? "stream" : SPEC.mode.default);
   if (!CDC_MODES.includes(mode)) throw new PgferryError("bad_mode", `--mode must be one of ${CDC_MODES.join(", ")}`);
   const plugin = o.plugin ?? SPEC.plugin.default;
   if (!OUTPUT_PLUGINS.includes(plugin)) throw new PgferryError("bad_plugin", `--plugin must be one of ${OUTPUT_PLUGINS.join(", ")}`);
