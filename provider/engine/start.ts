@@ -10,7 +10,7 @@ import {
 import { dropSubscription } from "./cdc/subscription/subscription";
 import { Cdc, CdcContext, cdcFor } from "./cdc/cdc";
 import { runPipeline, Step } from "./core/pipeline";
-import { connect, DEFAULT_STALL_TIMEOUT_SEC, endClient, Endpoint, qualified, quoteIdent, quoteLiteral, watchStall } from "./core/endpoint";
+import { connect, DEFAULT_STALL_TIMEOUT_SEC, endClient, Endpoint, qualified, quoteIdent, quoteLiteral, settingAssignment, watchStall } from "./core/endpoint";
 import { Finding, PgferryError, testFailpoint } from "./core/errors";
 import { distributionStatements, hasDistribution } from "./copy/distribution";
 import { LoadResult, runLoad, TableLoadProgress } from "./copy/load";
@@ -385,8 +385,6 @@ async function eventTriggerEntries(src: Client, held: SchemaEntry[]): Promise<{ 
   return { create, enable };
 }
 
-/** GUC_LIST_QUOTE settings: stored as a list of (possibly quoted) names, written back unquoted as a list. */
-const LIST_SETTINGS = new Set(["search_path", "temp_tablespaces", "session_preload_libraries", "local_preload_libraries", "shared_preload_libraries"]);
 
 /**
  * ALTER DATABASE … SET and the database's comment (outside any schema; pg_dump writes them only with
@@ -403,7 +401,7 @@ async function databaseProperties(src: Client, tgt: Client, target: Endpoint): P
   for (const x of r.rows) {
     const eq = (x.setting as string).indexOf("=");
     const name = x.setting.slice(0, eq), value = x.setting.slice(eq + 1);
-    const set = `SET ${quoteIdent(name)} = ${LIST_SETTINGS.has(name) ? value : quoteLiteral(value)}`;
+    const set = `SET ${settingAssignment(name, value)}`;
     if (name === "default_transaction_read_only") {
       // the freeze's own setting (a source frozen by an earlier cutover has it): carried, it would make the new primary read-only
       notCarried.push({ kind: "database setting", object: `${x.role === null ? "" : `ALTER ROLE ${quoteIdent(x.role)} IN DATABASE … `}default_transaction_read_only = ${value}`,

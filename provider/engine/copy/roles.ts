@@ -19,7 +19,7 @@
  * a killed run leaves either all of it or nothing. Roles are global: cleanup prints DROP statements, never runs them.
  */
 import { Client } from "pg";
-import { quoteIdent, quoteLiteral } from "../core/endpoint";
+import { quoteIdent, quoteLiteral, settingAssignment } from "../core/endpoint";
 import { Finding, PgferryError } from "../core/errors";
 import { serverVersionNum } from "../catalog/catalog";
 import { readCreatedRoles, recordCreatedRoles } from "../state/createdRoles";
@@ -50,8 +50,6 @@ const ATTRIBUTES: [keyof SourceRole, string, string][] = [
   ["bypassrls", "BYPASSRLS", "NOBYPASSRLS"],
 ];
 
-/** GUC_LIST_QUOTE settings: stored as a list of (possibly quoted) names, written back unquoted as a list (as start.ts does). */
-const LIST_SETTINGS = new Set(["search_path", "temp_tablespaces", "session_preload_libraries", "local_preload_libraries", "shared_preload_libraries"]);
 
 const ROLE_COLUMNS = `r.oid::int AS oid, r.rolname AS name, r.rolsuper AS super, r.rolinherit AS inherit, r.rolcreaterole AS createrole,
   r.rolcreatedb AS createdb, r.rolcanlogin AS login, r.rolreplication AS replication, r.rolbypassrls AS bypassrls,
@@ -148,7 +146,7 @@ export async function syncRoles(src: Client, tgt: Client, migration: string, sch
     if (!creatable.has(x.role)) continue;
     const eq = (x.setting as string).indexOf("=");
     const name = x.setting.slice(0, eq), value = x.setting.slice(eq + 1);
-    settingStatements.push(`ALTER ROLE ${quoteIdent(x.role)} SET ${quoteIdent(name)} = ${LIST_SETTINGS.has(name) ? value : quoteLiteral(value)}`);
+    settingStatements.push(`ALTER ROLE ${quoteIdent(x.role)} SET ${settingAssignment(name, value)}`);
     out.settings.push(`${x.role}: ${name}`);
   }
 

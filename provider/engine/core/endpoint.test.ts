@@ -10,3 +10,10 @@ test("endpoints: parsed, labelled without the password, redacted everywhere", ()
   expect(conninfo(parseEndpoint("postgresql://o'neil:p\\w@h/d", "source"))).toContain("user='o\\'neil' dbname='d' password='p\\\\w'");
   expect(() => parseEndpoint("postgresql://u@h/d?sslmode=sometimes", "target")).toThrow(/sslmode=sometimes/);
 });
+
+test("settings as pg_db_role_setting stores them: list settings written as their list, others as one literal", () => {
+  const { settingAssignment } = require("./endpoint") as typeof import("./endpoint");
+  expect(settingAssignment("search_path", `"$user", public`)).toBe(`"search_path" = "$user", public`);
+  expect(settingAssignment("work_mem", "64MB")).toBe(`"work_mem" = '64MB'`);
+  expect(settingAssignment("application_name", "it's")).toBe(`"application_name" = 'it''s'`);
+});

@@ -222,6 +222,14 @@ export function quoteLiteral(s: string): string {
   return "'" + s.replace(/'/g, "''") + "'";
 }
 
+/** GUC_LIST_QUOTE settings: stored as a list of (possibly quoted) names, written back unquoted as a list. */
+const LIST_SETTINGS = new Set(["search_path", "temp_tablespaces", "session_preload_libraries", "local_preload_libraries", "shared_preload_libraries"]);
+
+/** `name = value` for `ALTER … SET`, from a setting as pg_db_role_setting stores it ("name=value"'s two halves). */
+export function settingAssignment(name: string, value: string): string {
+  return `${quoteIdent(name)} = ${LIST_SETTINGS.has(name) ? value : quoteLiteral(value)}`;
+}
+
 /** "schema"."table" */
 export function qualified(schema: string, name: string): string {
   return `${quoteIdent(schema)}.${quoteIdent(name)}`;
