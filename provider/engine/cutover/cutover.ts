@@ -241,6 +241,8 @@ interface CutoverRun extends Ctx, RollbackWindowStepContext {
   report?: VerifyReport;
   verification?: CutoverResult["verification"];
   restored: SourceChange[];
+  /** The migrated sequences, listed while streaming (the warm-up) so the sync at the fence does not list them again. */
+  sequences?: string[];
   sequencesSynced: number;
   preamble: string;
   heldBackApplied: number;
@@ -309,7 +311,7 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
   { name: "drop-slot", timing: "endReplicationMs", accumulate: true, run: dropSlotAndRestore },
   {
     name: "sequences", timing: "sequencesMs",
-    async run(r) { r.say("syncing sequences"); r.sequencesSynced = await syncSequences(r.src, r.tgt, r.m); },
+    async run(r) { r.say("syncing sequences"); r.sequencesSynced = await syncSequences(r.src, r.tgt, r.sequences ?? await sequencesOf(r.src, r.m)); },
   },
   {
     name: "held-back", timing: "heldBackMs",
@@ -362,7 +364,8 @@ async function warmUp(r: CutoverRun): Promise<void> {
   const warmSel = r.m.options.selection ?? { schemas: [], include: [], exclude: [] };
   await verifyMigration(r.source, r.target, { onlyTables: (await migratedTables(r.src, warmSel)).map((t) => `${t.schema}.${t.name}`), hashes: false,
     jobs: r.o.jobs, sessions: r.verifySessions });
-  await warmSequences(r.src, r.tgt, r.m);
+  r.sequences = await sequencesOf(r.src, r.m);
+  await warmSequences(r.src, r.tgt, r.sequences);
 }
 
 /**
@@ -755,8 +758,7 @@ async function sequencesOf(src: Client, m: MigrationRecord): Promise<string[]> {
 const readSequencesSql = (seqs: string[]) => unionAlls(seqs.map((q) => `SELECT ${quoteLiteral(q)} AS n, last_value::text AS v, is_called AS c FROM ${q}`));
 
 /** Before the freeze: read every sequence on both sides once, so the sync at the fence finds them open. Best effort. */
-async function warmSequences(src: Client, tgt: Client, m: MigrationRecord): Promise<void> {
-  const seqs = await sequencesOf(src, m);
+async function warmSequences(src: Client, tgt: Client, seqs: string[]): Promise<void> {
   await batchedStatements(src, readSequencesSql(seqs)).catch(() => undefined);
   await batchedStatements(tgt, readSequencesSql(seqs)).catch(() => undefined);
 }
@@ -766,8 +768,7 @@ async function warmSequences(src: Client, tgt: Client, m: MigrationRecord): Prom
  * descending): all values read in one source round trip (UNION ALLs of 50, which plan fast), all set in one
  * target statement, so the freeze does not grow with the number of sequences.
  */
-async function syncSequences(src: Client, tgt: Client, m: MigrationRecord): Promise<number> {
-  const seqs = await sequencesOf(src, m);
+async function syncSequences(src: Client, tgt: Client, seqs: string[]): Promise<number> {
   if (!seqs.length) return 0;
   let values: { n: string; v: string; c: boolean }[];
   try {
