@@ -16,6 +16,10 @@ import { connect } from "../engine/core/endpoint";
 import { COMMANDS, flagName, PROGRAM, SETTINGS, SettingSpec } from "../engine/core/optionSpec";
 import { readMigration } from "../engine/state/state";
 import { parseDistributionFlags } from "../engine/copy/distribution";
+import * as several from "./databases";
+
+/** --database / --all-databases given: the command is about several databases (./databases.ts). */
+const severalDatabases = (o: { database?: string[]; allDatabases?: boolean }) => !!(o.database?.length || o.allDatabases);
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 const port = (v: string) => {
@@ -108,6 +112,7 @@ export function buildProgram(): Command {
         mode: cmd.getOptionValueSource("mode") === "default" ? undefined : o.mode, plugin: o.plugin, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
         replicaIdentityFull: !!o.replicaIdentityFull, unlogged: o.unlogged, sourceHostForTarget: o.sourceHostForTarget,
         distribution: parseDistributionFlags({ distribute: o.distribute, reference: o.reference, colocate: o.colocate }) });
+      if (severalDatabases(o)) return several.startCommand(o, opts, o.until === "schema" ? "SchemaSync" : undefined);
       const r = reporter(!!o.json);
       const res = await startMigration(source, target, opts, (e) => r.event(e), o.until === "schema" ? "SchemaSync" : undefined).finally(() => r.done());
       if (o.json) printJson({ ok: true, ...res });
@@ -130,6 +135,7 @@ export function buildProgram(): Command {
 
   declared(program, "status")
     .action(action(async (o) => {
+      if (severalDatabases(o)) return several.statusCommand(o);
       const target = parseEndpoint(o.target ?? process.env.PGFERRY_TARGET, "target");
       const src = o.source ?? process.env.PGFERRY_SOURCE;
       const source = src ? parseEndpoint(src, "source") : undefined;
@@ -178,6 +184,7 @@ export function buildProgram(): Command {
 
   declared(program, "cutover")
     .action(action(async (o) => {
+      if (severalDatabases(o)) return several.cutoverCommand(o);
       const { source, target } = endpoints(o);
       const r = reporter(!!o.json);
       if (o.abort) {
@@ -256,6 +263,7 @@ export function buildProgram(): Command {
 
   declared(program, "cleanup")
     .action(action(async (o) => {
+      if (severalDatabases(o)) return several.cleanupCommand(o);
       const { source, target } = endpoints(o);
       const res = await cleanupMigration(source, target, o.name);
       if (o.json) printJson({ ok: true, ...res });
@@ -269,6 +277,7 @@ export function buildProgram(): Command {
 
   declared(program, "agent")
     .action(action(async (o) => {
+      if (severalDatabases(o)) return several.agentCommand(o);
       const given = endpoints(o);
       // Reverse: the new server (target) is read, the old one (source) written; the reverse migration is <name>_rev.
       const [source, target] = o.reverse ? [given.target, given.source] : [given.source, given.target];
@@ -287,6 +296,7 @@ export function buildProgram(): Command {
 
   declared(program, "verify")
     .action(action(async (o) => {
+      if (severalDatabases(o)) return several.verifyCommand(o);
       const { source, target } = endpoints(o);
       let unlogged = o.unlogged as string | undefined;
       let largeObjects: boolean | undefined;

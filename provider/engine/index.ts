@@ -24,3 +24,10 @@ export type { VerifyOptions, VerifyReport } from "./verify/verify";
 export type { CutoverTimings, Phase } from "./state/state";
 export { finishRollbackWindow, rollbackMigration, reverseName, updateRollbackState } from "./rollback/rollback";
 export type { FinishResult, RollbackOptions, RollbackResult, RollbackWindowStatus } from "./rollback/rollback";
+export {
+  agentDatabases, cleanupDatabases, cutoverDatabases, databaseEndpoint, databasesStatus, memberName, recordedDatabaseSet, serverEndpoints,
+  startDatabases, startDatabaseSet, verifyDatabases, wantsDatabases,
+} from "./databases";
+export type {
+  DatabaseSelection, DatabasesCleanupResult, DatabasesCutoverResult, DatabasesStartResult, DatabasesStatus, DatabasesVerifyReport, SkippedDatabase,
+} from "./databases";

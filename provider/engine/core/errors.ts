@@ -103,6 +103,11 @@ export const ERROR_CODES = {
   no_rollback_window: { meaning: "the migration has no rollback window" },
   rollback_in_progress: { meaning: "a rollback started and did not finish" },
   finish_incomplete: { meaning: "finish could not remove everything (an unreachable server)", fix: "run pgferry finish again when both servers answer" },
+  database_conflict: { meaning: "--database/--all-databases (Pulumi: databases, allDatabases) contradict each other, a database named in --source/--target, or a flag that serves one database only", fix: "give the servers' URIs without a database (or with /postgres), and either --database NAME (repeatable) or --all-databases" },
+  database_not_found: { meaning: "a database given with --database does not exist on the source, or may not be connected to (a template, datallowconn off, no CONNECT)" },
+  target_database_missing: { meaning: "a database to migrate does not exist on the target server (pgferry does not create databases)" },
+  no_databases: { meaning: "--all-databases found no database to migrate (on the source, or recorded by start on the target)" },
+  databases_mismatch: { meaning: "the databases given are not those the several-database migration was started with" },
   test_failpoint: { meaning: "a failure injected by a test (PGFERRY_TEST_FAIL_AT)" },
   internal: { meaning: "an unexpected error (not raised on purpose by pgferry)" },
 } as const satisfies Record<string, { meaning: string; fix?: string }>;

@@ -116,6 +116,25 @@ export const MIGRATION_INPUTS = {
     pulumi: { doc: "Hyperscale (Citus) target: `{ distribute: {\"schema.table\": \"column\"}, reference: [\"schema.table\"], colocate: {\"schema.table\": " +
       "\"schema.other\"} }`. After the schema and before the load, reference tables are created first, then distributed tables " +
       "(colocate_with the named table). Needs mode \"stream\" (docs/citus.md). The CLI's --distribute, --reference, --colocate.", replaces: true, stackDefault: false } }),
+  /**
+   * Several databases of the source server in one migration (docs/databases.md): each its own slot, publication, load and
+   * CDC, one cutover for all. The source and target URIs then name the servers (their database, if any, must be postgres or
+   * one of these). The CLI's repeatable --database.
+   */
+  databases: setting({ kind: "list", default: [],
+    cli: { flags: "--database <name>", help: "migrate this database of the source server (repeatable; several make one migration with one cutover; docs/databases.md)" },
+    pulumi: { doc: "Several databases of the source server in one migration (docs/databases.md): each its own slot, publication, load and " +
+      "CDC, one cutover for all. The source and target URIs then name the servers (their database, if any, must be postgres or " +
+      "one of these). The CLI's repeatable --database.", replaces: true } }),
+  /**
+   * Every database of the source server the role may connect to, except the templates and postgres (docs/databases.md);
+   * after start, the databases the migration was started with. The CLI's --all-databases.
+   */
+  allDatabases: setting({ kind: "boolean", default: false,
+    cli: { flags: "--all-databases", help: "every connectable database of the source server except template0, template1 and postgres " +
+      "(after start: the databases the migration was started with)" },
+    pulumi: { doc: "Every database of the source server the role may connect to, except the templates and postgres (docs/databases.md); " +
+      "after start, the databases the migration was started with. The CLI's --all-databases.", replaces: true } }),
   /** Set REPLICA IDENTITY FULL on source tables without a key instead of refusing them. */
   replicaIdentityFull: setting({ kind: "boolean", default: false,
     cli: { flags: "--replica-identity-full", help: "set REPLICA IDENTITY FULL on source tables without a key instead of refusing" },
@@ -243,6 +262,8 @@ export interface CommandSpec {
 
 const opt = (setting: SettingKey, help?: string, extra: Omit<CommandOption, "setting" | "help"> = {}): CommandOption => ({ setting, help, ...extra });
 const endpointsAndName = [opt("source"), opt("target"), opt("name")];
+/** Several databases in one migration (../databases.ts): on start, status, cutover, verify, cleanup and agent. */
+const databaseFlags = [opt("databases"), opt("allDatabases")];
 
 export const PROGRAM = {
   name: "pgferry",
@@ -252,16 +273,16 @@ export const PROGRAM = {
 /** Every command and its options, in the order `pgferry --help` lists them. */
 export const COMMANDS: CommandSpec[] = [
   { name: "start", description: "preflight, copy the schema, load every table consistently, then stream changes (returns once ReadyToCutover)",
-    options: [...endpointsAndName, opt("mode"), opt("plugin"), opt("jobs"), opt("schemas"), opt("include"), opt("exclude"), opt("replicaIdentityFull"),
+    options: [...endpointsAndName, ...databaseFlags, opt("mode"), opt("plugin"), opt("jobs"), opt("schemas"), opt("include"), opt("exclude"), opt("replicaIdentityFull"),
       opt("sourceHostForTarget"), opt("unlogged"), opt("snapshotTimeout"), opt("largeObjects"), opt("roles"),
       opt("distribute"), opt("reference"), opt("colocate"), opt("until"),
       opt("stallTimeout", "seconds a load COPY may go without data from the source or taken by the target after which " +
         "that link counts as stalled and start stops naming it (re-run start to reload)"),
       opt("json", "print one JSON document instead of progress")] },
   { name: "status", description: "phase, per-table progress, lag and pending changes; --watch to follow, --serve for a web monitor",
-    options: [...endpointsAndName, opt("json"), opt("watch"), opt("serve"), opt("interval")] },
+    options: [...endpointsAndName, ...databaseFlags, opt("json"), opt("watch"), opt("serve"), opt("interval")] },
   { name: "cutover", description: "stop writes, wait for the fence, verify, end replication, sync sequences, add foreign keys",
-    options: [...endpointsAndName, opt("freezeWrites"), opt("cutoverTimeoutSec"), opt("cutoverGraceSec"), opt("verify"), opt("abort"),
+    options: [...endpointsAndName, ...databaseFlags, opt("freezeWrites"), opt("cutoverTimeoutSec"), opt("cutoverGraceSec"), opt("verify"), opt("abort"),
       opt("reverseReplication"), opt("jobs", "parallel verification and foreign key validation"),
       opt("stallTimeout", "seconds without an answer from the source or target after which that link counts as stalled " +
         "and the cutover stops naming it (resumable)"),
@@ -277,9 +298,9 @@ export const COMMANDS: CommandSpec[] = [
   { name: "finish", description: "end the rollback window: drop the reverse slot and publication on the target and pgferry's state on the source",
     options: [...endpointsAndName, opt("json")] },
   { name: "cleanup", description: "remove the migration's slot, publication, subscription and state (never target data)",
-    options: [...endpointsAndName, opt("json")] },
+    options: [...endpointsAndName, ...databaseFlags, opt("json")] },
   { name: "agent", description: "stream mode: apply changes from the slot continuously (reconnects; SIGTERM stops after the current transaction)",
-    options: [...endpointsAndName, opt("json", "log JSON lines"), opt("reverse"),
+    options: [...endpointsAndName, ...databaseFlags, opt("json", "log JSON lines"), opt("reverse"),
       opt("stallTimeout", "seconds without an answer on the replication or target connection after which the agent " +
         "treats the link as stalled and reconnects")] },
   { name: "verify", description: "compare source and target: row counts, content hashes, sequences, constraints, triggers",
@@ -288,7 +309,7 @@ export const COMMANDS: CommandSpec[] = [
       opt("exclude", "not these tables, schema.table (repeatable; as given to start: what depends on them is skipped too)"),
       opt("countsOnly"), opt("jobs", "tables checked in parallel"),
       opt("unlogged", "skip: do not compare unlogged tables (default: what migration --name was started with, else compare them)", { default: false }),
-      opt("name"), opt("json")] },
+      opt("name"), ...databaseFlags, opt("json")] },
   { name: "demo", description: "two embedded servers (PostgreSQL 15 → 17), a DVD-rental database under live writes: start, stream, cut over, verify",
     options: [opt("scale"), opt("mode", "change data capture: subscription (the target applies) or stream (pgferry's agent applies)"),
       opt("json", "print the report as JSON")] },

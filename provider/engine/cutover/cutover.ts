@@ -75,6 +75,11 @@ export interface CutoverOptions {
   unlogged?: "copy" | "skip";
   /** Seconds without an answer after which the source or target connection counts as stalled (--stall-timeout). */
   stallTimeoutSec?: number;
+  /**
+   * Several databases in one cutover (../databases.ts): awaited before the freeze ("freeze") and after the gate, before
+   * replication ends ("gate-passed"); it throws when another database's cutover failed, so none freezes or completes alone.
+   */
+  barrier?: (point: "freeze" | "gate-passed") => Promise<void>;
 }
 
 export interface SessionInfo {
@@ -272,6 +277,7 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
   },
   // Not when a re-run finds the source frozen already: there the warm-up would itself be downtime.
   { name: "warm-up", done: (r) => !r.replicating || r.m.sourceFrozen, run: warmUp },
+  { name: "databases-freeze", when: (r) => !!r.o.barrier, done: pastPointOfNoReturn, run: (r) => r.o.barrier!("freeze") },
   { name: "record-freeze", done: pastPointOfNoReturn, run: recordFreeze },
   {
     name: "freeze", done: pastPointOfNoReturn, timing: "freezeMs", undo: (r, e) => rollbackToStreaming(r, e), commits: true,
@@ -303,6 +309,7 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
   },
   { name: "verify", done: pastPointOfNoReturn, timing: "verifyMs", run: verifyTarget },
   { name: "gate", done: pastPointOfNoReturn, run: gate },
+  { name: "databases-gate", when: (r) => !!r.o.barrier, done: pastPointOfNoReturn, run: (r) => r.o.barrier!("gate-passed") },
   {
     name: "end-cdc", done: pastPointOfNoReturn, timing: "endReplicationMs",
     async run(r) { r.say("ending change data capture"); await r.cdc.end(r); },

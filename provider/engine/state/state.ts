@@ -115,6 +115,11 @@ export type MigrationRecordOptions = Partial<Pick<MigrationOptions,
   wal2jsonNumericAsString?: boolean;
   /** A reverse migration (rollback window): the forward migration it belongs to. */
   reverseOf?: string;
+  /**
+   * One database of a several-database migration (../databases.ts): the umbrella migration's name and every database
+   * it was started with. Each member's record carries the whole list, so any one of them tells the set.
+   */
+  group?: { name: string; databases: string[]; /** The one cutover's downtime (first freeze → last completion), once cut over. */ downtimeMs?: number };
 };
 
 /**
@@ -192,6 +197,14 @@ export function parseRecordedOptions(name: string, raw: unknown): MigrationRecor
   if (plugin) out.plugin = plugin;
   const unlogged = oneOf("unlogged", UNLOGGED_HANDLING);
   if (unlogged) out.unlogged = unlogged;
+  if (o.group !== undefined && o.group !== null) {
+    const g = o.group as Record<string, unknown>;
+    if (typeof g !== "object" || typeof g.name !== "string" || !Array.isArray(g.databases) || g.databases.some((d) => typeof d !== "string")) {
+      throw corrupt(name, "options.group", o.group);
+    }
+    if (g.downtimeMs !== undefined && g.downtimeMs !== null && typeof g.downtimeMs !== "number") throw corrupt(name, "options.group.downtimeMs", g.downtimeMs);
+    out.group = { name: g.name, databases: [...g.databases] as string[], ...(typeof g.downtimeMs === "number" ? { downtimeMs: g.downtimeMs } : {}) };
+  }
   if (o.distribution !== undefined && o.distribution !== null) {
     try { out.distribution = parseDistributionInput(o.distribution); } catch { throw corrupt(name, "options.distribution", o.distribution); }
   }
