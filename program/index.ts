@@ -12,4 +12,4 @@ export const rowsCopied = migration.rowsCopied;
 export const tables = migration.tables;
 export const downtimeMs = migration.downtimeMs;
 export const rollbackWindow = migration.rollbackWindowStatus;
-export const heldBackForCutover = schema.heldBack;
+export const heldBackForCutover = schema?.heldBack;

@@ -70,8 +70,11 @@ export function declareMigrationStack(config = new pulumi.Config("pgferry")) {
     }));
   }
 
-  const schema = new SchemaSync("schema", { source, target, ...selection }, { dependsOn: prerequisites });
-  const migration = new Migration("migration", inputs, { dependsOn: [schema] });
+  // Several databases (pgferry:databases / pgferry:allDatabases): the URIs name the servers, and each database's schema is copied by
+  // the Migration's own start (docs/databases.md); a SchemaSync would copy the URI's database only.
+  const severalDatabases = ((inputs.databases as string[] | undefined) ?? []).length > 0 || inputs.allDatabases === true;
+  const schema = severalDatabases ? undefined : new SchemaSync("schema", { source, target, ...selection }, { dependsOn: prerequisites });
+  const migration = new Migration("migration", inputs, { dependsOn: schema ? [schema] : prerequisites });
 
   return { prerequisites, schema, migration };
 }

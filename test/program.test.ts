@@ -75,7 +75,7 @@ test("root program: every Migration input is reachable from stack config", async
     schemas: ["a"], include: ["a.t"], exclude: ["a.u"], replicaIdentityFull: true, sourceHostForTarget: "old.internal:5433",
     jobs: 7, freezeWrites: true, cutover: true, cutoverTimeoutSec: 99, verify: "hashes", cutoverGraceSec: 2, autoReplicationRule: true,
     reverseReplication: true, rollbackWindow: false, unlogged: "skip", largeObjects: false, roles: true,
-    distribution: { distribute: { "a.t": "k" }, reference: ["a.r"], colocate: {} },
+    distribution: { distribute: { "a.t": "k" }, reference: ["a.r"], colocate: {} }, databases: ["shop", "billing"], allDatabases: true,
   };
   expect(Object.keys(values).sort()).toEqual([...INPUT_KEYS].sort());
   pulumi.runtime.setAllConfig(Object.fromEntries(Object.entries(values).map(([k, v]) => [`pgferry:${k}`, typeof v === "string" ? v : JSON.stringify(v)])),
@@ -123,4 +123,24 @@ test("example: Azure Flexible Server to Flexible Server", async () => {
   expect(find(T("Migration"), "shop").inputs).toMatchObject({ cutover: true, jobs: 8 });
   expect(deps.get("shop")!.every((d) => d.startsWith("shop-source-"))).toBe(true);
   expect(deps.get("shop")).toContain("shop-source-restart");
+});
+
+test("root program: several databases (pgferry:databases) make one Migration over the servers, without a SchemaSync of the URI's database", async () => {
+  pulumi.runtime.setAllConfig({
+    "pgferry:source": "postgresql://m:s@old/", "pgferry:target": "postgresql://m:t@new/", "pgferry:name": "multi",
+    "pgferry:databases": '["shop","billing"]',
+  }, ["pgferry:source", "pgferry:target"]);
+  const before = resources.filter((r) => r.type === T("SchemaSync")).length;
+  const { declareMigrationStack } = require("../program/stack") as typeof import("../program/stack");
+  const { schema } = declareMigrationStack();
+  await settle();
+  const mig = resources.filter((r) => r.type === T("Migration") && r.inputs.name === "multi").pop()!;
+  expect(mig.inputs).toMatchObject({ databases: ["shop", "billing"], allDatabases: false });
+  expect(schema).toBeUndefined();
+  expect(resources.filter((r) => r.type === T("SchemaSync")).length).toBe(before);
+  // The resource's check refuses what the CLI refuses: a URI naming a database the input does not list.
+  const { check } = require("../provider/resources/migrationHandlers") as typeof import("../provider/resources/migrationHandlers");
+  const bad = await check({}, { source: "postgresql://m:s@old/shop", target: "postgresql://m:t@new/", databases: ["billing"] });
+  expect(bad.failures).toEqual([{ property: "databases", reason: expect.stringMatching(/--source names database "shop"/) }]);
+  expect((await check({}, { source: "postgresql://m:s@old/", target: "postgresql://m:t@new/", databases: ["billing"] })).failures).toEqual([]);
 });

@@ -23,21 +23,21 @@ beforeAll(() => ensureBuilt());
  * of the CLI's interface and must be made on purpose (and named in the release notes).
  */
 const CONTRACT: Record<string, [flags: string, defaultValue?: unknown][]> = {
-  start: [["--source <uri>"], ["--target <uri>"], ["--name <name>", "main"], ["--mode <mode>", "subscription"], ["--plugin <plugin>", "pgoutput"],
+  start: [["--source <uri>"], ["--target <uri>"], ["--name <name>", "main"], ["--database <name>", []], ["--all-databases"], ["--mode <mode>", "subscription"], ["--plugin <plugin>", "pgoutput"],
     ["--jobs <n>", 4], ["--schema <schema>", []], ["--include <table>", []], ["--exclude <table>", []], ["--replica-identity-full"],
     ["--source-host-for-target <host[:port]>"], ["--unlogged <how>", "copy"], ["--snapshot-timeout <sec>", 600], ["--no-large-objects"], ["--roles"],
     ["--distribute <table=column>", []], ["--reference <table>", []], ["--colocate <table=table>", []], ["--until <step>"],
     ["--stall-timeout <sec>", 30], ["--json"]],
-  status: [["--source <uri>"], ["--target <uri>"], ["--name <name>", "main"], ["--json"], ["--watch"], ["--serve <port>"], ["--interval <sec>", 2]],
-  cutover: [["--source <uri>"], ["--target <uri>"], ["--name <name>", "main"], ["--freeze-writes"], ["--timeout <sec>", 300], ["--grace <sec>", 5],
+  status: [["--source <uri>"], ["--target <uri>"], ["--name <name>", "main"], ["--database <name>", []], ["--all-databases"], ["--json"], ["--watch"], ["--serve <port>"], ["--interval <sec>", 2]],
+  cutover: [["--source <uri>"], ["--target <uri>"], ["--name <name>", "main"], ["--database <name>", []], ["--all-databases"], ["--freeze-writes"], ["--timeout <sec>", 300], ["--grace <sec>", 5],
     ["--verify <mode>", "counts"], ["--abort"], ["--reverse-replication"], ["--jobs <n>", 4], ["--stall-timeout <sec>", 30], ["--json"]],
   rollback: [["--source <uri>"], ["--target <uri>"], ["--name <name>", "main"], ["--timeout <sec>", 300], ["--grace <sec>", 5],
     ["--verify <mode>", "counts"], ["--abort"], ["--jobs <n>", 4], ["--json"]],
   finish: [["--source <uri>"], ["--target <uri>"], ["--name <name>", "main"], ["--json"]],
-  cleanup: [["--source <uri>"], ["--target <uri>"], ["--name <name>", "main"], ["--json"]],
-  agent: [["--source <uri>"], ["--target <uri>"], ["--name <name>", "main"], ["--json"], ["--reverse"], ["--stall-timeout <sec>", 30]],
+  cleanup: [["--source <uri>"], ["--target <uri>"], ["--name <name>", "main"], ["--database <name>", []], ["--all-databases"], ["--json"]],
+  agent: [["--source <uri>"], ["--target <uri>"], ["--name <name>", "main"], ["--database <name>", []], ["--all-databases"], ["--json"], ["--reverse"], ["--stall-timeout <sec>", 30]],
   verify: [["--source <uri>"], ["--target <uri>"], ["--schema <schema>", []], ["--include <table>", []], ["--exclude <table>", []], ["--counts-only"],
-    ["--jobs <n>", 4], ["--unlogged <how>"], ["--name <name>", "main"], ["--json"]],
+    ["--jobs <n>", 4], ["--unlogged <how>"], ["--name <name>", "main"], ["--database <name>", []], ["--all-databases"], ["--json"]],
   demo: [["--scale <n>", 1], ["--mode <mode>", "subscription"], ["--json"]],
 };
 
@@ -73,10 +73,11 @@ test("engine choices and defaults are the spec's", () => {
 
 test("Pulumi inputs, defaults, replace-on and outputs are the spec's", () => {
   expect([...INPUT_KEYS]).toEqual(Object.keys(MIGRATION_INPUTS));
-  expect([...REPLACE_ON]).toEqual(["source", "target", "name", "mode", "plugin", "schemas", "include", "exclude", "distribution", "replicaIdentityFull", "sourceHostForTarget"]);
+  expect([...REPLACE_ON]).toEqual(["source", "target", "name", "mode", "plugin", "schemas", "include", "exclude", "distribution", "databases", "allDatabases", "replicaIdentityFull",
+    "sourceHostForTarget"]);
   // An unset input reads as its default (what the outputs show and diff compares).
   expect(pickInputs({ source: "s", target: "t" })).toEqual({ source: "s", target: "t", name: "main", mode: "subscription", plugin: "pgoutput", jobs: 4,
-    schemas: [], include: [], exclude: [], replicaIdentityFull: false, unlogged: "copy", largeObjects: true, roles: false, freezeWrites: false, cutover: false,
+    schemas: [], include: [], exclude: [], databases: [], allDatabases: false, replicaIdentityFull: false, unlogged: "copy", largeObjects: true, roles: false, freezeWrites: false, cutover: false,
     cutoverTimeoutSec: 300, verify: "counts", cutoverGraceSec: 5, autoReplicationRule: false, reverseReplication: false, rollbackWindow: true });
   const outs = toOutputs({ source: "s", target: "t" }, { name: "main", phase: "Loading", rowsCopied: 1, bytesCopied: 2, tables: [] } as never);
   const keys = Object.keys(outs).sort();

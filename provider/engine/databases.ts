@@ -502,3 +502,28 @@ export async function agentDatabases(source: Endpoint, target: Endpoint, name: s
     o.signal?.removeEventListener("abort", onAbort);
   }
 }
+
+/**
+ * One MigrationStatus for a several-database migration (the Pulumi resource's outputs): the group phase and downtime,
+ * sums of rows, bytes and lag, and the per-database lists with the database in front (`shop/public.orders`).
+ */
+export function combinedStatus(st: DatabasesStatus): MigrationStatus {
+  const all = st.databases;
+  const sum = (f: (s: MigrationStatus) => number | undefined) => all.some((d) => f(d.status) !== undefined)
+    ? all.reduce((a, d) => a + (f(d.status) ?? 0), 0) : undefined;
+  const firstError = all.find((d) => d.status.error);
+  return {
+    name: st.name, phase: st.phase, mode: all[0]?.status.mode,
+    error: firstError ? `database ${firstError.database}: ${firstError.status.error}` : undefined,
+    tables: all.flatMap((d) => d.status.tables.map((t) => ({ ...t, schema: `${d.database}/${t.schema}` }))),
+    rowsCopied: sum((s) => s.rowsCopied) ?? 0, bytesCopied: sum((s) => s.bytesCopied) ?? 0,
+    lagBytes: sum((s) => s.lagBytes), pendingChanges: all.every((d) => d.status.pendingChanges !== undefined) ? sum((s) => s.pendingChanges) : undefined,
+    caughtUp: all.length ? all.every((d) => d.status.caughtUp) : undefined,
+    // A streaming database without its slot makes the whole migration broken (the resource names it).
+    slot: all.every((d) => d.status.phase !== "ReadyToCutover" || d.status.slot) ? all.find((d) => d.status.slot)?.status.slot : undefined,
+    downtimeMs: st.downtimeMs,
+    schemaDifferences: all.flatMap((d) => (d.status.schemaDifferences ?? []).map((x) => ({ ...x, problem: `${d.database}: ${x.problem}` }))),
+    notCarried: all.flatMap((d) => (d.status.notCarried ?? []).map((x) => ({ ...x, object: `${d.database}/${x.object}` }))),
+    timestamps: all[0]?.status.timestamps ?? { createdAt: new Date(0) },
+  };
+}

@@ -29,6 +29,21 @@ export const INPUT_KEYS: readonly string[] = Object.keys(MIGRATION_INPUTS);
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 
 import { parseDistributionInput } from "../engine/copy/distribution";
+import {
+  cleanupDatabases, combinedStatus, cutoverDatabases, databasesStatus, serverEndpoints, startDatabases, wantsDatabases,
+} from "../engine/databases";
+
+/** The databases input (several databases in one migration, ../engine/databases.ts); undefined when not given. */
+const databaseSelection = (i: MigrationInputs) =>
+  wantsDatabases({ databases: i.databases, allDatabases: i.allDatabases }) ? { databases: i.databases ?? [], allDatabases: !!i.allDatabases } : undefined;
+
+/** Status of the migration: of its one database, or combined over its databases. */
+async function statusOf(i: MigrationInputs): Promise<MigrationStatus> {
+  const sel = databaseSelection(i);
+  if (!sel) { const { source, target } = endpoints(i); return migrationStatus(source, target, nameOf(i)); }
+  const { source, target } = serverEndpoints(i.source, i.target, sel);
+  return combinedStatus(await databasesStatus(source, target, nameOf(i), sel));
+}
 
 const nameOf = (i: MigrationInputs): string => i.name ?? SPEC.name.default;
 export const migrationId = (i: MigrationInputs) => `pgferry-migration-${nameOf(i)}`;
@@ -121,6 +136,9 @@ export async function check(_olds: Record<string, unknown>, news: Record<string,
   if (distributionOk && ![i.name, i.mode, i.plugin, i.jobs].some(isUnknown)) {
     try { options(i); } catch (e) { failures.push({ property: "name", reason: (e as Error).message.replace(/--(\w+)/, "$1") }); }
   }
+  if (![i.source, i.target, i.databases, i.allDatabases].some(isUnknown) && databaseSelection(i)) {
+    try { serverEndpoints(i.source, i.target, databaseSelection(i)!); } catch (e) { failures.push({ property: "databases", reason: (e as Error).message }); }
+  }
   if (i.verify !== undefined && !isUnknown(i.verify) && !(VERIFY_MODES as string[]).includes(i.verify)) {
     failures.push({ property: "verify", reason: `verify must be one of ${VERIFY_MODES.join(", ")}` });
   }
@@ -161,15 +179,27 @@ export async function create(inputs: Record<string, unknown>) {
   const { source, target } = endpoints(i);
   try {
     await startWithHbaRetry(i);
-    refuseLostSlot(i, await migrationStatus(source, target, nameOf(i)));
-    if (i.cutover) await cutoverMigration(source, target, cutoverOptions(i));
+    refuseLostSlot(i, await statusOf(i));
+    if (i.cutover) await cutover(i);
   } catch (e) {
     throw explain(e);
   }
-  return { id: migrationId(i), outs: toOutputs(i, await migrationStatus(source, target, nameOf(i))) };
+  return { id: migrationId(i), outs: toOutputs(i, await statusOf(i)) };
+}
+
+/** The cutover: of the one database, or the one cutover of all the databases. */
+async function cutover(i: MigrationInputs) {
+  const sel = databaseSelection(i);
+  if (!sel) { const { source, target } = endpoints(i); return cutoverMigration(source, target, cutoverOptions(i)); }
+  if (i.reverseReplication) throw new PgferryError("database_conflict", `reverseReplication cannot be used with databases: a rollback window serves one ` +
+    `database's migration; fix: set reverseReplication false, or declare one Migration per database`);
+  const { source, target } = serverEndpoints(i.source, i.target, sel);
+  return cutoverDatabases(source!, target, sel, cutoverOptions(i));
 }
 
 async function startWithHbaRetry(i: MigrationInputs) {
+  const sel = databaseSelection(i);
+  if (sel) { const { source, target } = serverEndpoints(i.source, i.target, sel); return startDatabases(source!, target, sel, options(i)); }
   const { source, target } = endpoints(i);
   try {
     return await startMigration(source, target, options(i));
@@ -196,8 +226,7 @@ function cutoverOptions(i: MigrationInputs) {
 /** refresh: live status. A migration whose record is gone (cleaned up outside Pulumi) is reported deleted. */
 export async function read(id: string, props: Record<string, unknown>) {
   const i = pickInputs(props);
-  const { source, target } = endpoints(i);
-  const s = await migrationStatus(source, target, nameOf(i));
+  const s = await statusOf(i);
   if (s.phase === "NotFound") return { id: "", props: {} };
   // No `inputs`: the engine keeps the program's own on refresh. Returned inputs (with defaults filled in) became the
   // state's inputs, and the next update showed every default the program leaves unset as removed ("- plugin").
@@ -212,24 +241,26 @@ export async function update(_id: string, olds: Record<string, unknown>, news: R
   const i = pickInputs(news);
   const { source, target } = endpoints(i);
   try {
-    const before = await migrationStatus(source, target, nameOf(i));
+    const before = await statusOf(i);
     refuseLostSlot(i, before);
     if (before.phase !== "Completed") await startWithHbaRetry(i);
-    if (i.cutover && !olds.cutover || i.cutover && ["CuttingOver", "VerifyFailed"].includes(before.phase)) await cutoverMigration(source, target, cutoverOptions(i));
+    if (i.cutover && !olds.cutover || i.cutover && ["CuttingOver", "VerifyFailed"].includes(before.phase)) await cutover(i);
     // Idempotent: an open window (or one a killed finish left half-closed) is closed; a closed one is left alone.
     const w = before.rollbackWindow?.state;
     if (i.cutover && i.rollbackWindow === false && w && w !== "closed" && w !== "rolledBack") await finishRollbackWindow(source, target, nameOf(i));
   } catch (e) {
     throw explain(e);
   }
-  return { outs: toOutputs(i, await migrationStatus(source, target, nameOf(i))) };
+  return { outs: toOutputs(i, await statusOf(i)) };
 }
 
 /** destroy: remove slot, publication, subscription and state (a rollback window's too); target data stays. */
 export async function remove(_id: string, props: Record<string, unknown>) {
   const i = pickInputs(props);
   const { source, target } = endpoints(i);
+  const sel = databaseSelection(i);
   try {
+    if (sel) { const servers = serverEndpoints(i.source, i.target, sel); await cleanupDatabases(servers.source!, servers.target, nameOf(i), sel); return; }
     await cleanupMigration(source, target, nameOf(i));
   } catch (e) {
     throw explain(e);
