@@ -133,14 +133,17 @@ test.each(["subscription", "stream"] as const)("mode %s: two databases written t
     for (const db of [a, b]) await src.query(`ALTER DATABASE "${db}" RESET default_transaction_read_only`);
   });
 
-test("a gate that fails in one database completes neither: both unfrozen exactly and streaming; after the repair one cutover completes both", async () => {
-  const [a, b] = ["gate_shop", "gate_billing"];
-  const name = "gate";
+test.each(["subscription", "stream"] as const)("mode %s: a gate that fails in one database completes neither: both unfrozen exactly and " +
+  "streaming; after the repair one cutover completes both", async (mode) => {
+  const [a, b] = [`gate_${mode}_shop`, `gate_${mode}_billing`];
+  const name = `gate_${mode}`;
   await makeDb(a, 500);
   await makeDb(b, 500);
   const { source, target } = serverEndpoints(server(src), server(tgt), { databases: [a, b] });
   const sel = { databases: [a, b] };
-  await startDatabases(source!, target, sel, migrationOptions({ name, jobs: 2 }));
+  await startDatabases(source!, target, sel, migrationOptions({ name, jobs: 2, mode }));
+  // Stream mode: the agent is paused by the cutover and must apply again once it is rolled back.
+  const agent = mode === "stream" ? spawnAgent(["--all-databases", "--name", name], { source: server(src), target: server(tgt) }) : undefined;
   // A row only the target has: the gate of b must see it.
   await tgt.query(`INSERT INTO orders (id, customer, amount, note) VALUES (900000, 1, 1, 'target only')`, b);
   const err = await cutoverDatabases(source!, target, sel, { name, freezeWrites: true, timeoutSec: 60, jobs: 2, graceSec: 0.5 }).catch((e) => e);
@@ -165,9 +168,11 @@ test("a gate that fails in one database completes neither: both unfrozen exactly
   await tgt.query(`DELETE FROM orders WHERE id = 900000`, b);
   const done = await cutoverDatabases(source!, target, sel, { name, freezeWrites: false, timeoutSec: 60, jobs: 2, graceSec: 1 });
   expect(done.databases.map((d) => [d.database, d.phase])).toEqual([[a, "Completed"], [b, "Completed"]]);
+  if (agent) expect(await exited(agent, "the agent after the cutover")).toBe(0);
   const rep = await verifyDatabases(source!, target, name, sel, { hashes: true, jobs: 2 });
   expect(rep.ok).toBe(true);
   await cleanupDatabases(source!, target, name, sel);
+  for (const db of [a, b]) await src.query(`ALTER DATABASE "${db}" RESET default_transaction_read_only`);
   await noLeftovers([a, b]);
 });
 
@@ -185,7 +190,7 @@ test("--all-databases: every connectable database but templates and postgres, wh
   const refused = cli(["start", "--all-databases", "--name", "alldb", "--json"]);
   expect(refused.code).toBe(1);
   expect(refused.json.error.code).toBe("target_database_missing");
-  expect(refused.json.error.fix).toContain("CREATE DATABASE all_source_only");
+  expect(refused.json.error.fix).toContain(`CREATE DATABASE "all_source_only"`);
   expect(await src.query(`SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE 'pgferry_alldb%'`)).toEqual([]);
 
   await tgt.createDatabase("all_source_only");
@@ -220,4 +225,24 @@ test("bad input: a database that is not there, a URI naming another database, bo
   }
   expect(await src.query(`SELECT slot_name FROM pg_replication_slots ORDER BY 1`)).toEqual(slotsBefore);
   expect(await tgt.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'pgferry'`, "bad_one")).toEqual([]);
+});
+
+test("the Pulumi Migration resource with databases: create starts every database, cutover true cuts them over as one, destroy leaves nothing", async () => {
+  const [a, b] = ["pulumi_shop", "pulumi_billing"];
+  await makeDb(a, 300);
+  await makeDb(b, 300);
+  const handlers = await import("../provider/resources/migrationHandlers");
+  const inputs = { source: server(src), target: server(tgt), name: "pl", databases: [a, b], jobs: 2, cutoverGraceSec: 1 };
+  const created = await handlers.create(inputs);
+  expect(created.outs).toMatchObject({ phase: "ReadyToCutover", databases: [a, b], allDatabases: false, rowsCopied: 2 * (100 + 300) });
+  expect(created.outs.tables.map((t) => t.table).sort()).toEqual([`${a}/public.customer`, `${a}/public.orders`, `${b}/public.customer`, `${b}/public.orders`].sort());
+  await src.query(`INSERT INTO orders (customer, amount) VALUES (1, 1)`, a);
+  const updated = await handlers.update(created.id, created.outs as never, { ...inputs, cutover: true });
+  expect(updated.outs.phase).toBe("Completed");
+  expect(updated.outs.downtimeMs).toBeGreaterThan(0);
+  for (const db of [a, b]) expect(await count(tgt, db)).toBe(await count(src, db));
+  await handlers.remove(created.id, updated.outs as never);
+  await noLeftovers([a, b]);
+  for (const db of [a, b]) expect(await tgt.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'pgferry'`, db)).toEqual([]);
+  expect((await handlers.read(created.id, updated.outs as never)).id).toBe("");
 });
