@@ -181,6 +181,8 @@ test("--all-databases: every connectable database but templates and postgres, wh
   await src.createDatabase("all_closed");
   await src.query(`ALTER DATABASE all_closed WITH ALLOW_CONNECTIONS false`);
   await src.createDatabase("all_source_only");
+  await src.query(`CREATE TABLE t (id int PRIMARY KEY)`, "all_source_only");
+  await src.createDatabase("all_empty");
   const { source, target } = serverEndpoints(server(src), server(tgt), { allDatabases: true });
   const missing = await startDatabaseSet(source!, target, { allDatabases: true }).catch((e) => e);
   expect(missing.code).toBe("target_database_missing");
@@ -195,16 +197,18 @@ test("--all-databases: every connectable database but templates and postgres, wh
 
   await tgt.createDatabase("all_source_only");
   const set = await startDatabaseSet(source!, target, { allDatabases: true });
-  const onSource = (await src.query(`SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn AND datname <> 'postgres' ORDER BY 1`))
-    .map((r) => r.datname);
+  const onSource = (await src.query(`SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn AND datname NOT IN ('postgres', 'all_empty')
+    ORDER BY 1`)).map((r) => r.datname);
   expect(set.databases).toEqual(onSource);
   expect(set.databases).toEqual(expect.arrayContaining(["all_one", "all_source_only"]));
   expect(set.databases).not.toContain("all_closed");
   expect(Object.fromEntries(set.skipped.map((s) => [s.database, s.reason]))).toEqual({
     all_closed: "not accepting connections (datallowconn off)", postgres: expect.stringContaining("maintenance database"),
+    all_empty: expect.stringContaining("no tables"),
     template0: "a template", template1: "a template",
   });
   await src.query(`DROP DATABASE all_closed`);
+  await src.query(`DROP DATABASE all_empty`);
 });
 
 test("bad input: a database that is not there, a URI naming another database, both flags: {code, message, fix}, nothing changed", async () => {

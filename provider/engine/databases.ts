@@ -18,6 +18,7 @@
 import { createHash } from "crypto";
 import { Client } from "pg";
 import { parse } from "pg-connection-string";
+import { copyableTables, listTables } from "./catalog/catalog";
 import { connect, endClient, Endpoint, parseEndpoint, quoteIdent, quoteLiteral } from "./core/endpoint";
 import { ErrorCode, PgferryError } from "./core/errors";
 import { MigrationOptions } from "./core/options";
@@ -108,6 +109,12 @@ async function serverDatabases(ep: Endpoint): Promise<ServerDatabase[]> {
   } finally { await endClient(c); }
 }
 
+/** The database has a table to migrate (what start's preflight requires: no_tables otherwise). */
+async function hasTables(ep: Endpoint): Promise<boolean> {
+  const c = await connect(ep);
+  try { return copyableTables(await listTables(c, { schemas: [], include: [], exclude: [] })).length > 0; } finally { await endClient(c); }
+}
+
 const connectable = (d: ServerDatabase) => !d.template && d.allowConn && d.canConnect;
 
 function whyNot(d: ServerDatabase): string {
@@ -130,7 +137,9 @@ export async function startDatabaseSet(source: Endpoint, target: Endpoint, sel: 
     for (const d of onSource) {
       if (d.name === MAINTENANCE_DATABASE) skipped.push({ database: d.name, reason: "the maintenance database (give --database postgres to migrate it)" });
       else if (!connectable(d)) skipped.push({ database: d.name, reason: whyNot(d) });
-      else databases.push(d.name);
+      else if (!(await hasTables(databaseEndpoint(source, d.name)))) {
+        skipped.push({ database: d.name, reason: "no tables in its user schemas (nothing to migrate; start's preflight refuses such a database)" });
+      } else databases.push(d.name);
     }
     if (!databases.length) {
       throw new PgferryError("no_databases", `--all-databases found no database to migrate on the ${source.label.replace(/\/[^/]*$/, "")} ` +
@@ -367,7 +376,7 @@ export async function cutoverDatabases(source: Endpoint, target: Endpoint, sel: 
     const code: ErrorCode = error instanceof PgferryError ? error.code : "internal";
     const message = (error as Error).message ?? String(error);
     // Its own "fix" and "Nothing was …" (the single database's state) give way to what is true of all of them now.
-    const body = message.replace(/[\s.;,(—-]*fix:[\s\S]*$/i, "").replace(/\.\s*Nothing was[\s\S]*$/, "");
+    const body = message.replace(/[\s.;,(—-]+fix:[\s\S]*$/i, "").replace(/\.\s*Nothing was[\s\S]*$/, "");
     const originalFix = error instanceof PgferryError ? error.fix : undefined;
     const fix = code === "verify_failed" ? `repair the target database "${failedDb}" (the differences are named above), then run pgferry cutover again ` +
       `with the same databases` : `${originalFix ? `${originalFix.replace(/\.$/, "")}; then ` : ""}run pgferry cutover again with the same databases`;

@@ -127,13 +127,13 @@ export const MIGRATION_INPUTS = {
       "CDC, one cutover for all. The source and target URIs then name the servers (their database, if any, must be postgres or " +
       "one of these). The CLI's repeatable --database.", replaces: true } }),
   /**
-   * Every database of the source server the role may connect to, except the templates and postgres (docs/databases.md);
+   * Every database of the source server the role may connect to, except the templates, postgres and those without tables (docs/databases.md);
    * after start, the databases the migration was started with. The CLI's --all-databases.
    */
   allDatabases: setting({ kind: "boolean", default: false,
-    cli: { flags: "--all-databases", help: "every connectable database of the source server except template0, template1 and postgres " +
+    cli: { flags: "--all-databases", help: "every connectable database of the source server except template0, template1, postgres and those without tables " +
       "(after start: the databases the migration was started with)" },
-    pulumi: { doc: "Every database of the source server the role may connect to, except the templates and postgres (docs/databases.md); " +
+    pulumi: { doc: "Every database of the source server the role may connect to, except the templates, postgres and those without tables (docs/databases.md); " +
       "after start, the databases the migration was started with. The CLI's --all-databases.", replaces: true } }),
   /** Set REPLICA IDENTITY FULL on source tables without a key instead of refusing them. */
   replicaIdentityFull: setting({ kind: "boolean", default: false,
