@@ -115,6 +115,10 @@ test.each(["subscription", "stream"] as const)("mode %s: two databases written t
       const sh = runVerifySh(src.uri(db), tgt.uri(db), ["public"]);
       if (sh) expect({ db, code: sh.code }).toEqual({ db, code: 0 });
     }
+    // The human status: one line for the migration with the one downtime, then each database's own.
+    const human = cli(["status", "--database", a, "--database", b, "--name", name]);
+    expect(human.stdout).toMatch(new RegExp(`^migration ${name}: Completed in 2 database\\(s\\), downtime \\d+\\.\\d\\d s \\(one cutover\\)\n`));
+    for (const db of [a, b]) expect(human.stdout).toContain(`── database ${db} ──\nmigration ${memberName(name, db)}: Completed`);
     const after = await databasesStatus(source, target, name, { allDatabases: true });
     expect(after.phase).toBe("Completed");
     expect(after.downtimeMs).toBe(cut.json.downtimeMs);
