@@ -254,3 +254,21 @@ test("the Pulumi Migration resource with databases: create starts every database
   for (const db of [a, b]) expect(await tgt.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'pgferry'`, db)).toEqual([]);
   expect((await handlers.read(created.id, updated.outs as never)).id).toBe("");
 });
+
+test("cleanup --all-databases while streaming: every database's subscription, slot, publication and state go; target data stays", async () => {
+  const [a, b] = ["clean_shop", "clean_billing"];
+  await makeDb(a, 100);
+  await makeDb(b, 100);
+  const started = cli(["start", "--database", a, "--database", b, "--name", "cl", "--json"]);
+  expect(started.code).toBe(0);
+  for (const db of [a, b]) expect((await leftovers(src, tgt, db)).length).toBeGreaterThan(0);
+  const cleaned = cli(["cleanup", "--all-databases", "--name", "cl", "--json"]);
+  expect(cleaned.code).toBe(0);
+  expect(cleaned.json.databases.map((d: any) => [d.database, d.previousPhase, d.droppedSlot, d.droppedPublication, d.droppedSubscription]))
+    .toEqual([[b, "ReadyToCutover", true, true, true], [a, "ReadyToCutover", true, true, true]].sort());
+  await noLeftovers([a, b]);
+  for (const db of [a, b]) expect(await count(tgt, db)).toBe(100);
+  // Run again: nothing left to find, and it says so (no error, nothing half-done).
+  const again = cli(["cleanup", "--database", a, "--database", b, "--name", "cl", "--json"]);
+  expect(again.json.databases.map((d: any) => d.previousPhase)).toEqual(["NotFound", "NotFound"]);
+});
