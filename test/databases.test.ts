@@ -108,9 +108,9 @@ test.each(["subscription", "stream"] as const)("mode %s: two databases written t
     // Equal row for row in both databases: the engine's verify (counts and hashes), and ../shared/tools/verify.sh.
     for (const db of [a, b]) expect(await count(tgt, db)).toBe(await count(src, db));
     const { source, target } = serverEndpoints(server(src), server(tgt), { databases: [a, b] });
-    const rep = await verifyDatabases(source!, target, name, { databases: [a, b] }, { hashes: true, jobs: 2 });
-    expect(rep.databases.map((d) => [d.database, d.report.problems])).toEqual([[a, []], [b, []]]);
-    expect(rep.ok).toBe(true);
+    const rep = cli(["verify", "--database", a, "--database", b, "--name", name, "--json"]);
+    expect(rep.json.databases.map((d: any) => [d.database, d.report.problems, d.report.tables.length])).toEqual([[a, [], 2], [b, [], 2]]);
+    expect({ ok: rep.json.ok, code: rep.code }).toEqual({ ok: true, code: 0 });
     for (const db of [a, b]) {
       const sh = runVerifySh(src.uri(db), tgt.uri(db), ["public"]);
       if (sh) expect({ db, code: sh.code }).toEqual({ db, code: 0 });
@@ -170,8 +170,11 @@ test.each(["subscription", "stream"] as const)("mode %s: a gate that fails in on
   }
   // Repaired: one cutover completes both.
   await tgt.query(`DELETE FROM orders WHERE id = 900000`, b);
-  const done = await cutoverDatabases(source!, target, sel, { name, freezeWrites: false, timeoutSec: 60, jobs: 2, graceSec: 1 });
-  expect(done.databases.map((d) => [d.database, d.phase])).toEqual([[a, "Completed"], [b, "Completed"]]);
+  const done = cli(["cutover", "--database", a, "--database", b, "--name", name, "--freeze-writes", "--grace", "1", "--jobs", "2"]);
+  expect({ code: done.code, completed: /^migration \S+ Completed in 2 database\(s\): downtime \d+\.\d\d s \(first freeze → last completion\)$/m.test(done.stderr),
+    stderr: done.code ? done.stderr : "" }).toEqual({ code: 0, completed: true, stderr: "" });
+  for (const db of [a, b]) expect(done.stderr).toMatch(new RegExp(`^  ${db}: fence [0-9A-F]+/[0-9A-F]+, 2 tables verified \\(counts\\), 1 sequences synced, downtime .*freeze`, "m"));
+  expect((await databasesStatus(source, target, name, sel)).phase).toBe("Completed");
   if (agent) expect(await exited(agent, "the agent after the cutover")).toBe(0);
   const rep = await verifyDatabases(source!, target, name, sel, { hashes: true, jobs: 2 });
   expect(rep.ok).toBe(true);
@@ -240,7 +243,7 @@ test("the Pulumi Migration resource with databases: create starts every database
   await makeDb(a, 300);
   await makeDb(b, 300);
   const handlers = await import("../provider/resources/migrationHandlers");
-  const inputs = { source: server(src), target: server(tgt), name: "pl", databases: [a, b], jobs: 2, cutoverGraceSec: 1 };
+  const inputs = { source: server(src), target: server(tgt), name: "pl", databases: [a, b], jobs: 2, cutoverGraceSec: 1, freezeWrites: true };
   const created = await handlers.create(inputs);
   expect(created.outs).toMatchObject({ phase: "ReadyToCutover", databases: [a, b], allDatabases: false, rowsCopied: 2 * (100 + 300) });
   expect(created.outs.tables.map((t) => t.table).sort()).toEqual([`${a}/public.customer`, `${a}/public.orders`, `${b}/public.customer`, `${b}/public.orders`].sort());
@@ -250,6 +253,7 @@ test("the Pulumi Migration resource with databases: create starts every database
   expect(updated.outs.downtimeMs).toBeGreaterThan(0);
   for (const db of [a, b]) expect(await count(tgt, db)).toBe(await count(src, db));
   await handlers.remove(created.id, updated.outs as never);
+  for (const db of [a, b]) await src.query(`ALTER DATABASE "${db}" RESET default_transaction_read_only`);
   await noLeftovers([a, b]);
   for (const db of [a, b]) expect(await tgt.query(`SELECT 1 FROM pg_namespace WHERE nspname = 'pgferry'`, db)).toEqual([]);
   expect((await handlers.read(created.id, updated.outs as never)).id).toBe("");
