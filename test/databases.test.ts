@@ -11,7 +11,7 @@ import { spawnSync } from "child_process";
 import { Client } from "pg";
 import { LocalServer } from "../provider/embedded/localServer";
 import {
-  cleanupDatabases, cutoverDatabases, databasesStatus, memberName, migrationOptions, PgferryError, serverEndpoints, startDatabases, startDatabaseSet,
+  cleanupDatabases, cutoverDatabases, cutoverMigration, databaseEndpoint, databasesStatus, memberName, migrationOptions, PgferryError, serverEndpoints, startDatabases, startDatabaseSet,
   verifyDatabases,
 } from "../provider/engine";
 import { CLI, ensureBuilt } from "./support/build";
@@ -167,6 +167,19 @@ test.each(["subscription", "stream"] as const)("mode %s: a gate that fails in on
     await src.query(`INSERT INTO orders (customer, amount, note) VALUES (1, 2, 'after the failed gate')`, db);
     await until(`${db}'s write after the failed gate on the target`, async () =>
       (await tgt.query(`SELECT count(*) AS n FROM orders WHERE note = 'after the failed gate'`, db))[0].n === "1", 60000);
+  }
+  if (mode === "subscription") {
+    // cutover --abort over the databases: one left frozen in VerifyFailed (by a single-database cutover of its member) is
+    // unfrozen and streams again; the other, streaming, stays so.
+    await tgt.query(`INSERT INTO customer VALUES (900000, 'target only')`, a);
+    const single = await cutoverMigration(databaseEndpoint(source!, a), databaseEndpoint(target, a), { name: memberName(name, a), freezeWrites: true,
+      timeoutSec: 60, jobs: 2, graceSec: 0 }).catch((e) => e);
+    expect(single.code).toBe("verify_failed");
+    expect(await readOnly(a)).toBe("on");
+    const aborted = cli(["cutover", "--abort", "--database", a, "--database", b, "--name", name, "--json"]);
+    expect(aborted.json.databases.map((d: any) => [d.database, d.previousPhase, d.unfroze])).toEqual([[a, "VerifyFailed", true], [b, "ReadyToCutover", false]]);
+    expect(await readOnly(a)).toBe("off");
+    await tgt.query(`DELETE FROM customer WHERE id = 900000`, a);
   }
   // Repaired: one cutover completes both.
   await tgt.query(`DELETE FROM orders WHERE id = 900000`, b);

@@ -3,8 +3,8 @@
  * (provider/engine/databases.ts). main.ts hands a command here when either flag is given; without them nothing here runs.
  */
 import {
-  abortCutover, agentDatabases, cleanupDatabases, cutoverDatabases, databaseEndpoint, databasesStatus, memberName, MigrationOptions,
-  PgferryError, recordedDatabaseSet, serverEndpoints, startDatabases, verifyDatabases,
+  abortDatabases, agentDatabases, cleanupDatabases, cutoverDatabases, databasesStatus, memberName, MigrationOptions, PgferryError, serverEndpoints,
+  startDatabases, verifyDatabases,
 } from "../engine";
 import { DatabaseSelection } from "../engine/databases";
 import { formatStatus, formatTimings, printJson, reporter } from "./output";
@@ -88,11 +88,9 @@ export async function cutoverCommand(o: any): Promise<number> {
   const { source, target } = serverEndpoints(s, t, sel);
   const r = reporter(!!o.json);
   if (o.abort) {
-    const databases = await recordedDatabaseSet(source, target, o.name, sel);
-    const results = [];
-    for (const db of databases) results.push({ database: db, ...await abortCutover(databaseEndpoint(source!, db), databaseEndpoint(target, db), memberName(o.name, db)) });
-    if (o.json) printJson({ ok: true, name: o.name, databases: results });
-    else for (const x of results) r.line(`database ${x.database}: cutover aborted (was ${x.previousPhase}): ${x.unfroze ? "source writable again, " : ""}phase ReadyToCutover`);
+    const res = await abortDatabases(source!, target, o.name, sel);
+    if (o.json) printJson({ ok: true, ...res });
+    else for (const x of res.databases) r.line(`database ${x.database}: cutover aborted (was ${x.previousPhase}): ${x.unfroze ? "source writable again, " : ""}phase ReadyToCutover`);
     return 0;
   }
   const res = await cutoverDatabases(source!, target, sel, { name: o.name, freezeWrites: !!o.freezeWrites, timeoutSec: o.timeout, jobs: o.jobs,

@@ -24,7 +24,7 @@ import { ErrorCode, PgferryError } from "./core/errors";
 import { MigrationOptions } from "./core/options";
 import { MigrationEvent, startMigration, StartResult } from "./start";
 import { migrationStatus, MigrationStatus } from "./status";
-import { abortCutover, cutoverMigration, CutoverOptions, CutoverResult } from "./cutover/cutover";
+import { AbortResult, abortCutover, cutoverMigration, CutoverOptions, CutoverResult } from "./cutover/cutover";
 import { cleanupMigration, CleanupResult } from "./cleanup";
 import { AgentResult, runAgent } from "./cdc/stream/agent";
 import { verifyMigration, VerifyReport } from "./verify/verify";
@@ -401,6 +401,32 @@ export async function cutoverDatabases(source: Endpoint, target: Endpoint, sel: 
   }
   return { name: o.name, phase: "Completed", alreadyCompleted, downtimeMs,
     databases: results.map((r, i) => ({ database: databases[i], migration: memberName(o.name, databases[i]), ...r })) };
+}
+
+/**
+ * `cutover --abort` with several databases: every database's cutover aborted (unfrozen exactly, replication resumed,
+ * ReadyToCutover); one that cannot be (Completed, past the point of no return) does not stop the others, and the
+ * failures are raised together at the end, each named.
+ */
+export async function abortDatabases(source: Endpoint, target: Endpoint, name: string, sel: DatabaseSelection): Promise<{ name: string;
+  databases: ({ database: string; migration: string } & AbortResult)[] }> {
+  const databases = await recordedDatabaseSet(source, target, name, sel);
+  const out: ({ database: string; migration: string } & AbortResult)[] = [];
+  const failed: PgferryError[] = [];
+  for (const db of databases) {
+    const member = memberName(name, db);
+    try {
+      out.push({ database: db, migration: member, ...await abortCutover(databaseEndpoint(source, db), databaseEndpoint(target, db), member) });
+    } catch (e) {
+      if (!(e instanceof PgferryError)) throw e;
+      failed.push(inDatabase(db, e) as PgferryError);
+    }
+  }
+  if (failed.length) {
+    throw new PgferryError(failed[0].code, `${out.length ? `aborted ${out.map((d) => d.database).join(", ")}; ` : ""}not aborted: ` +
+      `${failed.map((f) => f.message).join("; ")}`);
+  }
+  return { name, databases: out };
 }
 
 /**

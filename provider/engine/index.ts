@@ -25,7 +25,7 @@ export type { CutoverTimings, Phase } from "./state/state";
 export { finishRollbackWindow, rollbackMigration, reverseName, updateRollbackState } from "./rollback/rollback";
 export type { FinishResult, RollbackOptions, RollbackResult, RollbackWindowStatus } from "./rollback/rollback";
 export {
-  agentDatabases, cleanupDatabases, combinedStatus, cutoverDatabases, databaseEndpoint, databasesStatus, memberName, recordedDatabaseSet, serverEndpoints,
+  abortDatabases, agentDatabases, cleanupDatabases, combinedStatus, cutoverDatabases, databaseEndpoint, databasesStatus, memberName, recordedDatabaseSet, serverEndpoints,
   startDatabases, startDatabaseSet, verifyDatabases, wantsDatabases,
 } from "./databases";
 export type {
