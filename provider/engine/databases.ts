@@ -442,7 +442,16 @@ async function rollBackAll(source: Endpoint, target: Endpoint, name: string, dat
     if (m.phase === "Completed") { completed.push(db); continue; }
     if (!(m.phase === "CuttingOver" || m.phase === "VerifyFailed" || m.sourceFrozen || m.replicationPaused)) continue;
     try {
-      await abortCutover(databaseEndpoint(source, db), databaseEndpoint(target, db), memberName(name, db));
+      // The cutover that just failed held the migration's lock in a session that is closing: "busy" is retried briefly.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await abortCutover(databaseEndpoint(source, db), databaseEndpoint(target, db), memberName(name, db));
+          break;
+        } catch (e) {
+          if (!(e instanceof PgferryError && e.code === "busy") || attempt >= 20) throw e;
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      }
       aborted.push(db);
     } catch (e) {
       failed.push(`${db} (${(e as Error).message})`);
