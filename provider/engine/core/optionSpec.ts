@@ -116,6 +116,16 @@ export const MIGRATION_INPUTS = {
     pulumi: { doc: "Hyperscale (Citus) target: `{ distribute: {\"schema.table\": \"column\"}, reference: [\"schema.table\"], colocate: {\"schema.table\": " +
       "\"schema.other\"} }`. After the schema and before the load, reference tables are created first, then distributed tables " +
       "(colocate_with the named table). Needs mode \"stream\" (docs/citus.md). The CLI's --distribute, --reference, --colocate.", replaces: true, stackDefault: false } }),
+  /**
+   * DDL on the source while streaming: "detect" (default; cutover refuses while the schemas differ) or "replicate" (an
+   * event trigger on the source captures it and the stream applier runs it on the target at its place; needs mode
+   * "stream", plugin pgoutput, a PostgreSQL 14+ source and a superuser there; docs/ddl.md).
+   */
+  ddl: setting({ kind: "string", choices: ["detect", "replicate"], default: "detect",
+    cli: { flags: "--ddl <how>", help: "DDL on the source while streaming: detect (cutover refuses while schemas differ) or replicate (stream mode: applied on the target in order; docs/ddl.md)" },
+    pulumi: { doc: "DDL on the source while streaming: \"detect\" (default; cutover refuses while the schemas differ) or \"replicate\" (an " +
+      "event trigger on the source captures it and the stream applier runs it on the target at its place; needs mode \"stream\", plugin " +
+      "pgoutput, a PostgreSQL 14+ source and a superuser there; docs/ddl.md).", replaces: true, stackDefault: false } }),
   /** Set REPLICA IDENTITY FULL on source tables without a key instead of refusing them. */
   replicaIdentityFull: setting({ kind: "boolean", default: false,
     cli: { flags: "--replica-identity-full", help: "set REPLICA IDENTITY FULL on source tables without a key instead of refusing" },
@@ -252,7 +262,7 @@ export const PROGRAM = {
 /** Every command and its options, in the order `pgferry --help` lists them. */
 export const COMMANDS: CommandSpec[] = [
   { name: "start", description: "preflight, copy the schema, load every table consistently, then stream changes (returns once ReadyToCutover)",
-    options: [...endpointsAndName, opt("mode"), opt("plugin"), opt("jobs"), opt("schemas"), opt("include"), opt("exclude"), opt("replicaIdentityFull"),
+    options: [...endpointsAndName, opt("mode"), opt("plugin"), opt("ddl"), opt("jobs"), opt("schemas"), opt("include"), opt("exclude"), opt("replicaIdentityFull"),
       opt("sourceHostForTarget"), opt("unlogged"), opt("snapshotTimeout"), opt("largeObjects"), opt("roles"),
       opt("distribute"), opt("reference"), opt("colocate"), opt("until"),
       opt("stallTimeout", "seconds a load COPY may go without data from the source or taken by the target after which " +
