@@ -146,6 +146,14 @@ test("stream: DDL interleaved with writes is applied in place; kill -9 between a
 test("stream: DDL that cannot be carried stops the stream by name, cutover refuses; a failed start and cleanup remove the capture", async () => {
   const source = parseEndpoint(src.uri("app2"), "source"), target = parseEndpoint(tgt.uri("app2"), "target");
   const o = migrationOptions({ name: "dr", mode: "stream", ddl: "replicate", jobs: 1 });
+  // Preflight tries the right to create the capture: a role that is no superuser is refused by name, nothing changed.
+  await src.query(`CREATE ROLE ddl_plain LOGIN REPLICATION PASSWORD 'pw'; GRANT CREATE ON DATABASE app2 TO ddl_plain`, "app2");
+  await src.query(`GRANT SELECT ON t2 TO ddl_plain`, "app2");
+  const refused = await startMigration(parseEndpoint(src.uri("app2", "ddl_plain", "pw"), "source"), target, o).then(() => undefined, (e) => e);
+  expect(refused).toMatchObject({ code: "preflight" });
+  expect(refused.findings.filter((f: { code: string }) => f.code === "ddl_capture").map((f: { message: string }) => f.message).join(""))
+    .toMatch(/event trigger.*superuser/);
+  expect(await captureLeft("app2")).toEqual([]);
   process.env.PGFERRY_TEST_FAIL_AT = "load";
   try {
     await expect(startMigration(source, target, o)).rejects.toMatchObject({ code: "test_failpoint" });

@@ -195,7 +195,7 @@ export const pgoutputDecoder: Decoder = {
   needsPublication: true,
   createSlotCommand: (slot: string) => `CREATE_REPLICATION_SLOT ${quoteIdent(slot)} LOGICAL pgoutput EXPORT_SNAPSHOT`,
   async probe(): Promise<DecoderProbe> { return { available: true, numericAsString: false }; }, // built into PostgreSQL 10+
-  async open(_source: Endpoint, setup: StreamSetup, publication: string): Promise<DecoderSession> { return new PgoutputSession(publication, !!setup.ddl); },
+  async open(_source: Endpoint, setup: StreamSetup, publication: string): Promise<DecoderSession> { return new PgoutputSession(publication, !!setup?.ddl); },
   async changesAfterFence(src: Client, _tgt: Client, _setup: StreamSetup, slot: string, publication: string, fence: string,
     uptoChanges?: number): Promise<FenceChanges> {
     // pgoutput messages: B(egin) C(ommit) I U D (relation oid in bytes 2-5) T(runcate: first oid in bytes 7-10).
