@@ -5,8 +5,9 @@
  * INDEX (CONCURRENTLY too), constraints, DROP COLUMN, DROP TABLE, sequences, views, functions, a REPLICA IDENTITY
  * FULL table gaining a column; kill -9 of the agent between a DDL and the next change of its transaction, then a
  * re-run converges; a cutover right after a DDL; target = source (engine verify with hashes, ../shared verify.sh
- * when present), the capture gone from the source. Then what cannot be carried (ADD COLUMN … DEFAULT now()) stops
- * the stream by name, status shows it, cutover refuses; a failed start and cleanup remove the capture.
+ * when present), the capture gone from the source. Then: only the capture can feed the applier (a forged logical message
+ * or log row is not); a DDL the target refuses stops the stream until the target accepts it; what cannot be carried
+ * (ADD COLUMN … DEFAULT now()) stops it by name, status shows it, cutover refuses; a failed start and cleanup remove the capture.
  */
 import { Client } from "pg";
 import { LocalServer } from "../provider/embedded/localServer";
@@ -162,6 +163,23 @@ test("stream: DDL that cannot be carried stops the stream by name, cutover refus
 
   expect((await startMigration(source, target, o)).phase).toBe("ReadyToCutover");
   const agent = spawnAgent(["--name", "dr"], { source: src.uri("app2"), target: tgt.uri("app2") });
+  // No other role can make the applier run SQL: a logical message is ignored, the log table is out of reach.
+  const plain = new Client({ connectionString: src.uri("app2", "ddl_plain", "pw") });
+  await plain.connect();
+  await plain.query(`SELECT pg_logical_emit_message(true, 'pgferry.ddl', '{"v":1,"sql":"DROP TABLE t2","commands":[],"searchPath":"public"}')`);
+  await expect(plain.query(`INSERT INTO pgferry.ddl_log_dr (payload) VALUES ('{"v":1,"sql":"DROP TABLE t2","commands":[],"searchPath":"public"}')`))
+    .rejects.toThrow(/permission denied/);
+  await plain.end();
+  // A DDL the target refuses (a role only the source has) stops the stream (ddl_failed) until the target accepts it; then it goes on.
+  await src.query(`CREATE ROLE ddl_owner_src_only`, "app2");
+  await src.query(`ALTER TABLE t2 OWNER TO ddl_owner_src_only`, "app2");
+  await until("status to show the target's refusal", async () => (await migrationStatus(source, target, "dr")).applyError?.code === "ddl_failed", 60000);
+  expect((await migrationStatus(source, target, "dr")).applyError!.message).toMatch(/ALTER TABLE t2 OWNER TO ddl_owner_src_only[\s\S]*ddl_owner_src_only/);
+  await tgt.query(`CREATE ROLE ddl_owner_src_only`, "app2");
+  await until("the agent to apply it once the target accepts it", async () =>
+    (await tgt.query(`SELECT pg_get_userbyid(relowner) AS o FROM pg_class WHERE oid = 't2'::regclass`, "app2"))[0].o === "ddl_owner_src_only", 90000);
+  await until("the recorded error to clear", async () => (await migrationStatus(source, target, "dr")).applyError === undefined, 60000);
+
   await src.query(`INSERT INTO t2 VALUES (51, 'before')`, "app2");
   await src.query(`ALTER TABLE t2 ADD COLUMN seen timestamptz DEFAULT now()`, "app2");
   await src.query(`INSERT INTO t2 VALUES (52, 'after')`, "app2");
@@ -173,8 +191,9 @@ test("stream: DDL that cannot be carried stops the stream by name, cutover refus
   expect(await cols(tgt, "public.t2", "app2")).toEqual(["id integer", "v text"]);
   await expect(cutoverMigration(source, target, { name: "dr", freezeWrites: true, timeoutSec: 30, jobs: 1 }))
     .rejects.toMatchObject({ code: "ddl_volatile_default" });
-  agent.proc.kill("SIGTERM");
-  await exited(agent, "SIGTERM");
+  // A refusal does not go away by retrying: the agent stops with it.
+  expect(await exited(agent, "the agent stopping at the refusal")).not.toBe(0);
+  expect(agent.log()).toMatch(/ddl_volatile_default|not immutable/);
 
   await cleanupMigration(source, target, "dr");
   expect(await captureLeft("app2")).toEqual([]);

@@ -171,16 +171,11 @@ export const PREFLIGHT_CHECKS: PreflightCheck[] = [
     },
   },
   {
-    /** --ddl replicate: creating event triggers needs a superuser; pgoutput sends logical decoding messages from PostgreSQL 14. */
+    /** --ddl replicate: creating event triggers needs a superuser (or a managed service's admin role where it allows them). */
     name: "ddl-capture",
     async run(r) {
-      const { o, add, source, sourceVersion } = r;
+      const { o, add, source } = r;
       if (o.ddl !== "replicate") return;
-      if (major(sourceVersion) < 14) {
-        add({ code: "ddl_capture", server: "source", message: `--ddl replicate needs PostgreSQL 14 or newer on the source (pgoutput carries the ` +
-          `captured DDL as a logical decoding message from 14 on); the source runs ${major(sourceVersion)}`,
-          fix: "use --ddl detect (cutover refuses while the schemas differ; repeat the DDL on the target), or upgrade the source" });
-      }
       // The right itself, tried: create the capture in a transaction and roll it back (a superuser passes; a managed
       // service's admin role passes only where the service lets it create event triggers).
       await r.src.query("BEGIN");

@@ -1,5 +1,5 @@
 /**
- * `--ddl replicate`, the apply half's judgement: from a captured DDL message (./capture.ts) to the one statement
+ * `--ddl replicate`, the apply half's judgement: from a captured DDL statement (a row of ./capture.ts's log) to the one statement
  * the target runs, or a named refusal. The trigger captures current_query(), the client's whole query string;
  * it is replayed only when it is exactly one top-level DDL statement whose replay gives the target what the
  * source got. Everything else stops the stream BEFORE the statement is applied (nothing after it is applied or
@@ -15,9 +15,6 @@
  * keeps the statement in (exactly once), and the target has no other writers to spare from a lock.
  */
 import { PgferryError } from "../../core/errors";
-
-/** The logical decoding message prefix of a captured DDL command (./capture.ts emits it, the pgoutput decoder reads it). */
-export const DDL_MESSAGE_PREFIX = "pgferry.ddl";
 
 export interface DdlPayload {
   v: number;

@@ -69,19 +69,7 @@ export interface ChangeDelete { tag: "delete"; relation: ChangeRelation; key: Ro
 
 export interface ChangeTruncate { tag: "truncate"; relations: ChangeRelation[]; cascade: boolean; restartIdentity: boolean }
 
-/**
- * A DDL command captured on the source by --ddl replicate's event trigger (../ddl/capture.ts), at its place in its
- * transaction: the applier runs it there, as a barrier (../ddl/statement.ts decides what the target runs).
- */
-export interface ChangeDdl {
-  tag: "ddl";
-  /** Where the message sits in the WAL. */
-  lsn: string | null;
-  /** The capture's JSON payload, as sent. */
-  payload: string;
-}
-
 /** A row change: what becomes INSERT / UPDATE / DELETE on the target. */
 export type RowChange = ChangeInsert | ChangeUpdate | ChangeDelete;
 
-export type Change = ChangeBegin | ChangeCommit | ChangeRelation | RowChange | ChangeTruncate | ChangeDdl;
+export type Change = ChangeBegin | ChangeCommit | ChangeRelation | RowChange | ChangeTruncate;

@@ -11,11 +11,7 @@ import type { OutputPlugin } from "../../core/options";
 import type { Change } from "./change";
 
 /** How a migration streams: the plugin, the tables, and what preflight found the plugin supports. */
-export interface StreamSetup {
-  plugin: OutputPlugin; selection: TableSelection; numericAsString: boolean;
-  /** --ddl replicate: the decoder asks for logical decoding messages and emits captured DDL as `ddl` changes. */
-  ddl?: boolean;
-}
+export interface StreamSetup { plugin: OutputPlugin; selection: TableSelection; numericAsString: boolean }
 
 /** Whether the source can load the plugin; `numericAsString`: wal2json 2.6+'s option (false for other plugins). */
 export interface DecoderProbe { available: boolean; numericAsString: boolean; error?: string }

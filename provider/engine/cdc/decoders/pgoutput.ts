@@ -14,7 +14,6 @@ import { Endpoint, quoteIdent, SESSION_GUCS } from "../../core/endpoint";
 import { PgferryError } from "../../core/errors";
 import { bigIntToLsn } from "../../core/lsn";
 import type { Change, ChangeRelation, ReplicaIdentity, RowValues } from "./change";
-import { DDL_MESSAGE_PREFIX } from "../ddl/statement";
 import type { Decoder, DecoderProbe, DecoderSession, FenceChanges, StreamSetup } from "./decoder";
 
 /** (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY: pgoutput's timestamps count from 2000-01-01. */
@@ -79,14 +78,9 @@ export class PgoutputParser {
       case "Y": // a non-built-in type's name: the applier reads target column types itself
         r.u32(); r.str(); r.str();
         return [];
-      case "M": { // logical decoding message (sent with messages 'true', which pgferry asks for with --ddl replicate only)
-        const flags = r.u8();
-        const lsn = r.lsn();
-        const prefix = r.str();
-        const content = r.bytes(r.count(r.i32(), 1));
-        // Only transactional messages of pgferry's DDL capture (ddl/capture.ts) mean anything here; others are someone else's.
-        if (prefix !== DDL_MESSAGE_PREFIX || !(flags & 1)) return [];
-        return [{ tag: "ddl", lsn, payload: utf8.decode(content) }];
+      case "M": { // logical decoding message (only sent with messages 'true', which pgferry never asks for)
+        r.u8(); r.lsn(); r.str(); r.bytes(r.i32());
+        return [];
       }
       case "R": {
         const relationOid = r.u32();
@@ -180,11 +174,11 @@ export class PgoutputParser {
 class PgoutputSession implements DecoderSession {
   private parser = new PgoutputParser();
   readonly connectionOptions = SESSION_GUCS;
-  constructor(private publication: string, private messages = false) {}
+  constructor(private publication: string) {}
   startReplication(slot: string, lsn: string): string {
-    // `messages` only for --ddl replicate (its preflight requires a 14+ source): PostgreSQL 13 rejects the option.
+    // Only proto_version and publication_names: PostgreSQL 13 rejects the `messages` option.
     return `START_REPLICATION SLOT ${quoteIdent(slot)} LOGICAL ${lsn} (proto_version '1', publication_names ` +
-      `'${quoteIdent(this.publication).replace(/'/g, "''")}'${this.messages ? ", messages 'true'" : ""})`;
+      `'${quoteIdent(this.publication).replace(/'/g, "''")}')`;
   }
   async decode(bytes: Buffer): Promise<Change[]> { return this.parser.parse(bytes); }
   async close(): Promise<void> { /* nothing held */ }
@@ -195,7 +189,7 @@ export const pgoutputDecoder: Decoder = {
   needsPublication: true,
   createSlotCommand: (slot: string) => `CREATE_REPLICATION_SLOT ${quoteIdent(slot)} LOGICAL pgoutput EXPORT_SNAPSHOT`,
   async probe(): Promise<DecoderProbe> { return { available: true, numericAsString: false }; }, // built into PostgreSQL 10+
-  async open(_source: Endpoint, setup: StreamSetup, publication: string): Promise<DecoderSession> { return new PgoutputSession(publication, !!setup?.ddl); },
+  async open(_source: Endpoint, _setup: StreamSetup, publication: string): Promise<DecoderSession> { return new PgoutputSession(publication); },
   async changesAfterFence(src: Client, _tgt: Client, _setup: StreamSetup, slot: string, publication: string, fence: string,
     uptoChanges?: number): Promise<FenceChanges> {
     // pgoutput messages: B(egin) C(ommit) I U D (relation oid in bytes 2-5) T(runcate: first oid in bytes 7-10).

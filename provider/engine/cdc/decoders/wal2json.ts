@@ -460,5 +460,5 @@ export type { StreamSetup } from "./decoder";
 export async function readStreamSetup(tgt: Client, migration: string): Promise<StreamSetup> {
   const o = (await readMigration(tgt, migration))?.options ?? {};
   return { plugin: o.plugin ?? "pgoutput", selection: o.selection ?? { schemas: [], include: [], exclude: [] },
-    numericAsString: o.wal2jsonNumericAsString === true, ddl: o.ddl === "replicate" };
+    numericAsString: o.wal2jsonNumericAsString === true };
 }

@@ -27,6 +27,7 @@ import type { ChangeDelete, ChangeInsert, ChangeRelation, ChangeUpdate, Change, 
 import type { DecoderSession } from "../decoders/decoder";
 import { readStreamSetup } from "../decoders/wal2json";
 import { ddlToApply, parseDdlPayload } from "../ddl/statement";
+import { ddlLogTableName } from "../ddl/capture";
 import { ReplicationStream } from "./replication";
 import { SLOT_LOST_PATTERN, slotLostError } from "../../copy/snapshot";
 import { ensureControlSchema } from "../../state/controlSchema";
@@ -556,6 +557,11 @@ export class StreamApplier {
         return;
       case "insert": case "update": case "delete":
         if (this.skipping) return;
+        // --ddl replicate: a row of the migration's DDL log is a DDL statement captured at this place (../ddl/capture.ts).
+        if (m.relation.schema === CONTROL_SCHEMA && m.relation.name === ddlLogTableName(this.o.migration)) {
+          if (m.tag === "insert") await this.applyDdl(m.new.payload ?? "");
+          return;
+        }
         this.pending.push(m);
         this.count(m.relation, m.tag === "insert" ? "inserts" : m.tag === "update" ? "updates" : "deletes");
         this.changes++;
@@ -583,10 +589,6 @@ export class StreamApplier {
         if (atFence) await this.finish();
         return;
       }
-      case "ddl":
-        if (this.skipping) return;
-        await this.applyDdl(m.payload);
-        return;
       case "relation": {
         this.flush(); // a changed relation (new columns, new replica identity) applies to what follows
         await this.readMeta(tableOf(m));
