@@ -295,6 +295,8 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
     name: "schema-after-fence", when: (r) => r.m.options.ddl === "replicate", done: pastPointOfNoReturn,
     async run(r) {
       try { await schemaGate(r); } catch (e) { await rollbackToStreaming(r, e); throw e; }
+      // A sequence created by replicated DDL after the warm-up listed them is synced too.
+      r.sequences = await sequencesOf(r.src, r.m);
     },
   },
   { name: "unlogged-tables", done: pastPointOfNoReturn, timing: "unloggedCopyMs", run: unloggedTables },
