@@ -19,6 +19,7 @@ import { RoleSync, syncRoles } from "./copy/roles";
 import { MigrationOptions, objectNames } from "./core/options";
 import { decoderFor } from "./cdc/decoders";
 import { installDdlCapture } from "./cdc/ddl/capture";
+import { dropTargetApply, installTargetApply } from "./cdc/ddl/targetApply";
 import { describeSourceChanges, listSourceChanges, restoreSourceChanges, setReplicaIdentityFull, SourceChange } from "./state/sourceChanges";
 import { preflight, PreflightResult } from "./preflight/preflight";
 import { recordActivityBaseline } from "./verify/touched";
@@ -524,6 +525,8 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
       if (o.ddl === "replicate") {
         const capture = await installDdlCapture(src, tgt, o.name, pf.schemas, names.publication);
         onEvent({ type: "sourceChange", action: "changed", changes: [capture] });
+        // Subscription mode: the target's copy of the log table (CREATE SUBSCRIPTION needs it) and the trigger that runs its rows.
+        if (o.mode === "subscription") await installTargetApply(tgt, o.name);
       }
       // Subscription mode: the subscription, disabled (the target reaching the source is proven before the slot exists).
       await cdcFor(o.mode).create({ src, tgt, source, target, name: o.name }, { sourceHostForTarget: o.sourceHostForTarget });
@@ -580,6 +583,7 @@ async function cleanUpFailedLoad(src: Client, tgt: Client, name: string, onEvent
     const names = objectNames(name);
     let msg = e instanceof Error ? e.message : String(e);
     await dropSubscription(tgt, names.subscription).catch(() => undefined);
+    await dropTargetApply(tgt, name).catch(() => undefined);
     const slotKept = await dropSlot(src, names.slot).then(() => false, () => true);
     await dropPublication(src, names.publication).catch(() => undefined);
     if (slotKept) {

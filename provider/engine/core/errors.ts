@@ -30,7 +30,7 @@ export const ERROR_CODES = {
   bad_timeout: { meaning: "--snapshot-timeout or --stall-timeout is out of range", fix: "give a number of seconds in the range the message names" },
   bad_verify: { meaning: "--verify is not counts or hashes", fix: "give --verify counts or --verify hashes" },
   bad_distribution: { meaning: "--distribute/--reference/--colocate (Pulumi: distribution) is malformed or inconsistent", fix: "give --distribute schema.table=column, --reference schema.table, --colocate schema.table=schema.other (docs/citus.md)" },
-  bad_ddl: { meaning: "--ddl is not detect or replicate, or replicate where it is not supported (subscription mode, wal2json)", fix: "give --ddl detect, or --ddl replicate with --mode stream and --plugin pgoutput" },
+  bad_ddl: { meaning: "--ddl is not detect or replicate, or replicate with --plugin wal2json", fix: "give --ddl detect, or --ddl replicate with --plugin pgoutput" },
   bad_rule: { meaning: "a FirewallRule's inputs do not make a valid pg_hba.conf line" },
   unknown_parameter: { meaning: "ServerParameters names a setting the server does not have" },
   unknown_relation: { meaning: "an --include/--exclude name matches no relation of the source's schemas" },

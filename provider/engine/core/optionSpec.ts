@@ -118,14 +118,14 @@ export const MIGRATION_INPUTS = {
       "(colocate_with the named table). Needs mode \"stream\" (docs/citus.md). The CLI's --distribute, --reference, --colocate.", replaces: true, stackDefault: false } }),
   /**
    * DDL on the source while streaming: "detect" (default; cutover refuses while the schemas differ) or "replicate" (an
-   * event trigger on the source captures it and the stream applier runs it on the target at its place; needs mode
-   * "stream", plugin pgoutput and a superuser on the source; docs/ddl.md).
+   * event trigger on the source captures it and the target runs it at its place, in either mode; needs plugin pgoutput
+   * and a superuser on the source; docs/ddl.md).
    */
   ddl: setting({ kind: "string", choices: ["detect", "replicate"], default: "detect",
-    cli: { flags: "--ddl <how>", help: "DDL on the source while streaming: detect (cutover refuses while schemas differ) or replicate (stream mode: applied on the target in order; docs/ddl.md)" },
+    cli: { flags: "--ddl <how>", help: "DDL on the source while streaming: detect (cutover refuses while schemas differ) or replicate (applied on the target in order; docs/ddl.md)" },
     pulumi: { doc: "DDL on the source while streaming: \"detect\" (default; cutover refuses while the schemas differ) or \"replicate\" (an " +
-      "event trigger on the source captures it and the stream applier runs it on the target at its place; needs mode \"stream\", plugin " +
-      "pgoutput and a superuser on the source; docs/ddl.md).", replaces: true, stackDefault: false } }),
+      "event trigger on the source captures it and the target runs it at its place, in either mode; needs plugin pgoutput " +
+      "and a superuser on the source; docs/ddl.md).", replaces: true, stackDefault: false } }),
   /** Set REPLICA IDENTITY FULL on source tables without a key instead of refusing them. */
   replicaIdentityFull: setting({ kind: "boolean", default: false,
     cli: { flags: "--replica-identity-full", help: "set REPLICA IDENTITY FULL on source tables without a key instead of refusing" },

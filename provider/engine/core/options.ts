@@ -94,11 +94,10 @@ export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: stri
   }
   const ddl = o.ddl ?? SPEC.ddl.default;
   if (!DDL_HANDLING.includes(ddl)) throw new PgferryError("bad_ddl", `--ddl must be one of ${DDL_HANDLING.join(", ")}`);
-  if (ddl === "replicate" && (mode !== "stream" || plugin !== "pgoutput")) {
-    // A subscription's apply worker ignores logical decoding messages, and wal2json's table list is fixed per session
-    // (docs/design.md "DDL replication" says how each would carry it).
-    throw new PgferryError("bad_ddl", `--ddl replicate needs --mode stream with --plugin pgoutput (given --mode ${mode}, --plugin ${plugin}); ` +
-      `fix: add --mode stream (and --plugin pgoutput), or keep --ddl detect, with which cutover refuses while the schemas differ`);
+  if (ddl === "replicate" && plugin !== "pgoutput") {
+    // wal2json's table list is fixed per session (docs/design.md "DDL replication" says how it would carry DDL).
+    throw new PgferryError("bad_ddl", `--ddl replicate needs --plugin pgoutput (given --plugin ${plugin}); ` +
+      `fix: use --plugin pgoutput, or keep --ddl detect, with which cutover refuses while the schemas differ`);
   }
   const unlogged = o.unlogged ?? SPEC.unlogged.default;
   if (!UNLOGGED_HANDLING.includes(unlogged)) throw new PgferryError("bad_unlogged", `--unlogged must be one of ${UNLOGGED_HANDLING.join(", ")}`);

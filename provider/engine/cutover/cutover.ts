@@ -38,6 +38,7 @@ import {
   batchedStatements, closeVerifySessions, openVerifySessions, unionAlls, verifyMigration, VerifyReport, VerifySessionPair,
 } from "../verify/verify";
 import { describeSourceChanges, restoreSourceChanges, SourceChange } from "../state/sourceChanges";
+import { dropTargetApply } from "../cdc/ddl/targetApply";
 import { readPreamble } from "../state/schemaEntries";
 
 export type VerifyMode = "counts" | "hashes";
@@ -314,7 +315,7 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
   { name: "gate", done: pastPointOfNoReturn, run: gate },
   {
     name: "end-cdc", done: pastPointOfNoReturn, timing: "endReplicationMs",
-    async run(r) { r.say("ending change data capture"); await r.cdc.end(r); },
+    async run(r) { r.say("ending change data capture"); await r.cdc.end(r); await dropTargetApply(r.tgt, r.name); },
   },
   // Idempotent tail: also what a re-run after a kill past the end of CDC continues with.
   { name: "drop-slot", timing: "endReplicationMs", accumulate: true, run: dropSlotAndRestore },
