@@ -9,6 +9,7 @@
  */
 import { LocalServer } from "../provider/embedded/localServer";
 import { cleanupMigration, cutoverMigration, migrationOptions, parseEndpoint, startMigration, verifyMigration } from "../provider/engine";
+import { dropTargetApply, targetApplySql } from "../provider/engine/cdc/ddl/targetApply";
 import { leftovers, runVerifySh, startServers, Writer } from "./support/servers";
 import { until } from "./support/until";
 
@@ -94,4 +95,32 @@ test("subscription: CREATE TABLE stops the apply worker before it; cleanup remov
   expect(await pgferryObjects(src, "app2")).toEqual([]);
   expect(await pgferryObjects(tgt, "app2")).toEqual([]);
   expect(await leftovers(src, tgt, "app2")).toEqual([]);
+});
+
+test("subscription: the target trigger's judgement (PL/pgSQL) refuses and applies what statement.ts does", async () => {
+  const c = await tgt.client("app2");
+  await c.query(`CREATE SCHEMA pgferry; CREATE TABLE judge_t (v text)`); // the schema: what start's control schema provides
+  try {
+    for (const sql of targetApplySql("judge")) await c.query(sql);
+    let id = 0;
+    const run = async (sql: string, extra: Record<string, unknown> = {}) => {
+      const payload = JSON.stringify({ v: 1, sql, commands: [{ tag: "ALTER TABLE", type: "table", identity: "public.judge_t" }], searchPath: "public",
+        nonConstantDefaults: [], ...extra });
+      return c.query(`INSERT INTO pgferry.ddl_log_judge VALUES ($1, $2)`, [++id, payload]).then(() => "applied", (e: Error) => e.message.split(":")[0]);
+    };
+    expect(await run("ALTER TABLE judge_t ADD COLUMN b int; UPDATE judge_t SET b = 1")).toBe("ddl_multi_statement");
+    expect(await run("DO $$ BEGIN EXECUTE 'ALTER TABLE judge_t ADD COLUMN b int'; END $$")).toBe("ddl_not_top_level");
+    expect(await run("CREATE TABLE c AS SELECT 1", { commands: [{ tag: "CREATE TABLE AS", type: "table", identity: "public.c" }] })).toBe("ddl_unsupported");
+    expect(await run("ALTER TABLE judge_t ADD COLUMN seen timestamptz DEFAULT now()", { nonConstantDefaults: ["seen"] })).toBe("ddl_volatile_default");
+    expect(await run("ALTER TABLE judge_t ALTER COLUMN v TYPE varchar(20)", { nonConstantDefaults: ["v"] })).toBe("applied");
+    expect(await run("COMMENT ON TABLE judge_t IS 'a;b -- not a comment'")).toBe("applied");
+    expect(await run("CREATE FUNCTION f_semi() RETURNS int LANGUAGE sql AS $b$ SELECT 1; $b$;  -- trailing; comment")).toBe("applied");
+    expect(await run("/* lead; */ CREATE INDEX CONCURRENTLY judge_t_v_idx ON judge_t (v)")).toBe("applied");
+    expect((await c.query(`SELECT obj_description('judge_t'::regclass) AS d, to_regprocedure('f_semi()') IS NOT NULL AS f,
+      to_regclass('judge_t_v_idx') IS NOT NULL AS i`)).rows[0]).toEqual({ d: "a;b -- not a comment", f: true, i: true });
+  } finally {
+    await dropTargetApply(c, "judge");
+    await c.query(`DROP SCHEMA pgferry; DROP TABLE judge_t; DROP FUNCTION IF EXISTS f_semi()`);
+    await c.end();
+  }
 });
