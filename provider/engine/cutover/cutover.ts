@@ -315,7 +315,11 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
   { name: "gate", done: pastPointOfNoReturn, run: gate },
   {
     name: "end-cdc", done: pastPointOfNoReturn, timing: "endReplicationMs",
-    async run(r) { r.say("ending change data capture"); await r.cdc.end(r); await dropTargetApply(r.tgt, r.name); },
+    async run(r) {
+      r.say("ending change data capture");
+      await r.cdc.end(r);
+      if (r.m.options.ddl === "replicate") await dropTargetApply(r.tgt, r.name); // subscription mode's log table and trigger on the target
+    },
   },
   // Idempotent tail: also what a re-run after a kill past the end of CDC continues with.
   { name: "drop-slot", timing: "endReplicationMs", accumulate: true, run: dropSlotAndRestore },
