@@ -74,7 +74,7 @@ test("root program: every Migration input is reachable from stack config", async
     source: "postgresql://m:s@old/db", target: "postgresql://m:t@new/db", name: "every", mode: "stream", plugin: "wal2json",
     schemas: ["a"], include: ["a.t"], exclude: ["a.u"], replicaIdentityFull: true, sourceHostForTarget: "old.internal:5433",
     jobs: 7, freezeWrites: true, cutover: true, cutoverTimeoutSec: 99, verify: "hashes", cutoverGraceSec: 2, autoReplicationRule: true,
-    reverseReplication: true, rollbackWindow: false, unlogged: "skip", largeObjects: false, roles: true,
+    reverseReplication: true, rollbackWindow: false, unlogged: "skip", largeObjects: false, roles: true, ddl: "replicate",
     distribution: { distribute: { "a.t": "k" }, reference: ["a.r"], colocate: {} }, databases: ["shop", "billing"], allDatabases: true,
   };
   expect(Object.keys(values).sort()).toEqual([...INPUT_KEYS].sort());

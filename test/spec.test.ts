@@ -23,7 +23,7 @@ beforeAll(() => ensureBuilt());
  * of the CLI's interface and must be made on purpose (and named in the release notes).
  */
 const CONTRACT: Record<string, [flags: string, defaultValue?: unknown][]> = {
-  start: [["--source <uri>"], ["--target <uri>"], ["--name <name>", "main"], ["--database <name>", []], ["--all-databases"], ["--mode <mode>", "subscription"], ["--plugin <plugin>", "pgoutput"],
+  start: [["--source <uri>"], ["--target <uri>"], ["--name <name>", "main"], ["--database <name>", []], ["--all-databases"], ["--mode <mode>", "subscription"], ["--plugin <plugin>", "pgoutput"], ["--ddl <how>", "detect"],
     ["--jobs <n>", 4], ["--schema <schema>", []], ["--include <table>", []], ["--exclude <table>", []], ["--replica-identity-full"],
     ["--source-host-for-target <host[:port]>"], ["--unlogged <how>", "copy"], ["--snapshot-timeout <sec>", 600], ["--no-large-objects"], ["--roles"],
     ["--distribute <table=column>", []], ["--reference <table>", []], ["--colocate <table=table>", []], ["--until <step>"],
@@ -73,10 +73,10 @@ test("engine choices and defaults are the spec's", () => {
 
 test("Pulumi inputs, defaults, replace-on and outputs are the spec's", () => {
   expect([...INPUT_KEYS]).toEqual(Object.keys(MIGRATION_INPUTS));
-  expect([...REPLACE_ON]).toEqual(["source", "target", "name", "mode", "plugin", "schemas", "include", "exclude", "distribution", "databases", "allDatabases", "replicaIdentityFull",
+  expect([...REPLACE_ON]).toEqual(["source", "target", "name", "mode", "plugin", "schemas", "include", "exclude", "distribution", "databases", "allDatabases", "ddl", "replicaIdentityFull",
     "sourceHostForTarget"]);
   // An unset input reads as its default (what the outputs show and diff compares).
-  expect(pickInputs({ source: "s", target: "t" })).toEqual({ source: "s", target: "t", name: "main", mode: "subscription", plugin: "pgoutput", jobs: 4,
+  expect(pickInputs({ source: "s", target: "t" })).toEqual({ source: "s", target: "t", name: "main", mode: "subscription", plugin: "pgoutput", ddl: "detect", jobs: 4,
     schemas: [], include: [], exclude: [], databases: [], allDatabases: false, replicaIdentityFull: false, unlogged: "copy", largeObjects: true, roles: false, freezeWrites: false, cutover: false,
     cutoverTimeoutSec: 300, verify: "counts", cutoverGraceSec: 5, autoReplicationRule: false, reverseReplication: false, rollbackWindow: true });
   const outs = toOutputs({ source: "s", target: "t" }, { name: "main", phase: "Loading", rowsCopied: 1, bytesCopied: 2, tables: [] } as never);

@@ -109,7 +109,7 @@ export function buildProgram(): Command {
       const { source, target } = endpoints(o);
       const opts = migrationOptions({ snapshotTimeoutSec: o.snapshotTimeout, stallTimeoutSec: o.stallTimeout, largeObjects: o.largeObjects !== false, roles: !!o.roles, name: o.name,
         // --mode not given: the engine picks (stream where tables are distributed, else subscription)
-        mode: cmd.getOptionValueSource("mode") === "default" ? undefined : o.mode, plugin: o.plugin, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
+        mode: cmd.getOptionValueSource("mode") === "default" ? undefined : o.mode, plugin: o.plugin, ddl: o.ddl, jobs: o.jobs, schemas: o.schema, include: o.include, exclude: o.exclude,
         replicaIdentityFull: !!o.replicaIdentityFull, unlogged: o.unlogged, sourceHostForTarget: o.sourceHostForTarget,
         distribution: parseDistributionFlags({ distribute: o.distribute, reference: o.reference, colocate: o.colocate }) });
       if (severalDatabases(o)) return several.startCommand(o, opts, o.until === "schema" ? "SchemaSync" : undefined);

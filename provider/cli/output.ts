@@ -96,7 +96,7 @@ export function formatStatus(s: MigrationStatus): string {
       `${s.subscription.applyErrors ? `, ${s.subscription.applyErrors} apply errors — see the target's log` : ""}`);
   }
   if (s.slotLost) lines.push(`  ✗ SLOT LOST: ${s.slotLost}`);
-  if (s.applyError) lines.push(`  ✗ ${s.applyError.kind === "divergence" ? "DIVERGENCE — cutover refuses until it is repaired" : "apply failing"} ` +
+  if (s.applyError) lines.push(`  ✗ ${s.applyError.kind === "divergence" ? "DIVERGENCE — cutover refuses until it is repaired" : s.applyError.code?.startsWith("ddl_") ? `DDL NOT REPLICATED (${s.applyError.code}) — cutover refuses` : "apply failing"} ` +
     `(since ${s.applyError.at}): ${s.applyError.message}`);
   if (s.schemaDifferences?.length) {
     lines.push(`  schema changed on the source — cutover refuses until the target matches (${s.schemaDifferences.length}):`);

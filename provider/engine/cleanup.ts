@@ -7,6 +7,7 @@
  */
 import { Client } from "pg";
 import { dropSubscription } from "./cdc/subscription/subscription";
+import { dropTargetApply } from "./cdc/ddl/targetApply";
 import { Endpoint, quoteLiteral } from "./core/endpoint";
 import { removeReverseState, reverseName } from "./rollback/rollback";
 import { PgferryError } from "./core/errors";
@@ -50,6 +51,7 @@ export async function cleanupMigration(source: Endpoint, target: Endpoint, name:
   try {
     const m = await readMigration(tgt, name);
     const droppedSubscription = await dropSubscription(tgt, names.subscription);
+    await dropTargetApply(tgt, name); // --ddl replicate in subscription mode: its log table and trigger on the target
     const droppedReverseSlot = await dropSlot(tgt, rev.slot, 0);
     const droppedReversePublication = await dropPublication(tgt, rev.publication);
     try {

@@ -18,6 +18,8 @@ import { copyLargeObjects, LargeObjectCopy } from "./copy/largeObjects";
 import { RoleSync, syncRoles } from "./copy/roles";
 import { MigrationOptions, objectNames } from "./core/options";
 import { decoderFor } from "./cdc/decoders";
+import { installDdlCapture } from "./cdc/ddl/capture";
+import { dropTargetApply, installTargetApply } from "./cdc/ddl/targetApply";
 import { describeSourceChanges, listSourceChanges, restoreSourceChanges, setReplicaIdentityFull, SourceChange } from "./state/sourceChanges";
 import { preflight, PreflightResult } from "./preflight/preflight";
 import { recordActivityBaseline } from "./verify/touched";
@@ -185,7 +187,7 @@ async function preflightStep(r: StartRun): Promise<void> {
   const { o } = r;
   const pf = await preflight(r.src, r.tgt, r.source, r.target, {
     selection: o.selection, replicaIdentityFull: o.replicaIdentityFull, resuming: r.resuming, slotName: r.names.slot, mode: o.mode, plugin: o.plugin,
-    unlogged: o.unlogged, largeObjects: o.largeObjects, distribution: o.distribution, roles: o.roles,
+    unlogged: o.unlogged, largeObjects: o.largeObjects, distribution: o.distribution, roles: o.roles, ddl: o.ddl,
   });
   pf.findings.forEach((finding) => r.onEvent({ type: "finding", finding }));
   testFailpoint("preflight");
@@ -216,7 +218,7 @@ async function recordMigration(r: StartRun): Promise<void> {
   // What the stream applier (start, agent, cutover) reads back: the output plugin and, for wal2json,
   // whether it quotes numbers. Also set when a SchemaSync made the record with default options.
   await mergeMigrationOptions(tgt, o.name,
-    { plugin: o.plugin, wal2jsonNumericAsString: r.pf!.wal2json?.numericAsString ?? false, unlogged: o.unlogged, largeObjects: o.largeObjects,
+    { plugin: o.plugin, wal2jsonNumericAsString: r.pf!.wal2json?.numericAsString ?? false, unlogged: o.unlogged, largeObjects: o.largeObjects, ddl: o.ddl,
       // A re-run without the flags keeps the recorded distribution (the applier moves rows of those tables).
       ...(hasDistribution(o.distribution) ? { distribution: o.distribution } : {}) });
   r.result.phase = m.phase;
@@ -518,6 +520,14 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
       await recordActivityBaseline(src, tgt, o.name);
       // wal2json decodes every table of the database (filtered by add-tables): no publication.
       if (decoderFor(o.plugin).needsPublication) await createPublication(src, names.publication, publishedTables(pf.tables));
+      // --ddl replicate: the capture exists before the slot, so every DDL committed after its consistent point is in the stream
+      // (recorded with its undo first: a failed load, cleanup and cutover remove it; cdc/ddl/capture.ts).
+      if (o.ddl === "replicate") {
+        const capture = await installDdlCapture(src, tgt, o.name, pf.schemas, names.publication);
+        onEvent({ type: "sourceChange", action: "changed", changes: [capture] });
+        // Subscription mode: the target's copy of the log table (CREATE SUBSCRIPTION needs it) and the trigger that runs its rows.
+        if (o.mode === "subscription") await installTargetApply(tgt, o.name);
+      }
       // Subscription mode: the subscription, disabled (the target reaching the source is proven before the slot exists).
       await cdcFor(o.mode).create({ src, tgt, source, target, name: o.name }, { sourceHostForTarget: o.sourceHostForTarget });
       snap = await createSlotWithSnapshot(source, names.slot, o.plugin, { timeoutSec: o.snapshotTimeoutSec,
@@ -573,6 +583,7 @@ async function cleanUpFailedLoad(src: Client, tgt: Client, name: string, onEvent
     const names = objectNames(name);
     let msg = e instanceof Error ? e.message : String(e);
     await dropSubscription(tgt, names.subscription).catch(() => undefined);
+    await dropTargetApply(tgt, name).catch(() => undefined);
     const slotKept = await dropSlot(src, names.slot).then(() => false, () => true);
     await dropPublication(src, names.publication).catch(() => undefined);
     if (slotKept) {

@@ -47,7 +47,7 @@ export interface MigrationStatus {
    * Stream mode: the applier's last failure (kind divergence: an UPDATE/DELETE found no row or too many;
    * cutover refuses until a later commit clears it). Subscription mode: the apply worker's last error.
    */
-  applyError?: { kind: string; message: string; at: string };
+  applyError?: { kind: string; code?: string; message: string; at: string };
   /** Stream mode: changes applied per table. */
   applied?: { table: string; inserts: number; updates: number; deletes: number; truncates: number }[];
   slot?: SlotInfo;
@@ -102,7 +102,7 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
       rowsCopied: tables.reduce((a, t) => a + t.rows, 0), bytesCopied: tables.reduce((a, t) => a + t.bytes, 0),
       consistentPoint: m.consistentPoint, fenceLsn: m.fenceLsn, downtimeMs: m.downtimeMs, sourceFrozen: m.sourceFrozen,
       cutoverTimings: m.cutoverTimings, replicationPaused: m.replicationPaused,
-      applyError: m.applyError ? { kind: m.applyError.kind, message: m.applyError.message, at: m.applyError.at } : undefined,
+      applyError: m.applyError ? { kind: m.applyError.kind, code: m.applyError.code, message: m.applyError.message, at: m.applyError.at } : undefined,
       timestamps: { createdAt: m.createdAt, loadStartedAt: m.loadStartedAt, loadFinishedAt: m.loadFinishedAt, streamingSince: m.streamingSince, completedAt: m.completedAt },
       notCarried: await readNotCarried(tgt, name),
     };

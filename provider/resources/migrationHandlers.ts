@@ -50,7 +50,7 @@ export const migrationId = (i: MigrationInputs) => `pgferry-migration-${nameOf(i
 
 function options(i: MigrationInputs) {
   return migrationOptions({ name: i.name, mode: i.mode as "subscription" | "stream" | undefined,
-    plugin: i.plugin as OutputPlugin | undefined, jobs: i.jobs, schemas: i.schemas ?? [],
+    plugin: i.plugin as OutputPlugin | undefined, ddl: i.ddl as "detect" | "replicate" | undefined, jobs: i.jobs, schemas: i.schemas ?? [],
     include: i.include ?? [], exclude: i.exclude ?? [], replicaIdentityFull: !!i.replicaIdentityFull, sourceHostForTarget: i.sourceHostForTarget,
     unlogged: i.unlogged as "copy" | "skip" | undefined, largeObjects: i.largeObjects !== false, roles: !!i.roles,
     distribution: parseDistributionInput(isUnknown(i.distribution) ? undefined : i.distribution) });

@@ -160,8 +160,14 @@ export async function schemaDifferences(src: Client, tgt: Client, name: string):
     out.push({ table: q, kind: "sequence", object: q, problem: `${q}: sequence exists on the source only (created after start: the cutover ` +
       `cannot set it)`, fix: `create it on the target with the source's definition (pg_dump --schema-only -t ${q} on the source | psql on the target)` });
   }
-  for (const table of loaded.sort()) {
-    if (!migrated.has(table)) {
+  // A loaded table gone from the source and from the target too was dropped (or renamed) on both: nothing differs.
+  const gone = loaded.filter((x) => !migrated.has(x));
+  const onTarget = new Set((await tgt.query(`SELECT x FROM unnest($1::text[]) x WHERE to_regclass(x) IS NOT NULL`,
+    [gone.map((x) => { const i = x.indexOf("."); return qualified(x.slice(0, i), x.slice(i + 1)); })])).rows.map((r) => r.x as string));
+  for (const table of gone.sort()) {
+    const i = table.indexOf(".");
+    if (!onTarget.has(qualified(table.slice(0, i), table.slice(i + 1)))) continue;
+    {
       out.push({ table, kind: "table", object: table, problem: `${table}: table was migrated but no longer exists on the source (dropped or renamed there)`,
         fix: `make the target match: the same DROP or RENAME on the target` });
     }

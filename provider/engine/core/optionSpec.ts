@@ -135,6 +135,16 @@ export const MIGRATION_INPUTS = {
       "(after start: the databases the migration was started with)" },
     pulumi: { doc: "Every database of the source server the role may connect to, except the templates, postgres and those without tables (docs/databases.md); " +
       "after start, the databases the migration was started with. The CLI's --all-databases.", replaces: true } }),
+  /**
+   * DDL on the source while streaming: "detect" (default; cutover refuses while the schemas differ) or "replicate" (an
+   * event trigger on the source captures it and the target runs it at its place, in either mode; needs plugin pgoutput
+   * and a superuser on the source; docs/ddl.md).
+   */
+  ddl: setting({ kind: "string", choices: ["detect", "replicate"], default: "detect",
+    cli: { flags: "--ddl <how>", help: "DDL on the source while streaming: detect (cutover refuses while schemas differ) or replicate (applied on the target in order; docs/ddl.md)" },
+    pulumi: { doc: "DDL on the source while streaming: \"detect\" (default; cutover refuses while the schemas differ) or \"replicate\" (an " +
+      "event trigger on the source captures it and the target runs it at its place, in either mode; needs plugin pgoutput " +
+      "and a superuser on the source; docs/ddl.md).", replaces: true, stackDefault: false } }),
   /** Set REPLICA IDENTITY FULL on source tables without a key instead of refusing them. */
   replicaIdentityFull: setting({ kind: "boolean", default: false,
     cli: { flags: "--replica-identity-full", help: "set REPLICA IDENTITY FULL on source tables without a key instead of refusing" },
@@ -273,7 +283,7 @@ export const PROGRAM = {
 /** Every command and its options, in the order `pgferry --help` lists them. */
 export const COMMANDS: CommandSpec[] = [
   { name: "start", description: "preflight, copy the schema, load every table consistently, then stream changes (returns once ReadyToCutover)",
-    options: [...endpointsAndName, ...databaseFlags, opt("mode"), opt("plugin"), opt("jobs"), opt("schemas"), opt("include"), opt("exclude"), opt("replicaIdentityFull"),
+    options: [...endpointsAndName, ...databaseFlags, opt("mode"), opt("plugin"), opt("ddl"), opt("jobs"), opt("schemas"), opt("include"), opt("exclude"), opt("replicaIdentityFull"),
       opt("sourceHostForTarget"), opt("unlogged"), opt("snapshotTimeout"), opt("largeObjects"), opt("roles"),
       opt("distribute"), opt("reference"), opt("colocate"), opt("until"),
       opt("stallTimeout", "seconds a load COPY may go without data from the source or taken by the target after which " +

@@ -24,6 +24,10 @@ export const OUTPUT_PLUGINS: OutputPlugin[] = [...SPEC.plugin.choices];
 export type UnloggedHandling = (typeof SPEC.unlogged.choices)[number];
 export const UNLOGGED_HANDLING: UnloggedHandling[] = [...SPEC.unlogged.choices];
 
+/** DDL on the source while streaming: detect (cutover refuses while schemas differ) or replicate (stream mode, pgoutput). */
+export type DdlHandling = (typeof SPEC.ddl.choices)[number];
+export const DDL_HANDLING: DdlHandling[] = [...SPEC.ddl.choices];
+
 export interface MigrationOptions {
   /** Identifies the migration; slot, publication and subscription names derive from it. */
   name: string;
@@ -34,6 +38,8 @@ export interface MigrationOptions {
   jobs: number;
   selection: TableSelection;
   replicaIdentityFull: boolean;
+  /** DDL on the source while streaming: detected (cutover refuses) or replicated by the stream applier (cdc/ddl). */
+  ddl: DdlHandling;
   unlogged: UnloggedHandling;
   /**
    * Large objects (default true): copied in the load's snapshot and again, where changed, at cutover while the
@@ -86,6 +92,13 @@ export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: stri
   if (plugin === "wal2json" && mode !== "stream") {
     throw new PgferryError("bad_plugin", `--plugin wal2json needs --mode stream (a subscription always decodes with pgoutput)`);
   }
+  const ddl = o.ddl ?? SPEC.ddl.default;
+  if (!DDL_HANDLING.includes(ddl)) throw new PgferryError("bad_ddl", `--ddl must be one of ${DDL_HANDLING.join(", ")}`);
+  if (ddl === "replicate" && plugin !== "pgoutput") {
+    // wal2json's table list is fixed per session (docs/design.md "DDL replication" says how it would carry DDL).
+    throw new PgferryError("bad_ddl", `--ddl replicate needs --plugin pgoutput (given --plugin ${plugin}); ` +
+      `fix: use --plugin pgoutput, or keep --ddl detect, with which cutover refuses while the schemas differ`);
+  }
   const unlogged = o.unlogged ?? SPEC.unlogged.default;
   if (!UNLOGGED_HANDLING.includes(unlogged)) throw new PgferryError("bad_unlogged", `--unlogged must be one of ${UNLOGGED_HANDLING.join(", ")}`);
   const jobs: number = o.jobs ?? SPEC.jobs.default;
@@ -102,7 +115,7 @@ export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: stri
     throw new PgferryError("bad_timeout", "--stall-timeout must be a whole number of seconds, 1 or more");
   }
   return {
-    snapshotTimeoutSec, stallTimeoutSec, name, mode, plugin, jobs, replicaIdentityFull: !!o.replicaIdentityFull, unlogged, largeObjects: o.largeObjects ?? SPEC.largeObjects.default, roles: o.roles ?? SPEC.roles.default, sourceHostForTarget: o.sourceHostForTarget,
+    snapshotTimeoutSec, stallTimeoutSec, name, mode, plugin, jobs, replicaIdentityFull: !!o.replicaIdentityFull, ddl, unlogged, largeObjects: o.largeObjects ?? SPEC.largeObjects.default, roles: o.roles ?? SPEC.roles.default, sourceHostForTarget: o.sourceHostForTarget,
     distribution: checkDistribution(o.distribution ?? NO_DISTRIBUTION),
     selection: o.selection ?? { schemas: o.schemas ?? [], include: o.include ?? [], exclude: o.exclude ?? [] },
   };

@@ -38,6 +38,7 @@ import {
   batchedStatements, closeVerifySessions, openVerifySessions, unionAlls, verifyMigration, VerifyReport, VerifySessionPair,
 } from "../verify/verify";
 import { describeSourceChanges, restoreSourceChanges, SourceChange } from "../state/sourceChanges";
+import { dropTargetApply } from "../cdc/ddl/targetApply";
 import { readPreamble } from "../state/schemaEntries";
 
 export type VerifyMode = "counts" | "hashes";
@@ -296,6 +297,15 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
     },
   },
   { name: "fence", done: pastPointOfNoReturn, run: fenceRounds },
+  {
+    // --ddl replicate: every DDL before the fence is applied now; the schemas must agree (else back to streaming, naming what differs).
+    name: "schema-after-fence", when: (r) => r.m.options.ddl === "replicate", done: pastPointOfNoReturn,
+    async run(r) {
+      try { await schemaGate(r); } catch (e) { await rollbackToStreaming(r, e); throw e; }
+      // A sequence created by replicated DDL after the warm-up listed them is synced too.
+      r.sequences = await sequencesOf(r.src, r.m);
+    },
+  },
   { name: "unlogged-tables", done: pastPointOfNoReturn, timing: "unloggedCopyMs", run: unloggedTables },
   {
     // Large objects: no slot carries them; writes are stopped, so copying what differs makes them exact.
@@ -312,7 +322,11 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
   { name: "databases-gate", when: (r) => !!r.o.barrier, done: pastPointOfNoReturn, run: (r) => r.o.barrier!("gate-passed") },
   {
     name: "end-cdc", done: pastPointOfNoReturn, timing: "endReplicationMs",
-    async run(r) { r.say("ending change data capture"); await r.cdc.end(r); },
+    async run(r) {
+      r.say("ending change data capture");
+      await r.cdc.end(r);
+      if (r.m.options.ddl === "replicate") await dropTargetApply(r.tgt, r.name); // subscription mode's log table and trigger on the target
+    },
   },
   // Idempotent tail: also what a re-run after a kill past the end of CDC continues with.
   { name: "drop-slot", timing: "endReplicationMs", accumulate: true, run: dropSlotAndRestore },
@@ -350,7 +364,20 @@ async function replicationChecks(r: CutoverRun): Promise<void> {
       `Nothing was ${m.sourceFrozen ? "changed (the source stays frozen)" : "frozen"}. Cutover refuses while it is recorded; once the row is ` +
       `repaired, run the agent (pgferry agent --name ${name}) until it applies past it (pgferry status no longer shows it), then cutover again`);
   }
+  if (m.options.ddl === "replicate" && m.applyError?.code?.startsWith("ddl_")) {
+    // --ddl replicate stopped at a DDL it cannot carry (or the target refused): the target's schema cannot catch up.
+    throw new PgferryError(m.applyError.code as "ddl_failed", `DDL replication stopped (recorded ${m.applyError.at}): ${m.applyError.message}. ` +
+      `Nothing was ${m.sourceFrozen ? "changed (the source stays frozen)" : "frozen"}; cutover refuses while it is recorded`);
+  }
+  // --ddl replicate: DDL still in flight is applied by the drain; the schemas are compared after the fence instead (schema-after-fence).
+  if (m.options.ddl === "replicate") return;
   // DDL gate, before anything is frozen: replication does not carry DDL.
+  await schemaGate(r);
+}
+
+/** The source's and the target's schemas of the migrated tables must agree (drift.ts). */
+async function schemaGate(r: CutoverRun): Promise<void> {
+  const { src, tgt, m, name } = r;
   const drift = await schemaDifferences(src, tgt, name);
   if (drift.length) {
     throw new PgferryError("schema_drift", `the source's schema changed during the migration and the target does not match ` +

@@ -12,6 +12,7 @@ import { Finding, PgferryError } from "../core/errors";
 import { findPgTools, largeObjectFix, rolesMissingOnTarget } from "../copy/schema";
 import { decoderFor } from "../cdc/decoders";
 import { Decoder } from "../cdc/decoders/decoder";
+import { captureSql } from "../cdc/ddl/capture";
 import { Distribution } from "../copy/distribution";
 import { CITUS_CHECKS } from "./citus";
 import { readWal2jsonTables, unresolvableTables, wal2jsonInstallFix, Wal2jsonProbe } from "../cdc/decoders/wal2json";
@@ -28,6 +29,8 @@ export interface PreflightOptions {
   plugin?: "pgoutput" | "wal2json";
   /** Unlogged tables: copied again at cutover (default) or skipped by the gate and verify. */
   unlogged?: "copy" | "skip";
+  /** --ddl replicate: an event trigger on the source captures DDL (needs a superuser there and PostgreSQL 14+). */
+  ddl?: "detect" | "replicate";
   /** Large objects are carried (default) or, false (--no-large-objects), left out with a warning. */
   largeObjects?: boolean;
   /** Hyperscale (Citus) target: tables to distribute or make reference tables (./citus.ts checks them). */
@@ -165,6 +168,26 @@ export const PREFLIGHT_CHECKS: PreflightCheck[] = [
           fix: `GRANT CREATE ON DATABASE "${source.database}" TO "${source.user}";` });
       }
       r.s = s;
+    },
+  },
+  {
+    /** --ddl replicate: creating event triggers needs a superuser (or a managed service's admin role where it allows them). */
+    name: "ddl-capture",
+    async run(r) {
+      const { o, add, source } = r;
+      if (o.ddl !== "replicate") return;
+      // The right itself, tried: create the capture in a transaction and roll it back (a superuser passes; a managed
+      // service's admin role passes only where the service lets it create event triggers).
+      await r.src.query("BEGIN");
+      try {
+        for (const sql of captureSql("preflight_probe", ["public"], o.slotName)) await r.src.query(sql);
+      } catch (e) {
+        add({ code: "ddl_capture", server: "source", message: `--ddl replicate creates an event trigger on the source, which role ` +
+          `"${source.user}" may not (${(e as Error).message}); event triggers need a superuser (or a managed service's admin role where it allows them)`,
+          fix: `run start as a superuser of the source, or use --ddl detect (cutover refuses while the schemas differ; docs/ddl.md)` });
+      } finally {
+        await r.src.query("ROLLBACK");
+      }
     },
   },
   {

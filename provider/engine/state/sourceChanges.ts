@@ -62,6 +62,17 @@ export async function setReplicaIdentityFull(src: Client, tgt: Client, migration
   return out;
 }
 
+/**
+ * Record another kind of source change (e.g. --ddl replicate's event triggers) with its undo, before the caller
+ * makes it; the first record of an object wins (a re-run keeps it). Returns the record as stored.
+ */
+export async function recordSourceChange(tgt: Client, migration: string, c: SourceChange & { kind: string }): Promise<SourceChange> {
+  await ensureControlSchema(tgt);
+  await tgt.query(`INSERT INTO ${S}.source_change (migration, object, kind, change, undo_sql) VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (migration, kind, object) DO NOTHING`, [migration, c.object, c.kind, c.change, c.undoSql]);
+  return (await listSourceChanges(tgt, migration)).find((x) => x.object === c.object)!;
+}
+
 export async function listSourceChanges(tgt: Client, migration: string): Promise<SourceChange[]> {
   const exists = (await tgt.query(`SELECT to_regclass('${S}.source_change') IS NOT NULL AS ok`)).rows[0].ok;
   if (!exists) return [];

@@ -11,7 +11,7 @@ import { Client } from "pg";
 import { CONTROL_SCHEMA, TableSelection } from "../catalog/catalog";
 import { PgferryError } from "../core/errors";
 import { parseDistributionInput } from "../copy/distribution";
-import { CDC_MODES, CdcMode, MigrationOptions, OUTPUT_PLUGINS, UNLOGGED_HANDLING } from "../core/options";
+import { CDC_MODES, CdcMode, MigrationOptions, OUTPUT_PLUGINS, UNLOGGED_HANDLING, DDL_HANDLING } from "../core/options";
 import { controlSchemaExists } from "./controlSchema";
 export { ensureControlSchema, controlSchemaExists, dropControlSchemaIfEmpty, CONTROL_SCHEMA_VERSION } from "./controlSchema";
 export { readTableProgress, tableProgressRecorder } from "./tableProgress";
@@ -110,7 +110,7 @@ export interface CutoverTimings {
  * Every field optional: records made by older releases (or by a SchemaSync resource) lack some.
  */
 export type MigrationRecordOptions = Partial<Pick<MigrationOptions,
-  "jobs" | "selection" | "replicaIdentityFull" | "sourceHostForTarget" | "plugin" | "unlogged" | "largeObjects" | "distribution">> & {
+  "jobs" | "selection" | "replicaIdentityFull" | "sourceHostForTarget" | "plugin" | "unlogged" | "largeObjects" | "distribution" | "ddl">> & {
   /** wal2json: whether the source's wal2json quotes numbers (probed by start's preflight). */
   wal2jsonNumericAsString?: boolean;
   /** A reverse migration (rollback window): the forward migration it belongs to. */
@@ -172,7 +172,7 @@ export function parseRecordedOptions(name: string, raw: unknown): MigrationRecor
     if (typeof o[k] !== "string") throw corrupt(name, `options.${k}`, o[k]);
     out[k] = o[k] as string;
   };
-  const oneOf = <T extends string>(k: "plugin" | "unlogged", allowed: readonly T[]): T | undefined => {
+  const oneOf = <T extends string>(k: "plugin" | "unlogged" | "ddl", allowed: readonly T[]): T | undefined => {
     if (o[k] === undefined || o[k] === null) return undefined;
     if (!allowed.includes(o[k] as T)) throw corrupt(name, `options.${k}`, o[k]);
     return o[k] as T;
@@ -205,6 +205,8 @@ export function parseRecordedOptions(name: string, raw: unknown): MigrationRecor
     if (g.downtimeMs !== undefined && g.downtimeMs !== null && typeof g.downtimeMs !== "number") throw corrupt(name, "options.group.downtimeMs", g.downtimeMs);
     out.group = { name: g.name, databases: [...g.databases] as string[], ...(typeof g.downtimeMs === "number" ? { downtimeMs: g.downtimeMs } : {}) };
   }
+  const ddl = oneOf("ddl", DDL_HANDLING);
+  if (ddl) out.ddl = ddl;
   if (o.distribution !== undefined && o.distribution !== null) {
     try { out.distribution = parseDistributionInput(o.distribution); } catch { throw corrupt(name, "options.distribution", o.distribution); }
   }

@@ -74,8 +74,10 @@ export async function runAgent(source: Endpoint, target: Endpoint, o: AgentOptio
         log("streaming");
         await current.run();
       } catch (e) {
-        // A divergence, or a slot the source invalidated, does not go away by retrying: stop, with the error (recorded for status and cutover).
-        if (e instanceof PgferryError && (e.code === "divergence" || e.code === "slot_lost")) throw e;
+        // A divergence, a slot the source invalidated, or DDL that --ddl replicate cannot carry (cdc/ddl/statement.ts) does not go
+        // away by retrying: stop, with the error (recorded for status and cutover). A DDL the target refused (ddl_failed) is retried:
+        // the user can make the target accept it.
+        if (e instanceof PgferryError && (e.code === "divergence" || e.code === "slot_lost" || DDL_REFUSALS.has(e.code))) throw e;
         log(`stream interrupted: ${(e as Error).message}; reconnecting in ${backoff} ms`);
         if (Date.now() - started > 10000) backoff = 500; // it ran a while: start the backoff over
         await sleep(backoff, o.signal); backoff = Math.min(backoff * 2, o.maxBackoffMs ?? 30000);
@@ -88,6 +90,8 @@ export async function runAgent(source: Endpoint, target: Endpoint, o: AgentOptio
     o.signal?.removeEventListener("abort", onAbort);
   }
 }
+
+const DDL_REFUSALS = new Set<string>(["ddl_multi_statement", "ddl_not_top_level", "ddl_unsupported", "ddl_volatile_default"]);
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {

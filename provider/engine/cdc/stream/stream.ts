@@ -26,6 +26,8 @@ import { decoderFor } from "../decoders";
 import type { ChangeDelete, ChangeInsert, ChangeRelation, ChangeUpdate, Change, RowChange } from "../decoders/change";
 import type { DecoderSession } from "../decoders/decoder";
 import { readStreamSetup } from "../decoders/wal2json";
+import { ddlToApply, parseDdlPayload } from "../ddl/statement";
+import { ddlLogTableName } from "../ddl/capture";
 import { ReplicationStream } from "./replication";
 import { SLOT_LOST_PATTERN, slotLostError } from "../../copy/snapshot";
 import { ensureControlSchema } from "../../state/controlSchema";
@@ -555,6 +557,11 @@ export class StreamApplier {
         return;
       case "insert": case "update": case "delete":
         if (this.skipping) return;
+        // --ddl replicate: a row of the migration's DDL log is a DDL statement captured at this place (../ddl/capture.ts).
+        if (m.relation.schema === CONTROL_SCHEMA && m.relation.name === ddlLogTableName(this.o.migration)) {
+          if (m.tag === "insert") await this.applyDdl(m.new.payload ?? "");
+          return;
+        }
         this.pending.push(m);
         this.count(m.relation, m.tag === "insert" ? "inserts" : m.tag === "update" ? "updates" : "deletes");
         this.changes++;
@@ -584,25 +591,64 @@ export class StreamApplier {
       }
       case "relation": {
         this.flush(); // a changed relation (new columns, new replica identity) applies to what follows
-        // eq: the column's type (a domain's base type) has a default btree opclass of its own, so `=` exists and an
-        // index can serve REPLICA IDENTITY FULL lookups (arrays are left to the text comparison: their `=` needs the element's).
-        const r = await this.send(`SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attidentity = 'a' AS always,
-            EXISTS (SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod JOIN pg_type bt ON bt.oid = b.base
-              WHERE am.amname = 'btree' AND oc.opcdefault AND (oc.opcintype = b.base OR (oc.opcintype = 'anyenum'::regtype AND bt.typtype = 'e')
-                OR EXISTS (SELECT 1 FROM pg_cast ca WHERE ca.castsource = b.base AND ca.casttarget = oc.opcintype AND ca.castmethod = 'b'))) AS eq
-          FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-          CROSS JOIN LATERAL (SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END AS base) b
-          WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, [tableOf(m)]) as QueryResult;
-        this.meta.set(tableOf(m), { types: new Map(r.rows.map((x) => [x.attname, x.type])),
-          alwaysIdentity: new Set(r.rows.filter((x) => x.always).map((x) => x.attname)),
-          columns: new Map(r.rows.map((x) => [x.attname, { type: x.type, eq: x.eq }])),
-          moveOnChange: new Set(this.distributionColumns.has(tableOf(m)) ? [this.distributionColumns.get(tableOf(m))!] : []) });
+        await this.readMeta(tableOf(m));
         if (this.broken) throw this.broken;
         return;
       }
       default:
         return;
     }
+  }
+
+  /** Column types, identity columns and the distribution column of a target table, read now; returns how many columns it has. */
+  private async readMeta(table: string): Promise<number> {
+    // eq: the column's type (a domain's base type) has a default btree opclass of its own, so `=` exists and an
+    // index can serve REPLICA IDENTITY FULL lookups (arrays are left to the text comparison: their `=` needs the element's).
+    const r = await this.send(`SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attidentity = 'a' AS always,
+        EXISTS (SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod JOIN pg_type bt ON bt.oid = b.base
+          WHERE am.amname = 'btree' AND oc.opcdefault AND (oc.opcintype = b.base OR (oc.opcintype = 'anyenum'::regtype AND bt.typtype = 'e')
+            OR EXISTS (SELECT 1 FROM pg_cast ca WHERE ca.castsource = b.base AND ca.casttarget = oc.opcintype AND ca.castmethod = 'b'))) AS eq
+      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+      CROSS JOIN LATERAL (SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END AS base) b
+      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped`, [table]) as QueryResult;
+    this.meta.set(table, { types: new Map(r.rows.map((x) => [x.attname, x.type])),
+      alwaysIdentity: new Set(r.rows.filter((x) => x.always).map((x) => x.attname)),
+      columns: new Map(r.rows.map((x) => [x.attname, { type: x.type, eq: x.eq }])),
+      moveOnChange: new Set(this.distributionColumns.has(table) ? [this.distributionColumns.get(table)!] : []) });
+    return r.rows.length;
+  }
+
+  /**
+   * A DDL command captured on the source (--ddl replicate), at its place: a barrier. Every change before it is
+   * sent and has executed (in the open target transaction, in order) before it runs, and nothing after it is
+   * decoded until it has: the stream stays paused meanwhile (flow control). It runs in the same target transaction
+   * as the changes around it, so a crash before the COMMIT replays the whole source transaction, DDL included
+   * (exactly once). A statement that cannot be carried (../ddl/statement.ts) or that the target refuses stops the
+   * session before it, with a named error (status shows it; cutover refuses while it is recorded).
+   */
+  private async applyDdl(payload: string): Promise<void> {
+    const stmt = ddlToApply(parseDdlPayload(payload));
+    this.flush();
+    await this.settle(0);
+    const c = this.target!;
+    try {
+      // The source session's search_path: the text may name objects unqualified. Transaction-local, reset right after.
+      await c.query(`SELECT pg_catalog.set_config('search_path', $1, true)`, [stmt.searchPath]);
+      await c.query(stmt.sql);
+      await c.query(`RESET search_path`);
+    } catch (e) {
+      const err = new PgferryError("ddl_failed", `DDL replication stopped: the target refused the source's statement "${stmt.summary}": ` +
+        `${(e as Error).message}. Nothing from its source transaction or after it was applied or acknowledged. Fix: make the target accept ` +
+        `it (e.g. create what it names as missing, or repair what it conflicts with), then run the agent again (it retries the statement); ` +
+        `or run pgferry cleanup and start again`);
+      this.broken ??= err;
+      throw err;
+    }
+    // Column types and identity columns may have changed (pgoutput announces a changed relation again before its next
+    // change, but not every DDL changes the relation the applier has cached): read every cached table again.
+    for (const table of [...this.meta.keys()]) if (!(await this.readMeta(table))) this.meta.delete(table); // dropped or renamed
+    await this.settle(0);
+    this.changes++;
   }
 
   /** Queue the pending row changes as merged statements (one simple query). */

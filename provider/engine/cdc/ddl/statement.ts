@@ -1,0 +1,170 @@
+/**
+ * `--ddl replicate`, the apply half's judgement: from a captured DDL statement (a row of ./capture.ts's log) to the one statement
+ * the target runs, or a named refusal. The trigger captures current_query(), the client's whole query string;
+ * it is replayed only when it is exactly one top-level DDL statement whose replay gives the target what the
+ * source got. Everything else stops the stream BEFORE the statement is applied (nothing after it is applied or
+ * acknowledged), with an error naming the command and the fix (docs/ddl.md lists the cases):
+ *  - several statements in one query string (psql -c "ALTER …; UPDATE …", a migration tool's batch): replaying the
+ *    string would also replay its DML, whose rows already arrive through the slot → ddl_multi_statement;
+ *  - DDL run inside a function, DO block or procedure (the query string is the call): → ddl_not_top_level;
+ *  - CREATE TABLE AS / SELECT INTO (its rows are not in the stream: the table is published after they were
+ *    written) → ddl_unsupported;
+ *  - ADD COLUMN with a default that is not immutable (now(), random(), nextval(), serial, identity): the target
+ *    would compute other values, and no row change carries the source's → ddl_volatile_default.
+ * CONCURRENTLY is dropped from CREATE/DROP INDEX and REINDEX: it cannot run inside the transaction the applier
+ * keeps the statement in (exactly once), and the target has no other writers to spare from a lock.
+ */
+import { PgferryError } from "../../core/errors";
+
+export interface DdlPayload {
+  v: number;
+  /** current_query() on the source: the client's whole query string. */
+  sql: string;
+  /** The commands the statement ran on objects of the migrated schemas (empty for a pure DROP). */
+  commands: { tag: string; type: string; identity: string }[];
+  /** The source session's search_path when it ran (unqualified names resolve the same on the target). */
+  searchPath: string;
+  /** Columns added in the transaction whose default is not immutable. */
+  nonConstantDefaults: string[];
+  dropped?: boolean;
+}
+
+/** The statement to run on the target, with the search_path to run it under. */
+export interface DdlToApply { sql: string; searchPath: string; summary: string }
+
+export function parseDdlPayload(text: string): DdlPayload {
+  let p: DdlPayload;
+  try {
+    p = JSON.parse(text);
+  } catch (e) {
+    throw new PgferryError("ddl_failed", `a captured DDL message is not JSON (${(e as Error).message}); nothing from it was applied. Fix: run ` +
+      `pgferry cleanup and start again, and report the message`);
+  }
+  if (typeof p?.sql !== "string" || !Array.isArray(p.commands) || typeof p.searchPath !== "string") {
+    throw new PgferryError("ddl_failed", `a captured DDL message lacks sql, commands or searchPath; nothing from it was applied. Fix: run ` +
+      `pgferry cleanup and start again (the capture is re-installed), and report the message`);
+  }
+  return { ...p, nonConstantDefaults: Array.isArray(p.nonConstantDefaults) ? p.nonConstantDefaults : [] };
+}
+
+/**
+ * The statements of a query string, split at top-level semicolons (quotes, E'' strings, quoted identifiers,
+ * dollar quotes, line and nested block comments respected), each without its comments' leading whitespace;
+ * empty ones (a trailing semicolon) left out. `code` is the statement with comments blanked (for keyword checks).
+ */
+export function splitStatements(sql: string): { text: string; code: string }[] {
+  const out: { text: string; code: string }[] = [];
+  let start = 0;
+  let code = "";
+  const push = (end: number) => {
+    const text = sql.slice(start, end).trim();
+    if (code.trim()) out.push({ text, code: code.trim() });
+    code = "";
+  };
+  let i = 0;
+  while (i < sql.length) {
+    const ch = sql[i];
+    const next = sql[i + 1];
+    if (ch === "-" && next === "-") {
+      const e = sql.indexOf("\n", i);
+      const end = e < 0 ? sql.length : e;
+      code += " ";
+      i = end;
+    } else if (ch === "/" && next === "*") {
+      let depth = 1;
+      i += 2;
+      while (i < sql.length && depth > 0) {
+        if (sql[i] === "/" && sql[i + 1] === "*") { depth++; i += 2; } else if (sql[i] === "*" && sql[i + 1] === "/") { depth--; i += 2; } else i++;
+      }
+      code += " ";
+    } else if (ch === "'") {
+      const escapes = /[eE]$/.test(sql.slice(Math.max(0, i - 1), i)) && !/[A-Za-z0-9_$]/.test(sql[i - 2] ?? " ");
+      let j = i + 1;
+      for (; j < sql.length; j++) {
+        if (escapes && sql[j] === "\\") { j++; continue; }
+        if (sql[j] === "'") { if (sql[j + 1] === "'") { j++; continue; } break; }
+      }
+      code += sql.slice(i, j + 1);
+      i = j + 1;
+    } else if (ch === '"') {
+      let j = i + 1;
+      for (; j < sql.length; j++) if (sql[j] === '"') { if (sql[j + 1] === '"') { j++; continue; } break; }
+      code += sql.slice(i, j + 1);
+      i = j + 1;
+    } else if (ch === "$" && !/[A-Za-z0-9_]/.test(sql[i - 1] ?? " ")) {
+      const m = /^\$([A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/.exec(sql.slice(i));
+      if (m) {
+        const close = sql.indexOf(m[0], i + m[0].length);
+        const end = close < 0 ? sql.length : close + m[0].length;
+        code += sql.slice(i, end);
+        i = end;
+      } else { code += ch; i++; }
+    } else if (ch === ";") {
+      push(i);
+      start = i + 1;
+      i++;
+    } else { code += ch; i++; }
+  }
+  push(sql.length);
+  return out;
+}
+
+const DDL_VERBS = new Set(["CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "REFRESH", "REINDEX", "SECURITY", "IMPORT"]);
+
+const one = (s: string) => s.replace(/\s+/g, " ").trim();
+const shortened = (s: string) => { const t = one(s); return t.length > 200 ? `${t.slice(0, 200)}…` : t; };
+
+/** The column named in an ADD [COLUMN] [IF NOT EXISTS] clause of this statement's code. */
+function addsColumn(code: string, column: string): boolean {
+  const esc = (x: string) => x.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const quoted = `"${esc(column.replace(/"/g, '""'))}"`;
+  const bare = /^[a-z_][a-z0-9_$]*$/.test(column) ? `|${esc(column)}(?![A-Za-z0-9_$])` : "";
+  return new RegExp(`\\bADD\\s+(?:COLUMN\\s+)?(?:IF\\s+NOT\\s+EXISTS\\s+)?(?:${quoted}${bare})`, "i").test(code);
+}
+
+/** What the target runs for a captured message, or the named refusal (a PgferryError) that stops the stream before it. */
+export function ddlToApply(p: DdlPayload): DdlToApply {
+  const stmts = splitStatements(p.sql);
+  const summary = shortened(p.sql);
+  const tags = [...new Set(p.commands.map((c) => c.tag))];
+  const what = tags.length ? tags.join(", ") : "DROP";
+  if (stmts.length !== 1) {
+    throw new PgferryError("ddl_multi_statement", `DDL replication stopped before the source's query "${summary}" (${what}): it holds ` +
+      `${stmts.length} statements in one query string, and replaying it on the target would also repeat its other statements (their row ` +
+      `changes already arrive through replication); nothing from it or after it was applied. Fix: run pgferry cleanup and start again ` +
+      `(the load copies the source as it is then); from then on, send DDL on migrated schemas as a statement of its own (one statement per ` +
+      `query string: psql -f, or one -c per statement)`);
+  }
+  const s = stmts[0];
+  const verb = (/^[A-Za-z]+/.exec(s.code)?.[0] ?? "").toUpperCase();
+  if (!DDL_VERBS.has(verb)) {
+    throw new PgferryError("ddl_not_top_level", `DDL replication stopped before the source's query "${summary}" (${what}): the DDL ran ` +
+      `inside it (a function, DO block, procedure or a statement that is not DDL itself), so replaying the query would run more than the DDL; ` +
+      `nothing from it or after it was applied. Fix: run pgferry cleanup and start again; from then on, run DDL on migrated schemas as ` +
+      `plain top-level statements while the migration streams`);
+  }
+  if (tags.includes("CREATE TABLE AS") || tags.includes("SELECT INTO")) {
+    throw new PgferryError("ddl_unsupported", `DDL replication stopped before the source's query "${summary}" (${what}): the rows it ` +
+      `wrote are not in the stream (the table joins the publication after them) and computing them again on the target may differ; ` +
+      `nothing from it or after it was applied. Fix: run pgferry cleanup and start again; from then on, use CREATE TABLE and then ` +
+      `INSERT … SELECT (the rows replicate)`);
+  }
+  const volatile = p.nonConstantDefaults.filter((c) => addsColumn(s.code, c));
+  if (volatile.length) {
+    throw new PgferryError("ddl_volatile_default", `DDL replication stopped before the source's query "${summary}": it adds column(s) ` +
+      `${volatile.join(", ")} with a default that is not immutable (now(), random(), nextval()/serial/identity…); the target would compute ` +
+      `other values and no row change carries the source's, so the two would differ silently. Nothing from it or after it was applied. ` +
+      `Fix: run pgferry cleanup and start again (the load copies the column's values); from then on, add such a column without a default ` +
+      `(or with a constant one), then ALTER COLUMN … SET DEFAULT, and fill the existing rows with UPDATE (those replicate)`);
+  }
+  // CONCURRENTLY cannot run in a transaction block; the applier keeps the statement in its transaction.
+  const lead = s.text.length - s.text.trimStart().length;
+  let sql = s.text;
+  const conc = /^(\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX|DROP\s+INDEX|REINDEX\s+(?:\(\s*[^)]*\)\s*)?[A-Za-z]+))\s+CONCURRENTLY\b/i;
+  if (conc.test(s.code)) {
+    // The statement's text may start with comments: find the keyword in the text itself (comments cannot hold it at this place).
+    const at = s.text.search(/\bCONCURRENTLY\b/i);
+    if (at >= lead) sql = s.text.slice(0, at) + s.text.slice(at + "CONCURRENTLY".length);
+  }
+  return { sql, searchPath: p.searchPath, summary };
+}

@@ -1,0 +1,124 @@
+/**
+ * `--ddl replicate` in subscription mode, the target half: the capture's log table (./capture.ts) is published, so the
+ * subscription's apply worker inserts each captured statement into the target's copy of `pgferry.ddl_log_<name>` at
+ * its place in the source transaction. An `ENABLE ALWAYS` row trigger on that table (apply workers run with
+ * session_replication_role = replica, where ordinary triggers do not fire) judges the statement as ./statement.ts does
+ * and runs it inside the apply worker's transaction: between the changes before and after it, exactly once (the
+ * worker's origin progress commits with it). A refusal raises: the worker stops before the statement and retries that
+ * transaction, nothing after it is applied (the target's log names the code; cutover's drain stops naming the
+ * subscription's apply errors).
+ *
+ * CREATE TABLE is refused in this mode: the worker skips changes of tables missing from pg_subscription_rel, and
+ * REFRESH PUBLICATION cannot run inside its transaction (docs/design.md, "DDL replication").
+ */
+import { Client } from "pg";
+import { CONTROL_SCHEMA } from "../../catalog/catalog";
+import { quoteIdent } from "../../core/endpoint";
+import { ddlLogTableName } from "./capture";
+
+const S = quoteIdent(CONTROL_SCHEMA);
+
+function names(migration: string) {
+  return { log: `${S}.${quoteIdent(ddlLogTableName(migration))}`, fn: `${S}.${quoteIdent(`ddl_apply_${migration}`)}`, trigger: "pgferry_ddl_apply" };
+}
+
+/** The statements creating the target's log table and its trigger (replaced if present). */
+export function targetApplySql(migration: string): string[] {
+  const n = names(migration);
+  return [
+    `CREATE TABLE IF NOT EXISTS ${n.log} (id bigint PRIMARY KEY, payload text NOT NULL)`,
+    `CREATE OR REPLACE FUNCTION ${n.fn}() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $pgferry$
+DECLARE
+  p jsonb := NEW.payload::jsonb;
+  q text := p->>'sql';
+  code text := '';
+  stmts int := 0;
+  cur text := '';
+  i int := 1;
+  n int := length(q);
+  ch text; nx text; tag text; j int; depth int;
+  verb text;
+  col text;
+  summary text := left(regexp_replace(q, '\\s+', ' ', 'g'), 200);
+BEGIN
+  -- Split at top-level semicolons: quotes, quoted identifiers, dollar quotes and comments kept whole (./statement.ts).
+  WHILE i <= n LOOP
+    ch := substr(q, i, 1); nx := substr(q, i + 1, 1);
+    IF ch = '-' AND nx = '-' THEN
+      j := strpos(substr(q, i), E'\\n'); i := CASE WHEN j = 0 THEN n + 1 ELSE i + j - 1 END; cur := cur || ' ';
+    ELSIF ch = '/' AND nx = '*' THEN
+      depth := 1; i := i + 2;
+      WHILE i <= n AND depth > 0 LOOP
+        IF substr(q, i, 2) = '/*' THEN depth := depth + 1; i := i + 2;
+        ELSIF substr(q, i, 2) = '*/' THEN depth := depth - 1; i := i + 2;
+        ELSE i := i + 1; END IF;
+      END LOOP;
+      cur := cur || ' ';
+    ELSIF ch = '''' OR ch = '"' THEN
+      j := i + 1;
+      WHILE j <= n LOOP
+        IF ch = '''' AND substr(q, j, 1) = '\\' AND upper(substr(q, i - 1, 1)) = 'E' THEN j := j + 2; CONTINUE; END IF;
+        IF substr(q, j, 1) = ch THEN
+          IF substr(q, j + 1, 1) = ch THEN j := j + 2; CONTINUE; END IF;
+          EXIT;
+        END IF;
+        j := j + 1;
+      END LOOP;
+      cur := cur || substr(q, i, j - i + 1); i := j + 1;
+    ELSIF ch = '$' AND (i = 1 OR substr(q, i - 1, 1) !~ '[A-Za-z0-9_]') AND substr(q, i) ~ '^\\$([A-Za-z_][A-Za-z0-9_]*)?\\$' THEN
+      tag := substring(substr(q, i) FROM '^(\\$([A-Za-z_][A-Za-z0-9_]*)?\\$)');
+      j := strpos(substr(q, i + length(tag)), tag);
+      j := CASE WHEN j = 0 THEN n + 1 ELSE i + length(tag) + j - 1 + length(tag) END;
+      cur := cur || substr(q, i, j - i); i := j;
+    ELSIF ch = ';' THEN
+      IF btrim(cur) <> '' THEN stmts := stmts + 1; code := btrim(cur); END IF;
+      cur := ''; i := i + 1;
+    ELSE
+      cur := cur || ch; i := i + 1;
+    END IF;
+  END LOOP;
+  IF btrim(cur) <> '' THEN stmts := stmts + 1; code := btrim(cur); END IF;
+  IF stmts <> 1 THEN
+    RAISE EXCEPTION 'ddl_multi_statement: DDL replication stopped before the source''s query "%": it holds % statements in one query string; nothing from it or after it was applied. Fix: run pgferry cleanup and start again; send DDL as a statement of its own', summary, stmts;
+  END IF;
+  verb := upper(substring(code FROM '^[A-Za-z]+'));
+  IF verb IS NULL OR verb NOT IN ('CREATE', 'ALTER', 'DROP', 'COMMENT', 'GRANT', 'REVOKE', 'REFRESH', 'REINDEX', 'SECURITY', 'IMPORT') THEN
+    RAISE EXCEPTION 'ddl_not_top_level: DDL replication stopped before the source''s query "%": the DDL ran inside it (function, DO block, procedure); nothing from it or after it was applied. Fix: run pgferry cleanup and start again; run DDL as top-level statements', summary;
+  END IF;
+  IF EXISTS (SELECT 1 FROM jsonb_array_elements(p->'commands') c WHERE c->>'tag' IN ('CREATE TABLE AS', 'SELECT INTO', 'CREATE TABLE')) THEN
+    RAISE EXCEPTION 'ddl_unsupported: DDL replication stopped before the source''s query "%": a table created while a subscription streams cannot join it inside the apply worker''s transaction (CREATE TABLE, CREATE TABLE AS, SELECT INTO); nothing from it or after it was applied. Fix: run pgferry cleanup and start again, or use --mode stream, which carries CREATE TABLE', summary;
+  END IF;
+  FOR col IN SELECT jsonb_array_elements_text(coalesce(p->'nonConstantDefaults', '[]')) LOOP
+    IF code ~* ('\\mADD\\s+(COLUMN\\s+)?(IF\\s+NOT\\s+EXISTS\\s+)?(' || quote_ident(col) || '|"' || replace(col, '"', '""') || '")') THEN
+      RAISE EXCEPTION 'ddl_volatile_default: DDL replication stopped before the source''s query "%": it adds column % with a default that is not immutable; the target would compute other values. Nothing from it or after it was applied. Fix: run pgferry cleanup and start again; add such a column without a default, then SET DEFAULT and UPDATE', summary, col;
+    END IF;
+  END LOOP;
+  -- The source session's search_path (transaction-local: the apply worker's transaction), then the statement as sent.
+  PERFORM set_config('search_path', p->>'searchPath', true);
+  EXECUTE regexp_replace(btrim(q), '^((\\s|--[^\\n]*\\n|/\\*.*?\\*/)*(CREATE\\s+(UNIQUE\\s+)?INDEX|DROP\\s+INDEX|REINDEX\\s+[A-Za-z]+))\\s+CONCURRENTLY\\M', '\\1', 'i');
+  PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+  RETURN NULL;
+END $pgferry$`,
+    `DROP TRIGGER IF EXISTS ${n.trigger} ON ${n.log}`,
+    `CREATE TRIGGER ${n.trigger} AFTER INSERT ON ${n.log} FOR EACH ROW EXECUTE FUNCTION ${n.fn}()`,
+    `ALTER TABLE ${n.log} ENABLE ALWAYS TRIGGER ${n.trigger}`,
+  ];
+}
+
+/** Create the target's half (before the subscription: CREATE SUBSCRIPTION needs every published table on the target). */
+export async function installTargetApply(tgt: Client, migration: string): Promise<void> {
+  await tgt.query("BEGIN");
+  try {
+    for (const sql of targetApplySql(migration)) await tgt.query(sql);
+    await tgt.query("COMMIT");
+  } catch (e) {
+    await tgt.query("ROLLBACK").catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Remove the target's half (after the subscription is gone). */
+export async function dropTargetApply(tgt: Client, migration: string): Promise<void> {
+  const n = names(migration);
+  await tgt.query(`DROP TABLE IF EXISTS ${n.log}; DROP FUNCTION IF EXISTS ${n.fn}()`);
+}

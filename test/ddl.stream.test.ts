@@ -1,0 +1,201 @@
+/**
+ * `start --ddl replicate` in stream mode (pgoutput), on real servers (source 15, target 17) with `pgferry agent` as a
+ * real process: DDL on the source interleaved with writes reaches the target at its place — ADD COLUMN (constant
+ * default), CREATE TABLE (its rows streamed from creation), ALTER COLUMN TYPE, RENAME column and table, CREATE/DROP
+ * INDEX (CONCURRENTLY too), constraints, DROP COLUMN, DROP TABLE, sequences, views, functions, a REPLICA IDENTITY
+ * FULL table gaining a column; kill -9 of the agent between a DDL and the next change of its transaction, then a
+ * re-run converges; a cutover right after a DDL; target = source (engine verify with hashes, ../shared verify.sh
+ * when present), the capture gone from the source. Then: only the capture can feed the applier (a forged logical message
+ * or log row is not); a DDL the target refuses stops the stream until the target accepts it; what cannot be carried
+ * (ADD COLUMN … DEFAULT now()) stops it by name, status shows it, cutover refuses; a failed start and cleanup remove the capture.
+ */
+import { Client } from "pg";
+import { LocalServer } from "../provider/embedded/localServer";
+import {
+  cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, startMigration, verifyMigration,
+} from "../provider/engine";
+import { leftovers, runVerifySh, startServers, Writer } from "./support/servers";
+import { ensureBuilt } from "./support/build";
+import { exited, killAgents, spawnAgent, until } from "./support/agents";
+
+let src: LocalServer, tgt: LocalServer;
+
+beforeAll(async () => {
+  ensureBuilt();
+  [src, tgt] = await startServers(15, 17);
+  for (const db of ["app", "app2"]) { await src.createDatabase(db); await tgt.createDatabase(db); }
+  await src.query(`CREATE TABLE acct (id int PRIMARY KEY, v text, n int);
+    INSERT INTO acct SELECT g, 'v' || g, g FROM generate_series(1, 500) g;
+    CREATE TABLE nokey (k int, w text); ALTER TABLE nokey REPLICA IDENTITY FULL;
+    INSERT INTO nokey SELECT g, 'w' || g FROM generate_series(1, 100) g;
+    CREATE TABLE blocker (id int PRIMARY KEY);`, "app");
+  await src.query(`CREATE TABLE t2 (id int PRIMARY KEY, v text); INSERT INTO t2 SELECT g, 'x' FROM generate_series(1, 50) g;`, "app2");
+});
+afterAll(async () => {
+  killAgents();
+  await src?.stop(); await tgt?.stop();
+});
+
+/** The capture's objects on the source: event triggers and functions pgferry made. */
+async function captureLeft(db: string): Promise<string[]> {
+  return (await src.query(`SELECT 'event trigger ' || evtname AS o FROM pg_event_trigger WHERE evtname LIKE 'pgferry%'
+    UNION ALL SELECT 'function ' || proname FROM pg_proc WHERE proname LIKE 'ddl\\_%' AND pronamespace::regnamespace::text = 'pgferry'
+    UNION ALL SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname = 'pgferry'`, db)).map((r) => r.o);
+}
+
+const cols = async (s: LocalServer, table: string, db = "app") =>
+  (await s.query(`SELECT attname || ' ' || format_type(atttypid, atttypmod) AS c FROM pg_attribute WHERE attrelid = to_regclass('${table}')
+    AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, db)).map((r) => r.c);
+
+test("stream: DDL interleaved with writes is applied in place; kill -9 between a DDL and the next change; cutover right after DDL", async () => {
+  const source = parseEndpoint(src.uri("app"), "source"), target = parseEndpoint(tgt.uri("app"), "target");
+  const started = await startMigration(source, target, migrationOptions({ name: "dd", mode: "stream", ddl: "replicate", jobs: 2 }));
+  expect(started.phase).toBe("ReadyToCutover");
+  expect(started.sourceChanges!.map((c) => c.object)).toContain("event trigger pgferry_ddl_dd");
+  expect(await captureLeft("app")).toEqual(expect.arrayContaining(["event trigger pgferry_ddl_dd", "event trigger pgferry_ddl_drop_dd"]));
+
+  // Writes that stay valid across every DDL below (only id and n, whose type changes; the FULL-identity table by k).
+  const writer = new Writer(src.uri("app"), (i) => `BEGIN; INSERT INTO acct (id, n) VALUES (${100000 + i}, ${i}); ` +
+    `UPDATE acct SET n = n + 1 WHERE id = ${(i % 500) + 1}; DELETE FROM acct WHERE id = ${100000 + i - 3}; ` +
+    `UPDATE nokey SET k = k + 1000 WHERE k = ${(i % 100) + 1}; COMMIT`).start();
+  let agent = spawnAgent(["--name", "dd"], { source: src.uri("app"), target: tgt.uri("app") });
+  const ddl = async (sql: string) => { await src.query(sql, "app"); await new Promise((r) => setTimeout(r, 30)); };
+
+  await ddl(`ALTER TABLE acct ADD COLUMN c int DEFAULT 5`);
+  await ddl(`UPDATE acct SET c = id % 7 WHERE id % 3 = 0`);
+  await ddl(`CREATE TABLE newt (id serial PRIMARY KEY, x text NOT NULL)`);
+  await ddl(`INSERT INTO newt (x) SELECT 'r' || g FROM generate_series(1, 40) g`);
+  await ddl(`ALTER TABLE acct ALTER COLUMN n TYPE bigint`);
+  await ddl(`UPDATE acct SET n = n + 5000000000 WHERE id % 10 = 0`);
+  await ddl(`ALTER TABLE acct RENAME COLUMN v TO label`);
+  await ddl(`UPDATE acct SET label = label || '!' WHERE id % 4 = 0`);
+  await ddl(`ALTER TABLE newt RENAME TO newt2`);
+  await ddl(`INSERT INTO newt2 (x) VALUES ('after rename')`);
+  await ddl(`CREATE INDEX CONCURRENTLY acct_n_idx ON acct (n)`);
+  await ddl(`CREATE INDEX acct_c_idx ON acct (c)`);
+  await ddl(`DROP INDEX CONCURRENTLY acct_n_idx`);
+  await ddl(`ALTER TABLE acct ADD CONSTRAINT acct_c_nonneg CHECK (c >= 0)`);
+  await ddl(`ALTER TABLE newt2 ADD CONSTRAINT newt2_x_key UNIQUE (x)`);
+  await ddl(`ALTER TABLE acct ADD COLUMN tmp text DEFAULT 'gone soon'`);
+  await ddl(`ALTER TABLE acct DROP COLUMN tmp`);
+  await ddl(`ALTER TABLE nokey ADD COLUMN z int DEFAULT 1`);
+  await ddl(`UPDATE nokey SET z = k WHERE k % 5 = 0`);
+  await ddl(`CREATE TABLE dropme (id int PRIMARY KEY)`);
+  await ddl(`INSERT INTO dropme VALUES (1), (2)`);
+  await ddl(`DROP TABLE dropme`);
+  await ddl(`CREATE SEQUENCE s2 INCREMENT BY 3`);
+  await ddl(`SELECT nextval('s2'), nextval('s2')`);
+  await ddl(`CREATE VIEW acct_view AS SELECT id, label, c FROM acct WHERE c > 2`);
+  await ddl(`CREATE FUNCTION double_it(x int) RETURNS int LANGUAGE sql IMMUTABLE AS $$ SELECT x * 2 $$`);
+  await until("the agent to apply the DDL so far", async () => (await cols(tgt, "public.newt2")).length === 2 &&
+    (await tgt.query(`SELECT to_regprocedure('double_it(int)') IS NOT NULL AS ok`, "app"))[0].ok, 120000);
+
+  // kill -9 between a DDL and the next change of its transaction: the target's blocker table is locked, so the agent has run
+  // the ALTER (in its open target transaction) and waits on the INSERT after it.
+  const lock = new Client({ connectionString: tgt.uri("app") });
+  await lock.connect();
+  await lock.query(`BEGIN; LOCK TABLE blocker IN ACCESS EXCLUSIVE MODE`);
+  const s = new Client({ connectionString: src.uri("app") });
+  await s.connect();
+  await s.query(`BEGIN`);
+  await s.query(`ALTER TABLE acct ADD COLUMN k7 int DEFAULT 7`);
+  await s.query(`INSERT INTO blocker VALUES (1)`);
+  await s.query(`COMMIT`);
+  await s.end();
+  await until("the agent to hold the new column uncommitted and wait on the next change", async () => (await tgt.query(`
+    SELECT count(*)::int AS n FROM pg_stat_activity a WHERE a.application_name = 'pgferry stream' AND a.wait_event_type = 'Lock'
+      AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.relation = 'acct'::regclass AND l.mode = 'AccessExclusiveLock' AND l.granted)`,
+  "app"))[0].n === 1, 60000);
+  agent.proc.kill("SIGKILL");
+  await exited(agent, "kill -9 between a DDL and the next change");
+  await lock.query(`ROLLBACK`);
+  await lock.end();
+  agent = spawnAgent(["--name", "dd"], { source: src.uri("app"), target: tgt.uri("app") });
+  await until("the re-run to apply the DDL and the change after it", async () =>
+    (await tgt.query(`SELECT count(*)::int AS n FROM blocker`, "app"))[0].n === 1, 120000);
+  expect((await cols(tgt, "public.acct")).filter((c) => c.startsWith("k7 "))).toEqual(["k7 integer"]);
+
+  // Cutover right after a DDL, while the agent may not have applied it yet: the drain applies it, then the schemas agree.
+  await src.query(`ALTER TABLE acct ADD COLUMN last_col text DEFAULT 'z'`, "app");
+  const cut = await cutoverMigration(source, target, { name: "dd", freezeWrites: true, timeoutSec: 120, jobs: 2, verify: "hashes" });
+  await writer.stop();
+  expect(writer.errors).toEqual([]);
+  expect(writer.transactions).toBeGreaterThan(20);
+  expect(cut.phase).toBe("Completed");
+  expect(await exited(agent, "cutover while the agent runs")).toBe(0);
+
+  // The target is the source, the tables created while streaming included.
+  for (const t of ["public.acct", "public.newt2", "public.nokey", "public.blocker"]) expect(await cols(tgt, t)).toEqual(await cols(src, t));
+  expect(await cols(tgt, "public.dropme")).toEqual([]);
+  const idx = `SELECT string_agg(indexname, ',' ORDER BY indexname) AS i FROM pg_indexes WHERE tablename IN ('acct', 'newt2')`;
+  expect((await tgt.query(idx, "app"))[0].i).toBe((await src.query(idx, "app"))[0].i);
+  expect((await tgt.query(idx, "app"))[0].i).toBe("acct_c_idx,acct_pkey,newt2_x_key,newt_pkey");
+  expect((await tgt.query(`SELECT count(*)::int AS n FROM acct_view`, "app"))[0].n).toBe((await src.query(`SELECT count(*)::int AS n FROM acct_view`, "app"))[0].n);
+  expect((await tgt.query(`SELECT double_it(21) AS v`, "app"))[0].v).toBe(42);
+  expect((await tgt.query(`SELECT count(*)::int AS n FROM newt2`, "app"))[0].n).toBe(41);
+  const report = await verifyMigration(source, target, { jobs: 2 });
+  expect(report.problems).toEqual([]);
+  expect(report.tables.map((t) => t.table)).toEqual(expect.arrayContaining(["public.newt2"]));
+  const sh = runVerifySh(src.uri("app"), tgt.uri("app"), ["public"]);
+  if (sh) expect(sh).toMatchObject({ code: 0 });
+
+  // The capture is gone from the source with the rest of the migration.
+  expect(await captureLeft("app")).toEqual([]);
+  expect(await leftovers(src, tgt)).toEqual([]);
+});
+
+test("stream: DDL that cannot be carried stops the stream by name, cutover refuses; a failed start and cleanup remove the capture", async () => {
+  const source = parseEndpoint(src.uri("app2"), "source"), target = parseEndpoint(tgt.uri("app2"), "target");
+  const o = migrationOptions({ name: "dr", mode: "stream", ddl: "replicate", jobs: 1 });
+  // Preflight tries the right to create the capture: a role that is no superuser is refused by name, nothing changed.
+  await src.query(`CREATE ROLE ddl_plain LOGIN REPLICATION PASSWORD 'pw'; GRANT CREATE ON DATABASE app2 TO ddl_plain`, "app2");
+  await src.query(`GRANT SELECT ON t2 TO ddl_plain`, "app2");
+  const refused = await startMigration(parseEndpoint(src.uri("app2", "ddl_plain", "pw"), "source"), target, o).then(() => undefined, (e) => e);
+  expect(refused).toMatchObject({ code: "preflight" });
+  expect(refused.findings.filter((f: { code: string }) => f.code === "ddl_capture").map((f: { message: string }) => f.message).join(""))
+    .toMatch(/event trigger.*superuser/);
+  expect(await captureLeft("app2")).toEqual([]);
+  process.env.PGFERRY_TEST_FAIL_AT = "load";
+  try {
+    await expect(startMigration(source, target, o)).rejects.toMatchObject({ code: "test_failpoint" });
+  } finally { delete process.env.PGFERRY_TEST_FAIL_AT; }
+  expect(await captureLeft("app2")).toEqual([]);
+
+  expect((await startMigration(source, target, o)).phase).toBe("ReadyToCutover");
+  const agent = spawnAgent(["--name", "dr"], { source: src.uri("app2"), target: tgt.uri("app2") });
+  // No other role can make the applier run SQL: a logical message is ignored, the log table is out of reach.
+  const plain = new Client({ connectionString: src.uri("app2", "ddl_plain", "pw") });
+  await plain.connect();
+  await plain.query(`SELECT pg_logical_emit_message(true, 'pgferry.ddl', '{"v":1,"sql":"DROP TABLE t2","commands":[],"searchPath":"public"}')`);
+  await expect(plain.query(`INSERT INTO pgferry.ddl_log_dr (payload) VALUES ('{"v":1,"sql":"DROP TABLE t2","commands":[],"searchPath":"public"}')`))
+    .rejects.toThrow(/permission denied/);
+  await plain.end();
+  // A DDL the target refuses (a role only the source has) stops the stream (ddl_failed) until the target accepts it; then it goes on.
+  await src.query(`CREATE ROLE ddl_owner_src_only`, "app2");
+  await src.query(`ALTER TABLE t2 OWNER TO ddl_owner_src_only`, "app2");
+  await until("status to show the target's refusal", async () => (await migrationStatus(source, target, "dr")).applyError?.code === "ddl_failed", 60000);
+  expect((await migrationStatus(source, target, "dr")).applyError!.message).toMatch(/ALTER TABLE t2 OWNER TO ddl_owner_src_only[\s\S]*ddl_owner_src_only/);
+  await tgt.query(`CREATE ROLE ddl_owner_src_only`, "app2");
+  await until("the agent to apply it once the target accepts it", async () =>
+    (await tgt.query(`SELECT pg_get_userbyid(relowner) AS o FROM pg_class WHERE oid = 't2'::regclass`, "app2"))[0].o === "ddl_owner_src_only", 90000);
+  await until("the recorded error to clear", async () => (await migrationStatus(source, target, "dr")).applyError === undefined, 60000);
+
+  await src.query(`INSERT INTO t2 VALUES (51, 'before')`, "app2");
+  await src.query(`ALTER TABLE t2 ADD COLUMN seen timestamptz DEFAULT now()`, "app2");
+  await src.query(`INSERT INTO t2 VALUES (52, 'after')`, "app2");
+  await until("status to show the refusal", async () => (await migrationStatus(source, target, "dr")).applyError?.code === "ddl_volatile_default", 60000);
+  const st = await migrationStatus(source, target, "dr");
+  expect(st.applyError!.message).toMatch(/ALTER TABLE t2 ADD COLUMN seen timestamptz DEFAULT now\(\)[\s\S]*Fix: /);
+  // Stopped before it: neither the DDL nor anything after it is applied (the change before it may share its target transaction).
+  expect((await tgt.query(`SELECT count(*)::int AS n FROM t2 WHERE id = 52`, "app2"))[0].n).toBe(0);
+  expect(await cols(tgt, "public.t2", "app2")).toEqual(["id integer", "v text"]);
+  await expect(cutoverMigration(source, target, { name: "dr", freezeWrites: true, timeoutSec: 30, jobs: 1 }))
+    .rejects.toMatchObject({ code: "ddl_volatile_default" });
+  // A refusal does not go away by retrying: the agent stops with it.
+  expect(await exited(agent, "the agent stopping at the refusal")).not.toBe(0);
+  expect(agent.log()).toMatch(/ddl_volatile_default|not immutable/);
+
+  await cleanupMigration(source, target, "dr");
+  expect(await captureLeft("app2")).toEqual([]);
+  expect(await leftovers(src, tgt, "app2")).toEqual([]);
+});
