@@ -18,7 +18,6 @@ import type { Decoder, DecoderProbe, DecoderSession, FenceChanges, StreamSetup }
 
 /** (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY: pgoutput's timestamps count from 2000-01-01. */
 const PG_EPOCH_US = 946684800000000n;
-const utf8 = new TextDecoder(); // not fatal: never throws on invalid bytes
 
 const IDENTITY: Record<number, ReplicaIdentity> = { 0x64: "default", 0x6e: "nothing", 0x66: "full", 0x69: "index" };
 
@@ -45,10 +44,15 @@ class Reader {
   str(): string {
     const end = this.b.indexOf(0, this.p);
     if (end < 0) throw decodeError(`${this.tag} message has an unterminated string`);
-    const s = utf8.decode(this.b.subarray(this.p, end));
+    const s = this.b.toString("utf8", this.p, end);
     this.p = end + 1;
     return s;
   }
+  /**
+   * n bytes as UTF-8 text, decoded in place (no subarray): invalid bytes become U+FFFD, never an error, and a
+   * leading U+FEFF stays (TextDecoder, used before, dropped it: a value beginning with a BOM lost it).
+   */
+  text(n: number): string { this.need(n); const v = this.b.toString("utf8", this.p, this.p + n); this.p += n; return v; }
   bytes(n: number): Buffer { this.need(n); const v = this.b.subarray(this.p, this.p + n); this.p += n; return v; }
   /** A count of items each at least `min` bytes long: refuse counts the rest of the message cannot hold. */
   count(n: number, min: number): number {
@@ -155,7 +159,7 @@ export class PgoutputParser {
     for (let i = 0; i < n; i++) {
       const name = rel.columns[i].name;
       const kind = String.fromCharCode(r.u8());
-      if (kind === "t") row[name] = utf8.decode(r.bytes(r.i32()));
+      if (kind === "t") row[name] = r.text(r.i32());
       else if (kind === "n") row[name] = null;
       else if (kind === "u") row[name] = old?.[name];
       else throw decodeError(`a value of ${rel.name}.${name} has kind ${JSON.stringify(kind)} (only text, null and unchanged are requested)`);
