@@ -13,6 +13,7 @@ import { Client } from "pg";
 import { Endpoint, quoteIdent, SESSION_GUCS } from "../../core/endpoint";
 import { PgferryError } from "../../core/errors";
 import type { Change, ChangeRelation, ReplicaIdentity, RowValues } from "./change";
+import { newRowValues } from "./change";
 import type { Decoder, DecoderProbe, DecoderSession, FenceChanges, StreamSetup } from "./decoder";
 
 /** (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY: pgoutput's timestamps count from 2000-01-01. */
@@ -160,7 +161,7 @@ export class PgoutputParser {
   private tuple(r: Reader, rel: ChangeRelation, old?: RowValues | null): RowValues {
     const n = r.u16();
     if (n > rel.columns.length) throw decodeError(`a row of ${rel.name} has ${n} columns, its relation message ${rel.columns.length}`);
-    const row: RowValues = Object.create(null); // a column may be called __proto__
+    const row: RowValues = newRowValues(); // a column may be called __proto__
     for (let i = 0; i < n; i++) {
       const name = rel.columns[i].name;
       const kind = r.u8(); // compared as a byte: a string per value was a measured cost
@@ -174,7 +175,7 @@ export class PgoutputParser {
 
   /** A 'K' tuple carries the key columns; the others are null placeholders. */
   private keyOnly(row: RowValues, rel: ChangeRelation): RowValues {
-    const key: RowValues = Object.create(null);
+    const key: RowValues = newRowValues();
     for (const k of rel.keyColumns) key[k] = row[k] === null ? undefined : row[k];
     return key;
   }
