@@ -1,38 +1,86 @@
 /**
  * CDC benchmark (not a test), both CDC modes side by side on the same servers, in the same run:
- *  (a) drain: the same backlog of pgbench-style transactions, applied once by a native subscription
- *      (mode subscription) and once by pgferry's stream applier (mode stream), into two target
- *      databases; changes/s for each and the ratio;
+ *  (a) drain: real pgbench data (`pgbench -i -s 10`: 1M accounts, filler filled) and a backlog of
+ *      pgbench's tpcb-like transactions (4 clients, 50,000 by default) held in two slots, applied once
+ *      by a native subscription (mode subscription) and once by a `pgferry agent` process started from
+ *      the CLI (mode stream, its start included), each until a reader of the target sees every row;
+ *      seconds, changes/s, the ratio and the agent's peak RSS;
  *  (b) steady state: pgbench writes at a fixed rate while the subscription and a `pgferry agent`
  *      process follow; a heartbeat row updated every 100 ms on the source is polled on each target,
  *      so the lag is what a reader of the target sees (seconds), beside the slot's lag in bytes.
  *
- *   node dist/bench/drain.js [--accounts 200000] [--transactions 20000] [--clients 4]
- *                            [--rate 1000] [--seconds 20] [--json] [--profile FILE]
+ *   node dist/bench/drain.js [--scale 10] [--transactions 50000] [--clients 4]
+ *                            [--rate 1000] [--seconds 20] [--json] [--profile DIR]
  */
 import { spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
-import { Session } from "inspector";
 import { Command } from "commander";
 import { Client } from "pg";
 import { LocalServer } from "../provider/embedded/localServer";
-import { cleanupMigration, cutoverMigration, lsnToBigInt, migrationOptions, parseEndpoint, startMigration } from "../provider/engine";
+import { cleanupMigration, cutoverMigration, migrationOptions, parseEndpoint, startMigration } from "../provider/engine";
 import { formatTimings } from "../provider/cli/output";
-import { StreamApplier } from "../provider/engine/cdc/stream/stream";
 
 const opts = new Command("drain")
-  .option("--accounts <n>", "rows in the accounts table", (v) => Number(v), 200000)
-  .option("--transactions <n>", "backlog transactions (each: 3 updates + 1 insert)", (v) => Number(v), 20000)
+  .option("--scale <n>", "pgbench -i -s scale of the source (1M accounts at 10, filler filled as pgbench fills it)", (v) => Number(v), 10)
+  .option("--transactions <n>", "backlog transactions (pgbench's built-in tpcb-like: 3 updates + 1 insert each)", (v) => Number(v), 50000)
   .option("--clients <n>", "pgbench clients writing the backlog", (v) => Number(v), 4)
-  .option("--rate <tps>", "steady-state part: pgbench transactions per second (0 skips the part)", (v) => Number(v), 1000)
+  .option("--rate <tps>", "steady-state part: pgbench transactions per second (0 skips the steady-state and cutover parts)", (v) => Number(v), 1000)
   .option("--seconds <n>", "steady-state part: how long the load runs", (v) => Number(v), 20)
   .option("--json", "print JSON")
-  .option("--profile <file>", "write a V8 CPU profile of the stream drain (open in Chrome DevTools)")
+  .option("--profile <dir>", "write a V8 CPU profile of the draining agent process into this directory (node --cpu-prof; open in Chrome DevTools)")
   .parse(process.argv).opts();
 
 const log = (s: string) => { if (!opts.json) process.stderr.write(`[drain] ${s}\n`); };
+const CLI = path.join(__dirname, "../provider/cli/main.js");
+
+/** Peak resident set size (VmHWM, kB) of a live process, or 0 once it is gone. */
+export function peakRssKb(pid: number): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) : 0;
+  } catch { return 0; }
+}
+
+/** CPU seconds (user + system) a live process has used, or undefined once it is gone. */
+function cpuSeconds(pid: number): number | undefined {
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /, "").split(" ");
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime (fields 14, 15) in clock ticks (100/s on Linux)
+  } catch { return undefined; }
+}
+
+/**
+ * While a drain runs: the CPU the source's walsender (decoding) and the target's applying backend use, read
+ * from /proc every 100 ms (both are started by the drain, so their totals are the drain's). Says which side limits a drain.
+ */
+function watchServerCpu(src: LocalServer, tgt: LocalServer, db: string, walsender: string, applier: string) {
+  const seen = { walsender: 0, applier: 0 };
+  let on = true;
+  const loop = (async () => {
+    while (on) {
+      const w = await src.query(`SELECT pid FROM pg_stat_replication WHERE application_name = '${walsender}'`, "bench").catch(() => []);
+      const a = await tgt.query(applier, db).catch(() => []);
+      for (const [k, rows] of [["walsender", w], ["applier", a]] as const) {
+        for (const r of rows as { pid: number }[]) seen[k] = Math.max(seen[k], cpuSeconds(r.pid) ?? 0);
+      }
+      await new Promise((res) => setTimeout(res, 100));
+    }
+  })();
+  return async () => { on = false; await loop; return seen; };
+}
+
+/** Rows of pgbench_history (every backlog transaction inserts one, last): the target shows the whole backlog once it has them all. */
+async function waitForHistory(c: Client, want: number, timeoutMs = 600000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const n = Number((await c.query(`SELECT count(*)::bigint AS n FROM pgbench_history`)).rows[0].n);
+    if (n >= want) return;
+    if (Date.now() > deadline) throw new Error(`the target shows ${n} of ${want} history rows after ${timeoutMs / 1000} s`);
+    await new Promise((res) => setTimeout(res, 20));
+  }
+}
 
 async function main() {
   const [src, tgt] = await Promise.all([LocalServer.start({ major: 15 }), LocalServer.start({ major: 17 })]);
@@ -43,64 +91,87 @@ async function main() {
     await src.createDatabase("bench");
     await tgt.createDatabase("native");
     await tgt.createDatabase("stream");
-    await src.query(`CREATE TABLE branches (bid int PRIMARY KEY, bbalance int NOT NULL DEFAULT 0);
-      CREATE TABLE tellers (tid int PRIMARY KEY, bid int NOT NULL, tbalance int NOT NULL DEFAULT 0);
-      CREATE TABLE accounts (aid int PRIMARY KEY, bid int NOT NULL, abalance int NOT NULL DEFAULT 0, filler char(84));
-      CREATE TABLE history (hid bigserial PRIMARY KEY, tid int, bid int, aid int, delta int, mtime timestamptz);
-      CREATE TABLE heartbeat (id int PRIMARY KEY, ts timestamptz NOT NULL);
-      INSERT INTO heartbeat VALUES (1, clock_timestamp());
-      INSERT INTO branches SELECT g FROM generate_series(1, 10) g;
-      INSERT INTO tellers SELECT g, 1 + g % 10 FROM generate_series(1, 100) g;
-      INSERT INTO accounts (aid, bid) SELECT g, 1 + g % 10 FROM generate_series(1, ${opts.accounts}) g;`, "bench");
+    const pgEnv = { ...process.env, PGPASSWORD: src.password };
+    const conn = ["-h", "127.0.0.1", "-p", String(src.port), "-U", "postgres"];
+    // Real pgbench data: pgbench's own schema and generator (accounts' filler is 84 blanks, not NULL: every
+    // UPDATE of an account carries it, as in production). pgbench_history has no key: inserts only, as pgbench writes it.
+    log(`pgbench -i -s ${opts.scale}`);
+    const init = spawnSync("pgbench", ["-i", "-q", "-s", String(opts.scale), ...conn, "bench"], { encoding: "utf8", env: pgEnv });
+    if (init.status !== 0) throw new Error(`pgbench -i failed: ${init.stderr}`);
+    await src.query(`CREATE TABLE heartbeat (id int PRIMARY KEY, ts timestamptz NOT NULL); INSERT INTO heartbeat VALUES (1, clock_timestamp())`, "bench");
     await src.query(`VACUUM ANALYZE`, "bench");
     const source = parseEndpoint(src.uri("bench"), "source");
     log("starting both migrations (load, then CDC)");
-    await startMigration(source, parseEndpoint(tgt.uri("native"), "target"), migrationOptions({ name: "native", mode: "subscription", jobs: 2 }));
+    await startMigration(source, parseEndpoint(tgt.uri("native"), "target"), migrationOptions({ name: "native", mode: "subscription", jobs: 2, replicaIdentityFull: true }));
     await tgt.query(`ALTER SUBSCRIPTION pgferry_native DISABLE`, "native"); // hold the backlog in its slot too
-    await startMigration(source, parseEndpoint(tgt.uri("stream"), "target"), migrationOptions({ name: "stream", mode: "stream", jobs: 2 }));
+    await startMigration(source, parseEndpoint(tgt.uri("stream"), "target"), migrationOptions({ name: "stream", mode: "stream", jobs: 2, replicaIdentityFull: true }));
 
-    // The TPC-B-like transaction pgbench runs by default, as a script (pgbench -i is not used: our schema).
+    // pgbench's built-in tpcb-like transaction, as a script file (the steady-state and cutover parts reuse it).
     const script = path.join(dir, "tpcb.sql");
-    fs.writeFileSync(script, `\\set aid random(1, ${opts.accounts})\n\\set bid random(1, 10)\n\\set tid random(1, 100)\n\\set delta random(-5000, 5000)
+    fs.writeFileSync(script, `\\set aid random(1, ${100000 * opts.scale})\n\\set bid random(1, ${opts.scale})\n\\set tid random(1, ${10 * opts.scale})
+\\set delta random(-5000, 5000)
 BEGIN;
-UPDATE accounts SET abalance = abalance + :delta WHERE aid = :aid;
-UPDATE tellers SET tbalance = tbalance + :delta WHERE tid = :tid;
-UPDATE branches SET bbalance = bbalance + :delta WHERE bid = :bid;
-INSERT INTO history (tid, bid, aid, delta, mtime) VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP);
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid;
+UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = :bid;
+INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (:tid, :bid, :aid, :delta, CURRENT_TIMESTAMP);
 END;
 `);
     log(`writing the backlog: ${opts.transactions} transactions with pgbench (${opts.clients} clients)`);
     const perClient = Math.ceil(opts.transactions / opts.clients);
-    const pb = spawnSync("pgbench", ["-n", "-c", String(opts.clients), "-j", "2", "-t", String(perClient), "-f", script,
-      "-h", "127.0.0.1", "-p", String(src.port), "-U", "postgres", "bench"], { encoding: "utf8", env: { ...process.env, PGPASSWORD: src.password } });
+    const pb = spawnSync("pgbench", ["-n", "-c", String(opts.clients), "-j", "2", "-t", String(perClient), "-f", script, ...conn, "bench"],
+      { encoding: "utf8", env: pgEnv });
     if (pb.status !== 0) throw new Error(`pgbench failed: ${pb.stderr}`);
     const transactions = perClient * opts.clients, changes = transactions * 4;
-    const end = (await src.query(`SELECT pg_current_wal_lsn()::text AS l`, "bench"))[0].l as string;
+    const historyRows = Number((await src.query(`SELECT count(*)::bigint AS n FROM pgbench_history`, "bench"))[0].n);
 
+    // Both drains end when a reader of the target sees every backlog row (not when a slot is acknowledged).
     log("draining with the native subscription");
-    const n0 = Date.now();
-    await tgt.query(`ALTER SUBSCRIPTION pgferry_native ENABLE`, "native");
-    for (;;) {
-      const r = await src.query(`SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = 'pgferry_native'`, "bench");
-      if (lsnToBigInt(r[0].l) >= lsnToBigInt(end)) break;
-      await new Promise((res) => setTimeout(res, 20));
-    }
-    const nativeSec = (Date.now() - n0) / 1000;
+    const nativeConn = new Client({ connectionString: tgt.uri("native") }), streamConn = new Client({ connectionString: tgt.uri("stream") });
+    await Promise.all([nativeConn.connect(), streamConn.connect()]);
+    let nativeSec: number, streamSec: number, agentPeakKb = 0, agentCpu = NaN;
+    let nativeCpu = { walsender: 0, applier: 0 }, streamCpu = { walsender: 0, applier: 0 };
+    try {
+      const n0 = Date.now();
+      await tgt.query(`ALTER SUBSCRIPTION pgferry_native ENABLE`, "native");
+      const nativeWatch = watchServerCpu(src, tgt, "native", "pgferry_native", `SELECT pid FROM pg_stat_subscription WHERE subname = 'pgferry_native' AND relid IS NULL`);
+      await waitForHistory(nativeConn, historyRows);
+      nativeSec = (Date.now() - n0) / 1000;
+      nativeCpu = await nativeWatch();
 
-    log("draining with pgferry's stream applier");
-    const profiler = opts.profile ? await startProfile() : undefined;
-    const s0 = Date.now(), cpu0 = process.cpuUsage();
-    await new StreamApplier(source, parseEndpoint(tgt.uri("stream"), "target"),
-      { migration: "stream", slot: "pgferry_stream", publication: "pgferry_stream", until: lsnToBigInt(end) }).run();
-    const streamSec = (Date.now() - s0) / 1000;
-    const cpu = process.cpuUsage(cpu0);
-    const streamCpuSec = (cpu.user + cpu.system) / 1e6;
-    if (profiler) fs.writeFileSync(opts.profile, JSON.stringify(await profiler()));
+      log("draining with pgferry's stream applier (a pgferry agent process started from the CLI)");
+      const s0 = Date.now();
+      const agent = spawn(process.execPath, [...(opts.profile ? ["--cpu-prof", "--cpu-prof-dir", opts.profile] : []), CLI, "agent", "--name", "stream"], {
+        env: { ...process.env, PGFERRY_SOURCE: src.uri("bench"), PGFERRY_TARGET: tgt.uri("stream") }, stdio: ["ignore", "ignore", "pipe"],
+      });
+      let agentLog = "";
+      agent.stderr!.on("data", (d) => { agentLog += d; });
+      const agentExit = new Promise<number | null>((r) => agent.once("exit", (c) => r(c)));
+      const streamWatch = watchServerCpu(src, tgt, "stream", "pgferry_stream", `SELECT pid FROM pg_stat_activity WHERE application_name = 'pgferry stream'`);
+      const rss = setInterval(() => { agentPeakKb = Math.max(agentPeakKb, peakRssKb(agent.pid!)); }, 100);
+      try {
+        await Promise.race([waitForHistory(streamConn, historyRows),
+          agentExit.then((c) => { throw new Error(`the agent exited (${c}) before the target caught up:\n${agentLog}`); })]);
+        streamSec = (Date.now() - s0) / 1000;
+        agentCpu = cpuSeconds(agent.pid!) ?? NaN;
+      } finally {
+        streamCpu = await streamWatch();
+        agentPeakKb = Math.max(agentPeakKb, peakRssKb(agent.pid!));
+        clearInterval(rss);
+        agent.kill("SIGTERM");
+        await agentExit;
+      }
+    } finally {
+      await Promise.all([nativeConn.end(), streamConn.end()]);
+    }
 
     const steady = opts.rate > 0 ? await steadyState(src, tgt, script) : undefined;
 
-    const check = async (db: string) => (await tgt.query(`SELECT count(*)::int AS n, sum(abalance)::bigint AS s FROM accounts`, db))[0];
-    const want = (await src.query(`SELECT count(*)::int AS n, sum(abalance)::bigint AS s FROM accounts`, "bench"))[0];
+    const sums = `SELECT (SELECT sum(abalance)::bigint FROM pgbench_accounts) AS a, (SELECT sum(tbalance)::bigint FROM pgbench_tellers) AS t,
+      (SELECT sum(bbalance)::bigint FROM pgbench_branches) AS b, (SELECT count(*)::bigint FROM pgbench_history) AS h`;
+    const check = async (db: string) => (await tgt.query(sums, db))[0];
+    const want = (await src.query(sums, "bench"))[0];
     const [nat, str] = [await check("native"), await check("stream")];
     if (JSON.stringify(nat) !== JSON.stringify(want) || JSON.stringify(str) !== JSON.stringify(want)) {
       throw new Error(`drained targets differ from the source: source ${JSON.stringify(want)}, native ${JSON.stringify(nat)}, stream ${JSON.stringify(str)}`);
@@ -112,18 +183,24 @@ END;
     await cleanupMigration(source, parseEndpoint(tgt.uri("stream"), "target"), "stream");
 
     const result = {
+      dataset: `pgbench -i -s ${opts.scale}`,
       backlog: { transactions, changes },
-      native: { seconds: nativeSec, changesPerSecond: Math.round(changes / nativeSec) },
-      stream: { seconds: streamSec, changesPerSecond: Math.round(changes / streamSec), nodeCpuSeconds: streamCpuSec },
+      native: { seconds: nativeSec, changesPerSecond: Math.round(changes / nativeSec), cpuSeconds: nativeCpu },
+      stream: { seconds: streamSec, changesPerSecond: Math.round(changes / streamSec), agentPeakRssMb: Math.round(agentPeakKb / 1024),
+        cpuSeconds: { ...streamCpu, agent: agentCpu } },
       streamVsNative: nativeSec / streamSec,
       steadyState: steady,
       cutoverUnderLoad: downtime,
     };
     if (opts.json) process.stdout.write(JSON.stringify(result, null, 2) + "\n");
     else {
-      process.stdout.write(`backlog: ${transactions} transactions, ${changes} row changes (PostgreSQL 15 → 17)\n` +
-        `native subscription  ${nativeSec.toFixed(2)} s  ${result.native.changesPerSecond} changes/s\n` +
-        `pgferry stream       ${streamSec.toFixed(2)} s  ${result.stream.changesPerSecond} changes/s (pgferry process CPU ${streamCpuSec.toFixed(2)} s)\n` +
+      process.stdout.write(`drain: pgbench -i -s ${opts.scale}, backlog of ${transactions} transactions, ${changes} row changes (PostgreSQL 15 → 17), ` +
+        `until the target shows every row\n` +
+        `native subscription  ${nativeSec.toFixed(2)} s  ${result.native.changesPerSecond} changes/s (CPU s: walsender ${nativeCpu.walsender.toFixed(2)}, ` +
+        `apply worker ${nativeCpu.applier.toFixed(2)})\n` +
+        `pgferry stream       ${streamSec.toFixed(2)} s  ${result.stream.changesPerSecond} changes/s (CPU s: walsender ${streamCpu.walsender.toFixed(2)}, ` +
+        `target backend ${streamCpu.applier.toFixed(2)}, agent ${agentCpu.toFixed(2)}; a pgferry agent process, its start included; ` +
+        `peak RSS ${result.stream.agentPeakRssMb} MB)\n` +
         `stream drains at ${result.streamVsNative.toFixed(2)}× the native subscription's rate\n`);
       if (steady) {
         const row = (k: string, l: LagStats) => `${k.padEnd(21)}lag p50 ${l.p50Sec.toFixed(2)} s  p95 ${l.p95Sec.toFixed(2)} s  max ${l.maxSec.toFixed(2)} s  ` +
@@ -260,16 +337,6 @@ async function steadyState(src: LocalServer, tgt: LocalServer, script: string) {
     agent.kill("SIGTERM");
     await agentExit;
   }
-}
-
-/** CPU profile of one phase only (node --cpu-prof would mix in the load and both servers' setup). */
-async function startProfile(): Promise<() => Promise<unknown>> {
-  const session = new Session();
-  session.connect();
-  const post = (method: string) => new Promise<unknown>((res, rej) => session.post(method, (e, r) => (e ? rej(e) : res(r))));
-  await post("Profiler.enable");
-  await post("Profiler.start");
-  return async () => ((await post("Profiler.stop")) as { profile: unknown }).profile;
 }
 
 main().catch((e) => { console.error(e); process.exitCode = 1; });

@@ -7,14 +7,23 @@
  * contender's time relative to pgferry's, and pgferry's peak RSS (this process). Not a test: jest
  * never runs it (it lives outside test/ and is not named *.test.ts).
  *
- *   node dist/bench/load.js [--size-mb 1024] [--jobs 4] [--runs 1] [--source-major 15] [--target-major 17]
- *                           [--install-pgcopydb] [--json]
+ * Datasets (each one in turn, all in one run by default): `mixed` (the generated ~1 GB database below),
+ * `pgbench` (pgbench -i -s 100 --foreign-keys) and `tables` (2,000 small tables, each with a serial key, a
+ * foreign key and two indexes). Beside the tools, the floor: a raw parallel COPY of every table plus the
+ * post-data builds, nothing else. Every contender ends with every index and validated foreign key in place.
+ * A summary states issue 11's goals per dataset (speed-up over the best peer, ratio to the floor, peak RSS).
+ *
+ *   node dist/bench/load.js [--datasets mixed,pgbench,tables] [--size-mb 1024] [--scale 100] [--tables 2000]
+ *                           [--jobs 4] [--runs 1] [--no-floor] [--source-major 15] [--target-major 17]
+ *                           [--no-install-pgcopydb] [--json]
  */
 import { ChildProcess, spawn, spawnSync } from "child_process";
 import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { Client } from "pg";
+import { pipeline } from "stream/promises";
+import { from as copyFrom, to as copyTo } from "pg-copy-streams";
 import { Command, InvalidArgumentError } from "commander";
 import { EmbeddedMajor, LocalServer } from "../provider/embedded/localServer";
 import { cleanupMigration, migrationOptions, MigrationEvent, parseEndpoint, startMigration } from "../provider/engine";
@@ -23,7 +32,14 @@ import { qualified, quoteLiteral } from "../provider/engine/core/endpoint";
 
 // ---------------------------------------------------------------- options
 
+type DatasetKey = "mixed" | "pgbench" | "tables";
+const DATASETS: DatasetKey[] = ["mixed", "pgbench", "tables"];
+
 interface BenchOptions {
+  datasets: DatasetKey[];
+  scale: number;
+  tables: number;
+  floor: boolean;
   sizeMb: number;
   jobs: number;
   runs: number;
@@ -50,12 +66,23 @@ function parseOptions(argv: string[]): BenchOptions {
   const p = new Command()
     .name("bench-load")
     .description("Full load benchmark: pgferry vs pg_dump|psql, pg_dump -Fd -j|pg_restore -j and pgcopydb, on the same servers")
-    .option("--size-mb <n>", "approximate size of the generated source database (MB)", intArg("--size-mb", 10, 1024 * 1024), 1024)
+    .option("--datasets <list>", `datasets to load, comma-separated: ${DATASETS.join(", ")} (mixed: the generated ~--size-mb database; ` +
+      `pgbench: pgbench -i -s --scale --foreign-keys; tables: --tables small tables, each with a serial key, a foreign key and 2 indexes)`,
+      (v: string) => {
+        const l = v.split(",").map((x) => x.trim()).filter(Boolean);
+        const bad = l.filter((x) => !DATASETS.includes(x as DatasetKey));
+        if (bad.length || !l.length) throw new InvalidArgumentError(`unknown dataset ${bad.join(", ") || "(none)"}; pick from ${DATASETS.join(", ")}`);
+        return l as DatasetKey[];
+      }, DATASETS)
+    .option("--scale <n>", "pgbench dataset: pgbench -i -s scale (100 = 10M accounts, ~1.5 GB)", intArg("--scale", 1, 100000), 100)
+    .option("--tables <n>", "tables dataset: how many tables", intArg("--tables", 1, 100000), 2000)
+    .option("--no-floor", "skip the floor (raw parallel COPY of every table, then the index and key builds)")
+    .option("--size-mb <n>", "mixed dataset: approximate size of the generated source database (MB)", intArg("--size-mb", 10, 1024 * 1024), 1024)
     .option("--jobs <n>", "parallel jobs for every contender (pgferry --jobs, pg_dump/pg_restore -j, pgcopydb)", intArg("--jobs", 1, 64), 4)
     .option("--runs <n>", "runs per contender; the best is reported", intArg("--runs", 1, 100), 1)
     .option("--source-major <n>", "source PostgreSQL major (15|17)", majorArg, 15 as EmbeddedMajor)
     .option("--target-major <n>", "target PostgreSQL major (15|17)", majorArg, 17 as EmbeddedMajor)
-    .option("--install-pgcopydb", "apt-get install -y pgcopydb when it is not on PATH", false)
+    .option("--no-install-pgcopydb", "do not apt-get install pgcopydb when it is not on PATH (then it is skipped, with a message)")
     .option("--json", "print one JSON document instead of the table", false)
     .parse(argv);
   const o = p.opts();
@@ -173,9 +200,46 @@ function rangeTasks(total: number, parts: number, sql: (lo: number, hi: number) 
 
 interface Generated { seconds: number; sizeBytes: number; rows: Record<string, number>; totalRows: number; tableBytes: Record<string, number> }
 
-async function generate(server: LocalServer, sizeMb: number, parallel: number): Promise<Generated> {
+/** The tables dataset: t_i has a serial key, a foreign key to t_(i/2), two secondary indexes and 50–200 rows (as bench/cutover.ts). */
+function manyTablesSql(from: number, to: number): string {
+  return `DO $$ BEGIN FOR i IN ${from}..${to - 1} LOOP
+    EXECUTE format('CREATE TABLE t_%s (id serial PRIMARY KEY, ref int REFERENCES t_%s (id), a int NOT NULL, b text NOT NULL)', i, i / 2);
+    EXECUTE format('CREATE INDEX ON t_%s (a)', i);
+    EXECUTE format('CREATE INDEX ON t_%s (b)', i);
+    EXECUTE format('INSERT INTO t_%s (ref, a, b) SELECT CASE WHEN %s = 0 THEN NULL ELSE 1 + g %% 50 END, g * 7 %% 1000, md5(g::text) FROM generate_series(1, %s) g',
+      i, i, 50 + (i * 37) % 151);
+  END LOOP; END $$`;
+}
+
+/** A fresh source database holding the dataset, and what it holds. */
+async function generate(server: LocalServer, o: BenchOptions, dataset: DatasetKey, parallel: number, bin: string | undefined): Promise<Generated> {
   const start = now();
+  await server.query(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`);
   await server.createDatabase(DB);
+  if (dataset === "pgbench") {
+    log(`generating pgbench -i -s ${o.scale} --foreign-keys`);
+    const exe = bin && fs.existsSync(path.join(bin, "pgbench")) ? path.join(bin, "pgbench") : "pgbench";
+    const r = await runCmd(exe, ["-i", "-q", "-s", String(o.scale), "--foreign-keys"], pgEnv(server));
+    if (r.code !== 0) throw new Error(`pgbench -i failed (exit ${r.code}): ${r.stderr.trim().slice(-2000)}`);
+    await server.query(`VACUUM ANALYZE`, DB);
+  } else if (dataset === "tables") {
+    log(`generating ${o.tables} tables (serial key, foreign key, 2 indexes, 50-200 rows each)`);
+    // In transactions of 100 tables: one for all would need more locks than max_locks_per_transaction allows.
+    for (let i = 0; i < o.tables; i += 100) await server.query(manyTablesSql(i, Math.min(o.tables, i + 100)), DB);
+    await server.query(`VACUUM ANALYZE`, DB);
+  } else {
+    await generateMixed(server, o.sizeMb, parallel);
+  }
+  const genSeconds = seconds(start);
+  const sizeBytes = Number((await server.query(`SELECT pg_database_size(current_database()) AS b`, DB))[0].b);
+  const rows = await rowCounts(server, DB);
+  const tableBytes: Record<string, number> = {};
+  for (const r of await server.query(`SELECT c.relname, pg_total_relation_size(c.oid) AS b FROM pg_class c
+      JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'`, DB)) tableBytes[r.relname] = Number(r.b);
+  return { seconds: genSeconds, sizeBytes, rows, totalRows: Object.values(rows).reduce((a, b) => a + b, 0), tableBytes };
+}
+
+async function generateMixed(server: LocalServer, sizeMb: number, parallel: number): Promise<void> {
   await server.query(SCHEMA_SQL, DB);
   const bytes = sizeMb * MB;
   const n = {
@@ -234,19 +298,13 @@ async function generate(server: LocalServer, sizeMb: number, parallel: number): 
   log("VACUUM ANALYZE");
   await runParallel(server, DB, parallel,
     ["events", "documents", "line_items", "accounts", "products", "countries", "app_settings"].map((t) => `VACUUM ANALYZE ${t}`));
-  const genSeconds = seconds(start);
-  const sizeBytes = Number((await server.query(`SELECT pg_database_size(current_database()) AS b`, DB))[0].b);
-  const rows = await rowCounts(server, DB);
-  const tableBytes: Record<string, number> = {};
-  for (const r of await server.query(`SELECT c.relname, pg_total_relation_size(c.oid) AS b FROM pg_class c
-      JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r'`, DB)) tableBytes[r.relname] = Number(r.b);
-  return { seconds: genSeconds, sizeBytes, rows, totalRows: Object.values(rows).reduce((a, b) => a + b, 0), tableBytes };
 }
 
 // ---------------------------------------------------------------- verification
 
 const USER_TABLES = `SELECT n.nspname AS schema, c.relname AS name,
-    (SELECT count(*) FROM pg_index i WHERE i.indrelid = c.oid)::int AS indexes
+    (SELECT count(*) FROM pg_index i WHERE i.indrelid = c.oid)::int
+      + 1000 * (SELECT count(*) FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype = 'f' AND k.convalidated)::int AS indexes
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgferry')
     AND n.nspname NOT LIKE 'pg\\_toast%' ORDER BY 1, 2`;
@@ -277,7 +335,9 @@ async function verifyTarget(contender: string, source: LocalServer, target: Loca
   for (const [t, n] of Object.entries(expected)) {
     if (!(t in got)) problems.push(`${t}: missing on the target`);
     else if (got[t] !== n) problems.push(`${t}: ${got[t]} rows on the target, ${n} on the source`);
-    else if (gotIdx[t] !== expectedIndexes[t]) problems.push(`${t}: ${gotIdx[t]} indexes on the target, ${expectedIndexes[t]} on the source`);
+    // indexes + 1000 × validated foreign keys (USER_TABLES): end to end means with every key in place.
+    else if (gotIdx[t] !== expectedIndexes[t]) problems.push(`${t}: ${gotIdx[t] % 1000} indexes and ${Math.floor(gotIdx[t] / 1000)} validated ` +
+      `foreign keys on the target, ${expectedIndexes[t] % 1000} and ${Math.floor(expectedIndexes[t] / 1000)} on the source`);
   }
   for (const t of Object.keys(got)) if (!(t in expected)) problems.push(`${t}: on the target but not on the source`);
   if (problems.length) {
@@ -338,7 +398,8 @@ function pgferryContender(source: LocalServer, target: LocalServer, jobs: number
       sampler.start();
       let result;
       try {
-        result = await startMigration(src, tgt, migrationOptions({ name: "bench", jobs }), (e: MigrationEvent) => {
+        // --replica-identity-full: pgbench_history has no key (its inserts still replicate).
+        result = await startMigration(src, tgt, migrationOptions({ name: "bench", jobs, replicaIdentityFull: true }), (e: MigrationEvent) => {
           if (e.type === "phase") phases.push({ phase: e.phase, at: seconds(start) });
           else if (e.type === "schema") postData.push({ kind: e.kind, object: e.object, at: seconds(start) });
           else if (e.type === "finding" && e.finding.severity === "error") log(`pgferry finding: ${e.finding.message}`);
@@ -449,6 +510,72 @@ function pgcopydbContender(source: LocalServer, target: LocalServer, jobs: numbe
   };
 }
 
+/** Tables above this size are split into block (CTID) ranges by the floor, so one big table does not serialise it. */
+const FLOOR_SPLIT_BYTES = 64 * MB;
+
+/**
+ * The floor: what any tool must at least do. The schema's tables are created first (not timed); then, timed:
+ * every table copied with a raw `COPY … TO STDOUT (FORMAT binary)` → `COPY … FROM STDIN (FORMAT binary)` on
+ * `jobs` connection pairs (big tables split into CTID block ranges), then the post-data section (indexes, keys,
+ * foreign keys) by pg_restore -j. Nothing else: no snapshot, no slot, no checks.
+ */
+function floorContender(source: LocalServer, target: LocalServer, bin: string, jobs: number, skip?: string): Contender {
+  return {
+    key: "floor",
+    label: `floor: raw parallel COPY (${jobs} pairs) + pg_restore -j ${jobs} post-data`,
+    skip,
+    run: async () => {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "pgferry-bench-floor-"));
+      try {
+        const pre = path.join(dir, "pre.sql"), post = path.join(dir, "post.dump");
+        for (const [args, what] of [[["--section=pre-data", "-f", pre], "pre-data"], [["-Fc", "--section=post-data", "-f", post], "post-data"]] as const) {
+          const d = await runCmd(path.join(bin, "pg_dump"), [...args], pgEnv(source));
+          if (d.code !== 0) throw new Error(`pg_dump ${what} failed (exit ${d.code}): ${d.stderr.trim().slice(-2000)}`);
+        }
+        const p = await runCmd(path.join(bin, "psql"), ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", pre], pgEnv(target));
+        if (p.code !== 0) throw new Error(`psql pre-data failed (exit ${p.code}): ${p.stderr.trim().slice(-2000)}`);
+        const tables = await source.query(`SELECT format('%I.%I', n.nspname, c.relname) AS q, c.relpages::bigint AS pages,
+            pg_relation_size(c.oid) AS bytes FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'`, DB);
+        const parts: { q: string; where: string; bytes: number }[] = [];
+        for (const t of tables) {
+          const pages = Number(t.pages), bytes = Number(t.bytes);
+          const n = bytes > FLOOR_SPLIT_BYTES ? Math.min(jobs * 4, Math.ceil(bytes / FLOOR_SPLIT_BYTES)) : 1;
+          if (n === 1) { parts.push({ q: t.q, where: "", bytes }); continue; }
+          const step = Math.ceil((pages + 1) / n);
+          for (let a = 0; a < pages + 1; a += step) {
+            const last = a + step >= pages + 1;
+            parts.push({ q: t.q, where: ` WHERE ctid >= '(${a},0)'::tid${last ? "" : ` AND ctid < '(${a + step},0)'::tid`}`, bytes: bytes / n });
+          }
+        }
+        parts.sort((a, b) => b.bytes - a.bytes);
+        const start = now();
+        let failure: unknown;
+        await Promise.all(Array.from({ length: Math.max(1, Math.min(jobs, parts.length)) }, async () => {
+          const [src, dst] = [await source.client(DB), await target.client(DB)];
+          try {
+            await src.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+            await dst.query("SET synchronous_commit = off");
+            for (let part; !failure && (part = parts.shift());) {
+              const out = part.where ? `COPY (SELECT * FROM ONLY ${part.q}${part.where}) TO STDOUT (FORMAT binary)` : `COPY ${part.q} TO STDOUT (FORMAT binary)`;
+              try { await pipeline(src.query(copyTo(out)), dst.query(copyFrom(`COPY ${part.q} FROM STDIN (FORMAT binary)`))); }
+              catch (e) { failure ??= new Error(`floor COPY of ${part.q} failed: ${(e as Error).message}`); }
+            }
+          } finally { await Promise.all([src.end(), dst.end()].map((x) => x.catch(() => undefined))); }
+        }));
+        if (failure) throw failure;
+        const copySeconds = seconds(start);
+        const r0 = now();
+        const r = await runCmd(path.join(bin, "pg_restore"), ["-j", String(jobs), "--exit-on-error", "-d", DB, post], pgEnv(target));
+        if (r.code !== 0) throw new Error(`pg_restore post-data failed (exit ${r.code}): ${r.stderr.trim().slice(-2000)}`);
+        return { seconds: seconds(start), detail: { copySeconds, postDataSeconds: seconds(r0) } };
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  };
+}
+
 // ---------------------------------------------------------------- target reset
 
 async function resetTarget(source: LocalServer, target: LocalServer): Promise<void> {
@@ -469,17 +596,55 @@ async function resetTarget(source: LocalServer, target: LocalServer): Promise<vo
 
 function fmtRatio(x: number): string { return `${x.toFixed(2)}×`; }
 
-function render(o: BenchOptions, gen: Generated, results: ContenderResult[], peak: { sampledRss: number; maxRssKb: number },
+function datasetLabel(o: BenchOptions, d: DatasetKey): string {
+  return d === "pgbench" ? `pgbench -i -s ${o.scale} --foreign-keys` : d === "tables" ? `${o.tables} tables (serial key + FK + 2 indexes, 50-200 rows)`
+    : `mixed ~${o.sizeMb} MB (generated)`;
+}
+
+const PEERS = ["pg_dump|psql", "pg_dump -Fd -j|pg_restore -j", "pgcopydb"];
+
+/** Issue 11's goals for one dataset: pgferry ≥ 1.25× faster than the best peer, within 1.15× of the floor, peak RSS < 256 MB. */
+function summaryOf(results: ContenderResult[], peak: { sampledRss: number }) {
+  const ferry = results.find((r) => r.key === "pgferry")?.best;
+  const peers = results.filter((r) => PEERS.includes(r.key) && r.best !== undefined).sort((a, b) => a.best! - b.best!);
+  const floor = results.find((r) => r.key === "floor")?.best;
+  return {
+    pgferrySeconds: ferry ?? null,
+    bestPeer: peers[0] ? { label: peers[0].label, seconds: peers[0].best! } : null,
+    /** best peer's time / pgferry's: the speed-up over the best peer (goal ≥ 1.25) */
+    speedupOverBestPeer: ferry && peers[0] ? peers[0].best! / ferry : null,
+    floorSeconds: floor ?? null,
+    /** pgferry's time / the floor's (goal ≤ 1.15) */
+    pgferryOverFloor: ferry && floor ? ferry / floor : null,
+    pgferryPeakRssMb: peak.sampledRss ? peak.sampledRss / MB : null,
+  };
+}
+
+function renderSummary(o: BenchOptions, done: { dataset: DatasetKey; results: ContenderResult[]; peak: { sampledRss: number } }[]): string {
+  const lines = [`summary (issue 11 goals: pgferry ≥ 1.25× faster than the best peer, ≤ 1.15× the floor, peak RSS < 256 MB; ` +
+    `jobs ${o.jobs}, one machine, peers and floor in the same run):`];
+  for (const d of done) {
+    const x = summaryOf(d.results, d.peak);
+    const f = (v: number | null, unit = " s") => v === null ? "-" : `${v.toFixed(1)}${unit}`;
+    lines.push(`  ${datasetLabel(o, d.dataset)}: pgferry ${f(x.pgferrySeconds)}; best peer ${x.bestPeer ? `${x.bestPeer.label} ${f(x.bestPeer.seconds)}` : "-"} ` +
+      `→ pgferry's speed-up ${x.speedupOverBestPeer === null ? "-" : fmtRatio(x.speedupOverBestPeer)} (goal ≥ 1.25×); floor ${f(x.floorSeconds)} → ` +
+      `pgferry takes ${x.pgferryOverFloor === null ? "-" : fmtRatio(x.pgferryOverFloor)} the floor's time (goal ≤ 1.15×); pgferry peak RSS ` +
+      `${f(x.pgferryPeakRssMb, " MB")} (goal < 256 MB)`);
+  }
+  return lines.join("\n");
+}
+
+function render(o: BenchOptions, dataset: string, gen: Generated, results: ContenderResult[], peak: { sampledRss: number; maxRssKb: number },
   settings: Record<string, string>, toolsMajor: number | undefined): string {
   const sizeMb = gen.sizeBytes / MB;
   const ferry = results.find((r) => r.key === "pgferry")?.best;
   const lines: string[] = [];
-  lines.push(`pgferry full-load benchmark — source PostgreSQL ${o.sourceMajor} → target PostgreSQL ${o.targetMajor}, ` +
+  lines.push(`pgferry full-load benchmark, dataset ${dataset} — source PostgreSQL ${o.sourceMajor} → target PostgreSQL ${o.targetMajor}, ` +
     `${os.cpus().length} CPUs, jobs ${o.jobs}, best of ${o.runs} run(s), client tools ${toolsMajor ?? "?"}`);
   lines.push(`server settings (both): ${Object.entries(settings).map(([k, v]) => `${k}=${v}`).join(" ")} fsync=off`);
   lines.push(`source: ${sizeMb.toFixed(0)} MB (pg_database_size), ${gen.totalRows.toLocaleString("en-US")} rows in ` +
     `${Object.keys(gen.rows).length} tables, generated in ${gen.seconds.toFixed(1)} s`);
-  lines.push(`  ${Object.entries(gen.tableBytes).sort((a, b) => b[1] - a[1])
+  lines.push(`  ${Object.entries(gen.tableBytes).sort((a, b) => b[1] - a[1]).slice(0, 6)
     .map(([t, b]) => `${t} ${(b / MB).toFixed(0)} MB/${gen.rows[`public.${t}`]?.toLocaleString("en-US")} rows`).join(", ")}`);
   lines.push("");
   const head = ["contender", "seconds", "MB/s", "rows/s", "CPU busy", "vs pgferry"];
@@ -520,6 +685,8 @@ function render(o: BenchOptions, gen: Generated, results: ContenderResult[], pea
     lines.push(`pg_dump -Fd -j ${o.jobs}: ${dr.dumpSeconds.toFixed(1)} s (${(dr.dumpBytes / MB).toFixed(0)} MB on disk), ` +
       `pg_restore -j ${o.jobs}: ${dr.restoreSeconds.toFixed(1)} s`);
   }
+  const fl = results.find((r) => r.key === "floor")?.detail as { copySeconds: number; postDataSeconds: number } | undefined;
+  if (fl) lines.push(`floor: COPY ${fl.copySeconds.toFixed(1)} s, then post-data (indexes, keys, foreign keys) ${fl.postDataSeconds.toFixed(1)} s`);
   for (const r of results) if (r.skipped) lines.push(r.skipped);
   if (fr?.best !== undefined) {
     lines.push(`pgferry peak RSS: ${(peak.sampledRss / MB).toFixed(0)} MB (sampled every 100 ms during the run; ` +
@@ -587,55 +754,67 @@ async function main(): Promise<void> {
     ]);
     servers.push(source, target);
 
-    const gen = await generate(source, o.sizeMb, Math.max(2, Math.min(o.jobs, 8)));
-    log(`generated in ${gen.seconds.toFixed(1)} s: source database ${(gen.sizeBytes / MB).toFixed(0)} MB, ${gen.totalRows} rows`);
-    const expectedIndexes = await indexCounts(source, DB);
+    const done: { dataset: DatasetKey; gen: Generated; results: ContenderResult[]; peak: { sampledRss: number; maxRssKb: number } }[] = [];
+    for (const dataset of o.datasets) {
+      const gen = await generate(source, o, dataset, Math.max(2, Math.min(o.jobs, 8)), bin);
+      log(`${dataset}: generated in ${gen.seconds.toFixed(1)} s: source database ${(gen.sizeBytes / MB).toFixed(0)} MB, ${gen.totalRows} rows`);
+      await source.query(`CHECKPOINT`);
+      const expectedIndexes = await indexCounts(source, DB);
 
-    const peak = { sampledRss: 0, maxRssKb: 0 };
-    const contenders: Contender[] = [
-      { ...pgferryContender(source, target, o.jobs, peak), skip: toolSkip ? `pgferry: skipped (it needs pg_dump for the schema): ${toolSkip}` : undefined },
-      dumpPsqlContender(source, target, bin ?? "", toolSkip ? `pg_dump | psql: skipped: ${toolSkip}` : undefined),
-      dumpRestoreContender(source, target, bin ?? "", o.jobs, toolSkip ? `pg_dump -Fd | pg_restore: skipped: ${toolSkip}` : undefined),
-      pgcopydbContender(source, target, o.jobs, pgcopydb, pgcopydb && toolSkip ? `pgcopydb: skipped: ${toolSkip}` : undefined),
-    ];
-    const results: ContenderResult[] = contenders.map((c) => ({ key: c.key, label: c.label, skipped: c.skip, runs: [] }));
-    for (const c of contenders) if (c.skip) log(c.skip);
+      const peak = { sampledRss: 0, maxRssKb: 0 };
+      const contenders: Contender[] = [
+        { ...pgferryContender(source, target, o.jobs, peak), skip: toolSkip ? `pgferry: skipped (it needs pg_dump for the schema): ${toolSkip}` : undefined },
+        dumpPsqlContender(source, target, bin ?? "", toolSkip ? `pg_dump | psql: skipped: ${toolSkip}` : undefined),
+        dumpRestoreContender(source, target, bin ?? "", o.jobs, toolSkip ? `pg_dump -Fd | pg_restore: skipped: ${toolSkip}` : undefined),
+        pgcopydbContender(source, target, o.jobs, pgcopydb, pgcopydb && toolSkip ? `pgcopydb: skipped: ${toolSkip}` : undefined),
+        floorContender(source, target, bin ?? "", o.jobs, !o.floor ? "floor: skipped (--no-floor)" : toolSkip ? `floor: skipped: ${toolSkip}` : undefined),
+      ];
+      const results: ContenderResult[] = contenders.map((c) => ({ key: c.key, label: c.label, skipped: c.skip, runs: [] }));
+      for (const c of contenders) if (c.skip) log(c.skip);
 
-    for (let run = 1; run <= o.runs; run++) {
-      for (const [i, c] of contenders.entries()) {
-        if (c.skip) continue;
-        await resetTarget(source, target);
-        log(`run ${run}/${o.runs}: ${c.label}`);
-        const cpu0 = cpuTimes();
-        const out = await c.run();
-        const cpu1 = cpuTimes();
-        if (cpu0 && cpu1 && cpu1.total > cpu0.total) out.cpuBusy = (cpu1.busy - cpu0.busy) / (cpu1.total - cpu0.total);
-        log(`${c.label}: ${out.seconds.toFixed(1)} s; verifying row counts`);
-        await verifyTarget(c.label, source, target, gen.rows, expectedIndexes);
-        const r = results[i];
-        r.runs.push(out.seconds);
-        if (r.best === undefined || out.seconds < r.best) { r.best = out.seconds; r.detail = out.detail; r.cpuBusy = out.cpuBusy; }
+      for (let run = 1; run <= o.runs; run++) {
+        for (const [i, c] of contenders.entries()) {
+          if (c.skip) continue;
+          await resetTarget(source, target);
+          log(`${dataset} run ${run}/${o.runs}: ${c.label}`);
+          const cpu0 = cpuTimes();
+          const out = await c.run();
+          const cpu1 = cpuTimes();
+          if (cpu0 && cpu1 && cpu1.total > cpu0.total) out.cpuBusy = (cpu1.busy - cpu0.busy) / (cpu1.total - cpu0.total);
+          log(`${c.label}: ${out.seconds.toFixed(1)} s; verifying row, index and foreign key counts`);
+          await verifyTarget(c.label, source, target, gen.rows, expectedIndexes);
+          const r = results[i];
+          r.runs.push(out.seconds);
+          if (r.best === undefined || out.seconds < r.best) { r.best = out.seconds; r.detail = out.detail; r.cpuBusy = out.cpuBusy; }
+        }
       }
+      await target.query(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`);
+      done.push({ dataset, gen, results, peak });
+      // Each dataset's table as soon as it is done (a long run shows its figures before the next dataset is generated).
+      if (!o.json) process.stdout.write(render(o, datasetLabel(o, dataset), gen, results, peak, SERVER_SETTINGS, toolsMajor) + "\n\n");
     }
-    await target.query(`DROP DATABASE IF EXISTS ${DB} WITH (FORCE)`);
 
     if (o.json) {
-      const sizeMb = gen.sizeBytes / MB;
-      const ferry = results.find((r) => r.key === "pgferry")?.best;
       process.stdout.write(JSON.stringify({
         options: o, cpus: os.cpus().length, clientToolsMajor: toolsMajor, serverSettings: { ...SERVER_SETTINGS, fsync: "off" },
-        source: { major: o.sourceMajor, bytes: gen.sizeBytes, rows: gen.totalRows, tables: gen.rows, tableBytes: gen.tableBytes,
-          generationSeconds: gen.seconds },
-        target: { major: o.targetMajor },
-        results: results.map((r) => ({
-          contender: r.key, label: r.label, skipped: r.skipped ?? null, runs: r.runs, seconds: r.best ?? null,
-          mbPerSecond: r.best ? sizeMb / r.best : null, rowsPerSecond: r.best ? gen.totalRows / r.best : null,
-          ratioToPgferry: r.best && ferry ? r.best / ferry : null, cpuBusy: r.cpuBusy ?? null, detail: r.detail ?? null,
-        })),
-        pgferryPeakRss: { sampledBytes: peak.sampledRss, maxRssKb: peak.maxRssKb },
+        source: { major: o.sourceMajor }, target: { major: o.targetMajor },
+        datasets: done.map(({ dataset, gen, results, peak }) => {
+          const sizeMb = gen.sizeBytes / MB;
+          const ferry = results.find((r) => r.key === "pgferry")?.best;
+          return {
+            dataset, label: datasetLabel(o, dataset),
+            source: { bytes: gen.sizeBytes, rows: gen.totalRows, tables: Object.keys(gen.rows).length, generationSeconds: gen.seconds },
+            results: results.map((r) => ({
+              contender: r.key, label: r.label, skipped: r.skipped ?? null, runs: r.runs, seconds: r.best ?? null,
+              mbPerSecond: r.best ? sizeMb / r.best : null, rowsPerSecond: r.best ? gen.totalRows / r.best : null,
+              ratioToPgferry: r.best && ferry ? r.best / ferry : null, cpuBusy: r.cpuBusy ?? null, detail: r.detail ?? null,
+            })),
+            summary: summaryOf(results, peak),
+          };
+        }),
       }, null, 2) + "\n");
     } else {
-      process.stdout.write(render(o, gen, results, peak, SERVER_SETTINGS, toolsMajor) + "\n");
+      process.stdout.write(renderSummary(o, done) + "\n");
     }
   } finally {
     if (!stopping) {

@@ -219,7 +219,7 @@ export function quoteIdent(s: string): string {
 }
 
 export function quoteLiteral(s: string): string {
-  return "'" + s.replace(/'/g, "''") + "'";
+  return s.indexOf("'") < 0 ? "'" + s + "'" : "'" + s.replace(/'/g, "''") + "'";
 }
 
 /** GUC_LIST_QUOTE settings: stored as a list of (possibly quoted) names, written back unquoted as a list. */

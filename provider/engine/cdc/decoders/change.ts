@@ -23,6 +23,17 @@ export interface RelationColumn {
 /** Column name → text value; null = SQL NULL, undefined = unchanged TOAST value (leave as is). */
 export type RowValues = Record<string, string | null | undefined>;
 
+/**
+ * Rows are objects whose prototype has no properties at all, so a column called __proto__ (or constructor, or
+ * toString) is an ordinary own property. Made this way rather than with Object.create(null): V8 keeps
+ * null-prototype objects in dictionary mode, which made building and reading every decoded row ~10× slower
+ * (measured in the stream applier's drain profile).
+ */
+const ROW_PROTO: object = Object.freeze(Object.create(null));
+export function newRowValues(): RowValues {
+  return Object.create(ROW_PROTO) as RowValues;
+}
+
 export interface ChangeBegin {
   tag: "begin";
   /** Where the transaction's commit record starts (null when the plugin does not say). */

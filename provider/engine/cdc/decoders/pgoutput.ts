@@ -12,13 +12,12 @@
 import { Client } from "pg";
 import { Endpoint, quoteIdent, SESSION_GUCS } from "../../core/endpoint";
 import { PgferryError } from "../../core/errors";
-import { bigIntToLsn } from "../../core/lsn";
 import type { Change, ChangeRelation, ReplicaIdentity, RowValues } from "./change";
+import { newRowValues } from "./change";
 import type { Decoder, DecoderProbe, DecoderSession, FenceChanges, StreamSetup } from "./decoder";
 
 /** (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY: pgoutput's timestamps count from 2000-01-01. */
 const PG_EPOCH_US = 946684800000000n;
-const utf8 = new TextDecoder(); // not fatal: never throws on invalid bytes
 
 const IDENTITY: Record<number, ReplicaIdentity> = { 0x64: "default", 0x6e: "nothing", 0x66: "full", 0x69: "index" };
 
@@ -31,7 +30,9 @@ function decodeError(what: string): PgferryError {
 
 class Reader {
   private p = 0;
-  constructor(private b: Buffer, private tag: string) {}
+  /** `tag` is the message's type letter, quoted only when an error names it (per message, JSON.stringify was a measured cost). */
+  constructor(private b: Buffer, private letter: string) {}
+  private get tag(): string { return JSON.stringify(this.letter); }
   private need(n: number): void {
     if (n < 0 || this.p + n > this.b.length) throw decodeError(`${this.tag} message ends early (${this.b.length} bytes)`);
   }
@@ -40,15 +41,24 @@ class Reader {
   i32(): number { this.need(4); const v = this.b.readInt32BE(this.p); this.p += 4; return v; }
   u32(): number { this.need(4); const v = this.b.readUInt32BE(this.p); this.p += 4; return v; }
   u64(): bigint { const h = this.u32(); return (BigInt(h) << 32n) | BigInt(this.u32()); }
-  lsn(): string | null { const v = this.u64(); return v === 0n ? null : bigIntToLsn(v); }
+  /** An LSN as PostgreSQL prints it (no BigInt on the way: two u32 halves, as per transaction it was a measured cost). */
+  lsn(): string | null {
+    const hi = this.u32(), lo = this.u32();
+    return hi === 0 && lo === 0 ? null : `${hi.toString(16).toUpperCase()}/${lo.toString(16).toUpperCase()}`;
+  }
   time(): bigint { return this.u64() + PG_EPOCH_US; }
   str(): string {
     const end = this.b.indexOf(0, this.p);
     if (end < 0) throw decodeError(`${this.tag} message has an unterminated string`);
-    const s = utf8.decode(this.b.subarray(this.p, end));
+    const s = this.b.toString("utf8", this.p, end);
     this.p = end + 1;
     return s;
   }
+  /**
+   * n bytes as UTF-8 text, decoded in place (no subarray): invalid bytes become U+FFFD, never an error, and a
+   * leading U+FEFF stays (TextDecoder, used before, dropped it: a value beginning with a BOM lost it).
+   */
+  text(n: number): string { this.need(n); const v = this.b.toString("utf8", this.p, this.p + n); this.p += n; return v; }
   bytes(n: number): Buffer { this.need(n); const v = this.b.subarray(this.p, this.p + n); this.p += n; return v; }
   /** A count of items each at least `min` bytes long: refuse counts the rest of the message cannot hold. */
   count(n: number, min: number): number {
@@ -65,7 +75,7 @@ export class PgoutputParser {
   parse(buf: Buffer): Change[] {
     if (!buf.length) throw decodeError("empty message");
     const tag = String.fromCharCode(buf[0]);
-    const r = new Reader(buf, JSON.stringify(tag));
+    const r = new Reader(buf, tag);
     r.u8();
     switch (tag) {
       case "B":
@@ -151,21 +161,21 @@ export class PgoutputParser {
   private tuple(r: Reader, rel: ChangeRelation, old?: RowValues | null): RowValues {
     const n = r.u16();
     if (n > rel.columns.length) throw decodeError(`a row of ${rel.name} has ${n} columns, its relation message ${rel.columns.length}`);
-    const row: RowValues = Object.create(null); // a column may be called __proto__
+    const row: RowValues = newRowValues(); // a column may be called __proto__
     for (let i = 0; i < n; i++) {
       const name = rel.columns[i].name;
-      const kind = String.fromCharCode(r.u8());
-      if (kind === "t") row[name] = utf8.decode(r.bytes(r.i32()));
-      else if (kind === "n") row[name] = null;
-      else if (kind === "u") row[name] = old?.[name];
-      else throw decodeError(`a value of ${rel.name}.${name} has kind ${JSON.stringify(kind)} (only text, null and unchanged are requested)`);
+      const kind = r.u8(); // compared as a byte: a string per value was a measured cost
+      if (kind === 0x74 /* t */) row[name] = r.text(r.i32());
+      else if (kind === 0x6e /* n */) row[name] = null;
+      else if (kind === 0x75 /* u */) row[name] = old?.[name];
+      else throw decodeError(`a value of ${rel.name}.${name} has kind ${JSON.stringify(String.fromCharCode(kind))} (only text, null and unchanged are requested)`);
     }
     return row;
   }
 
   /** A 'K' tuple carries the key columns; the others are null placeholders. */
   private keyOnly(row: RowValues, rel: ChangeRelation): RowValues {
-    const key: RowValues = Object.create(null);
+    const key: RowValues = newRowValues();
     for (const k of rel.keyColumns) key[k] = row[k] === null ? undefined : row[k];
     return key;
   }

@@ -37,6 +37,7 @@ import { connect, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS } 
 import { PgferryError } from "../../core/errors";
 import type { OutputPlugin } from "../../core/options";
 import type { Change, ChangeRelation, ReplicaIdentity, RowChange } from "./change";
+import { newRowValues } from "./change";
 import type { Decoder, DecoderProbe, DecoderSession, FenceChanges, StreamSetup } from "./decoder";
 import { readMigration } from "../../state/state";
 
@@ -236,7 +237,7 @@ export class Wal2jsonConverter {
 
   /** Column values as the text the applier writes; `ambiguous` collects float/numeric nulls. */
   private values(t: Wal2jsonTable, cols: Wal2jsonColumn[], ambiguous?: string[]): Record<string, string | null> {
-    const out: Record<string, string | null> = Object.create(null); // a column may be called __proto__
+    const out: Record<string, string | null> = newRowValues() as Record<string, string | null>; // a column may be called __proto__
     for (const c of cols) {
       if (t.generated.has(c.name)) continue;
       const oid = Number(c.typeoid);
