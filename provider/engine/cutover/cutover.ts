@@ -14,7 +14,7 @@
  * breakdown, CutoverTimings); the CDC mode's part goes through ../cdc/cdc.ts.
  */
 import { Client } from "pg";
-import { copyableTables, migratedSequences, migratedTables, TableInfo, TableSelection, userSchemas } from "../catalog/catalog";
+import { copyableTables, displayName, migratedSequences, migratedTables, TableInfo, TableSelection, userSchemas } from "../catalog/catalog";
 import { runLoad } from "../copy/load";
 import { largeObjectsAtCutover, LargeObjectSync } from "../copy/largeObjects";
 import { Cdc, CdcContext, cdcFor } from "../cdc/cdc";
@@ -33,6 +33,7 @@ import {
   CutoverTimings, ensureControlSchema, MigrationRecord, readMigration, SavedSetting, tryLockMigration, updateMigration,
 } from "../state/state";
 import { touchedTables } from "../verify/touched";
+import { PreCheck, preCheckFrom, readFingerprints, stillValid } from "../verify/precheck";
 import { citusVersion } from "../preflight/citus";
 import {
   batchedStatements, closeVerifySessions, openVerifySessions, unionAlls, verifyMigration, VerifyReport, VerifySessionPair,
@@ -75,6 +76,8 @@ export interface CutoverOptions {
   unlogged?: "copy" | "skip";
   /** Seconds without an answer after which the source or target connection counts as stalled (--stall-timeout). */
   stallTimeoutSec?: number;
+  /** Called after each step that ran, with its name (tests inject what happens between two steps). */
+  afterStep?: (step: string) => Promise<void>;
 }
 
 export interface SessionInfo {
@@ -106,8 +109,11 @@ export interface CutoverResult {
   neutralisedRoles: string[];
   /** Fences taken: more than one when writes arrived after a fence and the cutover went round again. */
   fenceAttempts: number;
-  /** hashedTables: tables whose contents were hashed (all with hashes; with counts, those changed during replication). */
-  verification?: { mode: VerifyMode; tables: number; hashedTables: number; seconds: number };
+  /**
+   * hashedTables: tables whose contents were hashed (all with hashes; with counts, those changed during replication).
+   * preChecked: tables compared while streaming and unchanged on both sides since, so not read again during the freeze.
+   */
+  verification?: { mode: VerifyMode; tables: number; hashedTables: number; seconds: number; preChecked?: number };
   /** The source stays read-only after a frozen cutover, so nothing writes to the old server by mistake. */
   sourceLeftReadOnly: boolean;
   /** SQL that makes the source writable again, exactly as it was before the freeze. */
@@ -206,7 +212,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       largeObjectsCarried: false, sequencesSynced: 0, heldBackApplied: 0, preamble: "", restored: [],
     };
     await runPipeline(CUTOVER_STEPS, r, { timings: timings as Record<string, number | undefined>,
-      afterStep: async (_step, changed) => { if (changed) await r.saveTimings(); } });
+      afterStep: async (step, changed) => { if (changed) await r.saveTimings(); await o.afterStep?.(step.name); } });
     const after = (await readMigration(tgt, o.name))!;
     return { name: o.name, phase: "Completed", alreadyCompleted: false, fenceLsn: after.fenceLsn, downtimeMs: r.downtimeMs, timings,
       sequencesSynced: r.sequencesSynced, heldBackApplied: r.heldBackApplied, endedSessions: r.endedSessions, stillConnected: r.stillConnected ?? [],
@@ -241,6 +247,9 @@ interface CutoverRun extends Ctx, RollbackWindowStepContext {
   report?: VerifyReport;
   verification?: CutoverResult["verification"];
   restored: SourceChange[];
+  /** The gate's comparison made while streaming (the warm-up); at the fence only tables changed since are read again. */
+  preCheck?: PreCheck;
+  preChecked?: number;
   /** The migrated sequences, listed while streaming (the warm-up) so the sync at the fence does not list them again. */
   sequences?: string[];
   sequencesSynced: number;
@@ -353,17 +362,26 @@ async function replicationChecks(r: CutoverRun): Promise<void> {
 }
 
 /**
- * Warm-up while streaming, nothing concluded from it: the gate's sessions (kept open, and not ended by the freeze)
- * open every table now, and this session every sequence, so at the fence they do not pay a cold session's first
- * open of each relation (2,000 tables: a third of the gate's time).
+ * Warm-up while streaming: the gate's sessions (kept open, and not ended by the freeze) open every table now, and
+ * this session every sequence, so at the fence they do not pay a cold session's first open of each relation. The
+ * tables are opened by the gate's own comparison, the pre-check (../verify/precheck.ts): at the fence only the
+ * tables changed since on either side are read again.
  */
 async function warmUp(r: CutoverRun): Promise<void> {
-  r.say("warming the verification sessions while streaming");
+  r.say("comparing the target with the source while streaming (the gate's pre-check)");
   r.verifySessions = await openVerifySessions(r.source, r.target, Math.max(1, r.o.jobs));
   ownSourceSessions.set(r.src, new Set(r.verifySessions.map((p) => p.sourcePid)));
   const warmSel = r.m.options.selection ?? { schemas: [], include: [], exclude: [] };
-  await verifyMigration(r.source, r.target, { onlyTables: (await migratedTables(r.src, warmSel)).map((t) => `${t.schema}.${t.name}`), hashes: false,
-    jobs: r.o.jobs, sessions: r.verifySessions });
+  const tables = await migratedTables(r.src, warmSel);
+  // Unlogged tables are copied again during the freeze: always compared at the fence.
+  const compared = tables.filter((t) => !t.unlogged);
+  const stream = r.m.mode === "stream";
+  const before = await readFingerprints(r.src, r.tgt, r.name, stream, tables);
+  const touched = r.verifyMode === "hashes" ? [] : [...await touchedTables(r.src, r.tgt, r.name, tables)];
+  const report = await verifyMigration(r.source, r.target, { onlyTables: compared.map((t) => `${t.schema}.${t.name}`), hashes: r.verifyMode === "hashes",
+    hashTables: touched, jobs: r.o.jobs, sessions: r.verifySessions, largeObjects: false });
+  const after = await readFingerprints(r.src, r.tgt, r.name, stream, tables);
+  r.preCheck = preCheckFrom(report, new Map(compared.map((t) => [displayName(t.schema, t.name), `${t.schema}.${t.name}`])), before, after);
   r.sequences = await sequencesOf(r.src, r.m);
   await warmSequences(r.src, r.tgt, r.sequences);
 }
@@ -447,10 +465,14 @@ async function verifyTarget(r: CutoverRun): Promise<void> {
   const tables = r.selected.filter((t) => !(r.unloggedHow === "skip" && t.unlogged && t.kind === "r")).map((t) => `${t.schema}.${t.name}`);
   // counts: row counts of every table, and content hashes of the tables changed during CDC (a lost UPDATE keeps the count).
   const touched = r.verifyMode === "hashes" ? [] : [...await touchedTables(r.src, r.tgt, r.name, r.selected)];
+  // The pre-check's verdicts on tables unchanged on both sides since it ran: not read again (their structure is).
+  const known = r.preCheck ? stillValid(r.preCheck, await readFingerprints(r.src, r.tgt, r.name, r.m.mode === "stream", r.selected)) : undefined;
+  r.preChecked = known?.size;
   r.say(`verifying the target against the source (${r.verifyMode === "hashes" ? "row counts and content hashes" :
-    `row counts, and content hashes of the ${touched.length} table(s) changed during replication`})`);
+    `row counts, and content hashes of the ${touched.length} table(s) changed during replication`}` +
+    `${known ? `; ${known.size} of ${tables.length} table(s) compared while streaming and unchanged since` : ""})`);
   r.report = await verifyMigration(r.source, r.target, { onlyTables: tables, hashes: r.verifyMode === "hashes", hashTables: touched, jobs: r.o.jobs,
-    largeObjects: r.largeObjectsCarried, sessions: await healthy(r.verifySessions) ? r.verifySessions : undefined });
+    largeObjects: r.largeObjectsCarried, sessions: await healthy(r.verifySessions) ? r.verifySessions : undefined, known });
 }
 
 /** The gate's verdict: a difference leaves the source frozen, replication paused and the slot kept (phase VerifyFailed). */
@@ -466,7 +488,7 @@ async function gate(r: CutoverRun): Promise<void> {
     throw new PgferryError("verify_failed", msg);
   }
   r.verification = { mode: r.verifyMode, tables: report.tables.length, hashedTables: report.tables.filter((t) => t.sourceHash !== undefined).length,
-    seconds: report.seconds };
+    seconds: report.seconds, preChecked: r.preChecked };
 }
 
 /** The slot and publication dropped; without the publication the source needs none of what pgferry changed there (REPLICA IDENTITY FULL): undone now. */
