@@ -39,7 +39,7 @@ import {
   batchedStatements, closeVerifySessions, openVerifySessions, unionAlls, verifyMigration, VerifyReport, VerifySessionPair,
 } from "../verify/verify";
 import { describeSourceChanges, restoreSourceChanges, SourceChange } from "../state/sourceChanges";
-import { readPreamble } from "../state/schemaEntries";
+import { readEntries, readPreamble } from "../state/schemaEntries";
 
 export type VerifyMode = "counts" | "hashes";
 export const VERIFY_MODES: VerifyMode[] = ["counts", "hashes"];
@@ -249,6 +249,8 @@ interface CutoverRun extends Ctx, RollbackWindowStepContext {
   restored: SourceChange[];
   /** The gate's comparison made while streaming (the warm-up); at the fence only tables changed since are read again. */
   preCheck?: PreCheck;
+  /** The migrated tables as the warm-up listed them, with the fingerprint of the source's table set then (tableSetOf). */
+  warmTables?: { tables: TableInfo[]; tableSet: string };
   preChecked?: number;
   /** The migrated sequences, listed while streaming (the warm-up) so the sync at the fence does not list them again. */
   sequences?: string[];
@@ -327,17 +329,20 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
     async run(r) {
       r.say("adding foreign keys and refreshing materialized views");
       r.preamble = await readPreamble(r.tgt, r.name);
-      r.heldBackApplied = await applyEntries(r.target, r.name, "cutover", r.preamble, r.o.jobs);
+      // Looked up on this session first: applyEntries opens a session of its own just to find there is nothing left.
+      if (await anyUnapplied(r, "cutover")) r.heldBackApplied = await applyEntries(r.target, r.name, "cutover", r.preamble, r.o.jobs);
     },
   },
   // After everything above, before Completed: nothing has written to the target yet that the reverse slot would miss.
   rollbackWindowStep,
   {
     // Last: the source's event triggers, created disabled with the held-back objects, start firing only now.
-    name: "event-triggers", async run(r) { await applyEntries(r.target, r.name, "final", r.preamble, 1); },
+    name: "event-triggers", async run(r) { if (await anyUnapplied(r, "final")) await applyEntries(r.target, r.name, "final", r.preamble, 1); },
   },
   { name: "complete", run: complete },
 ];
+
+const anyUnapplied = async (r: CutoverRun, section: string) => (await readEntries(r.tgt, r.name, section)).some((e) => !e.applied);
 
 /** Before anything is frozen: a lost slot, a recorded divergence or schema drift would fail the gate anyway. */
 async function replicationChecks(r: CutoverRun): Promise<void> {
@@ -372,7 +377,9 @@ async function warmUp(r: CutoverRun): Promise<void> {
   r.verifySessions = await openVerifySessions(r.source, r.target, Math.max(1, r.o.jobs));
   ownSourceSessions.set(r.src, new Set(r.verifySessions.map((p) => p.sourcePid)));
   const warmSel = r.m.options.selection ?? { schemas: [], include: [], exclude: [] };
+  const tableSet = await tableSetOf(r.src, warmSel);
   const tables = await migratedTables(r.src, warmSel);
+  r.warmTables = { tables, tableSet };
   // Unlogged tables are copied again during the freeze: always compared at the fence.
   const compared = tables.filter((t) => !t.unlogged);
   const stream = r.m.mode === "stream";
@@ -384,6 +391,18 @@ async function warmUp(r: CutoverRun): Promise<void> {
   r.preCheck = preCheckFrom(report, new Map(compared.map((t) => [displayName(t.schema, t.name), `${t.schema}.${t.name}`])), before, after);
   r.sequences = await sequencesOf(r.src, r.m);
   await warmSequences(r.src, r.tgt, r.sequences);
+}
+
+/**
+ * What the migrated-table list depends on, in one value: every table and partitioned table of the selected schemas
+ * (oid, name, kind, persistence, partition or not, replica identity) — a table created, dropped, renamed or made
+ * unlogged since changes it.
+ */
+async function tableSetOf(src: Client, sel: TableSelection): Promise<string> {
+  const schemas = sel.schemas.length ? sel.schemas : await userSchemas(src);
+  return (await src.query(`SELECT md5(coalesce(string_agg(c.oid::text || ' ' || n.nspname || '.' || c.relname || ' ' || c.relkind::text || c.relpersistence::text ||
+      c.relispartition::text || c.relreplident::text || c.relnatts::text, ',' ORDER BY c.oid), '')) AS h
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1)`, [schemas])).rows[0].h;
 }
 
 /**
@@ -445,7 +464,10 @@ async function fenceRounds(r: CutoverRun, clock: StepClock): Promise<void> {
 /** Unlogged tables: no slot sees their changes, but writes are stopped now, so a copy is exact. */
 async function unloggedTables(r: CutoverRun): Promise<StepOutcome> {
   const sel = r.m.options.selection ?? { schemas: [], include: [], exclude: [] };
-  r.selected = await migratedTables(r.src, sel);
+  // The warm-up's list when the source's set of tables is the same as then (listing them costs a file size per table);
+  // listed again when there are unlogged tables, which are copied now with their columns as they are now.
+  const warm = r.warmTables && !r.warmTables.tables.some((t) => t.unlogged) ? r.warmTables : undefined;
+  r.selected = warm && warm.tableSet === await tableSetOf(r.src, sel) ? warm.tables : await migratedTables(r.src, sel);
   const unloggedTables = copyableTables(r.selected).filter((t) => t.unlogged);
   r.unloggedHow = r.o.unlogged ?? r.m.options.unlogged ?? "copy";
   if (!unloggedTables.length) return "nothing";
@@ -464,15 +486,22 @@ async function unloggedTables(r: CutoverRun): Promise<StepOutcome> {
 async function verifyTarget(r: CutoverRun): Promise<void> {
   const tables = r.selected.filter((t) => !(r.unloggedHow === "skip" && t.unlogged && t.kind === "r")).map((t) => `${t.schema}.${t.name}`);
   // counts: row counts of every table, and content hashes of the tables changed during CDC (a lost UPDATE keeps the count).
-  const touched = r.verifyMode === "hashes" ? [] : [...await touchedTables(r.src, r.tgt, r.name, r.selected)];
-  // The pre-check's verdicts on tables unchanged on both sides since it ran: not read again (their structure is).
-  const known = r.preCheck ? stillValid(r.preCheck, await readFingerprints(r.src, r.tgt, r.name, r.m.mode === "stream", r.selected)) : undefined;
+  const sessions = await healthy(r.verifySessions) ? r.verifySessions : undefined;
+  // The pre-check's verdicts on tables unchanged on both sides since it ran: not read again (their structure is). The
+  // fingerprints are read on a gate session pair while this pair reads what changed during CDC.
+  const fingerprintsOn = sessions?.[0] ?? { source: r.src, target: r.tgt };
+  const [touched, now] = await Promise.all([
+    r.verifyMode === "hashes" ? [] : touchedTables(r.src, r.tgt, r.name, r.selected).then((t) => [...t]),
+    r.preCheck ? readFingerprints(fingerprintsOn.source, fingerprintsOn.target, r.name, r.m.mode === "stream", r.selected) : undefined,
+  ]);
+  const known = now ? stillValid(r.preCheck, now) : undefined;
   r.preChecked = known?.size;
   r.say(`verifying the target against the source (${r.verifyMode === "hashes" ? "row counts and content hashes" :
     `row counts, and content hashes of the ${touched.length} table(s) changed during replication`}` +
     `${known ? `; ${known.size} of ${tables.length} table(s) compared while streaming and unchanged since` : ""})`);
   r.report = await verifyMigration(r.source, r.target, { onlyTables: tables, hashes: r.verifyMode === "hashes", hashTables: touched, jobs: r.o.jobs,
-    largeObjects: r.largeObjectsCarried, sessions: await healthy(r.verifySessions) ? r.verifySessions : undefined, known });
+    // Large objects: compared again after the step that carried them, unless it found none on either side moments ago.
+    largeObjects: r.largeObjectsCarried && !(r.largeObjects && r.largeObjects.compared === 0 && r.largeObjects.unlinked === 0), sessions, known });
 }
 
 /** The gate's verdict: a difference leaves the source frozen, replication paused and the slot kept (phase VerifyFailed). */
@@ -779,22 +808,34 @@ async function sequencesOf(src: Client, m: MigrationRecord): Promise<string[]> {
 
 const readSequencesSql = (seqs: string[]) => unionAlls(seqs.map((q) => `SELECT ${quoteLiteral(q)} AS n, last_value::text AS v, is_called AS c FROM ${q}`));
 
+/**
+ * Every sequence's state in one statement: pg_sequence_last_value() for all (one plan, where SELECTs from 2,000
+ * sequences in UNION ALLs spend a fifth of a second planning), and the relation itself read for those it gives NULL
+ * (never called: their last_value is still needed for setval(…, false)).
+ */
+async function readSequenceStates(c: Client, seqs: string[]): Promise<{ n: string; v: string; c: boolean }[]> {
+  const r = await c.query(`SELECT n, pg_sequence_last_value(n::regclass)::text AS v FROM unnest($1::text[]) AS x(n)`, [seqs]);
+  const uncalled = r.rows.filter((x) => x.v === null).map((x) => x.n as string);
+  const read = uncalled.length ? (await batchedStatements(c, readSequencesSql(uncalled))).flat() : [];
+  return [...r.rows.filter((x) => x.v !== null).map((x) => ({ n: x.n as string, v: x.v as string, c: true })), ...read];
+}
+
 /** Before the freeze: read every sequence on both sides once, so the sync at the fence finds them open. Best effort. */
 async function warmSequences(src: Client, tgt: Client, seqs: string[]): Promise<void> {
-  await batchedStatements(src, readSequencesSql(seqs)).catch(() => undefined);
-  await batchedStatements(tgt, readSequencesSql(seqs)).catch(() => undefined);
+  await readSequenceStates(src, seqs).catch(() => undefined);
+  await readSequenceStates(tgt, seqs).catch(() => undefined);
 }
 
 /**
  * Every sequence of the migrated schemas, set on the target to the source's state (owned or not, identity,
- * descending): all values read in one source round trip (UNION ALLs of 50, which plan fast), all set in one
+ * descending): all values read in one source statement (readSequenceStates), all set in one
  * target statement, so the freeze does not grow with the number of sequences.
  */
 async function syncSequences(src: Client, tgt: Client, seqs: string[]): Promise<number> {
   if (!seqs.length) return 0;
   let values: { n: string; v: string; c: boolean }[];
   try {
-    values = (await batchedStatements(src, readSequencesSql(seqs))).flat();
+    values = await readSequenceStates(src, seqs);
   } catch (e) {
     throw new PgferryError("sequence_read_failed", `cannot read the source's sequences: ${(e as Error).message}; fix: GRANT SELECT ON ALL SEQUENCES ` +
       `IN SCHEMA … TO the migration's source role (or run cutover as their owner), then run pgferry cutover again`);
