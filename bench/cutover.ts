@@ -85,7 +85,8 @@ async function main() {
         sequencesSynced: cut.sequencesSynced, heldBackApplied: cut.heldBackApplied, verification: cut.verification };
       results.push(row);
       log(`${mode}: cutover downtime ${secs(cut.downtimeMs)} s (${row.breakdown}); ${cut.sequencesSynced} sequences synced, ` +
-        `${cut.heldBackApplied} held-back objects applied at cutover; gate: ${cut.verification?.tables} tables counted, ${cut.verification?.hashedTables} hashed`);
+        `${cut.heldBackApplied} held-back objects applied at cutover; gate: ${cut.verification?.tables} tables counted, ${cut.verification?.hashedTables} hashed, ` +
+        `${cut.verification?.preChecked ?? "-"} compared while streaming and not read again`);
       await cleanupMigration(source, target, db);
     }
     if (opts.pgbenchScale > 0) pgbenchResults.push(...await pgbenchDataset(src, tgt, modes));
@@ -161,7 +162,7 @@ async function pgbenchDataset(src: LocalServer, tgt: LocalServer, modes: ("subsc
         downtimeSeconds: (cut.downtimeMs ?? NaN) / 1000, breakdown: cut.timings ? formatTimings(cut.timings) : "", timings: cut.timings, verification: cut.verification };
       out.push(row);
       log(`${mode}: pgbench cutover downtime ${secs(cut.downtimeMs)} s (${row.breakdown}); gate: ${cut.verification?.tables} tables counted, ` +
-        `${cut.verification?.hashedTables} hashed`);
+        `${cut.verification?.hashedTables} hashed, ${cut.verification?.preChecked ?? "-"} compared while streaming and not read again`);
       if (cut.undoFreezeSql.length) await src.query(cut.undoFreezeSql.join("\n"), db);
     } finally {
       pb.kill("SIGINT");
