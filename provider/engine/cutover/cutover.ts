@@ -374,21 +374,31 @@ async function replicationChecks(r: CutoverRun): Promise<void> {
  */
 async function warmUp(r: CutoverRun): Promise<void> {
   r.say("comparing the target with the source while streaming (the gate's pre-check)");
-  r.verifySessions = await openVerifySessions(r.source, r.target, Math.max(1, r.o.jobs));
-  ownSourceSessions.set(r.src, new Set(r.verifySessions.map((p) => p.sourcePid)));
   const warmSel = r.m.options.selection ?? { schemas: [], include: [], exclude: [] };
   const tableSet = await tableSetOf(r.src, warmSel);
   const tables = await migratedTables(r.src, warmSel);
   r.warmTables = { tables, tableSet };
-  // Unlogged tables are copied again during the freeze: always compared at the fence.
-  const compared = tables.filter((t) => !t.unlogged);
   const stream = r.m.mode === "stream";
+  const early = await readFingerprints(r.src, r.tgt, r.name, stream, tables);
+  const since = Date.now();
+  r.verifySessions = await openVerifySessions(r.source, r.target, Math.max(1, r.o.jobs));
+  ownSourceSessions.set(r.src, new Set(r.verifySessions.map((p) => p.sourcePid)));
+  // A table whose fingerprint moves within a second (statistics are flushed about once a second) is being written
+  // now and will have changed again by the freeze: comparing it now (a hash of a big busy table) would be wasted,
+  // the fence compares it. Unlogged tables are copied again during the freeze: always compared at the fence.
+  await sleep(Math.max(0, 1100 - (Date.now() - since)));
   const before = await readFingerprints(r.src, r.tgt, r.name, stream, tables);
-  const touched = r.verifyMode === "hashes" ? [] : [...await touchedTables(r.src, r.tgt, r.name, tables)];
-  const report = await verifyMigration(r.source, r.target, { onlyTables: compared.map((t) => `${t.schema}.${t.name}`), hashes: r.verifyMode === "hashes",
-    hashTables: touched, jobs: r.o.jobs, sessions: r.verifySessions, largeObjects: false });
-  const after = await readFingerprints(r.src, r.tgt, r.name, stream, tables);
-  r.preCheck = preCheckFrom(report, new Map(compared.map((t) => [displayName(t.schema, t.name), `${t.schema}.${t.name}`])), before, after);
+  const busy = (t: TableInfo) => { const k = `${t.schema}.${t.name}`; return early.source.get(k) !== before.source.get(k) || early.target.get(k) !== before.target.get(k); };
+  const compared = tables.filter((t) => !t.unlogged && !busy(t));
+  if (compared.length) {
+    const touched = r.verifyMode === "hashes" ? [] : [...await touchedTables(r.src, r.tgt, r.name, tables)];
+    const report = await verifyMigration(r.source, r.target, { onlyTables: compared.map((t) => `${t.schema}.${t.name}`), hashes: r.verifyMode === "hashes",
+      hashTables: touched, jobs: r.o.jobs, sessions: r.verifySessions, largeObjects: false });
+    const after = await readFingerprints(r.src, r.tgt, r.name, stream, tables);
+    r.preCheck = preCheckFrom(report, new Map(compared.map((t) => [displayName(t.schema, t.name), `${t.schema}.${t.name}`])), before, after);
+  } else {
+    r.preCheck = { fingerprints: before, matched: new Map(), compared: 0 };
+  }
   r.sequences = await sequencesOf(r.src, r.m);
   await warmSequences(r.src, r.tgt, r.sequences);
 }
