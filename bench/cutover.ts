@@ -7,8 +7,16 @@
  * with its breakdown, and beside it what start spent on the foreign keys while streaming (work the freeze
  * held before).
  *
- *   node dist/bench/cutover.js [--tables 2000] [--written 20] [--modes subscription,stream] [--json]
+ * Second dataset: pgbench's own schema and data (`pgbench -i -s 100`, 10M accounts, server-side generated),
+ * migrated in each mode and cut over while pgbench's TPC-B-like transactions run at a fixed rate (`-R 1000`) during
+ * CDC and the cutover; in stream mode a `pgferry agent` process follows, as in production.
+ *
+ *   node dist/bench/cutover.js [--tables 2000] [--written 20] [--pgbench-scale 100] [--tps 1000]
+ *                              [--modes subscription,stream] [--json]
+ * (--tables 0 or --pgbench-scale 0 skips that dataset)
  */
+import { spawn, spawnSync } from "child_process";
+import * as path from "path";
 import { Command } from "commander";
 import { LocalServer } from "../provider/embedded/localServer";
 import { cleanupMigration, cutoverMigration, migrationOptions, parseEndpoint, startMigration } from "../provider/engine";
@@ -17,6 +25,8 @@ import { formatTimings } from "../provider/cli/output";
 const opts = new Command("cutover")
   .option("--tables <n>", "generated tables (serial key + FK + 2 indexes, 50-200 rows each)", (v) => Number(v), 2000)
   .option("--written <n>", "tables written while streaming (hashed by the gate)", (v) => Number(v), 20)
+  .option("--pgbench-scale <n>", "pgbench -i -s N dataset cut over under load (0 skips it)", (v) => Number(v), 100)
+  .option("--tps <n>", "pgbench rate (-R) during CDC and the cutover of the pgbench dataset", (v) => Number(v), 1000)
   .option("--modes <list>", "CDC modes to cut over", "subscription,stream")
   .option("--json", "print JSON")
   .parse(process.argv).opts();
@@ -43,8 +53,9 @@ async function main() {
   const stopAll = () => Promise.all([src.stop(), tgt.stop()]);
   process.once("SIGINT", () => { void stopAll().finally(() => process.exit(130)); });
   const results: Record<string, unknown>[] = [];
+  const pgbenchResults: Record<string, unknown>[] = [];
   try {
-    for (const mode of modes) {
+    for (const mode of opts.tables > 0 ? modes : []) {
       const db = `cut_${mode}`;
       await src.createDatabase(db);
       await tgt.createDatabase(db);
@@ -74,20 +85,99 @@ async function main() {
         sequencesSynced: cut.sequencesSynced, heldBackApplied: cut.heldBackApplied, verification: cut.verification };
       results.push(row);
       log(`${mode}: cutover downtime ${secs(cut.downtimeMs)} s (${row.breakdown}); ${cut.sequencesSynced} sequences synced, ` +
-        `${cut.heldBackApplied} held-back objects applied at cutover; gate: ${cut.verification?.tables} tables counted, ${cut.verification?.hashedTables} hashed`);
+        `${cut.heldBackApplied} held-back objects applied at cutover; gate: ${cut.verification?.tables} tables counted, ${cut.verification?.hashedTables} hashed, ` +
+        `${cut.verification?.preChecked ?? "-"} compared while streaming and not read again`);
       await cleanupMigration(source, target, db);
     }
+    if (opts.pgbenchScale > 0) pgbenchResults.push(...await pgbenchDataset(src, tgt, modes));
   } finally {
     await stopAll();
   }
-  if (opts.json) process.stdout.write(JSON.stringify({ benchmark: "cutover", synthetic: true, results }, null, 2) + "\n");
+  if (opts.json) process.stdout.write(JSON.stringify({ benchmark: "cutover", synthetic: true, results, pgbench: pgbenchResults }, null, 2) + "\n");
   else {
-    console.log(`\ncutover downtime, synthetic schema-size test (${opts.tables} generated tables, serial key + FK + 2 indexes, 50-200 rows; one run, shared machine)`);
+    if (results.length) console.log(`\ncutover downtime, synthetic schema-size test (${opts.tables} generated tables, serial key + FK + 2 indexes, 50-200 rows; one run, shared machine)`);
     for (const r of results) {
       console.log(`  ${String(r.mode).padEnd(12)} downtime ${(r.downtimeSeconds as number).toFixed(2)} s  [${r.breakdown}]  ` +
         `start ${(r.startSeconds as number).toFixed(1)} s incl. foreign keys while streaming ${r.foreignKeysWhileStreamingSeconds === null ? "-" : (r.foreignKeysWhileStreamingSeconds as number).toFixed(1)} s`);
     }
+    if (pgbenchResults.length) console.log(`\ncutover downtime, pgbench -i -s ${opts.pgbenchScale} under pgbench -R ${opts.tps} (TPC-B-like, 4 clients) during CDC and the cutover ` +
+      `(--freeze-writes, default gate; one run, shared machine)`);
+    for (const r of pgbenchResults) {
+      console.log(`  ${String(r.mode).padEnd(12)} downtime ${(r.downtimeSeconds as number).toFixed(2)} s  [${r.breakdown}]  pgbench reached ${(r.achievedTps as number).toFixed(0)} tps ` +
+        `before the cutover; gate: ${(r.verification as { tables: number })?.tables} tables counted, ${(r.verification as { hashedTables: number })?.hashedTables} hashed`);
+    }
   }
+}
+
+/** pgbench's binary: Debian's PostgreSQL 15 client, else one on PATH. */
+function pgbenchBin(): string {
+  for (const p of ["/usr/lib/postgresql/15/bin/pgbench", "/usr/lib/postgresql/17/bin/pgbench"]) {
+    if (spawnSync(p, ["--version"]).status === 0) return p;
+  }
+  return "pgbench";
+}
+
+/**
+ * pgbench -i -s N on the source (generated once, copied per mode by CREATE DATABASE … TEMPLATE), migrated, then cut over
+ * while pgbench -R tps writes; the load runs from before the cutover starts until the freeze stops it.
+ */
+async function pgbenchDataset(src: LocalServer, tgt: LocalServer, modes: ("subscription" | "stream")[]): Promise<Record<string, unknown>[]> {
+  const bin = pgbenchBin();
+  const env = { ...process.env, PGPASSWORD: src.password };
+  const conn = (db: string) => ["-h", "127.0.0.1", "-p", String(src.port), "-U", "postgres", db];
+  const tInit = Date.now();
+  await src.createDatabase("pgb_template");
+  const init = spawnSync(bin, ["-i", "-q", "-I", "dtGvp", "-s", String(opts.pgbenchScale), ...conn("pgb_template")], { env, encoding: "utf8" });
+  if (init.status !== 0) throw new Error(`pgbench -i failed: ${init.stderr}`);
+  log(`pgbench -i -s ${opts.pgbenchScale} (${bin}) in ${secs(Date.now() - tInit)} s`);
+  const out: Record<string, unknown>[] = [];
+  for (const mode of modes) {
+    const db = `pgb_${mode}`;
+    await src.query(`CREATE DATABASE ${db} TEMPLATE pgb_template`);
+    await tgt.createDatabase(db);
+    const source = parseEndpoint(src.uri(db), "source"), target = parseEndpoint(tgt.uri(db), "target");
+    const tStart = Date.now();
+    // pgbench_history has no key: REPLICA IDENTITY FULL, as a user of pgbench's schema would choose.
+    await startMigration(source, target, migrationOptions({ name: db, mode, jobs: 2, replicaIdentityFull: true }));
+    const startMs = Date.now() - tStart;
+    log(`${mode}: pgbench -s ${opts.pgbenchScale} start ${secs(startMs)} s`);
+    const agent = mode === "stream" ? spawn(process.execPath, [path.join(__dirname, "../provider/cli/main.js"), "agent", "--name", db], {
+      env: { ...process.env, PGFERRY_SOURCE: src.uri(db), PGFERRY_TARGET: tgt.uri(db) }, stdio: "ignore",
+    }) : undefined;
+    const agentExit = agent ? new Promise((r) => agent.once("exit", r)) : undefined;
+    let pbOut = "";
+    const pb = spawn(bin, ["-n", "-c", "4", "-j", "2", "-R", String(opts.tps), "-T", "600", "-b", "tpcb-like", ...conn(db)], { env, stdio: ["ignore", "pipe", "pipe"] });
+    pb.stdout!.on("data", (d) => { pbOut += d; });
+    pb.stderr!.on("data", (d) => { pbOut += d; });
+    const pbExit = new Promise((r) => pb.once("exit", r));
+    try {
+      // CDC under load for a while (the gate's pre-check and the warm-up run under it too).
+      const commits = async () => Number((await src.query(`SELECT xact_commit::text AS n FROM pg_stat_database WHERE datname = '${db}'`))[0].n);
+      await new Promise((r) => setTimeout(r, 3000));
+      const before = await commits(), tLoad = Date.now();
+      await new Promise((r) => setTimeout(r, 12000));
+      const achieved = (await commits() - before) / ((Date.now() - tLoad) / 1000); // the rate reached, in the 12 s before the cutover
+      const cut = await cutoverMigration(source, target, { name: db, freezeWrites: true, timeoutSec: 300, jobs: 2, graceSec: 1 });
+      const row = { mode, dataset: `pgbench -i -s ${opts.pgbenchScale}`, tps: opts.tps, achievedTps: achieved, startSeconds: startMs / 1000,
+        downtimeSeconds: (cut.downtimeMs ?? NaN) / 1000, breakdown: cut.timings ? formatTimings(cut.timings) : "", timings: cut.timings, verification: cut.verification };
+      out.push(row);
+      log(`${mode}: pgbench cutover downtime ${secs(cut.downtimeMs)} s (${row.breakdown}); gate: ${cut.verification?.tables} tables counted, ` +
+        `${cut.verification?.hashedTables} hashed, ${cut.verification?.preChecked ?? "-"} compared while streaming and not read again`);
+      if (cut.undoFreezeSql.length) await src.query(cut.undoFreezeSql.join("\n"), db);
+    } finally {
+      pb.kill("SIGINT");
+      await pbExit;
+      if (agent) {
+        const t = setTimeout(() => agent.kill("SIGTERM"), 30000); // it exits by itself once the cutover is done
+        await agentExit;
+        clearTimeout(t);
+      }
+    }
+    await cleanupMigration(source, target, db);
+    await src.query(`DROP DATABASE ${db}`);
+    await tgt.query(`DROP DATABASE ${db}`);
+  }
+  return out;
 }
 
 main().catch((e) => { process.stderr.write(`${e.stack ?? e}\n`); process.exit(1); });

@@ -15,9 +15,12 @@
  */
 import { Client } from "pg";
 import { LocalServer } from "../provider/embedded/localServer";
-import { cleanupMigration, cutoverMigration, migrationOptions, parseEndpoint, startMigration, verifyMigration } from "../provider/engine";
+import {
+  abortCutover, cleanupMigration, cutoverMigration, migrationOptions, parseEndpoint, PgferryError, startMigration, verifyMigration,
+} from "../provider/engine";
 import { ensureBuilt } from "./support/build";
 import { leftovers, startServers } from "./support/servers";
+import { until } from "./support/until";
 
 let src: LocalServer, tgt: LocalServer;
 const MODES = ["subscription", "stream"] as const;
@@ -147,4 +150,47 @@ test("a start killed after its first key resumes the rest on re-run; one killed 
     await cleanupMigration(source, target, db);
     expect(await leftovers(src, tgt, db)).toEqual([]);
   }
+});
+
+/**
+ * The gate's pre-check (made while streaming) is not trusted for a table changed after it: a change the target
+ * lost after the pre-check — an UPDATE made while the table was out of the publication, so no consumer ever sees
+ * it — still fails the gate, naming that table and only it; a replicated change after the pre-check passes. A
+ * cutover that passes compares the unchanged tables once, while streaming.
+ */
+test.each(MODES)("mode %s: a change lost after the gate's pre-check still fails the gate; unchanged tables are not read again at the fence", async (mode) => {
+  const db = `pre_${mode}`;
+  const { source, target } = await makeDb(db);
+  expect((await startMigration(source, target, migrationOptions({ name: db, mode, jobs: 2 }))).phase).toBe("ReadyToCutover");
+  // Changed during CDC, so the pre-check hashes it (and its hash would be reused at the fence were the change below not seen).
+  await src.query(`INSERT INTO child VALUES (9001, 3, 'during CDC')`, db);
+  // Settled before the cutover (a subscription's apply worker reports its statistics up to a second later): a table
+  // still moving when the pre-check starts is left to the fence, and this one must be hashed by the pre-check.
+  const inserted = async (server: LocalServer) => (await server.query(`SELECT n_tup_ins::int AS n FROM pg_stat_user_tables WHERE relname = 'child'`, db))[0]?.n >= 1001;
+  await until("the insert in the statistics", async () => await inserted(src) && (mode === "stream" || await inserted(tgt)));
+  const afterPreCheck = async (step: string) => {
+    if (step !== "warm-up") return;
+    await src.query(`UPDATE loose SET p = 1 WHERE id = 2`, db); // replicated: fine
+    await src.query(`ALTER PUBLICATION pgferry_${db} DROP TABLE child`, db);
+    await src.query(`UPDATE child SET v = 'lost' WHERE id = 9001`, db); // count unchanged; never decoded for the consumer: lost
+    await src.query(`ALTER PUBLICATION pgferry_${db} ADD TABLE child`, db);
+  };
+  const failed = await cutoverMigration(source, target, { name: db, freezeWrites: true, timeoutSec: 120, jobs: 2, graceSec: 1, afterStep: afterPreCheck })
+    .then(() => undefined, (e) => e as PgferryError);
+  expect(failed?.code).toBe("verify_failed");
+  expect(failed?.message).toMatch(/difference\(s\) in public\.child: public\.child: contents differ \(1001 rows on both sides/);
+  expect(failed?.message).not.toMatch(/public\.(loose|parent|a|b|ident)\b/);
+
+  // Back to streaming, the target repaired: the next cutover passes, with the tables unchanged since its pre-check read once.
+  await abortCutover(source, target, db);
+  await tgt.query(`UPDATE child SET v = 'lost' WHERE id = 9001`, db);
+  const cut = await cutoverMigration(source, target, { name: db, freezeWrites: true, timeoutSec: 120, jobs: 2, graceSec: 1,
+    afterStep: async (step) => { if (step === "warm-up") await src.query(`UPDATE parent SET v = 'late' WHERE id = 5`, db); } });
+  expect(cut.phase).toBe("Completed");
+  // Six tables; parent changed after the pre-check, child during CDC (the pre-check hashed it, and it did not change since).
+  expect(cut.verification).toMatchObject({ tables: 6, hashedTables: 3, preChecked: 5 });
+  expect((await verifyMigration(source, target)).problems).toEqual([]);
+  await src.query(cut.undoFreezeSql.join("\n"), db);
+  await cleanupMigration(source, target, db);
+  expect(await leftovers(src, tgt, db)).toEqual([]);
 });

@@ -284,14 +284,7 @@ async function syncPreData(src: Client, source: Endpoint, target: Endpoint, o: M
     if (dump.preamble) await c.query(dump.preamble);
     // public (and any schema that exists already) is not re-created; everything else must be new.
     const existing = new Set((await c.query(`SELECT nspname FROM pg_namespace`)).rows.map((x) => x.nspname));
-    for (const e of preData) {
-      if (e.kind === "SCHEMA" && existing.has(e.object)) continue;
-      try {
-        await c.query(e.sql);
-      } catch (err) {
-        throw new PgferryError("schema_apply_failed", `creating ${e.kind} ${e.object} on the target failed: ${(err as Error).message}`);
-      }
-    }
+    await applyPreData(c, preData.filter((e) => !(e.kind === "SCHEMA" && existing.has(e.object))));
     // What waits for the cutover and only the target can refuse (event triggers need a superuser, a setting may not
     // exist in the target's version): tried now and rolled back, so a refusal is listed here instead of failing the cutover.
     const refused = await tryOnTarget(c, [...triggers.create.filter((e) => e.kind !== "MATERIALIZED VIEW DATA"), ...database.entries, ...triggers.enable]);
@@ -314,6 +307,41 @@ async function syncPreData(src: Client, source: Endpoint, target: Endpoint, o: M
     throw e;
   } finally {
     await c.end().catch(() => undefined);
+  }
+}
+
+/** Pre-data entries sent per round trip, up to this many bytes of SQL. */
+const PRE_DATA_BATCH = 200, PRE_DATA_BATCH_BYTES = 1 << 20;
+
+/**
+ * Pre-data entries in dump order, inside the caller's transaction: many per round trip (a round trip per object was
+ * most of the schema's time on schema-heavy databases). A batch that fails is rolled back to its savepoint and run
+ * again entry by entry, so the error names the entry that fails, as before.
+ */
+async function applyPreData(c: Client, entries: SchemaEntry[]): Promise<void> {
+  for (let i = 0; i < entries.length;) {
+    const batch: SchemaEntry[] = [];
+    for (let bytes = 0; i < entries.length && batch.length < PRE_DATA_BATCH && (!batch.length || bytes + entries[i].sql.length <= PRE_DATA_BATCH_BYTES); i++) {
+      bytes += entries[i].sql.length;
+      batch.push(entries[i]);
+    }
+    if (batch.length > 1) {
+      try {
+        // "\n;\n" between entries: a newline first ends a line comment an entry may end with.
+        await c.query(`SAVEPOINT pgferry_batch;\n${batch.map((e) => e.sql).join("\n;\n")}\n;\nRELEASE SAVEPOINT pgferry_batch`);
+        continue;
+      } catch {
+        await c.query("ROLLBACK TO SAVEPOINT pgferry_batch");
+        await c.query("RELEASE SAVEPOINT pgferry_batch");
+      }
+    }
+    for (const e of batch) {
+      try {
+        await c.query(e.sql);
+      } catch (err) {
+        throw new PgferryError("schema_apply_failed", `creating ${e.kind} ${e.object} on the target failed: ${(err as Error).message}`);
+      }
+    }
   }
 }
 

@@ -14,7 +14,8 @@ export async function waitForSlotInactive(c: CdcContext, endAtOnce: boolean): Pr
   for (let inactiveChecks = 0; inactiveChecks < 2;) {
     const s = await slotInfo(c.src, names.slot);
     if (!s) throw new PgferryError("slot_missing", `the replication slot "${names.slot}" is gone from the source; run pgferry cleanup and start again`);
-    if (!s.active) { inactiveChecks++; await sleep(150); continue; }
+    // Inactive twice, 150 ms apart (a consumer reconnecting in between is caught); no wait after the second look.
+    if (!s.active) { if (++inactiveChecks < 2) await sleep(150); continue; }
     inactiveChecks = 0;
     if ((endAtOnce || Date.now() > deadline - 20000) && s.activePid) await c.src.query(`SELECT pg_terminate_backend($1)`, [s.activePid]);
     if (Date.now() > deadline) throw new PgferryError("slot_busy", `the slot "${names.slot}" is still in use by pid ${s.activePid}; stop that consumer and run pgferry cutover again`);

@@ -15,7 +15,7 @@ import { Client } from "pg";
 import { CONTROL_SCHEMA, ForeignKeyInfo } from "../catalog/catalog";
 import { connect, Endpoint, libpqEnv, qualified, quoteIdent, quoteLiteral, redact } from "../core/endpoint";
 import { PgferryError } from "../core/errors";
-import { markEntryApplied, readEntries, readPreamble, StoredEntry } from "../state/schemaEntries";
+import { markEntryAppliedSql, readEntries, readPreamble, StoredEntry } from "../state/schemaEntries";
 
 export interface SchemaEntry {
   kind: string;
@@ -384,10 +384,8 @@ async function biggestTableFirst(target: Endpoint, entries: StoredEntry[]): Prom
 async function applyOne(c: Client, migration: string, section: string, e: StoredEntry, attempts = 5): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
-      await c.query("BEGIN");
-      await c.query(e.sql);
-      await markEntryApplied(c, migration, section, e.ordinal);
-      await c.query("COMMIT");
+      // One round trip: the entry and its applied mark in one transaction ("\n;\n": a newline ends a trailing line comment).
+      await c.query(`BEGIN;\n${e.sql}\n;\n${markEntryAppliedSql(migration, section, e.ordinal)};\nCOMMIT`);
       return;
     } catch (err) {
       await c.query("ROLLBACK").catch(() => undefined);

@@ -14,7 +14,7 @@
  * breakdown, CutoverTimings); the CDC mode's part goes through ../cdc/cdc.ts.
  */
 import { Client } from "pg";
-import { copyableTables, migratedSequences, migratedTables, TableInfo, TableSelection, userSchemas } from "../catalog/catalog";
+import { copyableTables, displayName, migratedSequences, migratedTables, TableInfo, TableSelection, userSchemas } from "../catalog/catalog";
 import { runLoad } from "../copy/load";
 import { largeObjectsAtCutover, LargeObjectSync } from "../copy/largeObjects";
 import { Cdc, CdcContext, cdcFor } from "../cdc/cdc";
@@ -33,13 +33,14 @@ import {
   CutoverTimings, ensureControlSchema, MigrationRecord, readMigration, SavedSetting, tryLockMigration, updateMigration,
 } from "../state/state";
 import { touchedTables } from "../verify/touched";
+import { PreCheck, preCheckFrom, readFingerprints, stillValid } from "../verify/precheck";
 import { citusVersion } from "../preflight/citus";
 import {
   batchedStatements, closeVerifySessions, openVerifySessions, unionAlls, verifyMigration, VerifyReport, VerifySessionPair,
 } from "../verify/verify";
 import { describeSourceChanges, restoreSourceChanges, SourceChange } from "../state/sourceChanges";
 import { dropTargetApply } from "../cdc/ddl/targetApply";
-import { readPreamble } from "../state/schemaEntries";
+import { readEntries, readPreamble } from "../state/schemaEntries";
 
 export type VerifyMode = "counts" | "hashes";
 export const VERIFY_MODES: VerifyMode[] = ["counts", "hashes"];
@@ -81,6 +82,8 @@ export interface CutoverOptions {
    * replication ends ("gate-passed"); it throws when another database's cutover failed, so none freezes or completes alone.
    */
   barrier?: (point: "freeze" | "gate-passed") => Promise<void>;
+  /** Called after each step that ran, with its name (tests inject what happens between two steps). */
+  afterStep?: (step: string) => Promise<void>;
 }
 
 export interface SessionInfo {
@@ -112,8 +115,11 @@ export interface CutoverResult {
   neutralisedRoles: string[];
   /** Fences taken: more than one when writes arrived after a fence and the cutover went round again. */
   fenceAttempts: number;
-  /** hashedTables: tables whose contents were hashed (all with hashes; with counts, those changed during replication). */
-  verification?: { mode: VerifyMode; tables: number; hashedTables: number; seconds: number };
+  /**
+   * hashedTables: tables whose contents were hashed (all with hashes; with counts, those changed during replication).
+   * preChecked: tables compared while streaming and unchanged on both sides since, so not read again during the freeze.
+   */
+  verification?: { mode: VerifyMode; tables: number; hashedTables: number; seconds: number; preChecked?: number };
   /** The source stays read-only after a frozen cutover, so nothing writes to the old server by mistake. */
   sourceLeftReadOnly: boolean;
   /** SQL that makes the source writable again, exactly as it was before the freeze. */
@@ -212,7 +218,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       largeObjectsCarried: false, sequencesSynced: 0, heldBackApplied: 0, preamble: "", restored: [],
     };
     await runPipeline(CUTOVER_STEPS, r, { timings: timings as Record<string, number | undefined>,
-      afterStep: async (_step, changed) => { if (changed) await r.saveTimings(); } });
+      afterStep: async (step, changed) => { if (changed) await r.saveTimings(); await o.afterStep?.(step.name); } });
     const after = (await readMigration(tgt, o.name))!;
     return { name: o.name, phase: "Completed", alreadyCompleted: false, fenceLsn: after.fenceLsn, downtimeMs: r.downtimeMs, timings,
       sequencesSynced: r.sequencesSynced, heldBackApplied: r.heldBackApplied, endedSessions: r.endedSessions, stillConnected: r.stillConnected ?? [],
@@ -247,6 +253,11 @@ interface CutoverRun extends Ctx, RollbackWindowStepContext {
   report?: VerifyReport;
   verification?: CutoverResult["verification"];
   restored: SourceChange[];
+  /** The gate's comparison made while streaming (the warm-up); at the fence only tables changed since are read again. */
+  preCheck?: PreCheck;
+  /** The migrated tables as the warm-up listed them, with the fingerprint of the source's table set then (tableSetOf). */
+  warmTables?: { tables: TableInfo[]; tableSet: string };
+  preChecked?: number;
   /** The migrated sequences, listed while streaming (the warm-up) so the sync at the fence does not list them again. */
   sequences?: string[];
   sequencesSynced: number;
@@ -339,17 +350,20 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
     async run(r) {
       r.say("adding foreign keys and refreshing materialized views");
       r.preamble = await readPreamble(r.tgt, r.name);
-      r.heldBackApplied = await applyEntries(r.target, r.name, "cutover", r.preamble, r.o.jobs);
+      // Looked up on this session first: applyEntries opens a session of its own just to find there is nothing left.
+      if (await anyUnapplied(r, "cutover")) r.heldBackApplied = await applyEntries(r.target, r.name, "cutover", r.preamble, r.o.jobs);
     },
   },
   // After everything above, before Completed: nothing has written to the target yet that the reverse slot would miss.
   rollbackWindowStep,
   {
     // Last: the source's event triggers, created disabled with the held-back objects, start firing only now.
-    name: "event-triggers", async run(r) { await applyEntries(r.target, r.name, "final", r.preamble, 1); },
+    name: "event-triggers", async run(r) { if (await anyUnapplied(r, "final")) await applyEntries(r.target, r.name, "final", r.preamble, 1); },
   },
   { name: "complete", run: complete },
 ];
+
+const anyUnapplied = async (r: CutoverRun, section: string) => (await readEntries(r.tgt, r.name, section)).some((e) => !e.applied);
 
 /** Before anything is frozen: a lost slot, a recorded divergence or schema drift would fail the gate anyway. */
 async function replicationChecks(r: CutoverRun): Promise<void> {
@@ -387,19 +401,52 @@ async function schemaGate(r: CutoverRun): Promise<void> {
 }
 
 /**
- * Warm-up while streaming, nothing concluded from it: the gate's sessions (kept open, and not ended by the freeze)
- * open every table now, and this session every sequence, so at the fence they do not pay a cold session's first
- * open of each relation (2,000 tables: a third of the gate's time).
+ * Warm-up while streaming: the gate's sessions (kept open, and not ended by the freeze) open every table now, and
+ * this session every sequence, so at the fence they do not pay a cold session's first open of each relation. The
+ * tables are opened by the gate's own comparison, the pre-check (../verify/precheck.ts): at the fence only the
+ * tables changed since on either side are read again.
  */
 async function warmUp(r: CutoverRun): Promise<void> {
-  r.say("warming the verification sessions while streaming");
+  r.say("comparing the target with the source while streaming (the gate's pre-check)");
+  const warmSel = r.m.options.selection ?? { schemas: [], include: [], exclude: [] };
+  const tableSet = await tableSetOf(r.src, warmSel);
+  const tables = await migratedTables(r.src, warmSel);
+  r.warmTables = { tables, tableSet };
+  const stream = r.m.mode === "stream";
+  const early = await readFingerprints(r.src, r.tgt, r.name, stream, tables);
+  const since = Date.now();
   r.verifySessions = await openVerifySessions(r.source, r.target, Math.max(1, r.o.jobs));
   ownSourceSessions.set(r.src, new Set(r.verifySessions.map((p) => p.sourcePid)));
-  const warmSel = r.m.options.selection ?? { schemas: [], include: [], exclude: [] };
-  await verifyMigration(r.source, r.target, { onlyTables: (await migratedTables(r.src, warmSel)).map((t) => `${t.schema}.${t.name}`), hashes: false,
-    jobs: r.o.jobs, sessions: r.verifySessions });
+  // A table whose fingerprint moves within a second (statistics are flushed about once a second) is being written
+  // now and will have changed again by the freeze: comparing it now (a hash of a big busy table) would be wasted,
+  // the fence compares it. Unlogged tables are copied again during the freeze: always compared at the fence.
+  await sleep(Math.max(0, 1100 - (Date.now() - since)));
+  const before = await readFingerprints(r.src, r.tgt, r.name, stream, tables);
+  const busy = (t: TableInfo) => { const k = `${t.schema}.${t.name}`; return early.source.get(k) !== before.source.get(k) || early.target.get(k) !== before.target.get(k); };
+  const compared = tables.filter((t) => !t.unlogged && !busy(t));
+  if (compared.length) {
+    const touched = r.verifyMode === "hashes" ? [] : [...await touchedTables(r.src, r.tgt, r.name, tables)];
+    const report = await verifyMigration(r.source, r.target, { onlyTables: compared.map((t) => `${t.schema}.${t.name}`), hashes: r.verifyMode === "hashes",
+      hashTables: touched, jobs: r.o.jobs, sessions: r.verifySessions, largeObjects: false });
+    const after = await readFingerprints(r.src, r.tgt, r.name, stream, tables);
+    r.preCheck = preCheckFrom(report, new Map(compared.map((t) => [displayName(t.schema, t.name), `${t.schema}.${t.name}`])), before, after);
+  } else {
+    r.preCheck = { fingerprints: before, matched: new Map(), compared: 0 };
+  }
   r.sequences = await sequencesOf(r.src, r.m);
   await warmSequences(r.src, r.tgt, r.sequences);
+}
+
+/**
+ * What the migrated-table list depends on, in one value: every table and partitioned table of the selected schemas
+ * (oid, name, kind, persistence, partition or not, replica identity) — a table created, dropped, renamed or made
+ * unlogged since changes it.
+ */
+async function tableSetOf(src: Client, sel: TableSelection): Promise<string> {
+  const schemas = sel.schemas.length ? sel.schemas : await userSchemas(src);
+  return (await src.query(`SELECT md5(coalesce(string_agg(c.oid::text || ' ' || n.nspname || '.' || c.relname || ' ' || c.relkind::text || c.relpersistence::text ||
+      c.relispartition::text || c.relreplident::text || c.relnatts::text, ',' ORDER BY c.oid), '')) AS h
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1)`, [schemas])).rows[0].h;
 }
 
 /**
@@ -461,7 +508,10 @@ async function fenceRounds(r: CutoverRun, clock: StepClock): Promise<void> {
 /** Unlogged tables: no slot sees their changes, but writes are stopped now, so a copy is exact. */
 async function unloggedTables(r: CutoverRun): Promise<StepOutcome> {
   const sel = r.m.options.selection ?? { schemas: [], include: [], exclude: [] };
-  r.selected = await migratedTables(r.src, sel);
+  // The warm-up's list when the source's set of tables is the same as then (listing them costs a file size per table);
+  // listed again when there are unlogged tables, which are copied now with their columns as they are now.
+  const warm = r.warmTables && !r.warmTables.tables.some((t) => t.unlogged) ? r.warmTables : undefined;
+  r.selected = warm && warm.tableSet === await tableSetOf(r.src, sel) ? warm.tables : await migratedTables(r.src, sel);
   const unloggedTables = copyableTables(r.selected).filter((t) => t.unlogged);
   r.unloggedHow = r.o.unlogged ?? r.m.options.unlogged ?? "copy";
   if (!unloggedTables.length) return "nothing";
@@ -480,11 +530,22 @@ async function unloggedTables(r: CutoverRun): Promise<StepOutcome> {
 async function verifyTarget(r: CutoverRun): Promise<void> {
   const tables = r.selected.filter((t) => !(r.unloggedHow === "skip" && t.unlogged && t.kind === "r")).map((t) => `${t.schema}.${t.name}`);
   // counts: row counts of every table, and content hashes of the tables changed during CDC (a lost UPDATE keeps the count).
-  const touched = r.verifyMode === "hashes" ? [] : [...await touchedTables(r.src, r.tgt, r.name, r.selected)];
+  const sessions = await healthy(r.verifySessions) ? r.verifySessions : undefined;
+  // The pre-check's verdicts on tables unchanged on both sides since it ran: not read again (their structure is). The
+  // fingerprints are read on a gate session pair while this pair reads what changed during CDC.
+  const fingerprintsOn = sessions?.[0] ?? { source: r.src, target: r.tgt };
+  const [touched, now] = await Promise.all([
+    r.verifyMode === "hashes" ? [] : touchedTables(r.src, r.tgt, r.name, r.selected).then((t) => [...t]),
+    r.preCheck ? readFingerprints(fingerprintsOn.source, fingerprintsOn.target, r.name, r.m.mode === "stream", r.selected) : undefined,
+  ]);
+  const known = now ? stillValid(r.preCheck, now) : undefined;
+  r.preChecked = known?.size;
   r.say(`verifying the target against the source (${r.verifyMode === "hashes" ? "row counts and content hashes" :
-    `row counts, and content hashes of the ${touched.length} table(s) changed during replication`})`);
+    `row counts, and content hashes of the ${touched.length} table(s) changed during replication`}` +
+    `${known ? `; ${known.size} of ${tables.length} table(s) compared while streaming and unchanged since` : ""})`);
   r.report = await verifyMigration(r.source, r.target, { onlyTables: tables, hashes: r.verifyMode === "hashes", hashTables: touched, jobs: r.o.jobs,
-    largeObjects: r.largeObjectsCarried, sessions: await healthy(r.verifySessions) ? r.verifySessions : undefined });
+    // Large objects: compared again after the step that carried them, unless it found none on either side moments ago.
+    largeObjects: r.largeObjectsCarried && !(r.largeObjects && r.largeObjects.compared === 0 && r.largeObjects.unlinked === 0), sessions, known });
 }
 
 /** The gate's verdict: a difference leaves the source frozen, replication paused and the slot kept (phase VerifyFailed). */
@@ -500,7 +561,7 @@ async function gate(r: CutoverRun): Promise<void> {
     throw new PgferryError("verify_failed", msg);
   }
   r.verification = { mode: r.verifyMode, tables: report.tables.length, hashedTables: report.tables.filter((t) => t.sourceHash !== undefined).length,
-    seconds: report.seconds };
+    seconds: report.seconds, preChecked: r.preChecked };
 }
 
 /** The slot and publication dropped; without the publication the source needs none of what pgferry changed there (REPLICA IDENTITY FULL): undone now. */
@@ -791,22 +852,34 @@ async function sequencesOf(src: Client, m: MigrationRecord): Promise<string[]> {
 
 const readSequencesSql = (seqs: string[]) => unionAlls(seqs.map((q) => `SELECT ${quoteLiteral(q)} AS n, last_value::text AS v, is_called AS c FROM ${q}`));
 
+/**
+ * Every sequence's state in one statement: pg_sequence_last_value() for all (one plan, where SELECTs from 2,000
+ * sequences in UNION ALLs spend a fifth of a second planning), and the relation itself read for those it gives NULL
+ * (never called: their last_value is still needed for setval(…, false)).
+ */
+async function readSequenceStates(c: Client, seqs: string[]): Promise<{ n: string; v: string; c: boolean }[]> {
+  const r = await c.query(`SELECT n, pg_sequence_last_value(n::regclass)::text AS v FROM unnest($1::text[]) AS x(n)`, [seqs]);
+  const uncalled = r.rows.filter((x) => x.v === null).map((x) => x.n as string);
+  const read = uncalled.length ? (await batchedStatements(c, readSequencesSql(uncalled))).flat() : [];
+  return [...r.rows.filter((x) => x.v !== null).map((x) => ({ n: x.n as string, v: x.v as string, c: true })), ...read];
+}
+
 /** Before the freeze: read every sequence on both sides once, so the sync at the fence finds them open. Best effort. */
 async function warmSequences(src: Client, tgt: Client, seqs: string[]): Promise<void> {
-  await batchedStatements(src, readSequencesSql(seqs)).catch(() => undefined);
-  await batchedStatements(tgt, readSequencesSql(seqs)).catch(() => undefined);
+  await readSequenceStates(src, seqs).catch(() => undefined);
+  await readSequenceStates(tgt, seqs).catch(() => undefined);
 }
 
 /**
  * Every sequence of the migrated schemas, set on the target to the source's state (owned or not, identity,
- * descending): all values read in one source round trip (UNION ALLs of 50, which plan fast), all set in one
+ * descending): all values read in one source statement (readSequenceStates), all set in one
  * target statement, so the freeze does not grow with the number of sequences.
  */
 async function syncSequences(src: Client, tgt: Client, seqs: string[]): Promise<number> {
   if (!seqs.length) return 0;
   let values: { n: string; v: string; c: boolean }[];
   try {
-    values = (await batchedStatements(src, readSequencesSql(seqs))).flat();
+    values = await readSequenceStates(src, seqs);
   } catch (e) {
     throw new PgferryError("sequence_read_failed", `cannot read the source's sequences: ${(e as Error).message}; fix: GRANT SELECT ON ALL SEQUENCES ` +
       `IN SCHEMA … TO the migration's source role (or run cutover as their owner), then run pgferry cutover again`);

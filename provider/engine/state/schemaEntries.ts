@@ -5,6 +5,7 @@
  */
 import { Client } from "pg";
 import { CONTROL_SCHEMA, NotCarried } from "../catalog/catalog";
+import { quoteLiteral } from "../core/endpoint";
 import type { SchemaEntry } from "../copy/schema";
 
 const S = CONTROL_SCHEMA;
@@ -14,12 +15,12 @@ export interface StoredEntry extends SchemaEntry { ordinal: number; applied: boo
 /** Store entries of a section in the control schema (once; a re-run keeps the stored ones). */
 export async function storeEntries(c: Client, migration: string, section: string, entries: SchemaEntry[]): Promise<void> {
   const existing = await c.query(`SELECT count(*)::int AS n FROM ${S}.schema_entry WHERE migration = $1 AND section = $2`, [migration, section]);
-  if (existing.rows[0].n > 0) return;
-  for (let i = 0; i < entries.length; i++) {
-    const e = entries[i];
-    await c.query(`INSERT INTO ${S}.schema_entry (migration, section, ordinal, kind, object, sql, parallel)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7)`, [migration, section, i, e.kind, e.object, e.sql, !!e.parallel]);
-  }
+  if (existing.rows[0].n > 0 || !entries.length) return;
+  // One statement for the whole section (a row per entry was a round trip per schema object).
+  await c.query(`INSERT INTO ${S}.schema_entry (migration, section, ordinal, kind, object, sql, parallel)
+                 SELECT $1, $2, x.ordinal - 1, x.kind, x.object, x.sql, x.parallel
+                 FROM unnest($3::text[], $4::text[], $5::text[], $6::bool[]) WITH ORDINALITY AS x(kind, object, sql, parallel, ordinal)`,
+    [migration, section, entries.map((e) => e.kind), entries.map((e) => e.object), entries.map((e) => e.sql), entries.map((e) => !!e.parallel)]);
 }
 
 export async function readEntries(c: Client, migration: string, section: string): Promise<StoredEntry[]> {
@@ -30,6 +31,12 @@ export async function readEntries(c: Client, migration: string, section: string)
 /** Mark one entry applied: call it in the transaction that applied the entry. */
 export async function markEntryApplied(c: Client, migration: string, section: string, ordinal: number): Promise<void> {
   await c.query(`UPDATE ${S}.schema_entry SET applied = true WHERE migration = $1 AND section = $2 AND ordinal = $3`, [migration, section, ordinal]);
+}
+
+/** markEntryApplied as SQL text with literals, to send in the same round trip as the entry itself. */
+export function markEntryAppliedSql(migration: string, section: string, ordinal: number): string {
+  return `UPDATE ${S}.schema_entry SET applied = true WHERE migration = ${quoteLiteral(migration)} AND section = ${quoteLiteral(section)} ` +
+    `AND ordinal = ${Math.trunc(ordinal)}`;
 }
 
 /** How many entries of a section were applied. */

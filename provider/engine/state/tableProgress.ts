@@ -67,18 +67,21 @@ export function tableProgressRecorder(c: Client, name: string) {
 export async function resetTableProgress(c: Client, name: string, tables: { schema: string; name: string; estimatedRows?: number; bytes?: number }[],
   status: "pending" | "copied" = "pending"): Promise<void> {
   await c.query(`DELETE FROM ${S}.table_progress WHERE migration = $1`, [name]);
-  for (const t of tables) {
-    await c.query(`INSERT INTO ${S}.table_progress (migration, schema_name, table_name, status, estimated_rows, estimated_bytes)
-      VALUES ($1, $2, $3, $4, $5, $6)`, [name, t.schema, t.name, status, t.estimatedRows ?? 0, t.bytes ?? 0]);
-  }
+  if (!tables.length) return;
+  // One statement for every table (a row per round trip cost a commit per table on schema-heavy databases).
+  await c.query(`INSERT INTO ${S}.table_progress (migration, schema_name, table_name, status, estimated_rows, estimated_bytes)
+    SELECT $1, v.s, v.t, $4, v.r, v.b FROM unnest($2::text[], $3::text[], $5::bigint[], $6::bigint[]) AS v(s, t, r, b)`,
+    [name, tables.map((t) => t.schema), tables.map((t) => t.name), status, tables.map((t) => Math.trunc(t.estimatedRows ?? 0)),
+      tables.map((t) => Math.trunc(t.bytes ?? 0))]);
 }
 
 /** The load's final figures of each table copied (their rows made by resetTableProgress). */
 export async function markTablesCopied(c: Client, name: string, tables: { schema: string; name: string; rows: number; bytes: number; seconds: number }[]): Promise<void> {
-  for (const t of tables) {
-    await c.query(`UPDATE ${S}.table_progress SET status = 'copied', rows = $4, bytes = $5, seconds = $6
-      WHERE migration = $1 AND schema_name = $2 AND table_name = $3`, [name, t.schema, t.name, t.rows, t.bytes, t.seconds]);
-  }
+  if (!tables.length) return;
+  await c.query(`UPDATE ${S}.table_progress p SET status = 'copied', rows = v.rows, bytes = v.bytes, seconds = v.seconds
+    FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::float8[]) AS v(s, t, rows, bytes, seconds)
+    WHERE p.migration = $1 AND p.schema_name = v.s AND p.table_name = v.t`,
+    [name, tables.map((t) => t.schema), tables.map((t) => t.name), tables.map((t) => t.rows), tables.map((t) => t.bytes), tables.map((t) => t.seconds)]);
 }
 
 /** The tables the load took ("schema.table"). */

@@ -58,7 +58,16 @@ export interface VerifyOptions {
   skipUnlogged?: boolean;
   /** Compare large objects (default true): OID sets and sizes, metadata, and with hashes their content hashes. */
   largeObjects?: boolean;
+  /**
+   * Contents already compared, by relation ("schema.name", unquoted): the cutover's pre-check, made while streaming, of
+   * tables that have not changed on either side since (./precheck.ts). Their structure is still compared here; their
+   * rows (and hash, when it was taken) are not read again. A table that needs a hash the known result lacks is probed.
+   */
+  known?: Map<string, KnownContents>;
 }
+
+/** A table's contents as compared before (see VerifyOptions.known). */
+export interface KnownContents { sourceRows: number; targetRows: number; sourceHash?: string; targetHash?: string }
 
 export interface TableCheck {
   table: string;
@@ -337,6 +346,21 @@ async function probe(c: Client, ep: Endpoint, rel: RelInfo, cols: string[], hash
   }
 }
 
+/** Record both sides' contents on the check, and the difference if any (a structural problem already recorded stays). */
+function judge(check: TableCheck, withHash: boolean, sp: Probe, tp: Probe): void {
+  check.sourceRows = sp.rows;
+  check.targetRows = tp.rows;
+  if (withHash) { check.sourceHash = sp.hash; check.targetHash = tp.hash; }
+  if (check.problem) return; // structural problem already recorded
+  if (sp.error) check.problem = `${check.table}: cannot read on source: ${sp.error}`;
+  else if (tp.error) check.problem = `${check.table}: cannot read on target: ${tp.error}`;
+  else if ((sp.hash === "UNPOPULATED") !== (tp.hash === "UNPOPULATED")) {
+    check.problem = `${check.table}: materialized view ${sp.hash === "UNPOPULATED" ? "not populated on source but populated on target" : "populated on source but not on target"}`;
+  } else if (sp.rows !== tp.rows) check.problem = `${check.table}: ${sp.rows} rows on source, ${tp.rows} on target`;
+  else if (withHash && sp.hash !== tp.hash) check.problem = `${check.table}: contents differ (${sp.rows} rows on both sides, hash ${sp.hash?.slice(0, 12)} on source, ${tp.hash?.slice(0, 12)} on target)`;
+  if (check.problem) check.ok = false;
+}
+
 const KIND_NAMES: Record<string, string> = { r: "table", p: "partitioned table", m: "materialized view" };
 
 function listDiff(a: string[], b: string[]): string {
@@ -415,11 +439,24 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
   }
 
   const columnsMatch = (w: { s: RelInfo; t: RelInfo }) => w.s.cols.join(SEP) === w.t.cols.join(SEP);
-  const withHashOf = (w: Work) => (hashes || hashAnyway.has(tableChecks.get(w.k)!.table)) && columnsMatch(w);
+  // hashTables names relations "schema.name" unquoted (as onlyTables does), not as displayed.
+  const withHashOf = (w: Work) => (hashes || hashAnyway.has(rawName(w.s.schema, w.s.name)) || hashAnyway.has(tableChecks.get(w.k)!.table)) &&
+    columnsMatch(w);
+  /** Plain tables whose contents were compared before (the cutover's pre-check) with what this check needs: not read again. */
+  const knownOf = (w: Work) => {
+    const kn = opts.known?.get(rawName(w.s.schema, w.s.name));
+    return kn && w.s.kind === "r" && columnsMatch(w) && (!withHashOf(w) || (kn.sourceHash !== undefined && kn.targetHash !== undefined)) ? kn : undefined;
+  };
+  for (const w of work.filter((x) => knownOf(x))) {
+    const kn = knownOf(w)!, withHash = withHashOf(w);
+    judge(tableChecks.get(w.k)!, withHash, { rows: kn.sourceRows, hash: withHash ? kn.sourceHash : undefined },
+      { rows: kn.targetRows, hash: withHash ? kn.targetHash : undefined });
+  }
+  const toRead = work.filter((w) => !knownOf(w));
   // Row counts of plain tables go in batches, one statement per side for up to COUNT_BATCH tables: the cost of
   // counting many small tables is round trips, not rows. Hashes and materialized views go one by one.
-  const units: Work[][] = work.filter((w) => withHashOf(w) || w.s.kind !== "r").map((w) => [w]);
-  const countable = work.filter((w) => !withHashOf(w) && w.s.kind === "r");
+  const units: Work[][] = toRead.filter((w) => withHashOf(w) || w.s.kind !== "r").map((w) => [w]);
+  const countable = toRead.filter((w) => !withHashOf(w) && w.s.kind === "r");
   for (let i = 0; i < countable.length; i += COUNT_BATCH) units.push(countable.slice(i, i + COUNT_BATCH));
   let next = 0;
   const runJob = async (job: number) => {
@@ -439,17 +476,7 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
           const withHash = withHashOf(w);
           const [sp, tp] = batched?.[0] && batched[1] ? [{ rows: batched[0][i] }, { rows: batched[1][i] }] as Probe[]
             : await Promise.all([probe(sc, source, w.s, w.cols, withHash, true), probe(tc, target, w.t, w.cols, withHash)]);
-          check.sourceRows = sp.rows;
-          check.targetRows = tp.rows;
-          if (withHash) { check.sourceHash = sp.hash; check.targetHash = tp.hash; }
-          if (check.problem) continue; // structural problem already recorded
-          if (sp.error) check.problem = `${check.table}: cannot read on source: ${sp.error}`;
-          else if (tp.error) check.problem = `${check.table}: cannot read on target: ${tp.error}`;
-          else if ((sp.hash === "UNPOPULATED") !== (tp.hash === "UNPOPULATED")) {
-            check.problem = `${check.table}: materialized view ${sp.hash === "UNPOPULATED" ? "not populated on source but populated on target" : "populated on source but not on target"}`;
-          } else if (sp.rows !== tp.rows) check.problem = `${check.table}: ${sp.rows} rows on source, ${tp.rows} on target`;
-          else if (withHash && sp.hash !== tp.hash) check.problem = `${check.table}: contents differ (${sp.rows} rows on both sides, hash ${sp.hash?.slice(0, 12)} on source, ${tp.hash?.slice(0, 12)} on target)`;
-          if (check.problem) check.ok = false;
+          judge(check, withHash, sp, tp);
         }
       }
     } finally {
