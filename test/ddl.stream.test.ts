@@ -218,9 +218,10 @@ test("stream: DDL that cannot be carried stops the stream by name, cutover refus
 
   await src.query(`CREATE TABLE kl2 (a int)`, "app2");
   await src.query(`INSERT INTO kl2 VALUES (1); UPDATE kl2 SET a = 2; DELETE FROM kl2`, "app2");
+  await src.query(`ALTER TABLE kl2 RENAME TO kl2b`, "app2"); // restored by oid
   await cleanupMigration(source, target, "dr");
-  expect(await src.query(`SELECT relname, relreplident FROM pg_class WHERE relname IN ('kl1', 'kl2') ORDER BY 1`, "app2"))
-    .toEqual([{ relname: "kl1", relreplident: "d" }, { relname: "kl2", relreplident: "d" }]);
+  expect(await src.query(`SELECT relname, relreplident FROM pg_class WHERE relname IN ('kl1', 'kl2b') ORDER BY 1`, "app2"))
+    .toEqual([{ relname: "kl1", relreplident: "d" }, { relname: "kl2b", relreplident: "d" }]);
   expect(await captureLeft("app2")).toEqual([]);
   expect(await leftovers(src, tgt, "app2")).toEqual([]);
 });

@@ -57,18 +57,16 @@ export function captureUndoSql(migration: string): string {
 /**
  * Put back REPLICA IDENTITY DEFAULT on every table the trigger made FULL (listed in the log's payloads, written in the
  * same source transaction as the ALTER, so none is missed even when the applier never read its row), when the table
- * still exists under that name and is still FULL. Runs after the event triggers are dropped (not captured itself).
+ * still exists (found by oid: renamed too) and is still FULL. Runs after the event triggers are dropped (not captured itself).
  */
 function identityUndoSql(migration: string): string {
   const n = captureNames(migration);
   return `DO $pgferry$ DECLARE r record; BEGIN
   IF pg_catalog.to_regclass(${quoteLiteral(n.log)}) IS NULL THEN RETURN; END IF;
-  FOR r IN SELECT DISTINCT e->>'schema' AS s, e->>'name' AS t FROM ${n.log} l,
-             pg_catalog.jsonb_array_elements(coalesce(l.payload::jsonb->'identityFull', '[]')) e LOOP
-    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
-                WHERE ns.nspname = r.s AND c.relname = r.t AND c.relreplident = 'f') THEN
-      EXECUTE pg_catalog.format('ALTER TABLE %I.%I REPLICA IDENTITY DEFAULT', r.s, r.t);
-    END IF;
+  -- By oid: the table may have been renamed since.
+  FOR r IN SELECT DISTINCT c.oid FROM ${n.log} l, pg_catalog.jsonb_array_elements(coalesce(l.payload::jsonb->'identityFull', '[]')) e
+             JOIN pg_catalog.pg_class c ON c.oid = (e->>'oid')::oid AND c.relreplident = 'f' LOOP
+    EXECUTE pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY DEFAULT', r.oid::regclass);
   END LOOP;
 END $pgferry$`;
 }
@@ -135,7 +133,7 @@ BEGIN
     PERFORM pg_catalog.set_config(${inner}, 'on', true);
     EXECUTE pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY FULL', t.objid::regclass);
     PERFORM pg_catalog.set_config(${inner}, '', true);
-    identity := identity || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('schema', t.nspname, 'name', t.relname));
+    identity := identity || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('schema', t.nspname, 'name', t.relname, 'oid', t.objid::text));
   END LOOP;
   -- Columns this transaction added (their catalog row is its own) with a default that is not a constant:
   -- the target would compute it again and get other values (now(), random(), nextval(), clock_timestamp()).
