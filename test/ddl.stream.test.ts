@@ -87,6 +87,16 @@ test("stream: DDL interleaved with writes is applied in place; kill -9 between a
   await ddl(`SELECT nextval('s2'), nextval('s2')`);
   await ddl(`CREATE VIEW acct_view AS SELECT id, label, c FROM acct WHERE c > 2`);
   await ddl(`CREATE FUNCTION double_it(x int) RETURNS int LANGUAGE sql IMMUTABLE AS $$ SELECT x * 2 $$`);
+  // A table created without a key (types without equality too: json, point): published at once, so the trigger gives it
+  // REPLICA IDENTITY FULL — the source's UPDATE/DELETE on it must not fail — and records the undo (named in status).
+  await ddl(`CREATE TABLE keyless (k int, j json, p point, note text)`);
+  expect((await src.query(`SELECT relreplident AS r FROM pg_class WHERE oid = 'keyless'::regclass`, "app"))[0].r).toBe("f");
+  await ddl(`INSERT INTO keyless SELECT g, json_build_object('g', g), point(g, -g), 'n' || g FROM generate_series(1, 30) g`);
+  await ddl(`UPDATE keyless SET note = note || '!', j = json_build_object('u', k), p = point(k, k) WHERE k % 3 = 0`);
+  await ddl(`DELETE FROM keyless WHERE k % 5 = 0`);
+  await until("status to name the FULL identity set on keyless", async () => ((await migrationStatus(source, target, "dd")).sourceChanges ?? [])
+    .some((c) => c.object === "public.keyless" && /REPLICA IDENTITY FULL.*primary key/.test(c.change)), 120000);
+  expect((await tgt.query(`SELECT relreplident AS r FROM pg_class WHERE oid = 'keyless'::regclass`, "app"))[0].r).toBe("d"); // not replayed
   await until("the agent to apply the DDL so far", async () => (await cols(tgt, "public.newt2")).length === 2 &&
     (await tgt.query(`SELECT to_regprocedure('double_it(int)') IS NOT NULL AS ok`, "app"))[0].ok, 120000);
 
@@ -125,7 +135,12 @@ test("stream: DDL interleaved with writes is applied in place; kill -9 between a
   expect(await exited(agent, "cutover while the agent runs")).toBe(0);
 
   // The target is the source, the tables created while streaming included.
-  for (const t of ["public.acct", "public.newt2", "public.nokey", "public.blocker"]) expect(await cols(tgt, t)).toEqual(await cols(src, t));
+  for (const t of ["public.acct", "public.newt2", "public.nokey", "public.blocker", "public.keyless"]) expect(await cols(tgt, t)).toEqual(await cols(src, t));
+  const keyless = `SELECT k, j::text AS j, p::text AS p, note FROM keyless ORDER BY k`;
+  expect(await tgt.query(keyless, "app")).toEqual(await src.query(keyless, "app"));
+  expect((await tgt.query(`SELECT count(*)::int AS n FROM keyless WHERE note LIKE '%!'`, "app"))[0].n).toBe(8);
+  // The cutover gave the source table its identity back.
+  expect((await src.query(`SELECT relreplident AS r FROM pg_class WHERE oid = 'keyless'::regclass`, "app"))[0].r).toBe("d");
   expect(await cols(tgt, "public.dropme")).toEqual([]);
   const idx = `SELECT string_agg(indexname, ',' ORDER BY indexname) AS i FROM pg_indexes WHERE tablename IN ('acct', 'newt2')`;
   expect((await tgt.query(idx, "app"))[0].i).toBe((await src.query(idx, "app"))[0].i);
@@ -180,6 +195,12 @@ test("stream: DDL that cannot be carried stops the stream by name, cutover refus
     (await tgt.query(`SELECT pg_get_userbyid(relowner) AS o FROM pg_class WHERE oid = 't2'::regclass`, "app2"))[0].o === "ddl_owner_src_only", 90000);
   await until("the recorded error to clear", async () => (await migrationStatus(source, target, "dr")).applyError === undefined, 60000);
 
+  // Key-less tables created while streaming: one the agent applies (its undo recorded on the target), one after the stream
+  // stops below (never applied: the capture's own undo restores it). cleanup puts both back to DEFAULT.
+  await src.query(`CREATE TABLE kl1 (a int, b text)`, "app2");
+  await src.query(`INSERT INTO kl1 VALUES (1, 'x'), (2, 'y'); UPDATE kl1 SET b = 'z' WHERE a = 1; DELETE FROM kl1 WHERE a = 2`, "app2");
+  await until("the agent to record kl1's identity", async () => ((await migrationStatus(source, target, "dr")).sourceChanges ?? [])
+    .some((c) => c.object === "public.kl1"), 60000);
   await src.query(`INSERT INTO t2 VALUES (51, 'before')`, "app2");
   await src.query(`ALTER TABLE t2 ADD COLUMN seen timestamptz DEFAULT now()`, "app2");
   await src.query(`INSERT INTO t2 VALUES (52, 'after')`, "app2");
@@ -195,7 +216,12 @@ test("stream: DDL that cannot be carried stops the stream by name, cutover refus
   expect(await exited(agent, "the agent stopping at the refusal")).not.toBe(0);
   expect(agent.log()).toMatch(/ddl_volatile_default|not immutable/);
 
+  await src.query(`CREATE TABLE kl2 (a int)`, "app2");
+  await src.query(`INSERT INTO kl2 VALUES (1); UPDATE kl2 SET a = 2; DELETE FROM kl2`, "app2");
+  await src.query(`ALTER TABLE kl2 RENAME TO kl2b`, "app2"); // restored by oid
   await cleanupMigration(source, target, "dr");
+  expect(await src.query(`SELECT relname, relreplident FROM pg_class WHERE relname IN ('kl1', 'kl2b') ORDER BY 1`, "app2"))
+    .toEqual([{ relname: "kl1", relreplident: "d" }, { relname: "kl2b", relreplident: "d" }]);
   expect(await captureLeft("app2")).toEqual([]);
   expect(await leftovers(src, tgt, "app2")).toEqual([]);
 });

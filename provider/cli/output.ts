@@ -109,6 +109,10 @@ export function formatStatus(s: MigrationStatus): string {
       `${lo.sourceCount !== undefined ? `, ${lo.sourceCount} (${size(lo.sourceBytes)}) on the source` : ""}` +
       `${lo.carried ? "" : " — not carried (--no-large-objects)"}`);
   }
+  if (s.sourceChanges?.length) {
+    lines.push(`  source changes (undone by cutover or cleanup) (${s.sourceChanges.length}):`);
+    for (const c of s.sourceChanges) lines.push(`    - ${c.object}: ${c.change}`);
+  }
   if (s.notCarried?.length) {
     lines.push(`  not carried to the target (${s.notCarried.length}):`);
     for (const x of s.notCarried) lines.push(`    - ${x.kind} ${x.object}: ${x.reason}\n        fix: ${x.fix}`);

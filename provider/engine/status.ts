@@ -16,6 +16,7 @@ import { rollbackWindowStatus, RollbackWindowStatus } from "./rollback/rollback"
 import { NotCarried } from "./catalog/catalog";
 import { readNotCarried } from "./copy/schema";
 import { largeObjectTotals } from "./copy/largeObjects";
+import { listSourceChanges, SourceChange } from "./state/sourceChanges";
 
 
 export interface MigrationStatus {
@@ -75,6 +76,8 @@ export interface MigrationStatus {
   largeObjects?: { carried: boolean; targetCount: number; targetBytes?: number; sourceCount?: number; sourceBytes?: number };
   /** What the target does not get from the source, with why and the fix (recorded by start). */
   notCarried?: NotCarried[];
+  /** What pgferry changed on the source and undoes at cutover/cleanup (e.g. REPLICA IDENTITY FULL, with its warning). */
+  sourceChanges?: SourceChange[];
   /** After a cutover with reverseReplication: the rollback window (state; while open, the reverse lag and applied position). */
   rollbackWindow?: RollbackWindowStatus;
   timestamps: Pick<MigrationRecord, "createdAt" | "loadStartedAt" | "loadFinishedAt" | "streamingSince" | "completedAt">;
@@ -105,6 +108,7 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
       applyError: m.applyError ? { kind: m.applyError.kind, code: m.applyError.code, message: m.applyError.message, at: m.applyError.at } : undefined,
       timestamps: { createdAt: m.createdAt, loadStartedAt: m.loadStartedAt, loadFinishedAt: m.loadFinishedAt, streamingSince: m.streamingSince, completedAt: m.completedAt },
       notCarried: await readNotCarried(tgt, name),
+      sourceChanges: await listSourceChanges(tgt, name),
     };
     const onTarget = await largeObjectTotals(tgt);
     st.largeObjects = { carried: m.options.largeObjects !== false, targetCount: onTarget.count, targetBytes: onTarget.bytes };

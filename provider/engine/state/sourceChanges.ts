@@ -11,7 +11,7 @@
  */
 import { Client } from "pg";
 import { CONTROL_SCHEMA } from "../catalog/catalog";
-import { qualified, quoteIdent } from "../core/endpoint";
+import { qualified, quoteIdent, quoteLiteral } from "../core/endpoint";
 import { ensureControlSchema } from "./controlSchema";
 
 export interface SourceChange {
@@ -71,6 +71,29 @@ export async function recordSourceChange(tgt: Client, migration: string, c: Sour
   await tgt.query(`INSERT INTO ${S}.source_change (migration, object, kind, change, undo_sql) VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT (migration, kind, object) DO NOTHING`, [migration, c.object, c.kind, c.change, c.undoSql]);
   return (await listSourceChanges(tgt, migration)).find((x) => x.object === c.object)!;
+}
+
+/**
+ * --ddl replicate: the capture trigger gave these tables, created on the source while streaming without a primary key,
+ * REPLICA IDENTITY FULL (else the source refuses their UPDATEs/DELETEs). Recorded by the applier in its target
+ * transaction, with the DDL; the undo puts DEFAULT back only if the table still exists and is still FULL. (The
+ * capture's own undo does the same from the source's log, for a row the applier never reached.)
+ */
+export async function recordIdentitySetByCapture(tgt: Client, migration: string, tables: { schema: string; name: string }[]): Promise<void> {
+  for (const t of tables) {
+    const undo = `DO $pgferry$ BEGIN IF EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace ` +
+      `WHERE n.nspname = ${quoteLiteral(t.schema)} AND c.relname = ${quoteLiteral(t.name)} AND c.relreplident = 'f') THEN ` +
+      `ALTER TABLE ${qualified(t.schema, t.name)} REPLICA IDENTITY DEFAULT; END IF; END $pgferry$`;
+    await tgt.query(`INSERT INTO ${S}.source_change (migration, object, kind, change, undo_sql) VALUES ($1, $2, 'replica_identity', $3, $4)
+      ON CONFLICT (migration, kind, object) DO NOTHING`, [migration, `${t.schema}.${t.name}`,
+      identityWarning(`${t.schema}.${t.name}`), undo]);
+  }
+}
+
+/** The warning for a table created without a key while streaming (--ddl replicate set FULL on it). */
+export function identityWarning(table: string): string {
+  return `REPLICA IDENTITY FULL (was DEFAULT), set by --ddl replicate: ${table} was created on the source without a primary key while ` +
+    `streaming; FULL writes whole old rows to the WAL and makes each UPDATE/DELETE slower to apply. Fix: add a primary key to ${table}`;
 }
 
 export async function listSourceChanges(tgt: Client, migration: string): Promise<SourceChange[]> {

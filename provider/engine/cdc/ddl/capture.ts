@@ -50,8 +50,25 @@ export function captureNames(migration: string): { endTrigger: string; dropTrigg
 export function captureUndoSql(migration: string): string {
   const n = captureNames(migration);
   return [`DROP EVENT TRIGGER IF EXISTS ${quoteIdent(n.endTrigger)}`, `DROP EVENT TRIGGER IF EXISTS ${quoteIdent(n.dropTrigger)}`,
-    `DROP FUNCTION IF EXISTS ${n.endFunction}()`, `DROP FUNCTION IF EXISTS ${n.dropFunction}()`, `DROP TABLE IF EXISTS ${n.log}`,
+    `DROP FUNCTION IF EXISTS ${n.endFunction}()`, `DROP FUNCTION IF EXISTS ${n.dropFunction}()`, identityUndoSql(migration), `DROP TABLE IF EXISTS ${n.log}`,
     `DO $pgferry$ BEGIN DROP SCHEMA IF EXISTS ${S}; EXCEPTION WHEN dependent_objects_still_exist THEN NULL; END $pgferry$`].join("; ");
+}
+
+/**
+ * Put back REPLICA IDENTITY DEFAULT on every table the trigger made FULL (listed in the log's payloads, written in the
+ * same source transaction as the ALTER, so none is missed even when the applier never read its row), when the table
+ * still exists (found by oid: renamed too) and is still FULL. Runs after the event triggers are dropped (not captured itself).
+ */
+function identityUndoSql(migration: string): string {
+  const n = captureNames(migration);
+  return `DO $pgferry$ DECLARE r record; BEGIN
+  IF pg_catalog.to_regclass(${quoteLiteral(n.log)}) IS NULL THEN RETURN; END IF;
+  -- By oid: the table may have been renamed since.
+  FOR r IN SELECT DISTINCT c.oid FROM ${n.log} l, pg_catalog.jsonb_array_elements(coalesce(l.payload::jsonb->'identityFull', '[]')) e
+             JOIN pg_catalog.pg_class c ON c.oid = (e->>'oid')::oid AND c.relreplident = 'f' LOOP
+    EXECUTE pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY DEFAULT', r.oid::regclass);
+  END LOOP;
+END $pgferry$`;
 }
 
 /** The statements creating the capture for these schemas and this publication (replaced if present: a re-run converges). */
@@ -59,6 +76,7 @@ export function captureSql(migration: string, schemas: string[], publication: st
   const n = captureNames(migration);
   const arr = `ARRAY[${schemas.map(quoteLiteral).join(", ") || "NULL"}]::text[]`;
   const flag = quoteLiteral(`pgferry.ddl_dropped_${migration}`);
+  const inner = quoteLiteral(`pgferry.ddl_inner_${migration}`);
   return [
     `CREATE SCHEMA IF NOT EXISTS ${S}`,
     `CREATE TABLE IF NOT EXISTS ${n.log} (id bigserial PRIMARY KEY, payload text NOT NULL)`,
@@ -77,7 +95,10 @@ DECLARE
   added jsonb;
   t record;
   dropped boolean;
+  identity jsonb := '[]';
 BEGIN
+  -- Our own ALTER TABLE … REPLICA IDENTITY FULL below fires this trigger again: not a statement of the source's.
+  IF coalesce(pg_catalog.current_setting(${inner}, true), '') = 'on' THEN RETURN; END IF;
   PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
   dropped := coalesce(current_setting(${flag}, true), '') = 'on';
   SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('tag', c.command_tag, 'type', c.object_type, 'identity', c.object_identity)), '[]')
@@ -99,6 +120,21 @@ BEGIN
       EXECUTE pg_catalog.format('ALTER PUBLICATION %I ADD TABLE %s', ${quoteLiteral(publication)}, t.objid::regclass);
     END IF;
   END LOOP;
+  -- A published table without a key makes PostgreSQL refuse every UPDATE/DELETE on it, on the source: a new table
+  -- with no primary key and the default identity (partitions too: the check is on the leaf) gets REPLICA IDENTITY
+  -- FULL in this transaction. Listed in the payload: the applier records it (with its undo) on the target, and the
+  -- capture's undo puts DEFAULT back from the log. Not replayed: the target keeps DEFAULT, the source's final state.
+  FOR t IN SELECT DISTINCT c.objid, ns.nspname, k.relname FROM pg_catalog.pg_event_trigger_ddl_commands() c
+             JOIN pg_catalog.pg_class k ON k.oid = c.objid JOIN pg_catalog.pg_namespace ns ON ns.oid = k.relnamespace
+            WHERE c.command_tag = 'CREATE TABLE' AND c.object_type = 'table' AND c.schema_name = ANY (${arr})
+              AND k.relkind = 'r' AND k.relpersistence = 'p' AND k.relreplident = 'd'
+              AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index x WHERE x.indrelid = k.oid AND x.indisprimary)
+              AND EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = ${quoteLiteral(publication)}) LOOP
+    PERFORM pg_catalog.set_config(${inner}, 'on', true);
+    EXECUTE pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY FULL', t.objid::regclass);
+    PERFORM pg_catalog.set_config(${inner}, '', true);
+    identity := identity || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('schema', t.nspname, 'name', t.relname, 'oid', t.objid::text));
+  END LOOP;
   -- Columns this transaction added (their catalog row is its own) with a default that is not a constant:
   -- the target would compute it again and get other values (now(), random(), nextval(), clock_timestamp()).
   SELECT coalesce(pg_catalog.jsonb_agg(DISTINCT a.attname), '[]') INTO added
@@ -111,7 +147,7 @@ BEGIN
           SELECT 1 FROM pg_catalog.regexp_matches(d.adbin::text, ':(?:op)?funcid (\\d+)', 'g') f(m)
             JOIN pg_catalog.pg_proc p ON p.oid = f.m[1]::oid WHERE p.provolatile <> 'i'));
   INSERT INTO ${n.log} (payload) VALUES (pg_catalog.jsonb_build_object('v', 1, 'sql', current_query(),
-    'commands', cmds, 'searchPath', caller_path, 'nonConstantDefaults', added, 'dropped', dropped)::text);
+    'commands', cmds, 'searchPath', caller_path, 'nonConstantDefaults', added, 'dropped', dropped, 'identityFull', identity)::text);
   PERFORM pg_catalog.set_config('search_path', caller_path, true);
 END $pgferry$`,
     `DROP EVENT TRIGGER IF EXISTS ${quoteIdent(n.dropTrigger)}`,

@@ -27,6 +27,8 @@ export interface DdlPayload {
   /** Columns added in the transaction whose default is not immutable. */
   nonConstantDefaults: string[];
   dropped?: boolean;
+  /** Tables the statement created without a key, which the trigger gave REPLICA IDENTITY FULL (not replayed on the target). */
+  identityFull?: { schema: string; name: string }[];
 }
 
 /** The statement to run on the target, with the search_path to run it under. */

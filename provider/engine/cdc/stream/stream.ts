@@ -28,6 +28,7 @@ import type { DecoderSession } from "../decoders/decoder";
 import { readStreamSetup } from "../decoders/wal2json";
 import { ddlToApply, parseDdlPayload } from "../ddl/statement";
 import { ddlLogTableName } from "../ddl/capture";
+import { recordIdentitySetByCapture } from "../../state/sourceChanges";
 import { ReplicationStream } from "./replication";
 import { SLOT_LOST_PATTERN, slotLostError } from "../../copy/snapshot";
 import { ensureControlSchema } from "../../state/controlSchema";
@@ -656,7 +657,8 @@ export class StreamApplier {
    * session before it, with a named error (status shows it; cutover refuses while it is recorded).
    */
   private async applyDdl(payload: string): Promise<void> {
-    const stmt = ddlToApply(parseDdlPayload(payload));
+    const parsed = parseDdlPayload(payload);
+    const stmt = ddlToApply(parsed);
     this.flush();
     await this.settle(0);
     const c = this.target!;
@@ -665,6 +667,10 @@ export class StreamApplier {
       await c.query(`SELECT pg_catalog.set_config('search_path', $1, true)`, [stmt.searchPath]);
       await c.query(stmt.sql);
       await c.query(`RESET search_path`);
+      // The source's undo of the FULL identity the trigger set on a new key-less table, in this transaction (exactly once).
+      if (Array.isArray(parsed.identityFull) && parsed.identityFull.length) {
+        await recordIdentitySetByCapture(c, this.o.migration, parsed.identityFull);
+      }
     } catch (e) {
       const err = new PgferryError("ddl_failed", `DDL replication stopped: the target refused the source's statement "${stmt.summary}": ` +
         `${(e as Error).message}. Nothing from its source transaction or after it was applied or acknowledged. Fix: make the target accept ` +
