@@ -538,7 +538,13 @@ async function verifyTarget(r: CutoverRun): Promise<void> {
     r.verifyMode === "hashes" ? [] : touchedTables(r.src, r.tgt, r.name, r.selected).then((t) => [...t]),
     r.preCheck ? readFingerprints(fingerprintsOn.source, fingerprintsOn.target, r.name, r.m.mode === "stream", r.selected) : undefined,
   ]);
-  const known = now ? stillValid(r.preCheck, now) : undefined;
+  // The source's fingerprints stand on its statistics, which a session flushes at exit, or at most 10 s after going
+  // idle (PGSTAT_IDLE_INTERVAL), and not while it is busy or in a transaction: a session that may still hold a
+  // change's counts makes every pre-check verdict unsafe, so then every table is compared now.
+  const holders = now ? await statisticsHolders(fingerprintsOn.source, r.src) : [];
+  if (holders.length) r.say(`comparing every table at the fence: ${describeSessions(holders)} may still hold unflushed statistics ` +
+    `(the pre-check's verdicts stand only when the source's sessions were ended by --freeze-writes or idle for ${STATS_FLUSHED_AFTER_S} s)`);
+  const known = now && !holders.length ? stillValid(r.preCheck, now) : undefined;
   r.preChecked = known?.size;
   r.say(`verifying the target against the source (${r.verifyMode === "hashes" ? "row counts and content hashes" :
     `row counts, and content hashes of the ${touched.length} table(s) changed during replication`}` +
@@ -761,6 +767,24 @@ const SESSIONS_SQL = `SELECT a.pid, a.usename AS user, a.application_name AS app
 
 const toSession = (x: any): SessionInfo => ({ pid: x.pid, user: x.user, application: x.app, clientAddr: x.addr ?? undefined, superuser: x.superuser,
   state: x.state ?? undefined });
+
+/** Seconds after which an idle session has flushed its statistics: PostgreSQL's PGSTAT_IDLE_INTERVAL (10 s) and a margin. */
+const STATS_FLUSHED_AFTER_S = 12;
+
+/**
+ * Sessions of the source database, other than pgferry's, whose statistics may not be flushed yet: any that is not
+ * idle, or went idle less than STATS_FLUSHED_AFTER_S ago (client backends and background workers that run user code;
+ * walsenders and autovacuum change no user rows).
+ */
+async function statisticsHolders(on: Client, src: Client): Promise<SessionInfo[]> {
+  const own = ownSourceSessions.get(src) ?? new Set<number>();
+  const rows = (await on.query(`SELECT a.pid, a.usename AS user, a.application_name AS app, a.client_addr::text AS addr, false AS superuser, a.state
+    FROM pg_stat_activity a WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.pid <> ALL($1::int[])
+      AND a.backend_type NOT IN ('walsender', 'autovacuum worker', 'logical replication worker', 'parallel worker')
+      AND NOT (a.state = 'idle' AND a.state_change < clock_timestamp() - make_interval(secs => $2))`,
+    [[...own, ...((src as unknown as { processID?: number }).processID ? [(src as unknown as { processID: number }).processID] : [])], STATS_FLUSHED_AFTER_S])).rows;
+  return rows.map(toSession);
+}
 
 /** Client sessions of the source database other than ours (walsenders and background workers excepted). */
 async function otherSessions(src: Client): Promise<SessionInfo[]> {
