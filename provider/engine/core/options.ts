@@ -3,6 +3,8 @@ import { TableSelection } from "../catalog/catalog";
 import { checkDistribution, Distribution, hasDistribution, NO_DISTRIBUTION } from "../copy/distribution";
 import { DEFAULT_STALL_TIMEOUT_SEC } from "./endpoint";
 import { PgferryError } from "./errors";
+// The modes' requirements (cdc.ts imports this module back, for types only and inside functions: the cycle is load-safe).
+import { cdcFor } from "../cdc/cdc";
 import { CLI_ONLY, MIGRATION_INPUTS as SPEC } from "./optionSpec";
 
 /** subscription: the target's own apply worker consumes the slot. stream: pgferry reads and applies it. */
@@ -83,8 +85,11 @@ export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: stri
   if (!CDC_MODES.includes(mode)) throw new PgferryError("bad_mode", `--mode must be one of ${CDC_MODES.join(", ")}`);
   const plugin = o.plugin ?? SPEC.plugin.default;
   if (!OUTPUT_PLUGINS.includes(plugin)) throw new PgferryError("bad_plugin", `--plugin must be one of ${OUTPUT_PLUGINS.join(", ")}`);
-  if (plugin === "wal2json" && mode !== "stream") {
-    throw new PgferryError("bad_plugin", `--plugin wal2json needs --mode stream (a subscription always decodes with pgoutput)`);
+  // Which plugins a mode decodes with is the mode's own statement (cdc/cdc.ts CdcRequirements).
+  const { requirements } = cdcFor(mode);
+  if (!requirements.plugins.includes(plugin)) {
+    const modes = CDC_MODES.filter((m) => cdcFor(m).requirements.plugins.includes(plugin));
+    throw new PgferryError("bad_plugin", `--plugin ${plugin} needs --mode ${modes.join(" or ")} (${requirements.pluginRefusal ?? `${mode} mode does not decode with it`})`);
   }
   const unlogged = o.unlogged ?? SPEC.unlogged.default;
   if (!UNLOGGED_HANDLING.includes(unlogged)) throw new PgferryError("bad_unlogged", `--unlogged must be one of ${UNLOGGED_HANDLING.join(", ")}`);

@@ -9,6 +9,8 @@ import type { TableSelection } from "../../catalog/catalog";
 import type { Endpoint } from "../../core/endpoint";
 import type { OutputPlugin } from "../../core/options";
 import type { Change } from "./change";
+import type { TableInfo } from "../../catalog/catalog";
+import type { AddFinding } from "../cdc";
 
 /** How a migration streams: the plugin, the tables, and what preflight found the plugin supports. */
 export interface StreamSetup { plugin: OutputPlugin; selection: TableSelection; numericAsString: boolean }
@@ -41,6 +43,12 @@ export interface Decoder {
   createSlotCommand(slot: string): string;
   /** Is the plugin usable on this source (loadable, allowed), and with which capabilities? */
   probe(src: Client): Promise<DecoderProbe>;
+  /**
+   * Preflight, on a source that can replicate (wal_level logical, a replication role): can this source decode with the
+   * plugin, and can what it writes be read back for `tables`? Adds findings with their fix; returns the probe.
+   * Absent: nothing to check (pgoutput is built into every server).
+   */
+  checkSource?(x: { src: Client; sourceVersion: number; maxSlots: number; tables: TableInfo[]; add: AddFinding }): Promise<DecoderProbe | undefined>;
   /** A decoding session for a migration's stream; `publication` is its name (for plugins that need one). */
   open(source: Endpoint, setup: StreamSetup, publication: string): Promise<DecoderSession>;
   /**
