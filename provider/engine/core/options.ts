@@ -70,6 +70,16 @@ export const DEFAULT_SNAPSHOT_TIMEOUT_SEC: number = CLI_ONLY.snapshotTimeout.def
 
 export const DEFAULT_NAME: string = SPEC.name.default;
 
+/**
+ * The CDC mode when none is given: stream when distributed or reference tables (a Citus target) are named, else the spec's
+ * default. Also what the Pulumi outputs show for an unset mode (the mode the engine actually runs).
+ */
+export function defaultMode(distribution: Distribution | undefined): CdcMode {
+  // Distributed or reference tables (a Citus target) default to stream mode: a subscription writes into the coordinator's
+  // local copy of such a table, which Citus never reads (docs/citus.md), so it is refused there.
+  return hasDistribution(checkDistribution(distribution ?? NO_DISTRIBUTION)) ? "stream" : SPEC.mode.default;
+}
+
 export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: string[]; include?: string[]; exclude?: string[] }): MigrationOptions {
   const name = o.name ?? DEFAULT_NAME;
   if (!/^[a-z0-9_]{1,40}$/.test(name)) {
@@ -79,9 +89,7 @@ export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: stri
     // <name>_rev is the reverse migration of a rollback window (rollback.ts): a forward one may not take it.
     throw new PgferryError("bad_name", `--name "${name}": names ending in _rev are reserved for rollback windows; choose another name`);
   }
-  // Distributed or reference tables (a Citus target) default to stream mode: a subscription writes into the coordinator's
-  // local copy of such a table, which Citus never reads (docs/citus.md), so it is refused there.
-  const mode = o.mode ?? (hasDistribution(checkDistribution(o.distribution ?? NO_DISTRIBUTION)) ? "stream" : SPEC.mode.default);
+  const mode = o.mode ?? defaultMode(o.distribution);
   if (!CDC_MODES.includes(mode)) throw new PgferryError("bad_mode", `--mode must be one of ${CDC_MODES.join(", ")}`);
   const plugin = o.plugin ?? SPEC.plugin.default;
   if (!OUTPUT_PLUGINS.includes(plugin)) throw new PgferryError("bad_plugin", `--plugin must be one of ${OUTPUT_PLUGINS.join(", ")}`);
