@@ -49,7 +49,7 @@ test("Migration outputs show the mode the engine runs: stream when distribution 
   expect(pickInputs(citus)).toMatchObject({ mode: "stream" });
   expect(pickInputs(base)).toMatchObject({ mode: "subscription" });
   expect(pickInputs({ ...citus, mode: "subscription" })).toMatchObject({ mode: "subscription" });
-  const status = { name: "m", phase: "Loading" as const, tables: [], rowsCopied: 0, bytesCopied: 0 };
+  const status = { name: "m", phase: "Loading" as const, tables: [], rowsCopied: 0, bytesCopied: 0, timestamps: { createdAt: new Date(0) } };
   expect(toOutputs(pickInputs(citus), status).mode).toBe("stream");
   // The recorded mode wins (what the migration really runs, e.g. adopted from an earlier create).
   expect(toOutputs(pickInputs(base), { ...status, mode: "stream" }).mode).toBe("stream");
