@@ -420,6 +420,13 @@ export class StreamApplier {
       await this.close();
       throw e;
     }
+    // stop() may also have come while the decoder opened: finish() then closed what existed, so nothing may start
+    // now — a stream begun here would never be consumed nor stopped, and its ping and watchdog timers would keep the
+    // process alive for good (the rare hang after a whole test run, issue 15).
+    if (this.stopped || this.finishing) {
+      await this.close();
+      return this.done;
+    }
     const decoder = this.decoder;
     const svc = new ReplicationStream(
       clientConfig(this.source, { application_name: `pgferry_${this.o.migration}`, options: decoder.connectionOptions }), {
