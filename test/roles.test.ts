@@ -17,6 +17,7 @@ const dropRoles = async (s: LocalServer, dbs: string[]) => {
   for (const r of ROLES) await s.query(`DROP ROLE IF EXISTS ${r}`);
 };
 
+const ALL_DBS = ["roles_subscription", "roles_stream", "roles_differs", "roles_differs_subscription", "roles_nopw_subscription", "roles_nopw_stream", "roles_nocreate"];
 beforeAll(async () => { [src, tgt] = await startServers(15, 17); });
 afterAll(async () => {
   await dropRoles(src, ["roles_subscription", "roles_stream", "roles_differs"]).catch(() => undefined);
@@ -74,16 +75,16 @@ test.each(["subscription", "stream"] as const)("mode %s: roles, ownership, grant
   await dropRoles(src, [db]); await dropRoles(tgt, [db]);
 }, 240000);
 
-test("an existing target role with other attributes is reported, not changed; the others are created", async () => {
-  const db = "roles_differs";
-  const all = ["roles_subscription", "roles_stream", db];
+test.each(["subscription", "stream"] as const)("mode %s: an existing target role with other attributes is reported, not changed; the others are created", async (mode) => {
+  const db = mode === "stream" ? "roles_differs" : `roles_differs_${mode}`;
+  const all = ["roles_subscription", "roles_stream", "roles_differs", "roles_differs_subscription"];
   await dropRoles(src, all); await dropRoles(tgt, all);
   await src.createDatabase(db); await tgt.createDatabase(db);
   await src.query(`CREATE ROLE app_owner NOLOGIN CREATEDB; CREATE ROLE app_rw NOLOGIN`);
   await tgt.query(`CREATE ROLE app_owner NOLOGIN NOCREATEDB CONNECTION LIMIT 3`);
   await src.query(`CREATE TABLE t (id int PRIMARY KEY); ALTER TABLE t OWNER TO app_owner; GRANT SELECT ON t TO app_rw`, db);
   const source = parseEndpoint(src.uri(db), "source"), target = parseEndpoint(tgt.uri(db), "target");
-  const started = await startMigration(source, target, migrationOptions({ name: "roles", mode: "stream", jobs: 2, roles: true }));
+  const started = await startMigration(source, target, migrationOptions({ name: "roles", mode, jobs: 2, roles: true }));
   expect(started.roles!.created).toEqual(["app_rw"]);
   expect(started.roles!.existing).toEqual(["app_owner"]);
   const f = started.findings.find((x) => x.code === "role_differs")!;
@@ -95,4 +96,69 @@ test("an existing target role with other attributes is reported, not changed; th
   expect(cleaned.createdRoles).toEqual(["app_rw"]);
   expect(await leftovers(src, tgt, db)).toEqual([]);
   await dropRoles(src, [db]); await dropRoles(tgt, [db]);
+}, 120000);
+
+/** The roles the non-superuser tests add on the source: a migration user that may replicate but not read pg_authid. */
+const MIGRATOR = "ferry_limited";
+const dropMigrator = async (s: LocalServer) => { await s.query(`DROP ROLE IF EXISTS ${MIGRATOR}`).catch(() => undefined); };
+
+test.each(["subscription", "stream"] as const)("mode %s: a source role that may not read pg_authid: roles created without password, the finding names them; "
+  + "setting one on the target makes the login work", async (mode) => {
+  const db = `roles_nopw_${mode}`;
+  await dropRoles(src, ALL_DBS); await dropRoles(tgt, ALL_DBS); await dropMigrator(src); await dropMigrator(tgt);
+  await src.createDatabase(db); await tgt.createDatabase(db);
+  await src.query(`CREATE ROLE app_owner NOLOGIN; CREATE ROLE app_login LOGIN PASSWORD 'login-pw-2';
+    CREATE ROLE ${MIGRATOR} LOGIN REPLICATION PASSWORD 'limited-pw'; GRANT app_owner TO ${MIGRATOR}; GRANT CREATE ON DATABASE ${db} TO ${MIGRATOR}`);
+  await src.query(`CREATE TABLE items (id int PRIMARY KEY, name text); ALTER TABLE items OWNER TO app_owner;
+    INSERT INTO items SELECT g, 'n' || g FROM generate_series(1, 20) g; GRANT SELECT ON items TO app_login`, db);
+  // Not a superuser: it may not read pg_authid, so no verifier can be copied.
+  expect((await src.query(`SELECT rolsuper FROM pg_roles WHERE rolname = '${MIGRATOR}'`))[0].rolsuper).toBe(false);
+  const source = parseEndpoint(src.uri(db, MIGRATOR, "limited-pw"), "source"), target = parseEndpoint(tgt.uri(db), "target");
+  const started = await startMigration(source, target, migrationOptions({ name: "roles", mode, jobs: 2, roles: true }))
+    .catch((e) => { throw new Error(`${e.message}: ${JSON.stringify(e.findings)}`); });
+  expect(started.phase).toBe("ReadyToCutover");
+  expect(started.roles!.passwords).toEqual([]);
+  // Every login role created is named (the migration user itself is a member of the owner, so it is carried too).
+  const f = started.findings.find((x) => x.code === "role_passwords")!;
+  expect(f).toMatchObject({ severity: "warning", server: "target", objects: ["app_login", MIGRATOR] });
+  expect(f.message).toMatch(/"app_login", "ferry_limited" were created on the target without a password/);
+  expect(f.fix).toMatch(/ALTER ROLE … PASSWORD/);
+  expect(f.message + f.fix).not.toContain("limited-pw");
+  expect((await tgt.query(`SELECT rolname, rolpassword IS NULL AS none FROM pg_authid WHERE rolname IN ('app_login', '${MIGRATOR}') ORDER BY 1`)))
+    .toEqual([{ rolname: "app_login", none: true }, { rolname: MIGRATOR, none: true }]);
+  // Not the database's owner: it may not freeze the source, so the cutover waits for writes to stop instead (none here).
+  const cut = await cutoverMigration(source, target, { name: "roles", freezeWrites: false, timeoutSec: 120, jobs: 2 });
+  expect(cut.phase).toBe("Completed");
+  // No password: the login fails on the target until one is set there (the finding's fix), then it reads its grant.
+  const login = async () => { const c = new Client({ connectionString: tgt.uri(db, "app_login", "login-pw-2") }); await c.connect();
+    try { return (await c.query(`SELECT count(*)::int AS n FROM items`)).rows[0].n; } finally { await c.end(); } };
+  await expect(login()).rejects.toThrow(/password authentication failed/);
+  await tgt.query(`ALTER ROLE app_login PASSWORD 'login-pw-2'`);
+  expect(await login()).toBe(20);
+  expect((await tgt.query(`SELECT pg_get_userbyid(relowner) AS o FROM pg_class WHERE relname = 'items'`, db))[0].o).toBe("app_owner");
+  await cleanupMigration(source, target, "roles");
+  expect(await leftovers(src, tgt, db)).toEqual([]);
+  await dropRoles(src, [db]); await dropRoles(tgt, [db]); await dropMigrator(src); await dropMigrator(tgt);
+}, 240000);
+
+test("--roles with a target user that may not create roles: preflight names the roles and the fix; nothing is created", async () => {
+  const db = "roles_nocreate";
+  await dropRoles(src, ALL_DBS); await dropRoles(tgt, ALL_DBS); await dropMigrator(tgt);
+  await src.createDatabase(db); await tgt.createDatabase(db);
+  await src.query(`CREATE ROLE app_owner NOLOGIN; CREATE ROLE app_rw NOLOGIN`);
+  await src.query(`CREATE TABLE t (id int PRIMARY KEY); ALTER TABLE t OWNER TO app_owner; GRANT SELECT ON t TO app_rw`, db);
+  // On the target: may create schemas in the database, may not create roles.
+  await tgt.query(`CREATE ROLE ${MIGRATOR} LOGIN PASSWORD 'limited-pw'; GRANT CREATE ON DATABASE ${db} TO ${MIGRATOR}`);
+  await tgt.query(`GRANT SET ON PARAMETER session_replication_role TO ${MIGRATOR}`).catch(() => undefined);
+  const source = parseEndpoint(src.uri(db), "source"), target = parseEndpoint(tgt.uri(db, MIGRATOR, "limited-pw"), "target");
+  const err = await startMigration(source, target, migrationOptions({ name: "roles", mode: "stream", jobs: 2, roles: true })).catch((e) => e);
+  expect(err.code).toBe("preflight");
+  const f = err.findings.find((x: { code: string }) => x.code === "roles_create");
+  expect(f).toMatchObject({ severity: "error", server: "target", objects: ["app_owner", "app_rw"] });
+  expect(f.message).toMatch(/--roles must create role\(s\) app_owner, app_rw on the target, but "ferry_limited" is neither superuser nor has CREATEROLE/);
+  expect(f.fix).toMatch(/superuser or a role with CREATEROLE/);
+  expect(await tgt.query(`SELECT rolname FROM pg_roles WHERE rolname IN ('app_owner', 'app_rw')`)).toEqual([]);
+  expect(await leftovers(src, tgt, db)).toEqual([]);
+  await dropRoles(src, [db]); await dropRoles(tgt, [db]);
+  await tgt.query(`DROP OWNED BY ${MIGRATOR}`, db).catch(() => undefined); await dropMigrator(tgt);
 }, 120000);

@@ -102,6 +102,11 @@ export function formatStatus(s: MigrationStatus): string {
     lines.push(`  schema changed on the source — cutover refuses until the target matches (${s.schemaDifferences.length}):`);
     for (const d of s.schemaDifferences) lines.push(`    ✗ ${d.problem}${d.fix ? `\n        fix on the target: ${d.fix}` : ""}`);
   }
+  if (s.truncatedPartitions?.length) {
+    lines.push(`  ! partition(s) truncated (or rewritten) on the source since the load — a TRUNCATE of a single partition is not replicated, ` +
+      `so the target may still hold their old rows; the cutover copies them again while writes are stopped (${s.truncatedPartitions.length}): ` +
+      s.truncatedPartitions.join(", "));
+  }
   if (s.largeObjects && (s.largeObjects.carried || s.largeObjects.sourceCount)) {
     const lo = s.largeObjects;
     const size = (b?: number) => (b === undefined ? "size not readable by this role" : human(b));

@@ -23,6 +23,7 @@ import { dropTargetApply, installTargetApply } from "./cdc/ddl/targetApply";
 import { describeSourceChanges, listSourceChanges, restoreSourceChanges, setReplicaIdentityFull, SourceChange } from "./state/sourceChanges";
 import { preflight, PreflightResult } from "./preflight/preflight";
 import { recordActivityBaseline } from "./verify/touched";
+import { recordPartitionFiles } from "./copy/partitionTruncates";
 import { applyEntries, applyForeignKeysWhileStreaming, dumpSchema, foreignKeyEntries, ForeignKeysWhileStreaming, largeObjectFix, matviewEntries, readNotCarried, SchemaEntry, storeEntries } from "./copy/schema";
 import {
   BlockingTransaction, createPublication, createSlotWithSnapshot, describeBlocking, dropPublication, dropSlot, slotInfo,
@@ -546,6 +547,8 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
       await guard.query(`LOCK TABLE ${lockable.join(", ")} IN ACCESS SHARE MODE`);
       // Before the slot: the cutover gate hashes the tables whose source counters moved since (./touched.ts).
       await recordActivityBaseline(src, tgt, o.name);
+      // Under the same locks: the leaves' file nodes, so a TRUNCATE of one leaf (not replicated) is seen (copy/partitionTruncates.ts).
+      await recordPartitionFiles(src, tgt, o.name, pf.tables);
       // wal2json decodes every table of the database (filtered by add-tables): no publication.
       if (decoderFor(o.plugin).needsPublication) await createPublication(src, names.publication, publishedTables(pf.tables));
       // --ddl replicate: the capture exists before the slot, so every DDL committed after its consistent point is in the stream

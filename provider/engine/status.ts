@@ -4,6 +4,7 @@
  */
 import { Client } from "pg";
 import { SubscriptionInfo } from "./cdc/subscription/subscription";
+import { rewrittenPartitions } from "./copy/partitionTruncates";
 import { cdcFor } from "./cdc/cdc";
 import { connect, Endpoint } from "./core/endpoint";
 import { lsnDiff } from "./core/lsn";
@@ -74,6 +75,11 @@ export interface MigrationStatus {
    * bytes on the target and, when the source is given, on the source.
    */
   largeObjects?: { carried: boolean; targetCount: number; targetBytes?: number; sourceCount?: number; sourceBytes?: number };
+  /**
+   * Leaf partitions truncated alone (or rewritten) on the source since the load: such a TRUNCATE is not replicated
+   * (publish_via_partition_root), so the target may hold their old rows until the cutover copies them again.
+   */
+  truncatedPartitions?: string[];
   /** What the target does not get from the source, with why and the fix (recorded by start). */
   notCarried?: NotCarried[];
   /** What pgferry changed on the source and undoes at cutover/cleanup (e.g. REPLICA IDENTITY FULL, with its warning). */
@@ -154,6 +160,7 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
         FROM pg_stat_replication WHERE application_name = $1`, [names.subscription]);
       if (r.rowCount) st.lagSeconds = r.rows[0].lag;
       if (["ReadyToCutover", "CuttingOver", "VerifyFailed"].includes(m.phase)) st.schemaDifferences = await schemaDifferences(src, tgt, name);
+      if (["ReadyToCutover", "CuttingOver", "VerifyFailed"].includes(m.phase)) st.truncatedPartitions = await rewrittenPartitions(src, tgt, name);
     }
     return st;
   } finally {

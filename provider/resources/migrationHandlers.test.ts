@@ -39,3 +39,20 @@ test("Migration resource: unlogged defaults to copy, skip flows through, and cha
   expect(pickInputs({ ...base, unlogged: "skip" })).toMatchObject({ unlogged: "skip" });
   expect(await diff("id", base, { ...base, unlogged: "skip" })).toMatchObject({ changes: true, replaces: [] });
 });
+
+test("Migration outputs show the mode the engine runs: stream when distribution names tables and no mode is given; an explicit mode is kept", async () => {
+  const { diff, pickInputs, toOutputs } = await import("./migrationHandlers");
+  const base = { source: "postgresql://u@old/db", target: "postgresql://u@new/db", name: "m" };
+  const citus = { ...base, distribution: { distribute: { "public.orders": "customer_id" }, reference: ["public.countries"], colocate: {} } };
+  // The engine's choice for the same inputs (migrationOptions), which the outputs must repeat.
+  expect(migrationOptions({ distribution: { distribute: { "public.orders": "customer_id" }, reference: ["public.countries"], colocate: {} } }).mode).toBe("stream");
+  expect(pickInputs(citus)).toMatchObject({ mode: "stream" });
+  expect(pickInputs(base)).toMatchObject({ mode: "subscription" });
+  expect(pickInputs({ ...citus, mode: "subscription" })).toMatchObject({ mode: "subscription" });
+  const status = { name: "m", phase: "Loading" as const, tables: [], rowsCopied: 0, bytesCopied: 0, timestamps: { createdAt: new Date(0) } };
+  expect(toOutputs(pickInputs(citus), status).mode).toBe("stream");
+  // The recorded mode wins (what the migration really runs, e.g. adopted from an earlier create).
+  expect(toOutputs(pickInputs(base), { ...status, mode: "stream" }).mode).toBe("stream");
+  // Outputs stored with the chosen mode and the same inputs again: no change, and above all no replace.
+  expect(await diff("id", toOutputs(pickInputs(citus), status) as unknown as Record<string, unknown>, citus)).toMatchObject({ changes: false, replaces: [] });
+});

@@ -7,7 +7,7 @@ import {
   cleanupMigration, cutoverMigration, finishRollbackWindow, migrationOptions, VERIFY_MODES, VerifyMode, migrationStatus, MigrationStatus, objectNames, parseEndpoint, PgferryError, startMigration,
 } from "../engine";
 import { formatFindings } from "../engine/core/errors";
-import type { OutputPlugin } from "../engine/core/options";
+import { defaultMode, type OutputPlugin } from "../engine/core/options";
 import { addReplicationRuleFor } from "./hbaHandlers";
 import { describeRollbackWindow } from "../engine/rollback/rollback";
 import {
@@ -73,10 +73,19 @@ export function pickInputs(props: Record<string, unknown>): MigrationInputs {
   const out: Record<string, unknown> = {};
   for (const k of INPUT_KEYS) {
     const v = props[k];
-    const value = v === undefined || v === null ? DEFAULTS[k] : v;
+    const value = v === undefined || v === null ? (k === "mode" ? modeDefault(props.distribution) : DEFAULTS[k]) : v;
     if (value !== undefined) out[k] = value;
   }
   return out as unknown as MigrationInputs;
+}
+
+/**
+ * An unset mode shows the mode the engine runs (stream when `distribution` names tables), not the spec's default: the
+ * output must say what happens. An unknown (preview) or invalid distribution keeps the spec's default (check reports the latter).
+ */
+function modeDefault(distribution: unknown): unknown {
+  if (isUnknown(distribution)) return DEFAULTS.mode;
+  try { return defaultMode(parseDistributionInput(distribution as MigrationInputs["distribution"])); } catch { return DEFAULTS.mode; }
 }
 
 /**
@@ -105,8 +114,11 @@ function summary(s: MigrationStatus, lost?: string): string {
 /** Outputs: every input (so diff sees them), plus live status; nothing secret except the inputs themselves. */
 export function toOutputs(i: MigrationInputs, s: MigrationStatus): MigrationOutputs {
   const lost = lostSlot(nameOf(i), s);
+  const inputs = pickInputs(i as unknown as Record<string, unknown>);
   return {
-    ...pickInputs(i as unknown as Record<string, unknown>),
+    ...inputs,
+    // The mode the migration runs in, as recorded by the engine (an unset mode is the engine's choice: pickInputs).
+    mode: (s.mode ?? inputs.mode) as MigrationInputs["mode"],
     migrationName: nameOf(i), status: summary(s, lost), phase: s.phase,
     lagBytes: s.lagBytes ?? null, lagSeconds: s.lagSeconds ?? null, pendingChanges: s.pendingChanges ?? null,
     caughtUp: s.caughtUp ?? null, confirmedLsn: s.confirmedLsn ?? null, appliedChanges: s.applied ?? null,

@@ -11,7 +11,9 @@
 import { Client } from "pg";
 import { Endpoint } from "../core/endpoint";
 import { PgferryError } from "../core/errors";
-import { CdcMode } from "../core/options";
+import type { Finding } from "../core/errors";
+import type { CdcMode, OutputPlugin } from "../core/options";
+import type { TableInfo } from "../catalog/catalog";
 import type { SubscriptionInfo } from "./subscription/subscription";
 import { streamCdc } from "./stream/cdc";
 import { subscriptionCdc } from "./subscription/cdc";
@@ -43,8 +45,30 @@ export interface CdcLag {
   subscription?: SubscriptionInfo;
 }
 
+/** Adds a preflight finding (an error unless `severity` says otherwise). */
+export type AddFinding = (f: Omit<Finding, "severity"> & { severity?: Finding["severity"] }) => void;
+
+/**
+ * What a mode needs of the servers and options, asked by the option checks and preflight (which never
+ * branch on the mode): a new mode states its own here.
+ */
+export interface CdcRequirements {
+  /** The output plugins the mode decodes with; another is refused by migrationOptions with `pluginRefusal`. */
+  readonly plugins: readonly OutputPlugin[];
+  /** Why another plugin is refused (the reason in the error). */
+  readonly pluginRefusal?: string;
+  /** Why the target role must be allowed to SET session_replication_role (the finding says it); undefined: it need not. */
+  readonly replicaRole?: string;
+  /** Preflight: what the mode needs of the replicated tables (`fullIdentity`: those replicated with REPLICA IDENTITY FULL). */
+  checkTables?(x: { src: Client; tables: TableInfo[]; fullIdentity: TableInfo[]; add: AddFinding }): Promise<void>;
+  /** Preflight: what the mode needs of the target role and settings (`superuser`: the target role is one). */
+  checkTarget?(x: { tgt: Client; target: Endpoint; targetVersion: number; superuser: boolean; add: AddFinding }): Promise<void>;
+}
+
 export interface Cdc {
   readonly mode: CdcMode;
+  /** What the options and preflight check for this mode. */
+  readonly requirements: CdcRequirements;
   /** What start says when CDC begins (the phase event's message). */
   readonly startMessage: string;
   /**

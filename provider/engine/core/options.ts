@@ -3,6 +3,9 @@ import { TableSelection } from "../catalog/catalog";
 import { checkDistribution, Distribution, hasDistribution, NO_DISTRIBUTION } from "../copy/distribution";
 import { DEFAULT_STALL_TIMEOUT_SEC } from "./endpoint";
 import { PgferryError } from "./errors";
+// The modes' requirements (cdc.ts imports this module back, for types only and inside functions: the cycle is load-safe).
+import { cdcFor } from "../cdc/cdc";
+import { decoderFor } from "../cdc/decoders";
 import { CLI_ONLY, MIGRATION_INPUTS as SPEC } from "./optionSpec";
 
 /** subscription: the target's own apply worker consumes the slot. stream: pgferry reads and applies it. */
@@ -74,6 +77,16 @@ export const DEFAULT_SNAPSHOT_TIMEOUT_SEC: number = CLI_ONLY.snapshotTimeout.def
 
 export const DEFAULT_NAME: string = SPEC.name.default;
 
+/**
+ * The CDC mode when none is given: stream when distributed or reference tables (a Citus target) are named, else the spec's
+ * default. Also what the Pulumi outputs show for an unset mode (the mode the engine actually runs).
+ */
+export function defaultMode(distribution: Distribution | undefined): CdcMode {
+  // Distributed or reference tables (a Citus target) default to stream mode: a subscription writes into the coordinator's
+  // local copy of such a table, which Citus never reads (docs/citus.md), so it is refused there.
+  return hasDistribution(checkDistribution(distribution ?? NO_DISTRIBUTION)) ? "stream" : SPEC.mode.default;
+}
+
 export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: string[]; include?: string[]; exclude?: string[] }): MigrationOptions {
   const name = o.name ?? DEFAULT_NAME;
   if (!/^[a-z0-9_]{1,40}$/.test(name)) {
@@ -83,21 +96,24 @@ export function migrationOptions(o: Partial<MigrationOptions> & { schemas?: stri
     // <name>_rev is the reverse migration of a rollback window (rollback.ts): a forward one may not take it.
     throw new PgferryError("bad_name", `--name "${name}": names ending in _rev are reserved for rollback windows; choose another name`);
   }
-  // Distributed or reference tables (a Citus target) default to stream mode: a subscription writes into the coordinator's
-  // local copy of such a table, which Citus never reads (docs/citus.md), so it is refused there.
-  const mode = o.mode ?? (hasDistribution(checkDistribution(o.distribution ?? NO_DISTRIBUTION)) ? "stream" : SPEC.mode.default);
+  const mode = o.mode ?? defaultMode(o.distribution);
   if (!CDC_MODES.includes(mode)) throw new PgferryError("bad_mode", `--mode must be one of ${CDC_MODES.join(", ")}`);
   const plugin = o.plugin ?? SPEC.plugin.default;
   if (!OUTPUT_PLUGINS.includes(plugin)) throw new PgferryError("bad_plugin", `--plugin must be one of ${OUTPUT_PLUGINS.join(", ")}`);
-  if (plugin === "wal2json" && mode !== "stream") {
-    throw new PgferryError("bad_plugin", `--plugin wal2json needs --mode stream (a subscription always decodes with pgoutput)`);
+  // Which plugins a mode decodes with is the mode's own statement (cdc/cdc.ts CdcRequirements).
+  const { requirements } = cdcFor(mode);
+  if (!requirements.plugins.includes(plugin)) {
+    const modes = CDC_MODES.filter((m) => cdcFor(m).requirements.plugins.includes(plugin));
+    throw new PgferryError("bad_plugin", `--plugin ${plugin} needs --mode ${modes.join(" or ")} (${requirements.pluginRefusal ?? `${mode} mode does not decode with it`})`);
   }
   const ddl = o.ddl ?? SPEC.ddl.default;
   if (!DDL_HANDLING.includes(ddl)) throw new PgferryError("bad_ddl", `--ddl must be one of ${DDL_HANDLING.join(", ")}`);
-  if (ddl === "replicate" && plugin !== "pgoutput") {
-    // wal2json's table list is fixed per session (docs/design.md "DDL replication" says how it would carry DDL).
-    throw new PgferryError("bad_ddl", `--ddl replicate needs --plugin pgoutput (given --plugin ${plugin}); ` +
-      `fix: use --plugin pgoutput, or keep --ddl detect, with which cutover refuses while the schemas differ`);
+  // Whether a plugin carries captured DDL is the decoder's own statement (cdc/decoders ddlRefusal).
+  const ddlRefusal = ddl === "replicate" ? decoderFor(plugin).ddlRefusal : undefined;
+  if (ddlRefusal) {
+    const carriers = OUTPUT_PLUGINS.filter((p) => !decoderFor(p).ddlRefusal);
+    throw new PgferryError("bad_ddl", `--ddl replicate needs --plugin ${carriers.join(" or ")} (given --plugin ${plugin}: ${ddlRefusal}); ` +
+      `fix: use --plugin ${carriers.join(" or ")}, or keep --ddl detect, with which cutover refuses while the schemas differ`);
   }
   const unlogged = o.unlogged ?? SPEC.unlogged.default;
   if (!UNLOGGED_HANDLING.includes(unlogged)) throw new PgferryError("bad_unlogged", `--unlogged must be one of ${UNLOGGED_HANDLING.join(", ")}`);

@@ -34,6 +34,7 @@ import {
 } from "../state/state";
 import { touchedTables } from "../verify/touched";
 import { PreCheck, preCheckFrom, readFingerprints, stillValid } from "../verify/precheck";
+import { rewrittenPartitions } from "../copy/partitionTruncates";
 import { citusVersion } from "../preflight/citus";
 import {
   batchedStatements, closeVerifySessions, openVerifySessions, unionAlls, verifyMigration, VerifyReport, VerifySessionPair,
@@ -128,6 +129,8 @@ export interface CutoverResult {
   rollbackWindow?: RollbackWindowOpened;
   /** Unlogged tables copied again during the freeze (unlogged copy), or left out of the gate (unlogged skip). */
   unlogged?: { action: "copied" | "skipped"; tables: string[]; rows?: number };
+  /** Leaf partitions truncated alone (or rewritten) on the source during CDC, copied again during the freeze. */
+  truncatedPartitions?: { tables: string[]; rows: number };
   /** What pgferry had changed on the source (REPLICA IDENTITY FULL), undone once replication ended. */
   restoredSourceChanges?: SourceChange[];
   /** Large objects compared during the freeze, and how many were copied or unlinked (absent with --no-large-objects). */
@@ -224,7 +227,8 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       sequencesSynced: r.sequencesSynced, heldBackApplied: r.heldBackApplied, endedSessions: r.endedSessions, stillConnected: r.stillConnected ?? [],
       neutralisedRoles: r.neutralisedRoles, fenceAttempts: r.fenceAttempts, verification: r.verification, sourceLeftReadOnly: after.sourceFrozen,
       undoFreezeSql: after.sourceFrozen ? undoSql(source, after.freezeSaved) : [], rollbackWindow: r.rollbackWindow,
-      restoredSourceChanges: r.restored, unlogged: r.unlogged, largeObjects: r.largeObjects };
+      restoredSourceChanges: r.restored, unlogged: r.unlogged, largeObjects: r.largeObjects,
+      truncatedPartitions: r.truncatedPartitions };
   }
 }
 
@@ -248,6 +252,7 @@ interface CutoverRun extends Ctx, RollbackWindowStepContext {
   selected: TableInfo[];
   unloggedHow: "copy" | "skip";
   unlogged?: CutoverResult["unlogged"];
+  truncatedPartitions?: CutoverResult["truncatedPartitions"];
   largeObjectsCarried: boolean;
   largeObjects?: LargeObjectSync;
   report?: VerifyReport;
@@ -318,6 +323,8 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
     },
   },
   { name: "unlogged-tables", done: pastPointOfNoReturn, timing: "unloggedCopyMs", run: unloggedTables },
+  // Leaf partitions truncated alone on the source (not replicated): copied again now that writes are stopped.
+  { name: "truncated-partitions", done: pastPointOfNoReturn, run: truncatedPartitions },
   {
     // Large objects: no slot carries them; writes are stopped, so copying what differs makes them exact.
     name: "large-objects", done: pastPointOfNoReturn, timing: "largeObjectsMs",
@@ -503,6 +510,21 @@ async function fenceRounds(r: CutoverRun, clock: StepClock): Promise<void> {
       throw e;
     }
   }
+}
+
+/**
+ * Leaf partitions truncated (or rewritten) on the source since the load: a TRUNCATE of one leaf is not replicated
+ * (publish_via_partition_root), so the target may still hold its old rows. Writes are stopped: a copy is exact.
+ */
+async function truncatedPartitions(r: CutoverRun): Promise<StepOutcome> {
+  const rewritten = new Set(await rewrittenPartitions(r.src, r.tgt, r.name));
+  const leaves = r.selected.filter((t) => rewritten.has(`${t.schema}.${t.name}`));
+  if (!leaves.length) return "nothing";
+  const list = leaves.map((t) => `${t.schema}.${t.name}`);
+  r.say(`copying ${list.length} partition(s) again: truncated or rewritten on the source since the load, and a TRUNCATE of a single ` +
+    `partition is not replicated: ${list.join(", ")}`);
+  const copied = await runLoad(r.source, r.target, undefined, leaves, r.o.jobs, undefined, r.stallSec);
+  r.truncatedPartitions = { tables: list, rows: copied.rows };
 }
 
 /** Unlogged tables: no slot sees their changes, but writes are stopped now, so a copy is exact. */

@@ -4,7 +4,7 @@
  */
 import { Client } from "pg";
 import {
-  columnsWithoutEquality, copyableTables, displayName, ExclusionPlan, listTables, planExclusion, publishedTables, serverVersionNum, TableInfo,
+  copyableTables, displayName, ExclusionPlan, listTables, planExclusion, publishedTables, serverVersionNum, TableInfo,
   TableSelection, tablesWithoutReplicaIdentity, userSchemas,
 } from "../catalog/catalog";
 import { connectReplication, Endpoint, qualified, quoteIdent, quoteLiteral } from "../core/endpoint";
@@ -13,9 +13,10 @@ import { findPgTools, largeObjectFix, rolesMissingOnTarget } from "../copy/schem
 import { decoderFor } from "../cdc/decoders";
 import { Decoder } from "../cdc/decoders/decoder";
 import { captureSql } from "../cdc/ddl/capture";
+import { Cdc, cdcFor } from "../cdc/cdc";
 import { Distribution } from "../copy/distribution";
 import { CITUS_CHECKS } from "./citus";
-import { readWal2jsonTables, unresolvableTables, wal2jsonInstallFix, Wal2jsonProbe } from "../cdc/decoders/wal2json";
+import { Wal2jsonProbe } from "../cdc/decoders/wal2json";
 
 export interface PreflightOptions {
   selection: TableSelection;
@@ -71,9 +72,10 @@ export interface PreflightRun {
   add: (f: Omit<Finding, "severity"> & { severity?: Finding["severity"] }) => void;
   sourceVersion: number;
   targetVersion: number;
-  wal2json: boolean;
   /** The output plugin's decoder (whether it needs a publication; its probe). */
   decoder: Decoder;
+  /** The CDC mode (what it needs of the tables and the target: its requirements). */
+  cdc: Cdc;
   /** The source's replication settings and privileges (source-settings). */
   s?: any; // eslint-disable-line @typescript-eslint/no-explicit-any
   schemas?: string[];
@@ -96,7 +98,8 @@ export async function preflight(src: Client, tgt: Client, source: Endpoint, targ
   const findings: Finding[] = [];
   const add = (f: Omit<Finding, "severity"> & { severity?: Finding["severity"] }) => { findings.push({ severity: "error", ...f }); };
   const r: PreflightRun = { src, tgt, source, target, o, add, sourceVersion: await serverVersionNum(src), targetVersion: await serverVersionNum(tgt),
-    wal2json: o.plugin === "wal2json", decoder: decoderFor(o.plugin) };
+    decoder: decoderFor(o.plugin),
+    cdc: cdcFor(o.mode ?? "subscription") };
   for (const check of PREFLIGHT_CHECKS) await check.run(r);
   return {
     findings, ok: !findings.some((f) => f.severity === "error"), sourceVersion: r.sourceVersion, targetVersion: r.targetVersion, schemas: r.schemas!,
@@ -298,25 +301,14 @@ export const PREFLIGHT_CHECKS: PreflightCheck[] = [
     },
   },
   {
-    /** Subscription mode finds REPLICA IDENTITY FULL rows by equality. */
-    name: "full-identity-equality",
+    /** What the CDC mode needs of the replicated tables (subscription: REPLICA IDENTITY FULL rows are found by equality). */
+    name: "cdc-tables",
     async run(r) {
-      const { src, o, add } = r;
+      const { src, add, cdc } = r;
       const tables = r.tables!;
       const needReplicaIdentityFull = r.needReplicaIdentityFull!;
-      if (o.mode !== "stream") {
-        // A subscription finds REPLICA IDENTITY FULL rows with each column's equality operator; a type without one
-        // fails every UPDATE/DELETE of the table in the apply worker. (Stream mode compares such values exactly itself.)
-        const full = tables.filter((t) => t.kind === "r" && !t.unlogged && (t.replicaIdentity === "f" || needReplicaIdentityFull.includes(t)));
-        const noEq = await columnsWithoutEquality(src, full);
-        if (noEq.length) {
-          add({ code: "full_identity_no_equality", server: "source", objects: noEq,
-            message: `${noEq.length} column(s) of tables replicated with REPLICA IDENTITY FULL have a type without an equality operator, so a ` +
-              `subscription cannot find their rows for UPDATE/DELETE (its apply worker would fail): ${list(noEq)}`,
-            fix: "give those tables a primary key, or a unique index on NOT NULL columns and ALTER TABLE … REPLICA IDENTITY USING INDEX …; " +
-              "or use --mode stream (it matches such values exactly); or --exclude them" });
-        }
-      }
+      const fullIdentity = tables.filter((t) => t.kind === "r" && !t.unlogged && (t.replicaIdentity === "f" || needReplicaIdentityFull.includes(t)));
+      await cdc.requirements.checkTables?.({ src, tables, fullIdentity, add });
     },
   },
   {
@@ -375,90 +367,44 @@ export const PREFLIGHT_CHECKS: PreflightCheck[] = [
     },
   },
   {
-    /** With --plugin wal2json: the source loads it, and what this version writes can be read back. */
-    name: "wal2json",
+    /** The output plugin can be used on the source and what it writes can be read back (the decoder's own checks: wal2json's). */
+    name: "output-plugin",
     async run(r) {
-      const { src, add, sourceVersion, wal2json, decoder } = r;
+      const { src, add, sourceVersion, decoder } = r;
       const s = r.s!;
-      const tables = r.tables!;
-      // slot shows that (it is a shared library, not an extension), so a temporary one is made and dropped.
-      let wal2jsonProbe: Wal2jsonProbe | undefined;
-      if (wal2json && s.wal_level === "logical" && s.can_replicate) {
-        try {
-          wal2jsonProbe = await decoder.probe(src);
-        } catch (e) {
-          const err = e as { code?: string; message: string };
-          add({ code: "wal2json_check", server: "source", message: `could not check the wal2json plugin on the source: ${err.message}`,
-            fix: err.code === "57014" ? "creating a logical slot waits for running transactions: end long-running transactions on the source and run again"
-              : err.code === "53400" ? `free a replication slot on the source (max_replication_slots = ${s.max_slots}) for the check, or raise max_replication_slots`
-              : "check the source's log for the reason and run again" });
-        }
-        if (wal2jsonProbe && !wal2jsonProbe.available && /may not be used as an output plugin/.test(wal2jsonProbe.error ?? "")) {
-          // Installed, but the server only lets the output plugins listed in output_plugin_libraries be used.
-          const allowed = (await src.query(`SELECT current_setting('output_plugin_libraries', true) AS v`)).rows[0].v as string | null;
-          // A list setting: each library quoted on its own ('a, b' would be one name).
-          const list = [...(allowed ?? "").split(",").map((x) => x.trim().replace(/^"|"$/g, "")).filter(Boolean), "wal2json"].map(quoteLiteral).join(", ");
-          add({ code: "wal2json_not_trusted", server: "source", message: `the source has wal2json but does not allow it as an output plugin ` +
-            `(output_plugin_libraries = '${allowed ?? ""}')`,
-            fix: `on the source: ALTER SYSTEM SET output_plugin_libraries = ${list}; SELECT pg_reload_conf(); (no restart needed)` });
-        } else if (wal2jsonProbe && !wal2jsonProbe.available) {
-          add({ code: "wal2json_missing", server: "source", message: `the source cannot load the wal2json output plugin (${wal2jsonProbe.error})`,
-            fix: /may not be used as an output plugin/.test(wal2jsonProbe.error ?? "")
-              ? "the source restricts which libraries may decode a slot: add wal2json to output_plugin_libraries on the source (ALTER SYSTEM SET " +
-                "output_plugin_libraries = 'pgoutput, wal2json'; SELECT pg_reload_conf()), or use --plugin pgoutput"
-              : wal2jsonInstallFix(major(sourceVersion)) });
-        } else if (wal2jsonProbe && !wal2jsonProbe.numericAsString && copyableTables(tables).length) {
-          const facts = await readWal2jsonTables(src, copyableTables(tables).map((x) => ({ schema: x.schema, name: x.name })));
-          const bad = unresolvableTables(facts.values());
-          if (bad.length) {
-            add({ code: "wal2json_numeric", server: "source", objects: bad,
-              message: `this wal2json (before 2.6) writes float/numeric NaN and Infinity as null, like SQL NULL; pgferry reads such values ` +
-                `back by the row's key, which ${list(bad)} cannot offer (no primary key or replica identity index, or a float/numeric key column)`,
-              fix: "upgrade wal2json on the source to 2.6+ (numeric-data-types-as-string), add a primary key to those tables, " +
-                "--exclude them, or use --plugin pgoutput" });
-          }
-        }
+      if (decoder.checkSource && s.wal_level === "logical" && s.can_replicate) {
+        r.wal2jsonProbe = await decoder.checkSource({ src, sourceVersion, maxSlots: s.max_slots, tables: r.tables!, add });
       }
-      r.wal2jsonProbe = wal2jsonProbe;
     },
   },
   {
     /** The target role's privileges and settings. */
     name: "target-settings",
     async run(r) {
-      const { tgt, target, o, add, targetVersion } = r;
+      const { tgt, target, add, targetVersion, cdc } = r;
       const s = r.s!;
       const copyUnlogged = r.copyUnlogged!;
       const t = (await tgt.query(`SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,
           has_database_privilege(current_database(), 'CREATE') AS can_create,
-          CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_create_subscription')  -- PG 16+
-               THEN pg_has_role(current_user, 'pg_create_subscription', 'USAGE') ELSE false END AS can_subscribe,
-          current_setting('max_logical_replication_workers')::int AS max_workers,
           pg_encoding_to_char(encoding) AS encoding FROM pg_database WHERE datname = current_database()`)).rows[0];
       if (!t.superuser && !t.can_create) {
         add({ code: "target_create", server: "target", message: `role "${target.user}" cannot create schemas in target database "${target.database}"`,
           fix: `GRANT CREATE ON DATABASE "${target.database}" TO "${target.user}";` });
       }
-      if ((o.mode === "stream" || copyUnlogged) && !t.superuser) {
+      // Why the role must set session_replication_role: the mode's applier, else the cutover's copy of unlogged tables.
+      const replicaRoleReason = cdc.requirements.replicaRole ?? (copyUnlogged ? "the cutover's copy of unlogged tables runs with (no user triggers)" : undefined);
+      if (replicaRoleReason && !t.superuser) {
         try {
           await tgt.query("BEGIN");
           await tgt.query("SET LOCAL session_replication_role = replica");
         } catch {
-          add({ code: "replica_role", server: "target", message: `role "${target.user}" may not set session_replication_role, which ` +
-            `${o.mode === "stream" ? "stream mode applies changes with" : "the cutover's copy of unlogged tables runs with (no user triggers)"}`,
+          add({ code: "replica_role", server: "target", message: `role "${target.user}" may not set session_replication_role, which ${replicaRoleReason}`,
             fix: `GRANT SET ON PARAMETER session_replication_role TO "${target.user}"; (PostgreSQL 15+) or use a superuser on the target` });
         } finally {
           await tgt.query("ROLLBACK").catch(() => undefined);
         }
       }
-      if (o.mode !== "stream" && !t.superuser && !t.can_subscribe) {
-        add({ code: "subscription_privilege", server: "target", message: `role "${target.user}" may not create subscriptions on the target` +
-            (major(targetVersion) < 16 ? ` (PostgreSQL ${major(targetVersion)} requires a superuser)` : ""),
-          fix: major(targetVersion) >= 16 ? `GRANT pg_create_subscription TO "${target.user}";` : "connect to the target as a superuser, or use --mode stream" });
-      }
-      if (o.mode !== "stream" && t.max_workers < 1) {
-        add({ code: "target_workers", server: "target", message: "max_logical_replication_workers is 0 on the target", fix: "ALTER SYSTEM SET max_logical_replication_workers = 4; then restart the target" });
-      }
+      await cdc.requirements.checkTarget?.({ tgt, target, targetVersion, superuser: !!t.superuser, add });
       if (t.encoding !== s.encoding) {
         add({ severity: s.encoding === "SQL_ASCII" ? "error" : "warning", code: "encoding", server: "target",
           message: `source encoding ${s.encoding} differs from target database encoding ${t.encoding}`,

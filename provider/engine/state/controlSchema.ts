@@ -65,6 +65,10 @@ export const CONTROL_SCHEMA_MIGRATIONS: readonly ControlSchemaMigration[] = [
     CREATE TABLE ${S}.created_role (
       migration text NOT NULL REFERENCES ${S}.migration ON DELETE CASCADE, role_name text NOT NULL,
       created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (migration, role_name))` },
+  { version: 9, description: "the source's leaf partitions' file nodes at the load (a TRUNCATE of one leaf is not replicated: copied again at cutover)", sql: `
+    CREATE TABLE ${S}.partition_file (
+      migration text NOT NULL REFERENCES ${S}.migration ON DELETE CASCADE, table_name text NOT NULL,
+      filenode oid NOT NULL, PRIMARY KEY (migration, table_name))` },
 ];
 
 export const CONTROL_SCHEMA_VERSION = CONTROL_SCHEMA_MIGRATIONS[CONTROL_SCHEMA_MIGRATIONS.length - 1].version;

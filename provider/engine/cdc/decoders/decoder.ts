@@ -9,6 +9,8 @@ import type { TableSelection } from "../../catalog/catalog";
 import type { Endpoint } from "../../core/endpoint";
 import type { OutputPlugin } from "../../core/options";
 import type { Change } from "./change";
+import type { TableInfo } from "../../catalog/catalog";
+import type { AddFinding } from "../cdc";
 
 /** How a migration streams: the plugin, the tables, and what preflight found the plugin supports. */
 export interface StreamSetup { plugin: OutputPlugin; selection: TableSelection; numericAsString: boolean }
@@ -37,10 +39,21 @@ export interface Decoder {
   readonly plugin: OutputPlugin;
   /** The plugin reads a publication (created before the slot); otherwise it filters by its own options. */
   readonly needsPublication: boolean;
+  /**
+   * Why DDL captured by `--ddl replicate` cannot be carried by this plugin (it reaches the target as rows of a
+   * published log table, and new tables join the stream); absent: it can.
+   */
+  readonly ddlRefusal?: string;
   /** The replication command creating the slot with an exported snapshot (the pre-15 syntax PG 13/14 accept). */
   createSlotCommand(slot: string): string;
   /** Is the plugin usable on this source (loadable, allowed), and with which capabilities? */
   probe(src: Client): Promise<DecoderProbe>;
+  /**
+   * Preflight, on a source that can replicate (wal_level logical, a replication role): can this source decode with the
+   * plugin, and can what it writes be read back for `tables`? Adds findings with their fix; returns the probe.
+   * Absent: nothing to check (pgoutput is built into every server).
+   */
+  checkSource?(x: { src: Client; sourceVersion: number; maxSlots: number; tables: TableInfo[]; add: AddFinding }): Promise<DecoderProbe | undefined>;
   /** A decoding session for a migration's stream; `publication` is its name (for plugins that need one). */
   open(source: Endpoint, setup: StreamSetup, publication: string): Promise<DecoderSession>;
   /**

@@ -39,6 +39,7 @@ import type { OutputPlugin } from "../../core/options";
 import type { Change, ChangeRelation, ReplicaIdentity, RowChange } from "./change";
 import { newRowValues } from "./change";
 import type { Decoder, DecoderProbe, DecoderSession, FenceChanges, StreamSetup } from "./decoder";
+import type { AddFinding } from "../cdc";
 import { readMigration } from "../../state/state";
 
 
@@ -421,8 +422,11 @@ export const wal2jsonDecoder: Decoder = {
   plugin: "wal2json",
   // wal2json decodes every table of the database (filtered by add-tables): no publication.
   needsPublication: false,
+  // docs/design.md "DDL replication" says how it would carry DDL.
+  ddlRefusal: "wal2json streams a fixed add-tables list per session: the DDL log and tables created while streaming would need a new session at each captured statement",
   createSlotCommand: (slot: string) => `CREATE_REPLICATION_SLOT ${quoteIdent(slot)} LOGICAL wal2json EXPORT_SNAPSHOT`,
   probe: (src: Client) => probeWal2json(src),
+  checkSource: (x) => checkWal2jsonSource(x),
   /**
    * Opens for the tables of a migration: reads their catalog facts once, on a source session of its own
    * (also used to resolve ambiguous nulls). `numericAsString`: what preflight found the plugin supports.
@@ -462,4 +466,50 @@ export async function readStreamSetup(tgt: Client, migration: string): Promise<S
   const o = (await readMigration(tgt, migration))?.options ?? {};
   return { plugin: o.plugin ?? "pgoutput", selection: o.selection ?? { schemas: [], include: [], exclude: [] },
     numericAsString: o.wal2jsonNumericAsString === true };
+}
+
+/**
+ * Preflight with --plugin wal2json (Decoder.checkSource): the source loads it, and what this version writes can be read
+ * back. Only a slot shows that (it is a shared library, not an extension), so the probe makes a temporary one and drops it.
+ */
+async function checkWal2jsonSource({ src, sourceVersion, maxSlots, tables, add }: { src: Client; sourceVersion: number; maxSlots: number;
+  tables: TableInfo[]; add: AddFinding }): Promise<Wal2jsonProbe | undefined> {
+  const major = Math.floor(sourceVersion / 10000);
+  const names = (xs: string[], n = 8) => (xs.length > n ? `${xs.slice(0, n).join(", ")} and ${xs.length - n} more` : xs.join(", "));
+  let probe: Wal2jsonProbe | undefined;
+  try {
+    probe = await probeWal2json(src);
+  } catch (e) {
+    const err = e as { code?: string; message: string };
+    add({ code: "wal2json_check", server: "source", message: `could not check the wal2json plugin on the source: ${err.message}`,
+      fix: err.code === "57014" ? "creating a logical slot waits for running transactions: end long-running transactions on the source and run again"
+        : err.code === "53400" ? `free a replication slot on the source (max_replication_slots = ${maxSlots}) for the check, or raise max_replication_slots`
+        : "check the source's log for the reason and run again" });
+  }
+  if (probe && !probe.available && /may not be used as an output plugin/.test(probe.error ?? "")) {
+    // Installed, but the server only lets the output plugins listed in output_plugin_libraries be used.
+    const allowed = (await src.query(`SELECT current_setting('output_plugin_libraries', true) AS v`)).rows[0].v as string | null;
+    // A list setting: each library quoted on its own ('a, b' would be one name).
+    const list = [...(allowed ?? "").split(",").map((x) => x.trim().replace(/^"|"$/g, "")).filter(Boolean), "wal2json"].map(quoteLiteral).join(", ");
+    add({ code: "wal2json_not_trusted", server: "source", message: `the source has wal2json but does not allow it as an output plugin ` +
+      `(output_plugin_libraries = '${allowed ?? ""}')`,
+      fix: `on the source: ALTER SYSTEM SET output_plugin_libraries = ${list}; SELECT pg_reload_conf(); (no restart needed)` });
+  } else if (probe && !probe.available) {
+    add({ code: "wal2json_missing", server: "source", message: `the source cannot load the wal2json output plugin (${probe.error})`,
+      fix: /may not be used as an output plugin/.test(probe.error ?? "")
+        ? "the source restricts which libraries may decode a slot: add wal2json to output_plugin_libraries on the source (ALTER SYSTEM SET " +
+          "output_plugin_libraries = 'pgoutput, wal2json'; SELECT pg_reload_conf()), or use --plugin pgoutput"
+        : wal2jsonInstallFix(major) });
+  } else if (probe && !probe.numericAsString && copyableTables(tables).length) {
+    const facts = await readWal2jsonTables(src, copyableTables(tables).map((x) => ({ schema: x.schema, name: x.name })));
+    const bad = unresolvableTables(facts.values());
+    if (bad.length) {
+      add({ code: "wal2json_numeric", server: "source", objects: bad,
+        message: `this wal2json (before 2.6) writes float/numeric NaN and Infinity as null, like SQL NULL; pgferry reads such values ` +
+          `back by the row's key, which ${names(bad)} cannot offer (no primary key or replica identity index, or a float/numeric key column)`,
+        fix: "upgrade wal2json on the source to 2.6+ (numeric-data-types-as-string), add a primary key to those tables, " +
+          "--exclude them, or use --plugin pgoutput" });
+    }
+  }
+  return probe;
 }

@@ -67,6 +67,8 @@ export async function runAgent(source: Endpoint, target: Endpoint, o: AgentOptio
         await sleep(2000, o.signal);
         continue;
       }
+      // Stopped while reading the record (onAbort found no applier to stop): start none.
+      if (o.signal?.aborted) break;
       current = new StreamApplier(source, target, { migration: o.name, slot: names.slot, publication: names.publication,
         writeThroughFreeze: o.writeThroughFreeze, stallTimeoutSec: o.stallTimeoutSec });
       const started = Date.now();
@@ -95,6 +97,7 @@ const DDL_REFUSALS = new Set<string>(["ddl_multi_statement", "ddl_not_top_level"
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
+    if (signal?.aborted) { resolve(); return; } // an aborted signal fires no more events: waiting would ignore the stop
     const t = setTimeout(resolve, ms);
     signal?.addEventListener("abort", () => { clearTimeout(t); resolve(); }, { once: true });
   });

@@ -18,6 +18,11 @@ import { Client } from "pg";
 
 export const streamCdc: Cdc = {
   mode: "stream",
+  requirements: {
+    plugins: ["pgoutput", "wal2json"],
+    // The applier writes with session_replication_role = replica (no user triggers, no FK checks, as a subscription's worker).
+    replicaRole: "stream mode applies changes with",
+  },
   startMessage: "applying the changes made during the load (stream mode), then adding and validating foreign keys",
   // Everything up to the fence is applied and checked when the slot is dropped: a consumer still holding it is ended now.
   slotDropWaitMs: 0,

@@ -63,7 +63,8 @@ export interface StreamOptions {
 }
 
 type Relation = ChangeRelation;
-const lit = (_c: Client, v: unknown) => (v === null ? "NULL" : quoteLiteral(String(v)));
+/** A value as an SQL literal (text in pgferry's change type; NULL stays NULL). */
+const lit = (v: unknown) => (v === null ? "NULL" : quoteLiteral(String(v)));
 /** The quoted "schema"."name" of a relation, built once per relation message (per change it was a measured share of the drain's CPU). */
 const quotedNames = new WeakMap<Relation, string>();
 const tableOf = (r: Relation) => {
@@ -122,13 +123,13 @@ function identOf(m: ChangeUpdate | ChangeDelete): Record<string, unknown> {
 }
 
 /** The condition on one REPLICA IDENTITY FULL column (NULL matches NULL: IS NOT DISTINCT FROM semantics). */
-function fullMatch(c: Client, col: string, v: unknown, meta: ColumnMeta | undefined, table: string): string {
+function fullMatch(col: string, v: unknown, meta: ColumnMeta | undefined, table: string): string {
   if (v === null) return `${quoteIdent(col)} IS NULL`;
   if (!meta) {
     throw new PgferryError("column_missing", `the target table ${table} has no column "${col}", which the source sent; DDL is not ` +
       `replicated: fix: apply the same DDL on the target, then run the agent (or cutover) again`);
   }
-  const typed = `${lit(c, v)}::${meta.type}`;
+  const typed = `${lit(v)}::${meta.type}`;
   const text = `${quoteIdent(col)}::text COLLATE "C" = (${typed})::text COLLATE "C"`;
   return meta.eq ? `${quoteIdent(col)} = ${typed} AND ${text}` : text;
 }
@@ -147,7 +148,7 @@ export function changeSql(c: Client, m: ChangeInsert | ChangeUpdate | ChangeDele
     if (!cols.length) return `INSERT INTO ${tableOf(r)} DEFAULT VALUES`;
     // The source's value for GENERATED ALWAYS identity columns wins, as in a native subscription.
     return `INSERT INTO ${tableOf(r)} (${cols.map(quoteIdent).join(", ")})${alwaysIdentity.size ? " OVERRIDING SYSTEM VALUE" : ""} ` +
-      `VALUES (${cols.map((k) => lit(c, m.new[k])).join(", ")})`;
+      `VALUES (${cols.map((k) => lit(m.new[k])).join(", ")})`;
   }
   const full = r.replicaIdentity === "full";
   const ident = identOf(m);
@@ -162,9 +163,9 @@ export function changeSql(c: Client, m: ChangeInsert | ChangeUpdate | ChangeDele
       `REPLICA IDENTITY FULL on the table (on a partitioned table: on the root as well), then run pgferry cleanup and start again`);
   }
   const where = full
-    ? `(tableoid, ctid) = (SELECT tableoid, ctid FROM ${tableOf(r)} WHERE ${keyCols.map((k) => fullMatch(c, k, ident[k], columns?.get(k), tableOf(r)))
+    ? `(tableoid, ctid) = (SELECT tableoid, ctid FROM ${tableOf(r)} WHERE ${keyCols.map((k) => fullMatch(k, ident[k], columns?.get(k), tableOf(r)))
         .join(" AND ") || "true"} LIMIT 1)`
-    : keyCols.map((k) => `${quoteIdent(k)} = ${lit(c, ident[k])}`).join(" AND ");
+    : keyCols.map((k) => `${quoteIdent(k)} = ${lit(ident[k])}`).join(" AND ");
   if (m.tag === "delete") return `DELETE FROM ${tableOf(r)} WHERE ${where}`;
   const keyChanged = (k: string) => keyCols.includes(k) && ident[k] !== undefined && String(ident[k]) !== String(m.new[k]);
   const changedAlways = [...alwaysIdentity].filter((k) => m.new[k] !== undefined && keyChanged(k));
@@ -178,7 +179,7 @@ export function changeSql(c: Client, m: ChangeInsert | ChangeUpdate | ChangeDele
     // Every column the relation has (wal2json leaves unchanged TOAST columns out of the row entirely).
     const cols = [...new Set([...r.columns.map((x) => x.name), ...Object.keys(m.new)])];
     return `WITH d AS (DELETE FROM ${tableOf(r)} WHERE ${where} RETURNING *) INSERT INTO ${tableOf(r)} (${cols.map(quoteIdent).join(", ")}) ` +
-      `${alwaysIdentity.size ? "OVERRIDING SYSTEM VALUE " : ""}SELECT ${cols.map((k) => m.new[k] === undefined ? `d.${quoteIdent(k)}` : lit(c, m.new[k])).join(", ")} FROM d`;
+      `${alwaysIdentity.size ? "OVERRIDING SYSTEM VALUE " : ""}SELECT ${cols.map((k) => m.new[k] === undefined ? `d.${quoteIdent(k)}` : lit(m.new[k])).join(", ")} FROM d`;
   }
   // undefined = unchanged TOAST value: leave it as it is, never write NULL. GENERATED ALWAYS identity
   // columns cannot be SET; they are left out unless they changed (handled above), and so are unchanged distribution columns.
@@ -187,7 +188,7 @@ export function changeSql(c: Client, m: ChangeInsert | ChangeUpdate | ChangeDele
     // Nothing to write (only unchanged TOAST / identity columns): the row must still exist.
     return `SELECT 1 FROM ${tableOf(r)} WHERE ${where}`;
   }
-  return `UPDATE ${tableOf(r)} SET ${set.map((k) => `${quoteIdent(k)} = ${lit(c, m.new[k])}`).join(", ")} WHERE ${where}`;
+  return `UPDATE ${tableOf(r)} SET ${set.map((k) => `${quoteIdent(k)} = ${lit(m.new[k])}`).join(", ")} WHERE ${where}`;
 }
 
 
@@ -278,12 +279,12 @@ export function batchSql(c: Client, changes: RowChange[], meta: (table: string) 
     };
     const cast = (col: string, alias: string) => `v.${alias}::${info!.types.get(col) ?? "text"}`;
     const keyJoin = () => keys.map((k, n) => `t.${quoteIdent(k)} = ${cast(k, `k${n}`)}`).join(" AND ");
-    const row = (values: unknown[]) => `(${values.map((v) => lit(c, v)).join(", ")})`;
+    const row = (values: unknown[]) => `(${values.map((v) => lit(v)).join(", ")})`;
     /** One VALUES row of a merged UPDATE: the key's values, then the new values of the SET columns (no arrays built per change). */
     const updateRow = (key: Record<string, unknown>, values: Record<string, unknown>, cols: string[]) => {
       let out = "(";
-      for (let n = 0; n < keys.length; n++) out += (n ? ", " : "") + lit(c, key[keys[n]]);
-      for (const k of cols) out += ", " + lit(c, values[k]);
+      for (let n = 0; n < keys.length; n++) out += (n ? ", " : "") + lit(key[keys[n]]);
+      for (const k of cols) out += ", " + lit(values[k]);
       return out + ")";
     };
     // The VALUES list's key columns exactly as sent (untyped literals resolve to text): compared with keyText.
@@ -438,6 +439,13 @@ export class StreamApplier {
     } catch (e) {
       await this.close();
       throw e;
+    }
+    // stop() may also have come while the decoder opened: finish() then closed what existed, so nothing may start
+    // now — a stream begun here would never be consumed nor stopped, and its ping and watchdog timers would keep the
+    // process alive for good (the rare hang after a whole test run, issue 15).
+    if (this.stopped || this.finishing) {
+      await this.close();
+      return this.done;
     }
     const decoder = this.decoder;
     const svc = new ReplicationStream(
@@ -708,11 +716,10 @@ export class StreamApplier {
   private commitTarget(): void {
     if (!this.inTarget) return;
     this.flush();
-    const c = this.target!;
     const lsn = this.pendingLsn;
     const stats = [...this.stats];
     // A commit clears the failure recorded by an earlier session (the change it stopped at applied now).
-    const sql = appliedPositionSql((v) => lit(c, v), this.o.migration, lsn, stats);
+    const sql = appliedPositionSql(lit, this.o.migration, lsn, stats);
     sql.push("COMMIT");
     this.stats.clear();
     this.inTarget = false;

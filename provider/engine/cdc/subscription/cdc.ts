@@ -12,10 +12,45 @@ import { slotInfo } from "../../copy/snapshot";
 import type { Cdc } from "../cdc";
 import { sleep, waitForSlotInactive } from "../slotConsumer";
 import { diagnoseApplyFailure } from "./diagnose";
+import { columnsWithoutEquality } from "../../catalog/catalog";
 import { createSubscription, dropSubscription, enableSubscription, subscriptionInfo, waitForWorker } from "./subscription";
+
+const major = (v: number) => Math.floor(v / 10000);
+const list = (xs: string[], n = 8) => (xs.length > n ? `${xs.slice(0, n).join(", ")} and ${xs.length - n} more` : xs.join(", "));
 
 export const subscriptionCdc: Cdc = {
   mode: "subscription",
+  requirements: {
+    plugins: ["pgoutput"],
+    pluginRefusal: "a subscription always decodes with pgoutput",
+    async checkTables({ src, fullIdentity, add }) {
+      // A subscription finds REPLICA IDENTITY FULL rows with each column's equality operator; a type without one
+      // fails every UPDATE/DELETE of the table in the apply worker. (Stream mode compares such values exactly itself.)
+      const noEq = await columnsWithoutEquality(src, fullIdentity);
+      if (noEq.length) {
+        add({ code: "full_identity_no_equality", server: "source", objects: noEq,
+          message: `${noEq.length} column(s) of tables replicated with REPLICA IDENTITY FULL have a type without an equality operator, so a ` +
+            `subscription cannot find their rows for UPDATE/DELETE (its apply worker would fail): ${list(noEq)}`,
+          fix: "give those tables a primary key, or a unique index on NOT NULL columns and ALTER TABLE … REPLICA IDENTITY USING INDEX …; " +
+            "or use --mode stream (it matches such values exactly); or --exclude them" });
+      }
+    },
+    async checkTarget({ tgt, target, targetVersion, superuser, add }) {
+      // The target's own apply worker consumes the slot: the role must create subscriptions, and a worker must be free.
+      const t = (await tgt.query(`SELECT
+          CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_create_subscription')  -- PG 16+
+               THEN pg_has_role(current_user, 'pg_create_subscription', 'USAGE') ELSE false END AS can_subscribe,
+          current_setting('max_logical_replication_workers')::int AS max_workers`)).rows[0];
+      if (!superuser && !t.can_subscribe) {
+        add({ code: "subscription_privilege", server: "target", message: `role "${target.user}" may not create subscriptions on the target` +
+            (major(targetVersion) < 16 ? ` (PostgreSQL ${major(targetVersion)} requires a superuser)` : ""),
+          fix: major(targetVersion) >= 16 ? `GRANT pg_create_subscription TO "${target.user}";` : "connect to the target as a superuser, or use --mode stream" });
+      }
+      if (t.max_workers < 1) {
+        add({ code: "target_workers", server: "target", message: "max_logical_replication_workers is 0 on the target", fix: "ALTER SYSTEM SET max_logical_replication_workers = 4; then restart the target" });
+      }
+    },
+  },
   startMessage: "starting change data capture (subscription on the target), then adding and validating foreign keys",
   slotDropWaitMs: 10000,
 
