@@ -664,8 +664,10 @@ export class StreamApplier {
       moveOnChange: new Set(this.distributionColumns.has(table) ? [this.distributionColumns.get(table)!] : []) });
     // Triggers and rules that fire under session_replication_role = replica, on the table or (written through a
     // partitioned root) any of its partitions: their tables keep the source's order of changes (batchSql).
-    // (pg_partition_tree lists nothing for a table outside a partition tree: the table itself is added.)
-    const order = await this.send(`WITH rels AS (SELECT to_regclass($1) AS relid UNION SELECT relid FROM pg_partition_tree(to_regclass($1)))
+    // Its ancestors too: before PostgreSQL 15 a partition's clone of its parent's trigger is marked internal. (Both functions
+    // list nothing for a table outside a partition tree: the table itself is added.)
+    const order = await this.send(`WITH rels AS (SELECT to_regclass($1) AS relid UNION SELECT relid FROM pg_partition_tree(to_regclass($1))
+        UNION SELECT relid FROM pg_partition_ancestors(to_regclass($1)))
       SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid IN (SELECT relid FROM rels) AND NOT tgisinternal AND tgenabled IN ('A', 'R'))
         OR EXISTS (SELECT 1 FROM pg_rewrite WHERE ev_class IN (SELECT relid FROM rels) AND rulename <> '_RETURN' AND ev_enabled IN ('A', 'R'))
         AS observes`, [table]) as QueryResult;
