@@ -167,6 +167,31 @@ describe.each(ALL)("$label", (v) => {
     await x.finish();
   });
 
+  if (v.mode === "stream") test("a target trigger that fires under the replica role (ENABLE ALWAYS) sees the source's order across tables", async () => {
+    const x = await scenario(v, `
+      CREATE TABLE oa (id int PRIMARY KEY, v int);
+      CREATE TABLE ob (id int PRIMARY KEY, v int);
+      INSERT INTO oa SELECT g, 0 FROM generate_series(1, 4) g;
+      INSERT INTO ob SELECT g, 0 FROM generate_series(1, 4) g;`);
+    // On the target only: a log of every change the trigger saw, in the order it saw them.
+    await x.t(`CREATE SCHEMA tlog; CREATE TABLE tlog.seen (n serial, what text);
+      CREATE FUNCTION tlog.log() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+        INSERT INTO tlog.seen (what) VALUES (TG_TABLE_NAME || ' ' || lower(TG_OP) || ' ' || COALESCE(NEW.id, OLD.id)); RETURN NULL; END $$;
+      CREATE TRIGGER log AFTER INSERT OR UPDATE OR DELETE ON oa FOR EACH ROW EXECUTE FUNCTION tlog.log();
+      CREATE TRIGGER log AFTER INSERT OR UPDATE OR DELETE ON ob FOR EACH ROW EXECUTE FUNCTION tlog.log();
+      ALTER TABLE oa ENABLE ALWAYS TRIGGER log; ALTER TABLE ob ENABLE ALWAYS TRIGGER log;`);
+    // One source transaction alternating between the tables (as pgbench's does).
+    await x.q(`BEGIN; UPDATE oa SET v = 1 WHERE id = 1; UPDATE ob SET v = 1 WHERE id = 1; UPDATE oa SET v = 1 WHERE id = 2;
+      INSERT INTO ob VALUES (5, 5); DELETE FROM oa WHERE id = 3; UPDATE ob SET v = 2 WHERE id = 2; COMMIT;`);
+    const cut = await x.cutover();
+    expect(cut.phase).toBe("Completed");
+    expect((await x.t(`SELECT what FROM tlog.seen ORDER BY n`)).map((r) => r.what)).toEqual([
+      "oa update 1", "ob update 1", "oa update 2", "ob insert 5", "oa delete 3", "ob update 2"]);
+    await x.t(`DROP SCHEMA tlog CASCADE`);
+    await x.expectEqual();
+    await x.finish();
+  });
+
   test("default gate (--verify counts) hashes the tables changed during CDC: a lost UPDATE is caught", async () => {
     const x = await scenario(v, `CREATE TABLE g (id int PRIMARY KEY, v text); CREATE TABLE quiet (id int PRIMARY KEY, v text);
       INSERT INTO g SELECT i, 'v' || i FROM generate_series(1, 1000) i; INSERT INTO quiet SELECT i, 'q' FROM generate_series(1, 1000) i;`);

@@ -37,3 +37,22 @@ test("stream batches: grouped by table in order, consecutive changes merged, uns
   expect(() => checkStatement(out[4], 0)).toThrow(/DELETE of the row \(id="1", note=NULL\) found no such row/);
   expect(() => checkStatement(out[3], 2)).not.toThrow(); // INSERT: nothing to check
 });
+
+test("stream batches: a table with a trigger or rule firing under the replica role keeps the source's order across tables", () => {
+  const { batchSql } = require("./stream") as typeof import("./stream");
+  const { Client } = require("pg");
+  const c = new Client();
+  const rel = (name: string) => ({ tag: "relation", schema: "public", name, replicaIdentity: "default", keyColumns: ["id"], columns: [] }) as any;
+  const a = rel("a"), b = rel("b");
+  const meta = (observed: string) => (t: string) => ({ types: new Map([["id", "integer"], ["v", "integer"]]), alwaysIdentity: new Set<string>(),
+    observesOrder: t === observed });
+  const upd = (r: any, id: number) => ({ tag: "update", relation: r, key: null, old: null, new: { id: String(id), v: "1" } });
+  const changes = [upd(a, 1), upd(b, 1), upd(b, 2), upd(a, 2), upd(a, 3), upd(b, 3)] as any;
+  const tablesOf = (out: { sql: string }[]) => out.map((s) => s.sql.match(/"public"\."(\w)"/)![1]);
+  // Nothing observes the order: one merged UPDATE per table.
+  expect(tablesOf(batchSql(c, changes, meta("none")))).toEqual(["a", "b"]);
+  // b has an ALWAYS trigger: runs of consecutive changes of one table, in the source's order (a's too, since b sees them).
+  const kept = batchSql(c, changes, meta('"public"."b"'));
+  expect(tablesOf(kept)).toEqual(["a", "b", "a", "b"]);
+  expect(kept.map((s) => s.expect)).toEqual([1, 2, 2, 1]);
+});

@@ -200,6 +200,12 @@ export interface TableMeta {
   types: Map<string, string>; alwaysIdentity: Set<string>; columns?: Map<string, ColumnMeta>;
   /** The Citus distribution column of a distributed table (the migration's options): a change of its value moves the row. */
   moveOnChange?: Set<string>;
+  /**
+   * The table (or a partition of it) has a trigger or rule that fires under session_replication_role = replica
+   * (ENABLE ALWAYS / ENABLE REPLICA): it can see the order of changes across tables, so a batch touching it is not
+   * regrouped by table.
+   */
+  observesOrder?: boolean;
 }
 
 /**
@@ -247,20 +253,31 @@ export function checkStatement(b: BatchStatement, rowCount: number | null, rows:
 /**
  * The SQL for a batch of row changes inside one target transaction. Changes are grouped by table
  * (each table's own order kept: with no triggers or FK checks during apply, changes to different
- * tables commute), and consecutive changes of one kind are merged: multi-row INSERT, and UPDATE/DELETE
+ * tables commute; not when a table of the batch has a trigger or rule that fires under the replica role,
+ * TableMeta.observesOrder: then runs of consecutive changes of one table), and consecutive changes of one kind are merged: multi-row INSERT, and UPDATE/DELETE
  * joined to a VALUES list on the key. Consecutive updates of one key with the same columns collapse
  * to the last one (its new row is the row's final state). A run ends at a different kind or column
  * set, a repeated key in a DELETE run, a key change, or REPLICA IDENTITY FULL, which keep one
  * statement per change.
  */
 export function batchSql(c: Client, changes: RowChange[], meta: (table: string) => TableMeta | undefined): BatchStatement[] {
-  const byTable = new Map<string, RowChange[]>();
-  for (const m of changes) {
-    const t = tableOf(m.relation);
-    (byTable.get(t) ?? byTable.set(t, []).get(t)!).push(m);
+  const tables = changes.map((m) => tableOf(m.relation));
+  // Regrouping is invisible only while nothing on the target fires under the replica role: with an ALWAYS/REPLICA
+  // trigger or rule on any table of the batch, keep the source's order (runs of consecutive changes of one table).
+  const regroup = ![...new Set(tables)].some((t) => meta(t)?.observesOrder);
+  const groups: [string, RowChange[]][] = [];
+  if (regroup) {
+    const byTable = new Map<string, RowChange[]>();
+    changes.forEach((m, n) => { const t = tables[n]; (byTable.get(t) ?? byTable.set(t, []).get(t)!).push(m); });
+    groups.push(...byTable);
+  } else {
+    changes.forEach((m, n) => {
+      const last = groups[groups.length - 1];
+      if (last && last[0] === tables[n]) last[1].push(m); else groups.push([tables[n], [m]]);
+    });
   }
   const out: BatchStatement[] = [];
-  for (const [table, list] of byTable) {
+  for (const [table, list] of groups) {
     const info = meta(table);
     const keys = list[0].relation.keyColumns;
     const setCols = (m: ChangeUpdate) => Object.keys(m.new).filter((k) => m.new[k] !== undefined && !keys.includes(k)
@@ -653,6 +670,16 @@ export class StreamApplier {
       alwaysIdentity: new Set(r.rows.filter((x) => x.always).map((x) => x.attname)),
       columns: new Map(r.rows.map((x) => [x.attname, { type: x.type, eq: x.eq }])),
       moveOnChange: new Set(this.distributionColumns.has(table) ? [this.distributionColumns.get(table)!] : []) });
+    // Triggers and rules that fire under session_replication_role = replica, on the table or (written through a
+    // partitioned root) any of its partitions: their tables keep the source's order of changes (batchSql).
+    // Its ancestors too: before PostgreSQL 15 a partition's clone of its parent's trigger is marked internal. (Both functions
+    // list nothing for a table outside a partition tree: the table itself is added.)
+    const order = await this.send(`WITH rels AS (SELECT to_regclass($1) AS relid UNION SELECT relid FROM pg_partition_tree(to_regclass($1))
+        UNION SELECT relid FROM pg_partition_ancestors(to_regclass($1)))
+      SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid IN (SELECT relid FROM rels) AND NOT tgisinternal AND tgenabled IN ('A', 'R'))
+        OR EXISTS (SELECT 1 FROM pg_rewrite WHERE ev_class IN (SELECT relid FROM rels) AND rulename <> '_RETURN' AND ev_enabled IN ('A', 'R'))
+        AS observes`, [table]) as QueryResult;
+    this.meta.get(table)!.observesOrder = order.rows[0]?.observes === true;
     return r.rows.length;
   }
 
