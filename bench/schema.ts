@@ -7,7 +7,7 @@
  * Prints seconds and the ratio pgferry / pg_dump|pg_restore (below 1: pgferry is faster); with --runs N each runs N times,
  * alternating, and the best of each is kept.
  *
- *   node dist/bench/schema.js [--tables 2000] [--no-regress] [--mode stream] [--jobs 2] [--runs 1] [--json]
+ *   node dist/bench/schema.js [--tables 2000] [--no-regress] [--mode stream] [--jobs 2] [--runs 1] [--events] [--json]
  */
 import { spawnSync } from "child_process";
 import * as fs from "fs";
@@ -23,6 +23,7 @@ const opts = new Command("schema")
   .option("--mode <mode>", "CDC mode of pgferry's start", "stream")
   .option("--jobs <n>", "pgferry's --jobs", (v) => Number(v), 2)
   .option("--runs <n>", "runs of each, alternating; the best of each is kept (the machine is shared)", (v) => Number(v), 1)
+  .option("--events", "print pgferry's events with the seconds since its start (where the time goes)")
   .option("--json", "print JSON")
   .parse(process.argv).opts();
 
@@ -55,7 +56,8 @@ function dumpRestore(src: LocalServer, db: string, tgt: LocalServer, into: strin
 async function pgferryStart(src: LocalServer, db: string, tgt: LocalServer, into: string, exclude: string[] = []): Promise<number> {
   const t = Date.now();
   const r = await startMigration(parseEndpoint(src.uri(db), "source"), parseEndpoint(tgt.uri(into), "target"),
-    migrationOptions({ name: into, mode: opts.mode, jobs: opts.jobs, replicaIdentityFull: true, exclude }));
+    migrationOptions({ name: into, mode: opts.mode, jobs: opts.jobs, replicaIdentityFull: true, exclude }),
+    (e) => { if (opts.events) log(`  +${((Date.now() - t) / 1000).toFixed(2)} s ${JSON.stringify(e).slice(0, 160)}`); });
   const ms = Date.now() - t;
   if (r.phase !== "ReadyToCutover") throw new Error(`start of ${db} did not reach streaming: ${JSON.stringify(r).slice(0, 2000)}`);
   return ms;

@@ -25,21 +25,28 @@ export interface SourceChange {
 
 const S = CONTROL_SCHEMA;
 
-/** The statement that puts a table's replica identity back as it is now (read on the source). */
-async function currentIdentityUndo(src: Client, schema: string, name: string): Promise<{ was: string; undo: string }> {
-  const r = await src.query(`SELECT c.relreplident AS ri,
+/** The statements that put tables' replica identities back as they are now (read on the source in one query), by "schema.name". */
+async function currentIdentityUndos(src: Client, tables: { schema: string; name: string }[]): Promise<Map<string, { was: string; undo: string }>> {
+  const r = await src.query(`SELECT t.s, t.n, c.relreplident AS ri,
       (SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = c.oid AND x.indisreplident) AS idx
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`, [schema, name]);
-  const t = qualified(schema, name);
-  const x = r.rows[0];
-  switch (x?.ri) {
-    case "f": return { was: "FULL", undo: `ALTER TABLE ${t} REPLICA IDENTITY FULL` };
-    case "n": return { was: "NOTHING", undo: `ALTER TABLE ${t} REPLICA IDENTITY NOTHING` };
-    // USING INDEX whose index is gone behaves as NOTHING: the closest state SQL can restore.
-    case "i": return x.idx ? { was: `USING INDEX ${x.idx}`, undo: `ALTER TABLE ${t} REPLICA IDENTITY USING INDEX ${quoteIdent(x.idx)}` }
-      : { was: "USING INDEX (index dropped)", undo: `ALTER TABLE ${t} REPLICA IDENTITY NOTHING` };
-    default: return { was: "DEFAULT", undo: `ALTER TABLE ${t} REPLICA IDENTITY DEFAULT` };
+    FROM unnest($1::text[], $2::text[]) AS t(s, n)
+    LEFT JOIN pg_namespace ns ON ns.nspname = t.s LEFT JOIN pg_class c ON c.relnamespace = ns.oid AND c.relname = t.n`,
+  [tables.map((t) => t.schema), tables.map((t) => t.name)]);
+  const out = new Map<string, { was: string; undo: string }>();
+  for (const x of r.rows) {
+    const t = qualified(x.s, x.n);
+    out.set(`${x.s}.${x.n}`, ((): { was: string; undo: string } => {
+      switch (x.ri) {
+        case "f": return { was: "FULL", undo: `ALTER TABLE ${t} REPLICA IDENTITY FULL` };
+        case "n": return { was: "NOTHING", undo: `ALTER TABLE ${t} REPLICA IDENTITY NOTHING` };
+        // USING INDEX whose index is gone behaves as NOTHING: the closest state SQL can restore.
+        case "i": return x.idx ? { was: `USING INDEX ${x.idx}`, undo: `ALTER TABLE ${t} REPLICA IDENTITY USING INDEX ${quoteIdent(x.idx)}` }
+          : { was: "USING INDEX (index dropped)", undo: `ALTER TABLE ${t} REPLICA IDENTITY NOTHING` };
+        default: return { was: "DEFAULT", undo: `ALTER TABLE ${t} REPLICA IDENTITY DEFAULT` };
+      }
+    })());
   }
+  return out;
 }
 
 /**
@@ -51,13 +58,17 @@ export async function setReplicaIdentityFull(src: Client, tgt: Client, migration
   if (!tables.length) return [];
   await ensureControlSchema(tgt); // source_change: a load resumed on a control schema an older pgferry made
   const out: SourceChange[] = [];
-  for (const t of tables) {
-    const object = `${t.schema}.${t.name}`;
-    const cur = await currentIdentityUndo(src, t.schema, t.name);
-    await tgt.query(`INSERT INTO ${S}.source_change (migration, object, kind, change, undo_sql) VALUES ($1, $2, 'replica_identity', $3, $4)
-      ON CONFLICT (migration, kind, object) DO NOTHING`, [migration, object, `REPLICA IDENTITY FULL (was ${cur.was})`, cur.undo]);
-    await src.query(`ALTER TABLE ${qualified(t.schema, t.name)} REPLICA IDENTITY FULL`);
-  }
+  // Three round trips in all, not three per table (the regression database has hundreds of key-less tables): every
+  // undo is recorded before any table is altered, so a kill in between leaves records whose undo is the current state.
+  const undos = await currentIdentityUndos(src, tables);
+  const objects = tables.map((t) => `${t.schema}.${t.name}`);
+  await tgt.query(`INSERT INTO ${S}.source_change (migration, object, kind, change, undo_sql)
+      SELECT $1, o, 'replica_identity', 'REPLICA IDENTITY FULL (was ' || w || ')', u FROM unnest($2::text[], $3::text[], $4::text[]) AS x(o, w, u)
+    ON CONFLICT (migration, kind, object) DO NOTHING`,
+  [migration, objects, objects.map((o) => undos.get(o)!.was), objects.map((o) => undos.get(o)!.undo)]);
+  // One round trip, one transaction per table: a single transaction would hold every table's lock at once and can
+  // deadlock with the application's own transactions (seen on the regression database under writes).
+  await src.query(tables.map((t) => `BEGIN; ALTER TABLE ${qualified(t.schema, t.name)} REPLICA IDENTITY FULL; COMMIT;`).join("\n"));
   for (const c of await listSourceChanges(tgt, migration)) if (tables.some((t) => `${t.schema}.${t.name}` === c.object)) out.push(c);
   return out;
 }
