@@ -41,7 +41,7 @@ import {
 } from "../verify/verify";
 import { describeSourceChanges, restoreSourceChanges, SourceChange } from "../state/sourceChanges";
 import { dropTargetApply } from "../cdc/ddl/targetApply";
-import { syncNewTables } from "../cdc/ddl/newTables";
+import { newTablesState, syncNewTables } from "../cdc/ddl/newTables";
 import { readEntries, readPreamble } from "../state/schemaEntries";
 
 export type VerifyMode = "counts" | "hashes";
@@ -420,7 +420,17 @@ function newTablesJoin(r: CutoverRun): boolean { return r.m.mode === "subscripti
 /** Refresh the subscription for tables the source publishes and it does not list, and wait until they are ready (../cdc/ddl/newTables.ts). */
 async function joinNewTables(r: CutoverRun, frozen: boolean): Promise<void> {
   const names = objectNames(r.name);
+  if (!frozen) {
+    await syncNewTables(r.src, r.tgt, names.publication, names.subscription, r.o.timeoutSec, r.say, frozen);
+    return;
+  }
+  // After the fence the subscription is paused (disabled), and REFRESH needs it enabled: resumed for the sync only
+  // (nothing was committed after the fence, checked by the fence step; the source is frozen), then paused again.
+  const st = await newTablesState(r.src, r.tgt, names.publication, names.subscription);
+  if (!st.unlisted.length && !st.syncing.length) return;
+  await resumeReplication(r);
   await syncNewTables(r.src, r.tgt, names.publication, names.subscription, r.o.timeoutSec, r.say, frozen);
+  await pauseReplication(r);
 }
 
 /**

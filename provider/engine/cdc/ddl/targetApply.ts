@@ -105,7 +105,8 @@ BEGIN
     FROM jsonb_array_elements(coalesce(p->'identityFull', '[]')) e
     JOIN pg_namespace ns ON ns.nspname = e->>'schema' JOIN pg_class k ON k.relnamespace = ns.oid AND k.relname = e->>'name'
     JOIN pg_attribute a ON a.attrelid = k.oid AND a.attnum > 0 AND NOT a.attisdropped
-    JOIN pg_type ty ON ty.oid = CASE WHEN (SELECT typtype FROM pg_type WHERE oid = a.atttypid) = 'd' THEN getbasetype(a.atttypid) ELSE a.atttypid END
+    JOIN pg_type at ON at.oid = a.atttypid
+    JOIN pg_type ty ON ty.oid = CASE WHEN at.typtype = 'd' THEN at.typbasetype ELSE at.oid END
    WHERE NOT EXISTS (SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
                       WHERE oc.opcdefault AND am.amname IN ('btree', 'hash')
                         AND (oc.opcintype = CASE WHEN ty.typelem <> 0 AND ty.typlen = -1 THEN ty.typelem ELSE ty.oid END
