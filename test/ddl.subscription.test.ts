@@ -4,11 +4,12 @@
  * its place between the writes around it. Covered here: ADD COLUMN (constant default), ALTER COLUMN TYPE, RENAME
  * column and table, CREATE/DROP INDEX (CONCURRENTLY too), constraints, DROP COLUMN, a REPLICA IDENTITY FULL table
  * gaining a column, sequences, views, functions; a cutover right after a DDL; target = source (verify with hashes,
- * ../shared verify.sh when present); the capture and the target's trigger gone. CREATE TABLE stops the apply worker
- * before it (the subscription cannot take a new table inside its transaction), nothing after it applied.
+ * ../shared verify.sh when present); the capture and the target's trigger gone. CREATE TABLE (rows written in its
+ * transaction, after it and through the cutover's refresh; a key-less one; one created after the warm-up) and DROP
+ * TABLE of a migrated table, then cutover: target = source.
  */
 import { LocalServer } from "../provider/embedded/localServer";
-import { cleanupMigration, cutoverMigration, migrationOptions, parseEndpoint, startMigration, verifyMigration } from "../provider/engine";
+import { cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, startMigration, verifyMigration } from "../provider/engine";
 import { dropTargetApply, targetApplySql } from "../provider/engine/cdc/ddl/targetApply";
 import { leftovers, runVerifySh, startServers, Writer } from "./support/servers";
 import { until } from "./support/until";
@@ -18,12 +19,14 @@ let src: LocalServer, tgt: LocalServer;
 beforeAll(async () => {
   [src, tgt] = await startServers(15, 17);
   for (const db of ["app", "app2"]) { await src.createDatabase(db); await tgt.createDatabase(db); }
+  await tgt.createDatabase("judge"); // the trigger's own test: a database no migration's control schema is in
   await src.query(`CREATE TABLE acct (id int PRIMARY KEY, v text, n int);
     INSERT INTO acct SELECT g, 'v' || g, g FROM generate_series(1, 500) g;
     CREATE TABLE nokey (k int, w text); ALTER TABLE nokey REPLICA IDENTITY FULL;
     INSERT INTO nokey SELECT g, 'w' || g FROM generate_series(1, 100) g;
     CREATE TABLE ren (id int PRIMARY KEY); INSERT INTO ren VALUES (1);`, "app");
-  await src.query(`CREATE TABLE t2 (id int PRIMARY KEY, v text); INSERT INTO t2 SELECT g, 'x' FROM generate_series(1, 50) g;`, "app2");
+  await src.query(`CREATE TABLE t2 (id int PRIMARY KEY, v text); INSERT INTO t2 SELECT g, 'x' FROM generate_series(1, 50) g;
+    CREATE TABLE gone (id int PRIMARY KEY); INSERT INTO gone SELECT generate_series(1, 10);`, "app2");
 });
 afterAll(async () => { await src?.stop(); await tgt?.stop(); });
 
@@ -80,31 +83,72 @@ test("subscription: DDL interleaved with writes is applied in place by the apply
   expect(await leftovers(src, tgt)).toEqual([]);
 });
 
-test("subscription: CREATE TABLE stops the apply worker before it; cleanup removes the capture on both sides", async () => {
+test("subscription: CREATE TABLE joins (rows before and after the refresh, a table created after the warm-up) and DROP TABLE; cutover; target = source", async () => {
   const source = parseEndpoint(src.uri("app2"), "source"), target = parseEndpoint(tgt.uri("app2"), "target");
   expect((await startMigration(source, target, migrationOptions({ name: "sr", mode: "subscription", ddl: "replicate", jobs: 1 }))).phase).toBe("ReadyToCutover");
-  await src.query(`INSERT INTO t2 VALUES (51, 'before')`, "app2");
-  await until("the row before to arrive", async () => (await tgt.query(`SELECT count(*)::int AS n FROM t2 WHERE id = 51`, "app2"))[0].n === 1);
-  await src.query(`CREATE TABLE t3 (id int PRIMARY KEY)`, "app2");
-  await src.query(`INSERT INTO t2 VALUES (52, 'after')`, "app2");
-  await until("the apply worker to fail on it", async () => (await tgt.query(`SELECT apply_error_count::int AS n FROM pg_stat_subscription_stats`,
-    "app2"))[0]?.n > 0, 60000);
-  expect((await tgt.query(`SELECT count(*)::int AS n FROM t2 WHERE id = 52`, "app2"))[0].n).toBe(0);
-  expect(await cols(tgt, "public.t3", "app2")).toEqual([]);
-  // A key-less table (a json column: no equality) created meanwhile: its CREATE TABLE is refused on the target like t3's (so
-  // FULL-identity rows are never matched there by `=`), but the source's application keeps working on it (FULL
-  // identity, set by the trigger), and cleanup puts DEFAULT back.
-  await src.query(`CREATE TABLE t4 (a int, j json)`, "app2");
-  await src.query(`INSERT INTO t4 VALUES (1, '{}'), (2, '[]'); UPDATE t4 SET j = '{"u":1}' WHERE a = 1; DELETE FROM t4 WHERE a = 2`, "app2");
-  await cleanupMigration(source, target, "sr");
+  const c = await src.client("app2");
+  // The creating transaction writes rows too (DDL as a statement of its own, then DML).
+  await c.query("BEGIN");
+  await c.query(`INSERT INTO t2 VALUES (51, 'before')`);
+  await c.query(`CREATE TABLE t3 (id int PRIMARY KEY, v text)`);
+  await c.query(`INSERT INTO t3 SELECT g, 'in-create-tx' FROM generate_series(1, 200) g`);
+  await c.query(`UPDATE t3 SET v = 'updated-in-tx' WHERE id <= 20`);
+  await c.query("COMMIT");
+  // A key-less table (REPLICA IDENTITY FULL on the source, types with equality): matched by whole rows.
+  await c.query(`CREATE TABLE t4 (a int, w text)`);
+  await c.query(`INSERT INTO t4 SELECT g, 'w' || g FROM generate_series(1, 50) g`);
+  await c.query(`UPDATE t4 SET w = 'u' WHERE a % 5 = 0`);
+  await c.query(`DELETE FROM t4 WHERE a % 7 = 0`);
+  // After the creation, before any refresh: inserts, updates, deletes.
+  await c.query(`INSERT INTO t3 SELECT g, 'after' FROM generate_series(201, 300) g`);
+  await c.query(`UPDATE t3 SET v = 'updated-after' WHERE id % 10 = 0`);
+  await c.query(`DELETE FROM t3 WHERE id % 13 = 0`);
+  // DROP TABLE of a migrated table (with rows), between writes.
+  await c.query(`DROP TABLE gone`);
+  await c.query(`INSERT INTO t2 VALUES (52, 'after-drop')`);
+  await until("the apply worker to apply up to the last write", async () =>
+    (await tgt.query(`SELECT count(*)::int AS n FROM t2 WHERE id = 52`, "app2"))[0].n === 1, 60000);
+  // The tables exist at their place on the target; their rows wait for the refresh (the worker skips unlisted tables).
+  expect(await cols(tgt, "public.t3", "app2")).toEqual(["id integer", "v text"]);
+  expect((await tgt.query(`SELECT count(*)::int AS n FROM t3`, "app2"))[0].n).toBe(0);
+  expect(await cols(tgt, "public.gone", "app2")).toEqual([]);
+  expect((await tgt.query(`SELECT count(*)::int AS n FROM pg_subscription_rel WHERE srrelid::regclass::text = 'gone'`, "app2"))[0].n).toBe(0);
+  expect((await src.query(`SELECT count(*)::int AS n FROM pg_publication_tables WHERE tablename = 'gone'`, "app2"))[0].n).toBe(0);
+  // status names the tables that wait for the cutover's refresh.
+  const st = await migrationStatus(source, target, "sr");
+  expect(st.newTablesAwaitingSync?.map((t) => t.table)).toEqual(["public.t3", "public.t4"]);
+  // Writes go on through the refresh and the freeze; a table is created after the warm-up (at the freeze barrier).
+  const writer = new Writer(src.uri("app2"), (i) => `BEGIN; INSERT INTO t3 VALUES (${1000 + i}, 'w'); UPDATE t3 SET v = 'x${i}' WHERE id = ${(i % 300) + 1}; ` +
+    `UPDATE t2 SET v = 'y${i}' WHERE id = ${(i % 50) + 1}; COMMIT`).start();
+  await new Promise((r) => setTimeout(r, 300));
+  const cut = await cutoverMigration(source, target, { name: "sr", freezeWrites: true, timeoutSec: 120, jobs: 1, verify: "hashes",
+    barrier: async (point) => {
+      if (point !== "freeze") return;
+      await c.query(`CREATE TABLE t5 (id int PRIMARY KEY, v text)`);
+      await c.query(`INSERT INTO t5 SELECT g, 'late' FROM generate_series(1, 30) g`);
+    } });
+  await writer.stop();
+  await c.end();
+  expect(writer.errors).toEqual([]);
+  expect(writer.transactions).toBeGreaterThan(0);
+  expect(cut.phase).toBe("Completed");
+  for (const t of ["t2", "t3", "t4", "t5"]) {
+    const q = `SELECT count(*)::int AS n, md5(string_agg(x::text, ',' ORDER BY x::text)) AS h FROM ${t} x`;
+    expect(await tgt.query(q, "app2")).toEqual(await src.query(q, "app2"));
+  }
+  expect((await tgt.query(`SELECT count(*)::int AS n FROM t5`, "app2"))[0].n).toBe(30);
   expect((await src.query(`SELECT relreplident AS r FROM pg_class WHERE oid = 't4'::regclass`, "app2"))[0].r).toBe("d");
+  const report = await verifyMigration(source, target, { jobs: 1 });
+  expect(report.problems).toEqual([]);
+  const sh = runVerifySh(src.uri("app2"), tgt.uri("app2"), ["public"]);
+  if (sh) expect(sh).toMatchObject({ code: 0 });
   expect(await pgferryObjects(src, "app2")).toEqual([]);
   expect(await pgferryObjects(tgt, "app2")).toEqual([]);
   expect(await leftovers(src, tgt, "app2")).toEqual([]);
 });
 
 test("subscription: the target trigger's judgement (PL/pgSQL) refuses and applies what statement.ts does", async () => {
-  const c = await tgt.client("app2");
+  const c = await tgt.client("judge");
   await c.query(`CREATE SCHEMA pgferry; CREATE TABLE judge_t (v text)`); // the schema: what start's control schema provides
   try {
     for (const sql of targetApplySql("judge")) await c.query(sql);
@@ -118,6 +162,10 @@ test("subscription: the target trigger's judgement (PL/pgSQL) refuses and applie
     expect(await run("DO $$ BEGIN EXECUTE 'ALTER TABLE judge_t ADD COLUMN b int'; END $$")).toBe("ddl_not_top_level");
     expect(await run("CREATE TABLE c AS SELECT 1", { commands: [{ tag: "CREATE TABLE AS", type: "table", identity: "public.c" }] })).toBe("ddl_unsupported");
     expect(await run("ALTER TABLE judge_t ADD COLUMN seen timestamptz DEFAULT now()", { nonConstantDefaults: ["seen"] })).toBe("ddl_volatile_default");
+    expect(await run("CREATE TABLE judge_j (a int, j json)", { commands: [{ tag: "CREATE TABLE", type: "table", identity: "public.judge_j" }],
+      identityFull: [{ schema: "public", name: "judge_j" }] })).toBe("ddl_unsupported");
+    expect(await run("CREATE TABLE judge_k (a int, w text, r int4range, e int[])", { commands: [{ tag: "CREATE TABLE", type: "table", identity: "public.judge_k" }],
+      identityFull: [{ schema: "public", name: "judge_k" }] })).toBe("applied");
     expect(await run("ALTER TABLE judge_t ALTER COLUMN v TYPE varchar(20)", { nonConstantDefaults: ["v"] })).toBe("applied");
     expect(await run("COMMENT ON TABLE judge_t IS 'a;b -- not a comment'")).toBe("applied");
     expect(await run("CREATE FUNCTION f_semi() RETURNS int LANGUAGE sql AS $b$ SELECT 1; $b$;  -- trailing; comment")).toBe("applied");
@@ -126,7 +174,7 @@ test("subscription: the target trigger's judgement (PL/pgSQL) refuses and applie
       to_regclass('judge_t_v_idx') IS NOT NULL AS i`)).rows[0]).toEqual({ d: "a;b -- not a comment", f: true, i: true });
   } finally {
     await dropTargetApply(c, "judge");
-    await c.query(`DROP SCHEMA pgferry; DROP TABLE judge_t; DROP FUNCTION IF EXISTS f_semi()`);
+    await c.query(`DROP SCHEMA pgferry; DROP TABLE judge_t; DROP TABLE IF EXISTS judge_k, judge_j; DROP FUNCTION IF EXISTS f_semi()`);
     await c.end();
   }
 });

@@ -107,6 +107,11 @@ export function formatStatus(s: MigrationStatus): string {
       `so the target may still hold their old rows; the cutover copies them again while writes are stopped (${s.truncatedPartitions.length}): ` +
       s.truncatedPartitions.join(", "));
   }
+  if (s.newTablesAwaitingSync?.length) {
+    lines.push(`  ! table(s) created on the source while streaming, not yet applied by the subscription (their rows are copied by ` +
+      `PostgreSQL's table synchronisation when pgferry cutover refreshes it, before the freeze) (${s.newTablesAwaitingSync.length}): ` +
+      s.newTablesAwaitingSync.map((t) => `${t.table} (${t.state})`).join(", "));
+  }
   if (s.largeObjects && (s.largeObjects.carried || s.largeObjects.sourceCount)) {
     const lo = s.largeObjects;
     const size = (b?: number) => (b === undefined ? "size not readable by this role" : human(b));

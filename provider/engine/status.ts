@@ -13,6 +13,7 @@ import { slotInfo, SlotInfo, slotLostError } from "./copy/snapshot";
 import { changesAfterFence } from "./cdc/decoders";
 import { CutoverTimings, MigrationRecord, Phase, readMigration, readTableProgress, TableProgress } from "./state/state";
 import { SchemaDifference, schemaDifferences } from "./catalog/drift";
+import { newTablesState } from "./cdc/ddl/newTables";
 import { rollbackWindowStatus, RollbackWindowStatus } from "./rollback/rollback";
 import { NotCarried } from "./catalog/catalog";
 import { readNotCarried } from "./copy/schema";
@@ -80,6 +81,12 @@ export interface MigrationStatus {
    * (publish_via_partition_root), so the target may hold their old rows until the cutover copies them again.
    */
   truncatedPartitions?: string[];
+  /**
+   * --ddl replicate, subscription mode: tables created on the source while streaming that the subscription does not
+   * list yet (their rows are not applied until the cutover's new-tables step refreshes it and PostgreSQL copies them),
+   * or lists and is still synchronising (state: i, d, f, s).
+   */
+  newTablesAwaitingSync?: { table: string; state: string }[];
   /** What the target does not get from the source, with why and the fix (recorded by start). */
   notCarried?: NotCarried[];
   /** What pgferry changed on the source and undoes at cutover/cleanup (e.g. REPLICA IDENTITY FULL, with its warning). */
@@ -161,6 +168,11 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
       if (r.rowCount) st.lagSeconds = r.rows[0].lag;
       if (["ReadyToCutover", "CuttingOver", "VerifyFailed"].includes(m.phase)) st.schemaDifferences = await schemaDifferences(src, tgt, name);
       if (["ReadyToCutover", "CuttingOver", "VerifyFailed"].includes(m.phase)) st.truncatedPartitions = await rewrittenPartitions(src, tgt, name);
+      if (m.mode === "subscription" && m.options.ddl === "replicate") {
+        // Read-only: status does not refresh the subscription (the cutover does, while streaming); it names what waits.
+        const nt = await newTablesState(src, tgt, names.publication, names.subscription);
+        st.newTablesAwaitingSync = [...nt.unlisted.map((table) => ({ table, state: "not in the subscription" })), ...nt.syncing];
+      }
     }
     return st;
   } finally {

@@ -86,6 +86,7 @@ export const ERROR_CODES = {
   ddl_multi_statement: { meaning: "--ddl replicate: a captured DDL came in a query string of several statements; the stream stopped before it", fix: "run pgferry cleanup and start again; send DDL as its own statement" },
   ddl_not_top_level: { meaning: "--ddl replicate: DDL ran inside a function, DO block or procedure; the stream stopped before it", fix: "run pgferry cleanup and start again; run DDL as top-level statements" },
   ddl_unsupported: { meaning: "--ddl replicate: a DDL command replication cannot carry (CREATE TABLE AS, SELECT INTO); the stream stopped before it", fix: "run pgferry cleanup and start again" },
+  new_table_sync_timeout: { meaning: "--ddl replicate, subscription mode: a table created while streaming was not listed or synchronised by the subscription within --timeout (cutover's new-tables step)", fix: "let the subscription catch up (status shows it), then cutover again, with a larger --timeout" },
   ddl_volatile_default: { meaning: "--ddl replicate: ADD COLUMN with a default that is not immutable; the stream stopped before it", fix: "run pgferry cleanup and start again; add such columns without a default, then SET DEFAULT and UPDATE" },
   ddl_failed: { meaning: "--ddl replicate: the target refused a captured DDL statement (or its message was malformed); the stream stopped before it", fix: "make the statement succeed on the target (the message names it), then run the agent again" },
   not_ready: { meaning: "cutover needs phase ReadyToCutover", fix: "run pgferry start until it streams" },

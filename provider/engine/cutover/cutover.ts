@@ -41,6 +41,7 @@ import {
 } from "../verify/verify";
 import { describeSourceChanges, restoreSourceChanges, SourceChange } from "../state/sourceChanges";
 import { dropTargetApply } from "../cdc/ddl/targetApply";
+import { newTablesState, syncNewTables } from "../cdc/ddl/newTables";
 import { readEntries, readPreamble } from "../state/schemaEntries";
 
 export type VerifyMode = "counts" | "hashes";
@@ -293,6 +294,8 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
     },
   },
   // Not when a re-run finds the source frozen already: there the warm-up would itself be downtime.
+  // --ddl replicate, subscription mode: tables created while streaming join the subscription (copied while streaming, not downtime).
+  { name: "new-tables", when: newTablesJoin, done: (r) => !r.replicating || r.m.sourceFrozen, run: (r) => joinNewTables(r, false) },
   { name: "warm-up", done: (r) => !r.replicating || r.m.sourceFrozen, run: warmUp },
   { name: "databases-freeze", when: (r) => !!r.o.barrier, done: pastPointOfNoReturn, run: (r) => r.o.barrier!("freeze") },
   { name: "record-freeze", done: pastPointOfNoReturn, run: recordFreeze },
@@ -321,6 +324,11 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
       // A sequence created by replicated DDL after the warm-up listed them is synced too.
       r.sequences = await sequencesOf(r.src, r.m);
     },
+  },
+  {
+    // A table created after the warm-up's refresh: joined now (its copy is downtime, but exact: the source is frozen).
+    name: "new-tables-after-fence", when: newTablesJoin, done: pastPointOfNoReturn,
+    async run(r) { try { await joinNewTables(r, true); } catch (e) { await rollbackToStreaming(r, e); throw e; } },
   },
   { name: "unlogged-tables", done: pastPointOfNoReturn, timing: "unloggedCopyMs", run: unloggedTables },
   // Leaf partitions truncated alone on the source (not replicated): copied again now that writes are stopped.
@@ -405,6 +413,24 @@ async function schemaGate(r: CutoverRun): Promise<void> {
       `(${drift.length} difference(s)): ${describeDifferences(drift)}. Nothing was ${m.sourceFrozen ? "changed (the source stays frozen)" : "frozen"}; ` +
       `apply the same DDL on the target, then run pgferry cutover again (pgferry status lists what still differs)`);
   }
+}
+
+function newTablesJoin(r: CutoverRun): boolean { return r.m.mode === "subscription" && r.m.options.ddl === "replicate" && !r.reverse; }
+
+/** Refresh the subscription for tables the source publishes and it does not list, and wait until they are ready (../cdc/ddl/newTables.ts). */
+async function joinNewTables(r: CutoverRun, frozen: boolean): Promise<void> {
+  const names = objectNames(r.name);
+  if (!frozen) {
+    await syncNewTables(r.src, r.tgt, names.publication, names.subscription, r.o.timeoutSec, r.say, frozen);
+    return;
+  }
+  // After the fence the subscription is paused (disabled), and REFRESH needs it enabled: resumed for the sync only
+  // (nothing was committed after the fence, checked by the fence step; the source is frozen), then paused again.
+  const st = await newTablesState(r.src, r.tgt, names.publication, names.subscription);
+  if (!st.unlisted.length && !st.syncing.length) return;
+  await resumeReplication(r);
+  await syncNewTables(r.src, r.tgt, names.publication, names.subscription, r.o.timeoutSec, r.say, frozen);
+  await pauseReplication(r);
 }
 
 /**

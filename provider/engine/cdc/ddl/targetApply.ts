@@ -8,8 +8,9 @@
  * transaction, nothing after it is applied (the target's log names the code; cutover's drain stops naming the
  * subscription's apply errors).
  *
- * CREATE TABLE is refused in this mode: the worker skips changes of tables missing from pg_subscription_rel, and
- * REFRESH PUBLICATION cannot run inside its transaction (docs/design.md, "DDL replication").
+ * CREATE TABLE runs here like any DDL (the table exists from its place on); the worker skips the new table's changes
+ * until the subscription lists it, which REFRESH PUBLICATION (copy_data = true) does from outside the worker's
+ * transaction: the cutover's new-tables steps (./newTables.ts; docs/design.md, "DDL replication").
  */
 import { Client } from "pg";
 import { CONTROL_SCHEMA } from "../../catalog/catalog";
@@ -85,8 +86,8 @@ BEGIN
   IF verb IS NULL OR verb NOT IN ('CREATE', 'ALTER', 'DROP', 'COMMENT', 'GRANT', 'REVOKE', 'REFRESH', 'REINDEX', 'SECURITY', 'IMPORT') THEN
     RAISE EXCEPTION 'ddl_not_top_level: DDL replication stopped before the source''s query "%": the DDL ran inside it (function, DO block, procedure); nothing from it or after it was applied. Fix: run pgferry cleanup and start again; run DDL as top-level statements', summary;
   END IF;
-  IF EXISTS (SELECT 1 FROM jsonb_array_elements(p->'commands') c WHERE c->>'tag' IN ('CREATE TABLE AS', 'SELECT INTO', 'CREATE TABLE')) THEN
-    RAISE EXCEPTION 'ddl_unsupported: DDL replication stopped before the source''s query "%": a table created while a subscription streams cannot join it inside the apply worker''s transaction (CREATE TABLE, CREATE TABLE AS, SELECT INTO); nothing from it or after it was applied. Fix: run pgferry cleanup and start again, or use --mode stream, which carries CREATE TABLE', summary;
+  IF EXISTS (SELECT 1 FROM jsonb_array_elements(p->'commands') c WHERE c->>'tag' IN ('CREATE TABLE AS', 'SELECT INTO')) THEN
+    RAISE EXCEPTION 'ddl_unsupported: DDL replication stopped before the source''s query "%": the rows it wrote are not in the stream (the table joins the publication after them); nothing from it or after it was applied. Fix: run pgferry cleanup and start again; from then on, use CREATE TABLE and then INSERT … SELECT (the rows replicate)', summary;
   END IF;
   FOR col IN SELECT jsonb_array_elements_text(coalesce(p->'nonConstantDefaults', '[]')) LOOP
     IF code ~* ('\\mADD\\s+(COLUMN\\s+)?(IF\\s+NOT\\s+EXISTS\\s+)?(' || quote_ident(col) || '|"' || replace(col, '"', '""') || '")') THEN
@@ -97,6 +98,23 @@ BEGIN
   PERFORM set_config('search_path', p->>'searchPath', true);
   EXECUTE regexp_replace(btrim(q), '^((\\s|--[^\\n]*\\n|/\\*.*?\\*/)*(CREATE\\s+(UNIQUE\\s+)?INDEX|DROP\\s+INDEX|REINDEX\\s+[A-Za-z]+))\\s+CONCURRENTLY\\M', '\\1', 'i');
   PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+  -- A key-less new table (the source gave it REPLICA IDENTITY FULL): the apply and tablesync workers match its rows
+  -- with each column's default equality; a column type without one (json, point, xml) would stop them at its first
+  -- UPDATE/DELETE. Refused here, before anything of its transaction is applied (stream mode matches such rows exactly).
+  SELECT string_agg(format('%I.%I.%I (%s)', e->>'schema', e->>'name', a.attname, format_type(a.atttypid, a.atttypmod)), ', ') INTO col
+    FROM jsonb_array_elements(coalesce(p->'identityFull', '[]')) e
+    JOIN pg_namespace ns ON ns.nspname = e->>'schema' JOIN pg_class k ON k.relnamespace = ns.oid AND k.relname = e->>'name'
+    JOIN pg_attribute a ON a.attrelid = k.oid AND a.attnum > 0 AND NOT a.attisdropped
+    JOIN pg_type at ON at.oid = a.atttypid
+    JOIN pg_type ty ON ty.oid = CASE WHEN at.typtype = 'd' THEN at.typbasetype ELSE at.oid END
+   WHERE NOT EXISTS (SELECT 1 FROM pg_opclass oc JOIN pg_am am ON am.oid = oc.opcmethod
+                      WHERE oc.opcdefault AND am.amname IN ('btree', 'hash')
+                        AND (oc.opcintype = CASE WHEN ty.typelem <> 0 AND ty.typlen = -1 THEN ty.typelem ELSE ty.oid END
+                             OR (oc.opcintype = 'anyenum'::regtype AND ty.typtype = 'e') OR (oc.opcintype = 'anyrange'::regtype AND ty.typtype = 'r')
+                             OR (oc.opcintype = 'record'::regtype AND ty.typtype = 'c')));
+  IF col IS NOT NULL THEN
+    RAISE EXCEPTION 'ddl_unsupported: DDL replication stopped before the source''s query "%": it creates a table without a key (REPLICA IDENTITY FULL on the source) with column(s) % whose type has no equality, which the subscription cannot match rows by; nothing from it or after it was applied. Fix: run pgferry cleanup and start again; give the table a primary key, or use --mode stream', summary, col;
+  END IF;
   RETURN NULL;
 END $pgferry$`,
     `DROP TRIGGER IF EXISTS ${n.trigger} ON ${n.log}`,
