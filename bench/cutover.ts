@@ -21,6 +21,7 @@ import { Command } from "commander";
 import { LocalServer } from "../provider/embedded/localServer";
 import { cleanupMigration, cutoverMigration, migrationOptions, parseEndpoint, startMigration } from "../provider/engine";
 import { formatTimings } from "../provider/cli/output";
+import { manyTablesSql } from "./datasets";
 
 const opts = new Command("cutover")
   .option("--tables <n>", "generated tables (serial key + FK + 2 indexes, 50-200 rows each)", (v) => Number(v), 2000)
@@ -34,16 +35,6 @@ const opts = new Command("cutover")
 const log = (s: string) => { if (!opts.json) process.stderr.write(`[cutover] ${s}\n`); };
 const secs = (ms?: number) => ms === undefined ? "-" : (ms / 1000).toFixed(2);
 
-/** t_i references t_(i/2) (t_0 itself): every key has a parent table with rows 1..50 at least. */
-function schemaSql(from: number, to: number): string {
-  return `DO $$ BEGIN FOR i IN ${from}..${to - 1} LOOP
-    EXECUTE format('CREATE TABLE t_%s (id serial PRIMARY KEY, ref int REFERENCES t_%s (id), a int NOT NULL, b text NOT NULL)', i, i / 2);
-    EXECUTE format('CREATE INDEX ON t_%s (a)', i);
-    EXECUTE format('CREATE INDEX ON t_%s (b)', i);
-    EXECUTE format('INSERT INTO t_%s (ref, a, b) SELECT CASE WHEN %s = 0 THEN NULL ELSE 1 + g %% 50 END, g * 7 %% 1000, md5(g::text) FROM generate_series(1, %s) g',
-      i, i, 50 + (i * 37) % 151);
-  END LOOP; END $$`;
-}
 
 async function main() {
   const modes = String(opts.modes).split(",").map((x) => x.trim()) as ("subscription" | "stream")[];
@@ -61,7 +52,7 @@ async function main() {
       await tgt.createDatabase(db);
       const tGen = Date.now();
       // In transactions of 100 tables: one for all would need more locks than max_locks_per_transaction allows.
-      for (let i = 0; i < opts.tables; i += 100) await src.query(schemaSql(i, Math.min(opts.tables, i + 100)), db);
+      for (let i = 0; i < opts.tables; i += 100) await src.query(manyTablesSql(i, Math.min(opts.tables, i + 100)), db);
       await src.query(`VACUUM ANALYZE`, db);
       log(`${mode}: generated ${opts.tables} tables in ${secs(Date.now() - tGen)} s`);
       const source = parseEndpoint(src.uri(db), "source"), target = parseEndpoint(tgt.uri(db), "target");

@@ -29,6 +29,7 @@ import { EmbeddedMajor, LocalServer } from "../provider/embedded/localServer";
 import { cleanupMigration, migrationOptions, MigrationEvent, parseEndpoint, startMigration } from "../provider/engine";
 import { findPgTools } from "../provider/engine/copy/schema";
 import { qualified, quoteLiteral } from "../provider/engine/core/endpoint";
+import { manyTablesSql } from "./datasets";
 
 // ---------------------------------------------------------------- options
 
@@ -200,16 +201,6 @@ function rangeTasks(total: number, parts: number, sql: (lo: number, hi: number) 
 
 interface Generated { seconds: number; sizeBytes: number; rows: Record<string, number>; totalRows: number; tableBytes: Record<string, number> }
 
-/** The tables dataset: t_i has a serial key, a foreign key to t_(i/2), two secondary indexes and 50–200 rows (as bench/cutover.ts). */
-function manyTablesSql(from: number, to: number): string {
-  return `DO $$ BEGIN FOR i IN ${from}..${to - 1} LOOP
-    EXECUTE format('CREATE TABLE t_%s (id serial PRIMARY KEY, ref int REFERENCES t_%s (id), a int NOT NULL, b text NOT NULL)', i, i / 2);
-    EXECUTE format('CREATE INDEX ON t_%s (a)', i);
-    EXECUTE format('CREATE INDEX ON t_%s (b)', i);
-    EXECUTE format('INSERT INTO t_%s (ref, a, b) SELECT CASE WHEN %s = 0 THEN NULL ELSE 1 + g %% 50 END, g * 7 %% 1000, md5(g::text) FROM generate_series(1, %s) g',
-      i, i, 50 + (i * 37) % 151);
-  END LOOP; END $$`;
-}
 
 /** A fresh source database holding the dataset, and what it holds. */
 async function generate(server: LocalServer, o: BenchOptions, dataset: DatasetKey, parallel: number, bin: string | undefined): Promise<Generated> {

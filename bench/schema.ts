@@ -16,6 +16,7 @@ import * as path from "path";
 import { Command } from "commander";
 import { LocalServer } from "../provider/embedded/localServer";
 import { cleanupMigration, migrationOptions, parseEndpoint, startMigration } from "../provider/engine";
+import { manyTablesSql } from "./datasets";
 
 const opts = new Command("schema")
   .option("--tables <n>", "generated tables (0 skips them)", (v) => Number(v), 2000)
@@ -63,16 +64,6 @@ async function pgferryStart(src: LocalServer, db: string, tgt: LocalServer, into
   return ms;
 }
 
-/** t_i references t_(i/2): as bench/cutover.ts. */
-function tablesSql(from: number, to: number): string {
-  return `DO $$ BEGIN FOR i IN ${from}..${to - 1} LOOP
-    EXECUTE format('CREATE TABLE t_%s (id serial PRIMARY KEY, ref int REFERENCES t_%s (id), a int NOT NULL, b text NOT NULL)', i, i / 2);
-    EXECUTE format('CREATE INDEX ON t_%s (a)', i);
-    EXECUTE format('CREATE INDEX ON t_%s (b)', i);
-    EXECUTE format('INSERT INTO t_%s (ref, a, b) SELECT CASE WHEN %s = 0 THEN NULL ELSE 1 + g %% 50 END, g * 7 %% 1000, md5(g::text) FROM generate_series(1, %s) g',
-      i, i, 50 + (i * 37) % 151);
-  END LOOP; END $$`;
-}
 
 interface Row { data: string; pgferrySeconds: number; pgDumpRestoreSeconds: number; ratio: number }
 
@@ -128,7 +119,7 @@ async function main() {
     }
     if (opts.tables > 0) {
       await src.createDatabase("gen");
-      for (let i = 0; i < opts.tables; i += 100) await src.query(tablesSql(i, Math.min(opts.tables, i + 100)), "gen");
+      for (let i = 0; i < opts.tables; i += 100) await src.query(manyTablesSql(i, Math.min(opts.tables, i + 100)), "gen");
       await src.query(`VACUUM ANALYZE`, "gen");
       await measure(`${opts.tables} generated tables (serial key + FK + 2 indexes, 50-200 rows)`, "gen");
     }
