@@ -591,7 +591,8 @@ async function verifyTarget(r: CutoverRun): Promise<void> {
   // change's counts makes every pre-check verdict unsafe, so then every table is compared now.
   const holders = now ? await statisticsHolders(fingerprintsOn.source, r.src) : [];
   if (holders.length) r.say(`comparing every table at the fence: ${describeSessions(holders)} may still hold unflushed statistics ` +
-    `(the pre-check's verdicts stand only when the source's sessions were ended by --freeze-writes or idle for ${STATS_FLUSHED_AFTER_S} s)`);
+    `(the pre-check's verdicts stand only when the source's sessions were ended by --freeze-writes or idle for ${STATS_FLUSHED_AFTER_S} s); ` +
+    `the tables they wrote last may also be missing from those hashed as changed during CDC${r.verifyMode === "hashes" ? "" : " (--verify hashes hashes every table)"}`);
   const known = now && !holders.length ? stillValid(r.preCheck, now) : undefined;
   r.preChecked = known?.size;
   r.say(`verifying the target against the source (${r.verifyMode === "hashes" ? "row counts and content hashes" :
