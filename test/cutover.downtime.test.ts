@@ -208,7 +208,7 @@ test("without --freeze-writes, a source session that may hold unflushed statisti
   await app.connect();
   try {
     const said: string[] = [];
-    const cut = await cutoverMigration(source, target, { name: db, timeoutSec: 120, jobs: 2, graceSec: 5, onProgress: (m) => said.push(m),
+    const cut = await cutoverMigration(source, target, { name: db, freezeWrites: false, timeoutSec: 120, jobs: 2, graceSec: 5, onProgress: (m) => said.push(m),
       afterStep: async (step) => { if (step === "warm-up") await app.query(`UPDATE parent SET v = 'after the pre-check' WHERE id = 7`); } });
     expect(cut.phase).toBe("Completed");
     expect(cut.verification?.preChecked).toBeUndefined();

@@ -7,7 +7,7 @@ import {
   startDatabases, verifyDatabases,
 } from "../engine";
 import { DatabaseSelection } from "../engine/databases";
-import { formatStatus, formatTimings, printJson, reporter } from "./output";
+import { agentLog, formatStatus, formatTimings, printJson, reporter } from "./output";
 
 export const selectionOf = (o: { database?: string[]; allDatabases?: boolean }): DatabaseSelection =>
   ({ databases: o.database ?? [], allDatabases: !!o.allDatabases });
@@ -146,8 +146,7 @@ export async function agentCommand(o: any): Promise<number> {
   const onSignal = () => stop.abort();
   process.once("SIGTERM", onSignal);
   process.once("SIGINT", onSignal);
-  const log = (message: string) => process.stderr.write(o.json ? JSON.stringify({ time: new Date().toISOString(), message }) + "\n"
-    : `${new Date().toISOString()} ${message}\n`);
+  const log = agentLog(Boolean(o.json));
   try {
     const res = await agentDatabases(source!, target, o.name, sel, { signal: stop.signal, log, stallTimeoutSec: o.stallTimeout });
     log(`agent ${res.reason}: ${res.appliedChanges} changes applied in ${res.databases.length} database(s) ` +

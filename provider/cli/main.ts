@@ -10,7 +10,7 @@ import {
   rollbackMigration, runAgent, startMigration, updateRollbackState, verifyMigration,
 } from "../engine";
 import { Monitor, serveMonitor } from "./monitor";
-import { formatStatus, formatTimings, formatWatch, printJson, reportError, reporter } from "./output";
+import { agentLog, formatStatus, formatTimings, formatWatch, printJson, reportError, reporter } from "./output";
 import { describeSessions } from "../engine/cutover/cutover";
 import { connect } from "../engine/core/endpoint";
 import { COMMANDS, flagName, PROGRAM, SETTINGS, SettingSpec } from "../engine/core/optionSpec";
@@ -285,8 +285,7 @@ export function buildProgram(): Command {
       const onSignal = () => stop.abort();
       process.once("SIGTERM", onSignal);
       process.once("SIGINT", onSignal);
-      const log = (message: string) => process.stderr.write(o.json ? JSON.stringify({ time: new Date().toISOString(), message }) + "\n"
-        : `${new Date().toISOString()} ${message}\n`);
+      const log = agentLog(Boolean(o.json));
       const res = await runAgent(source, target, o.reverse ? { name: reverseName(o.name), signal: stop.signal, log, writeThroughFreeze: true,
         stallTimeoutSec: o.stallTimeout,
         notFound: `migration "${o.name}" has no rollback window on the ${given.source.label} (nothing to apply in reverse); open one with ` +

@@ -11,6 +11,12 @@ import type { CutoverTimings } from "../engine/state/state";
 import type { TableLoadProgress } from "../engine/copy/load";
 import type { MonitorView } from "./monitor";
 
+/** The agent's log line on stderr: a timestamped line, or one JSON object per line with --json. */
+export function agentLog(json: boolean): (message: string) => void {
+  return (message) => process.stderr.write(json ? JSON.stringify({ time: new Date().toISOString(), message }) + "\n"
+    : `${new Date().toISOString()} ${message}\n`);
+}
+
 export function human(bytes: number): string {
   const u = ["B", "kB", "MB", "GB", "TB"];
   let i = 0;

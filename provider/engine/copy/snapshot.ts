@@ -7,7 +7,7 @@
  */
 import { Client } from "pg";
 import { TableInfo } from "../catalog/catalog";
-import { connect, connectReplication, endClient, Endpoint, qualified, quoteIdent, quoteLiteral } from "../core/endpoint";
+import { backendPid, connect, connectReplication, endClient, Endpoint, qualified, quoteIdent, quoteLiteral } from "../core/endpoint";
 import { PgferryError } from "../core/errors";
 import { decoderFor } from "../cdc/decoders";
 import type { OutputPlugin } from "../core/options";
@@ -65,7 +65,7 @@ async function blockingTransactions(c: Client, waitedSec: number, except: number
 export async function createSlotWithSnapshot(source: Endpoint, slot: string, plugin: OutputPlugin = "pgoutput",
   wait: SnapshotWait = {}): Promise<SlotSnapshot> {
   const connection = await connectReplication(source);
-  const pid = (connection as unknown as { processID: number }).processID;
+  const pid = backendPid(connection)!;
   let timedOut: BlockingTransaction[] | undefined;
   let watcher: Client | undefined;
   let done = false;

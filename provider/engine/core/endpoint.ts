@@ -243,6 +243,11 @@ export function socketOf(c: Client): import("net").Socket | undefined {
   return (c as unknown as { connection?: { stream?: import("net").Socket } }).connection?.stream;
 }
 
+/** The server process of a connected pg client (pg sets processID from BackendKeyData; its types omit it). */
+export function backendPid(c: Client): number | undefined {
+  return (c as unknown as { processID?: number }).processID;
+}
+
 /** Cut a connection at once (no goodbye: a stalled peer would never acknowledge it); its queries fail. */
 export function destroyClient(c: Client | undefined): void {
   const s = c && socketOf(c);

@@ -19,7 +19,7 @@ import { runLoad } from "../copy/load";
 import { largeObjectsAtCutover, LargeObjectSync } from "../copy/largeObjects";
 import { Cdc, CdcContext, cdcFor } from "../cdc/cdc";
 import {
-  connect, DEFAULT_STALL_TIMEOUT_SEC, endClient, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS, stallError, watchStall,
+  backendPid, connect, DEFAULT_STALL_TIMEOUT_SEC, endClient, Endpoint, qualified, quoteIdent, quoteLiteral, SESSION_GUCS, stallError, watchStall,
 } from "../core/endpoint";
 import { describeDifferences, schemaDifferences } from "../catalog/drift";
 import { PgferryError } from "../core/errors";
@@ -831,7 +831,7 @@ async function statisticsHolders(on: Client, src: Client): Promise<SessionInfo[]
     FROM pg_stat_activity a WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND a.pid <> ALL($1::int[])
       AND a.backend_type NOT IN ('walsender', 'autovacuum worker', 'logical replication worker', 'parallel worker')
       AND NOT (a.state = 'idle' AND a.state_change < clock_timestamp() - make_interval(secs => $2))`,
-    [[...own, ...((src as unknown as { processID?: number }).processID ? [(src as unknown as { processID: number }).processID] : [])], STATS_FLUSHED_AFTER_S])).rows;
+    [[...own, backendPid(src) ?? 0], STATS_FLUSHED_AFTER_S])).rows;
   return rows.map(toSession);
 }
 
