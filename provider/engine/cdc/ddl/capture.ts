@@ -77,6 +77,8 @@ export function captureSql(migration: string, schemas: string[], publication: st
   const arr = `ARRAY[${schemas.map(quoteLiteral).join(", ") || "NULL"}]::text[]`;
   const flag = quoteLiteral(`pgferry.ddl_dropped_${migration}`);
   const inner = quoteLiteral(`pgferry.ddl_inner_${migration}`);
+  // Columns (relid.attnum) this transaction already backfilled.
+  const handled = quoteLiteral(`pgferry.ddl_backfilled_${migration}`);
   return [
     `CREATE SCHEMA IF NOT EXISTS ${S}`,
     `CREATE TABLE IF NOT EXISTS ${n.log} (id bigserial PRIMARY KEY, payload text NOT NULL)`,
@@ -96,6 +98,9 @@ DECLARE
   t record;
   dropped boolean;
   identity jsonb := '[]';
+  volatile jsonb := '[]';
+  done text; reason text; bad text; big boolean; setcol text; err text; prev_role text; seqs jsonb; seq text; col text; lastval text; called boolean;
+  v record;
 BEGIN
   -- Our own ALTER TABLE … REPLICA IDENTITY FULL below fires this trigger again: not a statement of the source's.
   IF coalesce(pg_catalog.current_setting(${inner}, true), '') = 'on' THEN RETURN; END IF;
@@ -135,19 +140,113 @@ BEGIN
     PERFORM pg_catalog.set_config(${inner}, '', true);
     identity := identity || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('schema', t.nspname, 'name', t.relname, 'oid', t.objid::text));
   END LOOP;
-  -- Columns this transaction added (their catalog row is its own) with a default that is not a constant:
-  -- the target would compute it again and get other values (now(), random(), nextval(), clock_timestamp()).
+  -- Columns this transaction added (their catalog row is its own: age() <= 0 is this transaction's xid or a later one, a
+  -- subtransaction's too) with a default that is not a constant, or an identity (no pg_attrdef row): the target would
+  -- compute other values (now(), random(), nextval(), serial, clock_timestamp(), gen_random_uuid()).
   SELECT coalesce(pg_catalog.jsonb_agg(DISTINCT a.attname), '[]') INTO added
     FROM pg_catalog.pg_event_trigger_ddl_commands() c
     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.objid
-    JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
    WHERE c.command_tag = 'ALTER TABLE' AND c.object_type IN ('table', 'table column') AND a.attnum > 0 AND NOT a.attisdropped
-     AND a.attgenerated = '' AND a.xmin::text = (pg_catalog.txid_current() % 4294967296)::text
-     AND (d.adbin::text ~ '\\{(SQLVALUEFUNCTION|NEXTVALUEEXPR) ' OR EXISTS (
+     AND a.attgenerated = '' AND pg_catalog.age(a.xmin) <= 0
+     AND (a.attidentity <> '' OR d.adbin::text ~ '\\{(SQLVALUEFUNCTION|NEXTVALUEEXPR) ' OR EXISTS (
           SELECT 1 FROM pg_catalog.regexp_matches(d.adbin::text, ':(?:op)?funcid (\\d+)', 'g') f(m)
             JOIN pg_catalog.pg_proc p ON p.oid = f.m[1]::oid WHERE p.provolatile <> 'i'));
+  -- The same columns per table, each backfilled once per transaction (a later statement of it sees them too): the
+  -- source's values reach the target as row changes right after this row (docs/design.md, "Volatile defaults").
+  -- Carried only when the rows can be matched on the target without the new column: every table of the tree has a
+  -- key (REPLICA IDENTITY DEFAULT with a primary key, or USING INDEX); else the reason goes into the payload and the
+  -- applier refuses the statement (ddl_volatile_default).
+  done := coalesce(pg_catalog.current_setting(${handled}, true), '');
+  FOR t IN SELECT c.objid AS rel, pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) AS cols, pg_catalog.array_agg(a.attnum ORDER BY a.attnum) AS nums,
+                  coalesce(pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attidentity = 'a'), '{}') AS always,
+                  coalesce(pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attlen = -1), '{}') AS varlena
+             FROM (SELECT DISTINCT x.objid FROM pg_catalog.pg_event_trigger_ddl_commands() x
+                    WHERE x.command_tag = 'ALTER TABLE' AND x.object_type IN ('table', 'table column') AND x.schema_name = ANY (${arr})) c
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.objid
+             LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+            WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' AND pg_catalog.age(a.xmin) <= 0
+              AND NOT (c.objid::text || '.' || a.attnum::text) = ANY (pg_catalog.string_to_array(done, ','))
+              -- Added by this statement (an ALTER COLUMN TYPE of a serial column rewrites its catalog row too, but its values stay).
+              AND pg_catalog.current_query() ~* ('\\mADD\\s+(COLUMN\\s+)?(IF\\s+NOT\\s+EXISTS\\s+)?(' || pg_catalog.quote_ident(a.attname) || '|"' || pg_catalog.replace(a.attname, '"', '""') || '")(?![[:alnum:]_$])')
+              AND (a.attidentity <> '' OR d.adbin::text ~ '\\{(SQLVALUEFUNCTION|NEXTVALUEEXPR) ' OR EXISTS (
+                   SELECT 1 FROM pg_catalog.regexp_matches(d.adbin::text, ':(?:op)?funcid (\\d+)', 'g') f(m)
+                     JOIN pg_catalog.pg_proc p ON p.oid = f.m[1]::oid WHERE p.provolatile <> 'i'))
+            GROUP BY c.objid LOOP
+    reason := NULL;
+    setcol := NULL;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel r JOIN pg_catalog.pg_publication p ON p.oid = r.prpubid
+                    WHERE p.pubname = ${quoteLiteral(publication)} AND r.prrelid = t.rel) THEN
+      reason := 'the table is not in the migration''s publication';
+    END IF;
+    -- The backfill's UPDATE must be matched on the target by a key the target already has: under REPLICA IDENTITY FULL
+    -- (or without a key) its old row carries the source's new value, which the target lacks. Partitions and inheritance
+    -- children are updated through the table: each must have one.
+    IF reason IS NULL THEN
+      SELECT pg_catalog.string_agg(k.oid::regclass::text, ', ') INTO bad
+        FROM (WITH RECURSIVE tree AS (SELECT t.rel AS oid UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.oid)
+              SELECT oid FROM tree) tr JOIN pg_catalog.pg_class k ON k.oid = tr.oid
+       WHERE k.relkind IN ('r', 'p') AND NOT (
+             (k.relreplident = 'd' AND EXISTS (SELECT 1 FROM pg_catalog.pg_index x WHERE x.indrelid = k.oid AND x.indisprimary))
+          OR (k.relreplident = 'i' AND EXISTS (SELECT 1 FROM pg_catalog.pg_index x WHERE x.indrelid = k.oid AND x.indisreplident)));
+      IF bad IS NOT NULL THEN
+        reason := pg_catalog.format('%s has no key to match the backfill''s rows by (REPLICA IDENTITY FULL or NOTHING, or no primary key): its old rows would carry the new column''s value, which the target lacks', bad);
+      END IF;
+    END IF;
+    -- A unique index or exclusion constraint on the new column, made by the same statement: the target computes its own
+    -- values first, and setting the source's row by row could collide with a value another row still holds.
+    IF reason IS NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_index x WHERE x.indrelid = t.rel AND (x.indisunique OR x.indisexclusion)
+                                     AND x.indkey::int2[] && t.nums) THEN
+      reason := 'a unique index or exclusion constraint on the new column comes with it: the target computes its own values first, and setting the source''s could collide row by row';
+    END IF;
+    -- pgoutput sends a value stored out of line (TOAST) that an UPDATE did not change as "unchanged": it would not carry it.
+    IF reason IS NULL AND pg_catalog.cardinality(t.varlena) > 0 THEN
+      EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM %s WHERE %s)', t.rel::regclass,
+        (SELECT pg_catalog.string_agg(pg_catalog.format('pg_catalog.pg_column_size(%I) > 1000', v), ' OR ') FROM pg_catalog.unnest(t.varlena) v)) INTO big;
+      IF big THEN reason := 'some of its values are large enough to be stored out of line (TOAST), which a row change does not carry when unchanged'; END IF;
+    END IF;
+    -- The column the backfill sets to itself: a key column first (an identity ALWAYS one can only be set to DEFAULT).
+    IF reason IS NULL THEN
+      SELECT a.attname INTO setcol FROM pg_catalog.pg_attribute a
+       WHERE a.attrelid = t.rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' AND a.attidentity <> 'a'
+       ORDER BY EXISTS (SELECT 1 FROM pg_catalog.pg_index x WHERE x.indrelid = t.rel AND (x.indisprimary OR x.indisreplident) AND a.attnum = ANY (x.indkey::int2[])) DESC,
+                a.attlen > 0 DESC, a.attnum LIMIT 1;
+      IF setcol IS NULL THEN reason := 'every column is an identity GENERATED ALWAYS or a generated column: no column can be updated to itself'; END IF;
+    END IF;
+    volatile := volatile || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('table', t.rel::regclass::text, 'oid', t.rel::text,
+      'columns', pg_catalog.to_jsonb(t.cols), 'always', pg_catalog.to_jsonb(t.always), 'setColumn', setcol, 'reason', reason));
+    done := done || ',' || (SELECT pg_catalog.string_agg(t.rel::text || '.' || n::text, ',') FROM pg_catalog.unnest(t.nums) n);
+  END LOOP;
+  PERFORM pg_catalog.set_config(${handled}, done, true);
   INSERT INTO ${n.log} (payload) VALUES (pg_catalog.jsonb_build_object('v', 1, 'sql', current_query(),
-    'commands', cmds, 'searchPath', caller_path, 'nonConstantDefaults', added, 'dropped', dropped, 'identityFull', identity)::text);
+    'commands', cmds, 'searchPath', caller_path, 'nonConstantDefaults', added, 'dropped', dropped, 'identityFull', identity,
+    'volatile', volatile)::text);
+  -- The backfill: every row of each such table updated once, in this transaction right after the log row, so the
+  -- source's values of the new columns stream to the target at their place. session_replication_role = replica keeps
+  -- the source's ordinary triggers and rules (and foreign key checks) from firing: the rows do not change. A failure
+  -- (a NOT VALID check the rows break, …) must not fail the user's DDL: it is recorded in the second row and the
+  -- applier refuses there (nothing of this transaction applied). The second row carries what the target must put in
+  -- place after the values: GENERATED ALWAYS back, and the owned sequences' position (serial, identity).
+  FOR v IN SELECT e FROM pg_catalog.jsonb_array_elements(volatile) e WHERE e->>'reason' IS NULL LOOP
+    err := NULL;
+    prev_role := pg_catalog.current_setting('session_replication_role');
+    PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
+    BEGIN
+      EXECUTE pg_catalog.format('UPDATE %s SET %I = %I', (v.e->>'oid')::oid::regclass, v.e->>'setColumn', v.e->>'setColumn');
+    EXCEPTION WHEN OTHERS THEN err := SQLERRM;
+    END;
+    PERFORM pg_catalog.set_config('session_replication_role', prev_role, true);
+    seqs := '[]';
+    FOR col IN SELECT pg_catalog.jsonb_array_elements_text(v.e->'columns') LOOP
+      seq := pg_catalog.pg_get_serial_sequence((v.e->>'oid')::oid::regclass::text, col);
+      IF seq IS NOT NULL THEN
+        EXECUTE pg_catalog.format('SELECT last_value::text, is_called FROM %s', seq) INTO lastval, called;
+        seqs := seqs || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('column', col, 'lastValue', lastval, 'isCalled', called));
+      END IF;
+    END LOOP;
+    INSERT INTO ${n.log} (payload) VALUES (pg_catalog.jsonb_build_object('v', 1, 'kind', 'after-backfill', 'table', v.e->>'table',
+      'columns', v.e->'columns', 'always', v.e->'always', 'sequences', seqs, 'error', err)::text);
+  END LOOP;
   PERFORM pg_catalog.set_config('search_path', caller_path, true);
 END $pgferry$`,
     `DROP EVENT TRIGGER IF EXISTS ${quoteIdent(n.dropTrigger)}`,

@@ -9,11 +9,14 @@
  *  - DDL run inside a function, DO block or procedure (the query string is the call): → ddl_not_top_level;
  *  - CREATE TABLE AS / SELECT INTO (its rows are not in the stream: the table is published after they were
  *    written) → ddl_unsupported;
- *  - ADD COLUMN with a default that is not immutable (now(), random(), nextval(), serial, identity): the target
- *    would compute other values, and no row change carries the source's → ddl_volatile_default.
+ *  - ADD COLUMN with a default that is not immutable (now(), random(), nextval(), serial, identity) is carried when the
+ *    capture backfilled it (its UPDATE of every row follows the statement in the stream, then an `after-backfill` row:
+ *    ./capture.ts); the target first computes its own values, which the backfill overwrites. When the capture could not
+ *    backfill (a table without a key, …) the statement is refused → ddl_volatile_default, with the capture's reason.
  * CONCURRENTLY is dropped from CREATE/DROP INDEX and REINDEX: it cannot run inside the transaction the applier
  * keeps the statement in (exactly once), and the target has no other writers to spare from a lock.
  */
+import { quoteIdent, quoteLiteral } from "../../core/endpoint";
 import { PgferryError } from "../../core/errors";
 
 export interface DdlPayload {
@@ -29,10 +32,86 @@ export interface DdlPayload {
   dropped?: boolean;
   /** Tables the statement created without a key, which the trigger gave REPLICA IDENTITY FULL (not replayed on the target). */
   identityFull?: { schema: string; name: string }[];
+  /**
+   * Per table, the columns with a non-immutable default or identity this statement added, and whether the capture
+   * backfilled them (reason null: their source values follow as row changes) or why not. Absent from older captures.
+   */
+  volatile?: VolatileColumns[];
+}
+
+export interface VolatileColumns {
+  /** The table, schema-qualified and quoted (regclass text on the source). */
+  table: string;
+  columns: string[];
+  /** Those that are GENERATED ALWAYS AS IDENTITY: BY DEFAULT on the target until the backfill's values are in. */
+  always: string[];
+  /** Why the capture did not backfill (the statement is refused), or null. */
+  reason: string | null;
+}
+
+/**
+ * The capture's second row for a backfilled table, after the backfill's row changes: what the target puts in place
+ * once the source's values are in (GENERATED ALWAYS back, the owned sequences' position), or the backfill's error.
+ */
+export interface AfterBackfill {
+  v: number;
+  kind: "after-backfill";
+  table: string;
+  columns: string[];
+  always: string[];
+  sequences: { column: string; lastValue: string; isCalled: boolean }[];
+  error: string | null;
 }
 
 /** The statement to run on the target, with the search_path to run it under. */
 export interface DdlToApply { sql: string; searchPath: string; summary: string }
+
+/** A row of the capture's log: a DDL statement, or what follows a backfill. */
+export function parseLogRow(text: string): DdlPayload | AfterBackfill {
+  let p: { kind?: unknown };
+  try {
+    p = JSON.parse(text);
+  } catch {
+    return parseDdlPayload(text); // names the problem
+  }
+  if (p?.kind === "after-backfill") return parseAfterBackfill(p);
+  return parseDdlPayload(text);
+}
+
+function parseAfterBackfill(p: Record<string, unknown>): AfterBackfill {
+  const strings = (x: unknown) => Array.isArray(x) && x.every((e) => typeof e === "string");
+  const seqs = p.sequences;
+  if (typeof p.table !== "string" || !strings(p.columns) || !strings(p.always) || !Array.isArray(seqs)
+    || !seqs.every((q) => typeof q?.column === "string" && typeof q?.lastValue === "string" && /^-?\d+$/.test(q.lastValue) && typeof q?.isCalled === "boolean")) {
+    throw new PgferryError("ddl_failed", `a captured backfill row lacks table, columns, always or sequences; nothing from it was applied. Fix: ` +
+      `run pgferry cleanup and start again (the capture is re-installed), and report the row`);
+  }
+  return { v: 1, kind: "after-backfill", table: p.table, columns: p.columns as string[], always: p.always as string[],
+    sequences: seqs as AfterBackfill["sequences"], error: typeof p.error === "string" ? p.error : null };
+}
+
+/**
+ * What the target runs once the backfill's values are in, or the refusal when the source's backfill failed (its
+ * statement and rows are in the same open transaction: the refusal rolls them back, nothing of it is applied).
+ */
+export function afterBackfillSql(a: AfterBackfill): string[] {
+  if (a.error !== null) {
+    throw new PgferryError("ddl_volatile_default", `DDL replication stopped: the source could not backfill ${a.table} (column(s) ` +
+      `${a.columns.join(", ")}, added with a default that is not immutable): ${a.error}. Nothing from its source transaction or after it was ` +
+      `applied. Fix: run pgferry cleanup and start again (the load copies the column's values)`);
+  }
+  return [
+    ...a.always.map((c) => `ALTER TABLE ${a.table} ALTER COLUMN ${quoteIdent(c)} SET GENERATED ALWAYS`),
+    ...a.sequences.map((q) => `SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence(${quoteLiteral(a.table)}, ${quoteLiteral(q.column)}), ` +
+      `${q.lastValue}, ${q.isCalled})`),
+  ];
+}
+
+/** The target's columns GENERATED ALWAYS AS IDENTITY that a backfill must be able to set: BY DEFAULT until its after-backfill row. */
+export function beforeBackfillSql(p: DdlPayload): string[] {
+  return (p.volatile ?? []).filter((v) => v.reason === null)
+    .flatMap((v) => v.always.map((c) => `ALTER TABLE ${v.table} ALTER COLUMN ${quoteIdent(c)} SET GENERATED BY DEFAULT`));
+}
 
 export function parseDdlPayload(text: string): DdlPayload {
   let p: DdlPayload;
@@ -151,13 +230,18 @@ export function ddlToApply(p: DdlPayload): DdlToApply {
       `nothing from it or after it was applied. Fix: run pgferry cleanup and start again; from then on, use CREATE TABLE and then ` +
       `INSERT … SELECT (the rows replicate)`);
   }
-  const volatile = p.nonConstantDefaults.filter((c) => addsColumn(s.code, c));
+  // Columns added with a non-immutable default: carried only when the capture backfilled them (their source values follow).
+  const backfilled = new Set((p.volatile ?? []).filter((v) => v.reason === null).flatMap((v) => v.columns));
+  const volatile = p.nonConstantDefaults.filter((c) => addsColumn(s.code, c) && !backfilled.has(c));
   if (volatile.length) {
+    const reasons = [...new Set((p.volatile ?? []).filter((v) => v.reason !== null && v.columns.some((c) => volatile.includes(c))).map((v) => v.reason))];
     throw new PgferryError("ddl_volatile_default", `DDL replication stopped before the source's query "${summary}": it adds column(s) ` +
-      `${volatile.join(", ")} with a default that is not immutable (now(), random(), nextval()/serial/identity…); the target would compute ` +
-      `other values and no row change carries the source's, so the two would differ silently. Nothing from it or after it was applied. ` +
-      `Fix: run pgferry cleanup and start again (the load copies the column's values); from then on, add such a column without a default ` +
-      `(or with a constant one), then ALTER COLUMN … SET DEFAULT, and fill the existing rows with UPDATE (those replicate)`);
+      `${volatile.join(", ")} with a default that is not immutable (now(), random(), nextval()/serial/identity…), and the source could not ` +
+      `send their values as row changes (${reasons.length ? reasons.join("; ") : "the capture found no backfill for them"}); the target ` +
+      `would compute other values, so the two would differ silently. Nothing from it or after it was applied. ` +
+      `Fix: run pgferry cleanup and start again (the load copies the column's values); from then on, give such a table a primary key ` +
+      `before adding such a column, add a unique constraint on it in a statement of its own after it, or add the column without a ` +
+      `default, then ALTER COLUMN … SET DEFAULT, and fill the existing rows with UPDATE (those replicate)`);
   }
   // CONCURRENTLY cannot run in a transaction block; the applier keeps the statement in its transaction.
   const lead = s.text.length - s.text.trimStart().length;

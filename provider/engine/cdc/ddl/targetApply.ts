@@ -41,7 +41,24 @@ DECLARE
   verb text;
   col text;
   summary text := left(regexp_replace(q, '\\s+', ' ', 'g'), 200);
+  e jsonb;
+  why text;
 BEGIN
+  -- The capture's row after a backfill: the source's values of the new columns are in (the backfill's row changes came
+  -- before it, in this transaction). GENERATED ALWAYS (the apply worker's UPDATE sets identity columns like any other)
+  -- and the owned sequences' position as on the source; a backfill the source could not run stops the worker here.
+  IF p->>'kind' = 'after-backfill' THEN
+    IF p->>'error' IS NOT NULL THEN
+      RAISE EXCEPTION 'ddl_volatile_default: DDL replication stopped: the source could not backfill % (column(s) %, added with a default that is not immutable): %. Nothing from its source transaction or after it was applied. Fix: run pgferry cleanup and start again', p->>'table', p->'columns', p->>'error';
+    END IF;
+    FOR col IN SELECT jsonb_array_elements_text(p->'always') LOOP
+      EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET GENERATED ALWAYS', p->>'table', col);
+    END LOOP;
+    FOR e IN SELECT jsonb_array_elements(p->'sequences') LOOP
+      PERFORM setval(pg_get_serial_sequence(p->>'table', e->>'column'), (e->>'lastValue')::bigint, (e->>'isCalled')::boolean);
+    END LOOP;
+    RETURN NULL;
+  END IF;
   -- Split at top-level semicolons: quotes, quoted identifiers, dollar quotes and comments kept whole (./statement.ts).
   WHILE i <= n LOOP
     ch := substr(q, i, 1); nx := substr(q, i + 1, 1);
@@ -89,9 +106,12 @@ BEGIN
   IF EXISTS (SELECT 1 FROM jsonb_array_elements(p->'commands') c WHERE c->>'tag' IN ('CREATE TABLE AS', 'SELECT INTO')) THEN
     RAISE EXCEPTION 'ddl_unsupported: DDL replication stopped before the source''s query "%": the rows it wrote are not in the stream (the table joins the publication after them); nothing from it or after it was applied. Fix: run pgferry cleanup and start again; from then on, use CREATE TABLE and then INSERT … SELECT (the rows replicate)', summary;
   END IF;
+  -- A column added with a non-immutable default is carried when the capture backfilled it (its values follow as row changes).
   FOR col IN SELECT jsonb_array_elements_text(coalesce(p->'nonConstantDefaults', '[]')) LOOP
-    IF code ~* ('\\mADD\\s+(COLUMN\\s+)?(IF\\s+NOT\\s+EXISTS\\s+)?(' || quote_ident(col) || '|"' || replace(col, '"', '""') || '")') THEN
-      RAISE EXCEPTION 'ddl_volatile_default: DDL replication stopped before the source''s query "%": it adds column % with a default that is not immutable; the target would compute other values. Nothing from it or after it was applied. Fix: run pgferry cleanup and start again; add such a column without a default, then SET DEFAULT and UPDATE', summary, col;
+    IF code ~* ('\\mADD\\s+(COLUMN\\s+)?(IF\\s+NOT\\s+EXISTS\\s+)?(' || quote_ident(col) || '|"' || replace(col, '"', '""') || '")(?![[:alnum:]_$])')
+       AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(p->'volatile', '[]')) v WHERE v->>'reason' IS NULL AND v->'columns' ? col) THEN
+      SELECT string_agg(DISTINCT v->>'reason', '; ') INTO why FROM jsonb_array_elements(coalesce(p->'volatile', '[]')) v WHERE v->'columns' ? col;
+      RAISE EXCEPTION 'ddl_volatile_default: DDL replication stopped before the source''s query "%": it adds column % with a default that is not immutable, and the source could not send its values as row changes (%); the target would compute other values. Nothing from it or after it was applied. Fix: run pgferry cleanup and start again; give such a table a primary key before adding such a column, add a unique constraint on it in a statement of its own, or add the column without a default, then SET DEFAULT and UPDATE', summary, col, coalesce(why, 'the capture found no backfill for it');
     END IF;
   END LOOP;
   -- The source session's search_path (transaction-local: the apply worker's transaction), then the statement as sent.

@@ -26,7 +26,7 @@ import { decoderFor } from "../decoders";
 import type { ChangeDelete, ChangeInsert, ChangeRelation, ChangeUpdate, Change, RowChange } from "../decoders/change";
 import type { DecoderSession } from "../decoders/decoder";
 import { readStreamSetup } from "../decoders/wal2json";
-import { ddlToApply, parseDdlPayload } from "../ddl/statement";
+import { AfterBackfill, afterBackfillSql, beforeBackfillSql, DdlPayload, ddlToApply, parseLogRow } from "../ddl/statement";
 import { ddlLogTableName } from "../ddl/capture";
 import { recordIdentitySetByCapture } from "../../state/sourceChanges";
 import { ReplicationStream } from "./replication";
@@ -602,7 +602,9 @@ export class StreamApplier {
     if (this.skipping) return;
     // --ddl replicate: a row of the migration's DDL log is a DDL statement captured at this place (../ddl/capture.ts).
     if (m.relation.schema === CONTROL_SCHEMA && m.relation.name === ddlLogTableName(this.o.migration)) {
-      return m.tag === "insert" ? this.applyDdl(m.new.payload ?? "") : undefined;
+      if (m.tag !== "insert") return undefined;
+      const row = parseLogRow(m.new.payload ?? "");
+      return "kind" in row && row.kind === "after-backfill" ? this.applyAfterBackfill(row) : this.applyDdl(row as DdlPayload);
     }
     this.pending.push(m);
     this.count(m.relation, m.tag === "insert" ? "inserts" : m.tag === "update" ? "updates" : "deletes");
@@ -691,8 +693,7 @@ export class StreamApplier {
    * (exactly once). A statement that cannot be carried (../ddl/statement.ts) or that the target refuses stops the
    * session before it, with a named error (status shows it; cutover refuses while it is recorded).
    */
-  private async applyDdl(payload: string): Promise<void> {
-    const parsed = parseDdlPayload(payload);
+  private async applyDdl(parsed: DdlPayload): Promise<void> {
     const stmt = ddlToApply(parsed);
     this.flush();
     await this.settle(0);
@@ -702,6 +703,9 @@ export class StreamApplier {
       await c.query(`SELECT pg_catalog.set_config('search_path', $1, true)`, [stmt.searchPath]);
       await c.query(stmt.sql);
       await c.query(`RESET search_path`);
+      // A column added with a non-immutable default: its source values follow as the backfill's UPDATEs, which must be able
+      // to set an identity GENERATED ALWAYS column (UPDATE has no OVERRIDING clause): BY DEFAULT until the after-backfill row.
+      for (const sql of beforeBackfillSql(parsed)) await c.query(sql);
       // The source's undo of the FULL identity the trigger set on a new key-less table, in this transaction (exactly once).
       if (Array.isArray(parsed.identityFull) && parsed.identityFull.length) {
         await recordIdentitySetByCapture(c, this.o.migration, parsed.identityFull);
@@ -717,6 +721,31 @@ export class StreamApplier {
     // Column types and identity columns may have changed (pgoutput announces a changed relation again before its next
     // change, but not every DDL changes the relation the applier has cached): read every cached table again.
     for (const table of [...this.meta.keys()]) if (!(await this.readMeta(table))) this.meta.delete(table); // dropped or renamed
+    await this.settle(0);
+    this.changes++;
+  }
+
+  /**
+   * The capture's row after a backfill (../ddl/capture.ts): the source's values of the new columns are in (the backfill's
+   * UPDATEs, sent and executed before it, in this transaction); put back GENERATED ALWAYS and the owned sequences'
+   * position. A barrier like a DDL; a backfill the source could not run stops the session here (ddl_volatile_default),
+   * so nothing of its source transaction is committed.
+   */
+  private async applyAfterBackfill(row: AfterBackfill): Promise<void> {
+    const statements = afterBackfillSql(row);
+    this.flush();
+    await this.settle(0);
+    const c = this.target!;
+    try {
+      for (const sql of statements) await c.query(sql);
+    } catch (e) {
+      const err = new PgferryError("ddl_failed", `DDL replication stopped: the target refused to complete the backfill of ${row.table} ` +
+        `(${row.columns.join(", ")}): ${(e as Error).message}. Nothing from its source transaction or after it was applied or acknowledged. ` +
+        `Fix: make the target accept it, then run the agent again (it retries); or run pgferry cleanup and start again`);
+      this.broken ??= err;
+      throw err;
+    }
+    for (const table of [...this.meta.keys()]) if (!(await this.readMeta(table))) this.meta.delete(table);
     await this.settle(0);
     this.changes++;
   }
