@@ -7,7 +7,7 @@
  * re-run converges; a cutover right after a DDL; target = source (engine verify with hashes, ../shared verify.sh
  * when present), the capture gone from the source. Then: only the capture can feed the applier (a forged logical message
  * or log row is not); a DDL the target refuses stops the stream until the target accepts it; what cannot be carried
- * (ADD COLUMN … DEFAULT now()) stops it by name, status shows it, cutover refuses; a failed start and cleanup remove the capture.
+ * (ADD COLUMN … DEFAULT now() on a key-less table) stops it by name, status shows it, cutover refuses; a failed start and cleanup remove the capture.
  */
 import { Client } from "pg";
 import { LocalServer } from "../provider/embedded/localServer";
@@ -202,14 +202,17 @@ test("stream: DDL that cannot be carried stops the stream by name, cutover refus
   await until("the agent to record kl1's identity", async () => ((await migrationStatus(source, target, "dr")).sourceChanges ?? [])
     .some((c) => c.object === "public.kl1"), 60000);
   await src.query(`INSERT INTO t2 VALUES (51, 'before')`, "app2");
-  await src.query(`ALTER TABLE t2 ADD COLUMN seen timestamptz DEFAULT now()`, "app2");
+  // A column with a volatile default on a table without a key (kl1: REPLICA IDENTITY FULL): the backfill's old rows would carry
+  // the new value, which the target lacks, so the source does not backfill it and the applier refuses (keyed tables: ddl.volatile.test.ts).
+  await src.query(`ALTER TABLE kl1 ADD COLUMN seen timestamptz DEFAULT now()`, "app2");
   await src.query(`INSERT INTO t2 VALUES (52, 'after')`, "app2");
   await until("status to show the refusal", async () => (await migrationStatus(source, target, "dr")).applyError?.code === "ddl_volatile_default", 60000);
   const st = await migrationStatus(source, target, "dr");
-  expect(st.applyError!.message).toMatch(/ALTER TABLE t2 ADD COLUMN seen timestamptz DEFAULT now\(\)[\s\S]*Fix: /);
+  expect(st.applyError!.message).toMatch(/ALTER TABLE kl1 ADD COLUMN seen timestamptz DEFAULT now\(\)[\s\S]*public\.kl1 has no key[\s\S]*Fix: [\s\S]*primary key/);
   // Stopped before it: neither the DDL nor anything after it is applied (the change before it may share its target transaction).
   expect((await tgt.query(`SELECT count(*)::int AS n FROM t2 WHERE id = 52`, "app2"))[0].n).toBe(0);
   expect(await cols(tgt, "public.t2", "app2")).toEqual(["id integer", "v text"]);
+  expect(await cols(tgt, "public.kl1", "app2")).toEqual(["a integer", "b text"]);
   await expect(cutoverMigration(source, target, { name: "dr", freezeWrites: true, timeoutSec: 30, jobs: 1 }))
     .rejects.toMatchObject({ code: "ddl_volatile_default" });
   // A refusal does not go away by retrying: the agent stops with it.

@@ -98,9 +98,9 @@ DECLARE
   t record;
   dropped boolean;
   identity jsonb := '[]';
-  volatile jsonb := '[]';
-  done text; reason text; bad text; big boolean; setcol text; err text; prev_role text; seqs jsonb; seq text; col text; lastval text; called boolean;
-  v record;
+  v_volatile jsonb := '[]';
+  v_done text; v_reason text; v_bad text; v_big boolean; v_setcol text; v_err text; v_prev_role text; v_seqs jsonb; v_seq text; v_col text; v_lastval text; v_called boolean;
+  v_vol record;
 BEGIN
   -- Our own ALTER TABLE … REPLICA IDENTITY FULL below fires this trigger again: not a statement of the source's.
   IF coalesce(pg_catalog.current_setting(${inner}, true), '') = 'on' THEN RETURN; END IF;
@@ -157,7 +157,7 @@ BEGIN
   -- Carried only when the rows can be matched on the target without the new column: every table of the tree has a
   -- key (REPLICA IDENTITY DEFAULT with a primary key, or USING INDEX); else the reason goes into the payload and the
   -- applier refuses the statement (ddl_volatile_default).
-  done := coalesce(pg_catalog.current_setting(${handled}, true), '');
+  v_done := coalesce(pg_catalog.current_setting(${handled}, true), '');
   FOR t IN SELECT c.objid AS rel, pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) AS cols, pg_catalog.array_agg(a.attnum ORDER BY a.attnum) AS nums,
                   coalesce(pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attidentity = 'a'), '{}') AS always,
                   coalesce(pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attlen = -1), '{}') AS varlena
@@ -166,86 +166,86 @@ BEGIN
              JOIN pg_catalog.pg_attribute a ON a.attrelid = c.objid
              LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
             WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' AND pg_catalog.age(a.xmin) <= 0
-              AND NOT (c.objid::text || '.' || a.attnum::text) = ANY (pg_catalog.string_to_array(done, ','))
+              AND NOT (c.objid::text || '.' || a.attnum::text) = ANY (pg_catalog.string_to_array(v_done, ','))
               -- Added by this statement (an ALTER COLUMN TYPE of a serial column rewrites its catalog row too, but its values stay).
               AND pg_catalog.current_query() ~* ('\\mADD\\s+(COLUMN\\s+)?(IF\\s+NOT\\s+EXISTS\\s+)?(' || pg_catalog.quote_ident(a.attname) || '|"' || pg_catalog.replace(a.attname, '"', '""') || '")(?![[:alnum:]_$])')
               AND (a.attidentity <> '' OR d.adbin::text ~ '\\{(SQLVALUEFUNCTION|NEXTVALUEEXPR) ' OR EXISTS (
                    SELECT 1 FROM pg_catalog.regexp_matches(d.adbin::text, ':(?:op)?funcid (\\d+)', 'g') f(m)
                      JOIN pg_catalog.pg_proc p ON p.oid = f.m[1]::oid WHERE p.provolatile <> 'i'))
             GROUP BY c.objid LOOP
-    reason := NULL;
-    setcol := NULL;
+    v_reason := NULL;
+    v_setcol := NULL;
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel r JOIN pg_catalog.pg_publication p ON p.oid = r.prpubid
                     WHERE p.pubname = ${quoteLiteral(publication)} AND r.prrelid = t.rel) THEN
-      reason := 'the table is not in the migration''s publication';
+      v_reason := 'the table is not in the migration''s publication';
     END IF;
     -- The backfill's UPDATE must be matched on the target by a key the target already has: under REPLICA IDENTITY FULL
     -- (or without a key) its old row carries the source's new value, which the target lacks. Partitions and inheritance
     -- children are updated through the table: each must have one.
-    IF reason IS NULL THEN
-      SELECT pg_catalog.string_agg(k.oid::regclass::text, ', ') INTO bad
+    IF v_reason IS NULL THEN
+      SELECT pg_catalog.string_agg(k.oid::regclass::text, ', ') INTO v_bad
         FROM (WITH RECURSIVE tree AS (SELECT t.rel AS oid UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree ON i.inhparent = tree.oid)
               SELECT oid FROM tree) tr JOIN pg_catalog.pg_class k ON k.oid = tr.oid
        WHERE k.relkind IN ('r', 'p') AND NOT (
              (k.relreplident = 'd' AND EXISTS (SELECT 1 FROM pg_catalog.pg_index x WHERE x.indrelid = k.oid AND x.indisprimary))
           OR (k.relreplident = 'i' AND EXISTS (SELECT 1 FROM pg_catalog.pg_index x WHERE x.indrelid = k.oid AND x.indisreplident)));
-      IF bad IS NOT NULL THEN
-        reason := pg_catalog.format('%s has no key to match the backfill''s rows by (REPLICA IDENTITY FULL or NOTHING, or no primary key): its old rows would carry the new column''s value, which the target lacks', bad);
+      IF v_bad IS NOT NULL THEN
+        v_reason := pg_catalog.format('%s has no key to match the backfill''s rows by (REPLICA IDENTITY FULL or NOTHING, or no primary key): its old rows would carry the new column''s value, which the target lacks', v_bad);
       END IF;
     END IF;
     -- A unique index or exclusion constraint on the new column, made by the same statement: the target computes its own
     -- values first, and setting the source's row by row could collide with a value another row still holds.
-    IF reason IS NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_index x WHERE x.indrelid = t.rel AND (x.indisunique OR x.indisexclusion)
+    IF v_reason IS NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_index x WHERE x.indrelid = t.rel AND (x.indisunique OR x.indisexclusion)
                                      AND x.indkey::int2[] && t.nums) THEN
-      reason := 'a unique index or exclusion constraint on the new column comes with it: the target computes its own values first, and setting the source''s could collide row by row';
+      v_reason := 'a unique index or exclusion constraint on the new column comes with it: the target computes its own values first, and setting the source''s could collide row by row';
     END IF;
     -- pgoutput sends a value stored out of line (TOAST) that an UPDATE did not change as "unchanged": it would not carry it.
-    IF reason IS NULL AND pg_catalog.cardinality(t.varlena) > 0 THEN
+    IF v_reason IS NULL AND pg_catalog.cardinality(t.varlena) > 0 THEN
       EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM %s WHERE %s)', t.rel::regclass,
-        (SELECT pg_catalog.string_agg(pg_catalog.format('pg_catalog.pg_column_size(%I) > 1000', v), ' OR ') FROM pg_catalog.unnest(t.varlena) v)) INTO big;
-      IF big THEN reason := 'some of its values are large enough to be stored out of line (TOAST), which a row change does not carry when unchanged'; END IF;
+        (SELECT pg_catalog.string_agg(pg_catalog.format('pg_catalog.pg_column_size(%I) > 1000', vc), ' OR ') FROM pg_catalog.unnest(t.varlena) vc)) INTO v_big;
+      IF v_big THEN v_reason := 'some of its values are large enough to be stored out of line (TOAST), which a row change does not carry when unchanged'; END IF;
     END IF;
     -- The column the backfill sets to itself: a key column first (an identity ALWAYS one can only be set to DEFAULT).
-    IF reason IS NULL THEN
-      SELECT a.attname INTO setcol FROM pg_catalog.pg_attribute a
+    IF v_reason IS NULL THEN
+      SELECT a.attname INTO v_setcol FROM pg_catalog.pg_attribute a
        WHERE a.attrelid = t.rel AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' AND a.attidentity <> 'a'
        ORDER BY EXISTS (SELECT 1 FROM pg_catalog.pg_index x WHERE x.indrelid = t.rel AND (x.indisprimary OR x.indisreplident) AND a.attnum = ANY (x.indkey::int2[])) DESC,
                 a.attlen > 0 DESC, a.attnum LIMIT 1;
-      IF setcol IS NULL THEN reason := 'every column is an identity GENERATED ALWAYS or a generated column: no column can be updated to itself'; END IF;
+      IF v_setcol IS NULL THEN v_reason := 'every column is an identity GENERATED ALWAYS or a generated column: no column can be updated to itself'; END IF;
     END IF;
-    volatile := volatile || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('table', t.rel::regclass::text, 'oid', t.rel::text,
-      'columns', pg_catalog.to_jsonb(t.cols), 'always', pg_catalog.to_jsonb(t.always), 'setColumn', setcol, 'reason', reason));
-    done := done || ',' || (SELECT pg_catalog.string_agg(t.rel::text || '.' || n::text, ',') FROM pg_catalog.unnest(t.nums) n);
+    v_volatile := v_volatile || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('table', t.rel::regclass::text, 'oid', t.rel::text,
+      'columns', pg_catalog.to_jsonb(t.cols), 'always', pg_catalog.to_jsonb(t.always), 'setColumn', v_setcol, 'reason', v_reason));
+    v_done := v_done || ',' || (SELECT pg_catalog.string_agg(t.rel::text || '.' || n::text, ',') FROM pg_catalog.unnest(t.nums) n);
   END LOOP;
-  PERFORM pg_catalog.set_config(${handled}, done, true);
+  PERFORM pg_catalog.set_config(${handled}, v_done, true);
   INSERT INTO ${n.log} (payload) VALUES (pg_catalog.jsonb_build_object('v', 1, 'sql', current_query(),
     'commands', cmds, 'searchPath', caller_path, 'nonConstantDefaults', added, 'dropped', dropped, 'identityFull', identity,
-    'volatile', volatile)::text);
+    'volatile', v_volatile)::text);
   -- The backfill: every row of each such table updated once, in this transaction right after the log row, so the
   -- source's values of the new columns stream to the target at their place. session_replication_role = replica keeps
   -- the source's ordinary triggers and rules (and foreign key checks) from firing: the rows do not change. A failure
   -- (a NOT VALID check the rows break, …) must not fail the user's DDL: it is recorded in the second row and the
   -- applier refuses there (nothing of this transaction applied). The second row carries what the target must put in
   -- place after the values: GENERATED ALWAYS back, and the owned sequences' position (serial, identity).
-  FOR v IN SELECT e FROM pg_catalog.jsonb_array_elements(volatile) e WHERE e->>'reason' IS NULL LOOP
-    err := NULL;
-    prev_role := pg_catalog.current_setting('session_replication_role');
+  FOR v_vol IN SELECT e FROM pg_catalog.jsonb_array_elements(v_volatile) e WHERE e->>'reason' IS NULL LOOP
+    v_err := NULL;
+    v_prev_role := pg_catalog.current_setting('session_replication_role');
     PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
     BEGIN
-      EXECUTE pg_catalog.format('UPDATE %s SET %I = %I', (v.e->>'oid')::oid::regclass, v.e->>'setColumn', v.e->>'setColumn');
-    EXCEPTION WHEN OTHERS THEN err := SQLERRM;
+      EXECUTE pg_catalog.format('UPDATE %s SET %I = %I', (v_vol.e->>'oid')::oid::regclass, v_vol.e->>'setColumn', v_vol.e->>'setColumn');
+    EXCEPTION WHEN OTHERS THEN v_err := SQLERRM;
     END;
-    PERFORM pg_catalog.set_config('session_replication_role', prev_role, true);
-    seqs := '[]';
-    FOR col IN SELECT pg_catalog.jsonb_array_elements_text(v.e->'columns') LOOP
-      seq := pg_catalog.pg_get_serial_sequence((v.e->>'oid')::oid::regclass::text, col);
-      IF seq IS NOT NULL THEN
-        EXECUTE pg_catalog.format('SELECT last_value::text, is_called FROM %s', seq) INTO lastval, called;
-        seqs := seqs || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('column', col, 'lastValue', lastval, 'isCalled', called));
+    PERFORM pg_catalog.set_config('session_replication_role', v_prev_role, true);
+    v_seqs := '[]';
+    FOR v_col IN SELECT pg_catalog.jsonb_array_elements_text(v_vol.e->'columns') LOOP
+      v_seq := pg_catalog.pg_get_serial_sequence((v_vol.e->>'oid')::oid::regclass::text, v_col);
+      IF v_seq IS NOT NULL THEN
+        EXECUTE pg_catalog.format('SELECT last_value::text, is_called FROM %s', v_seq) INTO v_lastval, v_called;
+        v_seqs := v_seqs || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('column', v_col, 'lastValue', v_lastval, 'isCalled', v_called));
       END IF;
     END LOOP;
-    INSERT INTO ${n.log} (payload) VALUES (pg_catalog.jsonb_build_object('v', 1, 'kind', 'after-backfill', 'table', v.e->>'table',
-      'columns', v.e->'columns', 'always', v.e->'always', 'sequences', seqs, 'error', err)::text);
+    INSERT INTO ${n.log} (payload) VALUES (pg_catalog.jsonb_build_object('v', 1, 'kind', 'after-backfill', 'table', v_vol.e->>'table',
+      'columns', v_vol.e->'columns', 'always', v_vol.e->'always', 'sequences', v_seqs, 'error', v_err)::text);
   END LOOP;
   PERFORM pg_catalog.set_config('search_path', caller_path, true);
 END $pgferry$`,

@@ -41,8 +41,8 @@ DECLARE
   verb text;
   col text;
   summary text := left(regexp_replace(q, '\\s+', ' ', 'g'), 200);
-  e jsonb;
-  why text;
+  v_seq jsonb;
+  v_why text;
 BEGIN
   -- The capture's row after a backfill: the source's values of the new columns are in (the backfill's row changes came
   -- before it, in this transaction). GENERATED ALWAYS (the apply worker's UPDATE sets identity columns like any other)
@@ -54,8 +54,8 @@ BEGIN
     FOR col IN SELECT jsonb_array_elements_text(p->'always') LOOP
       EXECUTE format('ALTER TABLE %s ALTER COLUMN %I SET GENERATED ALWAYS', p->>'table', col);
     END LOOP;
-    FOR e IN SELECT jsonb_array_elements(p->'sequences') LOOP
-      PERFORM setval(pg_get_serial_sequence(p->>'table', e->>'column'), (e->>'lastValue')::bigint, (e->>'isCalled')::boolean);
+    FOR v_seq IN SELECT jsonb_array_elements(p->'sequences') LOOP
+      PERFORM setval(pg_get_serial_sequence(p->>'table', v_seq->>'column'), (v_seq->>'lastValue')::bigint, (v_seq->>'isCalled')::boolean);
     END LOOP;
     RETURN NULL;
   END IF;
@@ -110,8 +110,8 @@ BEGIN
   FOR col IN SELECT jsonb_array_elements_text(coalesce(p->'nonConstantDefaults', '[]')) LOOP
     IF code ~* ('\\mADD\\s+(COLUMN\\s+)?(IF\\s+NOT\\s+EXISTS\\s+)?(' || quote_ident(col) || '|"' || replace(col, '"', '""') || '")(?![[:alnum:]_$])')
        AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(p->'volatile', '[]')) v WHERE v->>'reason' IS NULL AND v->'columns' ? col) THEN
-      SELECT string_agg(DISTINCT v->>'reason', '; ') INTO why FROM jsonb_array_elements(coalesce(p->'volatile', '[]')) v WHERE v->'columns' ? col;
-      RAISE EXCEPTION 'ddl_volatile_default: DDL replication stopped before the source''s query "%": it adds column % with a default that is not immutable, and the source could not send its values as row changes (%); the target would compute other values. Nothing from it or after it was applied. Fix: run pgferry cleanup and start again; give such a table a primary key before adding such a column, add a unique constraint on it in a statement of its own, or add the column without a default, then SET DEFAULT and UPDATE', summary, col, coalesce(why, 'the capture found no backfill for it');
+      SELECT string_agg(DISTINCT v->>'reason', '; ') INTO v_why FROM jsonb_array_elements(coalesce(p->'volatile', '[]')) v WHERE v->'columns' ? col;
+      RAISE EXCEPTION 'ddl_volatile_default: DDL replication stopped before the source''s query "%": it adds column % with a default that is not immutable, and the source could not send its values as row changes (%); the target would compute other values. Nothing from it or after it was applied. Fix: run pgferry cleanup and start again; give such a table a primary key before adding such a column, add a unique constraint on it in a statement of its own, or add the column without a default, then SET DEFAULT and UPDATE', summary, col, coalesce(v_why, 'the capture found no backfill for it');
     END IF;
   END LOOP;
   -- The source session's search_path (transaction-local: the apply worker's transaction), then the statement as sent.
