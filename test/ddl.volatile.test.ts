@@ -16,6 +16,7 @@ import { cutoverMigration, migrationOptions, parseEndpoint, startMigration, veri
 import { leftovers, moreWrites, runVerifySh, startServers, Writer } from "./support/servers";
 import { ensureBuilt } from "./support/build";
 import { exited, killAgents, spawnAgent, until } from "./support/agents";
+import { captureSql, captureUndoSql } from "../provider/engine/cdc/ddl/capture";
 
 let src: LocalServer, tgt: LocalServer;
 
@@ -30,6 +31,10 @@ const SCHEMA = `CREATE TABLE acct (id int PRIMARY KEY, v text, n int);
   CREATE TABLE parts_a PARTITION OF parts FOR VALUES IN (1);
   CREATE TABLE parts_b PARTITION OF parts FOR VALUES IN (2);
   INSERT INTO parts SELECT g, 1 + g % 2, 'p' || g FROM generate_series(1, 400) g;
+  CREATE TABLE audit (id serial PRIMARY KEY, what text);
+  CREATE FUNCTION audit_fn() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO audit (what) VALUES (TG_OP || ' ' || TG_TABLE_NAME); RETURN NEW; END $$;
+  CREATE TRIGGER idt_audit AFTER UPDATE ON idt FOR EACH ROW EXECUTE FUNCTION audit_fn();
+  CREATE FUNCTION rnd_text(n int) RETURNS text LANGUAGE sql VOLATILE AS $$ SELECT string_agg(md5(random()::text), '') FROM generate_series(1, n) $$;
   CREATE TABLE big (id int PRIMARY KEY, v text);
   INSERT INTO big SELECT g, 'b' || g FROM generate_series(1, 3000) g;`;
 
@@ -37,6 +42,7 @@ beforeAll(async () => {
   ensureBuilt();
   [src, tgt] = await startServers(15, 17);
   for (const db of ["vs", "vn"]) { await src.createDatabase(db); await tgt.createDatabase(db); await src.query(SCHEMA, db); }
+  await src.createDatabase("vc");
 });
 afterAll(async () => {
   killAgents();
@@ -65,6 +71,8 @@ const VOLATILE_DDL = [
   `ALTER TABLE acct ADD COLUMN u uuid NOT NULL DEFAULT gen_random_uuid()`,
   `ALTER TABLE ev ADD COLUMN seq_n bigint DEFAULT nextval('shared_seq'), ADD COLUMN ct timestamptz DEFAULT clock_timestamp()`,
   `ALTER TABLE idt ADD COLUMN tag text DEFAULT md5(random()::text)`,
+  // 3,200 random hex digits: not compressible enough, so stored out of line (TOAST).
+  `ALTER TABLE idt ADD COLUMN blob text DEFAULT rnd_text(100)`,
   `ALTER TABLE parts ADD COLUMN p_ts timestamptz DEFAULT clock_timestamp(), ADD COLUMN p_s serial`,
 ];
 
@@ -144,12 +152,17 @@ async function scenario(db: string, mode: "stream" | "subscription"): Promise<vo
   const shape = `SELECT count(DISTINCT created)::int AS created, count(DISTINCT r)::int AS r, count(DISTINCT s)::int AS s, count(DISTINCT ia)::int AS ia,
     min(ib)::int AS ib, count(DISTINCT u)::int AS u FROM acct WHERE id <= 1500`;
   expect(await tgt.query(shape, db)).toEqual(await src.query(shape, db));
+  const blobs = `SELECT count(DISTINCT blob)::int AS n, md5(string_agg(blob, ',' ORDER BY id)) AS h FROM idt`;
+  expect((await src.query(blobs, db))[0].n).toBeGreaterThan(200);
+  expect(await tgt.query(blobs, db)).toEqual(await src.query(blobs, db));
   // Later inserts replicated with their source values (identity ALWAYS included).
   expect((await tgt.query(`SELECT count(*)::int AS n FROM acct WHERE id > 100000 AND ia IS NOT NULL AND u IS NOT NULL`, db))[0].n).toBeGreaterThan(0);
   // Sequences not behind (the owned ones of serial and identity too).
   const [ss, ts] = [await sequences(src, db), await sequences(tgt, db)];
   expect(Object.keys(ts)).toEqual(Object.keys(ss));
   for (const k of Object.keys(ss)) expect({ k, behind: ts[k] < ss[k] }).toEqual({ k, behind: false });
+  // The backfill ran under session_replication_role = replica: the source's own trigger on idt (the writer only inserts there) never fired.
+  expect(await src.query(`SELECT count(*)::int AS n FROM audit`, db)).toEqual([{ n: 0 }]);
   const report = await verifyMigration(source, target, { jobs: 2 });
   expect(report.problems).toEqual([]);
   const sh = runVerifySh(src.uri(db), tgt.uri(db), ["public"]);
@@ -169,3 +182,60 @@ test("stream: ADD COLUMN with now(), random(), serial, identity, gen_random_uuid
 
 test("subscription: ADD COLUMN with now(), random(), serial, identity, gen_random_uuid(), nextval() under writes; cutover; target = source",
   () => scenario("vn", "subscription"));
+
+test("capture: what it backfills (once, columns the statement adds, identity too, in a subtransaction too) and why it does not", async () => {
+  const db = "vc";
+  await src.query(`CREATE TABLE k (id int PRIMARY KEY, v text); INSERT INTO k SELECT g, 'k' FROM generate_series(1, 20) g;
+    CREATE TABLE full_t (a int, b text); ALTER TABLE full_t REPLICA IDENTITY FULL; INSERT INTO full_t VALUES (1, 'x');
+    CREATE TABLE nothing_t (id int PRIMARY KEY); ALTER TABLE nothing_t REPLICA IDENTITY NOTHING; INSERT INTO nothing_t VALUES (1);
+    CREATE TABLE pk_less_part (id int, r int) PARTITION BY LIST (r); CREATE TABLE pk_less_part_1 PARTITION OF pk_less_part FOR VALUES IN (1);
+    INSERT INTO pk_less_part VALUES (1, 1);
+    CREATE TABLE chk (id int PRIMARY KEY, n int); INSERT INTO chk VALUES (1, -1); ALTER TABLE chk ADD CONSTRAINT pos CHECK (n > 0) NOT VALID;
+    CREATE TABLE outside (id int PRIMARY KEY); INSERT INTO outside VALUES (1);
+    CREATE PUBLICATION vc_pub FOR TABLE k, full_t, nothing_t, pk_less_part, chk;`, db);
+  const c = await src.client(db);
+  try {
+    for (const sql of captureSql("vc", ["public"], "vc_pub")) await c.query(sql);
+    const log = async () => (await c.query(`SELECT payload::jsonb AS p FROM pgferry.ddl_log_vc ORDER BY id`)).rows.map((r) => r.p);
+    const last = async (sql: string) => { const before = (await log()).length; await c.query(sql); return (await log()).slice(before); };
+    const reasonOf = async (sql: string) => { const rows = await last(sql); expect(rows).toHaveLength(1); return (rows[0].volatile as { reason: string }[]).map((v) => v.reason).join(); };
+
+    // Carried: the statement's row (the columns it adds, identity included), the backfill, then the after-backfill row.
+    let rows = await last(`ALTER TABLE k ADD COLUMN s bigserial, ADD COLUMN i int GENERATED ALWAYS AS IDENTITY, ADD COLUMN t timestamptz DEFAULT now()`);
+    expect(rows.map((r) => r.kind ?? "ddl")).toEqual(["ddl", "after-backfill"]);
+    expect(rows[0].volatile).toEqual([{ table: "public.k", oid: expect.any(String), columns: ["s", "i", "t"], always: ["i"], setColumn: "id", rewrite: [], reason: null }]);
+    expect(rows[1]).toMatchObject({ table: "public.k", always: ["i"], error: null,
+      sequences: [{ column: "s", lastValue: "20", isCalled: true }, { column: "i", lastValue: "20", isCalled: true }] });
+    // A later statement of the same transaction does not backfill again; an ALTER COLUMN TYPE of the serial column is no new column.
+    await c.query("BEGIN");
+    await c.query(`SAVEPOINT a`);
+    rows = await last(`ALTER TABLE k ADD COLUMN u uuid DEFAULT gen_random_uuid()`); // in a subtransaction: found too
+    expect(rows.map((r) => r.kind ?? "ddl")).toEqual(["ddl", "after-backfill"]);
+    await c.query(`RELEASE a`);
+    rows = await last(`CREATE INDEX k_u ON k (u)`);
+    expect(rows.map((r) => r.kind ?? "ddl")).toEqual(["ddl"]);
+    await c.query("COMMIT");
+    // A variable-length column is written anew by the backfill (a value stored out of line is sent in full only then).
+    rows = await last(`ALTER TABLE k ADD COLUMN w varchar(5000) DEFAULT repeat(md5(random()::text), 40)`);
+    expect(rows[0].volatile).toMatchObject([{ columns: ["w"], rewrite: [{ column: "w", type: "character varying(5000)" }], reason: null }]);
+    expect(rows[1]).toMatchObject({ kind: "after-backfill", error: null });
+    rows = await last(`ALTER TABLE k ALTER COLUMN s TYPE bigint`);
+    expect(rows.map((r) => r.volatile)).toEqual([[]]);
+
+    // Not carried, each with the reason the applier names.
+    expect(await reasonOf(`ALTER TABLE full_t ADD COLUMN t timestamptz DEFAULT now()`)).toMatch(/public\.full_t has no key .*REPLICA IDENTITY FULL/);
+    expect(await reasonOf(`ALTER TABLE nothing_t ADD COLUMN r float8 DEFAULT random()`)).toMatch(/public\.nothing_t has no key/);
+    expect(await reasonOf(`ALTER TABLE pk_less_part ADD COLUMN t timestamptz DEFAULT clock_timestamp()`)).toMatch(/pk_less_part(_1)?.* has no key/);
+    expect(await reasonOf(`ALTER TABLE k ADD COLUMN n serial UNIQUE`)).toMatch(/unique index/);
+    expect(await reasonOf(`ALTER TABLE outside ADD COLUMN t timestamptz DEFAULT now()`)).toMatch(/not in the migration's publication/);
+    // A backfill the source's rows refuse does not fail the user's DDL: the error goes to the after-backfill row.
+    rows = await last(`ALTER TABLE chk ADD COLUMN t timestamptz DEFAULT now()`);
+    expect(rows[1]).toMatchObject({ kind: "after-backfill", error: expect.stringMatching(/check constraint "pos"/) });
+    expect((await c.query(`SELECT count(*)::int AS n FROM chk WHERE t IS NOT NULL`)).rows[0].n).toBe(1);
+  } finally {
+    await c.query(`ROLLBACK`).catch(() => undefined);
+    await c.query(captureUndoSql("vc"));
+    await c.query(`DROP PUBLICATION vc_pub`);
+    await c.end();
+  }
+});

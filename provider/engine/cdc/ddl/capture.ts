@@ -99,7 +99,7 @@ DECLARE
   dropped boolean;
   identity jsonb := '[]';
   v_volatile jsonb := '[]';
-  v_done text; v_reason text; v_bad text; v_big boolean; v_setcol text; v_err text; v_prev_role text; v_seqs jsonb; v_seq text; v_col text; v_lastval text; v_called boolean;
+  v_done text; v_reason text; v_bad text; v_setcol text; v_sets text; v_err text; v_prev_role text; v_seqs jsonb; v_seq text; v_col text; v_lastval text; v_called boolean;
   v_vol record;
 BEGIN
   -- Our own ALTER TABLE … REPLICA IDENTITY FULL below fires this trigger again: not a statement of the source's.
@@ -160,7 +160,12 @@ BEGIN
   v_done := coalesce(pg_catalog.current_setting(${handled}, true), '');
   FOR t IN SELECT c.objid AS rel, pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) AS cols, pg_catalog.array_agg(a.attnum ORDER BY a.attnum) AS nums,
                   coalesce(pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attidentity = 'a'), '{}') AS always,
-                  coalesce(pg_catalog.array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attlen = -1), '{}') AS varlena
+                  -- Variable-length ones the backfill writes anew (SET c = (c::text || '')::type; c = c, or a no-op cast such as
+                  -- text::text, keeps the stored pointer): pgoutput sends a value stored out of line (TOAST) that an UPDATE kept
+                  -- as "unchanged", which would leave the target's own value in place; a new datum gets new TOAST chunks in this
+                  -- transaction, which the decoder puts back into the row it sends (checked with test_decoding on 15).
+                  coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('column', a.attname, 'type', pg_catalog.format_type(a.atttypid, a.atttypmod)))
+                    FILTER (WHERE a.attlen = -1 AND a.attidentity = ''), '[]') AS rewrite
              FROM (SELECT DISTINCT x.objid FROM pg_catalog.pg_event_trigger_ddl_commands() x
                     WHERE x.command_tag = 'ALTER TABLE' AND x.object_type IN ('table', 'table column') AND x.schema_name = ANY (${arr})) c
              JOIN pg_catalog.pg_attribute a ON a.attrelid = c.objid
@@ -199,12 +204,6 @@ BEGIN
                                      AND x.indkey::int2[] && t.nums) THEN
       v_reason := 'a unique index or exclusion constraint on the new column comes with it: the target computes its own values first, and setting the source''s could collide row by row';
     END IF;
-    -- pgoutput sends a value stored out of line (TOAST) that an UPDATE did not change as "unchanged": it would not carry it.
-    IF v_reason IS NULL AND pg_catalog.cardinality(t.varlena) > 0 THEN
-      EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM %s WHERE %s)', t.rel::regclass,
-        (SELECT pg_catalog.string_agg(pg_catalog.format('pg_catalog.pg_column_size(%I) > 1000', vc), ' OR ') FROM pg_catalog.unnest(t.varlena) vc)) INTO v_big;
-      IF v_big THEN v_reason := 'some of its values are large enough to be stored out of line (TOAST), which a row change does not carry when unchanged'; END IF;
-    END IF;
     -- The column the backfill sets to itself: a key column first (an identity ALWAYS one can only be set to DEFAULT).
     IF v_reason IS NULL THEN
       SELECT a.attname INTO v_setcol FROM pg_catalog.pg_attribute a
@@ -214,7 +213,7 @@ BEGIN
       IF v_setcol IS NULL THEN v_reason := 'every column is an identity GENERATED ALWAYS or a generated column: no column can be updated to itself'; END IF;
     END IF;
     v_volatile := v_volatile || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('table', t.rel::regclass::text, 'oid', t.rel::text,
-      'columns', pg_catalog.to_jsonb(t.cols), 'always', pg_catalog.to_jsonb(t.always), 'setColumn', v_setcol, 'reason', v_reason));
+      'columns', pg_catalog.to_jsonb(t.cols), 'always', pg_catalog.to_jsonb(t.always), 'setColumn', v_setcol, 'rewrite', t.rewrite, 'reason', v_reason));
     v_done := v_done || ',' || (SELECT pg_catalog.string_agg(t.rel::text || '.' || n::text, ',') FROM pg_catalog.unnest(t.nums) n);
   END LOOP;
   PERFORM pg_catalog.set_config(${handled}, v_done, true);
@@ -232,7 +231,12 @@ BEGIN
     v_prev_role := pg_catalog.current_setting('session_replication_role');
     PERFORM pg_catalog.set_config('session_replication_role', 'replica', true);
     BEGIN
-      EXECUTE pg_catalog.format('UPDATE %s SET %I = %I', (v_vol.e->>'oid')::oid::regclass, v_vol.e->>'setColumn', v_vol.e->>'setColumn');
+      SELECT pg_catalog.string_agg(pg_catalog.format('%I = (%I::pg_catalog.text OPERATOR(pg_catalog.||) '''')::%s', r->>'column', r->>'column', r->>'type'), ', ')
+        INTO v_sets FROM pg_catalog.jsonb_array_elements(v_vol.e->'rewrite') r;
+      IF NOT EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(v_vol.e->'rewrite') r WHERE r->>'column' = v_vol.e->>'setColumn') THEN
+        v_sets := pg_catalog.concat_ws(', ', pg_catalog.format('%I = %I', v_vol.e->>'setColumn', v_vol.e->>'setColumn'), v_sets);
+      END IF;
+      EXECUTE pg_catalog.format('UPDATE %s SET %s', (v_vol.e->>'oid')::oid::regclass, v_sets);
     EXCEPTION WHEN OTHERS THEN v_err := SQLERRM;
     END;
     PERFORM pg_catalog.set_config('session_replication_role', v_prev_role, true);
