@@ -17,7 +17,10 @@
  *   publication in the same transaction, so its rows stream from its creation.
  * - The payload is JSON: the statement's text (current_query(): the client's whole query string, judged at apply
  *   time, ./statement.ts), the commands it ran, the session's search_path (the text may name objects unqualified),
- *   and the columns it added with a default that is not immutable (refused at apply time).
+ *   and the columns it added with a default that is not immutable or as identity. Those are backfilled right after the
+ *   row (every row of the table updated once, so their source values follow as row changes), then a second row
+ *   (kind "after-backfill") tells the target to put GENERATED ALWAYS and the owned sequences' position in place; a table
+ *   the backfill cannot serve (no key, …) gets the reason in the payload and the applier refuses the statement.
  * - The function runs as its owner, so it reads the caller's search_path first and then works under
  *   `pg_catalog, pg_temp` (no caller's operator or function can stand in for a catalog one), restoring the caller's
  *   setting before it returns.

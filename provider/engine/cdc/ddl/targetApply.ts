@@ -8,6 +8,10 @@
  * transaction, nothing after it is applied (the target's log names the code; cutover's drain stops naming the
  * subscription's apply errors).
  *
+ * A row of kind "after-backfill" (a column added with a non-immutable default or identity: the backfill's row changes
+ * came before it) puts GENERATED ALWAYS and the owned sequences' position in place; the apply worker sets identity
+ * columns like any other, so the backfill needs no BY DEFAULT step here (the stream applier's UPDATE does).
+ *
  * CREATE TABLE runs here like any DDL (the table exists from its place on); the worker skips the new table's changes
  * until the subscription lists it, which REFRESH PUBLICATION (copy_data = true) does from outside the worker's
  * transaction: the cutover's new-tables steps (./newTables.ts; docs/design.md, "DDL replication").
