@@ -192,7 +192,9 @@ test("capture: what it backfills (once, columns the statement adds, identity too
     INSERT INTO pk_less_part VALUES (1, 1);
     CREATE TABLE chk (id int PRIMARY KEY, n int); INSERT INTO chk VALUES (1, -1); ALTER TABLE chk ADD CONSTRAINT pos CHECK (n > 0) NOT VALID;
     CREATE TABLE outside (id int PRIMARY KEY); INSERT INTO outside VALUES (1);
-    CREATE PUBLICATION vc_pub FOR TABLE k, full_t, nothing_t, pk_less_part, chk;`, db);
+    CREATE TABLE by_index (a int NOT NULL, b text); CREATE UNIQUE INDEX by_index_a ON by_index (a); ALTER TABLE by_index REPLICA IDENTITY USING INDEX by_index_a;
+    INSERT INTO by_index VALUES (1, 'x');
+    CREATE PUBLICATION vc_pub FOR TABLE k, full_t, nothing_t, pk_less_part, chk, by_index;`, db);
   const c = await src.client(db);
   try {
     for (const sql of captureSql("vc", ["public"], "vc_pub")) await c.query(sql);
@@ -222,6 +224,12 @@ test("capture: what it backfills (once, columns the statement adds, identity too
     rows = await last(`ALTER TABLE k ALTER COLUMN s TYPE bigint`);
     expect(rows.map((r) => r.volatile)).toEqual([[]]);
 
+    // REPLICA IDENTITY USING INDEX is a key too: its column is the one set to itself.
+    rows = await last(`ALTER TABLE by_index ADD COLUMN t timestamptz DEFAULT now()`);
+    expect(rows[0].volatile).toMatchObject([{ table: "public.by_index", setColumn: "a", reason: null }]);
+    // A new table's serial column has no rows to backfill.
+    rows = await last(`CREATE TABLE fresh (id serial PRIMARY KEY, t timestamptz DEFAULT now())`);
+    expect(rows.map((r) => [r.kind ?? "ddl", r.volatile])).toEqual([["ddl", []]]);
     // Not carried, each with the reason the applier names.
     expect(await reasonOf(`ALTER TABLE full_t ADD COLUMN t timestamptz DEFAULT now()`)).toMatch(/public\.full_t has no key .*REPLICA IDENTITY FULL/);
     expect(await reasonOf(`ALTER TABLE nothing_t ADD COLUMN r float8 DEFAULT random()`)).toMatch(/public\.nothing_t has no key/);
