@@ -9,8 +9,10 @@
  * TABLE of a migrated table, then cutover: target = source.
  */
 import { LocalServer } from "../provider/embedded/localServer";
-import { cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, startMigration, verifyMigration } from "../provider/engine";
+import { formatStatus } from "../provider/cli/output";
+import { cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, startMigration, verifyMigration } from "../provider/engine";
 import { dropTargetApply, targetApplySql } from "../provider/engine/cdc/ddl/targetApply";
+import { readDdlRefusal } from "../provider/engine/cdc/ddl/refusal";
 import { leftovers, runVerifySh, startServers, Writer } from "./support/servers";
 import { until } from "./support/until";
 
@@ -34,7 +36,7 @@ const cols = async (s: LocalServer, table: string, db = "app") =>
   (await s.query(`SELECT attname || ' ' || format_type(atttypid, atttypmod) AS c FROM pg_attribute WHERE attrelid = to_regclass('${table}')
     AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, db)).map((r) => r.c);
 const pgferryObjects = async (s: LocalServer, db: string) => (await s.query(`SELECT 'event trigger ' || evtname AS o FROM pg_event_trigger
-    WHERE evtname LIKE 'pgferry%' UNION ALL SELECT 'relation ' || relname FROM pg_class WHERE relname LIKE 'ddl\\_log\\_%'
+    WHERE evtname LIKE 'pgferry%' UNION ALL SELECT 'relation ' || relname FROM pg_class WHERE relname ~ '^ddl_(log|refused)_'
     UNION ALL SELECT 'function ' || proname FROM pg_proc WHERE proname LIKE 'ddl\\_%'`, db)).map((r) => r.o);
 
 test("subscription: DDL interleaved with writes is applied in place by the apply worker; cutover right after DDL", async () => {
@@ -159,14 +161,18 @@ test("subscription: the target trigger's judgement (PL/pgSQL) refuses and applie
       return c.query(`INSERT INTO pgferry.ddl_log_judge VALUES ($1, $2)`, [++id, payload]).then(() => "applied", (e: Error) => e.message.split(":")[0]);
     };
     expect(await run("ALTER TABLE judge_t ADD COLUMN b int; UPDATE judge_t SET b = 1")).toBe("ddl_multi_statement");
+    // Each refusal is kept outside the rolled-back transaction (a sequence): the log row's id and the code.
+    expect(await readDdlRefusal(c, undefined, "judge")).toMatchObject({ code: "ddl_multi_statement", logId: "1" });
     expect(await run("DO $$ BEGIN EXECUTE 'ALTER TABLE judge_t ADD COLUMN b int'; END $$")).toBe("ddl_not_top_level");
     expect(await run("CREATE TABLE c AS SELECT 1", { commands: [{ tag: "CREATE TABLE AS", type: "table", identity: "public.c" }] })).toBe("ddl_unsupported");
     expect(await run("ALTER TABLE judge_t ADD COLUMN seen timestamptz DEFAULT now()", { nonConstantDefaults: ["seen"] })).toBe("ddl_volatile_default");
     expect(await run("CREATE TABLE judge_j (a int, j json)", { commands: [{ tag: "CREATE TABLE", type: "table", identity: "public.judge_j" }],
       identityFull: [{ schema: "public", name: "judge_j" }] })).toBe("ddl_unsupported");
+    expect(await readDdlRefusal(c, undefined, "judge")).toMatchObject({ code: "ddl_unsupported", logId: String(id) });
     expect(await run("CREATE TABLE judge_k (a int, w text, r int4range, e int[])", { commands: [{ tag: "CREATE TABLE", type: "table", identity: "public.judge_k" }],
       identityFull: [{ schema: "public", name: "judge_k" }] })).toBe("applied");
     expect(await run("ALTER TABLE judge_t ALTER COLUMN v TYPE varchar(20)", { nonConstantDefaults: ["v"] })).toBe("applied");
+    expect(await readDdlRefusal(c, undefined, "judge")).toBeUndefined(); // a later statement applied: the worker is past it
     expect(await run("COMMENT ON TABLE judge_t IS 'a;b -- not a comment'")).toBe("applied");
     expect(await run("CREATE FUNCTION f_semi() RETURNS int LANGUAGE sql AS $b$ SELECT 1; $b$;  -- trailing; comment")).toBe("applied");
     expect(await run("/* lead; */ CREATE INDEX CONCURRENTLY judge_t_v_idx ON judge_t (v)")).toBe("applied");
@@ -177,4 +183,55 @@ test("subscription: the target trigger's judgement (PL/pgSQL) refuses and applie
     await c.query(`DROP SCHEMA pgferry; DROP TABLE judge_t; DROP TABLE IF EXISTS judge_k, judge_j; DROP FUNCTION IF EXISTS f_semi()`);
     await c.end();
   }
+});
+
+test("subscription: a refused DDL is named by status (code, statement, fix) and cutover refuses with its code, at the drain and before the freeze", async () => {
+  for (const s of [src, tgt]) await s.createDatabase("app3");
+  await src.query(`CREATE TABLE r1 (id int PRIMARY KEY, v text); INSERT INTO r1 SELECT g, 'a' FROM generate_series(1, 20) g`, "app3");
+  await src.query(`CREATE ROLE ddl_owner_on_source_only`);
+  const source = parseEndpoint(src.uri("app3"), "source"), target = parseEndpoint(tgt.uri("app3"), "target");
+  expect((await startMigration(source, target, migrationOptions({ name: "sx", mode: "subscription", ddl: "replicate", jobs: 1 }))).phase).toBe("ReadyToCutover");
+  const refusedWith = (code: string) => until(`status to name ${code}`, async () => {
+    const st = await migrationStatus(source, target, "sx");
+    return st.applyError?.code === code ? st : undefined;
+  }, 60000);
+  const readOnly = async () => (await src.query(`SELECT current_setting('default_transaction_read_only') AS r`, "app3"))[0].r;
+
+  // The target refuses the statement (a role it lacks): ddl_failed with its SQLSTATE, cleared once the worker applies it.
+  await src.query(`ALTER TABLE r1 OWNER TO ddl_owner_on_source_only`, "app3");
+  await src.query(`INSERT INTO r1 VALUES (21, 'after-owner')`, "app3");
+  let st = await refusedWith("ddl_failed");
+  expect(st.applyError!.message).toContain(`"ALTER TABLE r1 OWNER TO ddl_owner_on_source_only"`);
+  expect(st.applyError!.message).toContain("SQLSTATE 42704");
+  expect(formatStatus(st)).toContain("DDL NOT REPLICATED (ddl_failed)");
+  await tgt.query(`CREATE ROLE ddl_owner_on_source_only`);
+  await until("the apply worker to apply the statement once the target has the role", async () =>
+    (await tgt.query(`SELECT count(*)::int AS n FROM r1 WHERE id = 21`, "app3"))[0].n === 1, 60000);
+  expect((await migrationStatus(source, target, "sx")).applyError).toBeUndefined();
+
+  // Refused while the cutover runs (after its checks, before the freeze): the drain names it and unfreezes.
+  const multi = `ALTER TABLE r1 ADD COLUMN q int; UPDATE r1 SET q = 1 WHERE id = 1`;
+  await expect(cutoverMigration(source, target, { name: "sx", freezeWrites: true, timeoutSec: 300, jobs: 1,
+    afterStep: async (step) => { if (step === "warm-up") await src.query(multi, "app3"); } })).rejects.toMatchObject({ code: "ddl_multi_statement" });
+  expect(await readOnly()).toBe("off");
+  st = await refusedWith("ddl_multi_statement");
+  expect(st.phase).toBe("ReadyToCutover");
+  expect(st.applyError!.message).toContain(`"${multi}"`);
+  expect(st.applyError!.message).toContain("Fix: run pgferry cleanup and start again");
+  expect(JSON.parse(JSON.stringify(st)).applyError.code).toBe("ddl_multi_statement");
+  expect(formatStatus(st)).toContain("DDL NOT REPLICATED (ddl_multi_statement)");
+  // Without the source: the code and the source's log row.
+  const bare = await migrationStatus(undefined, target, "sx");
+  expect(bare.applyError?.code).toBe("ddl_multi_statement");
+  expect(bare.applyError?.message).toMatch(/the source's DDL log row \d+/);
+  // A second cutover refuses before freezing anything.
+  await expect(cutoverMigration(source, target, { name: "sx", freezeWrites: true, timeoutSec: 300, jobs: 1 }))
+    .rejects.toMatchObject({ code: "ddl_multi_statement", message: expect.stringContaining("Nothing was frozen") });
+  expect(await readOnly()).toBe("off");
+  await src.query(`INSERT INTO r1 VALUES (22, 'still writable')`, "app3");
+
+  await cleanupMigration(source, target, "sx");
+  expect(await pgferryObjects(src, "app3")).toEqual([]);
+  expect(await pgferryObjects(tgt, "app3")).toEqual([]);
+  expect(await leftovers(src, tgt, "app3")).toEqual([]);
 });

@@ -42,6 +42,7 @@ import {
 import { describeSourceChanges, restoreSourceChanges, SourceChange } from "../state/sourceChanges";
 import { dropTargetApply } from "../cdc/ddl/targetApply";
 import { newTablesState, syncNewTables } from "../cdc/ddl/newTables";
+import { readDdlRefusal } from "../cdc/ddl/refusal";
 import { readEntries, readPreamble } from "../state/schemaEntries";
 
 export type VerifyMode = "counts" | "hashes";
@@ -397,6 +398,14 @@ async function replicationChecks(r: CutoverRun): Promise<void> {
     // --ddl replicate stopped at a DDL it cannot carry (or the target refused): the target's schema cannot catch up.
     throw new PgferryError(m.applyError.code as "ddl_failed", `DDL replication stopped (recorded ${m.applyError.at}): ${m.applyError.message}. ` +
       `Nothing was ${m.sourceFrozen ? "changed (the source stays frozen)" : "frozen"}; cutover refuses while it is recorded`);
+  }
+  if (m.options.ddl === "replicate") {
+    // Subscription mode: the target's trigger refused a DDL and the apply worker stops before it (../cdc/ddl/refusal.ts).
+    const refusal = await readDdlRefusal(tgt, src, name);
+    if (refusal) {
+      throw new PgferryError(refusal.code, `${refusal.message}. Nothing was ${m.sourceFrozen ? "changed (the source stays frozen)" : "frozen"}; ` +
+        `cutover refuses while the subscription stops at it (pgferry status shows it)`);
+    }
   }
   // --ddl replicate: DDL still in flight is applied by the drain; the schemas are compared after the fence instead (schema-after-fence).
   if (m.options.ddl === "replicate") return;

@@ -13,6 +13,7 @@ import type { Cdc } from "../cdc";
 import { sleep, waitForSlotInactive } from "../slotConsumer";
 import { diagnoseApplyFailure } from "./diagnose";
 import { columnsWithoutEquality } from "../../catalog/catalog";
+import { readDdlRefusal } from "../ddl/refusal";
 import { createSubscription, dropSubscription, enableSubscription, subscriptionInfo, waitForWorker } from "./subscription";
 
 const major = (v: number) => Math.floor(v / 10000);
@@ -87,7 +88,11 @@ export const subscriptionCdc: Cdc = {
 
   async drain(c, fence, o) {
     const names = objectNames(c.name);
-    await waitForFence(c.src, c.tgt, names.slot, names.publication, names.subscription, fence, o.timeoutSec);
+    await waitForFence(c.src, c.tgt, names.slot, names.publication, names.subscription, fence, o.timeoutSec, async () => {
+      // --ddl replicate: a DDL the target's trigger refused stops the worker for good; named now, not at the timeout.
+      const refusal = await readDdlRefusal(c.tgt, c.src, c.name);
+      if (refusal) throw new PgferryError(refusal.code, `${refusal.message}. Writes were unfrozen and the migration keeps streaming; cutover refuses while the subscription stops at it`);
+    });
   },
 
   async lag(tgt, name) {
@@ -119,17 +124,19 @@ async function diagnoseSubscription(src: Client, tgt: Client, slot: string, publ
 
 /** Wait until the slot's consumer has confirmed the fence (it confirms only what it applied and flushed). */
 async function waitForFence(src: Client, tgt: Client, slot: string, publication: string, subscription: string, fence: string,
-  timeoutSec: number): Promise<void> {
+  timeoutSec: number, check: () => Promise<void> = async () => undefined): Promise<void> {
   const deadline = Date.now() + timeoutSec * 1000;
   const want = lsnToBigInt(fence);
   // The apply worker's error count (PostgreSQL 15+): it retries a failing transaction every few seconds, so
   // two new errors while the fence is not reached mean it is stuck — say so now instead of waiting out the timeout.
   const errorsAtStart = (await subscriptionInfo(tgt, subscription)).applyErrors;
+  let polls = 0;
   for (;;) {
     const s = await slotInfo(src, slot);
     if (!s) throw new PgferryError("slot_missing", `the replication slot "${slot}" is gone from the source; the migration cannot be finished — run pgferry cleanup and start again`);
     if (s.confirmedFlushLsn && lsnToBigInt(s.confirmedFlushLsn) >= want) return;
     const errors = (await subscriptionInfo(tgt, subscription)).applyErrors;
+    if (errors !== errorsAtStart || ++polls % 20 === 0) await check(); // an error counted (15+), else every 2 s
     if (errorsAtStart !== undefined && errors !== undefined && errors >= errorsAtStart + 2) {
       const why = await diagnoseSubscription(src, tgt, slot, publication, subscription);
       throw new PgferryError("apply_failed", `the subscription's apply worker on the target keeps failing (${errors} apply errors in ` +
