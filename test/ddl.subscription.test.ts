@@ -8,7 +8,9 @@
  * transaction, after it and through the cutover's refresh; a key-less one; one created after the warm-up) and DROP
  * TABLE of a migrated table, then cutover: target = source.
  */
+import { spawnSync } from "child_process";
 import { LocalServer } from "../provider/embedded/localServer";
+import { CLI, ensureBuilt } from "./support/build";
 import { formatStatus } from "../provider/cli/output";
 import { cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, startMigration, verifyMigration } from "../provider/engine";
 import { dropTargetApply, targetApplySql } from "../provider/engine/cdc/ddl/targetApply";
@@ -234,4 +236,40 @@ test("subscription: a refused DDL is named by status (code, statement, fix) and 
   expect(await pgferryObjects(src, "app3")).toEqual([]);
   expect(await pgferryObjects(tgt, "app3")).toEqual([]);
   expect(await leftovers(src, tgt, "app3")).toEqual([]);
+});
+
+test("subscription, --include: a table created by replicated DDL is in the cutover's gate and in verify, though --include does not name it", async () => {
+  ensureBuilt();
+  for (const s of [src, tgt]) await s.createDatabase("app4");
+  await src.query(`CREATE TABLE acct (id int PRIMARY KEY, v text); INSERT INTO acct SELECT g, 'a' || g FROM generate_series(1, 100) g;
+    CREATE TABLE other (id int PRIMARY KEY); INSERT INTO other SELECT generate_series(1, 10)`, "app4");
+  const source = parseEndpoint(src.uri("app4"), "source"), target = parseEndpoint(tgt.uri("app4"), "target");
+  expect((await startMigration(source, target, migrationOptions({ name: "sy", mode: "subscription", ddl: "replicate", jobs: 1, include: ["public.acct"] })))
+    .phase).toBe("ReadyToCutover");
+  await src.query(`CREATE TABLE newt (id serial PRIMARY KEY, x text)`, "app4");
+  await src.query(`INSERT INTO newt (x) SELECT 'r' || g FROM generate_series(1, 50) g`, "app4");
+  await src.query(`UPDATE acct SET v = 'u' WHERE id % 9 = 0`, "app4");
+  // The target loses a row of the new table after the fence, before the gate: the gate must see it.
+  const lose = async (step: string) => { if (step === "new-tables-after-fence") await tgt.query(`DELETE FROM newt WHERE id = 7`, "app4"); };
+  await expect(cutoverMigration(source, target, { name: "sy", freezeWrites: true, timeoutSec: 120, jobs: 1, afterStep: lose }))
+    .rejects.toMatchObject({ code: "verify_failed", message: expect.stringContaining("newt") });
+  expect((await migrationStatus(source, target, "sy")).phase).toBe("VerifyFailed");
+  await tgt.query(`INSERT INTO newt VALUES (7, 'r7')`, "app4"); // repaired: the re-run re-verifies and completes
+  const cut = await cutoverMigration(source, target, { name: "sy", freezeWrites: true, timeoutSec: 120, jobs: 1, verify: "hashes" });
+  expect(cut.phase).toBe("Completed");
+  expect(cut.verification!.tables).toBe(2); // acct and newt (other is not migrated)
+  expect(await tgt.query(`SELECT count(*)::int AS n FROM newt`, "app4")).toEqual([{ n: 50 }]);
+  const seq = `SELECT last_value::int AS v, is_called FROM newt_id_seq`; // its sequence is synced like the selection's
+  expect(await tgt.query(seq, "app4")).toEqual(await src.query(seq, "app4"));
+  expect(await leftovers(src, tgt, "app4")).toEqual([]);
+  // verify --include public.acct (as given to start) compares newt too, after the cutover (from the record).
+  const env = { ...process.env, PGFERRY_SOURCE: src.uri("app4"), PGFERRY_TARGET: tgt.uri("app4") };
+  const verify = () => spawnSync(process.execPath, [CLI, "verify", "--name", "sy", "--include", "public.acct"], { encoding: "utf8", env });
+  let v = verify();
+  expect(v.stdout).toContain(`also compared: "public"."newt"`);
+  expect(v.status).toBe(0);
+  await tgt.query(`UPDATE newt SET x = 'changed on the target' WHERE id = 3`, "app4");
+  v = verify();
+  expect(v.stdout).toMatch(/newt: contents differ/);
+  expect(v.status).toBe(1);
 });
