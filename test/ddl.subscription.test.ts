@@ -15,7 +15,7 @@ import { formatStatus } from "../provider/cli/output";
 import { cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, startMigration, verifyMigration } from "../provider/engine";
 import { dropTargetApply, targetApplySql } from "../provider/engine/cdc/ddl/targetApply";
 import { readDdlRefusal } from "../provider/engine/cdc/ddl/refusal";
-import { leftovers, runVerifySh, startServers, Writer } from "./support/servers";
+import { leftovers, reloadConf, runVerifySh, startServers, Writer } from "./support/servers";
 import { until } from "./support/until";
 
 let src: LocalServer, tgt: LocalServer;
@@ -272,4 +272,33 @@ test("subscription, --include: a table created by replicated DDL is in the cutov
   v = verify();
   expect(v.stdout).toMatch(/newt: contents differ/);
   expect(v.status).toBe(1);
+});
+
+test("subscription: start warns when the target cannot run the tablesync worker a new table needs; the cutover names it before the freeze; once fixed it completes", async () => {
+  for (const s of [src, tgt]) await s.createDatabase("app5");
+  await src.query(`CREATE TABLE a5 (id int PRIMARY KEY); INSERT INTO a5 SELECT generate_series(1, 10)`, "app5");
+  await tgt.query(`ALTER SYSTEM SET max_sync_workers_per_subscription = 0`);
+  await reloadConf(tgt);
+  try {
+    const source = parseEndpoint(src.uri("app5"), "source"), target = parseEndpoint(tgt.uri("app5"), "target");
+    const started = await startMigration(source, target, migrationOptions({ name: "sz", mode: "subscription", ddl: "replicate", jobs: 1 }));
+    expect(started.phase).toBe("ReadyToCutover");
+    const warning = started.findings.find((f) => f.code === "ddl_new_table_sync");
+    expect(warning).toMatchObject({ severity: "warning", server: "target" });
+    expect(warning!.message).toContain("max_sync_workers_per_subscription = 0");
+    expect(warning!.fix).toContain("ALTER SYSTEM SET max_sync_workers_per_subscription = 2");
+    await src.query(`CREATE TABLE n5 (id int PRIMARY KEY)`, "app5");
+    await src.query(`INSERT INTO n5 SELECT generate_series(1, 20)`, "app5");
+    await expect(cutoverMigration(source, target, { name: "sz", freezeWrites: true, timeoutSec: 5, jobs: 1 }))
+      .rejects.toMatchObject({ code: "new_table_sync_timeout", message: expect.stringContaining("max_sync_workers_per_subscription") });
+    expect((await src.query(`SELECT current_setting('default_transaction_read_only') AS r`, "app5"))[0].r).toBe("off");
+    await tgt.query(`ALTER SYSTEM RESET max_sync_workers_per_subscription`);
+    await reloadConf(tgt);
+    expect((await cutoverMigration(source, target, { name: "sz", freezeWrites: true, timeoutSec: 120, jobs: 1 })).phase).toBe("Completed");
+    expect(await tgt.query(`SELECT count(*)::int AS n FROM n5`, "app5")).toEqual([{ n: 20 }]);
+    expect(await leftovers(src, tgt, "app5")).toEqual([]);
+  } finally {
+    await tgt.query(`ALTER SYSTEM RESET max_sync_workers_per_subscription`);
+    await reloadConf(tgt);
+  }
 });

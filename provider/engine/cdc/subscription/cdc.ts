@@ -51,6 +51,49 @@ export const subscriptionCdc: Cdc = {
         add({ code: "target_workers", server: "target", message: "max_logical_replication_workers is 0 on the target", fix: "ALTER SYSTEM SET max_logical_replication_workers = 4; then restart the target" });
       }
     },
+    async checkNewTables({ src, tgt, slotName, add }) {
+      // --ddl replicate: a table created while streaming joins by REFRESH PUBLICATION at cutover, and PostgreSQL copies it
+      // with a tablesync worker on the target, which takes a replication slot and a WAL sender on the source next to the
+      // apply worker's. A warning, not a refusal: only a migration that creates tables needs them, and the cutover's
+      // new-tables step stops before the freeze naming the table (new_table_sync_timeout) when the worker cannot run.
+      const s = (await src.query(`SELECT current_setting('max_replication_slots')::int AS max_slots,
+          (SELECT count(*) FROM pg_replication_slots WHERE slot_name <> $1)::int AS other_slots,
+          current_setting('max_wal_senders')::int AS max_senders,
+          (SELECT count(*) FROM pg_stat_replication WHERE application_name <> $1)::int AS other_senders`, [slotName])).rows[0];
+      const t = (await tgt.query(`SELECT current_setting('max_sync_workers_per_subscription')::int AS sync,
+          current_setting('max_logical_replication_workers')::int AS workers,
+          (SELECT count(*) FROM pg_stat_subscription w WHERE w.pid IS NOT NULL AND w.subname IS DISTINCT FROM $1)::int AS other_workers`, [slotName])).rows[0];
+      const why = "a table created on the source while streaming (--ddl replicate) is copied by PostgreSQL's table synchronisation at cutover, " +
+        "which needs";
+      const short: string[] = [], fix: string[] = [];
+      const server: ("source" | "target")[] = [];
+      if (s.max_slots - s.other_slots < 2) {
+        short.push(`a second replication slot on the source (max_replication_slots = ${s.max_slots}, ${s.other_slots} used by others)`);
+        fix.push(`on the source: ALTER SYSTEM SET max_replication_slots = ${s.other_slots + 4}; then restart it`);
+        server.push("source");
+      }
+      if (s.max_senders - s.other_senders < 2) {
+        short.push(`a second WAL sender on the source (max_wal_senders = ${s.max_senders}, ${s.other_senders} used by others)`);
+        fix.push(`on the source: ALTER SYSTEM SET max_wal_senders = ${s.other_senders + 4}; then restart it`);
+        server.push("source");
+      }
+      if (t.sync < 1) {
+        short.push(`a sync worker on the target (max_sync_workers_per_subscription = ${t.sync})`);
+        fix.push(`on the target: ALTER SYSTEM SET max_sync_workers_per_subscription = 2; SELECT pg_reload_conf();`);
+        server.push("target");
+      }
+      if (t.workers - t.other_workers < 2) {
+        short.push(`a second logical replication worker on the target (max_logical_replication_workers = ${t.workers}, ${t.other_workers} used by others)`);
+        fix.push(`on the target: ALTER SYSTEM SET max_logical_replication_workers = ${t.other_workers + 4}; then restart it`);
+        server.push("target");
+      }
+      if (short.length) {
+        add({ severity: "warning", code: "ddl_new_table_sync", server: server[0], objects: short,
+          message: `${why} ${short.join(", and ")}; until then such a table's rows are not applied on the target and the cutover stops ` +
+            `before the freeze (new_table_sync_timeout)`,
+          fix: `${fix.join("; ")} — or create no table in the migrated schemas while migrating, or use --mode stream` });
+      }
+    },
   },
   startMessage: "starting change data capture (subscription on the target), then adding and validating foreign keys",
   slotDropWaitMs: 10000,
