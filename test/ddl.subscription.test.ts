@@ -8,7 +8,7 @@
  * transaction, after it and through the cutover's refresh; a key-less one; one created after the warm-up) and DROP
  * TABLE of a migrated table, then cutover: target = source.
  */
-import { spawnSync } from "child_process";
+import { spawn, spawnSync } from "child_process";
 import { LocalServer } from "../provider/embedded/localServer";
 import { CLI, ensureBuilt } from "./support/build";
 import { formatStatus } from "../provider/cli/output";
@@ -301,4 +301,45 @@ test("subscription: start warns when the target cannot run the tablesync worker 
     await tgt.query(`ALTER SYSTEM RESET max_sync_workers_per_subscription`);
     await reloadConf(tgt);
   }
+});
+
+test("subscription: a cutover killed (SIGKILL) during its new-tables step converges when run again", async () => {
+  ensureBuilt();
+  for (const s of [src, tgt]) await s.createDatabase("app6");
+  await src.query(`CREATE TABLE a6 (id int PRIMARY KEY, v text); INSERT INTO a6 SELECT g, 'a' FROM generate_series(1, 30) g`, "app6");
+  const source = parseEndpoint(src.uri("app6"), "source"), target = parseEndpoint(tgt.uri("app6"), "target");
+  expect((await startMigration(source, target, migrationOptions({ name: "sk", mode: "subscription", ddl: "replicate", jobs: 1 }))).phase).toBe("ReadyToCutover");
+  await src.query(`CREATE TABLE n6 (id int PRIMARY KEY, v text)`, "app6");
+  await src.query(`INSERT INTO n6 SELECT g, 'n' FROM generate_series(1, 40) g`, "app6");
+  await until("the apply worker to create n6 on the target", async () => (await tgt.query(`SELECT to_regclass('n6') IS NOT NULL AS e`, "app6"))[0].e, 60000);
+  // No sync worker: the CLI's cutover refreshes the subscription, then waits in its new-tables step, where it is killed.
+  await tgt.query(`ALTER SYSTEM SET max_sync_workers_per_subscription = 0`);
+  await reloadConf(tgt);
+  try {
+    const env = { ...process.env, PGFERRY_SOURCE: src.uri("app6"), PGFERRY_TARGET: tgt.uri("app6") };
+    const cli = spawn(process.execPath, [CLI, "cutover", "--name", "sk", "--freeze-writes", "--timeout", "300"], { env, stdio: "ignore" });
+    const gone = new Promise((r) => cli.on("exit", r));
+    try {
+      await until("the cutover to list n6 in the subscription (new-tables step)", async () => (await tgt.query(`SELECT count(*)::int AS n
+        FROM pg_subscription_rel WHERE srrelid = to_regclass('n6')`, "app6"))[0].n === 1, 60000);
+    } finally {
+      cli.kill("SIGKILL");
+      await gone;
+    }
+    await src.query(`INSERT INTO n6 VALUES (41, 'after the kill'); UPDATE a6 SET v = 'b' WHERE id < 5`, "app6");
+    expect((await migrationStatus(source, target, "sk")).phase).toBe("ReadyToCutover");
+    expect((await src.query(`SELECT current_setting('default_transaction_read_only') AS r`, "app6"))[0].r).toBe("off");
+  } finally {
+    await tgt.query(`ALTER SYSTEM RESET max_sync_workers_per_subscription`);
+    await reloadConf(tgt);
+  }
+  const cut = await cutoverMigration(source, target, { name: "sk", freezeWrites: true, timeoutSec: 120, jobs: 1, verify: "hashes" });
+  expect(cut.phase).toBe("Completed");
+  for (const t of ["a6", "n6"]) {
+    const q = `SELECT count(*)::int AS n, md5(string_agg(x::text, ',' ORDER BY x::text)) AS h FROM ${t} x`;
+    expect(await tgt.query(q, "app6")).toEqual(await src.query(q, "app6"));
+  }
+  expect(await pgferryObjects(src, "app6")).toEqual([]);
+  expect(await pgferryObjects(tgt, "app6")).toEqual([]);
+  expect(await leftovers(src, tgt, "app6")).toEqual([]);
 });
