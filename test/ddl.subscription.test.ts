@@ -206,6 +206,9 @@ test("subscription: a refused DDL is named by status (code, statement, fix) and 
   expect(st.applyError!.message).toContain(`"ALTER TABLE r1 OWNER TO ddl_owner_on_source_only"`);
   expect(st.applyError!.message).toContain("SQLSTATE 42704");
   expect(formatStatus(st)).toContain("DDL NOT REPLICATED (ddl_failed)");
+  // The cutover refuses with the code, and names the target's error (the statement run again, rolled back).
+  await expect(cutoverMigration(source, target, { name: "sx", freezeWrites: true, timeoutSec: 300, jobs: 1 })).rejects.toMatchObject({
+    code: "ddl_failed", message: expect.stringContaining(`the target says now: role "ddl_owner_on_source_only" does not exist`) });
   await tgt.query(`CREATE ROLE ddl_owner_on_source_only`);
   await until("the apply worker to apply the statement once the target has the role", async () =>
     (await tgt.query(`SELECT count(*)::int AS n FROM r1 WHERE id = 21`, "app3"))[0].n === 1, 60000);

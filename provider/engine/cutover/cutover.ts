@@ -404,7 +404,7 @@ async function replicationChecks(r: CutoverRun): Promise<void> {
   }
   if (m.options.ddl === "replicate") {
     // Subscription mode: the target's trigger refused a DDL and the apply worker stops before it (../cdc/ddl/refusal.ts).
-    const refusal = await readDdlRefusal(tgt, src, name);
+    const refusal = await readDdlRefusal(tgt, src, name, { reproduce: true });
     if (refusal) {
       throw new PgferryError(refusal.code, `${refusal.message}. Nothing was ${m.sourceFrozen ? "changed (the source stays frozen)" : "frozen"}; ` +
         `cutover refuses while the subscription stops at it (pgferry status shows it)`);

@@ -66,7 +66,8 @@ export interface DdlRefusal {
  * The refusal the subscription is stopped at, or undefined (none recorded, one the worker has since got past, or no
  * sequence: stream mode, --ddl detect, a migration started by an older pgferry). `src` gives the statement's text.
  */
-export async function readDdlRefusal(tgt: Client, src: Client | undefined, migration: string): Promise<DdlRefusal | undefined> {
+export async function readDdlRefusal(tgt: Client, src: Client | undefined, migration: string,
+  { reproduce = false }: { reproduce?: boolean } = {}): Promise<DdlRefusal | undefined> {
   const seq = refusalSequence(migration);
   const exists = await tgt.query(`SELECT to_regclass($1) IS NOT NULL AS e, to_regclass($2) IS NOT NULL AS l`,
     [seq, `${S}.${quoteIdent(ddlLogTableName(migration))}`]);
@@ -87,7 +88,34 @@ export async function readDdlRefusal(tgt: Client, src: Client | undefined, migra
     payload = await src.query(`SELECT payload FROM ${S}.${quoteIdent(ddlLogTableName(migration))} WHERE id = $1`, [id.toString()])
       .then((r) => r.rows[0]?.payload as string | undefined, () => undefined);
   }
-  return describe(code, id.toString(), code === "ddl_failed" ? sqlstate : undefined, payload);
+  const refusal = describe(code, id.toString(), code === "ddl_failed" ? sqlstate : undefined, payload);
+  if (reproduce && code === "ddl_failed" && payload) {
+    const why = await targetErrorNow(tgt, payload);
+    if (why) refusal.message = refusal.message.replace("its message is in the target's server log, lines \"logical replication\" … \"ERROR\"",
+      `the target says now: ${why}`);
+  }
+  return refusal;
+}
+
+/**
+ * The target's error for a statement it refused, by running it again in a transaction that is always rolled back (the
+ * cutover's check, before anything is frozen; status stays read-only). Bounded by lock and statement timeouts; undefined
+ * when the target accepts it now (the apply worker's next retry applies it) or it cannot be judged.
+ */
+async function targetErrorNow(tgt: Client, payloadText: string): Promise<string | undefined> {
+  let stmt: ReturnType<typeof ddlToApply>;
+  try { stmt = ddlToApply(parseDdlPayload(payloadText)); } catch { return undefined; }
+  await tgt.query("BEGIN");
+  try {
+    await tgt.query(`SET LOCAL lock_timeout = '2s'; SET LOCAL statement_timeout = '10s'`);
+    await tgt.query(`SELECT pg_catalog.set_config('search_path', $1, true)`, [stmt.searchPath]);
+    await tgt.query(stmt.sql);
+    return undefined;
+  } catch (e) {
+    return (e as Error).message;
+  } finally {
+    await tgt.query("ROLLBACK").catch(() => undefined);
+  }
 }
 
 function describe(code: ErrorCode, logId: string, sqlstate: string | undefined, payloadText: string | undefined): DdlRefusal {
