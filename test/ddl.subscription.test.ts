@@ -241,6 +241,28 @@ test("subscription: a refused DDL is named by status (code, statement, fix) and 
   expect(await leftovers(src, tgt, "app3")).toEqual([]);
 });
 
+test("subscription: a DDL refused while the cutover waits for a new table's sync is named by its code, not at the deadline", async () => {
+  for (const s of [src, tgt]) await s.createDatabase("app7");
+  await src.query(`CREATE TABLE a7 (id int PRIMARY KEY); INSERT INTO a7 SELECT generate_series(1, 10)`, "app7");
+  const source = parseEndpoint(src.uri("app7"), "source"), target = parseEndpoint(tgt.uri("app7"), "target");
+  expect((await startMigration(source, target, migrationOptions({ name: "sw", mode: "subscription", ddl: "replicate", jobs: 1 }))).phase).toBe("ReadyToCutover");
+  // After the cutover's checks: a new table (the new-tables step refreshes and waits for it), then a statement the trigger refuses,
+  // which stops the apply worker, so the table's sync never meets it.
+  const afterStep = async (step: string) => {
+    if (step !== "replication-checks") return;
+    await src.query(`CREATE TABLE n7 (id int PRIMARY KEY)`, "app7");
+    await src.query(`INSERT INTO n7 SELECT generate_series(1, 5)`, "app7");
+    await src.query(`ALTER TABLE a7 ADD COLUMN q int; UPDATE a7 SET q = 1`, "app7");
+  };
+  await expect(cutoverMigration(source, target, { name: "sw", freezeWrites: true, timeoutSec: 90, jobs: 1, afterStep }))
+    .rejects.toMatchObject({ code: "ddl_multi_statement", message: expect.stringContaining("Nothing was frozen") });
+  expect((await src.query(`SELECT current_setting('default_transaction_read_only') AS r`, "app7"))[0].r).toBe("off");
+  await cleanupMigration(source, target, "sw");
+  expect(await pgferryObjects(src, "app7")).toEqual([]);
+  expect(await pgferryObjects(tgt, "app7")).toEqual([]);
+  expect(await leftovers(src, tgt, "app7")).toEqual([]);
+});
+
 test("subscription, --include: a table created by replicated DDL is in the cutover's gate and in verify, though --include does not name it", async () => {
   ensureBuilt();
   for (const s of [src, tgt]) await s.createDatabase("app4");

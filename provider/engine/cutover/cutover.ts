@@ -443,8 +443,13 @@ function newTablesJoin(r: CutoverRun): boolean { return r.m.mode === "subscripti
 /** Refresh the subscription for tables the source publishes and it does not list, and wait until they are ready (../cdc/ddl/newTables.ts). */
 async function joinNewTables(r: CutoverRun, frozen: boolean): Promise<void> {
   const names = objectNames(r.name);
+  const check = async () => {
+    const refusal = await readDdlRefusal(r.tgt, r.src, r.name);
+    if (refusal) throw new PgferryError(refusal.code, `${refusal.message}. ${frozen ? "Writes were unfrozen and the migration keeps streaming" : "Nothing was frozen"}; ` +
+      `cutover refuses while the subscription stops at it`);
+  };
   if (!frozen) {
-    await syncNewTables(r.src, r.tgt, names.publication, names.subscription, r.o.timeoutSec, r.say, frozen);
+    await syncNewTables(r.src, r.tgt, names.publication, names.subscription, r.o.timeoutSec, r.say, frozen, check);
     return;
   }
   // After the fence the subscription is paused (disabled), and REFRESH needs it enabled: resumed for the sync only
@@ -452,7 +457,7 @@ async function joinNewTables(r: CutoverRun, frozen: boolean): Promise<void> {
   const st = await newTablesState(r.src, r.tgt, names.publication, names.subscription);
   if (!st.unlisted.length && !st.syncing.length) return;
   await resumeReplication(r);
-  await syncNewTables(r.src, r.tgt, names.publication, names.subscription, r.o.timeoutSec, r.say, frozen);
+  await syncNewTables(r.src, r.tgt, names.publication, names.subscription, r.o.timeoutSec, r.say, frozen, check);
   await pauseReplication(r);
 }
 
