@@ -6,7 +6,9 @@
  * gaining a column, sequences, views, functions; a cutover right after a DDL; target = source (verify with hashes,
  * ../shared verify.sh when present); the capture and the target's trigger gone. CREATE TABLE (rows written in its
  * transaction, after it and through the cutover's refresh; a key-less one; one created after the warm-up) and DROP
- * TABLE of a migrated table, then cutover: target = source.
+ * TABLE of a migrated table, then cutover: target = source. A refused DDL named by status and cutover (before the freeze,
+ * at the drain, in the new-tables step); --include with a table created by DDL (gate and verify); the tablesync capacity
+ * warning; a cutover killed in its new-tables step converging.
  */
 import { spawn, spawnSync } from "child_process";
 import { LocalServer } from "../provider/embedded/localServer";

@@ -5,8 +5,8 @@
  * session_replication_role = replica, where ordinary triggers do not fire) judges the statement as ./statement.ts does
  * and runs it inside the apply worker's transaction: between the changes before and after it, exactly once (the
  * worker's origin progress commits with it). A refusal raises: the worker stops before the statement and retries that
- * transaction, nothing after it is applied (the target's log names the code; cutover's drain stops naming the
- * subscription's apply errors).
+ * transaction, nothing after it is applied; the refusal is also kept in a sequence (./refusal.ts), which status and
+ * cutover read to name its code, the source's statement and the fix.
  *
  * CREATE TABLE runs here like any DDL (the table exists from its place on); the worker skips the new table's changes
  * until the subscription lists it, which REFRESH PUBLICATION (copy_data = true) does from outside the worker's
