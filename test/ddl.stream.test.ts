@@ -228,3 +228,29 @@ test("stream: DDL that cannot be carried stops the stream by name, cutover refus
   expect(await captureLeft("app2")).toEqual([]);
   expect(await leftovers(src, tgt, "app2")).toEqual([]);
 });
+
+test("stream, --include: a table created by replicated DDL is in the cutover's gate, though --include does not name it", async () => {
+  for (const s of [src, tgt]) await s.createDatabase("app3");
+  await src.query(`CREATE TABLE inc (id int PRIMARY KEY, v text); INSERT INTO inc SELECT g, 'a' FROM generate_series(1, 40) g;
+    CREATE TABLE other (id int PRIMARY KEY); INSERT INTO other VALUES (1)`, "app3");
+  const source = parseEndpoint(src.uri("app3"), "source"), target = parseEndpoint(tgt.uri("app3"), "target");
+  expect((await startMigration(source, target, migrationOptions({ name: "di", mode: "stream", ddl: "replicate", jobs: 1, include: ["inc"] }))).phase)
+    .toBe("ReadyToCutover");
+  const agent = spawnAgent(["--name", "di"], { source: src.uri("app3"), target: tgt.uri("app3") });
+  await src.query(`CREATE TABLE "New T" (id int PRIMARY KEY, x text)`, "app3");
+  await src.query(`INSERT INTO "New T" SELECT g, 'r' FROM generate_series(1, 30) g`, "app3");
+  await until("the agent to apply the new table's rows", async () =>
+    (await tgt.query(`SELECT count(*)::int AS n FROM pg_class WHERE relname = 'New T'`, "app3"))[0].n === 1 &&
+    (await tgt.query(`SELECT count(*)::int AS n FROM "New T"`, "app3"))[0].n === 30, 60000);
+  // The target loses a row of the new table after the fence: the gate compares it and refuses.
+  const lose = async (step: string) => { if (step === "fence") await tgt.query(`DELETE FROM "New T" WHERE id = 3`, "app3"); };
+  await expect(cutoverMigration(source, target, { name: "di", freezeWrites: true, timeoutSec: 120, jobs: 1, afterStep: lose }))
+    .rejects.toMatchObject({ code: "verify_failed", message: expect.stringContaining("New T") });
+  await tgt.query(`INSERT INTO "New T" VALUES (3, 'r')`, "app3");
+  const cut = await cutoverMigration(source, target, { name: "di", freezeWrites: true, timeoutSec: 120, jobs: 1, verify: "hashes" });
+  expect(cut.phase).toBe("Completed");
+  expect(cut.verification!.tables).toBe(2);
+  expect(await exited(agent, "cutover while the agent runs")).toBe(0);
+  expect(await captureLeft("app3")).toEqual([]);
+  expect(await leftovers(src, tgt, "app3")).toEqual([]);
+});

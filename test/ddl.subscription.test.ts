@@ -6,12 +6,18 @@
  * gaining a column, sequences, views, functions; a cutover right after a DDL; target = source (verify with hashes,
  * ../shared verify.sh when present); the capture and the target's trigger gone. CREATE TABLE (rows written in its
  * transaction, after it and through the cutover's refresh; a key-less one; one created after the warm-up) and DROP
- * TABLE of a migrated table, then cutover: target = source.
+ * TABLE of a migrated table, then cutover: target = source. A refused DDL named by status and cutover (before the freeze,
+ * at the drain, in the new-tables step); --include with a table created by DDL (gate and verify); the tablesync capacity
+ * warning; a cutover killed in its new-tables step converging.
  */
+import { spawn, spawnSync } from "child_process";
 import { LocalServer } from "../provider/embedded/localServer";
-import { cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, startMigration, verifyMigration } from "../provider/engine";
+import { CLI, ensureBuilt } from "./support/build";
+import { formatStatus } from "../provider/cli/output";
+import { cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, startMigration, verifyMigration } from "../provider/engine";
 import { dropTargetApply, targetApplySql } from "../provider/engine/cdc/ddl/targetApply";
-import { leftovers, runVerifySh, startServers, Writer } from "./support/servers";
+import { readDdlRefusal } from "../provider/engine/cdc/ddl/refusal";
+import { leftovers, reloadConf, runVerifySh, startServers, Writer } from "./support/servers";
 import { until } from "./support/until";
 
 let src: LocalServer, tgt: LocalServer;
@@ -34,7 +40,7 @@ const cols = async (s: LocalServer, table: string, db = "app") =>
   (await s.query(`SELECT attname || ' ' || format_type(atttypid, atttypmod) AS c FROM pg_attribute WHERE attrelid = to_regclass('${table}')
     AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, db)).map((r) => r.c);
 const pgferryObjects = async (s: LocalServer, db: string) => (await s.query(`SELECT 'event trigger ' || evtname AS o FROM pg_event_trigger
-    WHERE evtname LIKE 'pgferry%' UNION ALL SELECT 'relation ' || relname FROM pg_class WHERE relname LIKE 'ddl\\_log\\_%'
+    WHERE evtname LIKE 'pgferry%' UNION ALL SELECT 'relation ' || relname FROM pg_class WHERE relname ~ '^ddl_(log|refused)_'
     UNION ALL SELECT 'function ' || proname FROM pg_proc WHERE proname LIKE 'ddl\\_%'`, db)).map((r) => r.o);
 
 test("subscription: DDL interleaved with writes is applied in place by the apply worker; cutover right after DDL", async () => {
@@ -159,6 +165,8 @@ test("subscription: the target trigger's judgement (PL/pgSQL) refuses and applie
       return c.query(`INSERT INTO pgferry.ddl_log_judge VALUES ($1, $2)`, [++id, payload]).then(() => "applied", (e: Error) => e.message.split(":")[0]);
     };
     expect(await run("ALTER TABLE judge_t ADD COLUMN b int; UPDATE judge_t SET b = 1")).toBe("ddl_multi_statement");
+    // Each refusal is kept outside the rolled-back transaction (a sequence): the log row's id and the code.
+    expect(await readDdlRefusal(c, undefined, "judge")).toMatchObject({ code: "ddl_multi_statement", logId: "1" });
     expect(await run("DO $$ BEGIN EXECUTE 'ALTER TABLE judge_t ADD COLUMN b int'; END $$")).toBe("ddl_not_top_level");
     expect(await run("CREATE TABLE c AS SELECT 1", { commands: [{ tag: "CREATE TABLE AS", type: "table", identity: "public.c" }] })).toBe("ddl_unsupported");
     expect(await run("ALTER TABLE judge_t ADD COLUMN seen timestamptz DEFAULT now()", { nonConstantDefaults: ["seen"] })).toBe("ddl_volatile_default");
@@ -180,9 +188,11 @@ test("subscription: the target trigger's judgement (PL/pgSQL) refuses and applie
     expect(await after({ error: "new row violates check constraint" })).toBe("ddl_volatile_default");
     expect(await run("CREATE TABLE judge_j (a int, j json)", { commands: [{ tag: "CREATE TABLE", type: "table", identity: "public.judge_j" }],
       identityFull: [{ schema: "public", name: "judge_j" }] })).toBe("ddl_unsupported");
+    expect(await readDdlRefusal(c, undefined, "judge")).toMatchObject({ code: "ddl_unsupported", logId: String(id) });
     expect(await run("CREATE TABLE judge_k (a int, w text, r int4range, e int[])", { commands: [{ tag: "CREATE TABLE", type: "table", identity: "public.judge_k" }],
       identityFull: [{ schema: "public", name: "judge_k" }] })).toBe("applied");
     expect(await run("ALTER TABLE judge_t ALTER COLUMN v TYPE varchar(20)", { nonConstantDefaults: ["v"] })).toBe("applied");
+    expect(await readDdlRefusal(c, undefined, "judge")).toBeUndefined(); // a later statement applied: the worker is past it
     expect(await run("COMMENT ON TABLE judge_t IS 'a;b -- not a comment'")).toBe("applied");
     expect(await run("CREATE FUNCTION f_semi() RETURNS int LANGUAGE sql AS $b$ SELECT 1; $b$;  -- trailing; comment")).toBe("applied");
     expect(await run("/* lead; */ CREATE INDEX CONCURRENTLY judge_t_v_idx ON judge_t (v)")).toBe("applied");
@@ -193,4 +203,186 @@ test("subscription: the target trigger's judgement (PL/pgSQL) refuses and applie
     await c.query(`DROP SCHEMA pgferry; DROP TABLE judge_t; DROP TABLE IF EXISTS judge_k, judge_j; DROP FUNCTION IF EXISTS f_semi()`);
     await c.end();
   }
+});
+
+test("subscription: a refused DDL is named by status (code, statement, fix) and cutover refuses with its code, at the drain and before the freeze", async () => {
+  for (const s of [src, tgt]) await s.createDatabase("app3");
+  await src.query(`CREATE TABLE r1 (id int PRIMARY KEY, v text); INSERT INTO r1 SELECT g, 'a' FROM generate_series(1, 20) g`, "app3");
+  await src.query(`CREATE ROLE ddl_owner_on_source_only`);
+  const source = parseEndpoint(src.uri("app3"), "source"), target = parseEndpoint(tgt.uri("app3"), "target");
+  expect((await startMigration(source, target, migrationOptions({ name: "sx", mode: "subscription", ddl: "replicate", jobs: 1 }))).phase).toBe("ReadyToCutover");
+  const refusedWith = (code: string) => until(`status to name ${code}`, async () => {
+    const st = await migrationStatus(source, target, "sx");
+    return st.applyError?.code === code ? st : undefined;
+  }, 60000);
+  const readOnly = async () => (await src.query(`SELECT current_setting('default_transaction_read_only') AS r`, "app3"))[0].r;
+
+  // The target refuses the statement (a role it lacks): ddl_failed with its SQLSTATE, cleared once the worker applies it.
+  await src.query(`ALTER TABLE r1 OWNER TO ddl_owner_on_source_only`, "app3");
+  await src.query(`INSERT INTO r1 VALUES (21, 'after-owner')`, "app3");
+  let st = await refusedWith("ddl_failed");
+  expect(st.applyError!.message).toContain(`"ALTER TABLE r1 OWNER TO ddl_owner_on_source_only"`);
+  expect(st.applyError!.message).toContain("SQLSTATE 42704");
+  expect(formatStatus(st)).toContain("DDL NOT REPLICATED (ddl_failed)");
+  // The cutover refuses with the code, and names the target's error (the statement run again, rolled back).
+  await expect(cutoverMigration(source, target, { name: "sx", freezeWrites: true, timeoutSec: 300, jobs: 1 })).rejects.toMatchObject({
+    code: "ddl_failed", message: expect.stringContaining(`the target says now: role "ddl_owner_on_source_only" does not exist`) });
+  await tgt.query(`CREATE ROLE ddl_owner_on_source_only`);
+  await until("the apply worker to apply the statement once the target has the role", async () =>
+    (await tgt.query(`SELECT count(*)::int AS n FROM r1 WHERE id = 21`, "app3"))[0].n === 1, 60000);
+  expect((await migrationStatus(source, target, "sx")).applyError).toBeUndefined();
+
+  // Refused while the cutover runs (after its checks, before the freeze): the drain names it and unfreezes.
+  const multi = `ALTER TABLE r1 ADD COLUMN q int; UPDATE r1 SET q = 1 WHERE id = 1`;
+  await expect(cutoverMigration(source, target, { name: "sx", freezeWrites: true, timeoutSec: 300, jobs: 1,
+    afterStep: async (step) => { if (step === "warm-up") await src.query(multi, "app3"); } })).rejects.toMatchObject({ code: "ddl_multi_statement" });
+  expect(await readOnly()).toBe("off");
+  st = await refusedWith("ddl_multi_statement");
+  expect(st.phase).toBe("ReadyToCutover");
+  expect(st.applyError!.message).toContain(`"${multi}"`);
+  expect(st.applyError!.message).toContain("Fix: run pgferry cleanup and start again");
+  expect(JSON.parse(JSON.stringify(st)).applyError.code).toBe("ddl_multi_statement");
+  expect(formatStatus(st)).toContain("DDL NOT REPLICATED (ddl_multi_statement)");
+  // Without the source: the code and the source's log row.
+  const bare = await migrationStatus(undefined, target, "sx");
+  expect(bare.applyError?.code).toBe("ddl_multi_statement");
+  expect(bare.applyError?.message).toMatch(/the source's DDL log row \d+/);
+  // A second cutover refuses before freezing anything.
+  await expect(cutoverMigration(source, target, { name: "sx", freezeWrites: true, timeoutSec: 300, jobs: 1 }))
+    .rejects.toMatchObject({ code: "ddl_multi_statement", message: expect.stringContaining("Nothing was frozen") });
+  expect(await readOnly()).toBe("off");
+  await src.query(`INSERT INTO r1 VALUES (22, 'still writable')`, "app3");
+
+  await cleanupMigration(source, target, "sx");
+  expect(await pgferryObjects(src, "app3")).toEqual([]);
+  expect(await pgferryObjects(tgt, "app3")).toEqual([]);
+  expect(await leftovers(src, tgt, "app3")).toEqual([]);
+});
+
+test("subscription: a DDL refused while the cutover waits for a new table's sync is named by its code, not at the deadline", async () => {
+  for (const s of [src, tgt]) await s.createDatabase("app7");
+  await src.query(`CREATE TABLE a7 (id int PRIMARY KEY); INSERT INTO a7 SELECT generate_series(1, 10)`, "app7");
+  const source = parseEndpoint(src.uri("app7"), "source"), target = parseEndpoint(tgt.uri("app7"), "target");
+  expect((await startMigration(source, target, migrationOptions({ name: "sw", mode: "subscription", ddl: "replicate", jobs: 1 }))).phase).toBe("ReadyToCutover");
+  // After the cutover's checks: a new table (the new-tables step refreshes and waits for it), then a statement the trigger refuses,
+  // which stops the apply worker, so the table's sync never meets it.
+  const afterStep = async (step: string) => {
+    if (step !== "replication-checks") return;
+    await src.query(`CREATE TABLE n7 (id int PRIMARY KEY)`, "app7");
+    await src.query(`INSERT INTO n7 SELECT generate_series(1, 5)`, "app7");
+    await src.query(`ALTER TABLE a7 ADD COLUMN q int; UPDATE a7 SET q = 1`, "app7");
+  };
+  await expect(cutoverMigration(source, target, { name: "sw", freezeWrites: true, timeoutSec: 90, jobs: 1, afterStep }))
+    .rejects.toMatchObject({ code: "ddl_multi_statement", message: expect.stringContaining("Nothing was frozen") });
+  expect((await src.query(`SELECT current_setting('default_transaction_read_only') AS r`, "app7"))[0].r).toBe("off");
+  await cleanupMigration(source, target, "sw");
+  expect(await pgferryObjects(src, "app7")).toEqual([]);
+  expect(await pgferryObjects(tgt, "app7")).toEqual([]);
+  expect(await leftovers(src, tgt, "app7")).toEqual([]);
+});
+
+test("subscription, --include: a table created by replicated DDL is in the cutover's gate and in verify, though --include does not name it", async () => {
+  ensureBuilt();
+  for (const s of [src, tgt]) await s.createDatabase("app4");
+  await src.query(`CREATE TABLE acct (id int PRIMARY KEY, v text); INSERT INTO acct SELECT g, 'a' || g FROM generate_series(1, 100) g;
+    CREATE TABLE other (id int PRIMARY KEY); INSERT INTO other SELECT generate_series(1, 10)`, "app4");
+  const source = parseEndpoint(src.uri("app4"), "source"), target = parseEndpoint(tgt.uri("app4"), "target");
+  expect((await startMigration(source, target, migrationOptions({ name: "sy", mode: "subscription", ddl: "replicate", jobs: 1, include: ["public.acct"] })))
+    .phase).toBe("ReadyToCutover");
+  await src.query(`CREATE TABLE newt (id serial PRIMARY KEY, x text)`, "app4");
+  await src.query(`INSERT INTO newt (x) SELECT 'r' || g FROM generate_series(1, 50) g`, "app4");
+  await src.query(`UPDATE acct SET v = 'u' WHERE id % 9 = 0`, "app4");
+  // The target loses a row of the new table after the fence, before the gate: the gate must see it.
+  const lose = async (step: string) => { if (step === "new-tables-after-fence") await tgt.query(`DELETE FROM newt WHERE id = 7`, "app4"); };
+  await expect(cutoverMigration(source, target, { name: "sy", freezeWrites: true, timeoutSec: 120, jobs: 1, afterStep: lose }))
+    .rejects.toMatchObject({ code: "verify_failed", message: expect.stringContaining("newt") });
+  expect((await migrationStatus(source, target, "sy")).phase).toBe("VerifyFailed");
+  await tgt.query(`INSERT INTO newt VALUES (7, 'r7')`, "app4"); // repaired: the re-run re-verifies and completes
+  const cut = await cutoverMigration(source, target, { name: "sy", freezeWrites: true, timeoutSec: 120, jobs: 1, verify: "hashes" });
+  expect(cut.phase).toBe("Completed");
+  expect(cut.verification!.tables).toBe(2); // acct and newt (other is not migrated)
+  expect(await tgt.query(`SELECT count(*)::int AS n FROM newt`, "app4")).toEqual([{ n: 50 }]);
+  const seq = `SELECT last_value::int AS v, is_called FROM newt_id_seq`; // its sequence is synced like the selection's
+  expect(await tgt.query(seq, "app4")).toEqual(await src.query(seq, "app4"));
+  expect(await leftovers(src, tgt, "app4")).toEqual([]);
+  // verify --include public.acct (as given to start) compares newt too, after the cutover (from the record).
+  const env = { ...process.env, PGFERRY_SOURCE: src.uri("app4"), PGFERRY_TARGET: tgt.uri("app4") };
+  const verify = () => spawnSync(process.execPath, [CLI, "verify", "--name", "sy", "--include", "public.acct"], { encoding: "utf8", env });
+  let v = verify();
+  expect(v.stdout).toContain(`also compared: "public"."newt"`);
+  expect(v.status).toBe(0);
+  await tgt.query(`UPDATE newt SET x = 'changed on the target' WHERE id = 3`, "app4");
+  v = verify();
+  expect(v.stdout).toMatch(/newt: contents differ/);
+  expect(v.status).toBe(1);
+});
+
+test("subscription: start warns when the target cannot run the tablesync worker a new table needs; the cutover names it before the freeze; once fixed it completes", async () => {
+  for (const s of [src, tgt]) await s.createDatabase("app5");
+  await src.query(`CREATE TABLE a5 (id int PRIMARY KEY); INSERT INTO a5 SELECT generate_series(1, 10)`, "app5");
+  await tgt.query(`ALTER SYSTEM SET max_sync_workers_per_subscription = 0`);
+  await reloadConf(tgt);
+  try {
+    const source = parseEndpoint(src.uri("app5"), "source"), target = parseEndpoint(tgt.uri("app5"), "target");
+    const started = await startMigration(source, target, migrationOptions({ name: "sz", mode: "subscription", ddl: "replicate", jobs: 1 }));
+    expect(started.phase).toBe("ReadyToCutover");
+    const warning = started.findings.find((f) => f.code === "ddl_new_table_sync");
+    expect(warning).toMatchObject({ severity: "warning", server: "target" });
+    expect(warning!.message).toContain("max_sync_workers_per_subscription = 0");
+    expect(warning!.fix).toContain("ALTER SYSTEM SET max_sync_workers_per_subscription = 2");
+    await src.query(`CREATE TABLE n5 (id int PRIMARY KEY)`, "app5");
+    await src.query(`INSERT INTO n5 SELECT generate_series(1, 20)`, "app5");
+    await expect(cutoverMigration(source, target, { name: "sz", freezeWrites: true, timeoutSec: 5, jobs: 1 }))
+      .rejects.toMatchObject({ code: "new_table_sync_timeout", message: expect.stringContaining("max_sync_workers_per_subscription") });
+    expect((await src.query(`SELECT current_setting('default_transaction_read_only') AS r`, "app5"))[0].r).toBe("off");
+    await tgt.query(`ALTER SYSTEM RESET max_sync_workers_per_subscription`);
+    await reloadConf(tgt);
+    expect((await cutoverMigration(source, target, { name: "sz", freezeWrites: true, timeoutSec: 120, jobs: 1 })).phase).toBe("Completed");
+    expect(await tgt.query(`SELECT count(*)::int AS n FROM n5`, "app5")).toEqual([{ n: 20 }]);
+    expect(await leftovers(src, tgt, "app5")).toEqual([]);
+  } finally {
+    await tgt.query(`ALTER SYSTEM RESET max_sync_workers_per_subscription`);
+    await reloadConf(tgt);
+  }
+});
+
+test("subscription: a cutover killed (SIGKILL) during its new-tables step converges when run again", async () => {
+  ensureBuilt();
+  for (const s of [src, tgt]) await s.createDatabase("app6");
+  await src.query(`CREATE TABLE a6 (id int PRIMARY KEY, v text); INSERT INTO a6 SELECT g, 'a' FROM generate_series(1, 30) g`, "app6");
+  const source = parseEndpoint(src.uri("app6"), "source"), target = parseEndpoint(tgt.uri("app6"), "target");
+  expect((await startMigration(source, target, migrationOptions({ name: "sk", mode: "subscription", ddl: "replicate", jobs: 1 }))).phase).toBe("ReadyToCutover");
+  await src.query(`CREATE TABLE n6 (id int PRIMARY KEY, v text)`, "app6");
+  await src.query(`INSERT INTO n6 SELECT g, 'n' FROM generate_series(1, 40) g`, "app6");
+  await until("the apply worker to create n6 on the target", async () => (await tgt.query(`SELECT to_regclass('n6') IS NOT NULL AS e`, "app6"))[0].e, 60000);
+  // No sync worker: the CLI's cutover refreshes the subscription, then waits in its new-tables step, where it is killed.
+  await tgt.query(`ALTER SYSTEM SET max_sync_workers_per_subscription = 0`);
+  await reloadConf(tgt);
+  try {
+    const env = { ...process.env, PGFERRY_SOURCE: src.uri("app6"), PGFERRY_TARGET: tgt.uri("app6") };
+    const cli = spawn(process.execPath, [CLI, "cutover", "--name", "sk", "--freeze-writes", "--timeout", "300"], { env, stdio: "ignore" });
+    const gone = new Promise((r) => cli.on("exit", r));
+    try {
+      await until("the cutover to list n6 in the subscription (new-tables step)", async () => (await tgt.query(`SELECT count(*)::int AS n
+        FROM pg_subscription_rel WHERE srrelid = to_regclass('n6')`, "app6"))[0].n === 1, 60000);
+    } finally {
+      cli.kill("SIGKILL");
+      await gone;
+    }
+    await src.query(`INSERT INTO n6 VALUES (41, 'after the kill'); UPDATE a6 SET v = 'b' WHERE id < 5`, "app6");
+    expect((await migrationStatus(source, target, "sk")).phase).toBe("ReadyToCutover");
+    expect((await src.query(`SELECT current_setting('default_transaction_read_only') AS r`, "app6"))[0].r).toBe("off");
+  } finally {
+    await tgt.query(`ALTER SYSTEM RESET max_sync_workers_per_subscription`);
+    await reloadConf(tgt);
+  }
+  const cut = await cutoverMigration(source, target, { name: "sk", freezeWrites: true, timeoutSec: 120, jobs: 1, verify: "hashes" });
+  expect(cut.phase).toBe("Completed");
+  for (const t of ["a6", "n6"]) {
+    const q = `SELECT count(*)::int AS n, md5(string_agg(x::text, ',' ORDER BY x::text)) AS h FROM ${t} x`;
+    expect(await tgt.query(q, "app6")).toEqual(await src.query(q, "app6"));
+  }
+  expect(await pgferryObjects(src, "app6")).toEqual([]);
+  expect(await pgferryObjects(tgt, "app6")).toEqual([]);
+  expect(await leftovers(src, tgt, "app6")).toEqual([]);
 });

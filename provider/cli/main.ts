@@ -15,6 +15,7 @@ import { describeSessions } from "../engine/cutover/cutover";
 import { connect } from "../engine/core/endpoint";
 import { COMMANDS, flagName, PROGRAM, SETTINGS, SettingSpec } from "../engine/core/optionSpec";
 import { readMigration } from "../engine/state/state";
+import { verifyIncludeWithJoined } from "../engine/cdc/ddl/joined";
 import { parseDistributionFlags } from "../engine/copy/distribution";
 import * as several from "./databases";
 
@@ -299,17 +300,23 @@ export function buildProgram(): Command {
       const { source, target } = endpoints(o);
       let unlogged = o.unlogged as string | undefined;
       let largeObjects: boolean | undefined;
+      let include = o.include as string[];
+      let joined: string[] = [];
       {
         // A migration started with --unlogged skip (--no-large-objects) does not carry their content: comparing would only report that.
         const c = await connect(target);
         try {
-          const started = (await readMigration(c, o.name))?.options;
+          const m = await readMigration(c, o.name);
+          const started = m?.options;
           unlogged ??= started?.unlogged;
           largeObjects = started?.largeObjects;
+          // --ddl replicate: tables its DDL created are part of the migration, though --include does not name them.
+          ({ include, joined } = await verifyIncludeWithJoined(source, m, include));
         } finally { await c.end().catch(() => undefined); }
       }
-      const rep = await verifyMigration(source, target, { schemas: o.schema.length ? o.schema : undefined, include: o.include, exclude: o.exclude,
+      const rep = await verifyMigration(source, target, { schemas: o.schema.length ? o.schema : undefined, include, exclude: o.exclude,
         hashes: !o.countsOnly, jobs: o.jobs, skipUnlogged: unlogged === "skip", largeObjects: largeObjects !== false });
+      if (joined.length) rep.warnings.push(`also compared: ${joined.join(", ")} (created by replicated DDL during migration ${o.name}, not named by --include)`);
       if (largeObjects === false) rep.warnings.push(`not compared: large objects (migration ${o.name} was started with --no-large-objects)`);
       if (o.json) printJson(rep);
       else {

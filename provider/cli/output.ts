@@ -103,7 +103,7 @@ export function formatStatus(s: MigrationStatus): string {
   }
   if (s.slotLost) lines.push(`  ✗ SLOT LOST: ${s.slotLost}`);
   if (s.applyError) lines.push(`  ✗ ${s.applyError.kind === "divergence" ? "DIVERGENCE — cutover refuses until it is repaired" : s.applyError.code?.startsWith("ddl_") ? `DDL NOT REPLICATED (${s.applyError.code}) — cutover refuses` : "apply failing"} ` +
-    `(since ${s.applyError.at}): ${s.applyError.message}`);
+    `${s.applyError.at ? `(since ${s.applyError.at})` : "(subscription)"}: ${s.applyError.message}`);
   if (s.schemaDifferences?.length) {
     lines.push(`  schema changed on the source — cutover refuses until the target matches (${s.schemaDifferences.length}):`);
     for (const d of s.schemaDifferences) lines.push(`    ✗ ${d.problem}${d.fix ? `\n        fix on the target: ${d.fix}` : ""}`);

@@ -14,6 +14,7 @@ import { changesAfterFence } from "./cdc/decoders";
 import { CutoverTimings, MigrationRecord, Phase, readMigration, readTableProgress, TableProgress } from "./state/state";
 import { SchemaDifference, schemaDifferences } from "./catalog/drift";
 import { newTablesState } from "./cdc/ddl/newTables";
+import { readDdlRefusal } from "./cdc/ddl/refusal";
 import { rollbackWindowStatus, RollbackWindowStatus } from "./rollback/rollback";
 import { NotCarried } from "./catalog/catalog";
 import { readNotCarried } from "./copy/schema";
@@ -48,9 +49,10 @@ export interface MigrationStatus {
   appliedLsn?: string;
   /**
    * Stream mode: the applier's last failure (kind divergence: an UPDATE/DELETE found no row or too many;
-   * cutover refuses until a later commit clears it). Subscription mode: the apply worker's last error.
+   * cutover refuses until a later commit clears it). Subscription mode with --ddl replicate: the DDL the target's
+   * trigger refused, where the apply worker stops (code, the source's statement, the fix; no time: PostgreSQL keeps none).
    */
-  applyError?: { kind: string; code?: string; message: string; at: string };
+  applyError?: { kind: string; code?: string; message: string; at?: string };
   /** Stream mode: changes applied per table. */
   applied?: { table: string; inserts: number; updates: number; deletes: number; truncates: number }[];
   slot?: SlotInfo;
@@ -140,6 +142,12 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
     const names = objectNames(name);
     // What the mode's consumer has applied (stream: position and per-table counts; subscription: the subscription).
     Object.assign(st, await cdcFor(m.mode).lag(tgt, name));
+    if (m.options.ddl === "replicate" && !st.applyError) {
+      // Subscription mode: a DDL the target's trigger refused is recorded in a sequence (../cdc/ddl/refusal.ts), not in the record.
+      if (source) src ??= await connect(source);
+      const refusal = await readDdlRefusal(tgt, src, name);
+      if (refusal) st.applyError = { kind: "error", code: refusal.code, message: refusal.message };
+    }
     if (source) {
       src ??= await connect(source);
       st.sourceLsn = (await src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l;

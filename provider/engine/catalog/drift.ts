@@ -12,6 +12,7 @@
  * foreign key appear with their parent.
  */
 import { Client } from "pg";
+import { selectionWithJoined } from "../cdc/ddl/joined";
 import { migratedSequences, migratedTables, TableInfo } from "./catalog";
 import { qualified, quoteIdent } from "../core/endpoint";
 import { readMigration } from "../state/state";
@@ -82,7 +83,7 @@ const key = (t: { schema: string; name: string }) => `${t.schema}.${t.name}`;
 export async function schemaDifferences(src: Client, tgt: Client, name: string): Promise<SchemaDifference[]> {
   const m = await readMigration(tgt, name);
   if (!m) return [];
-  const sel = m.options.selection ?? { schemas: [], include: [], exclude: [] };
+  const sel = selectionWithJoined(m.options); // with the tables replicated DDL joined to an --include (../cdc/ddl/joined.ts)
   const srcTables = await migratedTables(src, sel);
   const migrated = new Set(srcTables.map(key));
   // What start copied: a table in it that the source no longer has was dropped or renamed there.

@@ -63,6 +63,8 @@ export interface CdcRequirements {
   checkTables?(x: { src: Client; tables: TableInfo[]; fullIdentity: TableInfo[]; add: AddFinding }): Promise<void>;
   /** Preflight: what the mode needs of the target role and settings (`superuser`: the target role is one). */
   checkTarget?(x: { tgt: Client; target: Endpoint; targetVersion: number; superuser: boolean; add: AddFinding }): Promise<void>;
+  /** Preflight, --ddl replicate: what a table created while streaming will need (subscription: a tablesync worker, its slot and WAL sender). */
+  checkNewTables?(x: { src: Client; tgt: Client; slotName: string; add: AddFinding }): Promise<void>;
 }
 
 export interface Cdc {

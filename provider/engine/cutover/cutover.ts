@@ -30,7 +30,7 @@ import { applyEntries, applyForeignKeysWhileStreaming } from "../copy/schema";
 import { dropPublication, dropSlot, slotInfo, slotLostError } from "../copy/snapshot";
 import { changesAfterFence } from "../cdc/decoders";
 import {
-  CutoverTimings, ensureControlSchema, MigrationRecord, readMigration, SavedSetting, tryLockMigration, updateMigration,
+  CutoverTimings, ensureControlSchema, MigrationRecord, readMigration, recordDdlJoinedTables, SavedSetting, tryLockMigration, updateMigration,
 } from "../state/state";
 import { touchedTables } from "../verify/touched";
 import { PreCheck, preCheckFrom, readFingerprints, stillValid } from "../verify/precheck";
@@ -42,6 +42,8 @@ import {
 import { describeSourceChanges, restoreSourceChanges, SourceChange } from "../state/sourceChanges";
 import { dropTargetApply } from "../cdc/ddl/targetApply";
 import { newTablesState, syncNewTables } from "../cdc/ddl/newTables";
+import { readDdlRefusal } from "../cdc/ddl/refusal";
+import { selectionWithJoined, tablesJoinedByDdl } from "../cdc/ddl/joined";
 import { readEntries, readPreamble } from "../state/schemaEntries";
 
 export type VerifyMode = "counts" | "hashes";
@@ -316,6 +318,8 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
     },
   },
   { name: "fence", done: pastPointOfNoReturn, run: fenceRounds },
+  // --ddl replicate with --include: tables replicated DDL created join the gate's selection (names final: the source is frozen).
+  { name: "ddl-joined-tables", when: ddlJoinsInclude, done: pastPointOfNoReturn, run: recordJoinedTables },
   {
     // --ddl replicate: every DDL before the fence is applied now; the schemas must agree (else back to streaming, naming what differs).
     name: "schema-after-fence", when: (r) => r.m.options.ddl === "replicate", done: pastPointOfNoReturn,
@@ -398,6 +402,14 @@ async function replicationChecks(r: CutoverRun): Promise<void> {
     throw new PgferryError(m.applyError.code as "ddl_failed", `DDL replication stopped (recorded ${m.applyError.at}): ${m.applyError.message}. ` +
       `Nothing was ${m.sourceFrozen ? "changed (the source stays frozen)" : "frozen"}; cutover refuses while it is recorded`);
   }
+  if (m.options.ddl === "replicate") {
+    // Subscription mode: the target's trigger refused a DDL and the apply worker stops before it (../cdc/ddl/refusal.ts).
+    const refusal = await readDdlRefusal(tgt, src, name, { reproduce: true });
+    if (refusal) {
+      throw new PgferryError(refusal.code, `${refusal.message}. Nothing was ${m.sourceFrozen ? "changed (the source stays frozen)" : "frozen"}; ` +
+        `cutover refuses while the subscription stops at it (pgferry status shows it)`);
+    }
+  }
   // --ddl replicate: DDL still in flight is applied by the drain; the schemas are compared after the fence instead (schema-after-fence).
   if (m.options.ddl === "replicate") return;
   // DDL gate, before anything is frozen: replication does not carry DDL.
@@ -415,13 +427,29 @@ async function schemaGate(r: CutoverRun): Promise<void> {
   }
 }
 
+function ddlJoinsInclude(r: CutoverRun): boolean { return r.m.options.ddl === "replicate" && !!r.m.options.selection?.include.length; }
+
+/** Record the tables replicated DDL joined to the --include selection (../cdc/ddl/joined.ts); the gate and verify select them. */
+async function recordJoinedTables(r: CutoverRun): Promise<void> {
+  const joined = await tablesJoinedByDdl(r.src, objectNames(r.name).publication, r.m.options.selection!);
+  if (joined.length) r.say(`tables created by replicated DDL join the verification of the --include selection: ${joined.join(", ")}`);
+  if (JSON.stringify(joined) === JSON.stringify(r.m.options.ddlJoinedTables ?? [])) return;
+  await recordDdlJoinedTables(r.tgt, r.name, joined);
+  r.m.options.ddlJoinedTables = joined;
+}
+
 function newTablesJoin(r: CutoverRun): boolean { return r.m.mode === "subscription" && r.m.options.ddl === "replicate" && !r.reverse; }
 
 /** Refresh the subscription for tables the source publishes and it does not list, and wait until they are ready (../cdc/ddl/newTables.ts). */
 async function joinNewTables(r: CutoverRun, frozen: boolean): Promise<void> {
   const names = objectNames(r.name);
+  const check = async () => {
+    const refusal = await readDdlRefusal(r.tgt, r.src, r.name);
+    if (refusal) throw new PgferryError(refusal.code, `${refusal.message}. ${frozen ? "Writes were unfrozen and the migration keeps streaming" : "Nothing was frozen"}; ` +
+      `cutover refuses while the subscription stops at it`);
+  };
   if (!frozen) {
-    await syncNewTables(r.src, r.tgt, names.publication, names.subscription, r.o.timeoutSec, r.say, frozen);
+    await syncNewTables(r.src, r.tgt, names.publication, names.subscription, r.o.timeoutSec, r.say, frozen, check);
     return;
   }
   // After the fence the subscription is paused (disabled), and REFRESH needs it enabled: resumed for the sync only
@@ -429,7 +457,7 @@ async function joinNewTables(r: CutoverRun, frozen: boolean): Promise<void> {
   const st = await newTablesState(r.src, r.tgt, names.publication, names.subscription);
   if (!st.unlisted.length && !st.syncing.length) return;
   await resumeReplication(r);
-  await syncNewTables(r.src, r.tgt, names.publication, names.subscription, r.o.timeoutSec, r.say, frozen);
+  await syncNewTables(r.src, r.tgt, names.publication, names.subscription, r.o.timeoutSec, r.say, frozen, check);
   await pauseReplication(r);
 }
 
@@ -441,7 +469,8 @@ async function joinNewTables(r: CutoverRun, frozen: boolean): Promise<void> {
  */
 async function warmUp(r: CutoverRun): Promise<void> {
   r.say("comparing the target with the source while streaming (the gate's pre-check)");
-  const warmSel = r.m.options.selection ?? { schemas: [], include: [], exclude: [] };
+  if (ddlJoinsInclude(r)) await recordJoinedTables(r);
+  const warmSel = selectionWithJoined(r.m.options);
   const tableSet = await tableSetOf(r.src, warmSel);
   const tables = await migratedTables(r.src, warmSel);
   r.warmTables = { tables, tableSet };
@@ -555,7 +584,7 @@ async function truncatedPartitions(r: CutoverRun): Promise<StepOutcome> {
 
 /** Unlogged tables: no slot sees their changes, but writes are stopped now, so a copy is exact. */
 async function unloggedTables(r: CutoverRun): Promise<StepOutcome> {
-  const sel = r.m.options.selection ?? { schemas: [], include: [], exclude: [] };
+  const sel = selectionWithJoined(r.m.options);
   // The warm-up's list when the source's set of tables is the same as then (listing them costs a file size per table);
   // listed again when there are unlogged tables, which are copied now with their columns as they are now.
   const warm = r.warmTables && !r.warmTables.tables.some((t) => t.unlogged) ? r.warmTables : undefined;
@@ -920,7 +949,7 @@ async function resumeReplication(c: Ctx): Promise<void> {
 }
 
 async function sequencesOf(src: Client, m: MigrationRecord): Promise<string[]> {
-  return (await migratedSequences(src, m.options.selection ?? { schemas: [], include: [], exclude: [] })).map((s) => qualified(s.schema, s.name));
+  return (await migratedSequences(src, selectionWithJoined(m.options))).map((s) => qualified(s.schema, s.name));
 }
 
 const readSequencesSql = (seqs: string[]) => unionAlls(seqs.map((q) => `SELECT ${quoteLiteral(q)} AS n, last_value::text AS v, is_called AS c FROM ${q}`));

@@ -191,6 +191,8 @@ export const PREFLIGHT_CHECKS: PreflightCheck[] = [
       } finally {
         await r.src.query("ROLLBACK");
       }
+      // What a table created while streaming needs of the CDC mode (subscription: a tablesync worker, slot and WAL sender).
+      await r.cdc.requirements.checkNewTables?.({ src: r.src, tgt: r.tgt, slotName: o.slotName, add });
     },
   },
   {

@@ -120,6 +120,11 @@ export type MigrationRecordOptions = Partial<Pick<MigrationOptions,
    * it was started with. Each member's record carries the whole list, so any one of them tells the set.
    */
   group?: { name: string; databases: string[]; /** The one cutover's downtime (first freeze → last completion), once cut over. */ downtimeMs?: number };
+  /**
+   * --ddl replicate with --include: tables created by replicated DDL that the selection does not name ("schema"."table"),
+   * recorded by the cutover (final at the fence), so the gate and a later `verify` cover them (../cdc/ddl/joined.ts).
+   */
+  ddlJoinedTables?: string[];
 };
 
 /**
@@ -207,6 +212,10 @@ export function parseRecordedOptions(name: string, raw: unknown): MigrationRecor
   }
   const ddl = oneOf("ddl", DDL_HANDLING);
   if (ddl) out.ddl = ddl;
+  if (o.ddlJoinedTables !== undefined && o.ddlJoinedTables !== null) {
+    if (!Array.isArray(o.ddlJoinedTables) || o.ddlJoinedTables.some((x) => typeof x !== "string")) throw corrupt(name, "options.ddlJoinedTables", o.ddlJoinedTables);
+    out.ddlJoinedTables = [...o.ddlJoinedTables] as string[];
+  }
   if (o.distribution !== undefined && o.distribution !== null) {
     try { out.distribution = parseDistributionInput(o.distribution); } catch { throw corrupt(name, "options.distribution", o.distribution); }
   }
@@ -295,6 +304,12 @@ export async function updateMigration(c: Client, name: string, fields: Partial<{
   throw new PgferryError("illegal_phase_transition", `migration "${name}" is in phase ${now}; phase ${to} may not follow it ` +
     `(after ${now}: ${PHASE_TRANSITIONS[now]?.join(", ") || "nothing, it is final"}). Nothing was recorded; fix: run pgferry status, ` +
     `and the command its phase calls for`);
+}
+
+/** Record the tables replicated DDL joined to an --include selection (options.ddlJoinedTables; the other options untouched). */
+export async function recordDdlJoinedTables(c: Client, name: string, tables: string[]): Promise<void> {
+  await c.query(`UPDATE ${S}.migration SET options = coalesce(options, '{}'::jsonb) || jsonb_build_object('ddlJoinedTables', $2::jsonb), updated_at = now()
+    WHERE name = $1`, [name, JSON.stringify(tables)]);
 }
 
 /** Serialises pgferry processes working on the same migration (session-level advisory lock on the target). */

@@ -46,7 +46,7 @@ const STATES: Record<string, string> = { i: "init", d: "copying", f: "copied", s
  * not reached its CREATE TABLE) makes REFRESH fail with undefined_table: retried until the deadline.
  */
 export async function syncNewTables(src: Client, tgt: Client, publication: string, subscription: string, timeoutSec: number,
-  say: (s: string) => void = () => undefined, frozen = false): Promise<string[]> {
+  say: (s: string) => void = () => undefined, frozen = false, check: () => Promise<void> = async () => undefined): Promise<string[]> {
   const nothing = frozen ? "Writes were unfrozen and the migration keeps streaming." : "Nothing was frozen.";
   const deadline = Date.now() + timeoutSec * 1000;
   let st = await newTablesState(src, tgt, publication, subscription);
@@ -62,6 +62,7 @@ export async function syncNewTables(src: Client, tgt: Client, publication: strin
     }
     st = await newTablesState(src, tgt, publication, subscription);
     if (!st.unlisted.length) break;
+    await check(); // a DDL the target refused stops the apply worker before the CREATE TABLE: named now, not at the deadline
     if (Date.now() > deadline) {
       throw new PgferryError("new_table_sync_timeout", `tables created on the source while streaming are not in the subscription ${subscription} after ` +
         `${timeoutSec}s: ${st.unlisted.join(", ")} (${lastError || "REFRESH PUBLICATION did not list them"}); their rows are not applied on the target ` +
@@ -78,6 +79,7 @@ export async function syncNewTables(src: Client, tgt: Client, publication: strin
         `max_sync_workers_per_subscription on the target), then run pgferry cutover again, with a larger --timeout for a big table`);
     }
     await new Promise((r) => setTimeout(r, 300));
+    await check(); // the tablesync worker waits for the apply worker, which a refused DDL stops
     st = await newTablesState(src, tgt, publication, subscription);
   }
   return joined;

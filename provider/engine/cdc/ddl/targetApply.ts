@@ -5,8 +5,8 @@
  * session_replication_role = replica, where ordinary triggers do not fire) judges the statement as ./statement.ts does
  * and runs it inside the apply worker's transaction: between the changes before and after it, exactly once (the
  * worker's origin progress commits with it). A refusal raises: the worker stops before the statement and retries that
- * transaction, nothing after it is applied (the target's log names the code; cutover's drain stops naming the
- * subscription's apply errors).
+ * transaction, nothing after it is applied; the refusal is also kept in a sequence (./refusal.ts), which status and
+ * cutover read to name its code, the source's statement and the fix.
  *
  * A row of kind "after-backfill" (a column added with a non-immutable default or identity: the backfill's row changes
  * came before it) puts GENERATED ALWAYS and the owned sequences' position in place; the apply worker sets identity
@@ -20,6 +20,7 @@ import { Client } from "pg";
 import { CONTROL_SCHEMA } from "../../catalog/catalog";
 import { quoteIdent } from "../../core/endpoint";
 import { ddlLogTableName } from "./capture";
+import { refusalHandlerSql, refusalSequence, refusalSequenceSql } from "./refusal";
 
 const S = quoteIdent(CONTROL_SCHEMA);
 
@@ -32,6 +33,7 @@ export function targetApplySql(migration: string): string[] {
   const n = names(migration);
   return [
     `CREATE TABLE IF NOT EXISTS ${n.log} (id bigint PRIMARY KEY, payload text NOT NULL)`,
+    refusalSequenceSql(migration),
     `CREATE OR REPLACE FUNCTION ${n.fn}() RETURNS trigger LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $pgferry$
 DECLARE
   p jsonb := NEW.payload::jsonb;
@@ -140,6 +142,7 @@ BEGIN
     RAISE EXCEPTION 'ddl_unsupported: DDL replication stopped before the source''s query "%": it creates a table without a key (REPLICA IDENTITY FULL on the source) with column(s) % whose type has no equality, which the subscription cannot match rows by; nothing from it or after it was applied. Fix: run pgferry cleanup and start again; give the table a primary key, or use --mode stream', summary, col;
   END IF;
   RETURN NULL;
+${refusalHandlerSql(migration)}
 END $pgferry$`,
     `DROP TRIGGER IF EXISTS ${n.trigger} ON ${n.log}`,
     `CREATE TRIGGER ${n.trigger} AFTER INSERT ON ${n.log} FOR EACH ROW EXECUTE FUNCTION ${n.fn}()`,
@@ -162,5 +165,5 @@ export async function installTargetApply(tgt: Client, migration: string): Promis
 /** Remove the target's half (after the subscription is gone). */
 export async function dropTargetApply(tgt: Client, migration: string): Promise<void> {
   const n = names(migration);
-  await tgt.query(`DROP TABLE IF EXISTS ${n.log}; DROP FUNCTION IF EXISTS ${n.fn}()`);
+  await tgt.query(`DROP TABLE IF EXISTS ${n.log}; DROP FUNCTION IF EXISTS ${n.fn}(); DROP SEQUENCE IF EXISTS ${refusalSequence(migration)}`);
 }

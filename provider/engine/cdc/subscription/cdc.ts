@@ -13,6 +13,7 @@ import type { Cdc } from "../cdc";
 import { sleep, waitForSlotInactive } from "../slotConsumer";
 import { diagnoseApplyFailure } from "./diagnose";
 import { columnsWithoutEquality } from "../../catalog/catalog";
+import { readDdlRefusal } from "../ddl/refusal";
 import { createSubscription, dropSubscription, enableSubscription, subscriptionInfo, waitForWorker } from "./subscription";
 
 const major = (v: number) => Math.floor(v / 10000);
@@ -48,6 +49,49 @@ export const subscriptionCdc: Cdc = {
       }
       if (t.max_workers < 1) {
         add({ code: "target_workers", server: "target", message: "max_logical_replication_workers is 0 on the target", fix: "ALTER SYSTEM SET max_logical_replication_workers = 4; then restart the target" });
+      }
+    },
+    async checkNewTables({ src, tgt, slotName, add }) {
+      // --ddl replicate: a table created while streaming joins by REFRESH PUBLICATION at cutover, and PostgreSQL copies it
+      // with a tablesync worker on the target, which takes a replication slot and a WAL sender on the source next to the
+      // apply worker's. A warning, not a refusal: only a migration that creates tables needs them, and the cutover's
+      // new-tables step stops before the freeze naming the table (new_table_sync_timeout) when the worker cannot run.
+      const s = (await src.query(`SELECT current_setting('max_replication_slots')::int AS max_slots,
+          (SELECT count(*) FROM pg_replication_slots WHERE slot_name <> $1)::int AS other_slots,
+          current_setting('max_wal_senders')::int AS max_senders,
+          (SELECT count(*) FROM pg_stat_replication WHERE application_name <> $1)::int AS other_senders`, [slotName])).rows[0];
+      const t = (await tgt.query(`SELECT current_setting('max_sync_workers_per_subscription')::int AS sync,
+          current_setting('max_logical_replication_workers')::int AS workers,
+          (SELECT count(*) FROM pg_stat_subscription w WHERE w.pid IS NOT NULL AND w.subname IS DISTINCT FROM $1)::int AS other_workers`, [slotName])).rows[0];
+      const why = "a table created on the source while streaming (--ddl replicate) is copied by PostgreSQL's table synchronisation at cutover, " +
+        "which needs";
+      const short: string[] = [], fix: string[] = [];
+      const server: ("source" | "target")[] = [];
+      if (s.max_slots - s.other_slots < 2) {
+        short.push(`a second replication slot on the source (max_replication_slots = ${s.max_slots}, ${s.other_slots} used by others)`);
+        fix.push(`on the source: ALTER SYSTEM SET max_replication_slots = ${s.other_slots + 4}; then restart it`);
+        server.push("source");
+      }
+      if (s.max_senders - s.other_senders < 2) {
+        short.push(`a second WAL sender on the source (max_wal_senders = ${s.max_senders}, ${s.other_senders} used by others)`);
+        fix.push(`on the source: ALTER SYSTEM SET max_wal_senders = ${s.other_senders + 4}; then restart it`);
+        server.push("source");
+      }
+      if (t.sync < 1) {
+        short.push(`a sync worker on the target (max_sync_workers_per_subscription = ${t.sync})`);
+        fix.push(`on the target: ALTER SYSTEM SET max_sync_workers_per_subscription = 2; SELECT pg_reload_conf();`);
+        server.push("target");
+      }
+      if (t.workers - t.other_workers < 2) {
+        short.push(`a second logical replication worker on the target (max_logical_replication_workers = ${t.workers}, ${t.other_workers} used by others)`);
+        fix.push(`on the target: ALTER SYSTEM SET max_logical_replication_workers = ${t.other_workers + 4}; then restart it`);
+        server.push("target");
+      }
+      if (short.length) {
+        add({ severity: "warning", code: "ddl_new_table_sync", server: server[0], objects: short,
+          message: `${why} ${short.join(", and ")}; until then such a table's rows are not applied on the target and the cutover stops ` +
+            `before the freeze (new_table_sync_timeout)`,
+          fix: `${fix.join("; ")} — or create no table in the migrated schemas while migrating, or use --mode stream` });
       }
     },
   },
@@ -87,7 +131,11 @@ export const subscriptionCdc: Cdc = {
 
   async drain(c, fence, o) {
     const names = objectNames(c.name);
-    await waitForFence(c.src, c.tgt, names.slot, names.publication, names.subscription, fence, o.timeoutSec);
+    await waitForFence(c.src, c.tgt, names.slot, names.publication, names.subscription, fence, o.timeoutSec, async () => {
+      // --ddl replicate: a DDL the target's trigger refused stops the worker for good; named now, not at the timeout.
+      const refusal = await readDdlRefusal(c.tgt, c.src, c.name);
+      if (refusal) throw new PgferryError(refusal.code, `${refusal.message}. Writes were unfrozen and the migration keeps streaming; cutover refuses while the subscription stops at it`);
+    });
   },
 
   async lag(tgt, name) {
@@ -119,17 +167,19 @@ async function diagnoseSubscription(src: Client, tgt: Client, slot: string, publ
 
 /** Wait until the slot's consumer has confirmed the fence (it confirms only what it applied and flushed). */
 async function waitForFence(src: Client, tgt: Client, slot: string, publication: string, subscription: string, fence: string,
-  timeoutSec: number): Promise<void> {
+  timeoutSec: number, check: () => Promise<void> = async () => undefined): Promise<void> {
   const deadline = Date.now() + timeoutSec * 1000;
   const want = lsnToBigInt(fence);
   // The apply worker's error count (PostgreSQL 15+): it retries a failing transaction every few seconds, so
   // two new errors while the fence is not reached mean it is stuck — say so now instead of waiting out the timeout.
   const errorsAtStart = (await subscriptionInfo(tgt, subscription)).applyErrors;
+  let polls = 0;
   for (;;) {
     const s = await slotInfo(src, slot);
     if (!s) throw new PgferryError("slot_missing", `the replication slot "${slot}" is gone from the source; the migration cannot be finished — run pgferry cleanup and start again`);
     if (s.confirmedFlushLsn && lsnToBigInt(s.confirmedFlushLsn) >= want) return;
     const errors = (await subscriptionInfo(tgt, subscription)).applyErrors;
+    if (errors !== errorsAtStart || ++polls % 20 === 0) await check(); // an error counted (15+), else every 2 s
     if (errorsAtStart !== undefined && errors !== undefined && errors >= errorsAtStart + 2) {
       const why = await diagnoseSubscription(src, tgt, slot, publication, subscription);
       throw new PgferryError("apply_failed", `the subscription's apply worker on the target keeps failing (${errors} apply errors in ` +
