@@ -191,6 +191,7 @@ class PgoutputSession implements DecoderSession {
       `'${quoteIdent(this.publication).replace(/'/g, "''")}')`;
   }
   async decode(bytes: Buffer): Promise<Change[]> { return this.parser.parse(bytes); }
+  decodeSync(bytes: Buffer): Change[] { return this.parser.parse(bytes); }
   async close(): Promise<void> { /* nothing held */ }
 }
 

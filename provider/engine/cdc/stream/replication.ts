@@ -8,8 +8,8 @@
  * (../shared/notes/cdc.md §2 lists the traps of pg-logical-replication this replaces):
  *  - a status update reports exactly the position it is given (no +1) and is sent only when asked
  *    (no automatic or timer acknowledgement of what was merely received);
- *  - flow control: XLogData payloads are queued and handed to `onData` one at a time; while the queue
- *    drains the socket is paused, so TCP backpressure reaches the walsender and memory stays bounded;
+ *  - flow control: XLogData payloads are handed to `onData` one at a time, in order; while a handler's promise
+ *    is pending the socket is paused and what arrives meanwhile is queued, so TCP backpressure reaches the walsender and memory stays bounded;
  *  - a failing handler stops the stream (reported once through `onError`) instead of moving on.
  * It uses pg's Client for connecting and authentication, and its connection's CopyData events (the
  * same ones pg-copy-streams relies on); those are checked when the stream starts.
@@ -24,8 +24,13 @@ const PG_EPOCH_MS = 946684800000;
 export interface ReplicationHandlers {
   /** The replication stream started (the walsender answered START_REPLICATION). */
   onStart?(): void;
-  /** One XLogData payload (a plugin message); awaited before the next is handed over. */
-  onData(payload: Buffer, walStart: bigint): Promise<void>;
+  /**
+   * One XLogData payload (a plugin message). A returned promise is awaited (the socket paused) before the next
+   * is handed over; a handler that finished synchronously returns nothing, and the next message follows at once
+   * (an await per message was a measured share of the drain's CPU). The payload may be a view into the connection's
+   * read buffer: valid until onData returns (its synchronous part); a handler reading it later must copy it.
+   */
+  onData(payload: Buffer, walStart: bigint): Promise<void> | void;
   /** A primary keepalive: the walsender's WAL end, and whether it asks for a reply now. Not queued behind data. */
   onKeepalive(walEnd: bigint, replyRequested: boolean): void | Promise<void>;
   /** The connection or a handler failed; the stream does nothing more after it. */
@@ -87,9 +92,12 @@ export class ReplicationStream {
     const kind = chunk[0];
     if (kind === 0x77 /* w: XLogData */) {
       if (chunk.length < 25) { this.stopWith(new PgferryError("replication_protocol", `an XLogData message of ${chunk.length} bytes (the header alone is 25)`)); return; }
-      // Copied: the chunk may be a view into pg's read buffer, which later reads reuse.
-      this.queue.push({ walStart: chunk.readBigUInt64BE(1), payload: Buffer.from(chunk.subarray(25)) });
-      this.drain();
+      const walStart = chunk.readBigUInt64BE(1);
+      // Queued: copied, since the chunk may be a view into pg's read buffer, which later reads reuse.
+      if (this.draining || this.queue.length) { this.queue.push({ walStart, payload: Buffer.from(chunk.subarray(25)) }); return; }
+      // Nothing waits before it: hand it over now, as a view (onData reads it before returning; see ReplicationHandlers);
+      // only a handler that returns a promise pauses the stream.
+      this.deliver({ walStart, payload: chunk.subarray(25) });
     } else if (kind === 0x6b /* k: primary keepalive */) {
       if (chunk.length < 18) { this.stopWith(new PgferryError("replication_protocol", `a keepalive message of ${chunk.length} bytes (18 expected)`)); return; }
       void this.h.onKeepalive(chunk.readBigUInt64BE(1), chunk[17] === 1);
@@ -97,16 +105,33 @@ export class ReplicationStream {
     // Anything else is not part of the logical streaming protocol: ignored, as the walsender sends none.
   }
 
-  /** Hand queued payloads to onData one at a time, the socket paused meanwhile (backpressure). */
-  private drain(): void {
-    if (this.draining || this.ended || this.failed) return;
+  /** Hand one payload to onData; if it returns a promise, pause and drain what queues up meanwhile, in order. */
+  private deliver(m: { walStart: bigint; payload: Buffer }): void {
+    let pending: Promise<void> | void;
+    try {
+      pending = this.h.onData(m.payload, m.walStart);
+    } catch (e) {
+      this.stopWith(e);
+      return;
+    }
+    if (pending) this.drain(pending);
+  }
+
+  /** Wait for `first` (a handler in progress), then hand queued payloads to onData one at a time, the socket paused meanwhile (backpressure). */
+  private drain(first: Promise<void>): void {
     this.draining = true;
     this.connection?.stream?.pause();
     void (async () => {
+      try {
+        await first;
+      } catch (e) {
+        this.stopWith(e);
+      }
       while (this.queue.length && !this.ended && !this.failed) {
         const m = this.queue.shift()!;
         try {
-          await this.h.onData(m.payload, m.walStart);
+          const pending = this.h.onData(m.payload, m.walStart);
+          if (pending) await pending;
         } catch (e) {
           this.stopWith(e);
         }

@@ -56,3 +56,27 @@ test("stream batches: a table with a trigger or rule firing under the replica ro
   expect(tablesOf(kept)).toEqual(["a", "b", "a", "b"]);
   expect(kept.map((s) => s.expect)).toEqual([1, 2, 2, 1]);
 });
+
+test("stream batches: rows carrying different columns (an unchanged TOAST value left out) are merged only with rows carrying the same ones", () => {
+  // The merge class is derived once per list of carried columns (batchSql caches it): alternating lists must still split
+  // runs, never SET a column a row did not carry, and come back to the first list's class.
+  const { batchSql } = require("./stream") as typeof import("./stream");
+  const { Client } = require("pg");
+  const c = new Client();
+  const acc = { tag: "relation", schema: "public", name: "acc", replicaIdentity: "default", keyColumns: ["id"], columns: [] } as any;
+  const log = { tag: "relation", schema: "public", name: "log", replicaIdentity: "default", keyColumns: ["id"], columns: [] } as any;
+  const meta = () => ({ types: new Map([["id", "integer"], ["bal", "integer"], ["doc", "text"]]), alwaysIdentity: new Set<string>() });
+  const upd = (id: number, doc?: string) => ({ tag: "update", relation: acc, key: null, old: null, new: { id: String(id), bal: "1", doc } });
+  const ins = (id: number, doc?: string) => ({ tag: "insert", relation: log, new: { id: String(id), bal: "1", doc } });
+  const out = batchSql(c, [upd(1, "a"), upd(2, "b"), upd(3), upd(4), upd(5, "c"), upd(6, "d"), ins(1, "x"), ins(2), ins(3, "y")] as any, meta);
+  expect(out.map((s) => s.sql)).toEqual([
+    `UPDATE "public"."acc" t SET "bal" = v.s0::integer, "doc" = v.s1::text FROM (VALUES ('1', '1', 'a'), ('2', '1', 'b')) AS v(k0, s0, s1) ` +
+      `WHERE t."id" = v.k0::integer RETURNING v.k0 AS k0`,
+    `UPDATE "public"."acc" t SET "bal" = v.s0::integer FROM (VALUES ('3', '1'), ('4', '1')) AS v(k0, s0) WHERE t."id" = v.k0::integer RETURNING v.k0 AS k0`,
+    `UPDATE "public"."acc" t SET "bal" = v.s0::integer, "doc" = v.s1::text FROM (VALUES ('5', '1', 'c'), ('6', '1', 'd')) AS v(k0, s0, s1) ` +
+      `WHERE t."id" = v.k0::integer RETURNING v.k0 AS k0`,
+    `INSERT INTO "public"."log" ("id", "bal", "doc") VALUES ('1', '1', 'x')`,
+    `INSERT INTO "public"."log" ("id", "bal") VALUES ('2', '1')`,
+    `INSERT INTO "public"."log" ("id", "bal", "doc") VALUES ('3', '1', 'y')`,
+  ]);
+});

@@ -225,7 +225,31 @@ export interface BatchStatement {
   keys?: string[];
 }
 
-const keyOf = (m: RowChange): Record<string, unknown> => m.tag === "insert" ? {} : identOf(m);
+/** An INSERT identifies no existing row (one shared empty object, not one per change). */
+const NO_KEY: Record<string, unknown> = Object.freeze({});
+const keyOf = (m: RowChange): Record<string, unknown> => m.tag === "insert" ? NO_KEY : identOf(m);
+
+/**
+ * The columns a row carries a value for (unchanged TOAST values, undefined, left out), remembering the last list
+ * returned: the rows of one table nearly always carry the same columns, and then that same array comes back —
+ * checked by walking the row's keys, without building a list per change (a measured share of the drain's CPU).
+ * The caller may cache what it derives from a list by the list's identity.
+ */
+function definedColumns(): (row: Record<string, unknown>) => string[] {
+  let last: string[] | undefined;
+  return (row) => {
+    if (last) {
+      let n = 0, same = true;
+      // for…in: the row's own keys in Object.keys order (its prototype has no properties, see newRowValues).
+      for (const k in row) {
+        if (row[k] === undefined) continue;
+        if (last[n++] !== k) { same = false; break; }
+      }
+      if (same && n === last.length) return last;
+    }
+    return last = Object.keys(row).filter((k) => row[k] !== undefined);
+  };
+}
 
 /**
  * Throws DivergenceError unless the statement touched exactly the rows it must. `rows` are the RETURNING
@@ -280,19 +304,36 @@ export function batchSql(c: Client, changes: RowChange[], meta: (table: string) 
   for (const [table, list] of groups) {
     const info = meta(table);
     const keys = list[0].relation.keyColumns;
-    const setCols = (m: ChangeUpdate) => Object.keys(m.new).filter((k) => m.new[k] !== undefined && !keys.includes(k)
-      && !info?.alwaysIdentity.has(k) && !info?.moveOnChange?.has(k));
+    // Derived once per list of carried columns (definedColumns returns the same array while the rows' columns stay the same).
+    const insertColumns = definedColumns(), updateColumns = definedColumns();
+    const insertSigs = new WeakMap<string[], string>();
+    const updateSigs = new WeakMap<string[], { set: string[]; sig: string | undefined }>();
+    const updateShape = (m: ChangeUpdate) => {
+      const carried = updateColumns(m.new);
+      let u = updateSigs.get(carried);
+      if (!u) {
+        const set = carried.filter((k) => !keys.includes(k) && !info?.alwaysIdentity.has(k) && !info?.moveOnChange?.has(k));
+        updateSigs.set(carried, u = { set, sig: set.length && set.every((k) => info?.types.has(k)) ? "u:" + set.join("\0") : undefined });
+      }
+      return u;
+    };
+    const setCols = (m: ChangeUpdate) => updateShape(m).set;
     // JSON.stringify of the key texts as RETURNING gives them back (null stays null: keys are NOT NULL anyway).
     const keyText = (key: Record<string, unknown>) => keys.length === 1 ? String(key[keys[0]]) : JSON.stringify(keys.map((k) => key[k]));
     /** The merge class of a change: undefined when it must be applied alone. */
     const signature = (m: RowChange, key: Record<string, unknown>): string | undefined => {
-      if (m.tag === "insert") return "i:" + Object.keys(m.new).filter((k) => m.new[k] !== undefined).join("\0");
+      if (m.tag === "insert") {
+        const cols = insertColumns(m.new);
+        let sig = insertSigs.get(cols);
+        if (sig === undefined) insertSigs.set(cols, sig = "i:" + cols.join("\0"));
+        return sig;
+      }
       if (m.relation.replicaIdentity === "full" || !info || !keys.length) return undefined;
       if (m.tag === "delete") return "d";
-      if (keys.some((k) => String(key[k]) !== String(m.new[k]))) return undefined; // key change
-      if ([...info.moveOnChange ?? []].some((k) => m.new[k] !== undefined && key[k] !== undefined && String(key[k]) !== String(m.new[k]))) return undefined;
-      const cols = setCols(m);
-      return cols.length && cols.every((k) => info.types.has(k)) ? "u:" + cols.join("\0") : undefined;
+      // An UPDATE that kept its key identifies its row by its new row (identOf): no key change to look for.
+      if (key !== m.new && keys.some((k) => String(key[k]) !== String(m.new[k]))) return undefined; // key change
+      if (info.moveOnChange?.size && [...info.moveOnChange].some((k) => m.new[k] !== undefined && key[k] !== undefined && String(key[k]) !== String(m.new[k]))) return undefined;
+      return updateShape(m).sig;
     };
     const cast = (col: string, alias: string) => `v.${alias}::${info!.types.get(col) ?? "text"}`;
     const keyJoin = () => keys.map((k, n) => `t.${quoteIdent(k)} = ${cast(k, `k${n}`)}`).join(" AND ");
@@ -374,7 +415,14 @@ export class StreamApplier {
   /** Highest source position whose target transaction has committed (and been acknowledged). */
   private applied = 0n;
   /** End LSN of the last source transaction added to the open target transaction. */
-  private pendingLsn = 0n;
+  private pendingLsnText: string | null = null;
+  /** Converted when a target transaction commits, not per source transaction (a measured share of the drain's CPU). */
+  private get pendingLsn(): bigint { return lsnToBigInt(this.pendingLsnText ?? "0/0"); }
+  /**
+   * A source transaction at or above the applied position was seen: every later one is too (the stream sends
+   * transactions in commit order), so BEGIN no longer needs its position converted and compared.
+   */
+  private beyondApplied = false;
   /** A target transaction is open (BEGIN queued) and holds source transactions not yet committed. */
   private inTarget = false;
   /** The last source message handled was a COMMIT: the open target transaction may be committed now. */
@@ -468,17 +516,19 @@ export class StreamApplier {
     const svc = new ReplicationStream(
       clientConfig(this.source, { application_name: `pgferry_${this.o.migration}`, options: decoder.connectionOptions }), {
         onStart: () => { this.lastHeard = Date.now(); },
-        onData: async (payload: Buffer) => {
+        onData: (payload: Buffer): Promise<void> | void => {
           this.lastHeard = Date.now();
           if (this.stopped || this.finishing) return;
-          try {
-            for (const x of await decoder.decode(payload)) {
-              // Row changes take a synchronous path that awaits only when the batch is full (an await per change
-              // was a measured share of the drain's CPU); everything else goes through handle().
-              if (x.tag === "insert" || x.tag === "update" || x.tag === "delete") { const wait = this.queueRow(x); if (wait) await wait; }
-              else await this.handle(x);
-            }
-          } catch (e) { await this.fail(e); }
+          // A synchronous decoder (pgoutput) and handler: a promise only when something must be awaited (a full batch,
+          // a commit that must wait for the target, a relation or DDL message) — an await per message, and per
+          // change before that, was a measured share of the drain's CPU.
+          if (decoder.decodeSync) {
+            let changes: Change[];
+            try { changes = decoder.decodeSync(payload); } catch (e) { return this.fail(e); }
+            return this.applyChanges(changes, 0);
+          }
+          // An asynchronous decoder may read the payload after onData returned: a copy (the stream's may be a view, see onData).
+          return decoder.decode(Buffer.from(payload)).then((changes) => this.applyChanges(changes, 0), (e) => this.fail(e));
         },
         onKeepalive: async (sent: bigint, reply: boolean) => {
           this.lastHeard = Date.now();
@@ -609,20 +659,33 @@ export class StreamApplier {
     this.pending.push(m);
     this.count(m.relation, m.tag === "insert" ? "inserts" : m.tag === "update" ? "updates" : "deletes");
     this.changes++;
-    if (this.pending.length >= 2000) { this.flush(); return this.settle(MAX_IN_FLIGHT); }
+    if (this.pending.length >= 2000) {
+      this.flush();
+      if (this.broken || this.inFlight.length > MAX_IN_FLIGHT) return this.settle(MAX_IN_FLIGHT);
+    }
     return;
   }
 
-  private async handle(m: Change): Promise<void> {
+  /** Handle decoded changes from `from` on, in order; a promise only once one of them must be awaited. Errors end the session (fail). */
+  private applyChanges(changes: Change[], from: number): Promise<void> | void {
+    for (let n = from; n < changes.length; n++) {
+      let wait: Promise<void> | void;
+      try { wait = this.handle(changes[n]); } catch (e) { return this.fail(e); }
+      if (wait) return wait.then(() => this.applyChanges(changes, n + 1), (e) => this.fail(e));
+    }
+  }
+
+  /** One change; a promise only when it must be awaited (synchronous otherwise: see onData). */
+  private handle(m: Change): Promise<void> | void {
     switch (m.tag) {
+      case "insert": case "update": case "delete":
+        return this.queueRow(m);
       case "begin":
         // Already applied before a restart (crash between target COMMIT and ack): skip the whole transaction.
-        this.skipping = lsnToBigInt(m.commitLsn ?? "0/0") < this.applied;
+        this.skipping = !this.beyondApplied && lsnToBigInt(m.commitLsn ?? "0/0") < this.applied;
+        if (!this.skipping) this.beyondApplied = true;
         this.atBoundary = false;
         if (!this.skipping && !this.inTarget) { this.send("BEGIN"); this.inTarget = true; }
-        return;
-      case "insert": case "update": case "delete":
-        await this.queueRow(m);
         return;
       case "truncate":
         if (this.skipping) return;
@@ -635,26 +698,40 @@ export class StreamApplier {
       case "commit": {
         this.atBoundary = true;
         if (this.skipping) { this.skipping = false; return; }
-        this.pendingLsn = lsnToBigInt(m.commitEndLsn ?? "0/0");
+        this.pendingLsnText = m.commitEndLsn;
         const atFence = (this.o.until !== undefined && this.pendingLsn >= this.o.until) || this.stopRequested;
         // Several source transactions share a target transaction while the target is busy or more are
         // decoded; commit when the batch is big, at the fence, or when the target has nothing to do.
-        if (this.statements + this.pending.length >= (this.o.batchStatements ?? 5000) || atFence || (this.nothingQueued() && !this.inFlight.length)) {
+        if (this.statements + this.pending.length >= (this.o.batchStatements ?? 5000) || atFence) {
           this.commitTarget();
-          await this.settle(MAX_IN_FLIGHT);
+          if (atFence) return this.settle(MAX_IN_FLIGHT).then(() => this.finish());
+          if (this.broken || this.inFlight.length > MAX_IN_FLIGHT) return this.settle(MAX_IN_FLIGHT);
+        } else if (!this.inFlight.length) {
+          // Messages are handled synchronously as they are parsed, so the rest of the socket's read is not queued yet:
+          // decide once it is handled (a microtask runs after it), committing only if nothing more came.
+          this.scheduleIdleCommit();
         }
-        if (atFence) await this.finish();
         return;
       }
-      case "relation": {
-        this.flush(); // a changed relation (new columns, new replica identity) applies to what follows
-        await this.readMeta(tableOf(m));
-        if (this.broken) throw this.broken;
-        return;
-      }
+      case "relation":
+        return this.onRelation(m);
       default:
         return;
     }
+  }
+
+  /** At most one pending idle-commit check (see handle: commit). */
+  private idleCheck = false;
+  private scheduleIdleCommit(): void {
+    if (this.idleCheck) return;
+    this.idleCheck = true;
+    queueMicrotask(() => { this.idleCheck = false; this.maybeCommitIdle(); });
+  }
+
+  private async onRelation(m: ChangeRelation): Promise<void> {
+    this.flush(); // a changed relation (new columns, new replica identity) applies to what follows
+    await this.readMeta(tableOf(m));
+    if (this.broken) throw this.broken;
   }
 
   /** Column types, identity columns and the distribution column of a target table, read now; returns how many columns it has. */
@@ -798,6 +875,7 @@ export class StreamApplier {
     const q = storeAppliedQuery(this.o.migration, lsn);
     await this.send(q.text, q.values);
     this.applied = lsn;
+    this.beyondApplied = false; // compared again from the next BEGIN (only our own commits are known to lie behind what follows)
   }
 
   /** Commit what is open, wait for every queued statement, then end the session. */
