@@ -149,6 +149,27 @@ describe.each(ALL)("$label", (v) => {
     await x.finish();
   });
 
+  test("GENERATED ALWAYS identity column outside the key changed by UPDATE (SET n = DEFAULT) is applied, merged updates too", async () => {
+    const x = await scenario(v, `
+      CREATE TABLE na (id int PRIMARY KEY, n int GENERATED ALWAYS AS IDENTITY, v text, big text);
+      ALTER TABLE na ALTER COLUMN big SET STORAGE EXTERNAL;
+      INSERT INTO na (id, v, big) SELECT g, 'v' || g, repeat(md5(g::text), 300) FROM generate_series(1, 50) g;`);
+    // Row 2 gets a new n only; row 3 a new n and v; rows 10–40 a plain update each (merged by the applier); row 4 a
+    // plain update then a new n in one transaction; row 5 a new n then a delete.
+    await x.q(`UPDATE na SET n = DEFAULT WHERE id = 2;
+      UPDATE na SET n = DEFAULT, v = 'renumbered' WHERE id = 3;
+      UPDATE na SET v = 'plain' WHERE id BETWEEN 10 AND 40;
+      BEGIN; UPDATE na SET v = 'then renumbered' WHERE id = 4; UPDATE na SET n = DEFAULT WHERE id = 4; COMMIT;
+      BEGIN; UPDATE na SET n = DEFAULT WHERE id = 5; DELETE FROM na WHERE id = 5; COMMIT;`);
+    const cut = await x.cutover({ verify: "hashes" });
+    expect(cut.phase).toBe("Completed");
+    expect(await x.t(`SELECT id, n, v, length(big) AS l FROM na WHERE id BETWEEN 1 AND 5 ORDER BY id`)).toEqual([
+      { id: 1, n: 1, v: "v1", l: 9600 }, { id: 2, n: 51, v: "v2", l: 9600 }, { id: 3, n: 52, v: "renumbered", l: 9600 },
+      { id: 4, n: 53, v: "then renumbered", l: 9600 }]);
+    await x.expectEqual();
+    await x.finish();
+  });
+
   test("--replica-identity-full on a partitioned table without a key: FULL on the root too; changes land in the right partition", async () => {
     const x = await scenario(v, `
       CREATE TABLE pt (k int, v text) PARTITION BY RANGE (k);

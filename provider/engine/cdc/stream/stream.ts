@@ -184,6 +184,22 @@ export function changeSql(c: Client, m: ChangeInsert | ChangeUpdate | ChangeDele
   // undefined = unchanged TOAST value: leave it as it is, never write NULL. GENERATED ALWAYS identity
   // columns cannot be SET; they are left out unless they changed (handled above), and so are unchanged distribution columns.
   const set = Object.keys(m.new).filter((k) => m.new[k] !== undefined && !alwaysIdentity.has(k) && !moveOnChange.has(k));
+  // A GENERATED ALWAYS identity column outside the key (`UPDATE t SET n = DEFAULT` on the source gives it a new value):
+  // the old value is not in the message, so whether it changed is only known on the target. The row is updated where
+  // the column already has the new value, and moved (deleted and inserted with OVERRIDING SYSTEM VALUE) where it has
+  // not; exactly one of the two finds the row, and the statement returns one row per row it wrote (checked as one).
+  const unkeyedAlways = [...alwaysIdentity].filter((k) => m.new[k] !== undefined && !keyCols.includes(k));
+  if (unkeyedAlways.length) {
+    const same = unkeyedAlways.map((k) => `${quoteIdent(k)} IS NOT DISTINCT FROM ${lit(m.new[k])}`).join(" AND ");
+    const cols = [...new Set([...r.columns.map((x) => x.name), ...Object.keys(m.new)])];
+    const kept = set.length
+      ? `UPDATE ${tableOf(r)} SET ${set.map((k) => `${quoteIdent(k)} = ${lit(m.new[k])}`).join(", ")} WHERE ${where} AND ${same} RETURNING 1`
+      : `SELECT 1 FROM ${tableOf(r)} WHERE ${where} AND ${same}`;
+    return `WITH u AS (${kept}), d AS (DELETE FROM ${tableOf(r)} WHERE ${where} AND NOT (${same}) RETURNING *), ` +
+      `i AS (INSERT INTO ${tableOf(r)} (${cols.map(quoteIdent).join(", ")}) OVERRIDING SYSTEM VALUE ` +
+      `SELECT ${cols.map((k) => m.new[k] === undefined ? `d.${quoteIdent(k)}` : lit(m.new[k])).join(", ")} FROM d RETURNING 1) ` +
+      `SELECT 1 FROM u UNION ALL SELECT 1 FROM i`;
+  }
   if (!set.length) {
     // Nothing to write (only unchanged TOAST / identity columns): the row must still exist.
     return `SELECT 1 FROM ${tableOf(r)} WHERE ${where}`;
@@ -313,7 +329,9 @@ export function batchSql(c: Client, changes: RowChange[], meta: (table: string) 
       let u = updateSigs.get(carried);
       if (!u) {
         const set = carried.filter((k) => !keys.includes(k) && !info?.alwaysIdentity.has(k) && !info?.moveOnChange?.has(k));
-        updateSigs.set(carried, u = { set, sig: set.length && set.every((k) => info?.types.has(k)) ? "u:" + set.join("\0") : undefined });
+        // A GENERATED ALWAYS identity column outside the key may have changed: applied alone (changeSql).
+        const unkeyedAlways = carried.some((k) => !keys.includes(k) && info?.alwaysIdentity.has(k));
+        updateSigs.set(carried, u = { set, sig: !unkeyedAlways && set.length && set.every((k) => info?.types.has(k)) ? "u:" + set.join("\0") : undefined });
       }
       return u;
     };
