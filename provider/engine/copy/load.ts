@@ -270,12 +270,11 @@ export async function runLoad(source: Endpoint, target: Endpoint, snapshot: stri
   const batchable = (j: CopyJob) => !j.range && !ownTransaction(j) && j.table.columns.length > 0;
   const copyTables = async (src: Client, dst: Client, batch: CopyJob[]) => {
     const ps = batch.map((j) => progress.get(key(j.table))!);
-    const now = Date.now();
-    for (const p of ps) p.startedAt ||= now;
     const bytes = batch.map(() => 0);
+    // A table of the batch starts with its first byte (the periodic report shows only tables under way).
     const b = copyBatch(src, dst, batch.map((j) => copySql(j, false)),
-      (i, n) => { ps[i].bytes += n; bytes[i] += n; },
-      (i, rows) => finished(ps[i], rows, bytes[i]));
+      (i, n) => { ps[i].startedAt ||= Date.now(); ps[i].bytes += n; bytes[i] += n; },
+      (i, rows) => { ps[i].startedAt ||= Date.now(); finished(ps[i], rows, bytes[i]); });
     const unwatch = watchCopy(src, dst, b.sourceDone, () => 0, stallTimeoutSec * 1000, (side) => {
       stalled ??= stallError(side === "source" ? source : target, side === "source"
         ? "no COPY data came from it" : "it accepted no COPY data", stallTimeoutSec);
