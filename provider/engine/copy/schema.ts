@@ -15,7 +15,7 @@ import { Client } from "pg";
 import { CONTROL_SCHEMA, ForeignKeyInfo } from "../catalog/catalog";
 import { connect, Endpoint, libpqEnv, qualified, quoteIdent, quoteLiteral, redact } from "../core/endpoint";
 import { PgferryError } from "../core/errors";
-import { markEntryAppliedSql, readEntries, readPreamble, StoredEntry } from "../state/schemaEntries";
+import { markEntriesAppliedSql, markEntryAppliedSql, readEntries, readPreamble, StoredEntry } from "../state/schemaEntries";
 
 export interface SchemaEntry {
   kind: string;
@@ -47,7 +47,21 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ cod
   });
 }
 
-async function toolMajor(file: string): Promise<number | undefined> {
+/**
+ * `--version` of each pg_dump found, per process: preflight and pre-data both look for the tools, and running every
+ * installed pg_dump twice cost ~0.1 s of each start. Keyed by the file's identity and time, so a replaced binary is asked again.
+ */
+const toolMajors = new Map<string, Promise<number | undefined>>();
+
+function toolMajor(file: string): Promise<number | undefined> {
+  let id: string;
+  try { const st = fs.statSync(file); id = `${file}\u0000${st.ino}\u0000${st.mtimeMs}\u0000${st.size}`; } catch { return Promise.resolve(undefined); }
+  let major = toolMajors.get(id);
+  if (!major) toolMajors.set(id, major = askToolMajor(file));
+  return major;
+}
+
+async function askToolMajor(file: string): Promise<number | undefined> {
   try {
     const r = await run(file, ["--version"], process.env);
     const m = /\(PostgreSQL\)\s+(\d+)/.exec(r.stdout);
@@ -69,11 +83,17 @@ export async function findPgTools(): Promise<{ pgDump?: PgTool; pgRestore?: PgTo
   try { for (const d of fs.readdirSync("/usr")) if (/^pgsql-\d+$/.test(d)) dirs.push(path.join("/usr", d, "bin")); } catch { /* absent */ }
   let best: { pgDump?: PgTool; pgRestore?: PgTool } = {};
   const seen = new Set<string>();
+  const found: { dump: string; restore: string }[] = [];
   for (const dir of dirs) {
     const dump = path.join(dir, "pg_dump"), restore = path.join(dir, "pg_restore");
     if (seen.has(dump) || !fs.existsSync(dump) || !fs.existsSync(restore)) continue;
     seen.add(dump);
-    const major = await toolMajor(dump);
+    found.push({ dump, restore });
+  }
+  // Every candidate asked at once; the first of the newest major wins, as when they were asked in order.
+  const majors = await Promise.all(found.map((f) => toolMajor(f.dump)));
+  for (const [i, { dump, restore }] of found.entries()) {
+    const major = majors[i];
     if (major !== undefined && (!best.pgDump || major > best.pgDump.major)) {
       best = { pgDump: { path: dump, major }, pgRestore: { path: restore, major } };
     }
@@ -198,9 +218,9 @@ export async function dumpSchema(source: Endpoint, opts: DumpOptions): Promise<S
       if (r.code !== 0) throw new PgferryError("pg_restore_failed", `pg_restore could not render the ${section ?? "held-back"} schema: ${r.stderr.trim()}`);
       return splitDump(r.stdout);
     };
-    const pre = await render(keepList, "pre-data");
-    const post = await render(keepList, "post-data");
-    const held = plan.atCutover.length ? (await render(heldList)).entries : [];
+    // Three pg_restore runs reading the same file: side by side.
+    const [pre, post, held] = await Promise.all([render(keepList, "pre-data"), render(keepList, "post-data"),
+      plan.atCutover.length ? render(heldList).then((r) => r.entries) : Promise.resolve([])]);
     return {
       preamble: pre.preamble,
       preData: pre.entries,
@@ -339,15 +359,27 @@ export async function applyEntries(target: Endpoint, migration: string, section:
   onEntry?: (e: StoredEntry) => void): Promise<number> {
   const all = (await withControl(target, (c) => readEntries(c, migration, section))).filter((e) => !e.applied);
   if (!all.length) return 0; // nothing left: no sessions to open (the cutover calls this while writes are stopped)
-  const parallel = await biggestTableFirst(target, all.filter((e) => e.parallel));
+  const sizes = new Map<StoredEntry, number>();
+  const parallel = await biggestTableFirst(target, all.filter((e) => e.parallel), sizes);
   const serial = all.filter((e) => !e.parallel);
   const worker = async (queue: StoredEntry[]) => {
     const c = await connect(target);
     try {
       if (preamble) await c.query(preamble);
-      for (let e; (e = queue.shift());) {
-        await applyOne(c, migration, section, e);
-        onEntry?.(e);
+      while (queue.length) {
+        // Entries on small tables (or on none) go several per transaction; a build on a big table goes alone, so
+        // the workers still share the long builds.
+        const batch = [queue.shift()!];
+        for (let bytes = sizes.get(batch[0]) ?? 0; batch.length < ENTRY_BATCH && queue.length && bytes + (sizes.get(queue[0]) ?? 0) <= ENTRY_BATCH_TABLE_BYTES;) {
+          const e = queue.shift()!;
+          bytes += sizes.get(e) ?? 0;
+          batch.push(e);
+        }
+        if (batch.length > 1 && await applyBatch(c, migration, section, batch)) { batch.forEach((e) => onEntry?.(e)); continue; }
+        for (const e of batch) {
+          await applyOne(c, migration, section, e);
+          onEntry?.(e);
+        }
       }
     } finally {
       await c.end().catch(() => undefined);
@@ -367,7 +399,7 @@ export function entryTable(sql: string): string | undefined {
  * The longest builds start first so the last one to finish is short; within a table the key
  * constraint (which locks the table exclusively) goes before its other indexes.
  */
-async function biggestTableFirst(target: Endpoint, entries: StoredEntry[]): Promise<StoredEntry[]> {
+async function biggestTableFirst(target: Endpoint, entries: StoredEntry[], sizeOf: Map<StoredEntry, number>): Promise<StoredEntry[]> {
   if (entries.length < 2) return entries;
   const tables = [...new Set(entries.map((e) => entryTable(e.sql)).filter(Boolean))] as string[];
   const sizes = new Map<string, number>();
@@ -378,7 +410,30 @@ async function biggestTableFirst(target: Endpoint, entries: StoredEntry[]): Prom
     }
   });
   const size = (e: StoredEntry) => sizes.get(entryTable(e.sql) ?? "") ?? 0;
+  for (const e of entries) sizeOf.set(e, size(e));
   return [...entries].sort((a, b) => size(b) - size(a) || (a.kind === "CONSTRAINT" ? 0 : 1) - (b.kind === "CONSTRAINT" ? 0 : 1) || a.ordinal - b.ordinal);
+}
+
+/**
+ * Entries applied per round trip and transaction, with their applied marks (one commit, not one per entry: most of
+ * post-data's time on schema-heavy databases was a round trip and a commit per index, constraint or trigger of a
+ * small table), as long as their tables hold at most this many bytes together.
+ */
+const ENTRY_BATCH = 20, ENTRY_BATCH_TABLE_BYTES = 8 * 1024 * 1024;
+
+/**
+ * The batch and its marks in one transaction; false when it failed (rolled back): the caller then applies the entries
+ * one by one, which retries deadlocks and lock timeouts and names an entry that fails, as before batching.
+ */
+async function applyBatch(c: Client, migration: string, section: string, batch: StoredEntry[]): Promise<boolean> {
+  try {
+    // "\n;\n": a newline ends a trailing line comment.
+    await c.query(`BEGIN;\n${batch.map((e) => e.sql).join("\n;\n")}\n;\n${markEntriesAppliedSql(migration, section, batch.map((e) => e.ordinal))};\nCOMMIT`);
+    return true;
+  } catch {
+    await c.query("ROLLBACK").catch(() => undefined);
+    return false;
+  }
 }
 
 async function applyOne(c: Client, migration: string, section: string, e: StoredEntry, attempts = 5): Promise<void> {

@@ -39,6 +39,12 @@ export function markEntryAppliedSql(migration: string, section: string, ordinal:
     `AND ordinal = ${Math.trunc(ordinal)}`;
 }
 
+/** markEntryAppliedSql for several entries of a section, one statement (sent in the transaction that applies them). */
+export function markEntriesAppliedSql(migration: string, section: string, ordinals: number[]): string {
+  return `UPDATE ${S}.schema_entry SET applied = true WHERE migration = ${quoteLiteral(migration)} AND section = ${quoteLiteral(section)} ` +
+    `AND ordinal IN (${ordinals.map((o) => Math.trunc(o)).join(", ")})`;
+}
+
 /** How many entries of a section were applied. */
 export async function countAppliedEntries(c: Client, migration: string, section: string): Promise<number> {
   const r = await c.query(`SELECT count(*)::int AS n FROM ${S}.schema_entry WHERE migration = $1 AND section = $2 AND applied`, [migration, section]);
