@@ -80,12 +80,8 @@ export interface Cdc {
   start(c: CdcContext): Promise<void>;
   /** The slot still has its consumer: the subscription exists (subscription mode) or the slot does (stream mode). */
   replicating(c: CdcContext): Promise<boolean>;
-  /**
-   * Stop the slot's consumer and wait until the slot is inactive (the caller records the intent first). `acquiresNext`:
-   * the caller acquires the slot itself right after (a peek, which fails while a consumer holds it), so one inactive
-   * look is enough instead of two 150 ms apart.
-   */
-  pause(c: CdcContext, o?: { acquiresNext?: boolean }): Promise<void>;
+  /** Stop the slot's consumer and wait until the slot is inactive (the caller records the intent first). */
+  pause(c: CdcContext): Promise<void>;
   /** Let the consumer go on (the caller records that it is no longer paused). */
   resume(c: CdcContext): Promise<void>;
   /** Wait until the target has applied everything up to `fence` (an LSN); fail naming why it does not. */

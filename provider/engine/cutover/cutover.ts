@@ -561,18 +561,8 @@ async function fenceRounds(r: CutoverRun, clock: StepClock): Promise<void> {
     }
     const late = await clock.add("fenceCheckMs", async () => {
       r.say("pausing replication and checking that nothing was written after the fence");
-      // One inactive look, then the peek, which acquires the slot for itself: a consumer that took the slot in between
-      // makes it fail (object in use), and the pause and the peek are repeated. While the peek holds the slot it reads
-      // everything committed up to now, so this is at least as strict as a second look 150 ms later.
-      await pauseReplication(r, { acquiresNext: true });
-      for (let attempt = 1; ; attempt++) {
-        try {
-          return await changesAfterFence(src, tgt, name, names.slot, names.publication, fence);
-        } catch (e) {
-          if ((e as { code?: string }).code !== "55006" || attempt >= 20) throw e;
-          await pauseReplication(r, { acquiresNext: true });
-        }
-      }
+      await pauseReplication(r);
+      return changesAfterFence(src, tgt, name, names.slot, names.publication, fence);
     });
     await r.saveTimings();
     if (!late.length) return;
@@ -974,9 +964,9 @@ async function waitForQuiet(src: Client, graceMs: number, settleMs = 1000): Prom
  * the subscription is disabled; a stream agent is told to wait (recorded state) and its walsender ended.
  * The intent is recorded first, so a re-run or --abort resumes it.
  */
-async function pauseReplication(c: Ctx, o?: { acquiresNext?: boolean }): Promise<void> {
+async function pauseReplication(c: Ctx): Promise<void> {
   await updateMigration(c.tgt, c.name, { replicationPaused: true });
-  await c.cdc.pause(c, o);
+  await c.cdc.pause(c);
 }
 
 async function resumeReplication(c: Ctx): Promise<void> {

@@ -42,9 +42,9 @@ export const streamCdc: Cdc = {
     return !!(await slotInfo(c.src, objectNames(c.name).slot));
   },
 
-  async pause(c, o) {
+  async pause(c) {
     // The agent's walsender is ended at once; the agent sees the recorded pause and waits.
-    await waitForSlotInactive(c, true, o?.acquiresNext ? 1 : 2);
+    await waitForSlotInactive(c, true);
   },
 
   async resume() {

@@ -72,10 +72,10 @@ export const subscriptionCdc: Cdc = {
     return (await subscriptionInfo(c.tgt, objectNames(c.name).subscription)).exists;
   },
 
-  async pause(c, o) {
+  async pause(c) {
     await c.tgt.query(`ALTER SUBSCRIPTION ${quoteIdent(objectNames(c.name).subscription)} DISABLE`);
     // A disabled subscription's walsender exits by itself within moments; ended only if it lingers.
-    await waitForSlotInactive(c, false, o?.acquiresNext ? 1 : 2);
+    await waitForSlotInactive(c, false);
   },
 
   async resume(c) {
