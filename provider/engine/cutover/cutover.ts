@@ -43,7 +43,7 @@ import {
 import { describeSourceChanges, restoreSourceChanges, SourceChange } from "../state/sourceChanges";
 import { dropTargetApply } from "../cdc/ddl/targetApply";
 import { newTablesState, syncNewTables } from "../cdc/ddl/newTables";
-import { readEntries, readPreamble } from "../state/schemaEntries";
+import { countUnappliedEntries, readPreamble } from "../state/schemaEntries";
 
 export type VerifyMode = "counts" | "hashes";
 export const VERIFY_MODES: VerifyMode[] = ["counts", "hashes"];
@@ -225,7 +225,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       largeObjectsCarried: false, sequencesSynced: 0, heldBackApplied: 0, preamble: "", restored: [],
     };
     const releaseOnly = m.phase === "Completed";
-    if (releaseOnly) say("the cutover is complete; ending replication, which was interrupted after the downtime");
+    if (releaseOnly) say("the cutover is complete; dropping the slot and publication on the source (interrupted after the downtime)");
     await runPipeline(releaseOnly ? RELEASE_STEPS : CUTOVER_STEPS, r, { timings: timings as Record<string, number | undefined>,
       afterStep: async (step, changed) => { if (changed) await r.saveTimings(); await o.afterStep?.(step.name); } });
     const after = (await readMigration(tgt, o.name))!;
@@ -276,6 +276,10 @@ interface CutoverRun extends Ctx, RollbackWindowStepContext {
   sequences?: string[];
   sequencesSynced: number;
   preamble: string;
+  /** The slot and publication are dropped after Completed (release-plan). */
+  releaseAfter?: boolean;
+  /** Entries not applied yet, by section ("cutover", "final"), counted by the held-back step. */
+  unapplied?: Map<string, number>;
   heldBackApplied: number;
   stillConnected?: SessionInfo[];
   downtimeMs?: number;
@@ -296,23 +300,23 @@ const END_CDC: Step<CutoverRun> = {
 const DROP_SLOT: Step<CutoverRun> = { name: "drop-slot", timing: "endReplicationMs", accumulate: true, run: dropSlotAndRestore };
 
 /**
- * Replication ended after Completed, and what a re-run of a Completed cutover whose record still says replication is
- * paused continues with (admitAndRun). All idempotent; the last step clears the mark.
+ * Replication's end on the source (slot, publication, what pgferry changed there) after Completed, and what a re-run of
+ * a Completed cutover whose record still says replication is paused continues with (admitAndRun). All idempotent; the
+ * last step clears the mark.
  */
 const RELEASE_STEPS: Step<CutoverRun>[] = [
-  { ...END_CDC, done: undefined },
   DROP_SLOT,
   { name: "replication-ended", run: async (r) => { await updateMigration(r.tgt, r.name, { replicationPaused: false }); } },
 ];
 
 /**
- * Whether replication (subscription, slot, publication, what pgferry changed on the source) is ended after the downtime
- * instead of inside it. Sound because nothing can be applied to the target after Completed: the consumer is paused
- * (subscription disabled; stream agent told to wait, and an agent exits when it reads Completed) and only
- * rollbackToStreaming resumes it, which nothing reaches once the phase is Completed (abort and cutover refuse or
- * finish); and were the subscription enabled, its origin stands at or past the fence and the fence check found no
- * change after it on the frozen source, so nothing would be applied twice or late. Not with a rollback window (its
- * reverse slot is made with replication ended, as before) nor for a rollback's own cutover.
+ * Whether the source's side of replication (slot, publication, what pgferry changed there) is ended after the downtime
+ * instead of inside it. Sound because nothing can be applied to the target after Completed: the subscription is
+ * already dropped (end-cdc, inside the downtime); a stream agent was told to wait and exits when it reads Completed,
+ * without opening the slot; only rollbackToStreaming would resume a consumer, and nothing reaches it once the phase is
+ * Completed (abort refuses, cutover only finishes the release). And the fence check found no change committed after
+ * the fence on the frozen source, so a consumer would have nothing to send. Not with a rollback window (its reverse
+ * slot is made with replication ended, as before) nor for a rollback's own cutover.
  */
 const endsAfterDowntime = (r: CutoverRun) => !r.reverseReplication && !r.reverse;
 
@@ -397,10 +401,20 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
   { name: "verify", done: pastPointOfNoReturn, timing: "verifyMs", run: verifyTarget },
   { name: "gate", done: pastPointOfNoReturn, run: gate },
   { name: "databases-gate", when: (r) => !!r.o.barrier, done: pastPointOfNoReturn, run: (r) => r.o.barrier!("gate-passed") },
-  // With a rollback window: replication ends before the window opens and before Completed, as it always did.
-  { ...END_CDC, when: (r) => !endsAfterDowntime(r) },
-  // Idempotent tail: also what a re-run after a kill past the end of CDC continues with.
-  { ...DROP_SLOT, when: (r) => !endsAfterDowntime(r) },
+  // Inside the downtime in every case: dropping a subscription is DDL on the target, which the source's event triggers,
+  // created on the target at the end (event-triggers), must not see.
+  END_CDC,
+  {
+    // Decided with the source frozen: an event trigger there would fire on pgferry's own DDL (DROP PUBLICATION, the
+    // restored REPLICA IDENTITY) and may write or advance a sequence after the sequence sync, so then the drop stays first.
+    name: "release-plan", done: pastPointOfNoReturn,
+    async run(r) {
+      r.releaseAfter = endsAfterDowntime(r) && !(await r.src.query(`SELECT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtenabled <> 'D') AS e`)).rows[0].e;
+    },
+  },
+  // Idempotent tail: also what a re-run after a kill past the end of CDC continues with. With a rollback window (or
+  // event triggers on the source) it runs before the window opens and before Completed, as it always did; else after Completed.
+  { ...DROP_SLOT, when: (r) => !r.releaseAfter },
   {
     name: "sequences", timing: "sequencesMs",
     async run(r) { r.say("syncing sequences"); r.sequencesSynced = await syncSequences(r.src, r.tgt, r.sequences ?? await sequencesOf(r.src, r.m)); },
@@ -409,23 +423,31 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
     name: "held-back", timing: "heldBackMs",
     async run(r) {
       r.say("adding foreign keys and refreshing materialized views");
-      r.preamble = await readPreamble(r.tgt, r.name);
-      // Looked up on this session first: applyEntries opens a session of its own just to find there is nothing left.
-      if (await anyUnapplied(r, "cutover")) r.heldBackApplied = await applyEntries(r.target, r.name, "cutover", r.preamble, r.o.jobs);
+      // Counted on this session first (one statement for this step's section and the event triggers' one): applyEntries
+      // opens a session of its own just to find there is nothing left, and reading the 4,000 applied key entries of
+      // 2,000 tables only to see that is downtime.
+      r.unapplied = await countUnappliedEntries(r.tgt, r.name, ["cutover", "final"]);
+      if (r.unapplied.get("cutover")) {
+        r.preamble = await readPreamble(r.tgt, r.name);
+        r.heldBackApplied = await applyEntries(r.target, r.name, "cutover", r.preamble, r.o.jobs);
+      }
     },
   },
   // After everything above, before Completed: nothing has written to the target yet that the reverse slot would miss.
   rollbackWindowStep,
   {
     // Last: the source's event triggers, created disabled with the held-back objects, start firing only now.
-    name: "event-triggers", async run(r) { if (await anyUnapplied(r, "final")) await applyEntries(r.target, r.name, "final", r.preamble, 1); },
+    name: "event-triggers",
+    async run(r) {
+      if (r.unapplied ? !r.unapplied.get("final") : !(await countUnappliedEntries(r.tgt, r.name, ["final"])).get("final")) return;
+      await applyEntries(r.target, r.name, "final", r.preamble || await readPreamble(r.tgt, r.name), 1);
+    },
   },
   { name: "complete", run: complete },
   // After the downtime (Completed: the target takes writes): the paused consumer, the slot and the publication are dropped.
-  ...RELEASE_STEPS.map((s) => ({ ...s, when: endsAfterDowntime })),
+  ...RELEASE_STEPS.map((s) => ({ ...s, when: (r: CutoverRun) => !!r.releaseAfter })),
 ];
 
-const anyUnapplied = async (r: CutoverRun, section: string) => (await readEntries(r.tgt, r.name, section)).some((e) => !e.applied);
 
 /** Before anything is frozen: a lost slot, a recorded divergence or schema drift would fail the gate anyway. */
 async function replicationChecks(r: CutoverRun): Promise<void> {
@@ -693,10 +715,10 @@ async function complete(r: CutoverRun): Promise<void> {
   r.downtimeMs = frozenAt ? completedAt.getTime() - new Date(frozenAt).getTime() : undefined;
   // Releasing after the downtime: the record keeps saying replication is paused until it has ended (RELEASE_STEPS), so a
   // re-run after a kill in between finishes it.
-  const releasing = endsAfterDowntime(r) && r.replicating;
+  const releasing = !!r.releaseAfter;
   await updateMigration(r.tgt, r.name, { phase: "Completed", completedAt, downtimeMs: r.downtimeMs ?? null, cutoverTimings: r.timings, error: null,
     replicationPaused: releasing });
-  if (releasing) r.say(`cutover complete (downtime ${((r.downtimeMs ?? 0) / 1000).toFixed(2)} s): the target takes writes; ending replication now`);
+  if (releasing) r.say(`cutover complete (downtime ${((r.downtimeMs ?? 0) / 1000).toFixed(2)} s): the target takes writes; dropping the slot and publication on the source now`);
 }
 
 /**

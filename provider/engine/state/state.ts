@@ -98,8 +98,8 @@ export interface CutoverTimings {
   largeObjectsMs?: number;
   verifyMs?: number;
   /**
-   * Ending replication: subscription, slot, publication. After the downtime (once Completed) unless the cutover opens a
-   * rollback window or is a rollback's own, where it is still inside it.
+   * Ending replication: subscription, slot, publication. The slot and publication are dropped after the downtime (once
+   * Completed) unless the cutover opens a rollback window or is a rollback's own, where they are still inside it.
    */
   endReplicationMs?: number;
   sequencesMs?: number;
