@@ -70,14 +70,20 @@ async function main() {
         const t = Math.floor((i * opts.tables) / Math.max(1, opts.written));
         await src.query(`INSERT INTO t_${t} (ref, a, b) VALUES (${t === 0 ? "NULL" : 1}, 1, 'cdc'); UPDATE t_${t} SET a = a + 1 WHERE id <= 10`, db);
       }
-      const cut = await cutoverMigration(source, target, { name: db, freezeWrites: true, timeoutSec: 300, jobs: 2, graceSec: 1 });
-      const row = { mode, tables: opts.tables, startSeconds: startMs / 1000, foreignKeysWhileStreamingSeconds: fkMs === undefined ? null : fkMs / 1000,
+      // Every step's wall time (from the previous step's end), so what lies between the recorded timings shows too.
+      const stepMs: [string, number][] = [];
+      let stepEnd = Date.now();
+      const cut = await cutoverMigration(source, target, { name: db, freezeWrites: true, timeoutSec: 300, jobs: 2, graceSec: 1,
+        afterStep: async (step) => { const now = Date.now(); stepMs.push([step, now - stepEnd]); stepEnd = now; } });
+      const steps = stepMs.map(([s, ms]) => `${s} ${secs(ms)}`).join(", ");
+      const row = { mode, tables: opts.tables, steps: Object.fromEntries(stepMs), startSeconds: startMs / 1000, foreignKeysWhileStreamingSeconds: fkMs === undefined ? null : fkMs / 1000,
         downtimeSeconds: (cut.downtimeMs ?? NaN) / 1000, breakdown: cut.timings ? formatTimings(cut.timings) : "", timings: cut.timings,
         sequencesSynced: cut.sequencesSynced, heldBackApplied: cut.heldBackApplied, verification: cut.verification };
       results.push(row);
       log(`${mode}: cutover downtime ${secs(cut.downtimeMs)} s (${row.breakdown}); ${cut.sequencesSynced} sequences synced, ` +
         `${cut.heldBackApplied} held-back objects applied at cutover; gate: ${cut.verification?.tables} tables counted, ${cut.verification?.hashedTables} hashed, ` +
         `${cut.verification?.preChecked ?? "-"} compared while streaming and not read again`);
+      log(`${mode}: per step (s): ${steps}`);
       await cleanupMigration(source, target, db);
     }
     if (opts.pgbenchScale > 0) pgbenchResults.push(...await pgbenchDataset(src, tgt, modes));

@@ -134,7 +134,8 @@ export function formatStatus(s: MigrationStatus): string {
     for (const x of s.notCarried) lines.push(`    - ${x.kind} ${x.object}: ${x.reason}\n        fix: ${x.fix}`);
   }
   if (s.sourceFrozen && s.phase !== "Completed") lines.push(`  the source is frozen (read-only) by this cutover`);
-  if (s.replicationPaused) lines.push(`  replication paused by the cutover (resume: pgferry cutover to retry, or pgferry cutover --abort)`);
+  if (s.replicationPaused) lines.push(s.phase === "Completed" ? `  the slot and publication on the source are being dropped after the cutover; if they stay, pgferry cutover drops them` :
+    `  replication paused by the cutover (resume: pgferry cutover to retry, or pgferry cutover --abort)`);
   if (s.rollbackWindow) lines.push(`  ${describeRollbackWindow(s.rollbackWindow)}`);
   if (s.downtimeMs !== undefined) lines.push(`  cutover downtime ${(s.downtimeMs / 1000).toFixed(2)} s${s.cutoverTimings ? ` (${formatTimings(s.cutoverTimings)})` : ""}`);
   for (const t of s.tables) {

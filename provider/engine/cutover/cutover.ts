@@ -37,14 +37,15 @@ import { PreCheck, preCheckFrom, readFingerprints, stillValid } from "../verify/
 import { rewrittenPartitions } from "../copy/partitionTruncates";
 import { citusVersion } from "../preflight/citus";
 import {
-  batchedStatements, closeVerifySessions, openVerifySessions, unionAlls, verifyMigration, VerifyReport, VerifySessionPair,
+  batchedStatements, closeVerifySessions, openVerifySessions, preReadCatalogs, PreReadCatalogs, unionAlls, verifyMigration, VerifyReport,
+  VerifySessionPair,
 } from "../verify/verify";
 import { describeSourceChanges, restoreSourceChanges, SourceChange } from "../state/sourceChanges";
 import { dropTargetApply } from "../cdc/ddl/targetApply";
 import { newTablesState, syncNewTables } from "../cdc/ddl/newTables";
 import { readDdlRefusal } from "../cdc/ddl/refusal";
 import { selectionWithJoined, tablesJoinedByDdl } from "../cdc/ddl/joined";
-import { readEntries, readPreamble } from "../state/schemaEntries";
+import { countUnappliedEntries, readPreamble } from "../state/schemaEntries";
 
 export type VerifyMode = "counts" | "hashes";
 export const VERIFY_MODES: VerifyMode[] = ["counts", "hashes"];
@@ -194,15 +195,17 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       throw new PgferryError("rollback_window_too_late", `migration "${o.name}" was cut over without reverse replication; a rollback window can ` +
         `only be opened by the cutover itself, before the application writes to the target. To move back now, start a new migration in the other direction`);
     }
-    if (m.phase === "Completed") {
-      return { name: o.name, phase: "Completed", alreadyCompleted: true, fenceLsn: m.fenceLsn, downtimeMs: m.downtimeMs, timings: m.cutoverTimings,
-        sequencesSynced: 0, heldBackApplied: 0, endedSessions: [], stillConnected: [], neutralisedRoles: [], fenceAttempts: 0,
-        sourceLeftReadOnly: m.sourceFrozen, undoFreezeSql: m.sourceFrozen ? undoSql(source, m.freezeSaved) : [] };
-    }
-    if (!["ReadyToCutover", "CuttingOver", "VerifyFailed"].includes(m.phase)) {
+    const alreadyCompleted = (x: MigrationRecord, restored?: SourceChange[]): CutoverResult => ({ name: o.name, phase: "Completed",
+      alreadyCompleted: true, fenceLsn: x.fenceLsn, downtimeMs: x.downtimeMs, timings: x.cutoverTimings,
+      sequencesSynced: 0, heldBackApplied: 0, endedSessions: [], stillConnected: [], neutralisedRoles: [], fenceAttempts: 0,
+      sourceLeftReadOnly: x.sourceFrozen, undoFreezeSql: x.sourceFrozen ? undoSql(source, x.freezeSaved) : [], restoredSourceChanges: restored });
+    // Completed with replication still paused: ending it after the downtime was interrupted (RELEASE_STEPS); finished now.
+    // Another process holding the lock is the cutover itself, finishing it.
+    if (m.phase === "Completed" && !(m.replicationPaused && await tryLockMigration(tgt, o.name))) return alreadyCompleted(m);
+    if (!["ReadyToCutover", "CuttingOver", "VerifyFailed", "Completed"].includes(m.phase)) {
       throw new PgferryError("not_ready", `migration "${o.name}" is in phase ${m.phase}; cutover needs ReadyToCutover (run pgferry start until it streams)`);
     }
-    if (!(await tryLockMigration(tgt, o.name))) {
+    if (m.phase !== "Completed" && !(await tryLockMigration(tgt, o.name))) {
       throw new PgferryError("busy", `another pgferry process is working on migration "${o.name}"; wait for it or stop it`);
     }
     await ensureControlSchema(tgt); // adds the cutover columns to a control schema an older pgferry made
@@ -223,9 +226,12 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
       freeze: false, endedSessions: [], neutralisedRoles: [], fenceAttempts: 0, verifySessions: [], selected: [], unloggedHow: "copy",
       largeObjectsCarried: false, sequencesSynced: 0, heldBackApplied: 0, preamble: "", restored: [],
     };
-    await runPipeline(CUTOVER_STEPS, r, { timings: timings as Record<string, number | undefined>,
+    const releaseOnly = m.phase === "Completed";
+    if (releaseOnly) say("the cutover is complete; dropping the slot and publication on the source (interrupted after the downtime)");
+    await runPipeline(releaseOnly ? RELEASE_STEPS : CUTOVER_STEPS, r, { timings: timings as Record<string, number | undefined>,
       afterStep: async (step, changed) => { if (changed) await r.saveTimings(); await o.afterStep?.(step.name); } });
     const after = (await readMigration(tgt, o.name))!;
+    if (releaseOnly) return alreadyCompleted(after, r.restored);
     return { name: o.name, phase: "Completed", alreadyCompleted: false, fenceLsn: after.fenceLsn, downtimeMs: r.downtimeMs, timings,
       sequencesSynced: r.sequencesSynced, heldBackApplied: r.heldBackApplied, endedSessions: r.endedSessions, stillConnected: r.stillConnected ?? [],
       neutralisedRoles: r.neutralisedRoles, fenceAttempts: r.fenceAttempts, verification: r.verification, sourceLeftReadOnly: after.sourceFrozen,
@@ -266,10 +272,16 @@ interface CutoverRun extends Ctx, RollbackWindowStepContext {
   /** The migrated tables as the warm-up listed them, with the fingerprint of the source's table set then (tableSetOf). */
   warmTables?: { tables: TableInfo[]; tableSet: string };
   preChecked?: number;
+  /** The gate's catalogs, read by the warm-up (verify.ts preReadCatalogs). */
+  catalogs?: PreReadCatalogs;
   /** The migrated sequences, listed while streaming (the warm-up) so the sync at the fence does not list them again. */
   sequences?: string[];
   sequencesSynced: number;
   preamble: string;
+  /** The slot and publication are dropped after Completed (release-plan). */
+  releaseAfter?: boolean;
+  /** Entries not applied yet, by section ("cutover", "final"), counted by the held-back step. */
+  unapplied?: Map<string, number>;
   heldBackApplied: number;
   stillConnected?: SessionInfo[];
   downtimeMs?: number;
@@ -277,6 +289,38 @@ interface CutoverRun extends Ctx, RollbackWindowStepContext {
 
 /** Steps before the point of no return run while the slot still has its consumer; a re-run past it skips them. */
 const pastPointOfNoReturn = (r: CutoverRun) => !r.replicating;
+
+/** Ends the consumer for good (the subscription; stream mode: nothing) and, with --ddl replicate, the target's DDL log. */
+const END_CDC: Step<CutoverRun> = {
+  name: "end-cdc", done: pastPointOfNoReturn, timing: "endReplicationMs",
+  async run(r) {
+    r.say("ending change data capture");
+    await r.cdc.end(r);
+    if (r.m.options.ddl === "replicate") await dropTargetApply(r.tgt, r.name); // subscription mode's log table and trigger on the target
+  },
+};
+const DROP_SLOT: Step<CutoverRun> = { name: "drop-slot", timing: "endReplicationMs", accumulate: true, run: dropSlotAndRestore };
+
+/**
+ * Replication's end on the source (slot, publication, what pgferry changed there) after Completed, and what a re-run of
+ * a Completed cutover whose record still says replication is paused continues with (admitAndRun). All idempotent; the
+ * last step clears the mark.
+ */
+const RELEASE_STEPS: Step<CutoverRun>[] = [
+  DROP_SLOT,
+  { name: "replication-ended", run: async (r) => { await updateMigration(r.tgt, r.name, { replicationPaused: false }); } },
+];
+
+/**
+ * Whether the source's side of replication (slot, publication, what pgferry changed there) is ended after the downtime
+ * instead of inside it. Sound because nothing can be applied to the target after Completed: the subscription is
+ * already dropped (end-cdc, inside the downtime); a stream agent was told to wait and exits when it reads Completed,
+ * without opening the slot; only rollbackToStreaming would resume a consumer, and nothing reaches it once the phase is
+ * Completed (abort refuses, cutover only finishes the release). And the fence check found no change committed after
+ * the fence on the frozen source, so a consumer would have nothing to send. Not with a rollback window (its reverse
+ * slot is made with replication ended, as before) nor for a rollback's own cutover.
+ */
+const endsAfterDowntime = (r: CutoverRun) => !r.reverseReplication && !r.reverse;
 
 /**
  * The cutover, in order. Until the gate passes nothing is dropped: a failed freeze is undone (the runner
@@ -341,6 +385,17 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
     // Large objects: no slot carries them; writes are stopped, so copying what differs makes them exact.
     name: "large-objects", done: pastPointOfNoReturn, timing: "largeObjectsMs",
     async run(r) {
+      // None on either side (one look each, on the sessions at hand, both at once): nothing to compare or copy, and no
+      // sessions of its own opened for it.
+      if (r.m.options.largeObjects !== false && !r.m.options.reverseOf) {
+        const none = `SELECT NOT EXISTS (SELECT 1 FROM pg_largeobject_metadata) AS none`;
+        const [s, t] = await Promise.all([r.src.query(none), r.tgt.query(none)]);
+        if (s.rows[0].none && t.rows[0].none) {
+          r.largeObjectsCarried = true;
+          r.largeObjects = { compared: 0, copied: 0, unlinked: 0, bytes: 0 };
+          return;
+        }
+      }
       const lobs = await largeObjectsAtCutover(r.source, r.target, r.m.options, r.o.jobs, r.say);
       r.largeObjectsCarried = lobs.carried;
       if (!lobs.carried) return "nothing";
@@ -350,16 +405,20 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
   { name: "verify", done: pastPointOfNoReturn, timing: "verifyMs", run: verifyTarget },
   { name: "gate", done: pastPointOfNoReturn, run: gate },
   { name: "databases-gate", when: (r) => !!r.o.barrier, done: pastPointOfNoReturn, run: (r) => r.o.barrier!("gate-passed") },
+  // Inside the downtime in every case: dropping a subscription is DDL on the target, which the source's event triggers,
+  // created on the target at the end (event-triggers), must not see.
+  END_CDC,
   {
-    name: "end-cdc", done: pastPointOfNoReturn, timing: "endReplicationMs",
+    // Decided with the source frozen: an event trigger there would fire on pgferry's own DDL (DROP PUBLICATION, the
+    // restored REPLICA IDENTITY) and may write or advance a sequence after the sequence sync, so then the drop stays first.
+    name: "release-plan", done: pastPointOfNoReturn,
     async run(r) {
-      r.say("ending change data capture");
-      await r.cdc.end(r);
-      if (r.m.options.ddl === "replicate") await dropTargetApply(r.tgt, r.name); // subscription mode's log table and trigger on the target
+      r.releaseAfter = endsAfterDowntime(r) && !(await r.src.query(`SELECT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtenabled <> 'D') AS e`)).rows[0].e;
     },
   },
-  // Idempotent tail: also what a re-run after a kill past the end of CDC continues with.
-  { name: "drop-slot", timing: "endReplicationMs", accumulate: true, run: dropSlotAndRestore },
+  // Idempotent tail: also what a re-run after a kill past the end of CDC continues with. With a rollback window (or
+  // event triggers on the source) it runs before the window opens and before Completed, as it always did; else after Completed.
+  { ...DROP_SLOT, when: (r) => !r.releaseAfter },
   {
     name: "sequences", timing: "sequencesMs",
     async run(r) { r.say("syncing sequences"); r.sequencesSynced = await syncSequences(r.src, r.tgt, r.sequences ?? await sequencesOf(r.src, r.m)); },
@@ -368,21 +427,31 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
     name: "held-back", timing: "heldBackMs",
     async run(r) {
       r.say("adding foreign keys and refreshing materialized views");
-      r.preamble = await readPreamble(r.tgt, r.name);
-      // Looked up on this session first: applyEntries opens a session of its own just to find there is nothing left.
-      if (await anyUnapplied(r, "cutover")) r.heldBackApplied = await applyEntries(r.target, r.name, "cutover", r.preamble, r.o.jobs);
+      // Counted on this session first (one statement for this step's section and the event triggers' one): applyEntries
+      // opens a session of its own just to find there is nothing left, and reading the 4,000 applied key entries of
+      // 2,000 tables only to see that is downtime.
+      r.unapplied = await countUnappliedEntries(r.tgt, r.name, ["cutover", "final"]);
+      if (r.unapplied.get("cutover")) {
+        r.preamble = await readPreamble(r.tgt, r.name);
+        r.heldBackApplied = await applyEntries(r.target, r.name, "cutover", r.preamble, r.o.jobs);
+      }
     },
   },
   // After everything above, before Completed: nothing has written to the target yet that the reverse slot would miss.
   rollbackWindowStep,
   {
     // Last: the source's event triggers, created disabled with the held-back objects, start firing only now.
-    name: "event-triggers", async run(r) { if (await anyUnapplied(r, "final")) await applyEntries(r.target, r.name, "final", r.preamble, 1); },
+    name: "event-triggers",
+    async run(r) {
+      if (r.unapplied ? !r.unapplied.get("final") : !(await countUnappliedEntries(r.tgt, r.name, ["final"])).get("final")) return;
+      await applyEntries(r.target, r.name, "final", r.preamble || await readPreamble(r.tgt, r.name), 1);
+    },
   },
   { name: "complete", run: complete },
+  // After the downtime (Completed: the target takes writes): the paused consumer, the slot and the publication are dropped.
+  ...RELEASE_STEPS.map((s) => ({ ...s, when: (r: CutoverRun) => !!r.releaseAfter })),
 ];
 
-const anyUnapplied = async (r: CutoverRun, section: string) => (await readEntries(r.tgt, r.name, section)).some((e) => !e.applied);
 
 /** Before anything is frozen: a lost slot, a recorded divergence or schema drift would fail the gate anyway. */
 async function replicationChecks(r: CutoverRun): Promise<void> {
@@ -479,6 +548,9 @@ async function warmUp(r: CutoverRun): Promise<void> {
   const since = Date.now();
   r.verifySessions = await openVerifySessions(r.source, r.target, Math.max(1, r.o.jobs));
   ownSourceSessions.set(r.src, new Set(r.verifySessions.map((p) => p.sourcePid)));
+  // The gate's catalog read (2,000 tables: tens of ms per side), done now; at the fence one fingerprint per side stands
+  // for it, and a difference (DDL since) reads it again. Best effort: without it the fence reads it as before.
+  r.catalogs = await preReadCatalogs(r.verifySessions[0]).catch(() => undefined);
   // A table whose fingerprint moves within a second (statistics are flushed about once a second) is being written
   // now and will have changed again by the freeze: comparing it now (a hash of a big busy table) would be wasted,
   // the fence compares it. Unlogged tables are copied again during the freeze: always compared at the fence.
@@ -629,7 +701,8 @@ async function verifyTarget(r: CutoverRun): Promise<void> {
     `${known ? `; ${known.size} of ${tables.length} table(s) compared while streaming and unchanged since` : ""})`);
   r.report = await verifyMigration(r.source, r.target, { onlyTables: tables, hashes: r.verifyMode === "hashes", hashTables: touched, jobs: r.o.jobs,
     // Large objects: compared again after the step that carried them, unless it found none on either side moments ago.
-    largeObjects: r.largeObjectsCarried && !(r.largeObjects && r.largeObjects.compared === 0 && r.largeObjects.unlinked === 0), sessions, known });
+    largeObjects: r.largeObjectsCarried && !(r.largeObjects && r.largeObjects.compared === 0 && r.largeObjects.unlinked === 0), sessions, known,
+    catalogs: r.catalogs });
 }
 
 /** The gate's verdict: a difference leaves the source frozen, replication paused and the slot kept (phase VerifyFailed). */
@@ -669,8 +742,12 @@ async function complete(r: CutoverRun): Promise<void> {
   const completedAt = new Date();
   const frozenAt = (await readMigration(r.tgt, r.name))!.freezeStartedAt;
   r.downtimeMs = frozenAt ? completedAt.getTime() - new Date(frozenAt).getTime() : undefined;
+  // Releasing after the downtime: the record keeps saying replication is paused until it has ended (RELEASE_STEPS), so a
+  // re-run after a kill in between finishes it.
+  const releasing = !!r.releaseAfter;
   await updateMigration(r.tgt, r.name, { phase: "Completed", completedAt, downtimeMs: r.downtimeMs ?? null, cutoverTimings: r.timings, error: null,
-    replicationPaused: false });
+    replicationPaused: releasing });
+  if (releasing) r.say(`cutover complete (downtime ${((r.downtimeMs ?? 0) / 1000).toFixed(2)} s): the target takes writes; dropping the slot and publication on the source now`);
 }
 
 /**
@@ -959,44 +1036,55 @@ const readSequencesSql = (seqs: string[]) => unionAlls(seqs.map((q) => `SELECT $
  * sequences in UNION ALLs spend a fifth of a second planning), and the relation itself read for those it gives NULL
  * (never called: their last_value is still needed for setval(…, false)).
  */
-async function readSequenceStates(c: Client, seqs: string[]): Promise<{ n: string; v: string; c: boolean }[]> {
+async function readSequenceStates(c: Client, seqs: string[]): Promise<SequenceState[]> {
   const r = await c.query(`SELECT n, pg_sequence_last_value(n::regclass)::text AS v FROM unnest($1::text[]) AS x(n)`, [seqs]);
   const uncalled = r.rows.filter((x) => x.v === null).map((x) => x.n as string);
   const read = uncalled.length ? (await batchedStatements(c, readSequencesSql(uncalled))).flat() : [];
   return [...r.rows.filter((x) => x.v !== null).map((x) => ({ n: x.n as string, v: x.v as string, c: true })), ...read];
 }
 
-/** Before the freeze: read every sequence on both sides once, so the sync at the fence finds them open. Best effort. */
+/**
+ * Before the freeze: every sequence set on the target to the source's state now (the target's sequences are not used
+ * until Completed, and apply never advances them), so at the fence only those that moved since are set. Best effort:
+ * the sync at the fence compares them all again.
+ */
 async function warmSequences(src: Client, tgt: Client, seqs: string[]): Promise<void> {
-  await readSequenceStates(src, seqs).catch(() => undefined);
-  await readSequenceStates(tgt, seqs).catch(() => undefined);
+  await syncSequences(src, tgt, seqs).catch(() => undefined);
 }
+
+type SequenceState = { n: string; v: string; c: boolean };
 
 /**
  * Every sequence of the migrated schemas, set on the target to the source's state (owned or not, identity,
- * descending): all values read in one source statement (readSequenceStates), all set in one
- * target statement, so the freeze does not grow with the number of sequences.
+ * descending): all values read in one statement per side, both sides at once, and those that differ set in one
+ * target statement, so the freeze does not grow with the number of sequences. Returns how many the target now
+ * holds at the source's state: all of them.
  */
 async function syncSequences(src: Client, tgt: Client, seqs: string[]): Promise<number> {
   if (!seqs.length) return 0;
-  let values: { n: string; v: string; c: boolean }[];
-  try {
-    values = await readSequenceStates(src, seqs);
-  } catch (e) {
-    throw new PgferryError("sequence_read_failed", `cannot read the source's sequences: ${(e as Error).message}; fix: GRANT SELECT ON ALL SEQUENCES ` +
+  const [read, onTarget] = await Promise.allSettled([readSequenceStates(src, seqs), readSequenceStates(tgt, seqs)]);
+  if (read.status === "rejected") {
+    throw new PgferryError("sequence_read_failed", `cannot read the source's sequences: ${(read.reason as Error).message}; fix: GRANT SELECT ON ALL SEQUENCES ` +
       `IN SCHEMA … TO the migration's source role (or run cutover as their owner), then run pgferry cutover again`);
   }
-  // A migrated sequence missing on the target is never skipped: the drift check before the freeze names it, and one
-  // created on the source since (it needs DDL through the freeze) stops the sync here, naming it, before any is set.
-  const missing = (await tgt.query(`SELECT n FROM unnest($1::text[]) n WHERE to_regclass(n) IS NULL`, [values.map((x) => x.n)])).rows.map((x) => x.n as string);
-  if (missing.length) {
-    throw new PgferryError("sequence_missing", `${missing.length} migrated sequence(s) do not exist on the target: ${missing.join(", ")}. Replication ` +
-      `has ended and no sequence was set; fix: create them on the target (pg_dump --schema-only -t <sequence> on the source | psql on the target), ` +
-      `then run pgferry cutover again, which continues with the sequence sync`);
+  const values = read.value;
+  if (onTarget.status === "rejected") {
+    // A migrated sequence missing on the target is never skipped: the drift check before the freeze names it, and one
+    // created on the source since (it needs DDL through the freeze) stops the sync here, naming it, before any is set.
+    const missing = (await tgt.query(`SELECT n FROM unnest($1::text[]) n WHERE to_regclass(n) IS NULL`, [values.map((x) => x.n)])).rows.map((x) => x.n as string);
+    if (missing.length) {
+      throw new PgferryError("sequence_missing", `${missing.length} migrated sequence(s) do not exist on the target: ${missing.join(", ")}. Replication ` +
+        `has ended and no sequence was set; fix: create them on the target (pg_dump --schema-only -t <sequence> on the source | psql on the target), ` +
+        `then run pgferry cutover again, which continues with the sequence sync`);
+    }
   }
-  const r = await tgt.query(`SELECT count(setval(n::regclass, v::bigint, c))::int AS n FROM unnest($1::text[], $2::text[], $3::bool[]) AS x(n, v, c)`,
-    [values.map((x) => x.n), values.map((x) => x.v), values.map((x) => x.c)]);
-  return r.rows[0].n;
+  const now = new Map((onTarget.status === "fulfilled" ? onTarget.value : []).map((x) => [x.n, `${x.v}/${x.c}`]));
+  const differ = values.filter((x) => now.get(x.n) !== `${x.v}/${x.c}`);
+  if (differ.length) {
+    await tgt.query(`SELECT count(setval(n::regclass, v::bigint, c)) FROM unnest($1::text[], $2::text[], $3::bool[]) AS x(n, v, c)`,
+      [differ.map((x) => x.n), differ.map((x) => x.v), differ.map((x) => x.c)]);
+  }
+  return values.length;
 }
 
 function sleep(msec: number): Promise<void> {

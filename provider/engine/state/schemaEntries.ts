@@ -51,6 +51,13 @@ export async function countAppliedEntries(c: Client, migration: string, section:
   return r.rows[0].n;
 }
 
+/** How many entries of each of these sections are not applied yet (0 for a section with none), in one statement. */
+export async function countUnappliedEntries(c: Client, migration: string, sections: string[]): Promise<Map<string, number>> {
+  const r = await c.query(`SELECT s AS section, (SELECT count(*)::int FROM ${S}.schema_entry e WHERE e.migration = $1 AND e.section = s AND NOT e.applied) AS n
+    FROM unnest($2::text[]) AS s`, [migration, sections]);
+  return new Map(r.rows.map((x) => [x.section as string, x.n as number]));
+}
+
 /** The dump's preamble (its SET statements), run before applying entries; "" when none was recorded. */
 export async function readPreamble(c: Client, migration: string): Promise<string> {
   const r = await c.query(`SELECT sql FROM ${S}.schema_entry WHERE migration = $1 AND section = 'preamble'`, [migration]);

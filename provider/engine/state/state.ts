@@ -97,7 +97,10 @@ export interface CutoverTimings {
   /** Comparing large objects and copying/unlinking those changed during CDC (they are not replicated). */
   largeObjectsMs?: number;
   verifyMs?: number;
-  /** Ending replication: subscription, slot, publication. */
+  /**
+   * Ending replication: subscription, slot, publication. The slot and publication are dropped after the downtime (once
+   * Completed) unless the cutover opens a rollback window or is a rollback's own, where they are still inside it.
+   */
   endReplicationMs?: number;
   sequencesMs?: number;
   heldBackMs?: number;

@@ -64,6 +64,11 @@ export interface VerifyOptions {
    * rows (and hash, when it was taken) are not read again. A table that needs a hash the known result lacks is probed.
    */
   known?: Map<string, KnownContents>;
+  /**
+   * The relations' catalog read before (the cutover's warm-up, while streaming: preReadCatalogs), used instead of
+   * reading it again when a one-statement fingerprint of it is unchanged on both sides. Only with onlyTables.
+   */
+  catalogs?: PreReadCatalogs;
 }
 
 /** A table's contents as compared before (see VerifyOptions.known). */
@@ -163,11 +168,44 @@ async function openSession(ep: Endpoint): Promise<Client> {
   return c;
 }
 
-/** tablesOnly: relations only (the cutover gate compares no sequences, constraints or triggers: reading them is its downtime). */
-async function readCatalog(c: Client, schemas: string[] | null, tablesOnly = false): Promise<Catalog> {
+/**
+ * One value for everything the relations' part of the catalog read (readCatalog, tablesOnly) depends on: every table,
+ * partitioned table and materialized view of the schemas (oid, name, kind, populated, persistence), their columns
+ * (number, name, dropped) and every inheritance link (child, parent, the child's kind and name). One statement with one
+ * row: no per-relation subquery, nothing shipped but the digest.
+ */
+const CATALOG_FINGERPRINT_SQL = `SELECT md5(coalesce(string_agg(x, E'\n' ORDER BY x COLLATE "C"), '')) AS h FROM (
+    SELECT 'r' || ROW(c.oid, n.nspname, c.relname, c.relkind, c.relispopulated, c.relpersistence)::text AS x
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind IN ('r', 'p', 'm') AND c.relpersistence <> 't' AND ${SCHEMA_FILTER}
+    UNION ALL
+    SELECT 'a' || ROW(a.attrelid, a.attnum, a.attname, a.attisdropped)::text
+      FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE a.attnum > 0 AND c.relkind IN ('r', 'p', 'm') AND c.relpersistence <> 't' AND ${SCHEMA_FILTER}
+    UNION ALL
+    SELECT 'i' || ROW(i.inhrelid, i.inhparent, k.relkind, kn.nspname, k.relname)::text
+      FROM pg_inherits i JOIN pg_class k ON k.oid = i.inhrelid JOIN pg_namespace kn ON kn.oid = k.relnamespace) s`;
+
+/** The relations' catalog of both sides as the gate reads it, with the fingerprint of each taken in the same snapshot. */
+export interface PreReadCatalogs { schemas: string[] | null; source: Catalog; target: Catalog; sourceFingerprint: string; targetFingerprint: string }
+
+/** Read the gate's catalogs ahead (the cutover's warm-up, on its gate sessions), for VerifyOptions.catalogs. */
+export async function preReadCatalogs(pair: VerifySessionPair, schemas?: string[]): Promise<PreReadCatalogs> {
+  const sch = schemas && schemas.length ? schemas : null;
+  const withPrint = async (c: Client) => { const print: string[] = []; const cat = await readCatalog(c, sch, true, print); return { cat, print: print[0] }; };
+  const [s, t] = await Promise.all([withPrint(pair.source), withPrint(pair.target)]);
+  return { schemas: sch, source: s.cat, target: t.cat, sourceFingerprint: s.print, targetFingerprint: t.print };
+}
+
+/**
+ * tablesOnly: relations only (the cutover gate compares no sequences, constraints or triggers: reading them is its downtime).
+ * fingerprint: receives CATALOG_FINGERPRINT_SQL's value, read in the same snapshot.
+ */
+async function readCatalog(c: Client, schemas: string[] | null, tablesOnly = false, fingerprint?: string[]): Promise<Catalog> {
   const cat: Catalog = { rels: new Map(), seqs: new Map(), cons: new Map(), trgs: new Map(), internalDisabled: new Map() };
   await c.query(BEGIN_SNAPSHOT);
   try {
+    if (fingerprint) fingerprint.push((await c.query(CATALOG_FINGERPRINT_SQL, [schemas])).rows[0].h);
     const rels = await c.query(`
       SELECT n.nspname AS schema, c.relname AS name, c.relkind::text AS kind, c.relispopulated AS populated, c.relpersistence = 'u' AS unlogged,
              coalesce((SELECT array_agg(a.attname::text ORDER BY a.attname COLLATE "C")
@@ -403,7 +441,12 @@ export async function verifyMigration(source: Endpoint, target: Endpoint, opts: 
     try {
       for (const s of sessions) if (s.status === "rejected") throw s.reason;
       const [sc, tc] = given ? [given.source, given.target] : clients;
-      [src, tgt] = await Promise.all([readCatalog(sc, schemas, !!only), readCatalog(tc, schemas, !!only)]);
+      // Read ahead (while streaming) and unchanged since on both sides: one fingerprint statement per side instead of the read.
+      const pre = opts.catalogs;
+      const reuse = !!only && !!pre && JSON.stringify(pre.schemas) === JSON.stringify(schemas) &&
+        (await Promise.all([sc.query(CATALOG_FINGERPRINT_SQL, [schemas]), tc.query(CATALOG_FINGERPRINT_SQL, [schemas])]))
+          .every((r, i) => r.rows[0].h === (i === 0 ? pre.sourceFingerprint : pre.targetFingerprint));
+      [src, tgt] = reuse ? [pre!.source, pre!.target] : await Promise.all([readCatalog(sc, schemas, !!only), readCatalog(tc, schemas, !!only)]);
       const seqsOf = (cat: Catalog) => [...cat.seqs.values()].filter((s) => !only && !isExcluded(s.schema, s.name));
       [srcSeq, tgtSeq] = await Promise.all([readSequences(sc, seqsOf(src), source), readSequences(tc, seqsOf(tgt), target)]);
     } finally {
