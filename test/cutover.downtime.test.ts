@@ -287,7 +287,10 @@ test.each(MODES)("mode %s: a change the target lost on a table written through t
       gateByKey: byKey, onProgress: (m) => said.push(m) }).then(() => undefined, (e) => e as PgferryError);
     await writer.stop();
     expect(failed?.code).toBe("verify_failed");
-    expect(failed?.message).toMatch(/difference\(s\) in public\.big: public\.big: contents differ \(\d+ rows on both sides/);
+    // Out of the publication, the writer's own changes are lost too: a row it inserted or deleted then changes the count.
+    expect(failed?.message).toMatch(hook === outOfPublication
+      ? /difference\(s\) in public\.big: public\.big: (contents differ \(\d+ rows on both sides|\d+ rows on source, \d+ on target)/
+      : /difference\(s\) in public\.big: public\.big: contents differ \(\d+ rows on both sides/);
     expect(failed?.message).not.toMatch(/public\.(loose|parent|child|a|b|ident)\b/);
     expect(said.join("\n")).toMatch(says);
     await repair();

@@ -35,6 +35,8 @@ import {
 import { touchedTables } from "../verify/touched";
 import { PreCheck, preCheckFrom, readFingerprints, stillValid } from "../verify/precheck";
 import { ByKeyOutcome, ByKeyResult, KeyCheck } from "../verify/byKey";
+import { readAppliedLsn } from "../state/applyProgress";
+import { lsnToBigInt } from "../core/lsn";
 import { rewrittenPartitions } from "../copy/partitionTruncates";
 import { citusVersion } from "../preflight/citus";
 import {
@@ -464,7 +466,11 @@ async function warmUp(r: CutoverRun): Promise<void> {
   if (r.o.gateByKey !== false && r.m.options.ddl !== "replicate" && !r.reverse) {
     const names = objectNames(r.name);
     r.keyCheck = await KeyCheck.open({ src: r.src, source: r.source, target: r.target, slot: names.slot, publication: names.publication, say: r.say,
-      drainTo: (lsn) => r.cdc.drain(r, lsn, { timeoutSec: r.o.timeoutSec, stallTimeoutSec: r.stallSec }) },
+      drainTo: (lsn) => r.cdc.drain(r, lsn, { timeoutSec: r.o.timeoutSec, stallTimeoutSec: r.stallSec }),
+      // Stream mode: the applier's position, committed with its changes (read in the target's snapshot). Subscription: what the
+      // apply worker confirmed to the slot (it confirms only what it committed), read before the target's snapshot.
+      targetApplied: stream ? { inside: (c) => readAppliedLsn(c, r.name) }
+        : { before: async () => lsnToBigInt((await slotInfo(r.src, names.slot))?.confirmedFlushLsn ?? "0/0") } },
     tables.filter((t) => t.kind === "r" && !t.unlogged && hashed.has(`${t.schema}.${t.name}`)).map((t) => `${t.schema}.${t.name}`));
   }
   const keyed = new Set(r.keyCheck?.keyed ?? []);
@@ -488,9 +494,18 @@ async function warmUp(r: CutoverRun): Promise<void> {
     r.preCheck = { fingerprints: before, matched: new Map(), compared: 0 };
   }
   await byKeyBaseline;
-  // The keys changed so far, and their rows in the held snapshots, read now rather than during the freeze; twice, so
-  // what the fence still reads is only what changed during the second round.
-  for (let i = 0; i < 2 && r.keyCheck; i++) { await r.keyCheck.collect(); await r.keyCheck.readOld(); }
+  if (r.keyCheck) {
+    // The keys changed so far, and their rows in the held snapshots, read now rather than during the freeze; then the
+    // target catches up (the fence's drain is downtime), the keys changed meanwhile are read, and every key's row is read
+    // in fresh snapshots T1: the fence reads only the keys changed after T1.
+    await r.keyCheck.collect();
+    await r.keyCheck.readOld();
+    const now = (await r.src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l as string;
+    await r.cdc.drain(r, now, { timeoutSec: r.o.timeoutSec, stallTimeoutSec: r.stallSec }).catch(() => undefined); // the fence drains what is left
+    await r.keyCheck.collect();
+    await r.keyCheck.readOld();
+    await r.keyCheck.preRead(r.verifySessions[0]);
+  }
   r.sequences = await sequencesOf(r.src, r.m);
   await warmSequences(r.src, r.tgt, r.sequences);
 }
@@ -626,7 +641,7 @@ async function verifyTarget(r: CutoverRun): Promise<void> {
     await r.keyCheck.close();
     const by = r.byKey;
     if (by.tables.length) r.say(`compared ${by.tables.length} table(s) by the keys changed since the pre-check: ` +
-      by.tables.map((t) => `${t.table} (${t.keys} key(s))`).join(", "));
+      by.tables.map((t) => `${t.table} (${t.keys} key(s))`).join(", ") + `; ${r.keyCheck.reread} key(s) changed after the last look before the freeze read again`);
     if (by.fallback.length) r.say(`hashing ${by.fallback.length} table(s) whole at the fence instead of by key: ` +
       by.fallback.map((f) => `${f.table} (${f.reason})`).join(", "));
   }

@@ -29,6 +29,7 @@
  */
 import { createHash } from "crypto";
 import { Client } from "pg";
+import { lsnToBigInt } from "../core/lsn";
 import { connectReplication, endClient, Endpoint, quoteIdent, quoteLiteral, qualified, redact } from "../core/endpoint";
 import { PgoutputParser } from "../cdc/decoders/pgoutput";
 import { openVerifySessions, VerifySessionPair, KnownContents, closeVerifySessions } from "./verify";
@@ -56,8 +57,10 @@ interface Keyed {
   srcShape: string;
   tgtShape?: string;
   base?: { src: Sums; tgt: Sums };
-  /** K: every key seen changed since S, by its JSON form. */
-  keys: Map<string, string[]>;
+  /** K: every key seen changed since S, by its JSON form, with the last transaction that changed it (commit LSN, xid). */
+  keys: Map<string, { k: string[]; lsn: bigint; xid: number }>;
+  /** Each key's row hash (null: no row) in a snapshot T1 taken just before the freeze (preRead), per side. */
+  t1?: { src?: Map<string, string | null>; tgt?: Map<string, string | null> };
   /** Keys whose S and P rows are already summed (oldSrc, oldTgt). */
   read: Set<string>;
   oldSrc: Sums;
@@ -93,18 +96,17 @@ function arrayLiteral(values: string[]): string {
   return quoteLiteral(`{${values.map((v) => `"${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`).join(",")}}`);
 }
 
+/** The rows of `_v_` whose key is one of these (text values, cast to the key's types). */
+function keyCondition(t: Keyed, keys: string[][]): string {
+  if (t.keyCols.length === 1) return `_v_.${quoteIdent(t.keyCols[0])} = ANY (${arrayLiteral(keys.map((k) => k[0]))}::text[]::${t.keyTypes[0]}[])`;
+  const cols = t.keyCols.map((_, i) => `k${i}`);
+  return `(${t.keyCols.map((c) => "_v_." + quoteIdent(c)).join(", ")}) IN (SELECT ${cols.map((c, i) => `u.${c}::${t.keyTypes[i]}`).join(", ")}
+    FROM unnest(${t.keyCols.map((_, i) => `${arrayLiteral(keys.map((k) => k[i]))}::text[]`).join(", ")}) AS u(${cols.join(", ")}))`;
+}
+
 function sumsSql(t: Keyed, keys?: string[][]): string {
   const row = `ROW(${t.cols.map((c) => "_v_." + quoteIdent(c)).join(", ")})::text`;
-  let where = "";
-  if (keys) {
-    if (t.keyCols.length === 1) {
-      where = ` WHERE _v_.${quoteIdent(t.keyCols[0])} = ANY (${arrayLiteral(keys.map((k) => k[0]))}::text[]::${t.keyTypes[0]}[])`;
-    } else {
-      const cols = t.keyCols.map((_, i) => `k${i}`);
-      where = ` WHERE (${t.keyCols.map((c) => "_v_." + quoteIdent(c)).join(", ")}) IN (SELECT ${cols.map((c, i) => `u.${c}::${t.keyTypes[i]}`).join(", ")}
-        FROM unnest(${t.keyCols.map((_, i) => `${arrayLiteral(keys.map((k) => k[i]))}::text[]`).join(", ")}) AS u(${cols.join(", ")}))`;
-    }
-  }
+  const where = keys ? ` WHERE ${keyCondition(t, keys)}` : "";
   return `SELECT count(*)::text AS n, coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), 0)::text AS a,
       coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric), 0)::text AS b
     FROM (SELECT md5(${row}) AS h FROM ONLY ${qualified(t.schema, t.name)} _v_${where}) s`;
@@ -120,7 +122,43 @@ async function sumsByKey(c: Client, t: Keyed, keys: string[][]): Promise<Sums> {
   return out;
 }
 
+/**
+ * Each key's row hash, by key id (JSON of the key's text values as the slot sent them), in the session's transaction;
+ * undefined when a row's key does not read back as the text the slot sent (then the caller reads it again at the fence).
+ */
+async function hashesByKey(c: Client, t: Keyed, keys: string[][]): Promise<Map<string, string> | undefined> {
+  const out = new Map<string, string>();
+  const wanted = new Set(keys.map((k) => JSON.stringify(k)));
+  const row = `ROW(${t.cols.map((x) => "_v_." + quoteIdent(x)).join(", ")})::text`;
+  for (let i = 0; i < keys.length; i += KEYS_PER_STATEMENT) {
+    const where = keyCondition(t, keys.slice(i, i + KEYS_PER_STATEMENT));
+    const r = await c.query(`SELECT json_build_array(${t.keyCols.map((k) => `_v_.${quoteIdent(k)}::text`).join(", ")})::text AS id, md5(${row}) AS h
+      FROM ONLY ${qualified(t.schema, t.name)} _v_ WHERE ${where}`);
+    for (const x of r.rows) {
+      const id = JSON.stringify(JSON.parse(x.id));
+      if (!wanted.has(id)) return undefined;
+      out.set(id, x.h);
+    }
+  }
+  return out;
+}
+
 const LOOKUP_SETTINGS = "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
+
+/** The T1 snapshots' positions: source, the WAL insert position read before it and its in-progress xids (low 32 bits); target, what it had applied. */
+interface T1 { srcLsn: bigint; xip: Set<number>; tgtApplied?: bigint }
+
+/** A row hash's two halves as PostgreSQL's ('x' || substr(h, …))::bit(64)::bigint reads them. */
+function sumsOfHashes(hashes: Iterable<string | null>): Sums {
+  let n = 0n, a = 0n, b = 0n;
+  for (const h of hashes) {
+    if (h === null) continue;
+    n++;
+    a += BigInt.asIntN(64, BigInt("0x" + h.slice(0, 16)));
+    b += BigInt.asIntN(64, BigInt("0x" + h.slice(16, 32)));
+  }
+  return { n, a, b };
+}
 
 export interface KeyCheckContext {
   src: Client;
@@ -131,6 +169,11 @@ export interface KeyCheckContext {
   /** Wait until the target has applied everything up to this LSN (the cutover's drain). */
   drainTo: (lsn: string) => Promise<void>;
   say: (m: string) => void;
+  /**
+   * What the target had applied (an LSN: every source transaction committed before it is visible there): `before` is read
+   * before the target's T1 snapshot is taken, `inside` in it (stream mode: the applier's position, written with its changes).
+   */
+  targetApplied: { before?: () => Promise<bigint>; inside?: (c: Client) => Promise<bigint> };
 }
 
 /**
@@ -145,6 +188,10 @@ export class KeyCheck {
   private fallback: { table: string; reason: string }[] = [];
   private publicationAtStart?: string;
   private witnessSlot: string;
+  private txn = { lsn: -1n, xid: 0 };
+  /** Keys read again on the source at the fence (the rest stood from T1). */
+  reread = 0;
+  private t1?: T1;
 
   private constructor(private c: KeyCheckContext) {
     this.witnessSlot = `${c.slot.slice(0, 48)}_w${process.pid}`.slice(0, 63);
@@ -270,6 +317,7 @@ export class KeyCheck {
     }
     for (const row of r.rows) {
       for (const ch of this.parser.parse(row.data as Buffer)) {
+        if (ch.tag === "begin") { this.txn = { lsn: ch.commitLsn ? lsnToBigInt(ch.commitLsn) : -1n, xid: ch.xid }; continue; }
         if (ch.tag === "truncate") {
           for (const rel of ch.relations) { const t = this.tables.get(rel.relationOid); if (t) this.drop(t, "truncated during the cutover's warm-up"); }
           continue;
@@ -282,8 +330,8 @@ export class KeyCheck {
           if (!v) continue;
           const key = t.keyCols.map((k) => v[k]);
           if (key.some((x) => x === undefined || x === null)) { this.drop(t, "a change whose key the slot did not send"); break; }
-          const id = JSON.stringify(key);
-          if (!t.keys.has(id)) t.keys.set(id, key as string[]);
+          // The commit LSN unknown (-1): treated as after every T1 (read again at the fence).
+          t.keys.set(JSON.stringify(key), { k: key as string[], lsn: this.txn.lsn < 0n ? 1n << 62n : this.txn.lsn, xid: this.txn.xid });
         }
       }
     }
@@ -296,7 +344,7 @@ export class KeyCheck {
       const fresh = [...t.keys].filter(([id]) => !t.read.has(id));
       if (!fresh.length) continue;
       try {
-        const keys = fresh.map(([, k]) => k);
+        const keys = fresh.map(([, x]) => x.k);
         const [s, g] = await Promise.all([sumsByKey(this.held!.source, t, keys), sumsByKey(this.held!.target, t, keys)]);
         t.oldSrc = add(t.oldSrc, s);
         t.oldTgt = add(t.oldTgt, g);
@@ -307,6 +355,43 @@ export class KeyCheck {
         return;
       }
     }
+  }
+
+  /**
+   * Just before the freeze: every key's row hash in a fresh snapshot T1 on each side, so the fence reads again only the
+   * keys changed after T1 — on the source, those whose last change's commit record lies at or after the WAL position
+   * read before T1, or whose transaction T1 saw in progress; on the target, those whose last change the target had not
+   * applied when T1 was taken. Best effort: a side that fails here has all its keys read at the fence.
+   */
+  async preRead(pair: VerifySessionPair): Promise<void> {
+    if (!this.tables.size) return;
+    const t1: T1 = { srcLsn: 0n, xip: new Set() };
+    const read = async (c: Client, side: "src" | "tgt") => {
+      if (side === "src") t1.srcLsn = lsnToBigInt((await c.query(`SELECT pg_current_wal_insert_lsn()::text AS l`)).rows[0].l);
+      else if (this.c.targetApplied.before) t1.tgtApplied = await this.c.targetApplied.before();
+      await c.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ${LOOKUP_SETTINGS}`);
+      try {
+        if (side === "src") {
+          const snap = String((await c.query(`SELECT pg_current_snapshot()::text AS s`)).rows[0].s).split(":");
+          for (const x of snap[2] ? snap[2].split(",") : []) t1.xip.add(Number(BigInt(x) & 0xffffffffn));
+        } else if (this.c.targetApplied.inside) t1.tgtApplied = await this.c.targetApplied.inside(c);
+        if (side === "tgt" && t1.tgtApplied === undefined) return;
+        for (const t of this.tables.values()) {
+          const ids = [...t.keys.keys()];
+          const got = await hashesByKey(c, t, ids.map((id) => t.keys.get(id)!.k));
+          if (!got) continue;
+          t.t1 ??= {};
+          t.t1[side] = new Map(ids.map((id) => [id, got.get(id) ?? null]));
+        }
+      } finally {
+        await c.query("COMMIT").catch(() => undefined);
+      }
+    };
+    const results = await Promise.allSettled([read(pair.source, "src"), read(pair.target, "tgt")]);
+    for (const [i, side] of (["src", "tgt"] as const).entries()) {
+      if (results[i].status === "rejected") for (const t of this.tables.values()) if (t.t1) t.t1[side] = undefined;
+    }
+    this.t1 = t1;
   }
 
   /**
@@ -336,11 +421,28 @@ export class KeyCheck {
     } catch (e) {
       for (const t of [...this.tables.values()]) this.drop(t, `the witness slot's changes could not be read: ${redact((e as Error).message, this.c.source)}`);
     }
+    // Keys whose row may differ from T1's: read now; the others' T1 hashes stand for the fence.
+    const t1 = this.t1;
+    const changedAfterT1 = (t: Keyed, side: "src" | "tgt", id: string, x: { lsn: bigint; xid: number }) => {
+      const before = t.t1?.[side];
+      if (!t1 || !before || !before.has(id)) return true;
+      return side === "src" ? x.lsn >= t1.srcLsn || t1.xip.has(x.xid) : t1.tgtApplied === undefined || x.lsn >= t1.tgtApplied;
+    };
+    this.reread = 0;
     const fresh = async (c: Client, side: "src" | "tgt") => {
       const out = new Map<number, Sums>();
       await c.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ${LOOKUP_SETTINGS}`);
       try {
-        for (const t of this.tables.values()) if (t.keys.size) out.set(t.oid, await sumsByKey(c, t, [...t.keys.values()]));
+        for (const t of this.tables.values()) {
+          if (!t.keys.size) continue;
+          const now: string[][] = [], stable: (string | null)[] = [];
+          for (const [id, x] of t.keys) {
+            if (changedAfterT1(t, side, id, x)) now.push(x.k);
+            else stable.push(t.t1![side]!.get(id)!);
+          }
+          if (side === "src") this.reread += now.length;
+          out.set(t.oid, add(sumsOfHashes(stable), now.length ? await sumsByKey(c, t, now) : ZERO));
+        }
       } finally {
         await c.query("COMMIT").catch(() => undefined);
       }
