@@ -100,7 +100,7 @@ async function main() {
       console.log(`  ${String(r.mode).padEnd(12)} gate ${String(r.gate).padEnd(6)} downtime ${(r.downtimeSeconds as number).toFixed(2)} s  [${r.breakdown}]  pgbench reached ${(r.achievedTps as number).toFixed(0)} tps ` +
         `before the cutover; gate: ${(r.verification as { tables: number })?.tables} tables counted, ${(r.verification as { hashedTables: number })?.hashedTables} hashed` +
         `${(r.verification as any)?.byKey ? `; by key: ${(r.verification as any).byKey.tables.map((t: any) => `${t.table} ${t.keys} keys`).join(", ")}; ` +
-          `hashed whole: ${(r.verification as any).byKey.fallback.map((t: any) => `${t.table} (${t.reason})`).join(", ") || "none"}` : ""}`);
+          `fence part ${(r.verification as any).byKey.seconds?.toFixed(2)} s; hashed whole: ${(r.verification as any).byKey.fallback.map((t: any) => `${t.table} (${t.reason})`).join(", ") || "none"}` : ""}`);
     }
   }
 }

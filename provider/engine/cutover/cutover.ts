@@ -636,12 +636,14 @@ async function verifyTarget(r: CutoverRun): Promise<void> {
   const preChecked = now && !holders.length ? stillValid(r.preCheck, now) : undefined;
   // Tables checked by key stand on the witness slot's changes, not on statistics: used whatever the holders above.
   if (r.keyCheck) {
+    const t0 = Date.now();
     const pair = sessions?.[0] ?? (await openVerifySessions(r.source, r.target, 1))[0];
     try { r.byKey = await r.keyCheck.finish(pair); } finally { if (!sessions) await closeVerifySessions([pair]); }
+    r.byKey.seconds = (Date.now() - t0) / 1000;
     await r.keyCheck.close();
     const by = r.byKey;
     if (by.tables.length) r.say(`compared ${by.tables.length} table(s) by the keys changed since the pre-check: ` +
-      by.tables.map((t) => `${t.table} (${t.keys} key(s))`).join(", ") + `; ${r.keyCheck.reread} key(s) changed after the last look before the freeze read again`);
+      by.tables.map((t) => `${t.table} (${t.keys} key(s))`).join(", ") + `; ${r.keyCheck.reread} key(s) changed after the last look before the freeze read again (${r.byKey.seconds.toFixed(2)} s)`);
     if (by.fallback.length) r.say(`hashing ${by.fallback.length} table(s) whole at the fence instead of by key: ` +
       by.fallback.map((f) => `${f.table} (${f.reason})`).join(", "));
   }
@@ -670,7 +672,7 @@ async function gate(r: CutoverRun): Promise<void> {
   }
   r.verification = { mode: r.verifyMode, tables: report.tables.length, hashedTables: report.tables.filter((t) => t.sourceHash !== undefined).length,
     seconds: report.seconds, preChecked: r.preChecked,
-    byKey: r.byKey && (r.byKey.tables.length || r.byKey.fallback.length) ? { tables: r.byKey.tables, fallback: r.byKey.fallback } : undefined };
+    byKey: r.byKey && (r.byKey.tables.length || r.byKey.fallback.length) ? { tables: r.byKey.tables, fallback: r.byKey.fallback, seconds: r.byKey.seconds } : undefined };
 }
 
 /** The slot and publication dropped; without the publication the source needs none of what pgferry changed there (REPLICA IDENTITY FULL): undone now. */

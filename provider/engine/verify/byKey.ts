@@ -73,6 +73,8 @@ export interface ByKeyOutcome {
   tables: { table: string; keys: number }[];
   /** Tables that needed a hash but were hashed whole at the fence, and why. */
   fallback: { table: string; reason: string }[];
+  /** How long the fence's part took (the rest of the gate: counts, whole hashes, structure). */
+  seconds?: number;
 }
 
 export interface ByKeyResult extends ByKeyOutcome { known: Map<string, KnownContents> }
@@ -234,7 +236,7 @@ export class KeyCheck {
     const pub = (await this.c.src.query(PUBLICATION_SQL, [this.c.publication])).rows[0];
     const srcShapes = await shapes(this.c.src, candidates);
     for (const x of r.rows) {
-      const why = x.kind !== "r" ? "not a plain table" : x.part ? "a partition (its changes are published through its root)"
+      const why = !pub ? "the migration has no publication (its output plugin streams without one)" : x.kind !== "r" ? "not a plain table" : x.part ? "a partition (its changes are published through its root)"
         : x.persistence !== "p" ? "unlogged" : x.ident === "n" ? "replica identity nothing"
           : !x.keys?.length ? "no primary key or replica identity index"
             : (x.types as string[]).find((t) => !KEY_TYPES.has(t)) ? `key column of type ${(x.types as string[]).find((t) => !KEY_TYPES.has(t))}`
