@@ -191,6 +191,7 @@ export class KeyCheck {
   private publicationAtStart?: string;
   private witnessSlot: string;
   private txn = { lsn: -1n, xid: 0 };
+  private slotMade = false;
   /** Keys read again on the source at the fence (the rest stood from T1). */
   reread = 0;
   private t1?: T1;
@@ -256,6 +257,7 @@ export class KeyCheck {
       this.witness = await connectReplication(this.c.source);
       this.witness.on("error", () => undefined);
       const r = await this.witness.query(`CREATE_REPLICATION_SLOT ${quoteIdent(this.witnessSlot)} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT`);
+      this.slotMade = true;
       const { snapshot_name: snapshot, consistent_point: at } = r.rows[0];
       await this.held.source.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT ${quoteLiteral(snapshot)}`);
       await this.c.drainTo(at);
@@ -467,7 +469,14 @@ export class KeyCheck {
   }
 
   async close(): Promise<void> {
-    // Ending the witness's connection drops its TEMPORARY slot (the server does, also if this process dies).
+    // Dropped here, so it is gone when the cutover returns (a TEMPORARY slot also goes with its session, but the server
+    // ends that session a moment after the client leaves, and also if this process dies). Bounded: the link may be stalled.
+    if (this.witness && this.slotMade) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.witness.query(`DROP_REPLICATION_SLOT ${quoteIdent(this.witnessSlot)}`).catch(() => undefined),
+        new Promise((r) => { timer = setTimeout(r, 5000); })]);
+      clearTimeout(timer);
+    }
     await endClient(this.witness);
     this.witness = undefined;
     if (this.held) await closeVerifySessions([this.held]);
