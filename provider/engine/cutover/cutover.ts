@@ -643,7 +643,7 @@ async function verifyTarget(r: CutoverRun): Promise<void> {
     await r.keyCheck.close();
     const by = r.byKey;
     if (by.tables.length) r.say(`compared ${by.tables.length} table(s) by the keys changed since the pre-check: ` +
-      by.tables.map((t) => `${t.table} (${t.keys} key(s))`).join(", ") + `; ${r.keyCheck.reread} key(s) changed after the last look before the freeze read again (${r.byKey.seconds.toFixed(2)} s)`);
+      by.tables.map((t) => `${t.table} (${t.keys} key(s))`).join(", ") + `; ${r.keyCheck.reread} key(s) changed after the last look before the freeze read again (${r.byKey.seconds.toFixed(2)} s: ${r.keyCheck.phases})`);
     if (by.fallback.length) r.say(`hashing ${by.fallback.length} table(s) whole at the fence instead of by key: ` +
       by.fallback.map((f) => `${f.table} (${f.reason})`).join(", "));
   }

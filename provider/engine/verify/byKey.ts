@@ -407,8 +407,11 @@ export class KeyCheck {
     const known = new Map<string, KnownContents>();
     const tables: ByKeyOutcome["tables"] = [];
     if (!this.tables.size) return { known, tables, fallback: this.fallback };
+    const t0 = Date.now();
+    let t1Ms = t0, t2Ms = t0;
     try {
       await this.collect();
+      t1Ms = Date.now();
       if (this.tables.size) {
         const pub = (await this.c.src.query(PUBLICATION_SQL, [this.c.publication])).rows[0];
         if (pub?.f !== this.publicationAtStart) {
@@ -452,6 +455,7 @@ export class KeyCheck {
       }
       return { side, out };
     };
+    t2Ms = Date.now();
     let newSums: { side: string; out: Map<number, Sums> }[] | undefined;
     try {
       [, ...newSums] = await Promise.all([this.readOld(), fresh(now.source, "src"), fresh(now.target, "tgt")]);
@@ -465,8 +469,12 @@ export class KeyCheck {
       known.set(t.raw, { sourceRows: Number(src.n), targetRows: Number(tgt.n), sourceHash: hashOf(src), targetHash: hashOf(tgt) });
       tables.push({ table: t.raw, keys: t.keys.size });
     }
+    this.phases = `decoding ${((t1Ms - t0) / 1000).toFixed(2)} s, guards ${((t2Ms - t1Ms) / 1000).toFixed(2)} s, reads ${((Date.now() - t2Ms) / 1000).toFixed(2)} s`;
     return { known, tables, fallback: this.fallback };
   }
+
+  /** Where the fence's part went (for the cutover's message). */
+  phases = "";
 
   async close(): Promise<void> {
     // Dropped here, so it is gone when the cutover returns (a TEMPORARY slot also goes with its session, but the server
