@@ -495,16 +495,17 @@ async function warmUp(r: CutoverRun): Promise<void> {
   }
   await byKeyBaseline;
   if (r.keyCheck) {
-    // The keys changed so far, and their rows in the held snapshots, read now rather than during the freeze; then the
-    // target catches up (the fence's drain is downtime), the keys changed meanwhile are read, and every key's row is read
-    // in fresh snapshots T1: the fence reads only the keys changed after T1.
+    // The keys changed so far, and their rows in the held snapshots, read now rather than during the freeze; every key's
+    // row read in fresh snapshots T1 (the fence reads only the keys changed after T1); then the target catches up — last,
+    // so the freeze's drain is only what arrived since (the reads above take seconds, during which apply may fall
+    // behind) — and the keys changed meanwhile are read in the held snapshots.
     await r.keyCheck.collect();
     await r.keyCheck.readOld();
+    await r.keyCheck.preRead(r.verifySessions[0]);
     const now = (await r.src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l as string;
     await r.cdc.drain(r, now, { timeoutSec: r.o.timeoutSec, stallTimeoutSec: r.stallSec }).catch(() => undefined); // the fence drains what is left
     await r.keyCheck.collect();
     await r.keyCheck.readOld();
-    await r.keyCheck.preRead(r.verifySessions[0]);
   }
   r.sequences = await sequencesOf(r.src, r.m);
   await warmSequences(r.src, r.tgt, r.sequences);
