@@ -156,6 +156,8 @@ export interface AbortResult {
 }
 
 const MAX_FENCES = 3;
+/** The longest the warm-up waits for the target to apply (the gate by key's snapshot P, the catch-up before the freeze). */
+const WARM_UP_DRAIN_SEC = 15;
 
 /**
  * A source session that may write whatever the database's default says: pgferry's own DDL (DROP
@@ -466,7 +468,8 @@ async function warmUp(r: CutoverRun): Promise<void> {
   if (r.o.gateByKey !== false && r.m.options.ddl !== "replicate" && !r.reverse) {
     const names = objectNames(r.name);
     r.keyCheck = await KeyCheck.open({ src: r.src, source: r.source, target: r.target, slot: names.slot, publication: names.publication, say: r.say,
-      drainTo: (lsn) => r.cdc.drain(r, lsn, { timeoutSec: r.o.timeoutSec, stallTimeoutSec: r.stallSec }),
+      // Bounded: a consumer that is stuck (or stopped) must not hold the cutover up before the freeze; the table is then hashed whole.
+      drainTo: (lsn) => r.cdc.drain(r, lsn, { timeoutSec: Math.min(r.o.timeoutSec, WARM_UP_DRAIN_SEC), stallTimeoutSec: r.stallSec }),
       // Stream mode: the applier's position, committed with its changes (read in the target's snapshot). Subscription: what the
       // apply worker confirmed to the slot (it confirms only what it committed), read before the target's snapshot.
       targetApplied: stream ? { inside: (c) => readAppliedLsn(c, r.name) }
@@ -503,7 +506,8 @@ async function warmUp(r: CutoverRun): Promise<void> {
     await r.keyCheck.readOld();
     await r.keyCheck.preRead(r.verifySessions[0]);
     const now = (await r.src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l as string;
-    await r.cdc.drain(r, now, { timeoutSec: r.o.timeoutSec, stallTimeoutSec: r.stallSec }).catch(() => undefined); // the fence drains what is left
+    await r.cdc.drain(r, now, { timeoutSec: Math.min(r.o.timeoutSec, WARM_UP_DRAIN_SEC), stallTimeoutSec: r.stallSec })
+      .catch(() => undefined); // the fence drains what is left
     await r.keyCheck.collect();
     await r.keyCheck.readOld();
   }
