@@ -12,7 +12,9 @@
  * CDC and the cutover; in stream mode a `pgferry agent` process follows, as in production.
  *
  *   node dist/bench/cutover.js [--tables 2000] [--written 20] [--pgbench-scale 100] [--tps 1000]
- *                              [--modes subscription,stream] [--json]
+ *                              [--modes subscription,stream] [--gates by-key,whole] [--json]
+ * (--gates: the gate's check of tables written through the warm-up, each a migration of its own: by the keys changed since
+ *  the pre-check, the default, or hashed whole at the fence as before; both side by side for a ratio within one run)
  * (--tables 0 or --pgbench-scale 0 skips that dataset)
  */
 import { spawn, spawnSync } from "child_process";
@@ -29,6 +31,7 @@ const opts = new Command("cutover")
   .option("--pgbench-scale <n>", "pgbench -i -s N dataset cut over under load (0 skips it)", (v) => Number(v), 100)
   .option("--tps <n>", "pgbench rate (-R) during CDC and the cutover of the pgbench dataset", (v) => Number(v), 1000)
   .option("--modes <list>", "CDC modes to cut over", "subscription,stream")
+  .option("--gates <list>", "pgbench dataset: the gate's check of busy tables, by-key (default) and/or whole", "by-key")
   .option("--json", "print JSON")
   .parse(process.argv).opts();
 
@@ -100,8 +103,10 @@ async function main() {
     if (pgbenchResults.length) console.log(`\ncutover downtime, pgbench -i -s ${opts.pgbenchScale} under pgbench -R ${opts.tps} (TPC-B-like, 4 clients) during CDC and the cutover ` +
       `(--freeze-writes, default gate; one run, shared machine)`);
     for (const r of pgbenchResults) {
-      console.log(`  ${String(r.mode).padEnd(12)} downtime ${(r.downtimeSeconds as number).toFixed(2)} s  [${r.breakdown}]  pgbench reached ${(r.achievedTps as number).toFixed(0)} tps ` +
-        `before the cutover; gate: ${(r.verification as { tables: number })?.tables} tables counted, ${(r.verification as { hashedTables: number })?.hashedTables} hashed`);
+      console.log(`  ${String(r.mode).padEnd(12)} gate ${String(r.gate).padEnd(6)} downtime ${(r.downtimeSeconds as number).toFixed(2)} s  [${r.breakdown}]  pgbench reached ${(r.achievedTps as number).toFixed(0)} tps ` +
+        `before the cutover; gate: ${(r.verification as { tables: number })?.tables} tables counted, ${(r.verification as { hashedTables: number })?.hashedTables} hashed` +
+        `${(r.verification as any)?.byKey ? `; by key: ${(r.verification as any).byKey.tables.map((t: any) => `${t.table} ${t.keys} keys`).join(", ")}; ` +
+          `fence part ${(r.verification as any).byKey.seconds?.toFixed(2)} s; hashed whole: ${(r.verification as any).byKey.fallback.map((t: any) => `${t.table} (${t.reason})`).join(", ") || "none"}` : ""}`);
     }
   }
 }
@@ -128,8 +133,9 @@ async function pgbenchDataset(src: LocalServer, tgt: LocalServer, modes: ("subsc
   if (init.status !== 0) throw new Error(`pgbench -i failed: ${init.stderr}`);
   log(`pgbench -i -s ${opts.pgbenchScale} (${bin}) in ${secs(Date.now() - tInit)} s`);
   const out: Record<string, unknown>[] = [];
-  for (const mode of modes) {
-    const db = `pgb_${mode}`;
+  const gates = String(opts.gates).split(",").map((x) => x.trim());
+  for (const [mode, gate] of modes.flatMap((m) => gates.map((g) => [m, g] as const))) {
+    const db = `pgb_${mode}_${gate.replace("-", "")}`;
     await src.query(`CREATE DATABASE ${db} TEMPLATE pgb_template`);
     await tgt.createDatabase(db);
     const source = parseEndpoint(src.uri(db), "source"), target = parseEndpoint(tgt.uri(db), "target");
@@ -154,11 +160,12 @@ async function pgbenchDataset(src: LocalServer, tgt: LocalServer, modes: ("subsc
       const before = await commits(), tLoad = Date.now();
       await new Promise((r) => setTimeout(r, 12000));
       const achieved = (await commits() - before) / ((Date.now() - tLoad) / 1000); // the rate reached, in the 12 s before the cutover
-      const cut = await cutoverMigration(source, target, { name: db, freezeWrites: true, timeoutSec: 300, jobs: 2, graceSec: 1 });
-      const row = { mode, dataset: `pgbench -i -s ${opts.pgbenchScale}`, tps: opts.tps, achievedTps: achieved, startSeconds: startMs / 1000,
+      const cut = await cutoverMigration(source, target, { name: db, freezeWrites: true, timeoutSec: 300, jobs: 2, graceSec: 1,
+        gateByKey: gate !== "whole", onProgress: (m) => log(`${mode}/${gate}: ${m}`) });
+      const row = { mode, gate, dataset: `pgbench -i -s ${opts.pgbenchScale}`, tps: opts.tps, achievedTps: achieved, startSeconds: startMs / 1000,
         downtimeSeconds: (cut.downtimeMs ?? NaN) / 1000, breakdown: cut.timings ? formatTimings(cut.timings) : "", timings: cut.timings, verification: cut.verification };
       out.push(row);
-      log(`${mode}: pgbench cutover downtime ${secs(cut.downtimeMs)} s (${row.breakdown}); gate: ${cut.verification?.tables} tables counted, ` +
+      log(`${mode}/${gate}: pgbench cutover downtime ${secs(cut.downtimeMs)} s (${row.breakdown}); gate: ${cut.verification?.tables} tables counted, ` +
         `${cut.verification?.hashedTables} hashed, ${cut.verification?.preChecked ?? "-"} compared while streaming and not read again`);
       if (cut.undoFreezeSql.length) await src.query(cut.undoFreezeSql.join("\n"), db);
     } finally {

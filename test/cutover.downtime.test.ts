@@ -220,3 +220,109 @@ test("without --freeze-writes, a source session that may hold unflushed statisti
   await cleanupMigration(source, target, db);
   expect(await leftovers(src, tgt, db)).toEqual([]);
 });
+
+/**
+ * The gate's per-key check (verify/byKey.ts): a table written through the cutover's warm-up is compared at the fence by
+ * the keys a witness slot saw changed since the pre-check's snapshots, not hashed whole. A writer keeps changing a
+ * 20,000-row table (updates, key changes, deletes, inserts) until the freeze ends it.
+ */
+async function bigTable(db: string): Promise<void> {
+  await src.query(`CREATE TABLE big (id int PRIMARY KEY, v text, n int);
+    INSERT INTO big SELECT g, 'v' || g, 0 FROM generate_series(1, 20000) g`, db);
+}
+
+/** Writes to big (ids above 1000 only) until the freeze ends its session, or stop(). */
+function bigWriter(db: string): { stop: () => Promise<void> } {
+  const c = new Client({ connectionString: src.uri(db) });
+  c.on("error", () => undefined);
+  let running = true;
+  const done = (async () => {
+    await c.connect();
+    for (let i = 0; running; i++) {
+      const id = 1001 + ((i * 7919) % 18000);
+      await c.query(i % 10 === 3 ? `UPDATE big SET id = id + 100000 WHERE id = ${id}` : i % 10 === 7 ? `DELETE FROM big WHERE id = ${id}`
+        : i % 10 === 9 ? `INSERT INTO big VALUES (${200000 + i}, 'new', 1) ON CONFLICT DO NOTHING` : `UPDATE big SET n = n + 1 WHERE id = ${id}`);
+    }
+  })().catch(() => undefined);
+  return { stop: async () => { running = false; await done; await c.end().catch(() => undefined); } };
+}
+
+/** The table is written during CDC (so the gate hashes it) and its counts are in the statistics before the cutover. */
+async function writtenDuringCdc(db: string, mode: string): Promise<void> {
+  await src.query(`UPDATE big SET n = 1 WHERE id <= 10`, db);
+  const updated = async (server: LocalServer) => (await server.query(`SELECT n_tup_upd::int AS n FROM pg_stat_user_tables WHERE relname = 'big'`, db))[0]?.n >= 10;
+  await until("the update in the statistics", async () => await updated(src) && (mode === "stream" || await updated(tgt)));
+}
+
+test.each(MODES)("mode %s: a change the target lost on a table written through the warm-up fails the gate, by key or hashed whole", async (mode) => {
+  const db = `bykey_lost_${mode}`;
+  const { source, target } = await makeDb(db);
+  await bigTable(db);
+  expect((await startMigration(source, target, migrationOptions({ name: db, mode, jobs: 2 }))).phase).toBe("ReadyToCutover");
+  await writtenDuringCdc(db, mode);
+  // After the pre-check: row 7 changes on the source; once the fence is drained, the target loses that change (its row
+  // set back), as an applier that dropped it would leave it. Or: the table is briefly out of the publication.
+  const loseOnTarget = async (step: string) => {
+    if (step === "warm-up") await src.query(`UPDATE big SET v = 'changed' WHERE id = 7`, db);
+    if (step === "fence") await tgt.query(`UPDATE big SET v = 'v7' WHERE id = 7`, db);
+  };
+  const outOfPublication = async (step: string) => {
+    if (step !== "warm-up") return;
+    await src.query(`ALTER PUBLICATION pgferry_${db} DROP TABLE big`, db);
+    await src.query(`UPDATE big SET v = 'unpublished' WHERE id = 8`, db);
+    await src.query(`ALTER PUBLICATION pgferry_${db} ADD TABLE big`, db);
+  };
+  const repair = async () => {
+    await abortCutover(source, target, db);
+    for (const x of await src.query(`SELECT id, v FROM big WHERE id IN (7, 8)`, db)) await tgt.query(`UPDATE big SET v = '${x.v}' WHERE id = ${x.id}`, db);
+  };
+  for (const [hook, byKey, says] of [
+    [loseOnTarget, true, /compared 1 table\(s\) by the keys changed since the pre-check: public\.big \(\d+ key\(s\)\)/],
+    [loseOnTarget, false, /^(?![\s\S]*by the keys changed)/],
+    [outOfPublication, true, /hashing 1 table\(s\) whole at the fence instead of by key: public\.big \(the publication was altered/],
+  ] as const) {
+    const writer = bigWriter(db);
+    const said: string[] = [];
+    const failed = await cutoverMigration(source, target, { name: db, freezeWrites: true, timeoutSec: 120, jobs: 2, graceSec: 1, afterStep: hook,
+      gateByKey: byKey, onProgress: (m) => said.push(m) }).then(() => undefined, (e) => e as PgferryError);
+    await writer.stop();
+    expect(failed?.code).toBe("verify_failed");
+    // Out of the publication, the writer's own changes are lost too: a row it inserted or deleted then changes the count.
+    expect(failed?.message).toMatch(hook === outOfPublication
+      ? /difference\(s\) in public\.big: public\.big: (contents differ \(\d+ rows on both sides|\d+ rows on source, \d+ on target)/
+      : /difference\(s\) in public\.big: public\.big: contents differ \(\d+ rows on both sides/);
+    expect(failed?.message).not.toMatch(/public\.(loose|parent|child|a|b|ident)\b/);
+    expect(said.join("\n")).toMatch(says);
+    await repair();
+  }
+  await cleanupMigration(source, target, db);
+  expect(await leftovers(src, tgt, db)).toEqual([]);
+});
+
+test.each(MODES)("mode %s: keys changed and rows deleted after the pre-check pass the gate checked by key; the target equals the source", async (mode) => {
+  const db = `bykey_ok_${mode}`;
+  const { source, target } = await makeDb(db);
+  await bigTable(db);
+  expect((await startMigration(source, target, migrationOptions({ name: db, mode, jobs: 2 }))).phase).toBe("ReadyToCutover");
+  await writtenDuringCdc(db, mode);
+  const writer = bigWriter(db);
+  const cut = await cutoverMigration(source, target, { name: db, freezeWrites: true, timeoutSec: 120, jobs: 2, graceSec: 1,
+    afterStep: async (step) => {
+      if (step !== "warm-up") return;
+      // After the pre-check: keys that change (to new and to freed values), deleted rows, a row deleted and inserted again.
+      await src.query(`UPDATE big SET id = -id WHERE id BETWEEN 100 AND 119; DELETE FROM big WHERE id BETWEEN 200 AND 219;
+        UPDATE big SET id = 200 WHERE id = 300; DELETE FROM big WHERE id = 400; INSERT INTO big VALUES (400, 'again', 2);
+        UPDATE child SET v = 'by key' WHERE id = 1`, db);
+    } }).finally(() => writer.stop());
+  expect(cut.phase).toBe("Completed");
+  const byKey = cut.verification?.byKey;
+  expect(byKey?.fallback).toEqual([]);
+  // child was not written during CDC: not hashed by the pre-check, so hashed whole at the fence (it changed after it).
+  expect(byKey?.tables.map((t) => t.table)).toEqual(["public.big"]);
+  // 20 changed keys twice (old and new), 20 deleted, 300 → 200, 400, and whatever the writer changed.
+  expect(byKey?.tables.find((t) => t.table === "public.big")?.keys).toBeGreaterThanOrEqual(62);
+  expect((await verifyMigration(source, target)).problems).toEqual([]);
+  await src.query(cut.undoFreezeSql.join("\n"), db);
+  await cleanupMigration(source, target, db);
+  expect(await leftovers(src, tgt, db)).toEqual([]);
+});

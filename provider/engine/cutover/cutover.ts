@@ -34,6 +34,9 @@ import {
 } from "../state/state";
 import { touchedTables } from "../verify/touched";
 import { PreCheck, preCheckFrom, readFingerprints, stillValid } from "../verify/precheck";
+import { ByKeyOutcome, ByKeyResult, KeyCheck } from "../verify/byKey";
+import { readAppliedLsn } from "../state/applyProgress";
+import { lsnToBigInt } from "../core/lsn";
 import { rewrittenPartitions } from "../copy/partitionTruncates";
 import { citusVersion } from "../preflight/citus";
 import {
@@ -89,6 +92,11 @@ export interface CutoverOptions {
   barrier?: (point: "freeze" | "gate-passed") => Promise<void>;
   /** Called after each step that ran, with its name (tests inject what happens between two steps). */
   afterStep?: (step: string) => Promise<void>;
+  /**
+   * The gate reads only the rows changed since its pre-check for tables written until the freeze (default true;
+   * ../verify/byKey.ts). false: such tables are hashed whole at the fence (tests compare both ways).
+   */
+  gateByKey?: boolean;
 }
 
 export interface SessionInfo {
@@ -124,7 +132,7 @@ export interface CutoverResult {
    * hashedTables: tables whose contents were hashed (all with hashes; with counts, those changed during replication).
    * preChecked: tables compared while streaming and unchanged on both sides since, so not read again during the freeze.
    */
-  verification?: { mode: VerifyMode; tables: number; hashedTables: number; seconds: number; preChecked?: number };
+  verification?: { mode: VerifyMode; tables: number; hashedTables: number; seconds: number; preChecked?: number; byKey?: ByKeyOutcome };
   /** The source stays read-only after a frozen cutover, so nothing writes to the old server by mistake. */
   sourceLeftReadOnly: boolean;
   /** SQL that makes the source writable again, exactly as it was before the freeze. */
@@ -151,6 +159,8 @@ export interface AbortResult {
 }
 
 const MAX_FENCES = 3;
+/** The longest the warm-up waits for the target to apply (the gate by key's snapshot P, the catch-up before the freeze). */
+const WARM_UP_DRAIN_SEC = 15;
 
 /**
  * A source session that may write whatever the database's default says: pgferry's own DDL (DROP
@@ -182,6 +192,7 @@ export async function cutoverMigration(source: Endpoint, target: Endpoint, o: Cu
   } finally {
     unwatch.forEach((f) => f());
     await closeVerifySessions(run?.verifySessions ?? []);
+    await run?.keyCheck?.close();
     await endClient(tgt);
     await endClient(src);
   }
@@ -269,6 +280,9 @@ interface CutoverRun extends Ctx, RollbackWindowStepContext {
   restored: SourceChange[];
   /** The gate's comparison made while streaming (the warm-up); at the fence only tables changed since are read again. */
   preCheck?: PreCheck;
+  /** Tables written until the freeze, compared at the fence by the keys changed since the warm-up (../verify/byKey.ts). */
+  keyCheck?: KeyCheck;
+  byKey?: ByKeyResult;
   /** The migrated tables as the warm-up listed them, with the fingerprint of the source's table set then (tableSetOf). */
   warmTables?: { tables: TableInfo[]; tableSet: string };
   preChecked?: number;
@@ -546,8 +560,23 @@ async function warmUp(r: CutoverRun): Promise<void> {
   const stream = r.m.mode === "stream";
   const early = await readFingerprints(r.src, r.tgt, r.name, stream, tables);
   const since = Date.now();
+  const touched = r.verifyMode === "hashes" ? [] : [...await touchedTables(r.src, r.tgt, r.name, tables)];
+  // The tables the gate will hash, when they have a key: compared by key at the fence (../verify/byKey.ts).
+  const hashed = new Set(r.verifyMode === "hashes" ? tables.map((t) => `${t.schema}.${t.name}`) : touched);
+  if (r.o.gateByKey !== false && r.m.options.ddl !== "replicate" && !r.reverse) {
+    const names = objectNames(r.name);
+    r.keyCheck = await KeyCheck.open({ src: r.src, source: r.source, target: r.target, slot: names.slot, publication: names.publication, say: r.say,
+      // Bounded: a consumer that is stuck (or stopped) must not hold the cutover up before the freeze; the table is then hashed whole.
+      drainTo: (lsn) => r.cdc.drain(r, lsn, { timeoutSec: Math.min(r.o.timeoutSec, WARM_UP_DRAIN_SEC), stallTimeoutSec: r.stallSec }),
+      // Stream mode: the applier's position, committed with its changes (read in the target's snapshot). Subscription: what the
+      // apply worker confirmed to the slot (it confirms only what it committed), read before the target's snapshot.
+      targetApplied: stream ? { inside: (c) => readAppliedLsn(c, r.name) }
+        : { before: async () => lsnToBigInt((await slotInfo(r.src, names.slot))?.confirmedFlushLsn ?? "0/0") } },
+    tables.filter((t) => t.kind === "r" && !t.unlogged && hashed.has(`${t.schema}.${t.name}`)).map((t) => `${t.schema}.${t.name}`));
+  }
+  const keyed = new Set(r.keyCheck?.keyed ?? []);
   r.verifySessions = await openVerifySessions(r.source, r.target, Math.max(1, r.o.jobs));
-  ownSourceSessions.set(r.src, new Set(r.verifySessions.map((p) => p.sourcePid)));
+  ownSourceSessions.set(r.src, new Set([...r.verifySessions.map((p) => p.sourcePid), ...(r.keyCheck?.heldSourcePid ? [r.keyCheck.heldSourcePid] : [])]));
   // The gate's catalog read (2,000 tables: tens of ms per side), done now; at the fence one fingerprint per side stands
   // for it, and a difference (DDL since) reads it again. Best effort: without it the fence reads it as before.
   r.catalogs = await preReadCatalogs(r.verifySessions[0]).catch(() => undefined);
@@ -557,15 +586,31 @@ async function warmUp(r: CutoverRun): Promise<void> {
   await sleep(Math.max(0, 1100 - (Date.now() - since)));
   const before = await readFingerprints(r.src, r.tgt, r.name, stream, tables);
   const busy = (t: TableInfo) => { const k = `${t.schema}.${t.name}`; return early.source.get(k) !== before.source.get(k) || early.target.get(k) !== before.target.get(k); };
-  const compared = tables.filter((t) => !t.unlogged && !busy(t));
+  // Tables checked by key are compared by the key check's own whole-table pass (on its held snapshots), beside this one.
+  const compared = tables.filter((t) => !t.unlogged && !busy(t) && !keyed.has(`${t.schema}.${t.name}`));
+  const byKeyBaseline = r.keyCheck?.baseline();
   if (compared.length) {
-    const touched = r.verifyMode === "hashes" ? [] : [...await touchedTables(r.src, r.tgt, r.name, tables)];
     const report = await verifyMigration(r.source, r.target, { onlyTables: compared.map((t) => `${t.schema}.${t.name}`), hashes: r.verifyMode === "hashes",
       hashTables: touched, jobs: r.o.jobs, sessions: r.verifySessions, largeObjects: false });
     const after = await readFingerprints(r.src, r.tgt, r.name, stream, tables);
     r.preCheck = preCheckFrom(report, new Map(compared.map((t) => [displayName(t.schema, t.name), `${t.schema}.${t.name}`])), before, after);
   } else {
     r.preCheck = { fingerprints: before, matched: new Map(), compared: 0 };
+  }
+  await byKeyBaseline;
+  if (r.keyCheck) {
+    // The keys changed so far, and their rows in the held snapshots, read now rather than during the freeze; every key's
+    // row read in fresh snapshots T1 (the fence reads only the keys changed after T1); then the target catches up — last,
+    // so the freeze's drain is only what arrived since (the reads above take seconds, during which apply may fall
+    // behind) — and the keys changed meanwhile are read in the held snapshots.
+    await r.keyCheck.collect();
+    await r.keyCheck.readOld();
+    await r.keyCheck.preRead(r.verifySessions[0]);
+    const now = (await r.src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l as string;
+    await r.cdc.drain(r, now, { timeoutSec: Math.min(r.o.timeoutSec, WARM_UP_DRAIN_SEC), stallTimeoutSec: r.stallSec })
+      .catch(() => undefined); // the fence drains what is left
+    await r.keyCheck.collect();
+    await r.keyCheck.readOld();
   }
   r.sequences = await sequencesOf(r.src, r.m);
   await warmSequences(r.src, r.tgt, r.sequences);
@@ -694,11 +739,26 @@ async function verifyTarget(r: CutoverRun): Promise<void> {
   if (holders.length) r.say(`comparing every table at the fence: ${describeSessions(holders)} may still hold unflushed statistics ` +
     `(the pre-check's verdicts stand only when the source's sessions were ended by --freeze-writes or idle for ${STATS_FLUSHED_AFTER_S} s); ` +
     `the tables they wrote last may also be missing from those hashed as changed during CDC${r.verifyMode === "hashes" ? "" : " (--verify hashes hashes every table)"}`);
-  const known = now && !holders.length ? stillValid(r.preCheck, now) : undefined;
-  r.preChecked = known?.size;
+  const preChecked = now && !holders.length ? stillValid(r.preCheck, now) : undefined;
+  // Tables checked by key stand on the witness slot's changes, not on statistics: used whatever the holders above.
+  if (r.keyCheck) {
+    const t0 = Date.now();
+    const pair = sessions?.[0] ?? (await openVerifySessions(r.source, r.target, 1))[0];
+    try { r.byKey = await r.keyCheck.finish(pair); } finally { if (!sessions) await closeVerifySessions([pair]); }
+    r.byKey.seconds = (Date.now() - t0) / 1000;
+    await r.keyCheck.close();
+    const by = r.byKey;
+    if (by.tables.length) r.say(`compared ${by.tables.length} table(s) by the keys changed since the pre-check: ` +
+      by.tables.map((t) => `${t.table} (${t.keys} key(s))`).join(", ") + `; ${r.keyCheck.reread} key(s) changed after the last look before the freeze read again (${r.byKey.seconds.toFixed(2)} s: ${r.keyCheck.phases})`);
+    if (by.fallback.length) r.say(`hashing ${by.fallback.length} table(s) whole at the fence instead of by key: ` +
+      by.fallback.map((f) => `${f.table} (${f.reason})`).join(", "));
+  }
+  const known = preChecked || r.byKey?.known.size ? new Map([...(preChecked ?? []), ...(r.byKey?.known ?? [])]) : undefined;
+  const unchangedByKey = r.byKey?.tables.filter((t) => t.keys === 0).length ?? 0;
+  r.preChecked = preChecked || unchangedByKey ? (preChecked?.size ?? 0) + unchangedByKey : undefined;
   r.say(`verifying the target against the source (${r.verifyMode === "hashes" ? "row counts and content hashes" :
     `row counts, and content hashes of the ${touched.length} table(s) changed during replication`}` +
-    `${known ? `; ${known.size} of ${tables.length} table(s) compared while streaming and unchanged since` : ""})`);
+    `${r.preChecked !== undefined ? `; ${r.preChecked} of ${tables.length} table(s) compared while streaming and unchanged since` : ""})`);
   r.report = await verifyMigration(r.source, r.target, { onlyTables: tables, hashes: r.verifyMode === "hashes", hashTables: touched, jobs: r.o.jobs,
     // Large objects: compared again after the step that carried them, unless it found none on either side moments ago.
     largeObjects: r.largeObjectsCarried && !(r.largeObjects && r.largeObjects.compared === 0 && r.largeObjects.unlinked === 0), sessions, known,
@@ -718,7 +778,8 @@ async function gate(r: CutoverRun): Promise<void> {
     throw new PgferryError("verify_failed", msg);
   }
   r.verification = { mode: r.verifyMode, tables: report.tables.length, hashedTables: report.tables.filter((t) => t.sourceHash !== undefined).length,
-    seconds: report.seconds, preChecked: r.preChecked };
+    seconds: report.seconds, preChecked: r.preChecked,
+    byKey: r.byKey && (r.byKey.tables.length || r.byKey.fallback.length) ? { tables: r.byKey.tables, fallback: r.byKey.fallback, seconds: r.byKey.seconds } : undefined };
 }
 
 /** The slot and publication dropped; without the publication the source needs none of what pgferry changed there (REPLICA IDENTITY FULL): undone now. */
@@ -876,9 +937,11 @@ export async function freezeSource(src: Client, tgt: Client, source: Endpoint, n
   // transactions are waited for — an application that keeps starting short ones does not hold the freeze up,
   // and idle sessions lose nothing by being ended.
   const deadline = Date.now() + graceMs;
+  // pgferry's own sessions (the gate's, one of which holds a snapshot open until the fence) are not waited for.
+  const own = ownSourceSessions.get(src) ?? new Set<number>();
   const openXacts = async () => new Map((await src.query(`SELECT pid, xact_start::text AS x FROM pg_stat_activity
     WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND xact_start IS NOT NULL`)).rows
-    .map((r) => [r.pid as number, r.x as string]));
+    .filter((r) => !own.has(r.pid)).map((r) => [r.pid as number, r.x as string]));
   const atFreeze = await openXacts();
   while (Date.now() < deadline) {
     const now = await openXacts();
