@@ -32,7 +32,7 @@ import { Client } from "pg";
 import { lsnToBigInt } from "../core/lsn";
 import { connectReplication, endClient, Endpoint, quoteIdent, quoteLiteral, qualified, redact } from "../core/endpoint";
 import { PgoutputParser } from "../cdc/decoders/pgoutput";
-import { openVerifySessions, VerifySessionPair, KnownContents, closeVerifySessions } from "./verify";
+import { openVerifySessions, VerifySessionPair, KnownContents, closeVerifySessions, rowHashSql, hashHalfSumSql } from "./verify";
 
 interface Sums { n: bigint; a: bigint; b: bigint }
 const ZERO: Sums = { n: 0n, a: 0n, b: 0n };
@@ -107,11 +107,9 @@ function keyCondition(t: Keyed, keys: string[][]): string {
 }
 
 function sumsSql(t: Keyed, keys?: string[][]): string {
-  const row = `ROW(${t.cols.map((c) => "_v_." + quoteIdent(c)).join(", ")})::text`;
   const where = keys ? ` WHERE ${keyCondition(t, keys)}` : "";
-  return `SELECT count(*)::text AS n, coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), 0)::text AS a,
-      coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric), 0)::text AS b
-    FROM (SELECT md5(${row}) AS h FROM ONLY ${qualified(t.schema, t.name)} _v_${where}) s`;
+  return `SELECT count(*)::text AS n, ${hashHalfSumSql(1)} AS a, ${hashHalfSumSql(2)} AS b
+    FROM (SELECT ${rowHashSql(t.cols)} AS h FROM ONLY ${qualified(t.schema, t.name)} _v_${where}) s`;
 }
 
 /** Sums over the rows with these keys, on a session already in the transaction wanted (index lookups: no sequential scan). */
@@ -131,10 +129,9 @@ async function sumsByKey(c: Client, t: Keyed, keys: string[][]): Promise<Sums> {
 async function hashesByKey(c: Client, t: Keyed, keys: string[][]): Promise<Map<string, string> | undefined> {
   const out = new Map<string, string>();
   const wanted = new Set(keys.map((k) => JSON.stringify(k)));
-  const row = `ROW(${t.cols.map((x) => "_v_." + quoteIdent(x)).join(", ")})::text`;
   for (let i = 0; i < keys.length; i += KEYS_PER_STATEMENT) {
     const where = keyCondition(t, keys.slice(i, i + KEYS_PER_STATEMENT));
-    const r = await c.query(`SELECT json_build_array(${t.keyCols.map((k) => `_v_.${quoteIdent(k)}::text`).join(", ")})::text AS id, md5(${row}) AS h
+    const r = await c.query(`SELECT json_build_array(${t.keyCols.map((k) => `_v_.${quoteIdent(k)}::text`).join(", ")})::text AS id, ${rowHashSql(t.cols)} AS h
       FROM ONLY ${qualified(t.schema, t.name)} _v_ WHERE ${where}`);
     for (const x of r.rows) {
       const id = JSON.stringify(JSON.parse(x.id));

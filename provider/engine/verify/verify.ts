@@ -350,15 +350,25 @@ async function countBatch(c: Client, rels: RelInfo[]): Promise<number[] | undefi
   }
 }
 
+/**
+ * One row's hash (verify.sh's "sum" mode): md5 of the row's text, its columns in the given order, the relation aliased `_v_`.
+ * The cutover's check by key (./byKey.ts) hashes rows with the same expression, so its sums and these agree.
+ */
+export function rowHashSql(cols: string[]): string {
+  return `md5(ROW(${cols.map((c) => "_v_." + quoteIdent(c)).join(", ")})::text)`;
+}
+
+/** One half (the first or second 64 bits) of the row hashes `h`, summed as numeric, as text: the additive part of the content hash. */
+export function hashHalfSumSql(half: 1 | 2): string {
+  return `coalesce(sum(('x' || substr(h, ${half === 1 ? 1 : 17}, 16))::bit(64)::bigint::numeric), 0)::text`;
+}
+
 function probeSql(rel: RelInfo, cols: string[], hashes: boolean, definition?: string): string {
   const from = definition ? `(${definition}) _v_` : `${rel.kind === "p" ? "" : "ONLY "}${qualified(rel.schema, rel.name)} _v_`;
   if (!hashes) return `SELECT count(*)::text AS n FROM ${from}`;
-  const row = `ROW(${cols.map((c) => "_v_." + quoteIdent(c)).join(", ")})::text`;
   // verify.sh's "sum" mode, character for character.
-  return `SELECT count(*)::text AS n, md5(count(*)::text || ':' ||
-            coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), 0)::text || ':' ||
-            coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric), 0)::text) AS h
-          FROM (SELECT md5(${row}) AS h FROM ${from}) s`;
+  return `SELECT count(*)::text AS n, md5(count(*)::text || ':' || ${hashHalfSumSql(1)} || ':' || ${hashHalfSumSql(2)}) AS h
+          FROM (SELECT ${rowHashSql(cols)} AS h FROM ${from}) s`;
 }
 
 /**
