@@ -790,10 +790,7 @@ export class StreamApplier {
    */
   private async applyDdl(parsed: DdlPayload): Promise<void> {
     const stmt = ddlToApply(parsed);
-    this.flush();
-    await this.settle(0);
-    const c = this.target!;
-    try {
+    await this.barrier(async (c) => {
       // The source session's search_path: the text may name objects unqualified. Transaction-local, reset right after.
       await c.query(`SELECT pg_catalog.set_config('search_path', $1, true)`, [stmt.searchPath]);
       await c.query(stmt.sql);
@@ -805,19 +802,10 @@ export class StreamApplier {
       if (Array.isArray(parsed.identityFull) && parsed.identityFull.length) {
         await recordIdentitySetByCapture(c, this.o.migration, parsed.identityFull);
       }
-    } catch (e) {
-      const err = new PgferryError("ddl_failed", `DDL replication stopped: the target refused the source's statement "${stmt.summary}": ` +
-        `${(e as Error).message}. Nothing from its source transaction or after it was applied or acknowledged. Fix: make the target accept ` +
-        `it (e.g. create what it names as missing, or repair what it conflicts with), then run the agent again (it retries the statement); ` +
-        `or run pgferry cleanup and start again`);
-      this.broken ??= err;
-      throw err;
-    }
-    // Column types and identity columns may have changed (pgoutput announces a changed relation again before its next
-    // change, but not every DDL changes the relation the applier has cached): read every cached table again.
-    for (const table of [...this.meta.keys()]) if (!(await this.readMeta(table))) this.meta.delete(table); // dropped or renamed
-    await this.settle(0);
-    this.changes++;
+    }, (e) => `DDL replication stopped: the target refused the source's statement "${stmt.summary}": ` +
+      `${e.message}. Nothing from its source transaction or after it was applied or acknowledged. Fix: make the target accept ` +
+      `it (e.g. create what it names as missing, or repair what it conflicts with), then run the agent again (it retries the statement); ` +
+      `or run pgferry cleanup and start again`);
   }
 
   /**
@@ -828,19 +816,28 @@ export class StreamApplier {
    */
   private async applyAfterBackfill(row: AfterBackfill): Promise<void> {
     const statements = afterBackfillSql(row);
+    await this.barrier(async (c) => { for (const sql of statements) await c.query(sql); },
+      (e) => `DDL replication stopped: the target refused to complete the backfill of ${row.table} ` +
+        `(${row.columns.join(", ")}): ${e.message}. Nothing from its source transaction or after it was applied or acknowledged. ` +
+        `Fix: make the target accept it, then run the agent again (it retries); or run pgferry cleanup and start again`);
+  }
+
+  /**
+   * Run schema statements at their place in the open target transaction: every change before them sent and executed
+   * first, nothing after them decoded meanwhile (flow control). A refusal stops the session (ddl_failed, `why`). The
+   * cached column metadata of every table is read again afterwards (not every DDL re-announces the relations it changed).
+   */
+  private async barrier(run: (c: Client) => Promise<void>, why: (e: Error) => string): Promise<void> {
     this.flush();
     await this.settle(0);
-    const c = this.target!;
     try {
-      for (const sql of statements) await c.query(sql);
+      await run(this.target!);
     } catch (e) {
-      const err = new PgferryError("ddl_failed", `DDL replication stopped: the target refused to complete the backfill of ${row.table} ` +
-        `(${row.columns.join(", ")}): ${(e as Error).message}. Nothing from its source transaction or after it was applied or acknowledged. ` +
-        `Fix: make the target accept it, then run the agent again (it retries); or run pgferry cleanup and start again`);
+      const err = new PgferryError("ddl_failed", why(e as Error));
       this.broken ??= err;
       throw err;
     }
-    for (const table of [...this.meta.keys()]) if (!(await this.readMeta(table))) this.meta.delete(table);
+    for (const table of [...this.meta.keys()]) if (!(await this.readMeta(table))) this.meta.delete(table); // dropped or renamed
     await this.settle(0);
     this.changes++;
   }
