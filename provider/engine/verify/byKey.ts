@@ -145,7 +145,16 @@ async function hashesByKey(c: Client, t: Keyed, keys: string[][]): Promise<Map<s
 const LOOKUP_SETTINGS = "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
 
 /** The T1 snapshots' positions: source, the WAL insert position read before it and its in-progress xids (low 32 bits); target, what it had applied. */
-interface T1 { srcLsn: bigint; xip: Set<number>; tgtApplied?: bigint }
+/**
+ * The fresh snapshots just before the freeze. On the source, a transaction T1 does not see: its xid in xip, or at or
+ * above xmax — a commit whose record is written (its LSN below srcLsn) but whose backend has not yet left the
+ * procarray (flushing WAL, waiting for a synchronous standby) when it holds the newest xid is in neither xip nor
+ * visible (GetSnapshotData's xmax = latestCompletedXid + 1). Xids are the 32-bit ones pgoutput sends.
+ */
+interface T1 { srcLsn: bigint; xip: Set<number>; xmax: number; tgtApplied?: bigint }
+
+/** TransactionIdPrecedes for normal 32-bit xids: a comes before b in the circular xid space. */
+const xidPrecedes = (a: number, b: number) => ((a - b) | 0) < 0;
 
 /** A row hash's two halves as PostgreSQL's ('x' || substr(h, …))::bit(64)::bigint reads them. */
 function sumsOfHashes(hashes: Iterable<string | null>): Sums {
@@ -361,12 +370,12 @@ export class KeyCheck {
   /**
    * Just before the freeze: every key's row hash in a fresh snapshot T1 on each side, so the fence reads again only the
    * keys changed after T1 — on the source, those whose last change's commit record lies at or after the WAL position
-   * read before T1, or whose transaction T1 saw in progress; on the target, those whose last change the target had not
+   * read before T1, or whose transaction T1 does not see (in progress, or committed but not yet visible: T1); on the target, those whose last change the target had not
    * applied when T1 was taken. Best effort: a side that fails here has all its keys read at the fence.
    */
   async preRead(pair: VerifySessionPair): Promise<void> {
     if (!this.tables.size) return;
-    const t1: T1 = { srcLsn: 0n, xip: new Set() };
+    const t1: T1 = { srcLsn: 0n, xip: new Set(), xmax: 0 };
     const read = async (c: Client, side: "src" | "tgt") => {
       if (side === "src") t1.srcLsn = lsnToBigInt((await c.query(`SELECT pg_current_wal_insert_lsn()::text AS l`)).rows[0].l);
       else if (this.c.targetApplied.before) t1.tgtApplied = await this.c.targetApplied.before();
@@ -374,6 +383,7 @@ export class KeyCheck {
       try {
         if (side === "src") {
           const snap = String((await c.query(`SELECT pg_current_snapshot()::text AS s`)).rows[0].s).split(":");
+          t1.xmax = Number(BigInt(snap[1]) & 0xffffffffn);
           for (const x of snap[2] ? snap[2].split(",") : []) t1.xip.add(Number(BigInt(x) & 0xffffffffn));
         } else if (this.c.targetApplied.inside) t1.tgtApplied = await this.c.targetApplied.inside(c);
         if (side === "tgt" && t1.tgtApplied === undefined) return;
@@ -430,7 +440,8 @@ export class KeyCheck {
     const changedAfterT1 = (t: Keyed, side: "src" | "tgt", id: string, x: { lsn: bigint; xid: number }) => {
       const before = t.t1?.[side];
       if (!t1 || !before || !before.has(id)) return true;
-      return side === "src" ? x.lsn >= t1.srcLsn || t1.xip.has(x.xid) : t1.tgtApplied === undefined || x.lsn >= t1.tgtApplied;
+      return side === "src" ? x.lsn >= t1.srcLsn || t1.xip.has(x.xid) || !xidPrecedes(x.xid, t1.xmax)
+        : t1.tgtApplied === undefined || x.lsn >= t1.tgtApplied;
     };
     this.reread = 0;
     const fresh = async (c: Client, side: "src" | "tgt") => {
