@@ -50,7 +50,7 @@ test("stop() while the decoder opens: run() ends without starting the stream (no
   pgoutputDecoder.open = async (...args: Parameters<typeof open>) => { await applier.stop(); return open.apply(pgoutputDecoder, args); };
   let left: string[];
   try {
-    left = await timersLeftBy(() => applier.run());
+    left = await timersLeftBy(async () => { await applier.run(); });
   } finally {
     pgoutputDecoder.open = open;
   }

@@ -39,7 +39,7 @@ test("a commit whose record is written but not yet visible when T1 is taken is r
   const names = objectNames(name);
   const confirmed = async () => lsnToBigInt((await src.query(`SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots
     WHERE slot_name = '${names.slot}'`))[0]?.l ?? "0/0");
-  const drainTo = async (lsn: string) => until(`the target to apply up to ${lsn}`, async () => (await confirmed()) >= lsnToBigInt(lsn), 60000);
+  const drainTo = async (lsn: string) => { await until(`the target to apply up to ${lsn}`, async () => (await confirmed()) >= lsnToBigInt(lsn), 60000); };
   const drained = async () => drainTo((await src.query(`SELECT pg_current_wal_lsn()::text AS l`, db))[0].l);
 
   const said: string[] = [];
