@@ -313,14 +313,15 @@ const END_CDC: Step<CutoverRun> = {
     if (r.m.options.ddl === "replicate") await dropTargetApply(r.tgt, r.name); // subscription mode's log table and trigger on the target
   },
 };
-const DROP_SLOT: Step<CutoverRun> = { name: "drop-slot", timing: "endReplicationMs", accumulate: true, run: dropSlotAndRestore };
+/** Untimed: after Completed it is not downtime (the timings are "where the downtime went"); inside it, see the step list. */
+const DROP_SLOT: Step<CutoverRun> = { name: "drop-slot", run: dropSlotAndRestore };
 
 /**
  * Replication's end on the source (slot, publication, what pgferry changed there) after Completed, and what a re-run of
  * a Completed cutover whose record still says replication is paused continues with (admitAndRun). All idempotent; the
  * last step clears the mark.
  */
-const RELEASE_STEPS: Step<CutoverRun>[] = [
+export const RELEASE_STEPS: Step<CutoverRun>[] = [
   DROP_SLOT,
   { name: "replication-ended", run: async (r) => { await updateMigration(r.tgt, r.name, { replicationPaused: false }); } },
 ];
@@ -341,7 +342,7 @@ const endsAfterDowntime = (r: CutoverRun) => !r.reverseReplication && !r.reverse
  * calls its undo); the fence round rolls back to streaming itself on a drain timeout or writes that keep
  * arriving; a failed gate leaves the source frozen in phase VerifyFailed. The timings keys are CutoverTimings'.
  */
-const CUTOVER_STEPS: Step<CutoverRun>[] = [
+export const CUTOVER_STEPS: Step<CutoverRun>[] = [
   { name: "rollback-window-preflight", when: (r) => !!r.reverseReplication && !r.reverse, run: (r) => rollbackWindowPreflight(r.tgt, r.name) },
   { name: "replication-checks", done: pastPointOfNoReturn, run: replicationChecks },
   {
@@ -432,7 +433,7 @@ const CUTOVER_STEPS: Step<CutoverRun>[] = [
   },
   // Idempotent tail: also what a re-run after a kill past the end of CDC continues with. With a rollback window (or
   // event triggers on the source) it runs before the window opens and before Completed, as it always did; else after Completed.
-  { ...DROP_SLOT, when: (r) => !r.releaseAfter },
+  { ...DROP_SLOT, timing: "endReplicationMs", accumulate: true, when: (r) => !r.releaseAfter },
   {
     name: "sequences", timing: "sequencesMs",
     async run(r) { r.say("syncing sequences"); r.sequencesSynced = await syncSequences(r.src, r.tgt, r.sequences ?? await sequencesOf(r.src, r.m)); },
