@@ -1,0 +1,149 @@
+/**
+ * `--ddl replicate`: the owners of the objects a replayed statement created or altered (docs/design.md, "DDL replication:
+ * ownership"). The target runs the source's statement as its own connecting role, so everything it creates belongs to
+ * that role; when the migration keeps ownership (every role owning migrated objects existed on the target at start, or
+ * --roles created them: the same rule as the schema copy's OWNER TO), each object the statement listed in
+ * pg_event_trigger_ddl_commands() is given its source owner, right after the statement, in the same target transaction
+ * (a killed applier re-runs both or neither). When the migration did not keep ownership (start named it under "not
+ * carried"), the capture records no owners and the target keeps its role as owner, as for every other migrated object.
+ *
+ * The capture (./capture.ts) records, per object with an owner (tables, partitioned tables, sequences, views, materialized
+ * views, foreign tables, functions, procedures, aggregates, types and domains, schemas, collations, conversions,
+ * operators, operator classes and families, text search configurations and dictionaries, statistics objects), its
+ * address (pg_identify_object_as_address: type, names, args — found again on the target by pg_get_object_address) and
+ * its owner's name. Tables come before sequences: a sequence owned by a column (serial, identity) follows its table's
+ * ALTER … OWNER TO and refuses one of its own. The target alters only what differs, so a statement on an object whose
+ * owner already matches needs no right.
+ *
+ * A role the target lacks, or one the target's role may not give objects to, stops replication before the statement
+ * (ddl_owner, naming the role, the object and the fix) exactly like a statement the target refuses: nothing of its
+ * source transaction is applied, and once the role exists (or is granted), the applier retries and goes on.
+ */
+import { Client } from "pg";
+import { PgferryError } from "../../core/errors";
+
+/** One object's source owner, as the capture records it. */
+export interface DdlOwner {
+  /** pg_identify_object_as_address's type (table, sequence, view, function, type, schema …). */
+  type: string;
+  names: string[];
+  args: string[];
+  /** The owner role's name on the source. */
+  owner: string;
+}
+
+/** The owner (a role oid) of object (classid, objid) for the catalogs whose objects have one; NULL for the rest (indexes, columns …). */
+export function ownerOidSql(classid: string, objid: string): string {
+  const one = (catalog: string, column: string, extra = "") =>
+    `WHEN 'pg_catalog.${catalog}'::pg_catalog.regclass THEN (SELECT x.${column} FROM pg_catalog.${catalog} x WHERE x.oid = ${objid}${extra})`;
+  return `CASE ${classid} ${[
+    // Indexes, TOAST tables and a composite type's relation (its pg_type row is the object) follow their owner.
+    one("pg_class", "relowner", ` AND x.relkind IN ('r', 'p', 'S', 'v', 'm', 'f')`),
+    one("pg_proc", "proowner"),
+    // Enums, ranges, domains, composite and base types (a table's row type is not listed: it follows its table).
+    one("pg_type", "typowner"),
+    one("pg_namespace", "nspowner"), one("pg_collation", "collowner"), one("pg_conversion", "conowner"), one("pg_operator", "oprowner"),
+    one("pg_opclass", "opcowner"), one("pg_opfamily", "opfowner"), one("pg_ts_config", "cfgowner"), one("pg_ts_dict", "dictowner"),
+    one("pg_statistic_ext", "stxowner"),
+  ].join(" ")} END`;
+}
+
+/**
+ * The capture's PL/pgSQL: the owners of the objects in the migrated schemas `arr` that this command listed, into `into`
+ * (a jsonb variable), tables first, then in the order listed. Runs under search_path pg_catalog, pg_temp.
+ */
+export function captureOwnersSql(arr: string, into: string): string {
+  return `WITH listed AS MATERIALIZED (
+      SELECT c.classid, c.objid, pg_catalog.min(c.ord) AS ord FROM pg_catalog.pg_event_trigger_ddl_commands() WITH ORDINALITY c(
+          classid, objid, objsubid, command_tag, object_type, schema_name, object_identity, in_extension, command, ord)
+       WHERE c.objid <> 0 AND c.objsubid = 0
+         AND (c.schema_name = ANY (${arr}) OR (c.object_type = 'schema' AND c.object_identity = ANY (SELECT pg_catalog.quote_ident(x) FROM pg_catalog.unnest(${arr}) x)))
+       GROUP BY c.classid, c.objid),
+    owned AS MATERIALIZED (SELECT l.*, ${ownerOidSql("l.classid", "l.objid")} AS owner FROM listed l)
+  SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('type', a.type, 'names', a.object_names, 'args', a.object_args,
+           'owner', pg_catalog.pg_get_userbyid(o.owner)) ORDER BY o.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+             AND (SELECT k.relkind FROM pg_catalog.pg_class k WHERE k.oid = o.objid) = 'S', o.ord), '[]')
+    INTO ${into}
+    FROM owned o, LATERAL pg_catalog.pg_identify_object_as_address(o.classid, o.objid, 0) a
+   WHERE o.owner IS NOT NULL`;
+}
+
+/**
+ * For one owner entry `o` (a jsonb expression), on the target after the statement ran: the ALTER that gives the object
+ * its source owner (NULL when it already has it), whether that role exists, and the object's name. Evaluated per entry,
+ * after the ones before it (a table's ALTER moves its owned sequences too).
+ */
+export function ownerStepSql(o: string): string {
+  return `SELECT i.identity, pg_catalog.pg_get_userbyid(${ownerOidSql("a.classid", "a.objid")}) AS current,
+    EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = ${o}->>'owner') AS role_exists,
+    pg_catalog.format('ALTER %s %s OWNER TO %I', CASE WHEN i.type IN ('function', 'procedure', 'aggregate') THEN 'ROUTINE'
+      WHEN i.type = 'statistics object' THEN 'STATISTICS' ELSE pg_catalog.upper(i.type) END, i.identity, ${o}->>'owner') AS stmt
+    FROM pg_catalog.pg_get_object_address(${o}->>'type', ARRAY(SELECT pg_catalog.jsonb_array_elements_text(${o}->'names')),
+           ARRAY(SELECT pg_catalog.jsonb_array_elements_text(${o}->'args'))) a,
+         LATERAL pg_catalog.pg_identify_object(a.classid, a.objid, 0) i`;
+}
+
+/** The refusal's text, one for both modes (%s: statement summary, object, role, target role[, target's error]); a format() template. */
+const MISSING = `ddl_owner: DDL replication stopped at the source's query "%s": it made %s, owned on the source by role "%s", which the ` +
+  `target lacks (the migration keeps ownership, so the object would otherwise belong to "%s" silently). Nothing from its source transaction ` +
+  `or after it was applied. Fix: create the role on the target (CREATE ROLE; pg_dumpall --roles-only on the source has its attributes); ` +
+  `replication retries the statement by itself and goes on`;
+const REFUSED = `ddl_owner: DDL replication stopped at the source's query "%s": it made %s, owned on the source by role "%s", and the ` +
+  `target's role "%s" may not give it to that role (%s). Nothing from its source transaction or after it was applied. Fix: on the target, ` +
+  `GRANT that role TO the target's role (or connect pgferry as a superuser there); replication retries the statement by itself and goes on`;
+
+/** format()'s %s and %% in JavaScript, so both modes say the same words. */
+function fill(template: string, args: string[]): string {
+  let k = 0;
+  return template.replace(/%[s%]/g, (m) => (m === "%%" ? "%" : args[k++] ?? ""));
+}
+
+/** PL/pgSQL for the target's trigger (subscription mode): `p` the payload (jsonb), `summary` the statement's summary. */
+export function targetOwnersPlpgsql(p: string, summary: string): string {
+  const lit = (s: string) => `'${s.replace(/'/g, "''")}'`;
+  return `FOR v_owner IN SELECT jsonb_array_elements(coalesce(${p}->'owners', '[]')) LOOP
+    ${ownerStepSql("v_owner")} INTO v_step;
+    CONTINUE WHEN v_step.current IS NOT DISTINCT FROM v_owner->>'owner';
+    IF NOT v_step.role_exists THEN
+      RAISE EXCEPTION '%', format(${lit(MISSING)}, ${summary}, v_step.identity, v_owner->>'owner', current_user);
+    END IF;
+    BEGIN
+      EXECUTE v_step.stmt;
+    EXCEPTION WHEN insufficient_privilege THEN
+      RAISE EXCEPTION '%', format(${lit(REFUSED)}, ${summary}, v_step.identity, v_owner->>'owner', current_user, SQLERRM);
+    END;
+  END LOOP;`;
+}
+
+/** Stream mode: give each object its source owner, in the applier's open transaction, right after the statement. */
+export async function applyOwners(c: Client, owners: DdlOwner[] | undefined, summary: string): Promise<void> {
+  for (const o of owners ?? []) {
+    const step = (await c.query(ownerStepSql("$1::jsonb"), [JSON.stringify(o)])).rows[0];
+    if (step.current === o.owner) continue;
+    const me = (await c.query(`SELECT current_user AS u`)).rows[0].u as string;
+    if (!step.role_exists) throw new PgferryError("ddl_owner", fill(MISSING, [summary, step.identity, o.owner, me]).replace(/^ddl_owner: /, ""));
+    // The open transaction is rolled back by the caller on any error: the statement is retried with its owners.
+    try {
+      await c.query(step.stmt);
+    } catch (e) {
+      if ((e as { code?: string }).code !== "42501") throw e;
+      throw new PgferryError("ddl_owner", fill(REFUSED, [summary, step.identity, o.owner, me, (e as Error).message]).replace(/^ddl_owner: /, ""));
+    }
+  }
+}
+
+/**
+ * Subscription mode, for status and cutover (the apply worker's transaction, object included, was rolled back): which
+ * of the statement's owner roles the target lacks or its role may not give objects to, in the refusal's words.
+ */
+export async function ownerProblemNow(tgt: Client, owners: DdlOwner[] | undefined, summary: string): Promise<string | undefined> {
+  for (const o of owners ?? []) {
+    const r = (await tgt.query(`SELECT current_user AS me, EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1) AS e,
+        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) OR (EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)
+          AND pg_has_role(current_user, (SELECT oid FROM pg_roles WHERE rolname = $1), 'MEMBER')) AS may`, [o.owner])).rows[0];
+    const object = `${o.type} ${o.names.join(".")}${o.args.length ? `(${o.args.join(", ")})` : ""}`;
+    if (!r.e) return fill(MISSING, [summary, object, o.owner, r.me]).replace(/^ddl_owner: /, "");
+    if (!r.may) return fill(REFUSED, [summary, object, o.owner, r.me, "not a member of it"]).replace(/^ddl_owner: /, "");
+  }
+  return undefined;
+}

@@ -1,0 +1,119 @@
+/**
+ * `start --ddl replicate --roles`, both CDC modes, real servers (source 15, target 17): objects an application role (no
+ * superuser) creates on the source while streaming — a table with a serial column, a partitioned table and its partition,
+ * a sequence, a view, a materialized view, a function, a procedure, an enum and a domain — are owned on the target by the
+ * same role after the cutover (the replayed statement runs as the target's connecting role; the capture records the
+ * owners, and the target gives each object its owner in the statement's transaction). A role created on the source after
+ * start, which the target lacks, stops replication at its first CREATE by name (ddl_owner: status names the role and the
+ * fix, cutover refuses with the code); once the role exists on the target, replication goes on by itself and the cutover
+ * completes with that role as owner. Roles are global: each mode uses its own names on throwaway servers.
+ */
+import { Client } from "pg";
+import { LocalServer } from "../provider/embedded/localServer";
+import { formatStatus } from "../provider/cli/output";
+import { cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, startMigration, verifyMigration } from "../provider/engine";
+import { leftovers, startServers, Writer } from "./support/servers";
+import { ensureBuilt } from "./support/build";
+import { AgentProcess, exited, killAgents, spawnAgent, until } from "./support/agents";
+
+let src: LocalServer, tgt: LocalServer;
+
+beforeAll(async () => {
+  ensureBuilt();
+  [src, tgt] = await startServers(15, 17);
+});
+afterAll(async () => {
+  killAgents();
+  await src?.stop(); await tgt?.stop();
+});
+
+/** Owners of the user objects in schema public, by kind and name (sequences, views, functions and types included). */
+const owners = async (s: LocalServer, db: string) => s.query(`
+  SELECT 'rel ' || c.relkind::text || ' ' || c.relname AS o, pg_get_userbyid(c.relowner) AS owner FROM pg_class c
+   WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'S', 'v', 'm')
+  UNION ALL SELECT 'proc ' || p.oid::regprocedure::text, pg_get_userbyid(p.proowner) FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace
+  UNION ALL SELECT 'type ' || t.typname, pg_get_userbyid(t.typowner) FROM pg_type t
+   WHERE t.typnamespace = 'public'::regnamespace AND t.typtype IN ('e', 'd')
+  ORDER BY 1`, db);
+
+test.each(["stream", "subscription"] as const)("mode %s: objects created while streaming keep their source owner; a role the target lacks stops it by name until created", async (mode) => {
+  const db = `own_${mode}`, app = `own_app_${mode}`, late = `own_late_${mode}`;
+  await src.createDatabase(db); await tgt.createDatabase(db);
+  await src.query(`CREATE ROLE ${app} NOLOGIN`);
+  await src.query(`GRANT CREATE ON SCHEMA public TO ${app};
+    CREATE TABLE base (id int PRIMARY KEY, v text); ALTER TABLE base OWNER TO ${app};
+    INSERT INTO base SELECT g, 'b' FROM generate_series(1, 200) g`, db);
+  const source = parseEndpoint(src.uri(db), "source"), target = parseEndpoint(tgt.uri(db), "target");
+  const started = await startMigration(source, target, migrationOptions({ name: "own", mode, ddl: "replicate", roles: true, jobs: 2 }))
+    .catch((e) => { throw new Error(`${e.message}: ${JSON.stringify(e.findings)}`); });
+  expect(started.phase).toBe("ReadyToCutover");
+  expect(started.roles!.created).toEqual([app]);
+  let agent: AgentProcess | undefined;
+  if (mode === "stream") agent = spawnAgent(["--name", "own"], { source: src.uri(db), target: tgt.uri(db) });
+  const writer = new Writer(src.uri(db), (i) => `UPDATE base SET v = 'w${i}' WHERE id = ${(i % 200) + 1}`).start();
+
+  // The application's release, run as its role (no superuser), one statement per query.
+  const as = new Client({ connectionString: src.uri(db) });
+  await as.connect();
+  await as.query(`SET ROLE ${app}`);
+  for (const sql of [
+    `CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL)`,
+    `INSERT INTO items (name) SELECT 'i' || g FROM generate_series(1, 30) g`,
+    `CREATE TABLE parted (id bigint NOT NULL, r int NOT NULL, PRIMARY KEY (id, r)) PARTITION BY RANGE (r)`,
+    `CREATE TABLE parted_1 PARTITION OF parted FOR VALUES FROM (0) TO (100)`,
+    `INSERT INTO parted SELECT g, g % 100 FROM generate_series(1, 20) g`,
+    `CREATE SEQUENCE counter`,
+    `CREATE VIEW items_v AS SELECT id, upper(name) AS name FROM items`,
+    `CREATE MATERIALIZED VIEW moods_mv AS SELECT unnest(ARRAY[1, 2]) AS k`,
+    `CREATE FUNCTION item_count() RETURNS bigint LANGUAGE sql STABLE AS $$ SELECT count(*) FROM items $$`,
+    `CREATE PROCEDURE touch_items() LANGUAGE sql AS $$ UPDATE items SET name = name WHERE false $$`,
+    `CREATE TYPE mood AS ENUM ('ok', 'meh')`,
+    `CREATE DOMAIN posint AS int CHECK (VALUE > 0)`,
+    `ALTER TABLE items ADD COLUMN m mood`,
+  ]) await as.query(sql);
+
+  // A role created on the source after start (--roles created what the migrated objects named then), which the target lacks, creates a table: replication stops at it, named (role, object, fix).
+  await src.query(`CREATE ROLE ${late} NOLOGIN`);
+  await src.query(`GRANT CREATE ON SCHEMA public TO ${late}`, db);
+  await as.query(`RESET ROLE`);
+  await as.query(`SET ROLE ${late}`);
+  await as.query(`CREATE TABLE late_t (id int PRIMARY KEY)`);
+  await as.query(`INSERT INTO late_t VALUES (1), (2)`);
+  await as.query(`RESET ROLE`);
+  await as.query(`INSERT INTO base VALUES (1000, 'after late_t')`);
+  await as.end();
+  const st = await until("status to name the missing owner", async () => {
+    const s = await migrationStatus(source, target, "own");
+    return s.applyError?.code === "ddl_owner" ? s : undefined;
+  }, 120000);
+  expect(st.applyError!.message).toMatch(new RegExp(`CREATE TABLE late_t[\\s\\S]*late_t[\\s\\S]*role "${late}"[\\s\\S]*Fix: create the role on the target`));
+  expect(formatStatus(st)).toContain("DDL NOT REPLICATED (ddl_owner)");
+  // Stopped before it: neither the table nor anything after it on the target.
+  expect((await tgt.query(`SELECT to_regclass('late_t') IS NULL AS gone, (SELECT count(*)::int FROM base WHERE id = 1000) AS n`, db))[0])
+    .toEqual({ gone: true, n: 0 });
+  await expect(cutoverMigration(source, target, { name: "own", freezeWrites: true, timeoutSec: 120, jobs: 2 }))
+    .rejects.toMatchObject({ code: "ddl_owner", message: expect.stringContaining(late) });
+
+  // The fix: the role on the target. Replication retries the statement and goes on (stream: the agent; subscription: the worker).
+  await tgt.query(`CREATE ROLE ${late} NOLOGIN`);
+  await until("replication to get past the statement", async () =>
+    (await tgt.query(`SELECT count(*)::int AS n FROM base WHERE id = 1000`, db))[0].n === 1, 120000);
+  await until("the recorded refusal to clear", async () => (await migrationStatus(source, target, "own")).applyError === undefined, 60000);
+
+  const cut = await cutoverMigration(source, target, { name: "own", freezeWrites: true, timeoutSec: 120, jobs: 2, verify: "hashes" });
+  await writer.stop();
+  expect(writer.errors).toEqual([]);
+  expect(cut.phase).toBe("Completed");
+  if (agent) expect(await exited(agent, "cutover while the agent runs")).toBe(0);
+
+  const want = await owners(src, db);
+  expect(await owners(tgt, db)).toEqual(want);
+  // What the application made is its role's, on both sides (not the target's connecting role).
+  const of = (o: string) => want.find((x) => x.o === o)?.owner;
+  for (const o of ["rel r items", "rel S items_id_seq", "rel p parted", "rel r parted_1", "rel S counter", "rel v items_v", "rel m moods_mv",
+    "proc item_count()", "proc touch_items()", "type mood", "type posint"]) expect([o, of(o)]).toEqual([o, app]);
+  expect(of("rel r late_t")).toBe(late);
+  expect((await tgt.query(`SELECT item_count()::int AS n`, db))[0].n).toBe(30);
+  expect((await verifyMigration(source, target, { jobs: 2 })).problems).toEqual([]);
+  expect(await leftovers(src, tgt, db)).toEqual([]);
+});
