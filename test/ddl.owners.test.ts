@@ -71,6 +71,10 @@ test.each(["stream", "subscription"] as const)("mode %s: objects created while s
     `CREATE DOMAIN posint AS int CHECK (VALUE > 0)`,
     `ALTER TABLE items ADD COLUMN m mood`,
   ]) await as.query(sql);
+  // Once replayed (the last statement's column is there), the target's owners are the source's, before any cutover.
+  await until("the release to be replayed", async () => (await tgt.query(`SELECT count(*)::int AS n FROM pg_attribute
+    WHERE attrelid = to_regclass('public.items') AND attname = 'm'`, db))[0].n === 1, 120000);
+  expect(await owners(tgt, db)).toEqual(await owners(src, db));
 
   // A role created on the source after start (--roles created what the migrated objects named then), which the target lacks, creates a table: replication stops at it, named (role, object, fix).
   await src.query(`CREATE ROLE ${late} NOLOGIN`);
