@@ -36,10 +36,30 @@ const owners = async (s: LocalServer, db: string) => s.query(`
    WHERE t.typnamespace = 'public'::regnamespace AND t.typtype IN ('e', 'd')
   ORDER BY 1`, db);
 
+/**
+ * Effective privileges on the same objects (the owner's defaults where no ACL is set), without grantors and without
+ * MAINTAIN (17 has it, a 15 source does not).
+ */
+const privileges = async (s: LocalServer, db: string) => s.query(`
+  WITH o AS (
+    SELECT 'rel ' || c.relkind::text || ' ' || c.relname AS o, coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char", c.relowner)) AS acl
+      FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'S', 'v', 'm')
+    UNION ALL SELECT 'proc ' || p.oid::regprocedure::text, coalesce(p.proacl, acldefault('f', p.proowner)) FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace
+    UNION ALL SELECT 'type ' || t.typname, coalesce(t.typacl, acldefault('T', t.typowner)) FROM pg_type t
+     WHERE t.typnamespace = 'public'::regnamespace AND t.typtype IN ('e', 'd'))
+  SELECT DISTINCT o.o, CASE WHEN e.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(e.grantee) END AS grantee, e.privilege_type AS priv, e.is_grantable AS g
+    FROM o, aclexplode(o.acl) e WHERE e.privilege_type <> 'MAINTAIN' ORDER BY 1, 2, 3`, db);
+
 test.each(["stream", "subscription"] as const)("mode %s: objects created while streaming keep their source owner; a role the target lacks stops it by name until created", async (mode) => {
-  const db = `own_${mode}`, app = `own_app_${mode}`, late = `own_late_${mode}`;
+  const db = `own_${mode}`, app = `own_app_${mode}`, late = `own_late_${mode}`, reader = `own_reader_${mode}`;
   await src.createDatabase(db); await tgt.createDatabase(db);
-  await src.query(`CREATE ROLE ${app} NOLOGIN`);
+  await src.query(`CREATE ROLE ${app} NOLOGIN; CREATE ROLE ${reader} NOLOGIN`);
+  // The application's default privileges: what its new objects get on the source without a GRANT statement.
+  await src.query(`ALTER DEFAULT PRIVILEGES FOR ROLE ${app} IN SCHEMA public GRANT SELECT ON TABLES TO ${reader};
+    ALTER DEFAULT PRIVILEGES FOR ROLE ${app} IN SCHEMA public GRANT USAGE ON SEQUENCES TO ${reader};
+    ALTER DEFAULT PRIVILEGES FOR ROLE ${app} REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;
+    ALTER DEFAULT PRIVILEGES FOR ROLE ${app} IN SCHEMA public GRANT EXECUTE ON FUNCTIONS TO ${reader};
+    ALTER DEFAULT PRIVILEGES FOR ROLE ${app} REVOKE USAGE ON TYPES FROM PUBLIC`, db);
   await src.query(`GRANT CREATE ON SCHEMA public TO ${app};
     CREATE TABLE base (id int PRIMARY KEY, v text); ALTER TABLE base OWNER TO ${app};
     INSERT INTO base SELECT g, 'b' FROM generate_series(1, 200) g`, db);
@@ -47,7 +67,7 @@ test.each(["stream", "subscription"] as const)("mode %s: objects created while s
   const started = await startMigration(source, target, migrationOptions({ name: "own", mode, ddl: "replicate", roles: true, jobs: 2 }))
     .catch((e) => { throw new Error(`${e.message}: ${JSON.stringify(e.findings)}`); });
   expect(started.phase).toBe("ReadyToCutover");
-  expect(started.roles!.created).toEqual([app]);
+  expect(started.roles!.created.sort()).toEqual([app, reader].sort());
   let agent: AgentProcess | undefined;
   if (mode === "stream") agent = spawnAgent(["--name", "own"], { source: src.uri(db), target: tgt.uri(db) });
   const writer = new Writer(src.uri(db), (i) => `UPDATE base SET v = 'w${i}' WHERE id = ${(i % 200) + 1}`).start();
@@ -76,6 +96,7 @@ test.each(["stream", "subscription"] as const)("mode %s: objects created while s
   await until("the release to be replayed", async () => (await tgt.query(`SELECT count(*)::int AS n FROM pg_attribute
     WHERE attrelid = to_regclass('public.items') AND attname = 'm'`, db))[0].n === 1, 120000);
   expect(await owners(tgt, db)).toEqual(await owners(src, db));
+  expect(await privileges(tgt, db)).toEqual(await privileges(src, db));
 
   // A role created on the source after start (--roles created what the migrated objects named then), which the target lacks, creates a table: replication stops at it, named (role, object, fix).
   await src.query(`CREATE ROLE ${late} NOLOGIN`);
@@ -105,6 +126,26 @@ test.each(["stream", "subscription"] as const)("mode %s: objects created while s
     (await tgt.query(`SELECT count(*)::int AS n FROM base WHERE id = 1000`, db))[0].n === 1, 120000);
   await until("the recorded refusal to clear", async () => (await migrationStatus(source, target, "own")).applyError === undefined, 60000);
 
+  // The same for a role the source's default privileges grant a new object to: named, then carried once the role exists.
+  const lateReader = `own_late_reader_${mode}`;
+  await src.query(`CREATE ROLE ${lateReader} NOLOGIN`);
+  await src.query(`ALTER DEFAULT PRIVILEGES FOR ROLE ${late} IN SCHEMA public GRANT SELECT ON TABLES TO ${lateReader}`, db);
+  const as2 = new Client({ connectionString: src.uri(db) });
+  as2.on("error", () => undefined);
+  await as2.connect();
+  await as2.query(`SET ROLE ${late}`);
+  await as2.query(`CREATE TABLE late_2 (id int PRIMARY KEY)`);
+  await as2.end();
+  const st2 = await until("status to name the missing grantee", async () => {
+    const s = await migrationStatus(source, target, "own");
+    return s.applyError?.code === "ddl_owner" ? s : undefined;
+  }, 120000);
+  expect(st2.applyError!.message).toMatch(new RegExp(`CREATE TABLE late_2[\\s\\S]*SELECT to role "${lateReader}"[\\s\\S]*Fix: create the role on the target`));
+  await tgt.query(`CREATE ROLE ${lateReader} NOLOGIN`);
+  await until("replication to carry late_2 with its grant", async () => (await tgt.query(`SELECT CASE WHEN to_regclass('public.late_2') IS NOT NULL
+    THEN has_table_privilege('${lateReader}', 'public.late_2', 'SELECT') END AS ok`, db))[0].ok, 120000);
+  await until("the recorded refusal to clear", async () => (await migrationStatus(source, target, "own")).applyError === undefined, 60000);
+
   const cut = await cutoverMigration(source, target, { name: "own", freezeWrites: true, timeoutSec: 120, jobs: 2, verify: "hashes" });
   await writer.stop();
   expect(writer.errors).toEqual([]);
@@ -113,6 +154,14 @@ test.each(["stream", "subscription"] as const)("mode %s: objects created while s
 
   const want = await owners(src, db);
   expect(await owners(tgt, db)).toEqual(want);
+  // And the privileges the source's default privileges gave them (the target created them as its own role).
+  const granted = await privileges(src, db);
+  expect(await privileges(tgt, db)).toEqual(granted);
+  for (const p of ["rel r items SELECT", "rel S items_id_seq USAGE", "rel v items_v SELECT", "proc item_count() EXECUTE"]) {
+    expect(granted.filter((x) => `${x.o} ${x.priv}` === p).map((x) => x.grantee)).toContain(reader);
+  }
+  expect(granted.filter((x) => x.o === "proc item_count()").map((x) => x.grantee)).not.toContain("PUBLIC");
+  expect(granted.filter((x) => x.o === "type mood").map((x) => x.grantee)).not.toContain("PUBLIC");
   // What the application made is its role's, on both sides (not the target's connecting role).
   const of = (o: string) => want.find((x) => x.o === o)?.owner;
   for (const o of ["rel r items", "rel S items_id_seq", "rel p parted", "rel r parted_1", "rel S counter", "rel v items_v", "rel m moods_mv",

@@ -7,6 +7,9 @@
  * (a killed applier re-runs both or neither). When the migration did not keep ownership (start named it under "not
  * carried"), the capture records no owners and the target keeps its role as owner, as for every other migrated object.
  *
+ * Then the privileges: the object's effective ACL is made the source's (grantStepsSql), the grants the source creator's default
+ * privileges gave included.
+ *
  * The capture (./capture.ts) records, per object with an owner (tables, partitioned tables, sequences, views, materialized
  * views, foreign tables, functions, procedures, aggregates, types and domains, schemas, collations, conversions,
  * operators, operator classes and families, text search configurations and dictionaries, statistics objects), its
@@ -30,6 +33,35 @@ export interface DdlOwner {
   args: string[];
   /** The owner role's name on the source. */
   owner: string;
+  /**
+   * The object's effective privileges on the source ([grantee ("" for PUBLIC), privilege, grantable]; the owner's
+   * defaults when it has no ACL), for kinds with privileges; absent for the others and from older captures.
+   */
+  acl?: [string, string, boolean][];
+  /** The privilege types the source knows for this kind (17's MAINTAIN is left alone on a 15 source's objects). */
+  privs?: string[];
+}
+
+/**
+ * The object's effective ACL (its owner's defaults when it has none; aclitem[]), for the kinds with privileges, and
+ * (`defaults`) only its owner's defaults; NULL for the others.
+ */
+function aclSql(classid: string, objid: string, defaults = false): string {
+  const acl = (column: string, kind: string, owner: string) => defaults ? `pg_catalog.acldefault(${kind}, x.${owner})`
+    : `coalesce(x.${column}, pg_catalog.acldefault(${kind}, x.${owner}))`;
+  return `CASE ${classid}
+    WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN (SELECT ${acl("relacl", `CASE WHEN x.relkind = 'S' THEN 's' ELSE 'r' END::"char"`, "relowner")}
+      FROM pg_catalog.pg_class x WHERE x.oid = ${objid} AND x.relkind IN ('r', 'p', 'S', 'v', 'm', 'f'))
+    WHEN 'pg_catalog.pg_proc'::pg_catalog.regclass THEN (SELECT ${acl("proacl", `'f'::"char"`, "proowner")} FROM pg_catalog.pg_proc x WHERE x.oid = ${objid})
+    WHEN 'pg_catalog.pg_type'::pg_catalog.regclass THEN (SELECT ${acl("typacl", `'T'::"char"`, "typowner")} FROM pg_catalog.pg_type x WHERE x.oid = ${objid})
+    WHEN 'pg_catalog.pg_namespace'::pg_catalog.regclass THEN (SELECT ${acl("nspacl", `'n'::"char"`, "nspowner")} FROM pg_catalog.pg_namespace x WHERE x.oid = ${objid})
+  END`;
+}
+
+/** [grantee, privilege, grantable] of an aclitem[] expression, as jsonb ("" for PUBLIC), or NULL for NULL. */
+function aclJsonSql(acl: string): string {
+  return `(SELECT coalesce(pg_catalog.jsonb_agg(DISTINCT pg_catalog.jsonb_build_array(CASE WHEN e.grantee = 0 THEN '' ELSE pg_catalog.pg_get_userbyid(e.grantee) END,
+      e.privilege_type, e.is_grantable)), '[]') FROM pg_catalog.aclexplode(${acl}) e HAVING ${acl} IS NOT NULL)`;
 }
 
 /** The owner (a role oid) of object (classid, objid) for the catalogs whose objects have one; NULL for the rest (indexes, columns …). */
@@ -61,7 +93,8 @@ export function captureOwnersSql(arr: string, into: string): string {
        GROUP BY c.classid, c.objid),
     owned AS MATERIALIZED (SELECT l.*, ${ownerOidSql("l.classid", "l.objid")} AS owner FROM listed l)
   SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('type', a.type, 'names', a.object_names, 'args', a.object_args,
-           'owner', pg_catalog.pg_get_userbyid(o.owner)) ORDER BY o.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+           'owner', pg_catalog.pg_get_userbyid(o.owner), 'acl', ${aclJsonSql(aclSql("o.classid", "o.objid"))},
+           'privs', (SELECT pg_catalog.jsonb_agg(DISTINCT e.privilege_type) FROM pg_catalog.aclexplode(${aclSql("o.classid", "o.objid", true)}) e)) ORDER BY o.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
              AND (SELECT k.relkind FROM pg_catalog.pg_class k WHERE k.oid = o.objid) = 'S', o.ord), '[]')
     INTO ${into}
     FROM owned o, LATERAL pg_catalog.pg_identify_object_as_address(o.classid, o.objid, 0) a
@@ -83,11 +116,43 @@ export function ownerStepSql(o: string): string {
          LATERAL pg_catalog.pg_identify_object(a.classid, a.objid, 0) i`;
 }
 
+/**
+ * For one entry `o` with privileges, on the target after its owner is set: the GRANT and REVOKE statements (REVOKEs
+ * first) that make the object's effective privileges, among the privilege types the source knows, the source's — the
+ * grants the source's default privileges gave it too (the target created it as its own role, whose defaults applied
+ * instead). With each, the grantee and whether it exists on the target. Grantors are not compared (a superuser's GRANT
+ * is recorded as the owner's).
+ */
+export function grantStepsSql(o: string): string {
+  return `WITH obj AS (SELECT a.classid, a.objid, i.identity, CASE WHEN i.type IN ('function', 'procedure', 'aggregate') THEN 'ROUTINE'
+           WHEN i.type = 'sequence' THEN 'SEQUENCE' WHEN i.type IN ('type', 'schema') THEN pg_catalog.upper(i.type) ELSE 'TABLE' END AS kw
+      FROM pg_catalog.pg_get_object_address(${o}->>'type', ARRAY(SELECT pg_catalog.jsonb_array_elements_text(${o}->'names')),
+             ARRAY(SELECT pg_catalog.jsonb_array_elements_text(${o}->'args'))) a, LATERAL pg_catalog.pg_identify_object(a.classid, a.objid, 0) i),
+    want AS (SELECT e->>0 AS grantee, e->>1 AS priv, (e->>2)::boolean AS g FROM pg_catalog.jsonb_array_elements(${o}->'acl') e),
+    have AS (SELECT DISTINCT CASE WHEN x.grantee = 0 THEN '' ELSE pg_catalog.pg_get_userbyid(x.grantee) END AS grantee, x.privilege_type AS priv,
+                    x.is_grantable AS g
+               FROM obj, LATERAL pg_catalog.aclexplode(${aclSql("obj.classid", "obj.objid")}) x
+              WHERE x.privilege_type IN (SELECT pg_catalog.jsonb_array_elements_text(${o}->'privs'))),
+    steps AS (
+      SELECT 1 AS ord, h.grantee, h.priv, pg_catalog.format('REVOKE %s ON %s %s FROM %s', h.priv, obj.kw, obj.identity,
+               CASE WHEN h.grantee = '' THEN 'PUBLIC' ELSE pg_catalog.quote_ident(h.grantee) END) AS stmt
+        FROM have h, obj WHERE NOT EXISTS (SELECT 1 FROM want w WHERE w.grantee = h.grantee AND w.priv = h.priv AND w.g = h.g)
+      UNION ALL
+      SELECT 2, w.grantee, w.priv, pg_catalog.format('GRANT %s ON %s %s TO %s%s', w.priv, obj.kw, obj.identity,
+               CASE WHEN w.grantee = '' THEN 'PUBLIC' ELSE pg_catalog.quote_ident(w.grantee) END, CASE WHEN w.g THEN ' WITH GRANT OPTION' ELSE '' END)
+        FROM want w, obj WHERE NOT EXISTS (SELECT 1 FROM have h WHERE h.grantee = w.grantee AND h.priv = w.priv AND h.g = w.g))
+  SELECT s.stmt, s.grantee, s.priv, obj.identity, s.grantee = '' OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = s.grantee) AS role_exists
+    FROM steps s, obj WHERE ${o} ? 'acl' AND pg_catalog.jsonb_typeof(${o}->'acl') = 'array' ORDER BY s.ord, s.grantee, s.priv`;
+}
+
 /** The refusal's text, one for both modes (%s: statement summary, object, role, target role[, target's error]); a format() template. */
 const MISSING = `ddl_owner: DDL replication stopped at the source's query "%s": it made %s, owned on the source by role "%s", which the ` +
   `target lacks (the migration keeps ownership, so the object would otherwise belong to "%s" silently). Nothing from its source transaction ` +
   `or after it was applied. Fix: create the role on the target (CREATE ROLE; pg_dumpall --roles-only on the source has its attributes); ` +
   `replication retries the statement by itself and goes on`;
+const GRANTEE = `ddl_owner: DDL replication stopped at the source's query "%s": it made %s, on which the source grants %s to role "%s", ` +
+  `which the target lacks (the migration keeps grants). Nothing from its source transaction or after it was applied. Fix: create the role on ` +
+  `the target (CREATE ROLE; pg_dumpall --roles-only on the source has its attributes); replication retries the statement by itself and goes on`;
 const REFUSED = `ddl_owner: DDL replication stopped at the source's query "%s": it made %s, owned on the source by role "%s", and the ` +
   `target's role "%s" may not give it to that role (%s). Nothing from its source transaction or after it was applied. Fix: on the target, ` +
   `GRANT that role TO the target's role (or connect pgferry as a superuser there); replication retries the statement by itself and goes on`;
@@ -112,6 +177,14 @@ export function targetOwnersPlpgsql(p: string, summary: string): string {
     EXCEPTION WHEN insufficient_privilege THEN
       RAISE EXCEPTION '%', format(${lit(REFUSED)}, ${summary}, v_step.identity, v_owner->>'owner', current_user, SQLERRM);
     END;
+  END LOOP;
+  FOR v_owner IN SELECT jsonb_array_elements(coalesce(${p}->'owners', '[]')) LOOP
+    FOR v_step IN ${grantStepsSql("v_owner")} LOOP
+      IF NOT v_step.role_exists THEN
+        RAISE EXCEPTION '%', format(${lit(GRANTEE)}, ${summary}, v_step.identity, v_step.priv, v_step.grantee);
+      END IF;
+      EXECUTE v_step.stmt;
+    END LOOP;
   END LOOP;`;
 }
 
@@ -130,6 +203,13 @@ export async function applyOwners(c: Client, owners: DdlOwner[] | undefined, sum
       throw new PgferryError("ddl_owner", fill(REFUSED, [summary, step.identity, o.owner, me, (e as Error).message]).replace(/^ddl_owner: /, ""));
     }
   }
+  // Then their privileges (every owner is set first: a grant names no object whose owner is still to change).
+  for (const o of owners ?? []) {
+    for (const g of (await c.query(grantStepsSql("$1::jsonb"), [JSON.stringify(o)])).rows) {
+      if (!g.role_exists) throw new PgferryError("ddl_owner", fill(GRANTEE, [summary, g.identity, g.priv, g.grantee]).replace(/^ddl_owner: /, ""));
+      await c.query(g.stmt);
+    }
+  }
 }
 
 /**
@@ -144,6 +224,13 @@ export async function ownerProblemNow(tgt: Client, owners: DdlOwner[] | undefine
     const object = `${o.type} ${o.names.join(".")}${o.args.length ? `(${o.args.join(", ")})` : ""}`;
     if (!r.e) return fill(MISSING, [summary, object, o.owner, r.me]).replace(/^ddl_owner: /, "");
     if (!r.may) return fill(REFUSED, [summary, object, o.owner, r.me, "not a member of it"]).replace(/^ddl_owner: /, "");
+  }
+  for (const o of owners ?? []) {
+    for (const [grantee, priv] of o.acl ?? []) {
+      if (!grantee || (await tgt.query(`SELECT 1 FROM pg_roles WHERE rolname = $1`, [grantee])).rowCount) continue;
+      const object = `${o.type} ${o.names.join(".")}${o.args.length ? `(${o.args.join(", ")})` : ""}`;
+      return fill(GRANTEE, [summary, object, priv, grantee]).replace(/^ddl_owner: /, "");
+    }
   }
   return undefined;
 }
