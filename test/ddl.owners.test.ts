@@ -15,6 +15,9 @@ import { cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, sta
 import { leftovers, startServers, Writer } from "./support/servers";
 import { ensureBuilt } from "./support/build";
 import { AgentProcess, exited, killAgents, spawnAgent, until } from "./support/agents";
+import { targetApplySql } from "../provider/engine/cdc/ddl/targetApply";
+import { readDdlRefusal } from "../provider/engine/cdc/ddl/refusal";
+import { applyOwners } from "../provider/engine/cdc/ddl/owners";
 
 let src: LocalServer, tgt: LocalServer;
 
@@ -170,4 +173,33 @@ test.each(["stream", "subscription"] as const)("mode %s: objects created while s
   expect((await tgt.query(`SELECT item_count()::int AS n`, db))[0].n).toBe(30);
   expect((await verifyMigration(source, target, { jobs: 2 })).problems).toEqual([]);
   expect(await leftovers(src, tgt, db)).toEqual([]);
+});
+
+test("a statement whose owners the source could not record is refused by name in both modes, and owners are applied from the payload", async () => {
+  await tgt.createDatabase("own_judge");
+  await tgt.query(`CREATE ROLE own_judge_role NOLOGIN`);
+  const c = await tgt.client("own_judge");
+  await c.query(`CREATE SCHEMA pgferry`);
+  try {
+    for (const sql of targetApplySql("judge")) await c.query(sql);
+    let id = 0;
+    const run = async (sql: string, extra: Record<string, unknown>) => c.query(`INSERT INTO pgferry.ddl_log_judge VALUES ($1, $2)`,
+      [++id, JSON.stringify({ v: 1, sql, commands: [{ tag: "CREATE TABLE", type: "table", identity: "public.j1" }], searchPath: "public",
+        nonConstantDefaults: [], ...extra })]).then(() => "applied", (e: Error) => e.message);
+    // Subscription mode's trigger: refused with the code, kept in the refusal sequence as ddl_owner.
+    expect(await run("CREATE TABLE j1 (id int)", { owners: null, ownersError: "boom" })).toMatch(/^ddl_owner: .*could not record the owners.*boom/);
+    expect(await readDdlRefusal(c, undefined, "judge")).toMatchObject({ code: "ddl_owner", logId: "1" });
+    expect((await c.query(`SELECT to_regclass('public.j1') AS r`)).rows[0].r).toBeNull();
+    // Owners (and privileges) from the payload: the table is the role's, as on the source.
+    const owners = [{ type: "table", names: ["public", "j1"], args: [], owner: "own_judge_role",
+      acl: [["own_judge_role", "SELECT", false], ["", "SELECT", false]], privs: ["SELECT"] }];
+    expect(await run("CREATE TABLE j1 (id int)", { owners })).toBe("applied");
+    expect((await c.query(`SELECT pg_get_userbyid(relowner) AS o, has_table_privilege('public', 'j1', 'SELECT') AS p FROM pg_class
+      WHERE oid = 'public.j1'::regclass`)).rows[0]).toEqual({ o: "own_judge_role", p: true });
+    // Stream mode's applier: the same refusal, by code.
+    await expect(applyOwners(c, [], "CREATE TABLE j2 (id int)", "boom")).rejects.toMatchObject({ code: "ddl_owner",
+      message: expect.stringContaining("could not record the owners") });
+  } finally {
+    await c.end();
+  }
 });

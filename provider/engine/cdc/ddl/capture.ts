@@ -110,6 +110,7 @@ DECLARE
   v_done text; v_reason text; v_bad text; v_setcol text; v_sets text; v_err text; v_prev_role text; v_seqs jsonb; v_seq text; v_col text; v_lastval text; v_called boolean;
   v_vol record;
   v_owners jsonb := '[]';
+  v_owners_err text;
 BEGIN
   -- Our own ALTER TABLE … REPLICA IDENTITY FULL below fires this trigger again: not a statement of the source's.
   IF coalesce(pg_catalog.current_setting(${inner}, true), '') = 'on' THEN RETURN; END IF;
@@ -228,10 +229,14 @@ BEGIN
   PERFORM pg_catalog.set_config(${handled}, v_done, true);
   -- The source owners of the objects this command listed (created or altered), given to them on the target after the
   -- statement (./owners.ts); only when the migration keeps ownership.
-  ${keepOwnership ? `${captureOwnersSql(arr, "v_owners")};` : "-- not recorded: the migration did not keep ownership (start named it)"}
+  -- A failure here must not fail the user's DDL: it goes into the row, and the target refuses the statement (ddl_owner).
+  ${keepOwnership ? `BEGIN
+    ${captureOwnersSql(arr, "v_owners")};
+  EXCEPTION WHEN OTHERS THEN v_owners := NULL; v_owners_err := SQLERRM;
+  END;` : "-- not recorded: the migration did not keep ownership (start named it)"}
   INSERT INTO ${n.log} (payload) VALUES (pg_catalog.jsonb_build_object('v', 1, 'sql', current_query(),
     'commands', cmds, 'searchPath', caller_path, 'nonConstantDefaults', added, 'dropped', dropped, 'identityFull', identity,
-    'volatile', v_volatile${keepOwnership ? ", 'owners', v_owners" : ""})::text);
+    'volatile', v_volatile${keepOwnership ? ", 'owners', v_owners, 'ownersError', v_owners_err" : ""})::text);
   -- The backfill: every row of each such table updated once, in this transaction right after the log row, so the
   -- source's values of the new columns stream to the target at their place. session_replication_role = replica keeps
   -- the source's ordinary triggers and rules (and foreign key checks) from firing: the rows do not change. A failure

@@ -153,6 +153,9 @@ const MISSING = `ddl_owner: DDL replication stopped at the source's query "%s": 
 const GRANTEE = `ddl_owner: DDL replication stopped at the source's query "%s": it made %s, on which the source grants %s to role "%s", ` +
   `which the target lacks (the migration keeps grants). Nothing from its source transaction or after it was applied. Fix: create the role on ` +
   `the target (CREATE ROLE; pg_dumpall --roles-only on the source has its attributes); replication retries the statement by itself and goes on`;
+const UNRECORDED = `ddl_owner: DDL replication stopped at the source's query "%s": the source could not record the owners of what it ` +
+  `made (%s), so the target would give them to its own role silently. Nothing from its source transaction or after it was applied. Fix: run ` +
+  `pgferry cleanup and start again (the load copies owners and grants), and report the error`;
 const REFUSED = `ddl_owner: DDL replication stopped at the source's query "%s": it made %s, owned on the source by role "%s", and the ` +
   `target's role "%s" may not give it to that role (%s). Nothing from its source transaction or after it was applied. Fix: on the target, ` +
   `GRANT that role TO the target's role (or connect pgferry as a superuser there); replication retries the statement by itself and goes on`;
@@ -166,7 +169,10 @@ function fill(template: string, args: string[]): string {
 /** PL/pgSQL for the target's trigger (subscription mode): `p` the payload (jsonb), `summary` the statement's summary. */
 export function targetOwnersPlpgsql(p: string, summary: string): string {
   const lit = (s: string) => `'${s.replace(/'/g, "''")}'`;
-  return `FOR v_owner IN SELECT jsonb_array_elements(coalesce(${p}->'owners', '[]')) LOOP
+  return `IF ${p}->>'ownersError' IS NOT NULL THEN
+    RAISE EXCEPTION '%', format(${lit(UNRECORDED)}, ${summary}, ${p}->>'ownersError');
+  END IF;
+  FOR v_owner IN SELECT jsonb_array_elements(coalesce(${p}->'owners', '[]')) LOOP
     ${ownerStepSql("v_owner")} INTO v_step;
     CONTINUE WHEN v_step.current IS NOT DISTINCT FROM v_owner->>'owner';
     IF NOT v_step.role_exists THEN
@@ -189,7 +195,8 @@ export function targetOwnersPlpgsql(p: string, summary: string): string {
 }
 
 /** Stream mode: give each object its source owner, in the applier's open transaction, right after the statement. */
-export async function applyOwners(c: Client, owners: DdlOwner[] | undefined, summary: string): Promise<void> {
+export async function applyOwners(c: Client, owners: DdlOwner[] | undefined, summary: string, ownersError?: string | null): Promise<void> {
+  if (ownersError) throw new PgferryError("ddl_owner", fill(UNRECORDED, [summary, ownersError]).replace(/^ddl_owner: /, ""));
   for (const o of owners ?? []) {
     const step = (await c.query(ownerStepSql("$1::jsonb"), [JSON.stringify(o)])).rows[0];
     if (step.current === o.owner) continue;
@@ -216,7 +223,9 @@ export async function applyOwners(c: Client, owners: DdlOwner[] | undefined, sum
  * Subscription mode, for status and cutover (the apply worker's transaction, object included, was rolled back): which
  * of the statement's owner roles the target lacks or its role may not give objects to, in the refusal's words.
  */
-export async function ownerProblemNow(tgt: Client, owners: DdlOwner[] | undefined, summary: string): Promise<string | undefined> {
+export async function ownerProblemNow(tgt: Client, owners: DdlOwner[] | undefined, summary: string,
+  ownersError?: string | null): Promise<string | undefined> {
+  if (ownersError) return fill(UNRECORDED, [summary, ownersError]).replace(/^ddl_owner: /, "");
   for (const o of owners ?? []) {
     const r = (await tgt.query(`SELECT current_user AS me, EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1) AS e,
         (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) OR (EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)

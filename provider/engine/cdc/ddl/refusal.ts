@@ -95,7 +95,7 @@ export async function readDdlRefusal(tgt: Client, src: Client | undefined, migra
     // The role, the object and the fix, as the trigger raised them (its text is only in the target's server log).
     let p: ReturnType<typeof parseDdlPayload> | undefined;
     try { p = parseDdlPayload(payload); } catch { p = undefined; }
-    const now = p && await ownerProblemNow(tgt, p.owners, p.sql.replace(/\s+/g, " ").trim().slice(0, 200));
+    const now = p && await ownerProblemNow(tgt, p.owners, p.sql.replace(/\s+/g, " ").trim().slice(0, 200), p.ownersError);
     if (now) refusal.message = `${now} ${WHERE}`;
   }
   if (reproduce && code === "ddl_failed" && payload) {

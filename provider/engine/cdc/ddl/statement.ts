@@ -40,6 +40,8 @@ export interface DdlPayload {
   volatile?: VolatileColumns[];
   /** The source owners of the objects the statement listed, when the migration keeps ownership (./owners.ts). Absent from older captures. */
   owners?: DdlOwner[];
+  /** Why the capture could not record them (the target refuses the statement: ddl_owner). */
+  ownersError?: string | null;
 }
 
 export interface VolatileColumns {

@@ -797,7 +797,7 @@ export class StreamApplier {
       await c.query(stmt.sql);
       await c.query(`RESET search_path`);
       // The objects it made get their source owners, in this transaction (../ddl/owners.ts); a role the target lacks stops here (ddl_owner).
-      await applyOwners(c, parsed.owners, stmt.summary);
+      await applyOwners(c, parsed.owners, stmt.summary, parsed.ownersError);
       // A column added with a non-immutable default: its source values follow as the backfill's UPDATEs, which must be able
       // to set an identity GENERATED ALWAYS column (UPDATE has no OVERRIDING clause): BY DEFAULT until the after-backfill row.
       for (const sql of beforeBackfillSql(parsed)) await c.query(sql);
