@@ -6,7 +6,9 @@
  * owners, and the target gives each object its owner in the statement's transaction). A role created on the source after
  * start, which the target lacks, stops replication at its first CREATE by name (ddl_owner: status names the role and the
  * fix, cutover refuses with the code); once the role exists on the target, replication goes on by itself and the cutover
- * completes with that role as owner. Roles are global: each mode uses its own names on throwaway servers.
+ * completes with that role as owner; the same for a grantee the source's default privileges name. Without kept ownership (a
+ * role missing at start, no --roles) nothing stops and new objects belong to the target's role, as start named. A row whose
+ * owners the source could not record is refused in both modes. Roles are global: each test uses its own names on throwaway servers.
  */
 import { Client } from "pg";
 import { LocalServer } from "../provider/embedded/localServer";
@@ -202,4 +204,32 @@ test("a statement whose owners the source could not record is refused by name in
   } finally {
     await c.end();
   }
+});
+
+test("ownership not kept at start (a role missing on the target, no --roles): objects made while streaming belong to the target's role, as start named; nothing stops", async () => {
+  const db = "own_notkept";
+  await src.createDatabase(db); await tgt.createDatabase(db);
+  await src.query(`CREATE ROLE own_src_only NOLOGIN`);
+  await src.query(`GRANT CREATE ON SCHEMA public TO own_src_only; CREATE TABLE base (id int PRIMARY KEY); ALTER TABLE base OWNER TO own_src_only`, db);
+  const source = parseEndpoint(src.uri(db), "source"), target = parseEndpoint(tgt.uri(db), "target");
+  const started = await startMigration(source, target, migrationOptions({ name: "nk", mode: "stream", ddl: "replicate", jobs: 1 }));
+  expect(started.phase).toBe("ReadyToCutover");
+  expect((started.notCarried ?? []).map((x) => x.kind)).toContain("ownership and privileges");
+  const agent = spawnAgent(["--name", "nk"], { source: src.uri(db), target: tgt.uri(db) });
+  const as = new Client({ connectionString: src.uri(db) });
+  as.on("error", () => undefined);
+  await as.connect();
+  await as.query(`SET ROLE own_src_only`);
+  await as.query(`CREATE TABLE made (id serial PRIMARY KEY)`);
+  await as.query(`INSERT INTO made DEFAULT VALUES`);
+  await as.end();
+  await until("the agent to apply the new table's row", async () => (await tgt.query(`SELECT to_regclass('public.made') IS NOT NULL AS e`, db))[0].e &&
+    (await tgt.query(`SELECT count(*)::int AS n FROM made`, db))[0].n === 1, 120000);
+  const me = (await tgt.query(`SELECT current_user AS u`, db))[0].u;
+  expect((await tgt.query(`SELECT pg_get_userbyid(relowner) AS o FROM pg_class WHERE oid = 'public.made'::regclass`, db))[0].o).toBe(me);
+  expect((await migrationStatus(source, target, "nk")).applyError).toBeUndefined();
+  const cut = await cutoverMigration(source, target, { name: "nk", freezeWrites: true, timeoutSec: 120, jobs: 1 });
+  expect(cut.phase).toBe("Completed");
+  expect(await exited(agent, "cutover while the agent runs")).toBe(0);
+  expect(await leftovers(src, tgt, db)).toEqual([]);
 });
