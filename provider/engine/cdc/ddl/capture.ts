@@ -34,6 +34,7 @@ import { Client } from "pg";
 import { CONTROL_SCHEMA } from "../../catalog/catalog";
 import { quoteIdent, quoteLiteral } from "../../core/endpoint";
 import { recordSourceChange, SourceChange } from "../../state/sourceChanges";
+import { captureOwnersSql } from "./owners";
 
 
 const S = quoteIdent(CONTROL_SCHEMA);
@@ -74,8 +75,12 @@ function identityUndoSql(migration: string): string {
 END $pgferry$`;
 }
 
-/** The statements creating the capture for these schemas and this publication (replaced if present: a re-run converges). */
-export function captureSql(migration: string, schemas: string[], publication: string): string[] {
+/**
+ * The statements creating the capture for these schemas and this publication (replaced if present: a re-run converges).
+ * `keepOwnership`: the migration kept the source's owners (start's rule), so each statement's log row also carries the
+ * owners of the objects it listed, which the target gives them after replaying it (./owners.ts).
+ */
+export function captureSql(migration: string, schemas: string[], publication: string, keepOwnership = false): string[] {
   const n = captureNames(migration);
   const arr = `ARRAY[${schemas.map(quoteLiteral).join(", ") || "NULL"}]::text[]`;
   const flag = quoteLiteral(`pgferry.ddl_dropped_${migration}`);
@@ -104,6 +109,8 @@ DECLARE
   v_volatile jsonb := '[]';
   v_done text; v_reason text; v_bad text; v_setcol text; v_sets text; v_err text; v_prev_role text; v_seqs jsonb; v_seq text; v_col text; v_lastval text; v_called boolean;
   v_vol record;
+  v_owners jsonb := '[]';
+  v_owners_err text;
 BEGIN
   -- Our own ALTER TABLE … REPLICA IDENTITY FULL below fires this trigger again: not a statement of the source's.
   IF coalesce(pg_catalog.current_setting(${inner}, true), '') = 'on' THEN RETURN; END IF;
@@ -220,9 +227,16 @@ BEGIN
     v_done := v_done || ',' || (SELECT pg_catalog.string_agg(t.rel::text || '.' || n::text, ',') FROM pg_catalog.unnest(t.nums) n);
   END LOOP;
   PERFORM pg_catalog.set_config(${handled}, v_done, true);
+  -- The source owners of the objects this command listed (created or altered), given to them on the target after the
+  -- statement (./owners.ts); only when the migration keeps ownership.
+  -- A failure here must not fail the user's DDL: it goes into the row, and the target refuses the statement (ddl_owner).
+  ${keepOwnership ? `BEGIN
+    ${captureOwnersSql(arr, "v_owners")};
+  EXCEPTION WHEN OTHERS THEN v_owners := NULL; v_owners_err := SQLERRM;
+  END;` : "-- not recorded: the migration did not keep ownership (start named it)"}
   INSERT INTO ${n.log} (payload) VALUES (pg_catalog.jsonb_build_object('v', 1, 'sql', current_query(),
     'commands', cmds, 'searchPath', caller_path, 'nonConstantDefaults', added, 'dropped', dropped, 'identityFull', identity,
-    'volatile', v_volatile)::text);
+    'volatile', v_volatile${keepOwnership ? ", 'owners', v_owners, 'ownersError', v_owners_err" : ""})::text);
   -- The backfill: every row of each such table updated once, in this transaction right after the log row, so the
   -- source's values of the new columns stream to the target at their place. session_replication_role = replica keeps
   -- the source's ordinary triggers and rules (and foreign key checks) from firing: the rows do not change. A failure
@@ -267,7 +281,8 @@ END $pgferry$`,
  * Install the capture on the source for these schemas, recorded first (with its undo) on the target: a run
  * killed in between leaves a record whose undo is harmless, never a trigger without a record.
  */
-export async function installDdlCapture(src: Client, tgt: Client, migration: string, schemas: string[], publication: string): Promise<SourceChange> {
+export async function installDdlCapture(src: Client, tgt: Client, migration: string, schemas: string[], publication: string,
+  keepOwnership = false): Promise<SourceChange> {
   const n = captureNames(migration);
   const change = await recordSourceChange(tgt, migration, {
     object: `event trigger ${n.endTrigger}`, kind: "ddl_capture",
@@ -276,7 +291,7 @@ export async function installDdlCapture(src: Client, tgt: Client, migration: str
   });
   await src.query("BEGIN");
   try {
-    for (const sql of captureSql(migration, schemas, publication)) await src.query(sql);
+    for (const sql of captureSql(migration, schemas, publication, keepOwnership)) await src.query(sql);
     // The log streams with the migrated tables (the publication exists: start creates it first).
     const member = await src.query(`SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3`,
       [publication, CONTROL_SCHEMA, ddlLogTableName(migration)]);

@@ -17,10 +17,11 @@ import { CONTROL_SCHEMA } from "../../catalog/catalog";
 import { quoteIdent, quoteLiteral } from "../../core/endpoint";
 import { ERROR_CODES, ErrorCode, PgferryError } from "../../core/errors";
 import { ddlLogTableName } from "./capture";
+import { ownerProblemNow } from "./owners";
 import { ddlToApply, parseDdlPayload } from "./statement";
 
 /** Code numbers stored in the sequence (0: none). Anything else the trigger raises counts as the target refusing the statement. */
-const CODES = ["", "ddl_multi_statement", "ddl_not_top_level", "ddl_unsupported", "ddl_volatile_default", "ddl_failed"] as const;
+const CODES = ["", "ddl_multi_statement", "ddl_not_top_level", "ddl_unsupported", "ddl_volatile_default", "ddl_failed", "ddl_owner"] as const;
 const ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
 const S = quoteIdent(CONTROL_SCHEMA);
@@ -39,7 +40,8 @@ export function refusalSequenceSql(migration: string): string {
  */
 export function refusalHandlerSql(migration: string): string {
   const seq = quoteLiteral(refusalSequence(migration));
-  const codes = CODES.slice(1, 5).map((c, i) => `WHEN SQLERRM LIKE ${quoteLiteral(`${c.replace(/_/g, "\\_")}:%`)} THEN ${i + 1}`).join(" ");
+  const codes = CODES.map((c, i) => ({ c, i })).filter(({ c }) => c && c !== "ddl_failed")
+    .map(({ c, i }) => `WHEN SQLERRM LIKE ${quoteLiteral(`${c.replace(/_/g, "\\_")}:%`)} THEN ${i}`).join(" ");
   return `EXCEPTION WHEN OTHERS THEN
   -- Recorded outside the transaction the raise rolls back (setval is not transactional): status and cutover name it (./refusal.ts).
   IF to_regclass(${seq}) IS NOT NULL THEN
@@ -89,6 +91,13 @@ export async function readDdlRefusal(tgt: Client, src: Client | undefined, migra
       .then((r) => r.rows[0]?.payload as string | undefined, () => undefined);
   }
   const refusal = describe(code, id.toString(), code === "ddl_failed" ? sqlstate : undefined, payload);
+  if (code === "ddl_owner" && payload) {
+    // The role, the object and the fix, as the trigger raised them (its text is only in the target's server log).
+    let p: ReturnType<typeof parseDdlPayload> | undefined;
+    try { p = parseDdlPayload(payload); } catch { p = undefined; }
+    const now = p && await ownerProblemNow(tgt, p.owners, p.sql.replace(/\s+/g, " ").trim().slice(0, 200), p.ownersError);
+    if (now) refusal.message = `${now} ${WHERE}`;
+  }
   if (reproduce && code === "ddl_failed" && payload) {
     const why = await targetErrorNow(tgt, payload);
     if (why) refusal.message = refusal.message.replace("its message is in the target's server log, lines \"logical replication\" … \"ERROR\"",
@@ -118,9 +127,11 @@ async function targetErrorNow(tgt: Client, payloadText: string): Promise<string 
   }
 }
 
+const WHERE = `(the subscription's apply worker stops before it and retries that transaction; PostgreSQL keeps the error's text only ` +
+  `in the target's server log)`;
+
 function describe(code: ErrorCode, logId: string, sqlstate: string | undefined, payloadText: string | undefined): DdlRefusal {
-  const where = `(the subscription's apply worker stops before it and retries that transaction; PostgreSQL keeps the error's text only ` +
-    `in the target's server log)`;
+  const where = WHERE;
   if (!payloadText) {
     return { code, logId, sqlstate, message: `DDL replication stopped before the source's DDL log row ${logId} (${code}: ${info(code).meaning}` +
       `${sqlstate ? `; the target's error has SQLSTATE ${sqlstate}` : ""}) ${where}; the statement is in the source's log (pgferry status with ` +

@@ -18,6 +18,7 @@
  */
 import { quoteIdent, quoteLiteral } from "../../core/endpoint";
 import { PgferryError } from "../../core/errors";
+import { DdlOwner } from "./owners";
 
 export interface DdlPayload {
   v: number;
@@ -37,6 +38,10 @@ export interface DdlPayload {
    * backfilled them (reason null: their source values follow as row changes) or why not. Absent from older captures.
    */
   volatile?: VolatileColumns[];
+  /** The source owners of the objects the statement listed, when the migration keeps ownership (./owners.ts). Absent from older captures. */
+  owners?: DdlOwner[];
+  /** Why the capture could not record them (the target refuses the statement: ddl_owner). */
+  ownersError?: string | null;
 }
 
 export interface VolatileColumns {

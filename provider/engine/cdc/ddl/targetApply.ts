@@ -21,6 +21,7 @@ import { CONTROL_SCHEMA } from "../../catalog/catalog";
 import { quoteIdent } from "../../core/endpoint";
 import { ddlLogTableName } from "./capture";
 import { refusalHandlerSql, refusalSequence, refusalSequenceSql } from "./refusal";
+import { targetOwnersPlpgsql } from "./owners";
 
 const S = quoteIdent(CONTROL_SCHEMA);
 
@@ -49,6 +50,8 @@ DECLARE
   summary text := left(regexp_replace(q, '\\s+', ' ', 'g'), 200);
   v_seq jsonb;
   v_why text;
+  v_owner jsonb;
+  v_step record;
 BEGIN
   -- The capture's row after a backfill: the source's values of the new columns are in (the backfill's row changes came
   -- before it, in this transaction). GENERATED ALWAYS (the apply worker's UPDATE sets identity columns like any other)
@@ -124,6 +127,8 @@ BEGIN
   PERFORM set_config('search_path', p->>'searchPath', true);
   EXECUTE regexp_replace(btrim(q), '^((\\s|--[^\\n]*\\n|/\\*.*?\\*/)*(CREATE\\s+(UNIQUE\\s+)?INDEX|DROP\\s+INDEX|REINDEX\\s+[A-Za-z]+))\\s+CONCURRENTLY\\M', '\\1', 'i');
   PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
+  -- The objects it made get their source owners, in this transaction (./owners.ts); a role the target lacks stops here (ddl_owner).
+  ${targetOwnersPlpgsql("p", "summary")}
   -- A key-less new table (the source gave it REPLICA IDENTITY FULL): the apply and tablesync workers match its rows
   -- with each column's default equality; a column type without one (json, point, xml) would stop them at its first
   -- UPDATE/DELETE. Refused here, before anything of its transaction is applied (stream mode matches such rows exactly).

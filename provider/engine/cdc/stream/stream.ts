@@ -28,6 +28,7 @@ import type { DecoderSession } from "../decoders/decoder";
 import { readStreamSetup } from "../decoders/wal2json";
 import { AfterBackfill, afterBackfillSql, beforeBackfillSql, DdlPayload, ddlToApply, parseLogRow } from "../ddl/statement";
 import { ddlLogTableName } from "../ddl/capture";
+import { applyOwners } from "../ddl/owners";
 import { recordIdentitySetByCapture } from "../../state/sourceChanges";
 import { ReplicationStream } from "./replication";
 import { SLOT_LOST_PATTERN, slotLostError } from "../../copy/snapshot";
@@ -795,6 +796,8 @@ export class StreamApplier {
       await c.query(`SELECT pg_catalog.set_config('search_path', $1, true)`, [stmt.searchPath]);
       await c.query(stmt.sql);
       await c.query(`RESET search_path`);
+      // The objects it made get their source owners, in this transaction (../ddl/owners.ts); a role the target lacks stops here (ddl_owner).
+      await applyOwners(c, parsed.owners, stmt.summary, parsed.ownersError);
       // A column added with a non-immutable default: its source values follow as the backfill's UPDATEs, which must be able
       // to set an identity GENERATED ALWAYS column (UPDATE has no OVERRIDING clause): BY DEFAULT until the after-backfill row.
       for (const sql of beforeBackfillSql(parsed)) await c.query(sql);
@@ -833,7 +836,8 @@ export class StreamApplier {
     try {
       await run(this.target!);
     } catch (e) {
-      const err = new PgferryError("ddl_failed", why(e as Error));
+      // A refusal named by its own code (ddl_owner) keeps it; anything else the target said is ddl_failed.
+      const err = e instanceof PgferryError && e.code === "ddl_owner" ? e : new PgferryError("ddl_failed", why(e as Error));
       this.broken ??= err;
       throw err;
     }
