@@ -14,7 +14,9 @@
  * breakdown, CutoverTimings); the CDC mode's part goes through ../cdc/cdc.ts.
  */
 import { Client } from "pg";
-import { copyableTables, displayName, migratedSequences, migratedTables, TableInfo, TableSelection, userSchemas } from "../catalog/catalog";
+import {
+  copyableTables, displayName, listPopulatedMatviews, migratedSequences, migratedTables, planExclusion, TableInfo, TableSelection, userSchemas,
+} from "../catalog/catalog";
 import { runLoad } from "../copy/load";
 import { largeObjectsAtCutover, LargeObjectSync } from "../copy/largeObjects";
 import { Cdc, CdcContext, cdcFor } from "../cdc/cdc";
@@ -26,7 +28,7 @@ import { PgferryError } from "../core/errors";
 import { objectNames } from "../core/options";
 import { runPipeline, Step, StepClock, StepOutcome } from "../core/pipeline";
 import { rollbackWindowPreflight, rollbackWindowStep, RollbackWindowOpened, RollbackWindowStepContext } from "../rollback/window";
-import { applyEntries, applyForeignKeysWhileStreaming } from "../copy/schema";
+import { applyEntries, applyForeignKeysWhileStreaming, matviewEntries } from "../copy/schema";
 import { dropPublication, dropSlot, slotInfo, slotLostError } from "../copy/snapshot";
 import { changesAfterFence } from "../cdc/decoders";
 import {
@@ -48,7 +50,7 @@ import { dropTargetApply } from "../cdc/ddl/targetApply";
 import { newTablesState, syncNewTables } from "../cdc/ddl/newTables";
 import { readDdlRefusal } from "../cdc/ddl/refusal";
 import { selectionWithJoined, tablesJoinedByDdl } from "../cdc/ddl/joined";
-import { countUnappliedEntries, readPreamble } from "../state/schemaEntries";
+import { countUnappliedEntries, readPreamble, reconcileRefreshEntries } from "../state/schemaEntries";
 
 export type VerifyMode = "counts" | "hashes";
 export const VERIFY_MODES: VerifyMode[] = ["counts", "hashes"];
@@ -445,6 +447,7 @@ export const CUTOVER_STEPS: Step<CutoverRun>[] = [
       // Counted on this session first (one statement for this step's section and the event triggers' one): applyEntries
       // opens a session of its own just to find there is nothing left, and reading the 4,000 applied key entries of
       // 2,000 tables only to see that is downtime.
+      await reconcileMatviewRefreshes(r);
       r.unapplied = await countUnappliedEntries(r.tgt, r.name, ["cutover", "final"]);
       if (r.unapplied.get("cutover")) {
         r.preamble = await readPreamble(r.tgt, r.name);
@@ -1087,6 +1090,30 @@ async function pauseReplication(c: Ctx): Promise<void> {
 async function resumeReplication(c: Ctx): Promise<void> {
   await c.cdc.resume(c);
   await updateMigration(c.tgt, c.name, { replicationPaused: false });
+}
+
+/**
+ * The refreshes the cutover runs, made to match the source now (writes stopped, DDL applied): start recorded one per
+ * materialized view populated then; one created while streaming (replayed by --ddl replicate, or repeated on the target
+ * by the user under detect) gets one too, and one dropped or emptied (REFRESH … WITH NO DATA) on the source since loses
+ * its own — else the first would keep the contents of its creation while its source definition moves on (verify then
+ * finds it different), and the second would fail the cutover or fill a view the source leaves empty. Only views the
+ * target has are refreshed; a populated source view the target lacks is named.
+ */
+async function reconcileMatviewRefreshes(r: CutoverRun): Promise<void> {
+  const sel = selectionWithJoined(r.m.options);
+  const schemas = sel.schemas.length ? sel.schemas : await userSchemas(r.src);
+  const excluded = sel.include.length || sel.exclude.length ? (await planExclusion(r.src, sel, schemas)).relations : [];
+  const populated = await listPopulatedMatviews(r.src, schemas, excluded);
+  const onTarget = new Set((await r.tgt.query(`SELECT n.nspname || '.' || c.relname AS v FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind = 'm'`)).rows.map((x) => x.v as string));
+  const missing = populated.filter((v) => !onTarget.has(`${v.schema}.${v.name}`));
+  const { added, removed } = await reconcileRefreshEntries(r.tgt, r.name, "cutover",
+    matviewEntries(populated.filter((v) => onTarget.has(`${v.schema}.${v.name}`))));
+  if (added.length) r.say(`refreshing ${added.length} materialized view(s) created since start too: ${added.join(", ")}`);
+  if (removed.length) r.say(`not refreshing ${removed.length} materialized view(s) dropped or emptied on the source since start: ${removed.join(", ")}`);
+  if (missing.length) r.say(`${missing.length} populated materialized view(s) of the source have no copy on the target and are not carried: ` +
+    `${missing.map((v) => displayName(v.schema, v.name)).join(", ")} (created outside what the migration replicates; create and refresh them on the target)`);
 }
 
 async function sequencesOf(src: Client, m: MigrationRecord): Promise<string[]> {

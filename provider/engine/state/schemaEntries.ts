@@ -95,3 +95,34 @@ export async function replaceNotCarried(c: Client, migration: string, kinds: str
     throw e;
   }
 }
+
+/**
+ * The section's materialized-view refreshes made to match `wanted` ("schema.name" → its REFRESH entry), in one
+ * transaction: an entry for a view not wanted any more is removed (applied or not), a wanted view without one gets
+ * one after the section's last entry (so after the refreshes it may read). Returns the objects added and removed.
+ */
+export async function reconcileRefreshEntries(c: Client, migration: string, section: string, wanted: SchemaEntry[]): Promise<{ added: string[]; removed: string[] }> {
+  const kind = "MATERIALIZED VIEW DATA";
+  await c.query("BEGIN");
+  try {
+    const stored = (await c.query(`SELECT object FROM ${S}.schema_entry WHERE migration = $1 AND section = $2 AND kind = $3`, [migration, section, kind]))
+      .rows.map((x) => x.object as string);
+    const want = new Set(wanted.map((e) => e.object));
+    const removed = stored.filter((o) => !want.has(o));
+    const added = wanted.filter((e) => !stored.includes(e.object));
+    if (removed.length) {
+      await c.query(`DELETE FROM ${S}.schema_entry WHERE migration = $1 AND section = $2 AND kind = $3 AND object = ANY($4::text[])`, [migration, section, kind, removed]);
+    }
+    if (added.length) {
+      await c.query(`INSERT INTO ${S}.schema_entry (migration, section, ordinal, kind, object, sql, parallel)
+                     SELECT $1, $2, (SELECT coalesce(max(ordinal), -1) FROM ${S}.schema_entry WHERE migration = $1 AND section = $2) + x.ordinal, x.kind, x.object, x.sql, false
+                     FROM unnest($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS x(kind, object, sql, ordinal)`,
+      [migration, section, added.map((e) => e.kind), added.map((e) => e.object), added.map((e) => e.sql)]);
+    }
+    await c.query("COMMIT");
+    return { added: added.map((e) => e.object), removed };
+  } catch (e) {
+    await c.query("ROLLBACK").catch(() => undefined);
+    throw e;
+  }
+}
