@@ -20,7 +20,7 @@ import { ddlLogTableName } from "./capture";
 import { ddlToApply, parseDdlPayload } from "./statement";
 
 /** Code numbers stored in the sequence (0: none). Anything else the trigger raises counts as the target refusing the statement. */
-const CODES = ["", "ddl_multi_statement", "ddl_not_top_level", "ddl_unsupported", "ddl_volatile_default", "ddl_failed"] as const;
+const CODES = ["", "ddl_multi_statement", "ddl_not_top_level", "ddl_unsupported", "ddl_volatile_default", "ddl_failed", "ddl_selection"] as const;
 const ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
 const S = quoteIdent(CONTROL_SCHEMA);
@@ -39,7 +39,8 @@ export function refusalSequenceSql(migration: string): string {
  */
 export function refusalHandlerSql(migration: string): string {
   const seq = quoteLiteral(refusalSequence(migration));
-  const codes = CODES.slice(1, 5).map((c, i) => `WHEN SQLERRM LIKE ${quoteLiteral(`${c.replace(/_/g, "\\_")}:%`)} THEN ${i + 1}`).join(" ");
+  const codes = CODES.map((c, i) => [c, i] as const).filter(([c]) => c && c !== "ddl_failed")
+    .map(([c, i]) => `WHEN SQLERRM LIKE ${quoteLiteral(`${c.replace(/_/g, "\\_")}:%`)} THEN ${i}`).join(" ");
   return `EXCEPTION WHEN OTHERS THEN
   -- Recorded outside the transaction the raise rolls back (setval is not transactional): status and cutover name it (./refusal.ts).
   IF to_regclass(${seq}) IS NOT NULL THEN
@@ -105,6 +106,7 @@ export async function readDdlRefusal(tgt: Client, src: Client | undefined, migra
 async function targetErrorNow(tgt: Client, payloadText: string): Promise<string | undefined> {
   let stmt: ReturnType<typeof ddlToApply>;
   try { stmt = ddlToApply(parseDdlPayload(payloadText)); } catch { return undefined; }
+  if (stmt.leftOut) return undefined;
   await tgt.query("BEGIN");
   try {
     await tgt.query(`SET LOCAL lock_timeout = '2s'; SET LOCAL statement_timeout = '10s'`);
