@@ -42,10 +42,12 @@ const S = quoteIdent(CONTROL_SCHEMA);
 export function ddlLogTableName(migration: string): string { return `ddl_log_${migration}`; }
 
 /** Object names of one migration's capture on the source. */
-export function captureNames(migration: string): { endTrigger: string; dropTrigger: string; endFunction: string; dropFunction: string; log: string } {
+export function captureNames(migration: string): { endTrigger: string; dropTrigger: string; endFunction: string; dropFunction: string; log: string; leftOut: string } {
   return {
     endTrigger: `pgferry_ddl_${migration}`, dropTrigger: `pgferry_ddl_drop_${migration}`, log: `${S}.${quoteIdent(ddlLogTableName(migration))}`,
     endFunction: `${S}.${quoteIdent(`ddl_capture_${migration}`)}`, dropFunction: `${S}.${quoteIdent(`ddl_dropped_${migration}`)}`,
+    // Relations (tables, their indexes and owned sequences) the migration leaves out, by oid: a DROP of only those is not logged.
+    leftOut: `${S}.${quoteIdent(`ddl_left_out_${migration}`)}`,
   };
 }
 
@@ -53,7 +55,7 @@ export function captureNames(migration: string): { endTrigger: string; dropTrigg
 export function captureUndoSql(migration: string): string {
   const n = captureNames(migration);
   return [`DROP EVENT TRIGGER IF EXISTS ${quoteIdent(n.endTrigger)}`, `DROP EVENT TRIGGER IF EXISTS ${quoteIdent(n.dropTrigger)}`,
-    `DROP FUNCTION IF EXISTS ${n.endFunction}()`, `DROP FUNCTION IF EXISTS ${n.dropFunction}()`, identityUndoSql(migration), `DROP TABLE IF EXISTS ${n.log}`,
+    `DROP FUNCTION IF EXISTS ${n.endFunction}()`, `DROP FUNCTION IF EXISTS ${n.dropFunction}()`, identityUndoSql(migration), `DROP TABLE IF EXISTS ${n.log}`, `DROP TABLE IF EXISTS ${n.leftOut}`,
     `DO $pgferry$ BEGIN DROP SCHEMA IF EXISTS ${S}; EXCEPTION WHEN dependent_objects_still_exist THEN NULL; END $pgferry$`].join("; ");
 }
 
@@ -102,15 +104,20 @@ export function captureSql(migration: string, schemas: string[], publication: st
     `CREATE SCHEMA IF NOT EXISTS ${S}`,
     `CREATE TABLE IF NOT EXISTS ${n.log} (id bigserial PRIMARY KEY, payload text NOT NULL)`,
     `REVOKE ALL ON TABLE ${n.log} FROM PUBLIC`,
-    `CREATE OR REPLACE FUNCTION ${n.dropFunction}() RETURNS event_trigger LANGUAGE plpgsql AS $pgferry$
+    `CREATE TABLE IF NOT EXISTS ${n.leftOut} (relid oid PRIMARY KEY)`,
+    `REVOKE ALL ON TABLE ${n.leftOut} FROM PUBLIC`,
+    // SECURITY DEFINER: it reads the left-out relations, which no other role may read or write.
+    `CREATE OR REPLACE FUNCTION ${n.dropFunction}() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgferry$
 BEGIN
-  -- A DROP whose own objects are all tables --exclude names (never on the target; what belongs to them goes with them) is
-  -- not the migration's: nothing to replay.
+  -- A DROP whose own objects are all relations the migration leaves out (a table --exclude names, or one recorded as left
+  -- out: at start, or by the capture since; their indexes and owned sequences too) is not the migration's: the target has
+  -- none of them, nothing to replay.
   IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() d WHERE d.object_type = 'schema' AND d.object_name = ANY (${arr}))
      OR (EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() d WHERE d.schema_name = ANY (${arr}))
          AND NOT (EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() d WHERE d.original AND d.schema_name = ANY (${arr}))
                   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() d WHERE d.original AND d.schema_name = ANY (${arr})
-                                   AND NOT (d.object_type = 'table' AND ${namedIn(excl, "d.schema_name", "d.object_name")})))) THEN
+                                   AND NOT (d.object_type = 'table' AND ${namedIn(excl, "d.schema_name", "d.object_name")})
+                                   AND NOT (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND EXISTS (SELECT 1 FROM ${n.leftOut} x WHERE x.relid = d.objid))))) THEN
     PERFORM pg_catalog.set_config(${flag}, 'on', true);
   END IF;
 END $pgferry$`,
@@ -202,6 +209,14 @@ BEGIN
       v_skip := v_skip || t.rel; v_skipped := v_skipped || pg_catalog.format('%I.%I', t.nspname, t.relname);
     END IF;
   END LOOP;
+  IF pg_catalog.array_length(v_skip, 1) > 0 THEN
+    INSERT INTO ${n.leftOut} (relid)
+      SELECT x FROM pg_catalog.unnest(v_skip) x
+      UNION SELECT i.indexrelid FROM pg_catalog.pg_index i WHERE i.indrelid = ANY (v_skip)
+      UNION SELECT d.objid FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+              AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = ANY (v_skip) AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i')
+      ON CONFLICT DO NOTHING;
+  END IF;
   IF pg_catalog.array_length(v_refuse, 1) > 0 THEN
     v_selection := pg_catalog.jsonb_build_object('action', 'refuse', 'reason', pg_catalog.array_to_string(v_refuse, '; '));
   ELSIF pg_catalog.array_length(v_skip, 1) > 0 AND (v_carry > 0 OR v_other > 0) THEN
@@ -361,7 +376,7 @@ END $pgferry$`,
  * killed in between leaves a record whose undo is harmless, never a trigger without a record.
  */
 export async function installDdlCapture(src: Client, tgt: Client, migration: string, schemas: string[], publication: string,
-  selection?: { include: string[]; exclude: string[] }): Promise<SourceChange> {
+  selection?: { include: string[]; exclude: string[] }, leftOut: { schema: string; name: string }[] = []): Promise<SourceChange> {
   const n = captureNames(migration);
   const change = await recordSourceChange(tgt, migration, {
     object: `event trigger ${n.endTrigger}`, kind: "ddl_capture",
@@ -371,6 +386,15 @@ export async function installDdlCapture(src: Client, tgt: Client, migration: str
   await src.query("BEGIN");
   try {
     for (const sql of captureSql(migration, schemas, publication, selection)) await src.query(sql);
+    // What start leaves out (--exclude, --include, what depends on them), with their indexes and owned sequences.
+    if (leftOut.length) {
+      await src.query(`WITH rel AS (SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
+          JOIN ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) AS l(s, n) ON l.s = ns.nspname AND l.n = c.relname)
+        INSERT INTO ${n.leftOut} (relid) SELECT oid FROM rel UNION SELECT i.indexrelid FROM pg_catalog.pg_index i WHERE i.indrelid IN (SELECT oid FROM rel)
+          UNION SELECT d.objid FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+            AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid IN (SELECT oid FROM rel) AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i')
+        ON CONFLICT DO NOTHING`, [leftOut.map((x) => x.schema), leftOut.map((x) => x.name)]);
+    }
     // The log streams with the migrated tables (the publication exists: start creates it first).
     const member = await src.query(`SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3`,
       [publication, CONTROL_SCHEMA, ddlLogTableName(migration)]);
