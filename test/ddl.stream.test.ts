@@ -240,6 +240,9 @@ test("stream, --include: a table created by replicated DDL is in the cutover's g
   const agent = spawnAgent(["--name", "di"], { source: src.uri("app3"), target: tgt.uri("app3") });
   await src.query(`CREATE TABLE "New T" (id int PRIMARY KEY, x text)`, "app3");
   await src.query(`INSERT INTO "New T" SELECT g, 'r' FROM generate_series(1, 30) g`, "app3");
+  // DDL on a table --include leaves out is not the target's (it has no such table), a DROP of it neither.
+  await src.query(`ALTER TABLE other ADD COLUMN z int`, "app3");
+  await src.query(`DROP TABLE other`, "app3");
   await until("the agent to apply the new table's rows", async () =>
     (await tgt.query(`SELECT count(*)::int AS n FROM pg_class WHERE relname = 'New T'`, "app3"))[0].n === 1 &&
     (await tgt.query(`SELECT count(*)::int AS n FROM "New T"`, "app3"))[0].n === 30, 60000);
