@@ -119,7 +119,8 @@ export function formatStatus(s: MigrationStatus): string {
       s.newTablesAwaitingSync.map((t) => `${t.table} (${t.state})`).join(", "));
   }
   if (s.newTablesLeftOut?.length) {
-    lines.push(`  ! table(s) created on the source while streaming that --exclude names, left out like at start (not created on ` +
+    lines.push(`  ! table(s) created on the source while streaming that the selection leaves out (--exclude names them, or a ` +
+      `partition of a left-out table), left out like at start (not created on ` +
       `the target, not replicated, not compared by the cutover or verify) (${s.newTablesLeftOut.length}): ${s.newTablesLeftOut.join(", ")}`);
   }
   if (s.largeObjects && (s.largeObjects.carried || s.largeObjects.sourceCount)) {

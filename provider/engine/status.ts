@@ -91,8 +91,8 @@ export interface MigrationStatus {
    */
   newTablesAwaitingSync?: { table: string; state: string }[];
   /**
-   * --ddl replicate: tables created on the source while streaming that start's --exclude names (or partitions of a table
-   * the migration leaves out), left out like at start: not created on the target, not replicated, not compared.
+   * --ddl replicate: tables created on the source while streaming that start's selection leaves out (--exclude names them,
+   * or they are partitions of a left-out table), left out like at start: not created on the target, not replicated, not compared.
    */
   newTablesLeftOut?: string[];
   /** What the target does not get from the source, with why and the fix (recorded by start). */

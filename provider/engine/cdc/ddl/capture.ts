@@ -193,6 +193,8 @@ BEGIN
     ELSIF t.created AND (v_rootx OR NOT v_member) THEN
       -- A partition of a table the migration leaves out goes with it.
       v_skip := v_skip || t.rel; v_skipped := v_skipped || pg_catalog.format('%I.%I', t.nspname, t.relname);
+      v_created := v_created || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('oid', t.rel::text, 'table', pg_catalog.format('%I.%I', t.nspname, t.relname),
+        'partitionOf', pg_catalog.format('%I.%I', v_rs, v_rn)));
     ELSIF t.created AND v_own THEN
       v_refuse := v_refuse || pg_catalog.format('it creates %I.%I, a partition of %I.%I, which the migration carries, and --exclude names the partition: its rows are published through its root, so it cannot be left out', t.nspname, t.relname, v_rs, v_rn);
     ELSIF t.created THEN
@@ -408,9 +410,10 @@ export async function installDdlCapture(src: Client, tgt: Client, migration: str
 }
 
 /**
- * Tables created on the source while streaming that start's --exclude names (or partitions of a table the migration
- * leaves out), which the capture left out like at start (not published, not created on the target, not compared),
- * by their current name; read from the source's log (the capture writes them into the statement's row).
+ * Tables created on the source while streaming that start's selection leaves out (--exclude names them, or they are
+ * partitions of a left-out table), which the capture left out like at start (not published, not created on the
+ * target, not compared), by their current name; read from the source's log (the capture writes them into the
+ * statement's row).
  */
 export async function tablesLeftOutByDdl(src: Client, migration: string): Promise<string[]> {
   const n = captureNames(migration);
