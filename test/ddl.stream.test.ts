@@ -282,9 +282,11 @@ test("stream, --exclude: a table created while streaming that --exclude names is
     .toBe("ReadyToCutover");
   const agent = spawnAgent(["--name", "dx"], { source: src.uri("app6"), target: tgt.uri("app6") });
   const q = (sql: string) => src.query(sql, "app6");
-  await q(`CREATE TABLE cache (id serial PRIMARY KEY, v text)`);
-  await q(`INSERT INTO cache (v) SELECT 'r' || g FROM generate_series(1, 20) g`);
+  await q(`CREATE TABLE cache (id serial PRIMARY KEY, v text, acct_id int REFERENCES acct)`); // its key references a migrated table
+  await q(`INSERT INTO cache (v, acct_id) SELECT 'r' || g, g FROM generate_series(1, 20) g`);
   await q(`CREATE INDEX cache_v ON cache (v)`);
+  await q(`CREATE STATISTICS cache_st ON v, acct_id FROM cache`);
+  await q(`COMMENT ON TABLE cache IS 'scratch'`);
   await q(`ALTER TABLE cache ADD COLUMN seen timestamptz DEFAULT now()`); // a volatile default: nothing to backfill, nothing refused
   await q(`UPDATE acct SET v = 'u' WHERE id % 5 = 0`);
   await q(`ALTER TABLE arch.cache ADD COLUMN w int`); // DDL on the table excluded at start: not the target's either

@@ -158,7 +158,8 @@ BEGIN
   v_rename := pg_catalog.current_query() ~* '\\mRENAME\\s+TO\\M';
   SELECT pg_catalog.count(*) INTO v_other FROM pg_catalog.pg_event_trigger_ddl_commands() c
    WHERE c.schema_name = ANY (${arr}) AND c.classid NOT IN ('pg_catalog.pg_class'::pg_catalog.regclass, 'pg_catalog.pg_constraint'::pg_catalog.regclass,
-     'pg_catalog.pg_trigger'::pg_catalog.regclass, 'pg_catalog.pg_rewrite'::pg_catalog.regclass, 'pg_catalog.pg_policy'::pg_catalog.regclass);
+     'pg_catalog.pg_trigger'::pg_catalog.regclass, 'pg_catalog.pg_rewrite'::pg_catalog.regclass, 'pg_catalog.pg_policy'::pg_catalog.regclass,
+     'pg_catalog.pg_statistic_ext'::pg_catalog.regclass, 'pg_catalog.pg_attrdef'::pg_catalog.regclass);
   FOR t IN SELECT r.rel, r.created, r.altered, k.relkind, k.relpersistence, k.relname, ns.nspname,
                   coalesce((SELECT a.relid FROM pg_catalog.pg_partition_ancestors(r.rel) a JOIN pg_catalog.pg_class ac ON ac.oid = a.relid
                              WHERE NOT ac.relispartition), r.rel) AS root
@@ -173,6 +174,8 @@ BEGIN
                        WHEN 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN (SELECT x.tgrelid FROM pg_catalog.pg_trigger x WHERE x.oid = c.objid)
                        WHEN 'pg_catalog.pg_rewrite'::pg_catalog.regclass THEN (SELECT x.ev_class FROM pg_catalog.pg_rewrite x WHERE x.oid = c.objid)
                        WHEN 'pg_catalog.pg_policy'::pg_catalog.regclass THEN (SELECT x.polrelid FROM pg_catalog.pg_policy x WHERE x.oid = c.objid)
+                       WHEN 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass THEN (SELECT x.stxrelid FROM pg_catalog.pg_statistic_ext x WHERE x.oid = c.objid)
+                       WHEN 'pg_catalog.pg_attrdef'::pg_catalog.regclass THEN (SELECT x.adrelid FROM pg_catalog.pg_attrdef x WHERE x.oid = c.objid)
                      END AS rel,
                      c.command_tag = 'CREATE TABLE' AND c.object_type = 'table' AS created,
                      c.command_tag = 'ALTER TABLE' AND c.object_type = 'table' AS altered
