@@ -135,7 +135,7 @@ DECLARE
   -- The table selection (docs/design.md, "DDL and the table selection"): relations this statement touches that the
   -- migration leaves out (not published, not replayed), the reasons it cannot be carried, what it carries.
   v_skip oid[] := '{}'; v_skipped text[] := '{}'; v_created jsonb := '[]'; v_refuse text[] := '{}'; v_carry int := 0; v_other int := 0;
-  v_own boolean; v_rootx boolean; v_member boolean; v_rs text; v_rn text; v_rename boolean; v_selection jsonb;
+  v_own boolean; v_rootx boolean; v_left boolean; v_rs text; v_rn text; v_rename boolean; v_selection jsonb;
 BEGIN
   -- Our own ALTER TABLE … REPLICA IDENTITY FULL below fires this trigger again: not a statement of the source's.
   IF coalesce(pg_catalog.current_setting(${inner}, true), '') = 'on' THEN RETURN; END IF;
@@ -182,18 +182,18 @@ BEGIN
                      FROM pg_catalog.pg_event_trigger_ddl_commands() c WHERE c.schema_name = ANY (${arr})) x
                    WHERE x.rel IS NOT NULL GROUP BY x.rel) r
              JOIN pg_catalog.pg_class k ON k.oid = r.rel JOIN pg_catalog.pg_namespace ns ON ns.oid = k.relnamespace LOOP
-    IF t.relkind NOT IN ('r', 'p') OR t.relpersistence <> 'p' THEN v_carry := v_carry + 1; CONTINUE; END IF;
+    IF t.relkind NOT IN ('r', 'p') THEN v_carry := v_carry + 1; CONTINUE; END IF;
     SELECT rn.nspname, rk.relname INTO v_rs, v_rn FROM pg_catalog.pg_class rk JOIN pg_catalog.pg_namespace rn ON rn.oid = rk.relnamespace WHERE rk.oid = t.root;
     v_own := ${namedIn(excl, "t.nspname", "t.relname")};
     v_rootx := t.root <> t.rel AND ${namedIn(excl, "v_rs", "v_rn")};
-    v_member := EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel r JOIN pg_catalog.pg_publication p ON p.oid = r.prpubid
-                         WHERE p.pubname = ${quoteLiteral(publication)} AND r.prrelid = t.root);
+    -- Left out: by start (its exclusion plan) or by this capture since, recorded by oid (renamed too).
+    v_left := EXISTS (SELECT 1 FROM ${n.leftOut} x WHERE x.relid IN (t.rel, t.root));
     IF t.created AND t.root = t.rel THEN
       IF v_own THEN
         v_skip := v_skip || t.rel; v_skipped := v_skipped || pg_catalog.format('%I.%I', t.nspname, t.relname);
         v_created := v_created || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('oid', t.rel::text, 'table', pg_catalog.format('%I.%I', t.nspname, t.relname)));
       ELSE v_carry := v_carry + 1; END IF;
-    ELSIF t.created AND (v_rootx OR NOT v_member) THEN
+    ELSIF t.created AND (v_rootx OR v_left) THEN
       -- A partition of a table the migration leaves out goes with it.
       v_skip := v_skip || t.rel; v_skipped := v_skipped || pg_catalog.format('%I.%I', t.nspname, t.relname);
       v_created := v_created || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('oid', t.rel::text, 'table', pg_catalog.format('%I.%I', t.nspname, t.relname),
@@ -202,15 +202,15 @@ BEGIN
       v_refuse := v_refuse || pg_catalog.format('it creates %I.%I, a partition of %I.%I, which the migration carries, and --exclude names the partition: its rows are published through its root, so it cannot be left out', t.nspname, t.relname, v_rs, v_rn);
     ELSIF t.created THEN
       v_carry := v_carry + 1;
-    ELSIF v_member AND (v_own OR v_rootx) THEN
+    ELSIF NOT v_left AND (v_own OR v_rootx) THEN
       v_refuse := v_refuse || pg_catalog.format('%I.%I, a table the migration carries, now has a name --exclude names%s: the target would keep replicating a table the selection leaves out, and neither the cutover''s gate nor verify would compare it', t.nspname, t.relname,
         CASE WHEN v_rootx THEN pg_catalog.format(' (its partitioned table %I.%I)', v_rs, v_rn) ELSE '' END);
-    ELSIF v_member THEN
+    ELSIF NOT v_left THEN
       v_carry := v_carry + 1;
     ELSIF v_rename AND t.altered AND NOT v_own AND NOT v_rootx AND (pg_catalog.jsonb_array_length(${incl}) = 0 OR ${namedIn(incl, "v_rs", "v_rn")}) THEN
       v_refuse := v_refuse || pg_catalog.format('it renames a table the migration leaves out (--exclude or --include left it out: it is not on the target) to %I.%I, a name the selection takes: its rows were never copied to the target, and pgferry cannot copy a table while streaming', t.nspname, t.relname);
     ELSE
-      -- A table the migration leaves out (--exclude, --include, or what depends on them): not on the target.
+      -- A table the migration leaves out (--exclude, --include, or what depends on them, at start or since): not on the target.
       v_skip := v_skip || t.rel; v_skipped := v_skipped || pg_catalog.format('%I.%I', t.nspname, t.relname);
     END IF;
   END LOOP;
