@@ -386,3 +386,98 @@ test("subscription: a cutover killed (SIGKILL) during its new-tables step conver
   expect(await pgferryObjects(tgt, "app6")).toEqual([]);
   expect(await leftovers(src, tgt, "app6")).toEqual([]);
 });
+
+/**
+ * --exclude and DDL while streaming: a table created while streaming obeys start's selection like one present at start.
+ * arch.cache is excluded at start by the bare name "cache", which also names public.cache created later.
+ */
+async function excludeDatabase(db: string): Promise<void> {
+  for (const s of [src, tgt]) await s.createDatabase(db);
+  await src.query(`CREATE TABLE acct (id int PRIMARY KEY, v text); INSERT INTO acct SELECT g, 'a' || g FROM generate_series(1, 60) g;
+    CREATE SCHEMA arch; CREATE TABLE arch.cache (id int PRIMARY KEY, v text); INSERT INTO arch.cache SELECT g, 'c' FROM generate_series(1, 5) g;
+    CREATE TABLE old_log (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+    CREATE TABLE old_log_2024 PARTITION OF old_log FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+    CREATE TABLE events (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+    CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+    INSERT INTO events VALUES (1, '2024-03-03')`, db);
+}
+
+test("subscription, --exclude: a table created while streaming that --exclude names is left out like at start (not published, so not in the subscription; not on the target; not compared), named by status and cutover", async () => {
+  await excludeDatabase("sxa");
+  const source = parseEndpoint(src.uri("sxa"), "source"), target = parseEndpoint(tgt.uri("sxa"), "target");
+  const exclude = ["cache", "old_log"];
+  expect((await startMigration(source, target, migrationOptions({ name: "ex", mode: "subscription", ddl: "replicate", jobs: 1, exclude }))).phase)
+    .toBe("ReadyToCutover");
+  const q = (sql: string) => src.query(sql, "sxa");
+  await q(`CREATE TABLE cache (id serial PRIMARY KEY, v text, acct_id int REFERENCES acct)`); // its key references a migrated table
+  await q(`INSERT INTO cache (v, acct_id) SELECT 'r' || g, g FROM generate_series(1, 20) g`);
+  await q(`CREATE INDEX cache_v ON cache (v)`);
+  await q(`CREATE STATISTICS cache_st ON v, acct_id FROM cache`);
+  await q(`COMMENT ON TABLE cache IS 'scratch'`);
+  await q(`ALTER TABLE cache ADD COLUMN seen timestamptz DEFAULT now()`);
+  await q(`UPDATE acct SET v = 'u' WHERE id % 5 = 0`);
+  await q(`ALTER TABLE arch.cache ADD COLUMN w int`);
+  await q(`CREATE TABLE old_log_2025 PARTITION OF old_log FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')`);
+  await q(`INSERT INTO old_log VALUES (1, '2025-05-05')`);
+  await q(`CREATE TABLE old_log_2026 PARTITION OF old_log FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')`); // kept on the source
+  await q(`CREATE TABLE kept (id int PRIMARY KEY, v text)`);
+  await q(`INSERT INTO kept SELECT g, 'k' FROM generate_series(1, 10) g`);
+  // Drops of left-out relations are not the target's: an index made while streaming, a partition excluded at start, one made since.
+  await q(`DROP INDEX cache_v`);
+  await q(`DROP TABLE old_log_2024`);
+  await q(`DROP TABLE old_log_2025`);
+  await q(`DROP TABLE arch.cache`);
+  await q(`INSERT INTO acct VALUES (1000, 'last')`);
+  await until("the apply worker to apply what follows", async () => (await tgt.query(`SELECT count(*)::int AS n FROM acct WHERE id = 1000`, "sxa"))[0].n === 1, 60000);
+  const st = await migrationStatus(source, target, "ex");
+  expect(st.applyError).toBeUndefined();
+  expect(st.newTablesLeftOut).toEqual(["public.cache", "public.old_log_2026"]);
+  expect(st.newTablesAwaitingSync).toEqual([{ table: "public.kept", state: "not in the subscription" }]);
+  expect(formatStatus(st)).toMatch(/created on the source while streaming that the selection leaves out \(--exclude names them, or a partition of a left-out table\), left out like at start[^\n]*: public\.cache, public\.old_log_2026/);
+  expect(await tgt.query(`SELECT relname FROM pg_class WHERE relname ~ '^(cache|old_log|kept)' AND relkind IN ('r', 'p') ORDER BY 1`, "sxa"))
+    .toEqual([{ relname: "kept" }]);
+  const says: string[] = [];
+  const cut = await cutoverMigration(source, target, { name: "ex", freezeWrites: true, timeoutSec: 120, jobs: 1, verify: "hashes", onProgress: (s: string) => says.push(s) });
+  expect(cut.phase).toBe("Completed");
+  expect(says.join("\n")).toMatch(/left out like at start[^\n]*: public\.cache, public\.old_log_2026/);
+  expect((await migrationStatus(undefined, target, "ex")).notCarried!.filter((x) => x.kind === "table created while streaming").map((x) => x.object))
+    .toEqual(["public.cache", "public.old_log_2026"]);
+  expect(await tgt.query(`SELECT relname FROM pg_class WHERE relname ~ '^(cache|old_log)' ORDER BY 1`, "sxa")).toEqual([]);
+  expect((await verifyMigration(source, target, { exclude })).problems).toEqual([]);
+  expect(await tgt.query(`SELECT count(*)::int AS n FROM kept`, "sxa")).toEqual([{ n: 10 }]);
+  expect(await pgferryObjects(src, "sxa")).toEqual([]);
+  expect(await leftovers(src, tgt, "sxa")).toEqual([]);
+});
+
+test("subscription, --exclude: a rename into or out of an --exclude name, and a new partition --exclude names of a migrated table, stop the apply worker before them (ddl_selection)", async () => {
+  const cases: { db: string; ddl: string[]; names: RegExp }[] = [
+    { db: "sxb", ddl: [`CREATE TABLE tmp (id int PRIMARY KEY)`, `INSERT INTO tmp VALUES (1)`, `ALTER TABLE tmp RENAME TO cache`],
+      names: /ALTER TABLE tmp RENAME TO cache[\s\S]*public\.cache, a table the migration carries, now has a name --exclude names/ },
+    { db: "sxc", ddl: [`ALTER TABLE arch.cache RENAME TO cache_v2`],
+      names: /ALTER TABLE arch\.cache RENAME TO cache_v2[\s\S]*renames a table the migration leaves out[\s\S]*arch\.cache_v2/ },
+    { db: "sxd", ddl: [`CREATE TABLE cache PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')`],
+      names: /CREATE TABLE cache PARTITION OF events[\s\S]*public\.cache, a partition of public\.events, which the migration carries/ },
+  ];
+  for (const c of cases) {
+    await excludeDatabase(c.db);
+    const source = parseEndpoint(src.uri(c.db), "source"), target = parseEndpoint(tgt.uri(c.db), "target");
+    expect((await startMigration(source, target, migrationOptions({ name: "ez", mode: "subscription", ddl: "replicate", jobs: 1, exclude: ["cache"] }))).phase)
+      .toBe("ReadyToCutover");
+    for (const sql of c.ddl) await src.query(sql, c.db);
+    await src.query(`INSERT INTO acct VALUES (1000, 'after')`, c.db);
+    const st = await until(`status to show the refusal (${c.ddl.at(-1)})`, async () => {
+      const s = await migrationStatus(source, target, "ez");
+      return s.applyError?.code === "ddl_selection" ? s : undefined;
+    }, 120000);
+    expect(st.applyError!.message).toMatch(c.names);
+    expect(st.applyError!.message).toMatch(/Fix: run pgferry cleanup and start again/);
+    expect(formatStatus(st)).toContain("DDL NOT REPLICATED (ddl_selection)");
+    // Stopped before it: nothing after it applied.
+    expect((await tgt.query(`SELECT count(*)::int AS n FROM acct WHERE id = 1000`, c.db))[0].n).toBe(0);
+    await expect(cutoverMigration(source, target, { name: "ez", freezeWrites: true, timeoutSec: 30, jobs: 1 })).rejects.toMatchObject({ code: "ddl_selection" });
+    await cleanupMigration(source, target, "ez");
+    expect(await pgferryObjects(src, c.db)).toEqual([]);
+    expect(await pgferryObjects(tgt, c.db)).toEqual([]);
+    expect(await leftovers(src, tgt, c.db)).toEqual([]);
+  }
+});

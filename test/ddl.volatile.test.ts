@@ -192,6 +192,7 @@ test("capture: what it backfills (once, columns the statement adds, identity too
     INSERT INTO pk_less_part VALUES (1, 1);
     CREATE TABLE chk (id int PRIMARY KEY, n int); INSERT INTO chk VALUES (1, -1); ALTER TABLE chk ADD CONSTRAINT pos CHECK (n > 0) NOT VALID;
     CREATE TABLE outside (id int PRIMARY KEY); INSERT INTO outside VALUES (1);
+    CREATE TABLE left_out (id int PRIMARY KEY); INSERT INTO left_out VALUES (1);
     CREATE TABLE by_index (a int NOT NULL, b text); CREATE UNIQUE INDEX by_index_a ON by_index (a); ALTER TABLE by_index REPLICA IDENTITY USING INDEX by_index_a;
     INSERT INTO by_index VALUES (1, 'x');
     CREATE PUBLICATION vc_pub FOR TABLE k, full_t, nothing_t, pk_less_part, chk, by_index;`, db);
@@ -236,6 +237,11 @@ test("capture: what it backfills (once, columns the statement adds, identity too
     expect(await reasonOf(`ALTER TABLE pk_less_part ADD COLUMN t timestamptz DEFAULT clock_timestamp()`)).toMatch(/pk_less_part(_1)?.* has no key/);
     expect(await reasonOf(`ALTER TABLE k ADD COLUMN n serial UNIQUE`)).toMatch(/unique index/);
     expect(await reasonOf(`ALTER TABLE outside ADD COLUMN t timestamptz DEFAULT now()`)).toMatch(/not in the migration's publication/);
+    // A table the migration leaves out (start records its exclusion plan in pgferry.ddl_left_out_<name>): not on the target,
+    // so nothing to backfill or replay.
+    await c.query(`INSERT INTO pgferry.ddl_left_out_vc SELECT 'left_out'::regclass`);
+    rows = await last(`ALTER TABLE left_out ADD COLUMN t timestamptz DEFAULT now()`);
+    expect(rows.map((r) => [r.kind ?? "ddl", r.volatile, r.selection])).toEqual([["ddl", [], { action: "skip", tables: ["public.left_out"], created: [] }]]);
     // A backfill the source's rows refuse does not fail the user's DDL: the error goes to the after-backfill row.
     rows = await last(`ALTER TABLE chk ADD COLUMN t timestamptz DEFAULT now()`);
     expect(rows[1]).toMatchObject({ kind: "after-backfill", error: expect.stringMatching(/check constraint "pos"/) });

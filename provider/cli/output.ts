@@ -118,6 +118,11 @@ export function formatStatus(s: MigrationStatus): string {
       `PostgreSQL's table synchronisation when pgferry cutover refreshes it, before the freeze) (${s.newTablesAwaitingSync.length}): ` +
       s.newTablesAwaitingSync.map((t) => `${t.table} (${t.state})`).join(", "));
   }
+  if (s.newTablesLeftOut?.length) {
+    lines.push(`  ! table(s) created on the source while streaming that the selection leaves out (--exclude names them, or a ` +
+      `partition of a left-out table), left out like at start (not created on ` +
+      `the target, not replicated, not compared by the cutover or verify) (${s.newTablesLeftOut.length}): ${s.newTablesLeftOut.join(", ")}`);
+  }
   if (s.largeObjects && (s.largeObjects.carried || s.largeObjects.sourceCount)) {
     const lo = s.largeObjects;
     const size = (b?: number) => (b === undefined ? "size not readable by this role" : human(b));

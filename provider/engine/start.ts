@@ -554,7 +554,8 @@ async function loadPhase(src: Client, tgt: Client, source: Endpoint, target: End
       // --ddl replicate: the capture exists before the slot, so every DDL committed after its consistent point is in the stream
       // (recorded with its undo first: a failed load, cleanup and cutover remove it; cdc/ddl/capture.ts).
       if (o.ddl === "replicate") {
-        const capture = await installDdlCapture(src, tgt, o.name, pf.schemas, names.publication, pf.keepOwnership);
+        const capture = await installDdlCapture(src, tgt, o.name, pf.schemas, names.publication,
+          { selection: o.selection, keepOwnership: pf.keepOwnership }, pf.exclusion.relations);
         onEvent({ type: "sourceChange", action: "changed", changes: [capture] });
         // Subscription mode: the target's copy of the log table (CREATE SUBSCRIPTION needs it) and the trigger that runs its rows.
         if (o.mode === "subscription") await installTargetApply(tgt, o.name);

@@ -14,6 +14,7 @@ import { changesAfterFence } from "./cdc/decoders";
 import { CutoverTimings, MigrationRecord, Phase, readMigration, readTableProgress, TableProgress } from "./state/state";
 import { SchemaDifference, schemaDifferences } from "./catalog/drift";
 import { newTablesState } from "./cdc/ddl/newTables";
+import { tablesLeftOutByDdl } from "./cdc/ddl/capture";
 import { readDdlRefusal } from "./cdc/ddl/refusal";
 import { rollbackWindowStatus, RollbackWindowStatus } from "./rollback/rollback";
 import { NotCarried } from "./catalog/catalog";
@@ -89,6 +90,11 @@ export interface MigrationStatus {
    * or lists and is still synchronising (state: i, d, f, s).
    */
   newTablesAwaitingSync?: { table: string; state: string }[];
+  /**
+   * --ddl replicate: tables created on the source while streaming that start's selection leaves out (--exclude names them,
+   * or they are partitions of a left-out table), left out like at start: not created on the target, not replicated, not compared.
+   */
+  newTablesLeftOut?: string[];
   /** What the target does not get from the source, with why and the fix (recorded by start). */
   notCarried?: NotCarried[];
   /** What pgferry changed on the source and undoes at cutover/cleanup (e.g. REPLICA IDENTITY FULL, with its warning). */
@@ -176,6 +182,10 @@ export async function migrationStatus(source: Endpoint | undefined, target: Endp
       if (r.rowCount) st.lagSeconds = r.rows[0].lag;
       if (["ReadyToCutover", "CuttingOver", "VerifyFailed"].includes(m.phase)) st.schemaDifferences = await schemaDifferences(src, tgt, name);
       if (["ReadyToCutover", "CuttingOver", "VerifyFailed"].includes(m.phase)) st.truncatedPartitions = await rewrittenPartitions(src, tgt, name);
+      if (m.options.ddl === "replicate") {
+        const leftOut = await tablesLeftOutByDdl(src, name);
+        if (leftOut.length) st.newTablesLeftOut = leftOut;
+      }
       if (m.mode === "subscription" && m.options.ddl === "replicate") {
         // Read-only: status does not refresh the subscription (the cutover does, while streaming); it names what waits.
         const nt = await newTablesState(src, tgt, names.publication, names.subscription);

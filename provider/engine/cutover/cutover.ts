@@ -50,7 +50,8 @@ import { dropTargetApply } from "../cdc/ddl/targetApply";
 import { newTablesState, syncNewTables } from "../cdc/ddl/newTables";
 import { readDdlRefusal } from "../cdc/ddl/refusal";
 import { selectionWithJoined, tablesJoinedByDdl } from "../cdc/ddl/joined";
-import { countUnappliedEntries, readPreamble, reconcileRefreshEntries } from "../state/schemaEntries";
+import { tablesLeftOutByDdl } from "../cdc/ddl/capture";
+import { countUnappliedEntries, readPreamble, reconcileRefreshEntries, replaceNotCarried } from "../state/schemaEntries";
 
 export type VerifyMode = "counts" | "hashes";
 export const VERIFY_MODES: VerifyMode[] = ["counts", "hashes"];
@@ -381,6 +382,12 @@ export const CUTOVER_STEPS: Step<CutoverRun>[] = [
   { name: "fence", done: pastPointOfNoReturn, run: fenceRounds },
   // --ddl replicate with --include: tables replicated DDL created join the gate's selection (names final: the source is frozen).
   { name: "ddl-joined-tables", when: ddlJoinsInclude, done: pastPointOfNoReturn, run: recordJoinedTables },
+  // --ddl replicate with --exclude/--include: tables created while streaming that the selection leaves out (named by
+  // --exclude, partitions of a left-out table) were left out like at start: named, and recorded with what the migration
+  // does not carry (status shows them after the cutover too).
+  { name: "ddl-left-out-tables", when: (r) => r.m.options.ddl === "replicate" && !r.reverse &&
+      !!(r.m.options.selection?.exclude.length || r.m.options.selection?.include.length),
+    done: pastPointOfNoReturn, run: recordLeftOutTables },
   {
     // --ddl replicate: every DDL before the fence is applied now; the schemas must agree (else back to streaming, naming what differs).
     name: "schema-after-fence", when: (r) => r.m.options.ddl === "replicate", done: pastPointOfNoReturn,
@@ -524,6 +531,21 @@ async function recordJoinedTables(r: CutoverRun): Promise<void> {
   await recordDdlJoinedTables(r.tgt, r.name, joined);
   r.m.options.ddlJoinedTables = joined;
 }
+
+/** Tables created while streaming that --exclude names (../cdc/ddl/capture.ts): said, and recorded as not carried. */
+async function recordLeftOutTables(r: CutoverRun): Promise<void> {
+  const leftOut = await tablesLeftOutByDdl(r.src, r.name);
+  if (leftOut.length) {
+    r.say(`tables created on the source while streaming that the selection leaves out (--exclude names them, or a partition of a ` +
+      `left-out table) were left out like at start (not on the target, not compared): ${leftOut.join(", ")}`);
+  }
+  await replaceNotCarried(r.tgt, r.name, [LEFT_OUT_KIND], leftOut.map((t) => ({ kind: LEFT_OUT_KIND, object: t,
+    reason: "created on the source while streaming, and --exclude names it (or it is a partition of a left-out table): left out like at start " +
+      "(not on the target, not replicated, not compared)",
+    fix: "migrate it separately if it is wanted, or start again with a selection that takes it" })));
+}
+
+const LEFT_OUT_KIND = "table created while streaming";
 
 function newTablesJoin(r: CutoverRun): boolean { return r.m.mode === "subscription" && r.m.options.ddl === "replicate" && !r.reverse; }
 

@@ -31,7 +31,7 @@
  * of the source.
  */
 import { Client } from "pg";
-import { CONTROL_SCHEMA } from "../../catalog/catalog";
+import { CONTROL_SCHEMA, splitQualified } from "../../catalog/catalog";
 import { quoteIdent, quoteLiteral } from "../../core/endpoint";
 import { recordSourceChange, SourceChange } from "../../state/sourceChanges";
 import { captureOwnersSql } from "./owners";
@@ -43,10 +43,12 @@ const S = quoteIdent(CONTROL_SCHEMA);
 export function ddlLogTableName(migration: string): string { return `ddl_log_${migration}`; }
 
 /** Object names of one migration's capture on the source. */
-export function captureNames(migration: string): { endTrigger: string; dropTrigger: string; endFunction: string; dropFunction: string; log: string } {
+export function captureNames(migration: string): { endTrigger: string; dropTrigger: string; endFunction: string; dropFunction: string; log: string; leftOut: string } {
   return {
     endTrigger: `pgferry_ddl_${migration}`, dropTrigger: `pgferry_ddl_drop_${migration}`, log: `${S}.${quoteIdent(ddlLogTableName(migration))}`,
     endFunction: `${S}.${quoteIdent(`ddl_capture_${migration}`)}`, dropFunction: `${S}.${quoteIdent(`ddl_dropped_${migration}`)}`,
+    // Relations (tables, their indexes and owned sequences) the migration leaves out, by oid: a DROP of only those is not logged.
+    leftOut: `${S}.${quoteIdent(`ddl_left_out_${migration}`)}`,
   };
 }
 
@@ -54,7 +56,7 @@ export function captureNames(migration: string): { endTrigger: string; dropTrigg
 export function captureUndoSql(migration: string): string {
   const n = captureNames(migration);
   return [`DROP EVENT TRIGGER IF EXISTS ${quoteIdent(n.endTrigger)}`, `DROP EVENT TRIGGER IF EXISTS ${quoteIdent(n.dropTrigger)}`,
-    `DROP FUNCTION IF EXISTS ${n.endFunction}()`, `DROP FUNCTION IF EXISTS ${n.dropFunction}()`, identityUndoSql(migration), `DROP TABLE IF EXISTS ${n.log}`,
+    `DROP FUNCTION IF EXISTS ${n.endFunction}()`, `DROP FUNCTION IF EXISTS ${n.dropFunction}()`, identityUndoSql(migration), `DROP TABLE IF EXISTS ${n.log}`, `DROP TABLE IF EXISTS ${n.leftOut}`,
     `DO $pgferry$ BEGIN DROP SCHEMA IF EXISTS ${S}; EXCEPTION WHEN dependent_objects_still_exist THEN NULL; END $pgferry$`].join("; ");
 }
 
@@ -75,13 +77,35 @@ function identityUndoSql(migration: string): string {
 END $pgferry$`;
 }
 
-/**
- * The statements creating the capture for these schemas and this publication (replaced if present: a re-run converges).
- * `keepOwnership`: the migration kept the source's owners (start's rule), so each statement's log row also carries the
- * owners of the objects it listed, which the target gives them after replaying it (./owners.ts).
- */
-export function captureSql(migration: string, schemas: string[], publication: string, keepOwnership = false): string[] {
+/** --include/--exclude names as a JSON literal of {s: schema or null, n: name} (a bare name matches in every schema, as at start). */
+function namesLiteral(names: string[]): string {
+  return `${quoteLiteral(JSON.stringify(names.map((x) => { const q = splitQualified(x); return { s: q.schema ?? null, n: q.name }; })))}::pg_catalog.jsonb`;
+}
+
+/** SQL: does one of the names in `list` (a namesLiteral) name the relation `schema`.`name`? */
+function namedIn(list: string, schema: string, name: string): string {
+  return `EXISTS (SELECT 1 FROM pg_catalog.jsonb_array_elements(${list}) e WHERE e->>'n' = ${name} AND (e->>'s' IS NULL OR e->>'s' = ${schema}))`;
+}
+
+/** How start shaped the migration, which the capture follows. */
+export interface CaptureOptions {
+  /**
+   * Start's --include/--exclude, which a table DDL creates or renames while streaming obeys like one present at start
+   * (docs/design.md, "DDL and the table selection").
+   */
+  selection?: { include: string[]; exclude: string[] };
+  /**
+   * The migration kept the source's owners (start's rule), so each statement's log row also carries the owners of the
+   * objects it listed, which the target gives them after replaying it (./owners.ts).
+   */
+  keepOwnership?: boolean;
+}
+
+/** The statements creating the capture for these schemas and this publication (replaced if present: a re-run converges). */
+export function captureSql(migration: string, schemas: string[], publication: string, o: CaptureOptions = {}): string[] {
+  const selection = o.selection ?? { include: [], exclude: [] }, keepOwnership = !!o.keepOwnership;
   const n = captureNames(migration);
+  const excl = namesLiteral(selection.exclude), incl = namesLiteral(selection.include);
   const arr = `ARRAY[${schemas.map(quoteLiteral).join(", ") || "NULL"}]::text[]`;
   const flag = quoteLiteral(`pgferry.ddl_dropped_${migration}`);
   const inner = quoteLiteral(`pgferry.ddl_inner_${migration}`);
@@ -91,10 +115,20 @@ export function captureSql(migration: string, schemas: string[], publication: st
     `CREATE SCHEMA IF NOT EXISTS ${S}`,
     `CREATE TABLE IF NOT EXISTS ${n.log} (id bigserial PRIMARY KEY, payload text NOT NULL)`,
     `REVOKE ALL ON TABLE ${n.log} FROM PUBLIC`,
-    `CREATE OR REPLACE FUNCTION ${n.dropFunction}() RETURNS event_trigger LANGUAGE plpgsql AS $pgferry$
+    `CREATE TABLE IF NOT EXISTS ${n.leftOut} (relid oid PRIMARY KEY)`,
+    `REVOKE ALL ON TABLE ${n.leftOut} FROM PUBLIC`,
+    // SECURITY DEFINER: it reads the left-out relations, which no other role may read or write.
+    `CREATE OR REPLACE FUNCTION ${n.dropFunction}() RETURNS event_trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgferry$
 BEGIN
-  IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() d
-             WHERE d.schema_name = ANY (${arr}) OR (d.object_type = 'schema' AND d.object_name = ANY (${arr}))) THEN
+  -- A DROP whose own objects are all relations the migration leaves out (a table --exclude names, or one recorded as left
+  -- out: at start, or by the capture since; their indexes and owned sequences too) is not the migration's: the target has
+  -- none of them, nothing to replay.
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() d WHERE d.object_type = 'schema' AND d.object_name = ANY (${arr}))
+     OR (EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() d WHERE d.schema_name = ANY (${arr}))
+         AND NOT (EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() d WHERE d.original AND d.schema_name = ANY (${arr}))
+                  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_event_trigger_dropped_objects() d WHERE d.original AND d.schema_name = ANY (${arr})
+                                   AND NOT (d.object_type = 'table' AND ${namedIn(excl, "d.schema_name", "d.object_name")})
+                                   AND NOT (d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND EXISTS (SELECT 1 FROM ${n.leftOut} x WHERE x.relid = d.objid))))) THEN
     PERFORM pg_catalog.set_config(${flag}, 'on', true);
   END IF;
 END $pgferry$`,
@@ -111,6 +145,10 @@ DECLARE
   v_vol record;
   v_owners jsonb := '[]';
   v_owners_err text;
+  -- The table selection (docs/design.md, "DDL and the table selection"): relations this statement touches that the
+  -- migration leaves out (not published, not replayed), the reasons it cannot be carried, what it carries.
+  v_skip oid[] := '{}'; v_skipped text[] := '{}'; v_created jsonb := '[]'; v_refuse text[] := '{}'; v_carry int := 0; v_other int := 0;
+  v_own boolean; v_rootx boolean; v_left boolean; v_rs text; v_rn text; v_rename boolean; v_selection jsonb;
 BEGIN
   -- Our own ALTER TABLE … REPLICA IDENTITY FULL below fires this trigger again: not a statement of the source's.
   IF coalesce(pg_catalog.current_setting(${inner}, true), '') = 'on' THEN RETURN; END IF;
@@ -124,11 +162,91 @@ BEGIN
     RETURN;
   END IF;
   IF dropped THEN PERFORM pg_catalog.set_config(${flag}, '', true); END IF;
+  -- Which relations the statement touches (a column, index, constraint, trigger, rule, policy or owned sequence by its
+  -- table), judged against start's --include/--exclude like a table present at start: a new table --exclude names (or a
+  -- partition of a table the migration leaves out) is left out: not published, not replayed, not compared. A rename
+  -- that moves a migrated table under an --exclude name, or a left-out one out of it, and a new partition --exclude
+  -- names of a migrated table (its rows go through the root) cannot follow the selection: the applier refuses the
+  -- statement (ddl_selection) before anything of it is applied.
+  v_rename := pg_catalog.current_query() ~* '\\mRENAME\\s+TO\\M';
+  SELECT pg_catalog.count(*) INTO v_other FROM pg_catalog.pg_event_trigger_ddl_commands() c
+   WHERE c.schema_name = ANY (${arr}) AND c.classid NOT IN ('pg_catalog.pg_class'::pg_catalog.regclass, 'pg_catalog.pg_constraint'::pg_catalog.regclass,
+     'pg_catalog.pg_trigger'::pg_catalog.regclass, 'pg_catalog.pg_rewrite'::pg_catalog.regclass, 'pg_catalog.pg_policy'::pg_catalog.regclass,
+     'pg_catalog.pg_statistic_ext'::pg_catalog.regclass, 'pg_catalog.pg_attrdef'::pg_catalog.regclass);
+  FOR t IN SELECT r.rel, r.created, r.altered, k.relkind, k.relpersistence, k.relname, ns.nspname,
+                  coalesce((SELECT a.relid FROM pg_catalog.pg_partition_ancestors(r.rel) a JOIN pg_catalog.pg_class ac ON ac.oid = a.relid
+                             WHERE NOT ac.relispartition), r.rel) AS root
+             FROM (SELECT x.rel, pg_catalog.bool_or(x.created) AS created, pg_catalog.bool_or(x.altered) AS altered FROM (
+                     SELECT CASE c.classid
+                       WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN coalesce(
+                         (SELECT i.indrelid FROM pg_catalog.pg_index i WHERE i.indexrelid = c.objid),
+                         (SELECT d.refobjid FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.objid
+                             AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i') LIMIT 1),
+                         c.objid)
+                       WHEN 'pg_catalog.pg_constraint'::pg_catalog.regclass THEN (SELECT CASE WHEN x.conrelid <> 0 THEN x.conrelid END FROM pg_catalog.pg_constraint x WHERE x.oid = c.objid)
+                       WHEN 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN (SELECT x.tgrelid FROM pg_catalog.pg_trigger x WHERE x.oid = c.objid)
+                       WHEN 'pg_catalog.pg_rewrite'::pg_catalog.regclass THEN (SELECT x.ev_class FROM pg_catalog.pg_rewrite x WHERE x.oid = c.objid)
+                       WHEN 'pg_catalog.pg_policy'::pg_catalog.regclass THEN (SELECT x.polrelid FROM pg_catalog.pg_policy x WHERE x.oid = c.objid)
+                       WHEN 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass THEN (SELECT x.stxrelid FROM pg_catalog.pg_statistic_ext x WHERE x.oid = c.objid)
+                       WHEN 'pg_catalog.pg_attrdef'::pg_catalog.regclass THEN (SELECT x.adrelid FROM pg_catalog.pg_attrdef x WHERE x.oid = c.objid)
+                     END AS rel,
+                     c.command_tag = 'CREATE TABLE' AND c.object_type = 'table' AS created,
+                     c.command_tag = 'ALTER TABLE' AND c.object_type = 'table' AS altered
+                     FROM pg_catalog.pg_event_trigger_ddl_commands() c WHERE c.schema_name = ANY (${arr})) x
+                   WHERE x.rel IS NOT NULL GROUP BY x.rel) r
+             JOIN pg_catalog.pg_class k ON k.oid = r.rel JOIN pg_catalog.pg_namespace ns ON ns.oid = k.relnamespace LOOP
+    IF t.relkind NOT IN ('r', 'p') THEN v_carry := v_carry + 1; CONTINUE; END IF;
+    SELECT rn.nspname, rk.relname INTO v_rs, v_rn FROM pg_catalog.pg_class rk JOIN pg_catalog.pg_namespace rn ON rn.oid = rk.relnamespace WHERE rk.oid = t.root;
+    v_own := ${namedIn(excl, "t.nspname", "t.relname")};
+    v_rootx := t.root <> t.rel AND ${namedIn(excl, "v_rs", "v_rn")};
+    -- Left out: by start (its exclusion plan) or by this capture since, recorded by oid (renamed too).
+    v_left := EXISTS (SELECT 1 FROM ${n.leftOut} x WHERE x.relid IN (t.rel, t.root));
+    IF t.created AND t.root = t.rel THEN
+      IF v_own THEN
+        v_skip := v_skip || t.rel; v_skipped := v_skipped || pg_catalog.format('%I.%I', t.nspname, t.relname);
+        v_created := v_created || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('oid', t.rel::text, 'table', pg_catalog.format('%I.%I', t.nspname, t.relname)));
+      ELSE v_carry := v_carry + 1; END IF;
+    ELSIF t.created AND (v_rootx OR v_left) THEN
+      -- A partition of a table the migration leaves out goes with it.
+      v_skip := v_skip || t.rel; v_skipped := v_skipped || pg_catalog.format('%I.%I', t.nspname, t.relname);
+      v_created := v_created || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('oid', t.rel::text, 'table', pg_catalog.format('%I.%I', t.nspname, t.relname),
+        'partitionOf', pg_catalog.format('%I.%I', v_rs, v_rn)));
+    ELSIF t.created AND v_own THEN
+      v_refuse := v_refuse || pg_catalog.format('it creates %I.%I, a partition of %I.%I, which the migration carries, and --exclude names the partition: its rows are published through its root, so it cannot be left out', t.nspname, t.relname, v_rs, v_rn);
+    ELSIF t.created THEN
+      v_carry := v_carry + 1;
+    ELSIF NOT v_left AND (v_own OR v_rootx) THEN
+      v_refuse := v_refuse || pg_catalog.format('%I.%I, a table the migration carries, now has a name --exclude names%s: the target would keep replicating a table the selection leaves out, and neither the cutover''s gate nor verify would compare it', t.nspname, t.relname,
+        CASE WHEN v_rootx THEN pg_catalog.format(' (its partitioned table %I.%I)', v_rs, v_rn) ELSE '' END);
+    ELSIF NOT v_left THEN
+      v_carry := v_carry + 1;
+    ELSIF v_rename AND t.altered AND NOT v_own AND NOT v_rootx AND (pg_catalog.jsonb_array_length(${incl}) = 0 OR ${namedIn(incl, "v_rs", "v_rn")}) THEN
+      v_refuse := v_refuse || pg_catalog.format('it renames a table the migration leaves out (--exclude or --include left it out: it is not on the target) to %I.%I, a name the selection takes: its rows were never copied to the target, and pgferry cannot copy a table while streaming', t.nspname, t.relname);
+    ELSE
+      -- A table the migration leaves out (--exclude, --include, or what depends on them, at start or since): not on the target.
+      v_skip := v_skip || t.rel; v_skipped := v_skipped || pg_catalog.format('%I.%I', t.nspname, t.relname);
+    END IF;
+  END LOOP;
+  IF pg_catalog.array_length(v_skip, 1) > 0 THEN
+    INSERT INTO ${n.leftOut} (relid)
+      SELECT x FROM pg_catalog.unnest(v_skip) x
+      UNION SELECT i.indexrelid FROM pg_catalog.pg_index i WHERE i.indrelid = ANY (v_skip)
+      UNION SELECT d.objid FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+              AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = ANY (v_skip) AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i')
+      ON CONFLICT DO NOTHING;
+  END IF;
+  IF pg_catalog.array_length(v_refuse, 1) > 0 THEN
+    v_selection := pg_catalog.jsonb_build_object('action', 'refuse', 'reason', pg_catalog.array_to_string(v_refuse, '; '));
+  ELSIF pg_catalog.array_length(v_skip, 1) > 0 AND (v_carry > 0 OR v_other > 0) THEN
+    v_selection := pg_catalog.jsonb_build_object('action', 'refuse', 'reason', pg_catalog.format('it changes tables the migration leaves out (%s) together with objects it carries: replayed, it would fail on the target, where those tables are not; left out, the target would miss the rest', pg_catalog.array_to_string(v_skipped, ', ')));
+  ELSIF pg_catalog.array_length(v_skip, 1) > 0 THEN
+    v_selection := pg_catalog.jsonb_build_object('action', 'skip', 'tables', pg_catalog.to_jsonb(v_skipped), 'created', v_created);
+  END IF;
   -- A table created in a migrated schema joins the migration: published from now on, in this transaction
   -- (partitions are published through their root).
   FOR t IN SELECT DISTINCT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c JOIN pg_catalog.pg_class k ON k.oid = c.objid
             WHERE c.command_tag = 'CREATE TABLE' AND c.object_type = 'table' AND c.schema_name = ANY (${arr})
-              AND k.relkind IN ('r', 'p') AND NOT k.relispartition AND k.relpersistence = 'p' LOOP
+              AND k.relkind IN ('r', 'p') AND NOT k.relispartition AND k.relpersistence = 'p' AND NOT c.objid = ANY (v_skip) LOOP
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = ${quoteLiteral(publication)})
        AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_rel r JOIN pg_catalog.pg_publication p ON p.oid = r.prpubid
                         WHERE p.pubname = ${quoteLiteral(publication)} AND r.prrelid = t.objid) THEN
@@ -142,7 +260,7 @@ BEGIN
   FOR t IN SELECT DISTINCT c.objid, ns.nspname, k.relname FROM pg_catalog.pg_event_trigger_ddl_commands() c
              JOIN pg_catalog.pg_class k ON k.oid = c.objid JOIN pg_catalog.pg_namespace ns ON ns.oid = k.relnamespace
             WHERE c.command_tag = 'CREATE TABLE' AND c.object_type = 'table' AND c.schema_name = ANY (${arr})
-              AND k.relkind = 'r' AND k.relpersistence = 'p' AND k.relreplident = 'd'
+              AND k.relkind = 'r' AND k.relpersistence = 'p' AND k.relreplident = 'd' AND NOT c.objid = ANY (v_skip)
               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index x WHERE x.indrelid = k.oid AND x.indisprimary)
               AND EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = ${quoteLiteral(publication)}) LOOP
     PERFORM pg_catalog.set_config(${inner}, 'on', true);
@@ -177,7 +295,8 @@ BEGIN
                   coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('column', a.attname, 'type', pg_catalog.format_type(a.atttypid, a.atttypmod)))
                     FILTER (WHERE a.attlen = -1 AND a.attidentity = ''), '[]') AS rewrite
              FROM (SELECT DISTINCT x.objid FROM pg_catalog.pg_event_trigger_ddl_commands() x
-                    WHERE x.command_tag = 'ALTER TABLE' AND x.object_type IN ('table', 'table column') AND x.schema_name = ANY (${arr})) c
+                    WHERE x.command_tag = 'ALTER TABLE' AND x.object_type IN ('table', 'table column') AND x.schema_name = ANY (${arr})
+                      AND NOT x.objid = ANY (v_skip)) c
              JOIN pg_catalog.pg_attribute a ON a.attrelid = c.objid
              LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
             WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' AND pg_catalog.age(a.xmin) <= 0
@@ -236,7 +355,7 @@ BEGIN
   END;` : "-- not recorded: the migration did not keep ownership (start named it)"}
   INSERT INTO ${n.log} (payload) VALUES (pg_catalog.jsonb_build_object('v', 1, 'sql', current_query(),
     'commands', cmds, 'searchPath', caller_path, 'nonConstantDefaults', added, 'dropped', dropped, 'identityFull', identity,
-    'volatile', v_volatile${keepOwnership ? ", 'owners', v_owners, 'ownersError', v_owners_err" : ""})::text);
+    'volatile', v_volatile, 'selection', v_selection${keepOwnership ? ", 'owners', v_owners, 'ownersError', v_owners_err" : ""})::text);
   -- The backfill: every row of each such table updated once, in this transaction right after the log row, so the
   -- source's values of the new columns stream to the target at their place. session_replication_role = replica keeps
   -- the source's ordinary triggers and rules (and foreign key checks) from firing: the rows do not change. A failure
@@ -282,7 +401,7 @@ END $pgferry$`,
  * killed in between leaves a record whose undo is harmless, never a trigger without a record.
  */
 export async function installDdlCapture(src: Client, tgt: Client, migration: string, schemas: string[], publication: string,
-  keepOwnership = false): Promise<SourceChange> {
+  o: CaptureOptions = {}, leftOut: { schema: string; name: string }[] = []): Promise<SourceChange> {
   const n = captureNames(migration);
   const change = await recordSourceChange(tgt, migration, {
     object: `event trigger ${n.endTrigger}`, kind: "ddl_capture",
@@ -291,7 +410,16 @@ export async function installDdlCapture(src: Client, tgt: Client, migration: str
   });
   await src.query("BEGIN");
   try {
-    for (const sql of captureSql(migration, schemas, publication, keepOwnership)) await src.query(sql);
+    for (const sql of captureSql(migration, schemas, publication, o)) await src.query(sql);
+    // What start leaves out (--exclude, --include, what depends on them), with their indexes and owned sequences.
+    if (leftOut.length) {
+      await src.query(`WITH rel AS (SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
+          JOIN ROWS FROM (pg_catalog.unnest($1::text[]), pg_catalog.unnest($2::text[])) AS l(s, n) ON l.s = ns.nspname AND l.n = c.relname)
+        INSERT INTO ${n.leftOut} (relid) SELECT oid FROM rel UNION SELECT i.indexrelid FROM pg_catalog.pg_index i WHERE i.indrelid IN (SELECT oid FROM rel)
+          UNION SELECT d.objid FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+            AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid IN (SELECT oid FROM rel) AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i')
+        ON CONFLICT DO NOTHING`, [leftOut.map((x) => x.schema), leftOut.map((x) => x.name)]);
+    }
     // The log streams with the migrated tables (the publication exists: start creates it first).
     const member = await src.query(`SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3`,
       [publication, CONTROL_SCHEMA, ddlLogTableName(migration)]);
@@ -302,6 +430,23 @@ export async function installDdlCapture(src: Client, tgt: Client, migration: str
     throw e;
   }
   return change;
+}
+
+/**
+ * Tables created on the source while streaming that start's selection leaves out (--exclude names them, or they are
+ * partitions of a left-out table), which the capture left out like at start (not published, not created on the
+ * target, not compared), by their current name; read from the source's log (the capture writes them into the
+ * statement's row).
+ */
+export async function tablesLeftOutByDdl(src: Client, migration: string): Promise<string[]> {
+  const n = captureNames(migration);
+  const has = await src.query(`SELECT to_regclass($1) IS NOT NULL AS e`, [n.log]);
+  if (!has.rows[0].e) return [];
+  const r = await src.query(`SELECT DISTINCT quote_ident(ns.nspname) || '.' || quote_ident(k.relname) AS t
+    FROM ${n.log} l, jsonb_array_elements(coalesce(l.payload::jsonb->'selection'->'created', '[]')) e
+    JOIN pg_class k ON k.oid = (e->>'oid')::oid JOIN pg_namespace ns ON ns.oid = k.relnamespace
+    WHERE l.payload::jsonb->'selection'->>'action' = 'skip' ORDER BY 1`);
+  return r.rows.map((x) => x.t as string);
 }
 
 /** Is the capture installed and enabled on the source? */

@@ -21,7 +21,7 @@ import { ownerProblemNow } from "./owners";
 import { ddlToApply, parseDdlPayload } from "./statement";
 
 /** Code numbers stored in the sequence (0: none). Anything else the trigger raises counts as the target refusing the statement. */
-const CODES = ["", "ddl_multi_statement", "ddl_not_top_level", "ddl_unsupported", "ddl_volatile_default", "ddl_failed", "ddl_owner"] as const;
+const CODES = ["", "ddl_multi_statement", "ddl_not_top_level", "ddl_unsupported", "ddl_volatile_default", "ddl_failed", "ddl_owner", "ddl_selection"] as const;
 const ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
 const S = quoteIdent(CONTROL_SCHEMA);
@@ -114,6 +114,7 @@ export async function readDdlRefusal(tgt: Client, src: Client | undefined, migra
 async function targetErrorNow(tgt: Client, payloadText: string): Promise<string | undefined> {
   let stmt: ReturnType<typeof ddlToApply>;
   try { stmt = ddlToApply(parseDdlPayload(payloadText)); } catch { return undefined; }
+  if (stmt.leftOut) return undefined;
   await tgt.query("BEGIN");
   try {
     await tgt.query(`SET LOCAL lock_timeout = '2s'; SET LOCAL statement_timeout = '10s'`);

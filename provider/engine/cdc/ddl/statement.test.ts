@@ -75,3 +75,16 @@ test("a backfilled identity ALWAYS column is BY DEFAULT on the target until the 
   // A DDL row is still a DDL row.
   expect(parseLogRow(JSON.stringify({ v: 1, sql: "ALTER TABLE t ADD c int", commands: [], searchPath: "public" }))).toMatchObject({ sql: "ALTER TABLE t ADD c int" });
 });
+
+test("start's table selection, judged by the capture: a statement on left-out tables only is not run (whatever its shape); one moving a table across it is refused by name", () => {
+  const skip = { action: "skip" as const, tables: ["public.cache"], created: [{ oid: "1", table: "public.cache" }] };
+  expect(ddlToApply(payload("CREATE TABLE cache (id int); INSERT INTO cache VALUES (1)", { selection: skip }))).toMatchObject({ sql: "", leftOut: ["public.cache"] });
+  expect(ddlToApply(payload("SELECT partman.run_maintenance()", { selection: skip })).leftOut).toEqual(["public.cache"]);
+  expect(ddlToApply(payload("ALTER TABLE cache ADD COLUMN ts timestamptz DEFAULT now()", { nonConstantDefaults: ["ts"], selection: skip })).leftOut)
+    .toEqual(["public.cache"]);
+  const refused = () => ddlToApply(payload("ALTER TABLE tmp RENAME TO cache",
+    { selection: { action: "refuse", reason: "public.cache, a table the migration carries, now has a name --exclude names" } }));
+  expect(codeOf(refused)).toBe("ddl_selection");
+  expect(refused).toThrow(/"ALTER TABLE tmp RENAME TO cache".*now has a name --exclude names.*Fix: run pgferry cleanup and start again/s);
+  expect(ddlToApply(payload("ALTER TABLE t ADD COLUMN c int")).leftOut).toBeUndefined();
+});

@@ -42,6 +42,12 @@ export interface DdlPayload {
   owners?: DdlOwner[];
   /** Why the capture could not record them (the target refuses the statement: ddl_owner). */
   ownersError?: string | null;
+  /**
+   * Start's --include/--exclude applied by the capture to the tables the statement touches (./capture.ts): "skip" when
+   * they are all tables the migration leaves out (the target has none of them: nothing to run; `created` lists new ones),
+   * "refuse" when the statement moves a table across the selection (the reason names it). Absent: carried as usual.
+   */
+  selection?: { action: "skip"; tables: string[]; created: { oid: string; table: string }[] } | { action: "refuse"; reason: string };
 }
 
 export interface VolatileColumns {
@@ -68,8 +74,11 @@ export interface AfterBackfill {
   error: string | null;
 }
 
-/** The statement to run on the target, with the search_path to run it under. */
-export interface DdlToApply { sql: string; searchPath: string; summary: string }
+/**
+ * The statement to run on the target, with the search_path to run it under; `leftOut`: nothing to run, the statement
+ * touches only tables the migration's selection leaves out (they are not on the target).
+ */
+export interface DdlToApply { sql: string; searchPath: string; summary: string; leftOut?: string[] }
 
 /** A row of the capture's log: a DDL statement, or what follows a backfill. */
 export function parseLogRow(text: string): DdlPayload | AfterBackfill {
@@ -195,6 +204,11 @@ export function splitStatements(sql: string): { text: string; code: string }[] {
   return out;
 }
 
+/** What to do when a DDL moved a table across start's --include/--exclude (ddl_selection). */
+export const SELECTION_FIX = `run pgferry cleanup and start again: the selection is judged anew on the source as it is then (name the ` +
+  `table in --exclude, or not, as you want it migrated; a partition follows its partitioned table: exclude that to leave it out); ` +
+  `while a migration streams, keep such renames and partitions for after the cutover`;
+
 const DDL_VERBS = new Set(["CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "REFRESH", "REINDEX", "SECURITY", "IMPORT"]);
 
 const one = (s: string) => s.replace(/\s+/g, " ").trim();
@@ -214,6 +228,12 @@ export function ddlToApply(p: DdlPayload): DdlToApply {
   const summary = shortened(p.sql);
   const tags = [...new Set(p.commands.map((c) => c.tag))];
   const what = tags.length ? tags.join(", ") : "DROP";
+  // The table selection first: a statement on left-out tables only is not the target's, whatever its shape.
+  if (p.selection?.action === "skip") return { sql: "", searchPath: p.searchPath, summary, leftOut: p.selection.tables };
+  if (p.selection?.action === "refuse") {
+    throw new PgferryError("ddl_selection", `DDL replication stopped before the source's query "${summary}" (${what}): ${p.selection.reason}. ` +
+      `Nothing from it or after it was applied. Fix: ${SELECTION_FIX}`);
+  }
   if (stmts.length !== 1) {
     throw new PgferryError("ddl_multi_statement", `DDL replication stopped before the source's query "${summary}" (${what}): it holds ` +
       `${stmts.length} statements in one query string, and replaying it on the target would also repeat its other statements (their row ` +

@@ -18,10 +18,11 @@
  */
 import { Client } from "pg";
 import { CONTROL_SCHEMA } from "../../catalog/catalog";
-import { quoteIdent } from "../../core/endpoint";
+import { quoteIdent, quoteLiteral } from "../../core/endpoint";
 import { ddlLogTableName } from "./capture";
 import { refusalHandlerSql, refusalSequence, refusalSequenceSql } from "./refusal";
 import { targetOwnersPlpgsql } from "./owners";
+import { SELECTION_FIX } from "./statement";
 
 const S = quoteIdent(CONTROL_SCHEMA);
 
@@ -67,6 +68,12 @@ BEGIN
       PERFORM setval(pg_get_serial_sequence(p->>'table', v_seq->>'column'), (v_seq->>'lastValue')::bigint, (v_seq->>'isCalled')::boolean);
     END LOOP;
     RETURN NULL;
+  END IF;
+  -- Start's --include/--exclude, applied by the capture (./capture.ts): a statement on tables the migration leaves out only
+  -- is not the target's (they are not here); one moving a table across the selection stops the worker (./statement.ts).
+  IF p->'selection'->>'action' = 'skip' THEN RETURN NULL; END IF;
+  IF p->'selection'->>'action' = 'refuse' THEN
+    RAISE EXCEPTION 'ddl_selection: DDL replication stopped before the source''s query "%": %. Nothing from it or after it was applied. Fix: %', summary, p->'selection'->>'reason', ${quoteLiteral(SELECTION_FIX)};
   END IF;
   -- Split at top-level semicolons: quotes, quoted identifiers, dollar quotes and comments kept whole (./statement.ts).
   WHILE i <= n LOOP

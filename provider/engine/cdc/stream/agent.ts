@@ -93,7 +93,7 @@ export async function runAgent(source: Endpoint, target: Endpoint, o: AgentOptio
   }
 }
 
-const DDL_REFUSALS = new Set<string>(["ddl_multi_statement", "ddl_not_top_level", "ddl_unsupported", "ddl_volatile_default"]);
+const DDL_REFUSALS = new Set<string>(["ddl_multi_statement", "ddl_not_top_level", "ddl_unsupported", "ddl_volatile_default", "ddl_selection"]);
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {

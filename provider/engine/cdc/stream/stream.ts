@@ -791,6 +791,7 @@ export class StreamApplier {
    */
   private async applyDdl(parsed: DdlPayload): Promise<void> {
     const stmt = ddlToApply(parsed);
+    if (stmt.leftOut) return; // on tables the selection leaves out: not on the target (status and cutover name new ones)
     await this.barrier(async (c) => {
       // The source session's search_path: the text may name objects unqualified. Transaction-local, reset right after.
       await c.query(`SELECT pg_catalog.set_config('search_path', $1, true)`, [stmt.searchPath]);
