@@ -37,6 +37,7 @@ import { PreCheck, preCheckFrom, readFingerprints, stillValid } from "../verify/
 import { ByKeyOutcome, ByKeyResult, KeyCheck } from "../verify/byKey";
 import { readAppliedLsn } from "../state/applyProgress";
 import { lsnToBigInt } from "../core/lsn";
+import { readFence } from "./fence";
 import { rewrittenPartitions } from "../copy/partitionTruncates";
 import { citusVersion } from "../preflight/citus";
 import {
@@ -646,7 +647,7 @@ async function fenceRounds(r: CutoverRun, clock: StepClock): Promise<void> {
   for (;;) {
     r.fenceAttempts++;
     if ((await readMigration(tgt, name))!.replicationPaused) await resumeReplication(r);
-    const fence = (await src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l as string;
+    const fence = await readFence(src); // ./fence.ts: every commit the source shows ends at or before it
     await updateMigration(tgt, name, { fenceLsn: fence });
     r.say(`waiting for the target to apply everything up to ${fence}`);
     try {
