@@ -1,7 +1,8 @@
 /**
  * The cutover's after-fence check (changesAfterFence, the decoders' peek of the slot) against a commit whose record
- * ends exactly at the fence. The fence is pg_current_wal_lsn(), read once writes are frozen; logical decoding gives a
- * commit message the END of its commit record as its LSN. When the application's last commit is the last WAL written
+ * ends exactly at the fence. The fence is the end of the WAL when it is read, once writes are frozen (it was
+ * pg_current_wal_lsn(); now cutover/fence.ts); logical decoding gives a commit message the END of its commit record as
+ * its LSN. When the application's last commit is the last WAL written
  * before the fence is read (its session ended while idle, so no abort record follows), that LSN equals the fence: the
  * commit lies wholly before it, and the drain (the target's applied end LSN ≥ the fence) has applied it. Counted as
  * "after the fence" (>=), and still in the slot because the agent's confirmation had not reached its walsender when
