@@ -21,9 +21,11 @@ import { bigIntToLsn, lsnToBigInt } from "../core/lsn";
 const SHORT_PAGE_HEADER = 24n, LONG_PAGE_HEADER = 40n;
 
 export async function readFence(src: Client): Promise<string> {
-  const r = (await src.query(`SELECT x.l::text AS l, (pg_walfile_name_offset(x.l)).file_offset::int AS off,
-      current_setting('wal_block_size')::int AS bs FROM (SELECT pg_current_wal_insert_lsn() AS l) x`)).rows[0];
-  return bigIntToLsn(lsnToBigInt(r.l) - pageHeaderBefore(r.off as number, r.bs as number));
+  // Pages and segments are aligned on the LSN itself: the offset within the segment is the LSN modulo its size.
+  const r = (await src.query(`SELECT pg_current_wal_insert_lsn()::text AS l, current_setting('wal_block_size')::int AS bs,
+      pg_size_bytes(current_setting('wal_segment_size'))::text AS seg`)).rows[0];
+  const lsn = lsnToBigInt(r.l);
+  return bigIntToLsn(lsn - pageHeaderBefore(Number(lsn % BigInt(r.seg)), r.bs as number));
 }
 
 /** The bytes of page header just before an insert position at this offset within its WAL segment (0 if it is not right after one). */
