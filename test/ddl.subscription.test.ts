@@ -17,7 +17,7 @@ import { formatStatus } from "../provider/cli/output";
 import { cleanupMigration, cutoverMigration, migrationOptions, migrationStatus, parseEndpoint, startMigration, verifyMigration } from "../provider/engine";
 import { dropTargetApply, targetApplySql } from "../provider/engine/cdc/ddl/targetApply";
 import { readDdlRefusal } from "../provider/engine/cdc/ddl/refusal";
-import { leftovers, reloadConf, runVerifySh, startServers, Writer } from "./support/servers";
+import { leftovers, moreWrites, reloadConf, runVerifySh, startServers, Writer } from "./support/servers";
 import { until } from "./support/until";
 
 let src: LocalServer, tgt: LocalServer;
@@ -126,7 +126,8 @@ test("subscription: CREATE TABLE joins (rows before and after the refresh, a tab
   // Writes go on through the refresh and the freeze; a table is created after the warm-up (at the freeze barrier).
   const writer = new Writer(src.uri("app2"), (i) => `BEGIN; INSERT INTO t3 VALUES (${1000 + i}, 'w'); UPDATE t3 SET v = 'x${i}' WHERE id = ${(i % 300) + 1}; ` +
     `UPDATE t2 SET v = 'y${i}' WHERE id = ${(i % 50) + 1}; COMMIT`).start();
-  await new Promise((r) => setTimeout(r, 300));
+  // Writing before the cutover begins (not after a fixed delay: a writer that connects only after the freeze is read-only at once).
+  await moreWrites(writer, 5);
   const cut = await cutoverMigration(source, target, { name: "sr", freezeWrites: true, timeoutSec: 120, jobs: 1, verify: "hashes",
     barrier: async (point) => {
       if (point !== "freeze") return;

@@ -39,6 +39,7 @@ import { PreCheck, preCheckFrom, readFingerprints, stillValid } from "../verify/
 import { ByKeyOutcome, ByKeyResult, KeyCheck } from "../verify/byKey";
 import { readAppliedLsn } from "../state/applyProgress";
 import { lsnToBigInt } from "../core/lsn";
+import { readFence } from "./fence";
 import { rewrittenPartitions } from "../copy/partitionTruncates";
 import { citusVersion } from "../preflight/citus";
 import {
@@ -672,7 +673,7 @@ async function fenceRounds(r: CutoverRun, clock: StepClock): Promise<void> {
   for (;;) {
     r.fenceAttempts++;
     if ((await readMigration(tgt, name))!.replicationPaused) await resumeReplication(r);
-    const fence = (await src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l as string;
+    const fence = await readFence(src); // ./fence.ts: every commit the source shows ends at or before it
     await updateMigration(tgt, name, { fenceLsn: fence });
     r.say(`waiting for the target to apply everything up to ${fence}`);
     try {
@@ -754,14 +755,17 @@ async function verifyTarget(r: CutoverRun): Promise<void> {
   // The pre-check's verdicts on tables unchanged on both sides since it ran: not read again (their structure is). The
   // fingerprints are read on a gate session pair while this pair reads what changed during CDC.
   const fingerprintsOn = sessions?.[0] ?? { source: r.src, target: r.tgt };
+  // The source's fingerprints stand on its statistics, which a session flushes at exit, or at most 10 s after going
+  // idle (PGSTAT_IDLE_INTERVAL), and not while it is busy or in a transaction: a session that may still hold a
+  // change's counts makes every pre-check verdict unsafe, so then every table is compared now. Read BEFORE the
+  // fingerprints: a session gone by then flushed its counts before it left, so they are in what is read after; one
+  // that leaves between the two reads (an application shutting down during the cutover) is a holder here — read
+  // after them, it was in neither, and a table it changed kept its pre-check verdict.
+  const holders = r.preCheck ? await statisticsHolders(fingerprintsOn.source, r.src) : [];
   const [touched, now] = await Promise.all([
     r.verifyMode === "hashes" ? [] : touchedTables(r.src, r.tgt, r.name, r.selected).then((t) => [...t]),
     r.preCheck ? readFingerprints(fingerprintsOn.source, fingerprintsOn.target, r.name, r.m.mode === "stream", r.selected) : undefined,
   ]);
-  // The source's fingerprints stand on its statistics, which a session flushes at exit, or at most 10 s after going
-  // idle (PGSTAT_IDLE_INTERVAL), and not while it is busy or in a transaction: a session that may still hold a
-  // change's counts makes every pre-check verdict unsafe, so then every table is compared now.
-  const holders = now ? await statisticsHolders(fingerprintsOn.source, r.src) : [];
   if (holders.length) r.say(`comparing every table at the fence: ${describeSessions(holders)} may still hold unflushed statistics ` +
     `(the pre-check's verdicts stand only when the source's sessions were ended by --freeze-writes or idle for ${STATS_FLUSHED_AFTER_S} s); ` +
     `the tables they wrote last may also be missing from those hashed as changed during CDC${r.verifyMode === "hashes" ? "" : " (--verify hashes hashes every table)"}`);

@@ -62,8 +62,12 @@ export interface Decoder {
   /** A decoding session for a migration's stream; `publication` is its name (for plugins that need one). */
   open(source: Endpoint, setup: StreamSetup, publication: string): Promise<DecoderSession>;
   /**
-   * The changes committed at or after `fence` still in the slot, peeked (not consumed): the cutover's
+   * The changes committed after `fence` still in the slot, peeked (not consumed): the cutover's
    * after-fence check and status' pending count. `uptoChanges` bounds how many slot rows are read.
+   * A commit message's LSN is the END of its commit record (logical decoding's write_location for a
+   * commit is the transaction's end_lsn), so a commit is after the fence only when that LSN is greater
+   * than the fence: one whose record ends exactly at it (the last WAL record when the fence was read)
+   * lies wholly before it, and the drain (applied end LSN ≥ fence) applied it.
    */
   changesAfterFence(src: Client, tgt: Client, setup: StreamSetup, slot: string, publication: string, fence: string,
     uptoChanges?: number): Promise<FenceChanges>;

@@ -204,9 +204,10 @@ export const pgoutputDecoder: Decoder = {
   async changesAfterFence(src: Client, _tgt: Client, _setup: StreamSetup, slot: string, publication: string, fence: string,
     uptoChanges?: number): Promise<FenceChanges> {
     // pgoutput messages: B(egin) C(ommit) I U D (relation oid in bytes 2-5) T(runcate: first oid in bytes 7-10).
+    // A C row's lsn is its commit record's end: after the fence only when greater (Decoder.changesAfterFence).
     const r = await src.query(`
       WITH c AS (SELECT lsn, xid, data FROM pg_logical_slot_peek_binary_changes($1, NULL, $4::int, 'proto_version', '1', 'publication_names', $2)),
-      late AS (SELECT DISTINCT xid FROM c WHERE get_byte(data, 0) = 67 AND lsn >= $3::pg_lsn),
+      late AS (SELECT DISTINCT xid FROM c WHERE get_byte(data, 0) = 67 AND lsn > $3::pg_lsn),
       ch AS (SELECT CASE WHEN get_byte(data, 0) = 84 THEN substring(data FROM 7 FOR 4) ELSE substring(data FROM 2 FOR 4) END AS rel
         FROM c WHERE get_byte(data, 0) IN (73, 85, 68, 84) AND xid IN (SELECT xid FROM late))
       SELECT coalesce(n.nspname || '.' || k.relname, 'relation ' || x.oid) AS table, count(*)::int AS changes

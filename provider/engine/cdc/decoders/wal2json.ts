@@ -445,11 +445,12 @@ export const wal2jsonDecoder: Decoder = {
   async changesAfterFence(src: Client, _tgt: Client, setup: StreamSetup, slot: string, _publication: string, fence: string,
     uptoChanges?: number): Promise<FenceChanges> {
     // The slot's wal2json options as the applier streams with them. Format-version 2: one JSON object per
-    // row; B/C carry the transaction, I/U/D/T name the table.
+    // row; B/C carry the transaction, I/U/D/T name the table. A C row's lsn is its commit record's end: after the fence
+    // only when greater (Decoder.changesAfterFence).
     const opts = wal2jsonOptions(await streamedTables(src, setup), setup.numericAsString).flat();
     const r = await src.query(`
       WITH c AS (SELECT lsn, xid, data::json AS j FROM pg_logical_slot_peek_changes($1, NULL, $4::int, VARIADIC $2::text[])),
-      late AS (SELECT DISTINCT xid FROM c WHERE j->>'action' = 'C' AND lsn >= $3::pg_lsn)
+      late AS (SELECT DISTINCT xid FROM c WHERE j->>'action' = 'C' AND lsn > $3::pg_lsn)
       SELECT (j->>'schema') || '.' || (j->>'table') AS table, count(*)::int AS changes
       FROM c WHERE j->>'action' IN ('I', 'U', 'D', 'T') AND xid IN (SELECT xid FROM late) GROUP BY 1 ORDER BY 1`, [slot, opts, fence, uptoChanges ?? null]);
     return r.rows;
