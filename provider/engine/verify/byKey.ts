@@ -89,7 +89,7 @@ const PUBLICATION_SQL = `SELECT p.pubinsert AND p.pubupdate AND p.pubdelete AS a
     coalesce((SELECT string_agg(r.oid::text || '/' || r.xmin::text, ',' ORDER BY r.oid) FROM pg_publication_rel r WHERE r.prpubid = p.oid), '') AS f
   FROM pg_publication p WHERE p.pubname = $1`;
 
-async function shapes(c: Client, names: string[]): Promise<Map<string, string>> {
+export async function shapes(c: Client, names: string[]): Promise<Map<string, string>> {
   return new Map((await c.query(SHAPE_SQL, [names])).rows.map((x) => [x.t as string, x.s as string]));
 }
 
@@ -411,6 +411,8 @@ export class KeyCheck {
    * whole-table hash would have found them.
    */
   async finish(now: VerifySessionPair): Promise<ByKeyResult> {
+    await this.prefetched;
+    this.prefetched = undefined;
     const known = new Map<string, KnownContents>();
     const tables: ByKeyOutcome["tables"] = [];
     if (!this.tables.size) return { known, tables, fallback: this.fallback };
@@ -484,7 +486,24 @@ export class KeyCheck {
   /** Where the fence's part went (for the cutover's message). */
   phases = "";
 
+  private prefetched?: Promise<void>;
+
+  /**
+   * Once writes are stopped (the fence begins): the witness's changes decoded so far and their rows in the held S and P
+   * read while the fence drains the target and pauses its consumer, on connections the fence does not use. Only a head
+   * start: finish() decodes again from where this stopped (a change committed meanwhile is decoded then), and both
+   * steps keep what they did (collect: keys into K; readOld: each key's S and P sums once), as when called before the freeze.
+   */
+  prefetch(): void {
+    if (this.prefetched || !this.tables.size) return;
+    // A failure part-way (the slot's changes consumed but not all decoded) leaves K incomplete: every table then falls back.
+    this.prefetched = (async () => { await this.collect(); await this.readOld(); })().catch((e) => {
+      for (const t of [...this.tables.values()]) this.drop(t, `the witness slot's changes could not be read: ${redact((e as Error).message, this.c.source)}`);
+    });
+  }
+
   async close(): Promise<void> {
+    await this.prefetched;
     // Dropped here, so it is gone when the cutover returns (a TEMPORARY slot also goes with its session, but the server
     // ends that session a moment after the client leaves, and also if this process dies). Bounded: the link may be stalled.
     if (this.witness && this.slotMade) {
