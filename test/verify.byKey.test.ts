@@ -100,3 +100,62 @@ test("a commit whose record is written but not yet visible when T1 is taken is r
   await cleanupMigration(source, target, name);
   expect(await leftovers(src, tgt, db)).toEqual([]);
 });
+
+/**
+ * The second look before the freeze (preRead again, the cutover's last warm-up step): only the keys changed after the
+ * snapshot their row was read in are read, each in the new snapshot from then on; at the fence only those changed after
+ * that are read again. A change the target lost after the second look still makes the two sides differ, and each side's
+ * result is its whole-table hash.
+ */
+test("a second look reads only the keys changed since the first; the fence reads only those changed after it, and a lost change still differs", async () => {
+  const db2 = "bykeyagain", name2 = "bykeyagain";
+  await src.createDatabase(db2); await tgt.createDatabase(db2);
+  await src.query(`CREATE TABLE big (id int PRIMARY KEY, v text); INSERT INTO big SELECT g, 'v' || g FROM generate_series(1, 1000) g`, db2);
+  const source = parseEndpoint(src.uri(db2), "source"), target = parseEndpoint(tgt.uri(db2), "target");
+  expect((await startMigration(source, target, migrationOptions({ name: name2, mode: "subscription", jobs: 1 }))).phase).toBe("ReadyToCutover");
+  const names = objectNames(name2);
+  const confirmed = async () => lsnToBigInt((await src.query(`SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots
+    WHERE slot_name = '${names.slot}'`))[0]?.l ?? "0/0");
+  const drainTo = async (lsn: string) => { await until(`the target to apply up to ${lsn}`, async () => (await confirmed()) >= lsnToBigInt(lsn), 60000); };
+  const drained = async () => drainTo((await src.query(`SELECT pg_current_wal_lsn()::text AS l`, db2))[0].l);
+  const control = new Client({ connectionString: src.uri(db2) });
+  await control.connect();
+  const check = (await KeyCheck.open({ src: control, source, target, slot: names.slot, publication: names.publication, say: () => undefined,
+    drainTo, targetApplied: { before: confirmed } }, ["public.big"]))!;
+  const pair = (await openVerifySessions(source, target, 1))[0];
+  try {
+    expect(check.keyed).toEqual(["public.big"]);
+    await check.baseline();
+    await src.query(`UPDATE big SET v = 'first' WHERE id <= 10`, db2);
+    await drained();
+    await check.collect();
+    await check.readOld();
+    expect(await check.preRead(pair)).toBe(10);
+    // After the first look: ten new keys, and one of the first ten again.
+    await src.query(`UPDATE big SET v = 'second' WHERE id BETWEEN 11 AND 20 OR id = 1`, db2);
+    await drained();
+    await check.collect();
+    expect(await check.preRead(pair, true)).toBe(11);
+    expect(await check.preRead(pair, true)).toBe(0);
+    // After the second look: row 3 changes on the source; the target loses that change (its row set back).
+    await src.query(`UPDATE big SET v = 'third' WHERE id = 3`, db2);
+    await drained();
+    await tgt.query(`UPDATE big SET v = 'first' WHERE id = 3`, db2);
+    const result = await check.finish(pair);
+    expect(result.fallback).toEqual([]);
+    expect(check.reread).toBe(1);
+    const big = result.known.get("public.big")!;
+    expect(big).toMatchObject({ sourceRows: 1000, targetRows: 1000 });
+    expect(big.targetHash).not.toBe(big.sourceHash);
+    const whole = `SELECT md5(count(*)::text || ':' || coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::bigint::numeric), 0)::text || ':' ||
+      coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::bigint::numeric), 0)::text) AS h FROM (SELECT md5(ROW(_v_.id, _v_.v)::text) AS h FROM big _v_) s`;
+    expect((await src.query(whole, db2))[0].h).toBe(big.sourceHash);
+    expect((await tgt.query(whole, db2))[0].h).toBe(big.targetHash);
+  } finally {
+    await closeVerifySessions([pair]);
+    await check.close();
+    await control.end();
+  }
+  await cleanupMigration(source, target, name2);
+  expect(await leftovers(src, tgt, db2)).toEqual([]);
+});

@@ -629,6 +629,17 @@ async function warmUp(r: CutoverRun): Promise<void> {
   }
   r.sequences = await sequencesOf(r.src, r.m);
   await warmSequences(r.src, r.tgt, r.sequences);
+  if (r.keyCheck) {
+    // Last before the freeze: the keys changed since their first look (during the reads and the catch-up above: seconds
+    // of writes) looked at again in fresh snapshots, while each pass shrinks what is left (a pass reads what changed
+    // during the one before), so the fence reads only the keys changed in the last moments.
+    for (let pass = 0, before = Infinity; pass < 3; pass++) {
+      await r.keyCheck.collect();
+      const looked = await r.keyCheck.preRead(r.verifySessions[0], true);
+      if (looked < 200 || looked > before / 2) break;
+      before = looked;
+    }
+  }
 }
 
 /**
@@ -739,6 +750,7 @@ async function unloggedTables(r: CutoverRun): Promise<StepOutcome> {
 
 /** The gate's comparison: the target against the (frozen) source, before anything is dropped. */
 async function verifyTarget(r: CutoverRun): Promise<void> {
+  const TR0 = Date.now(); const tr = (w: string) => { if (process.env.PGFERRY_TRACE) r.say(`[trace] ${w} ${Date.now() - TR0} ms`); };
   const tables = r.selected.filter((t) => !(r.unloggedHow === "skip" && t.unlogged && t.kind === "r")).map((t) => `${t.schema}.${t.name}`);
   // counts: row counts of every table, and content hashes of the tables changed during CDC (a lost UPDATE keeps the count).
   const sessions = await healthy(r.verifySessions) ? r.verifySessions : undefined;
@@ -752,7 +764,9 @@ async function verifyTarget(r: CutoverRun): Promise<void> {
   // The source's fingerprints stand on its statistics, which a session flushes at exit, or at most 10 s after going
   // idle (PGSTAT_IDLE_INTERVAL), and not while it is busy or in a transaction: a session that may still hold a
   // change's counts makes every pre-check verdict unsafe, so then every table is compared now.
+  tr("touched+fingerprints");
   const holders = now ? await statisticsHolders(fingerprintsOn.source, r.src) : [];
+  tr("holders");
   if (holders.length) r.say(`comparing every table at the fence: ${describeSessions(holders)} may still hold unflushed statistics ` +
     `(the pre-check's verdicts stand only when the source's sessions were ended by --freeze-writes or idle for ${STATS_FLUSHED_AFTER_S} s); ` +
     `the tables they wrote last may also be missing from those hashed as changed during CDC${r.verifyMode === "hashes" ? "" : " (--verify hashes hashes every table)"}`);
@@ -786,6 +800,7 @@ async function verifyTarget(r: CutoverRun): Promise<void> {
     if (nr?.fallback.length) r.say(`hashing ${nr.fallback.length} table(s) whole at the fence instead of by their new rows: ` +
       nr.fallback.map((f) => `${f.table} (${f.reason})`).join(", "));
   }
+  tr("bykey+newrows");
   const known = preChecked || r.byKey?.known.size || r.newRowsResult?.known.size
     ? new Map([...(preChecked ?? []), ...(r.byKey?.known ?? []), ...(r.newRowsResult?.known ?? [])]) : undefined;
   const unchangedByKey = r.byKey?.tables.filter((t) => t.keys === 0).length ?? 0;
@@ -797,6 +812,7 @@ async function verifyTarget(r: CutoverRun): Promise<void> {
     // Large objects: compared again after the step that carried them, unless it found none on either side moments ago.
     largeObjects: r.largeObjectsCarried && !(r.largeObjects && r.largeObjects.compared === 0 && r.largeObjects.unlinked === 0), sessions, known,
     catalogs: r.catalogs });
+  tr("verifyMigration");
 }
 
 /** The gate's verdict: a difference leaves the source frozen, replication paused and the slot kept (phase VerifyFailed). */
