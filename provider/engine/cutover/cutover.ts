@@ -603,8 +603,28 @@ async function warmUp(r: CutoverRun): Promise<void> {
   } else {
     r.preCheck = { fingerprints: before, matched: new Map(), compared: 0 };
   }
+  async function openNewRows() {
+    if (r.o.gateByKey === false || r.m.options.ddl === "replicate" || r.reverse) return;
+    // Written until now and not taken by key (no usable key): their rows older than a snapshot taken now are summed now; the
+    // fence hashes only the rows written since (../verify/newRows.ts). Before the catch-up below (a whole-table hash on both
+    // servers: apply would fall behind during it), so the rows since are the catch-up's seconds and what follows. Best effort.
+    const keyedNow = new Set(r.keyCheck?.keyed ?? []);
+    // With --verify hashes every table is hashed: then only the busy ones (the others' pre-check stands unless written again).
+    const unkeyed = tables.filter((t) => { const k = `${t.schema}.${t.name}`;
+      return t.kind === "r" && !t.unlogged && hashed.has(k) && !keyedNow.has(k) && (busy(t) || r.verifyMode !== "hashes"); });
+    r.newRows = await NewRowsCheck.open(r.verifySessions[r.verifySessions.length - 1], unkeyed.map((t) => `${t.schema}.${t.name}`)).catch(() => undefined);
+  }
+  // The held snapshots moved forward after the whole-table pass and again after the catch-up (byKey.ts rebase): vacuum
+  // and pruning on both servers are then held back from there, not from the witness's creation (the subscription's
+  // apply worker fell behind behind a held snapshot). Its new source session is pgferry's own: the freeze spares it.
+  const rebase = async () => {
+    const before = r.keyCheck!.heldSourcePid, pid = await r.keyCheck!.rebase();
+    const own = ownSourceSessions.get(r.src);
+    if (pid && own) { if (before) own.delete(before); own.add(pid); }
+  };
   await byKeyBaseline;
   if (r.keyCheck) {
+    await rebase();
     // The keys changed so far, and their rows in the held snapshots, read now rather than during the freeze; every key's
     // row read in fresh snapshots T1 (the fence reads only the keys changed after T1); then the target catches up — last,
     // so the freeze's drain is only what arrived since (the reads above take seconds, during which apply may fall
@@ -612,20 +632,13 @@ async function warmUp(r: CutoverRun): Promise<void> {
     await r.keyCheck.collect();
     await r.keyCheck.readOld();
     await r.keyCheck.preRead(r.verifySessions[0]);
+  }
+  await openNewRows();
+  if (r.keyCheck) {
     const now = (await r.src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l as string;
     await r.cdc.drain(r, now, { timeoutSec: Math.min(r.o.timeoutSec, WARM_UP_DRAIN_SEC), stallTimeoutSec: r.stallSec })
       .catch(() => undefined); // the fence drains what is left
-    await r.keyCheck.collect();
-    await r.keyCheck.readOld();
-  }
-  if (r.o.gateByKey !== false && r.m.options.ddl !== "replicate" && !r.reverse) {
-    // Written until now and not taken by key (no usable key): their rows older than a snapshot taken now are summed now; the
-    // fence hashes only the rows written since (../verify/newRows.ts). Last, so that is as few rows as can be. Best effort.
-    const keyedNow = new Set(r.keyCheck?.keyed ?? []);
-    // With --verify hashes every table is hashed: then only the busy ones (the others' pre-check stands unless written again).
-    const unkeyed = tables.filter((t) => { const k = `${t.schema}.${t.name}`;
-      return t.kind === "r" && !t.unlogged && hashed.has(k) && !keyedNow.has(k) && (busy(t) || r.verifyMode !== "hashes"); });
-    r.newRows = await NewRowsCheck.open(r.verifySessions[r.verifySessions.length - 1], unkeyed.map((t) => `${t.schema}.${t.name}`)).catch(() => undefined);
+    await rebase(); // also reads the keys changed meanwhile in the held snapshots
   }
   r.sequences = await sequencesOf(r.src, r.m);
   await warmSequences(r.src, r.tgt, r.sequences);
@@ -750,7 +763,6 @@ async function unloggedTables(r: CutoverRun): Promise<StepOutcome> {
 
 /** The gate's comparison: the target against the (frozen) source, before anything is dropped. */
 async function verifyTarget(r: CutoverRun): Promise<void> {
-  const TR0 = Date.now(); const tr = (w: string) => { if (process.env.PGFERRY_TRACE) r.say(`[trace] ${w} ${Date.now() - TR0} ms`); };
   const tables = r.selected.filter((t) => !(r.unloggedHow === "skip" && t.unlogged && t.kind === "r")).map((t) => `${t.schema}.${t.name}`);
   // counts: row counts of every table, and content hashes of the tables changed during CDC (a lost UPDATE keeps the count).
   const sessions = await healthy(r.verifySessions) ? r.verifySessions : undefined;
@@ -764,9 +776,7 @@ async function verifyTarget(r: CutoverRun): Promise<void> {
   // The source's fingerprints stand on its statistics, which a session flushes at exit, or at most 10 s after going
   // idle (PGSTAT_IDLE_INTERVAL), and not while it is busy or in a transaction: a session that may still hold a
   // change's counts makes every pre-check verdict unsafe, so then every table is compared now.
-  tr("touched+fingerprints");
   const holders = now ? await statisticsHolders(fingerprintsOn.source, r.src) : [];
-  tr("holders");
   if (holders.length) r.say(`comparing every table at the fence: ${describeSessions(holders)} may still hold unflushed statistics ` +
     `(the pre-check's verdicts stand only when the source's sessions were ended by --freeze-writes or idle for ${STATS_FLUSHED_AFTER_S} s); ` +
     `the tables they wrote last may also be missing from those hashed as changed during CDC${r.verifyMode === "hashes" ? "" : " (--verify hashes hashes every table)"}`);
@@ -800,7 +810,6 @@ async function verifyTarget(r: CutoverRun): Promise<void> {
     if (nr?.fallback.length) r.say(`hashing ${nr.fallback.length} table(s) whole at the fence instead of by their new rows: ` +
       nr.fallback.map((f) => `${f.table} (${f.reason})`).join(", "));
   }
-  tr("bykey+newrows");
   const known = preChecked || r.byKey?.known.size || r.newRowsResult?.known.size
     ? new Map([...(preChecked ?? []), ...(r.byKey?.known ?? []), ...(r.newRowsResult?.known ?? [])]) : undefined;
   const unchangedByKey = r.byKey?.tables.filter((t) => t.keys === 0).length ?? 0;
@@ -812,7 +821,6 @@ async function verifyTarget(r: CutoverRun): Promise<void> {
     // Large objects: compared again after the step that carried them, unless it found none on either side moments ago.
     largeObjects: r.largeObjectsCarried && !(r.largeObjects && r.largeObjects.compared === 0 && r.largeObjects.unlinked === 0), sessions, known,
     catalogs: r.catalogs });
-  tr("verifyMigration");
 }
 
 /** The gate's verdict: a difference leaves the source frozen, replication paused and the slot kept (phase VerifyFailed). */

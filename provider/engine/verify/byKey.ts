@@ -315,6 +315,49 @@ export class KeyCheck {
     for (const t of [...this.tables.values()]) this.drop(t, "a read of the held snapshot failed");
   }
 
+  /**
+   * The held snapshots moved forward (S', P' on a new pair of sessions), so vacuum and HOT pruning on both servers are held
+   * back from now on, not from the witness's creation (a held P made the subscription's apply worker walk ever longer HOT
+   * chains of pgbench_branches and fall seconds behind before the freeze). Nothing in the result changes: the fence uses
+   * sums(S) − Σ sums(S_k, k) over K, with each key's old row read in the snapshot held when it joined K; for a key that joins
+   * K after this, its row in S' equals its row in S exactly when no change between S and S' touched it — so every change
+   * visible in S' (P') must be in K before the swap:
+   *  - source: a transaction visible in S' wrote its commit record before S' was taken, so below the WAL insert position I
+   *    read after it; once the WAL is flushed to I, a decode of the witness (it reads up to the flush position) has it;
+   *  - target: a transaction applied there came through a walsender, which sends only WAL flushed on the source; a decode
+   *    that starts after P' was taken reads up to a flush position past it.
+   * Then every key of K is read in S and P (readOld), and S', P' are kept instead. Best effort: on any failure the old pair
+   * stays held (its result is exact either way). Returns the new source session's pid (the freeze must not end it).
+   */
+  async rebase(): Promise<number | undefined> {
+    if (!this.tables.size || !this.held) return undefined;
+    let next: VerifySessionPair | undefined;
+    try {
+      [next] = await openVerifySessions(this.c.source, this.c.target, 1);
+      await Promise.all([next.source.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ${LOOKUP_SETTINGS}`),
+        next.target.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ${LOOKUP_SETTINGS}`)]);
+      const taken = await Promise.all([next.source.query(`SELECT pg_current_wal_insert_lsn()::text AS l`), next.target.query(`SELECT 1`)]);
+      const insertAt = lsnToBigInt(taken[0].rows[0].l);
+      const deadline = Date.now() + 5000;
+      while (lsnToBigInt((await this.c.src.query(`SELECT pg_current_wal_flush_lsn()::text AS l`)).rows[0].l) < insertAt) {
+        if (Date.now() > deadline) throw new Error("the source's WAL was not flushed to the new snapshot's position");
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await this.collect();
+      await this.readOld();
+      if (!this.tables.size) throw new Error("no table left to check by key");
+      const old = this.held;
+      this.held = next;
+      next = undefined;
+      await closeVerifySessions([old]);
+      return this.held.sourcePid;
+    } catch {
+      return undefined;
+    } finally {
+      if (next) await closeVerifySessions([next]);
+    }
+  }
+
   /** Changes the witness decoded since the last call: their keys join K; a TRUNCATE sends its table to the fallback. */
   async collect(): Promise<void> {
     if (!this.tables.size) return;
