@@ -160,10 +160,16 @@ async function pgbenchDataset(src: LocalServer, tgt: LocalServer, modes: ("subsc
       const before = await commits(), tLoad = Date.now();
       await new Promise((r) => setTimeout(r, 12000));
       const achieved = (await commits() - before) / ((Date.now() - tLoad) / 1000); // the rate reached, in the 12 s before the cutover
+      // Every step's wall time (from the previous step's end): where the downtime goes.
+      const stepMs: [string, number][] = [];
+      let stepEnd = Date.now();
       const cut = await cutoverMigration(source, target, { name: db, freezeWrites: true, timeoutSec: 300, jobs: 2, graceSec: 1,
-        gateByKey: gate !== "whole", onProgress: (m) => log(`${mode}/${gate}: ${m}`) });
+        gateByKey: gate !== "whole", onProgress: (m) => log(`${mode}/${gate}: ${m}`),
+        afterStep: async (step) => { const now = Date.now(); stepMs.push([step, now - stepEnd]); stepEnd = now; } });
+      log(`${mode}/${gate}: per step (s): ${stepMs.map(([s, ms]) => `${s} ${secs(ms)}`).join(", ")}`);
       const row = { mode, gate, dataset: `pgbench -i -s ${opts.pgbenchScale}`, tps: opts.tps, achievedTps: achieved, startSeconds: startMs / 1000,
-        downtimeSeconds: (cut.downtimeMs ?? NaN) / 1000, breakdown: cut.timings ? formatTimings(cut.timings) : "", timings: cut.timings, verification: cut.verification };
+        downtimeSeconds: (cut.downtimeMs ?? NaN) / 1000, breakdown: cut.timings ? formatTimings(cut.timings) : "", timings: cut.timings, verification: cut.verification,
+        steps: Object.fromEntries(stepMs) };
       out.push(row);
       log(`${mode}/${gate}: pgbench cutover downtime ${secs(cut.downtimeMs)} s (${row.breakdown}); gate: ${cut.verification?.tables} tables counted, ` +
         `${cut.verification?.hashedTables} hashed, ${cut.verification?.preChecked ?? "-"} compared while streaming and not read again`);

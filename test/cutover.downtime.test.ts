@@ -326,3 +326,103 @@ test.each(MODES)("mode %s: keys changed and rows deleted after the pre-check pas
   await cleanupMigration(source, target, db);
   expect(await leftovers(src, tgt, db)).toEqual([]);
 });
+
+/**
+ * The gate's check by new rows (verify/newRows.ts): a table without a key written through the warm-up (pgbench_history's
+ * shape) is compared at the fence by the row versions written since a snapshot taken just before the freeze, its older
+ * rows' sums read in that snapshot — not hashed whole. A writer keeps inserting until the freeze ends it.
+ */
+async function histTable(db: string): Promise<void> {
+  await src.query(`CREATE TABLE hist (tid int, aid int, delta int, mtime timestamptz DEFAULT clock_timestamp(), filler char(22));
+    INSERT INTO hist (tid, aid, delta) SELECT g % 10, g, g FROM generate_series(1, 5000) g`, db);
+}
+
+/** Inserts into hist until the freeze ends its session, or stop(). */
+function histWriter(db: string): { stop: () => Promise<void> } {
+  const c = new Client({ connectionString: src.uri(db) });
+  c.on("error", () => undefined);
+  let running = true;
+  const done = (async () => {
+    await c.connect();
+    for (let i = 0; running; i++) await c.query(`INSERT INTO hist (tid, aid, delta) VALUES (${i % 10}, ${100000 + i}, ${i})`);
+  })().catch(() => undefined);
+  return { stop: async () => { running = false; await done; await c.end().catch(() => undefined); } };
+}
+
+/** hist is written during CDC (so the gate hashes it) and that is in the statistics before the cutover. */
+async function histWrittenDuringCdc(db: string, mode: string): Promise<void> {
+  await src.query(`INSERT INTO hist (tid, aid, delta) SELECT 0, -g, 0 FROM generate_series(1, 10) g`, db);
+  const inserted = async (server: LocalServer) => (await server.query(`SELECT n_tup_ins::int AS n FROM pg_stat_user_tables WHERE relname = 'hist'`, db))[0]?.n >= 5010;
+  await until("the inserts in the statistics", async () => await inserted(src) && (mode === "stream" || await inserted(tgt)));
+}
+
+const NEW_ROWS_SAID = /compared 1 table\(s\) without a usable key by the rows written since the snapshot before the freeze: public\.hist \((\d+) new row\(s\) on the source, (\d+) on the target\)/;
+
+test.each(MODES)("mode %s: a keyless table written through the warm-up: a row the target lost, changed, or an older row it changed fails the gate", async (mode) => {
+  const db = `newrows_lost_${mode}`;
+  const { source, target } = await makeDb(db);
+  await histTable(db);
+  expect((await startMigration(source, target, migrationOptions({ name: db, mode, jobs: 2, replicaIdentityFull: true }))).phase).toBe("ReadyToCutover");
+  await histWrittenDuringCdc(db, mode);
+  // A row inserted on the source after the snapshot before the freeze (the warm-up's end), its aid new each round; once the
+  // fence is drained, the target loses it, or changes it; or the target changes a row older than that snapshot (the whole
+  // hash then decides). Nothing is deleted on the source: a delete replicated after the snapshot would itself (rightly)
+  // send the table to the whole hash.
+  let marker = -100;
+  const marked = async (step: string) => { if (step === "warm-up") await src.query(`INSERT INTO hist (tid, aid, delta) VALUES (0, ${--marker}, 7)`, db); };
+  const lost = async (step: string) => { await marked(step); if (step === "fence") await tgt.query(`DELETE FROM hist WHERE aid = ${marker}`, db); };
+  const changed = async (step: string) => { await marked(step); if (step === "fence") await tgt.query(`UPDATE hist SET delta = 8 WHERE aid = ${marker}`, db); };
+  const olderChanged = async (step: string) => { if (step === "fence") await tgt.query(`UPDATE hist SET delta = -1 WHERE aid = 7`, db); };
+  const repair = async () => {
+    await abortCutover(source, target, db);
+    await tgt.query(`DELETE FROM hist WHERE aid IN (${marker}, 7)`, db);
+    for (const x of await src.query(`SELECT tid, aid, delta, mtime::text AS m, filler FROM hist WHERE aid IN (${marker}, 7)`, db)) {
+      await tgt.query(`INSERT INTO hist VALUES (${x.tid}, ${x.aid}, ${x.delta}, '${x.m}', ${x.filler === null ? "NULL" : `'${x.filler}'`})`, db);
+    }
+  };
+  for (const [hook, says, problem] of [
+    [lost, NEW_ROWS_SAID, /public\.hist: \d+ rows on source, \d+ on target/],
+    [changed, NEW_ROWS_SAID, /public\.hist: contents differ \(\d+ rows on both sides/],
+    [olderChanged, /hashing 1 table\(s\) whole at the fence instead of by their new rows: public\.hist \(1 row\(s\) on the target older than the snapshot before the freeze were updated or deleted since\)/,
+      /public\.hist: contents differ \(\d+ rows on both sides/],
+  ] as const) {
+    const writer = histWriter(db);
+    const said: string[] = [];
+    const failed = await cutoverMigration(source, target, { name: db, freezeWrites: true, timeoutSec: 120, jobs: 2, graceSec: 1, afterStep: hook,
+      onProgress: (m) => said.push(m) }).then(() => undefined, (e) => e as PgferryError);
+    await writer.stop();
+    expect(failed?.code).toBe("verify_failed");
+    expect(failed?.message).toMatch(problem);
+    expect(failed?.message).not.toMatch(/public\.(loose|parent|child|a|b|ident)\b/);
+    expect(said.join("\n")).toMatch(says);
+    await repair();
+  }
+  await cleanupMigration(source, target, db);
+  expect(await leftovers(src, tgt, db)).toEqual([]);
+});
+
+test.each(MODES)("mode %s: a keyless table inserted into until the freeze passes the gate by its new rows; the target equals the source", async (mode) => {
+  const db = `newrows_ok_${mode}`;
+  const { source, target } = await makeDb(db);
+  await histTable(db);
+  expect((await startMigration(source, target, migrationOptions({ name: db, mode, jobs: 2, replicaIdentityFull: true }))).phase).toBe("ReadyToCutover");
+  await histWrittenDuringCdc(db, mode);
+  const writer = histWriter(db);
+  const said: string[] = [];
+  const cut = await cutoverMigration(source, target, { name: db, freezeWrites: true, timeoutSec: 120, jobs: 2, graceSec: 1, onProgress: (m) => said.push(m),
+    afterStep: async (step) => { if (step === "warm-up") await src.query(`INSERT INTO hist (tid, aid, delta) VALUES (0, -100, 7)`, db); } })
+    .finally(() => writer.stop());
+  expect(cut.phase).toBe("Completed");
+  const newRows = cut.verification?.newRows;
+  expect(newRows?.fallback).toEqual([]);
+  expect(newRows?.tables.map((t) => t.table)).toEqual(["public.hist"]);
+  // At least the row inserted after the snapshot, on each side.
+  expect(newRows?.tables[0].sourceNewRows).toBeGreaterThanOrEqual(1);
+  expect(newRows?.tables[0].targetNewRows).toBeGreaterThanOrEqual(1);
+  expect(said.join("\n")).toMatch(NEW_ROWS_SAID);
+  expect(said.join("\n")).not.toMatch(/whole at the fence instead of by key: public\.hist/);
+  expect((await verifyMigration(source, target)).problems).toEqual([]);
+  await src.query(cut.undoFreezeSql.join("\n"), db);
+  await cleanupMigration(source, target, db);
+  expect(await leftovers(src, tgt, db)).toEqual([]);
+});

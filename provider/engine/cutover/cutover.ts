@@ -37,6 +37,7 @@ import {
 import { touchedTables } from "../verify/touched";
 import { PreCheck, preCheckFrom, readFingerprints, stillValid } from "../verify/precheck";
 import { ByKeyOutcome, ByKeyResult, KeyCheck } from "../verify/byKey";
+import { NewRowsCheck, NewRowsOutcome, NewRowsResult } from "../verify/newRows";
 import { readAppliedLsn } from "../state/applyProgress";
 import { lsnToBigInt } from "../core/lsn";
 import { readFence } from "./fence";
@@ -136,7 +137,9 @@ export interface CutoverResult {
    * hashedTables: tables whose contents were hashed (all with hashes; with counts, those changed during replication).
    * preChecked: tables compared while streaming and unchanged on both sides since, so not read again during the freeze.
    */
-  verification?: { mode: VerifyMode; tables: number; hashedTables: number; seconds: number; preChecked?: number; byKey?: ByKeyOutcome };
+  verification?: { mode: VerifyMode; tables: number; hashedTables: number; seconds: number; preChecked?: number; byKey?: ByKeyOutcome;
+    /** Tables without a usable key compared at the fence by the row versions written since a snapshot before the freeze (../verify/newRows.ts). */
+    newRows?: NewRowsOutcome };
   /** The source stays read-only after a frozen cutover, so nothing writes to the old server by mistake. */
   sourceLeftReadOnly: boolean;
   /** SQL that makes the source writable again, exactly as it was before the freeze. */
@@ -287,6 +290,9 @@ interface CutoverRun extends Ctx, RollbackWindowStepContext {
   /** Tables written until the freeze, compared at the fence by the keys changed since the warm-up (../verify/byKey.ts). */
   keyCheck?: KeyCheck;
   byKey?: ByKeyResult;
+  /** Tables written until the freeze that the check by key cannot take, compared at the fence by their new rows (../verify/newRows.ts). */
+  newRows?: NewRowsCheck;
+  newRowsResult?: NewRowsResult;
   /** The migrated tables as the warm-up listed them, with the fingerprint of the source's table set then (tableSetOf). */
   warmTables?: { tables: TableInfo[]; tableSet: string };
   preChecked?: number;
@@ -624,8 +630,28 @@ async function warmUp(r: CutoverRun): Promise<void> {
   } else {
     r.preCheck = { fingerprints: before, matched: new Map(), compared: 0 };
   }
+  async function openNewRows() {
+    if (r.o.gateByKey === false || r.m.options.ddl === "replicate" || r.reverse) return;
+    // Written until now and not taken by key (no usable key): their rows older than a snapshot taken now are summed now; the
+    // fence hashes only the rows written since (../verify/newRows.ts). Before the catch-up below (a whole-table hash on both
+    // servers: apply would fall behind during it), so the rows since are the catch-up's seconds and what follows. Best effort.
+    const keyedNow = new Set(r.keyCheck?.keyed ?? []);
+    // With --verify hashes every table is hashed: then only the busy ones (the others' pre-check stands unless written again).
+    const unkeyed = tables.filter((t) => { const k = `${t.schema}.${t.name}`;
+      return t.kind === "r" && !t.unlogged && hashed.has(k) && !keyedNow.has(k) && (busy(t) || r.verifyMode !== "hashes"); });
+    r.newRows = await NewRowsCheck.open(r.verifySessions[r.verifySessions.length - 1], unkeyed.map((t) => `${t.schema}.${t.name}`)).catch(() => undefined);
+  }
+  // The held snapshots moved forward after the whole-table pass and again after the catch-up (byKey.ts rebase): vacuum
+  // and pruning on both servers are then held back from there, not from the witness's creation (the subscription's
+  // apply worker fell behind behind a held snapshot). Its new source session is pgferry's own: the freeze spares it.
+  const rebase = async () => {
+    const before = r.keyCheck!.heldSourcePid, pid = await r.keyCheck!.rebase();
+    const own = ownSourceSessions.get(r.src);
+    if (pid && own) { if (before) own.delete(before); own.add(pid); }
+  };
   await byKeyBaseline;
   if (r.keyCheck) {
+    await rebase();
     // The keys changed so far, and their rows in the held snapshots, read now rather than during the freeze; every key's
     // row read in fresh snapshots T1 (the fence reads only the keys changed after T1); then the target catches up — last,
     // so the freeze's drain is only what arrived since (the reads above take seconds, during which apply may fall
@@ -633,14 +659,27 @@ async function warmUp(r: CutoverRun): Promise<void> {
     await r.keyCheck.collect();
     await r.keyCheck.readOld();
     await r.keyCheck.preRead(r.verifySessions[0]);
+  }
+  await openNewRows();
+  if (r.keyCheck) {
     const now = (await r.src.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l as string;
     await r.cdc.drain(r, now, { timeoutSec: Math.min(r.o.timeoutSec, WARM_UP_DRAIN_SEC), stallTimeoutSec: r.stallSec })
       .catch(() => undefined); // the fence drains what is left
-    await r.keyCheck.collect();
-    await r.keyCheck.readOld();
+    await rebase(); // also reads the keys changed meanwhile in the held snapshots
   }
   r.sequences = await sequencesOf(r.src, r.m);
   await warmSequences(r.src, r.tgt, r.sequences);
+  if (r.keyCheck) {
+    // Last before the freeze: the keys changed since their first look (during the reads and the catch-up above: seconds
+    // of writes) looked at again in fresh snapshots, while each pass shrinks what is left (a pass reads what changed
+    // during the one before), so the fence reads only the keys changed in the last moments.
+    for (let pass = 0, before = Infinity; pass < 3; pass++) {
+      await r.keyCheck.collect();
+      const looked = await r.keyCheck.preRead(r.verifySessions[0], true);
+      if (looked < 200 || looked > before / 2) break;
+      before = looked;
+    }
+  }
 }
 
 /**
@@ -670,6 +709,8 @@ async function recordFreeze(r: CutoverRun): Promise<void> {
 async function fenceRounds(r: CutoverRun, clock: StepClock): Promise<void> {
   const { src, tgt, o, name, freeze } = r;
   const names = objectNames(name);
+  // Writes are stopped: the gate's check by key decodes the witness and reads the held rows meanwhile (its own connections).
+  r.keyCheck?.prefetch();
   for (;;) {
     r.fenceAttempts++;
     if ((await readMigration(tgt, name))!.replicationPaused) await resumeReplication(r);
@@ -771,19 +812,36 @@ async function verifyTarget(r: CutoverRun): Promise<void> {
     `the tables they wrote last may also be missing from those hashed as changed during CDC${r.verifyMode === "hashes" ? "" : " (--verify hashes hashes every table)"}`);
   const preChecked = now && !holders.length ? stillValid(r.preCheck, now) : undefined;
   // Tables checked by key stand on the witness slot's changes, not on statistics: used whatever the holders above.
-  if (r.keyCheck) {
+  if (r.keyCheck || r.newRows) {
     const t0 = Date.now();
-    const pair = sessions?.[0] ?? (await openVerifySessions(r.source, r.target, 1))[0];
-    try { r.byKey = await r.keyCheck.finish(pair); } finally { if (!sessions) await closeVerifySessions([pair]); }
-    r.byKey.seconds = (Date.now() - t0) / 1000;
-    await r.keyCheck.close();
-    const by = r.byKey;
-    if (by.tables.length) r.say(`compared ${by.tables.length} table(s) by the keys changed since the pre-check: ` +
-      by.tables.map((t) => `${t.table} (${t.keys} key(s))`).join(", ") + `; ${r.keyCheck.reread} key(s) changed after the last look before the freeze read again (${r.byKey.seconds.toFixed(2)} s: ${r.keyCheck.phases})`);
-    if (by.fallback.length) r.say(`hashing ${by.fallback.length} table(s) whole at the fence instead of by key: ` +
+    const pairs = sessions ?? await openVerifySessions(r.source, r.target, 1);
+    // The check by key on the first pair; the new-rows check beside it on the last (after it when there is one pair).
+    const byKey = async () => {
+      if (!r.keyCheck) return;
+      r.byKey = await r.keyCheck.finish(pairs[0]);
+      r.byKey.seconds = (Date.now() - t0) / 1000;
+    };
+    const newRows = async () => { if (r.newRows) r.newRowsResult = await r.newRows.finish(pairs[pairs.length - 1]); };
+    try {
+      if (pairs.length > 1) await Promise.all([byKey(), newRows()]);
+      else { await byKey(); await newRows(); }
+    } finally { if (!sessions) await closeVerifySessions(pairs); }
+    await r.keyCheck?.close();
+    const by = r.byKey, nr = r.newRowsResult;
+    // A table the new-rows check compared is no fallback of the check by key.
+    if (by && nr) by.fallback = by.fallback.filter((f) => !nr.known.has(f.table));
+    if (by?.tables.length) r.say(`compared ${by.tables.length} table(s) by the keys changed since the pre-check: ` +
+      by.tables.map((t) => `${t.table} (${t.keys} key(s))`).join(", ") + `; ${r.keyCheck!.reread} key(s) changed after the last look before the freeze read again (${by.seconds!.toFixed(2)} s: ${r.keyCheck!.phases})`);
+    if (by?.fallback.length) r.say(`hashing ${by.fallback.length} table(s) whole at the fence instead of by key: ` +
       by.fallback.map((f) => `${f.table} (${f.reason})`).join(", "));
+    if (nr?.tables.length) r.say(`compared ${nr.tables.length} table(s) without a usable key by the rows written since the snapshot before the freeze: ` +
+      nr.tables.map((t) => `${t.table} (${t.sourceNewRows} new row(s) on the source, ${t.targetNewRows} on the target)`).join(", ") +
+      ` (${((Date.now() - t0) / 1000).toFixed(2)} s with the check by key)`);
+    if (nr?.fallback.length) r.say(`hashing ${nr.fallback.length} table(s) whole at the fence instead of by their new rows: ` +
+      nr.fallback.map((f) => `${f.table} (${f.reason})`).join(", "));
   }
-  const known = preChecked || r.byKey?.known.size ? new Map([...(preChecked ?? []), ...(r.byKey?.known ?? [])]) : undefined;
+  const known = preChecked || r.byKey?.known.size || r.newRowsResult?.known.size
+    ? new Map([...(preChecked ?? []), ...(r.byKey?.known ?? []), ...(r.newRowsResult?.known ?? [])]) : undefined;
   const unchangedByKey = r.byKey?.tables.filter((t) => t.keys === 0).length ?? 0;
   r.preChecked = preChecked || unchangedByKey ? (preChecked?.size ?? 0) + unchangedByKey : undefined;
   r.say(`verifying the target against the source (${r.verifyMode === "hashes" ? "row counts and content hashes" :
@@ -809,7 +867,9 @@ async function gate(r: CutoverRun): Promise<void> {
   }
   r.verification = { mode: r.verifyMode, tables: report.tables.length, hashedTables: report.tables.filter((t) => t.sourceHash !== undefined).length,
     seconds: report.seconds, preChecked: r.preChecked,
-    byKey: r.byKey && (r.byKey.tables.length || r.byKey.fallback.length) ? { tables: r.byKey.tables, fallback: r.byKey.fallback, seconds: r.byKey.seconds } : undefined };
+    byKey: r.byKey && (r.byKey.tables.length || r.byKey.fallback.length) ? { tables: r.byKey.tables, fallback: r.byKey.fallback, seconds: r.byKey.seconds } : undefined,
+    newRows: r.newRowsResult && (r.newRowsResult.tables.length || r.newRowsResult.fallback.length)
+      ? { tables: r.newRowsResult.tables, fallback: r.newRowsResult.fallback } : undefined };
 }
 
 /** The slot and publication dropped; without the publication the source needs none of what pgferry changed there (REPLICA IDENTITY FULL): undone now. */

@@ -59,8 +59,8 @@ interface Keyed {
   base?: { src: Sums; tgt: Sums };
   /** K: every key seen changed since S, by its JSON form, with the last transaction that changed it (commit LSN, xid). */
   keys: Map<string, { k: string[]; lsn: bigint; xid: number }>;
-  /** Each key's row hash (null: no row) in a snapshot T1 taken just before the freeze (preRead), per side. */
-  t1?: { src?: Map<string, string | null>; tgt?: Map<string, string | null> };
+  /** Each key's row hash (null: no row) in a snapshot taken just before the freeze (preRead), with that snapshot, per side. */
+  t1?: { src?: Map<string, Seen>; tgt?: Map<string, Seen> };
   /** Keys whose S and P rows are already summed (oldSrc, oldTgt). */
   read: Set<string>;
   oldSrc: Sums;
@@ -89,7 +89,7 @@ const PUBLICATION_SQL = `SELECT p.pubinsert AND p.pubupdate AND p.pubdelete AS a
     coalesce((SELECT string_agg(r.oid::text || '/' || r.xmin::text, ',' ORDER BY r.oid) FROM pg_publication_rel r WHERE r.prpubid = p.oid), '') AS f
   FROM pg_publication p WHERE p.pubname = $1`;
 
-async function shapes(c: Client, names: string[]): Promise<Map<string, string>> {
+export async function shapes(c: Client, names: string[]): Promise<Map<string, string>> {
   return new Map((await c.query(SHAPE_SQL, [names])).rows.map((x) => [x.t as string, x.s as string]));
 }
 
@@ -153,6 +153,9 @@ const LOOKUP_SETTINGS = "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjo
  */
 interface T1 { srcLsn: bigint; xip: Set<number>; xmax: number; tgtApplied?: bigint }
 
+/** A key's row hash as read in a snapshot T1 (preRead), with T1. */
+interface Seen { h: string | null; at: T1 }
+
 /** TransactionIdPrecedes for normal 32-bit xids: a comes before b in the circular xid space. */
 const xidPrecedes = (a: number, b: number) => ((a - b) | 0) < 0;
 
@@ -200,7 +203,6 @@ export class KeyCheck {
   private slotMade = false;
   /** Keys read again on the source at the fence (the rest stood from T1). */
   reread = 0;
-  private t1?: T1;
 
   private constructor(private c: KeyCheckContext) {
     this.witnessSlot = `${c.slot.slice(0, 48)}_w${process.pid}`.slice(0, 63);
@@ -313,6 +315,49 @@ export class KeyCheck {
     for (const t of [...this.tables.values()]) this.drop(t, "a read of the held snapshot failed");
   }
 
+  /**
+   * The held snapshots moved forward (S', P' on a new pair of sessions), so vacuum and HOT pruning on both servers are held
+   * back from now on, not from the witness's creation (a held P made the subscription's apply worker walk ever longer HOT
+   * chains of pgbench_branches and fall seconds behind before the freeze). Nothing in the result changes: the fence uses
+   * sums(S) − Σ sums(S_k, k) over K, with each key's old row read in the snapshot held when it joined K; for a key that joins
+   * K after this, its row in S' equals its row in S exactly when no change between S and S' touched it — so every change
+   * visible in S' (P') must be in K before the swap:
+   *  - source: a transaction visible in S' wrote its commit record before S' was taken, so below the WAL insert position I
+   *    read after it; once the WAL is flushed to I, a decode of the witness (it reads up to the flush position) has it;
+   *  - target: a transaction applied there came through a walsender, which sends only WAL flushed on the source; a decode
+   *    that starts after P' was taken reads up to a flush position past it.
+   * Then every key of K is read in S and P (readOld), and S', P' are kept instead. Best effort: on any failure the old pair
+   * stays held (its result is exact either way). Returns the new source session's pid (the freeze must not end it).
+   */
+  async rebase(): Promise<number | undefined> {
+    if (!this.tables.size || !this.held) return undefined;
+    let next: VerifySessionPair | undefined;
+    try {
+      [next] = await openVerifySessions(this.c.source, this.c.target, 1);
+      await Promise.all([next.source.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ${LOOKUP_SETTINGS}`),
+        next.target.query(`BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; ${LOOKUP_SETTINGS}`)]);
+      const taken = await Promise.all([next.source.query(`SELECT pg_current_wal_insert_lsn()::text AS l`), next.target.query(`SELECT 1`)]);
+      const insertAt = lsnToBigInt(taken[0].rows[0].l);
+      const deadline = Date.now() + 5000;
+      while (lsnToBigInt((await this.c.src.query(`SELECT pg_current_wal_flush_lsn()::text AS l`)).rows[0].l) < insertAt) {
+        if (Date.now() > deadline) throw new Error("the source's WAL was not flushed to the new snapshot's position");
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await this.collect();
+      await this.readOld();
+      if (!this.tables.size) throw new Error("no table left to check by key");
+      const old = this.held;
+      this.held = next;
+      next = undefined;
+      await closeVerifySessions([old]);
+      return this.held.sourcePid;
+    } catch {
+      return undefined;
+    } finally {
+      if (next) await closeVerifySessions([next]);
+    }
+  }
+
   /** Changes the witness decoded since the last call: their keys join K; a TRUNCATE sends its table to the fallback. */
   async collect(): Promise<void> {
     if (!this.tables.size) return;
@@ -372,9 +417,13 @@ export class KeyCheck {
    * keys changed after T1 — on the source, those whose last change's commit record lies at or after the WAL position
    * read before T1, or whose transaction T1 does not see (in progress, or committed but not yet visible: T1); on the target, those whose last change the target had not
    * applied when T1 was taken. Best effort: a side that fails here has all its keys read at the fence.
+   * `again`: only the keys the fence would read again (changed after the snapshot their hash was read in, or not read yet)
+   * are read, in a new snapshot that each stands for from then on — called after the catch-up before the freeze, so the
+   * fence reads only what changed in the last moments instead of since the first pass.
    */
-  async preRead(pair: VerifySessionPair): Promise<void> {
-    if (!this.tables.size) return;
+  async preRead(pair: VerifySessionPair, again = false): Promise<number> {
+    if (!this.tables.size) return 0;
+    let looked = 0;
     const t1: T1 = { srcLsn: 0n, xip: new Set(), xmax: 0 };
     const read = async (c: Client, side: "src" | "tgt") => {
       if (side === "src") t1.srcLsn = lsnToBigInt((await c.query(`SELECT pg_current_wal_insert_lsn()::text AS l`)).rows[0].l);
@@ -388,11 +437,16 @@ export class KeyCheck {
         } else if (this.c.targetApplied.inside) t1.tgtApplied = await this.c.targetApplied.inside(c);
         if (side === "tgt" && t1.tgtApplied === undefined) return;
         for (const t of this.tables.values()) {
-          const ids = [...t.keys.keys()];
+          const ids = [...t.keys.keys()].filter((id) => !again || this.changedSince(t, side, id, t.keys.get(id)!));
+          if (!ids.length) continue;
+          if (side === "src") looked += ids.length;
           const got = await hashesByKey(c, t, ids.map((id) => t.keys.get(id)!.k));
           if (!got) continue;
           t.t1 ??= {};
-          t.t1[side] = new Map(ids.map((id) => [id, got.get(id) ?? null]));
+          // Each key's hash with the snapshot it was read in (a pass that fails later leaves these standing: each is exact).
+          const seen = again ? t.t1[side] ?? new Map<string, Seen>() : new Map<string, Seen>();
+          for (const id of ids) seen.set(id, { h: got.get(id) ?? null, at: t1 });
+          t.t1[side] = seen;
         }
       } finally {
         await c.query("COMMIT").catch(() => undefined);
@@ -400,9 +454,23 @@ export class KeyCheck {
     };
     const results = await Promise.allSettled([read(pair.source, "src"), read(pair.target, "tgt")]);
     for (const [i, side] of (["src", "tgt"] as const).entries()) {
-      if (results[i].status === "rejected") for (const t of this.tables.values()) if (t.t1) t.t1[side] = undefined;
+      if (results[i].status === "rejected" && !again) for (const t of this.tables.values()) if (t.t1) t.t1[side] = undefined;
     }
-    this.t1 = t1;
+    return looked;
+  }
+
+  /**
+   * Whether a key's row may differ from its hash read before the freeze: not read, or its last change not visible in the
+   * snapshot it was read in — on the source, a commit record at or after the WAL position read before that snapshot, or a
+   * transaction the snapshot does not see (in progress, or committed but not yet visible: xid at or above its xmax); on
+   * the target, a change it had not applied when the snapshot was taken.
+   */
+  private changedSince(t: Keyed, side: "src" | "tgt", id: string, x: { lsn: bigint; xid: number }): boolean {
+    const seen = t.t1?.[side]?.get(id);
+    if (!seen) return true;
+    const at = seen.at;
+    return side === "src" ? x.lsn >= at.srcLsn || at.xip.has(x.xid) || !xidPrecedes(x.xid, at.xmax)
+      : at.tgtApplied === undefined || x.lsn >= at.tgtApplied;
   }
 
   /**
@@ -411,6 +479,8 @@ export class KeyCheck {
    * whole-table hash would have found them.
    */
   async finish(now: VerifySessionPair): Promise<ByKeyResult> {
+    await this.prefetched;
+    this.prefetched = undefined;
     const known = new Map<string, KnownContents>();
     const tables: ByKeyOutcome["tables"] = [];
     if (!this.tables.size) return { known, tables, fallback: this.fallback };
@@ -435,14 +505,7 @@ export class KeyCheck {
     } catch (e) {
       for (const t of [...this.tables.values()]) this.drop(t, `the witness slot's changes could not be read: ${redact((e as Error).message, this.c.source)}`);
     }
-    // Keys whose row may differ from T1's: read now; the others' T1 hashes stand for the fence.
-    const t1 = this.t1;
-    const changedAfterT1 = (t: Keyed, side: "src" | "tgt", id: string, x: { lsn: bigint; xid: number }) => {
-      const before = t.t1?.[side];
-      if (!t1 || !before || !before.has(id)) return true;
-      return side === "src" ? x.lsn >= t1.srcLsn || t1.xip.has(x.xid) || !xidPrecedes(x.xid, t1.xmax)
-        : t1.tgtApplied === undefined || x.lsn >= t1.tgtApplied;
-    };
+    // Keys whose row may differ from its hash read before the freeze: read now; the others' hashes stand for the fence.
     this.reread = 0;
     const fresh = async (c: Client, side: "src" | "tgt") => {
       const out = new Map<number, Sums>();
@@ -452,8 +515,8 @@ export class KeyCheck {
           if (!t.keys.size) continue;
           const now: string[][] = [], stable: (string | null)[] = [];
           for (const [id, x] of t.keys) {
-            if (changedAfterT1(t, side, id, x)) now.push(x.k);
-            else stable.push(t.t1![side]!.get(id)!);
+            if (this.changedSince(t, side, id, x)) now.push(x.k);
+            else stable.push(t.t1![side]!.get(id)!.h);
           }
           if (side === "src") this.reread += now.length;
           out.set(t.oid, add(sumsOfHashes(stable), now.length ? await sumsByKey(c, t, now) : ZERO));
@@ -484,7 +547,24 @@ export class KeyCheck {
   /** Where the fence's part went (for the cutover's message). */
   phases = "";
 
+  private prefetched?: Promise<void>;
+
+  /**
+   * Once writes are stopped (the fence begins): the witness's changes decoded so far and their rows in the held S and P
+   * read while the fence drains the target and pauses its consumer, on connections the fence does not use. Only a head
+   * start: finish() decodes again from where this stopped (a change committed meanwhile is decoded then), and both
+   * steps keep what they did (collect: keys into K; readOld: each key's S and P sums once), as when called before the freeze.
+   */
+  prefetch(): void {
+    if (this.prefetched || !this.tables.size) return;
+    // A failure part-way (the slot's changes consumed but not all decoded) leaves K incomplete: every table then falls back.
+    this.prefetched = (async () => { await this.collect(); await this.readOld(); })().catch((e) => {
+      for (const t of [...this.tables.values()]) this.drop(t, `the witness slot's changes could not be read: ${redact((e as Error).message, this.c.source)}`);
+    });
+  }
+
   async close(): Promise<void> {
+    await this.prefetched;
     // Dropped here, so it is gone when the cutover returns (a TEMPORARY slot also goes with its session, but the server
     // ends that session a moment after the client leaves, and also if this process dies). Bounded: the link may be stalled.
     if (this.witness && this.slotMade) {

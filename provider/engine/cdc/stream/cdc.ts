@@ -103,7 +103,7 @@ async function drainStream(source: Endpoint, target: Endpoint, src: Client, tgt:
       } finally { clearTimeout(timer); }
       if ((await readAppliedLsn(tgt, name)) >= want) return;
     } else {
-      await sleep(100);
+      await sleep(25); // at the fence this wait is downtime
     }
     if (Date.now() > deadline) {
       throw new PgferryError("drain_timeout", `the target had not applied up to the fence ${fence} after ${timeoutSec}s` +
