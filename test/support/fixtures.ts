@@ -44,3 +44,15 @@ export function edgeChanges(i: number): string {
   DELETE FROM parent WHERE a = ${2 + (i % 1990)} AND b = ${(2 + (i % 1990)) % 7};
   COMMIT;`;
 }
+
+/**
+ * --exclude and DDL while streaming (ddl.stream, ddl.subscription): arch.cache is excluded at start by the bare name
+ * "cache", which also names public.cache created later; old_log is excluded with its partition; events is migrated.
+ */
+export const EXCLUDE_SCHEMA = `CREATE TABLE acct (id int PRIMARY KEY, v text); INSERT INTO acct SELECT g, 'a' || g FROM generate_series(1, 60) g;
+    CREATE SCHEMA arch; CREATE TABLE arch.cache (id int PRIMARY KEY, v text); INSERT INTO arch.cache SELECT g, 'c' FROM generate_series(1, 5) g;
+    CREATE TABLE old_log (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+    CREATE TABLE old_log_2024 PARTITION OF old_log FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+    CREATE TABLE events (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+    CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+    INSERT INTO events VALUES (1, '2024-03-03')`;
