@@ -244,6 +244,11 @@ export interface ExclusionPlan {
   /** --exclude/--include names that match no relation of the selected schemas. */
   unknown: string[];
   /**
+   * Partitions left out whose partitioned root is migrated: changes to their rows are published through the root, so
+   * they would reach a target that lacks the partition (refused by preflight: exclusion_partition).
+   */
+  partitionsOfMigrated: { partition: string; root: string }[];
+  /**
    * Parts of kept tables that depend on an excluded object and that pg_dump writes inside CREATE TABLE
    * (column defaults, generation expressions, CHECK constraints): they cannot be left out, so the exclusion is refused.
    */
@@ -254,7 +259,7 @@ const RELATION_KINDS: Record<string, string> = { r: "table", p: "partitioned tab
 
 export async function planExclusion(c: Client, sel: TableSelection, schemas: string[]): Promise<ExclusionPlan> {
   const r = await c.query(`SELECT c.oid, n.nspname AS schema, c.relname AS name, c.relkind AS kind, c.relispartition AS is_partition,
-      (SELECT a.relid FROM pg_partition_ancestors(c.oid) a JOIN pg_class ac ON ac.oid = a.relid WHERE NOT ac.relispartition) AS root
+      (SELECT a.relid::oid FROM pg_partition_ancestors(c.oid) a JOIN pg_class ac ON ac.oid = a.relid WHERE NOT ac.relispartition) AS root
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND n.nspname = ANY($1)
       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')`, [schemas]);
@@ -265,7 +270,7 @@ export async function planExclusion(c: Client, sel: TableSelection, schemas: str
     // --include: tables (by their partition root) that it does not name are left out like excluded ones
     (sel.include.length > 0 && (x.kind === "r" || x.kind === "p") &&
       !matches(sel.include, x) && !(x.root && byOid.has(x.root) && matches(sel.include, byOid.get(x.root)!))));
-  if (!seeds.length) return { relations: [], objects: [], unknown, blocking: [] };
+  if (!seeds.length) return { relations: [], objects: [], unknown, blocking: [], partitionsOfMigrated: [] };
   // pg_dump names argument types with an empty search_path: so must we, to find its entries
   await c.query(`SELECT set_config('search_path', '', false)`);
   // Dependents, transitively; a view's rewrite rule stands for the view, a composite type's relation for its type.
@@ -320,7 +325,9 @@ export async function planExclusion(c: Client, sel: TableSelection, schemas: str
   }
   relations.sort((a, b) => a.schema.localeCompare(b.schema) || a.name.localeCompare(b.name));
   const blocking = d.rows.filter((x) => x.inline && !x.internal && !(x.owner != null && excludedOids.has(x.owner))).map((x) => x.description as string);
-  return { relations, objects, unknown, blocking };
+  const partitionsOfMigrated = rels.filter((x) => x.is_partition && excludedOids.has(x.oid) && x.root != null && byOid.has(x.root) && !excludedOids.has(x.root))
+    .map((x) => ({ partition: `${displayName(x.schema, x.name)}`, root: displayName(byOid.get(x.root!)!.schema, byOid.get(x.root!)!.name) }));
+  return { relations, objects, unknown, blocking, partitionsOfMigrated };
 }
 
 const PG_CLASS = 1259, PG_TYPE = 1247;

@@ -268,6 +268,15 @@ export const PREFLIGHT_CHECKS: PreflightCheck[] = [
           message: `what --exclude/--include leave out is used inside tables that are migrated: ${list(exclusion.blocking, 6)}`,
           fix: "--exclude those tables too, or keep what they use (a sequence in a default, a function in a CHECK or generated column)" });
       }
+      if (exclusion.partitionsOfMigrated.length) {
+        const parts = exclusion.partitionsOfMigrated;
+        add({ code: "exclusion_partition", server: "source", objects: parts.map((x) => x.partition),
+          message: `--exclude/--include leave out ${list(parts.map((x) => `partition ${x.partition} of ${x.root}`), 6)}, whose partitioned table is ` +
+            `migrated: changes to the partition's rows are replicated through ${parts.length === 1 ? "it" : "their partitioned tables"} and would reach a ` +
+            `target that lacks the partition (an error, or rows landing in another partition)`,
+          fix: `leave out the partitioned table itself (--exclude ${parts[0].root}), or detach the partition on the source first ` +
+            `(ALTER TABLE ${parts[0].root} DETACH PARTITION ${parts[0].partition}; then --exclude it as a table of its own)` });
+      }
       const excludedKeys = new Set(exclusion.relations.map((x) => `${x.schema}\u0000${x.name}`));
       const tables = (await listTables(src, { ...o.selection, schemas })).filter((t) => !excludedKeys.has(`${t.schema}\u0000${t.name}`));
       const missingSchemas = o.selection.schemas.filter((x) => !schemas.includes(x) || !tables.some((t) => t.schema === x));
