@@ -461,7 +461,8 @@ export const CUTOVER_STEPS: Step<CutoverRun>[] = [
       // Counted on this session first (one statement for this step's section and the event triggers' one): applyEntries
       // opens a session of its own just to find there is nothing left, and reading the 4,000 applied key entries of
       // 2,000 tables only to see that is downtime.
-      await reconcileMatviewRefreshes(r);
+      // Not in a rollback (reverse) cutover: the old server keeps its own views, and start stored no refresh for them.
+      if (!r.reverse) await reconcileMatviewRefreshes(r);
       r.unapplied = await countUnappliedEntries(r.tgt, r.name, ["cutover", "final"]);
       if (r.unapplied.get("cutover")) {
         r.preamble = await readPreamble(r.tgt, r.name);
