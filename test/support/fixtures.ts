@@ -56,3 +56,16 @@ export const EXCLUDE_SCHEMA = `CREATE TABLE acct (id int PRIMARY KEY, v text); I
     CREATE TABLE events (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
     CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
     INSERT INTO events VALUES (1, '2024-03-03')`;
+
+/**
+ * The table-selection moves --ddl replicate refuses (ddl_selection) on EXCLUDE_SCHEMA with --exclude cache, each on a
+ * fresh database: a rename into an --exclude name, one out of it, a new partition --exclude names of a migrated table.
+ */
+export const SELECTION_REFUSALS: { ddl: string[]; names: RegExp }[] = [
+  { ddl: [`CREATE TABLE tmp (id int PRIMARY KEY)`, `INSERT INTO tmp VALUES (1)`, `ALTER TABLE tmp RENAME TO cache`],
+    names: /ALTER TABLE tmp RENAME TO cache[\s\S]*public\.cache, a table the migration carries, now has a name --exclude names/ },
+  { ddl: [`ALTER TABLE arch.cache RENAME TO cache_v2`],
+    names: /ALTER TABLE arch\.cache RENAME TO cache_v2[\s\S]*renames a table the migration leaves out[\s\S]*arch\.cache_v2/ },
+  { ddl: [`CREATE TABLE cache PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')`],
+    names: /CREATE TABLE cache PARTITION OF events[\s\S]*public\.cache, a partition of public\.events, which the migration carries/ },
+];

@@ -169,6 +169,13 @@ export async function migratedSequences(c: Client, sel: TableSelection): Promise
   return all.filter((s) => !excluded.has(`${s.schema}.${s.name}`));
 }
 
+/** The migration's materialized views populated on the source (the selection's schemas, less what it leaves out). */
+export async function migratedPopulatedMatviews(c: Client, sel: TableSelection): Promise<{ schema: string; name: string }[]> {
+  const schemas = sel.schemas?.length ? sel.schemas : await userSchemas(c);
+  const excluded = sel.include.length || sel.exclude.length ? (await planExclusion(c, sel, schemas)).relations : [];
+  return listPopulatedMatviews(c, schemas, excluded);
+}
+
 export interface ForeignKeyInfo {
   schema: string; table: string; name: string;
   /** pg_get_constraintdef with every name schema-qualified. */

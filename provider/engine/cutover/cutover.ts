@@ -15,7 +15,7 @@
  */
 import { Client } from "pg";
 import {
-  copyableTables, displayName, listPopulatedMatviews, migratedSequences, migratedTables, planExclusion, TableInfo, TableSelection, userSchemas,
+  copyableTables, displayName, migratedPopulatedMatviews, migratedSequences, migratedTables, TableInfo, TableSelection, userSchemas,
 } from "../catalog/catalog";
 import { runLoad } from "../copy/load";
 import { largeObjectsAtCutover, LargeObjectSync } from "../copy/largeObjects";
@@ -1188,10 +1188,7 @@ async function resumeReplication(c: Ctx): Promise<void> {
  * target has are refreshed; a populated source view the target lacks is named.
  */
 async function reconcileMatviewRefreshes(r: CutoverRun): Promise<void> {
-  const sel = selectionWithJoined(r.m.options);
-  const schemas = sel.schemas.length ? sel.schemas : await userSchemas(r.src);
-  const excluded = sel.include.length || sel.exclude.length ? (await planExclusion(r.src, sel, schemas)).relations : [];
-  const populated = await listPopulatedMatviews(r.src, schemas, excluded);
+  const populated = await migratedPopulatedMatviews(r.src, selectionWithJoined(r.m.options));
   const onTarget = new Set((await r.tgt.query(`SELECT n.nspname || '.' || c.relname AS v FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind = 'm'`)).rows.map((x) => x.v as string));
   const missing = populated.filter((v) => !onTarget.has(`${v.schema}.${v.name}`));
